@@ -1,0 +1,1 @@
+"""Health, readiness, metrics and status: the Flask app served by gunicorn. Reads state, never drives the pipeline."""

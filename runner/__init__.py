@@ -1,0 +1,3 @@
+"""kube-stream-runner: Redis Streams job messages in, Kubernetes Jobs out."""
+
+__version__ = "0.1.0"
