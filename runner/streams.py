@@ -1,0 +1,472 @@
+"""Reading the job streams through the consumer group.
+
+One `StreamReader` per leader: strict priority across the configured streams, this
+consumer's own pending entries first, the group's own delivery counter on every entry,
+takeover (`XAUTOCLAIM`), groups recreated when they vanish, and trimming that never drops
+an entry the group still owes.
+
+The client is a `redis.Redis` with `decode_responses=False`; stream names and entry ids
+are handed out as `str`, entry fields stay `bytes`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from runner.errors import redis_error_from
+
+__all__ = [
+    "DEAD_SUFFIX",
+    "Entry",
+    "PendingInfo",
+    "PendingSummary",
+    "StreamReader",
+    "StreamStats",
+    "id_key",
+]
+
+log = logging.getLogger(__name__)
+
+DEAD_SUFFIX = ":dead"
+# Consumer groups start at "0", not "$": entries XADDed before the group existed (a
+# producer that started first, a group that vanished and is recreated) are still read.
+GROUP_START_ID = "0"
+CLAIM_PAGE = 500
+TRIM_SCAN_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One stream entry as delivered to this consumer.
+
+    `deliveries` is the group's own counter (1 for a first delivery). `from_pending` is
+    True for entries re-read from this consumer's pending list or claimed from another.
+    """
+
+    stream: str
+    entry_id: str
+    fields: dict[bytes, bytes]
+    deliveries: int
+    from_pending: bool
+
+
+@dataclass(frozen=True)
+class PendingInfo:
+    entry_id: str
+    consumer: str
+    idle_ms: int
+    deliveries: int
+
+
+@dataclass(frozen=True)
+class PendingSummary:
+    count: int
+    min_id: str | None
+    max_id: str | None
+    consumers: dict[str, int]
+
+
+@dataclass(frozen=True)
+class StreamStats:
+    """`lag` is None when Redis cannot tell (it says so after deletions in the stream)."""
+
+    length: int
+    pending: int
+    lag: int | None
+    dead: int
+
+
+def id_key(entry_id: str) -> tuple[int, int]:
+    """A stream id as a sortable (milliseconds, sequence) pair."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _next_id(entry_id: str) -> str:
+    ms, seq = id_key(entry_id)
+    return f"{ms}-{seq + 1}"
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, (bytes, bytearray)) else str(value)
+
+
+def _stream_replies(response: Any) -> list[tuple[str, list[tuple[Any, dict[bytes, bytes]]]]]:
+    """XREADGROUP's answer as [(stream, entries)], whichever shape redis-py hands back."""
+    if not response:
+        return []
+    items = response.items() if isinstance(response, dict) else response
+    out = []
+    for stream, entries in items:
+        # the RESP3 legacy shape wraps the list once more
+        if entries and isinstance(entries[0], list):
+            entries = entries[0]
+        out.append((_s(stream), list(entries or [])))
+    return out
+
+
+class StreamReader:
+    """Consumer `consumer` of group `group` on `streams` (highest priority first)."""
+
+    def __init__(
+        self,
+        redis_client: redis.Redis,
+        *,
+        streams: Sequence[str],
+        group: str,
+        consumer: str,
+        count: int = 10,
+        block_ms: int = 2000,
+    ) -> None:
+        if not streams:
+            raise ValueError("at least one stream is needed")
+        if count < 1:
+            raise ValueError("count must be >= 1")
+        self.redis = redis_client
+        self.streams = list(streams)
+        self.group = group
+        self.consumer = consumer
+        self.count = count
+        # 0 (or less) means never block. Keep it below the client's socket_timeout, or a
+        # quiet stream looks like a Redis outage.
+        self.block_ms = block_ms
+        self.groups_recreated = 0
+        self.on_group_recreated: list[Callable[[str], None]] = []
+        # stream -> id after which this consumer's own pending entries are still to be read
+        self._pending_cursor: dict[str, str] = {}
+        self.rescan_pending()
+
+    # -- groups ------------------------------------------------------------------------
+
+    def ensure_groups(self) -> list[str]:
+        """Create the group on every stream (MKSTREAM) where it is missing; return those."""
+        created = []
+        with self._translate():
+            for stream in self.streams:
+                try:
+                    self.redis.xgroup_create(stream, self.group, id=GROUP_START_ID, mkstream=True)
+                except ResponseError as e:
+                    if not str(e).startswith("BUSYGROUP"):
+                        raise
+                else:
+                    created.append(stream)
+        return created
+
+    def _recreate_groups(self, error: ResponseError) -> None:
+        # Redis lost the stream or the group (restart without persistence, a stray DEL):
+        # recreate and go on; the state store stays the source of truth for duplicates.
+        created = self.ensure_groups()
+        self.rescan_pending()
+        for stream in created:
+            self.groups_recreated += 1
+            log.warning("consumer group %s on stream %s had vanished (%s); recreated", self.group, stream, error)
+            for hook in list(self.on_group_recreated):
+                try:
+                    hook(stream)
+                except Exception:  # a subscriber must never break the read loop
+                    log.exception("on_group_recreated hook %r failed", hook)
+
+    # -- reading -----------------------------------------------------------------------
+
+    def rescan_pending(self) -> None:
+        """Read this consumer's own pending entries again before any new ones."""
+        self._pending_cursor = {stream: "0" for stream in self.streams}
+
+    def read_batch(self) -> list[Entry]:
+        """The next batch: own pending first, then new entries in strict priority.
+
+        Returns [] when nothing arrived within `block_ms`.
+        """
+        for attempt in (1, 2):
+            try:
+                with self._translate():
+                    if self._pending_cursor:
+                        batch = self._read_own_pending()
+                        if batch:
+                            return batch
+                    batch = self._read_new()
+                    if batch or self.block_ms <= 0:
+                        return batch
+                    return self._read_new_blocking()
+            except ResponseError as e:
+                if attempt == 2 or not _is_lost_group(e):
+                    raise
+                self._recreate_groups(e)
+        return []  # unreachable; keeps mypy content
+
+    def _read_own_pending(self) -> list[Entry]:
+        for stream in self.streams:
+            while stream in self._pending_cursor:
+                cursor = self._pending_cursor[stream]
+                replies = _stream_replies(
+                    self.redis.xreadgroup(self.group, self.consumer, {stream: cursor}, count=self.count)
+                )
+                raw = replies[0][1] if replies else []
+                if not raw:
+                    del self._pending_cursor[stream]  # drained until the next rescan
+                    break
+                self._pending_cursor[stream] = _s(raw[-1][0])
+                entries = self._with_counts(stream, raw, from_pending=True)
+                if entries:
+                    return entries
+        return []
+
+    def _read_new(self) -> list[Entry]:
+        # One stream at a time, highest priority first, so a busy low stream never
+        # delays a critical entry that is already there.
+        for stream in self.streams:
+            replies = _stream_replies(
+                self.redis.xreadgroup(self.group, self.consumer, {stream: ">"}, count=self.count)
+            )
+            entries = [e for _, raw in replies for e in self._fresh(stream, raw)]
+            if entries:
+                return entries
+        return []
+
+    def _read_new_blocking(self) -> list[Entry]:
+        response = self.redis.xreadgroup(
+            self.group, self.consumer, {s: ">" for s in self.streams}, count=self.count, block=self.block_ms
+        )
+        by_stream = dict(_stream_replies(response))
+        if not by_stream:
+            return []
+        # Redis < 7.2 wakes us with only the stream that got data first; a higher
+        # priority stream may have been filled in the same instant, so look there too.
+        top = min(self.streams.index(s) for s in by_stream)
+        for stream in self.streams[:top]:
+            by_stream.update(_stream_replies(
+                self.redis.xreadgroup(self.group, self.consumer, {stream: ">"}, count=self.count)
+            ))
+        # Everything returned is now in our pending list, so all of it is handed out,
+        # in priority order.
+        return [e for s in self.streams for e in self._fresh(s, by_stream.get(s, []))]
+
+    @staticmethod
+    def _fresh(stream: str, raw: list[tuple[Any, dict[bytes, bytes]]]) -> list[Entry]:
+        return [Entry(stream, _s(i), dict(f), 1, False) for i, f in raw]
+
+    def _with_counts(self, stream: str, raw: list[tuple[Any, dict[bytes, bytes]]], *, from_pending: bool) -> list[Entry]:
+        """Entries with the group's delivery counter; deleted ones (no fields) are acked."""
+        gone = [_s(i) for i, f in raw if not f]
+        if gone:
+            self.redis.xack(stream, self.group, *gone)
+            log.warning("acked %d pending entries of %s whose stream entries were deleted: %s",
+                        len(gone), stream, ", ".join(gone[:10]))
+        live = [(_s(i), dict(f)) for i, f in raw if f]
+        if not live:
+            return []
+        counts = self._delivery_counts(stream, [i for i, _ in live])
+        return [Entry(stream, i, f, counts.get(i, 1), from_pending) for i, f in live]
+
+    def _delivery_counts(self, stream: str, ids: list[str]) -> dict[str, int]:
+        """The group's times-delivered for `ids` (all owned by this consumer), via XPENDING."""
+        wanted = set(ids)
+        counts: dict[str, int] = {}
+        low = min(ids, key=id_key)
+        high = max(ids, key=id_key)
+        while len(counts) < len(wanted):
+            rows = self.redis.xpending_range(
+                stream, self.group, min=low, max=high, count=max(len(wanted), CLAIM_PAGE),
+                consumername=self.consumer,
+            )
+            if not rows:
+                break
+            for row in rows:
+                entry_id = _s(row["message_id"])
+                if entry_id in wanted:
+                    counts[entry_id] = int(row["times_delivered"])
+            low = "(" + _s(rows[-1]["message_id"])
+        return counts
+
+    # -- acking and takeover -----------------------------------------------------------
+
+    def ack(self, entry: Entry) -> int:
+        return self.ack_many([entry])
+
+    def ack_many(self, entries: Sequence[Entry]) -> int:
+        """XACK the entries (one pipeline); returns how many were still pending."""
+        if not entries:
+            return 0
+        by_stream: dict[str, list[str]] = {}
+        for entry in entries:
+            by_stream.setdefault(entry.stream, []).append(entry.entry_id)
+        with self._translate():
+            pipe = self.redis.pipeline(transaction=False)
+            for stream, ids in by_stream.items():
+                pipe.xack(stream, self.group, *ids)
+            return sum(int(n) for n in pipe.execute())
+
+    def autoclaim_all(self, *, min_idle_ms: int = 0, page: int = CLAIM_PAGE) -> list[Entry]:
+        """Take over every pending entry of the group (idle >= min_idle_ms), all streams.
+
+        XAUTOCLAIM is paged until its cursor comes back "0-0". Ids whose entries were
+        trimmed or deleted cannot be processed: they are acked and logged.
+        """
+        claimed: list[Entry] = []
+        for stream in self.streams:
+            claimed.extend(self._autoclaim_stream(stream, min_idle_ms=min_idle_ms, page=page))
+        if claimed:
+            log.info("claimed %d pending entries for %s", len(claimed), self.consumer)
+        return claimed
+
+    def _autoclaim_stream(self, stream: str, *, min_idle_ms: int, page: int) -> Iterator[Entry]:
+        cursor = "0-0"
+        while True:
+            try:
+                with self._translate():
+                    reply = self.redis.xautoclaim(stream, self.group, self.consumer, min_idle_ms, cursor, count=page)
+                    cursor = _s(reply[0])
+                    raw = list(reply[1] or [])
+                    deleted = [_s(i) for i in (reply[2] if len(reply) > 2 else [])]
+                    if deleted:
+                        # Redis 7 already dropped them from the PEL; the ack is for older servers.
+                        self.redis.xack(stream, self.group, *deleted)
+                        log.warning("%d pending entries of %s no longer exist (trimmed or deleted); acked: %s",
+                                    len(deleted), stream, ", ".join(deleted[:10]))
+                    entries = self._with_counts(stream, raw, from_pending=True) if raw else []
+            except ResponseError as e:
+                if not _is_lost_group(e):
+                    raise
+                self._recreate_groups(e)
+                return  # a new group has nothing pending
+            yield from entries
+            if cursor == "0-0":
+                return
+
+    # -- inspection (CLI, status) --------------------------------------------------------
+
+    def pending(
+        self,
+        stream: str,
+        *,
+        consumer: str | None = None,
+        min_idle_ms: int | None = None,
+        start: str = "-",
+        end: str = "+",
+        count: int = 100,
+    ) -> list[PendingInfo]:
+        with self._translate():
+            rows = self.redis.xpending_range(
+                stream, self.group, min=start, max=end, count=count, consumername=consumer, idle=min_idle_ms
+            )
+        return [
+            PendingInfo(_s(r["message_id"]), _s(r["consumer"]), int(r["time_since_delivered"]), int(r["times_delivered"]))
+            for r in rows
+        ]
+
+    def pending_summary(self, stream: str) -> PendingSummary:
+        with self._translate():
+            summary = self.redis.xpending(stream, self.group)
+        return PendingSummary(
+            count=int(summary["pending"]),
+            min_id=_s(summary["min"]) if summary["min"] else None,
+            max_id=_s(summary["max"]) if summary["max"] else None,
+            consumers={_s(c["name"]): int(c["pending"]) for c in summary["consumers"]},
+        )
+
+    def stats(self) -> dict[str, StreamStats]:
+        """length, pending, lag and dead-letter length of every stream, for our group."""
+        with self._translate():
+            pipe = self.redis.pipeline(transaction=False)
+            for stream in self.streams:
+                pipe.xlen(stream)
+                pipe.xinfo_groups(stream)
+                pipe.xlen(stream + DEAD_SUFFIX)
+            replies = pipe.execute(raise_on_error=False)
+        out = {}
+        for n, stream in enumerate(self.streams):
+            length, groups, dead = replies[3 * n: 3 * n + 3]
+            if isinstance(length, Exception) or isinstance(dead, Exception):
+                raise length if isinstance(length, Exception) else dead
+            ours: dict[str, Any] = {}
+            if not isinstance(groups, Exception):  # no such stream: nothing to report
+                ours = next((g for g in groups if _s(g["name"]) == self.group), {})
+            lag = ours.get("lag")
+            out[stream] = StreamStats(
+                length=int(length),
+                pending=int(ours.get("pending", 0)),
+                lag=None if lag is None else int(lag),
+                dead=int(dead),
+            )
+        return out
+
+    # -- trimming ----------------------------------------------------------------------
+
+    def trim(self, stream: str, maxlen: int) -> int:
+        """Cut `stream` towards `maxlen` entries without losing one any group still owes.
+
+        XTRIM MAXLEN would drop the oldest entries whatever their state, so we trim by
+        MINID instead, with a floor: the oldest pending id and the first undelivered id
+        of every group on the stream. Nothing at or after the floor is removed, so the
+        stream may stay longer than `maxlen`. The floor only moves forward (acks shrink
+        the pending list, reads advance last-delivered), so computing it before XTRIM is
+        safe without a transaction. Returns the number of entries removed.
+        """
+        with self._translate():
+            length = int(self.redis.xlen(stream))
+            excess = length - maxlen
+            if excess <= 0:
+                return 0
+            floor = self._trim_floor(stream)
+            if floor is None:
+                return 0
+            cutoff = self._cutoff(stream, excess, floor)
+            if cutoff is None:
+                return 0
+            removed = int(self.redis.xtrim(stream, minid=cutoff, approximate=False))
+        if removed:
+            log.debug("trimmed %d entries of %s below %s", removed, stream, cutoff)
+        return removed
+
+    def _trim_floor(self, stream: str) -> tuple[int, int] | None:
+        groups = self.redis.xinfo_groups(stream)
+        if not groups:
+            return None  # no group yet: every entry is still to be delivered
+        floors = []
+        for g in groups:
+            floors.append(id_key(_next_id(_s(g["last-delivered-id"]))))
+            if int(g["pending"]):
+                oldest = self.redis.xpending(stream, _s(g["name"]))["min"]
+                if oldest:
+                    floors.append(id_key(_s(oldest)))
+        return min(floors)
+
+    def _cutoff(self, stream: str, excess: int, floor: tuple[int, int]) -> str | None:
+        """The id of the first entry to keep: `excess` entries in, but never past `floor`."""
+        start, seen = "-", 0
+        while True:
+            page = self.redis.xrange(stream, start, "+", count=min(excess - seen + 1, TRIM_SCAN_PAGE))
+            if not page:
+                return None
+            for raw_id, _ in page:
+                entry_id = _s(raw_id)
+                if seen == excess or id_key(entry_id) >= floor:
+                    return entry_id if seen else None
+                seen += 1
+            start = "(" + _s(page[-1][0])
+
+    # -- errors ------------------------------------------------------------------------
+
+    @contextmanager
+    def _translate(self) -> Iterator[None]:
+        try:
+            yield
+        except (RedisConnectionError, RedisTimeoutError) as e:
+            # After a reconnect our own pending entries come first again.
+            self.rescan_pending()
+            raise redis_error_from(e) from e
+
+
+def _is_lost_group(error: ResponseError) -> bool:
+    text = str(error)
+    # UNBLOCKED: Redis 7 wakes a blocked XREADGROUP with it when the stream is deleted.
+    return text.startswith("NOGROUP") or text.startswith("UNBLOCKED")

@@ -1,0 +1,268 @@
+"""StreamReader against a real redis-server: priority, pending, takeover, NOGROUP, trimming."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import redis
+
+from runner.errors import RedisUnavailable
+from runner.streams import StreamReader, id_key
+from tests.support.ports import wait_for
+
+STREAMS = ["t:jobs:critical", "t:jobs:default", "t:jobs:low"]
+
+
+def reader(r: redis.Redis, consumer: str = "c1", *, count: int = 10, block_ms: int = 0) -> StreamReader:
+    rd = StreamReader(r, streams=STREAMS, group="ksr", consumer=consumer, count=count, block_ms=block_ms)
+    rd.ensure_groups()
+    return rd
+
+
+def add(r: redis.Redis, stream: str, n: int, tag: str = "") -> list[str]:
+    return [r.xadd(stream, {"payload": f"{tag}{stream}:{i}"}).decode() for i in range(n)]
+
+
+def fill_pending(r: redis.Redis, stream: str, n: int, consumer: str = "dead") -> list[str]:
+    """n entries delivered to `consumer` and never acked (a consumer that died)."""
+    reader(r, consumer)  # the group must exist before the entries are delivered
+    ids = add(r, stream, n)
+    r.xreadgroup("ksr", consumer, {stream: ">"}, count=n)
+    return ids
+
+
+def test_ensure_groups_reads_entries_added_before_the_group(redis_client: redis.Redis) -> None:
+    early = add(redis_client, STREAMS[1], 2)
+    rd = StreamReader(redis_client, streams=STREAMS, group="ksr", consumer="c1", count=10, block_ms=0)
+    assert rd.ensure_groups() == STREAMS
+    assert rd.ensure_groups() == []  # BUSYGROUP ignored
+    assert [e.entry_id for e in rd.read_batch()] == early
+
+
+def test_strict_priority_across_streams(redis_client: redis.Redis) -> None:
+    rd = reader(redis_client, count=10)
+    for stream in reversed(STREAMS):  # low first, to show arrival order does not matter
+        add(redis_client, stream, 3)
+    batches = [rd.read_batch() for _ in range(4)]
+    assert [{e.stream for e in b} for b in batches[:3]] == [{s} for s in STREAMS]
+    assert all(len(b) == 3 and all(e.deliveries == 1 and not e.from_pending for e in b) for b in batches[:3])
+    assert batches[3] == []
+
+
+def test_count_limits_a_batch_and_critical_overtakes(redis_client: redis.Redis) -> None:
+    rd = reader(redis_client, count=2)
+    add(redis_client, STREAMS[2], 5)
+    assert len(rd.read_batch()) == 2
+    add(redis_client, STREAMS[0], 1)
+    assert [e.stream for e in rd.read_batch()] == [STREAMS[0]]
+
+
+def _wait_blocked(r: redis.Redis) -> None:
+    wait_for(lambda: any(c.get("cmd") == "xreadgroup" and "b" in c.get("flags", "") for c in r.client_list()),
+             timeout=5, what="a client blocked in XREADGROUP")
+
+
+@pytest.mark.parametrize("stream", STREAMS)
+def test_blocking_read_wakes_for_any_stream(redis_client: redis.Redis, redis_server, stream: str) -> None:
+    rd = reader(redis_server.client(), block_ms=4000)
+    result: list = []
+    t = threading.Thread(target=lambda: result.append(rd.read_batch()))
+    started = time.monotonic()
+    t.start()
+    _wait_blocked(redis_client)
+    (added,) = add(redis_client, stream, 1)
+    t.join(timeout=10)
+    assert time.monotonic() - started < 3.5, "the read waited for its timeout instead of waking"
+    assert [(e.stream, e.entry_id) for e in result[0]] == [(stream, added)]
+
+
+def test_blocking_read_returns_several_streams_in_priority_order(redis_client: redis.Redis, redis_server) -> None:
+    rd = reader(redis_server.client(), block_ms=4000)
+    result: list = []
+    t = threading.Thread(target=lambda: result.append(rd.read_batch()))
+    t.start()
+    _wait_blocked(redis_client)
+    pipe = redis_client.pipeline(transaction=True)  # both land before the reader wakes
+    pipe.xadd(STREAMS[2], {"payload": "low"})
+    pipe.xadd(STREAMS[0], {"payload": "critical"})
+    pipe.execute()
+    t.join(timeout=10)
+    assert [e.stream for e in result[0]] == [STREAMS[0], STREAMS[2]]
+
+
+def test_block_timeout_returns_empty(redis_client: redis.Redis) -> None:
+    assert reader(redis_client, block_ms=50).read_batch() == []
+
+
+def test_own_pending_entries_come_first_after_reconnect(redis_client: redis.Redis) -> None:
+    first = reader(redis_client, "pod-a")
+    add(redis_client, STREAMS[2], 3)
+    unacked = first.read_batch()
+    add(redis_client, STREAMS[0], 2)  # higher priority, but new
+    again = reader(redis_client, "pod-a")  # same consumer name, new process
+    batch = again.read_batch()
+    assert [e.entry_id for e in batch] == [e.entry_id for e in unacked]
+    assert all(e.from_pending and e.deliveries == 2 for e in batch)
+    again.ack_many(batch)
+    assert {e.stream for e in again.read_batch()} == {STREAMS[0]}
+    # drained: the pending list is not scanned again, so no stale re-reads
+    assert again.read_batch() == []
+
+
+def test_own_pending_pages_by_count(redis_client: redis.Redis) -> None:
+    fill_pending(redis_client, STREAMS[1], 7, consumer="pod-a")
+    rd = reader(redis_client, "pod-a", count=3)
+    sizes = [len(rd.read_batch()) for _ in range(4)]
+    assert sizes == [3, 3, 1, 0]
+
+
+def test_connection_error_is_translated_and_rescans_pending(redis_client: redis.Redis, private_redis) -> None:
+    client = private_redis.client()
+    rd = reader(client, "pod-a")
+    add(client, STREAMS[0], 1)
+    (entry,) = rd.read_batch()
+    private_redis.stop()
+    with pytest.raises(RedisUnavailable):
+        rd.read_batch()
+    private_redis.start()  # no persistence: stream and group are gone
+    hooks: list[str] = []
+    rd.on_group_recreated.append(hooks.append)
+    assert rd.read_batch() == []
+    assert hooks == STREAMS
+
+
+def test_nogroup_at_run_time_recreates_the_group(redis_client: redis.Redis) -> None:
+    rd = reader(redis_client)
+    seen: list[str] = []
+    rd.on_group_recreated.append(seen.append)
+    rd.on_group_recreated.append(lambda s: 1 / 0)  # a broken hook must not break reading
+    add(redis_client, STREAMS[1], 1)
+    assert len(rd.read_batch()) == 1
+    redis_client.delete(STREAMS[1])
+    assert rd.read_batch() == []
+    assert seen == [STREAMS[1]] and rd.groups_recreated == 1
+    (new,) = add(redis_client, STREAMS[1], 1)
+    assert [e.entry_id for e in rd.read_batch()] == [new]
+
+
+def test_group_destroyed_while_blocked(redis_client: redis.Redis, redis_server) -> None:
+    # Redis 7 wakes the blocked read with an error; the retry then blocks once more.
+    rd = reader(redis_server.client(), block_ms=1000)
+    result: list = []
+    t = threading.Thread(target=lambda: result.append(rd.read_batch()))
+    t.start()
+    _wait_blocked(redis_client)
+    redis_client.delete(STREAMS[2])
+    t.join(timeout=10)
+    assert result == [[]]
+    assert rd.groups_recreated == 1 and redis_client.exists(STREAMS[2])
+
+
+def test_autoclaim_recovers_5000_pending_entries(redis_client: redis.Redis) -> None:
+    rd = reader(redis_client, "leader")
+    pipe = redis_client.pipeline(transaction=False)
+    for i in range(5000):
+        pipe.xadd(STREAMS[1], {"payload": str(i)})
+    ids = [i.decode() for i in pipe.execute()]
+    redis_client.xreadgroup("ksr", "dead-pod", {STREAMS[1]: ">"}, count=5000)
+    fill_pending(redis_client, STREAMS[0], 3, consumer="dead-pod")
+    started = time.monotonic()
+    claimed = rd.autoclaim_all()
+    assert time.monotonic() - started < 10
+    assert len(claimed) == 5003
+    assert [e.entry_id for e in claimed if e.stream == STREAMS[1]] == ids
+    assert all(e.deliveries >= 2 and e.from_pending for e in claimed)
+    summary = rd.pending_summary(STREAMS[1])
+    assert summary.count == 5000 and summary.consumers == {"leader": 5000}
+
+
+def test_autoclaim_min_idle_leaves_fresh_entries(redis_client: redis.Redis) -> None:
+    fill_pending(redis_client, STREAMS[1], 4)
+    rd = reader(redis_client, "leader")
+    assert rd.autoclaim_all(min_idle_ms=60_000) == []
+    assert rd.pending_summary(STREAMS[1]).consumers == {"dead": 4}
+
+
+def test_autoclaim_acks_deleted_entries(redis_client: redis.Redis, caplog) -> None:
+    ids = fill_pending(redis_client, STREAMS[1], 10)
+    redis_client.xdel(STREAMS[1], *ids[2:5])
+    rd = reader(redis_client, "leader")
+    claimed = rd.autoclaim_all(page=4)  # several pages, deletions spread over them
+    assert [e.entry_id for e in claimed] == ids[:2] + ids[5:]
+    assert rd.pending_summary(STREAMS[1]).count == 7
+    assert "no longer exist" in caplog.text
+
+
+def test_own_pending_deleted_entries_are_acked(redis_client: redis.Redis) -> None:
+    ids = fill_pending(redis_client, STREAMS[1], 3, consumer="pod-a")
+    redis_client.xdel(STREAMS[1], ids[1])
+    rd = reader(redis_client, "pod-a")
+    assert [e.entry_id for e in rd.read_batch()] == [ids[0], ids[2]]
+    assert rd.pending_summary(STREAMS[1]).count == 2
+
+
+def test_pending_listing(redis_client: redis.Redis) -> None:
+    fill_pending(redis_client, STREAMS[1], 3, consumer="a")
+    fill_pending(redis_client, STREAMS[1], 2, consumer="b")
+    rd = reader(redis_client)
+    rows = rd.pending(STREAMS[1], consumer="b")
+    assert [(p.consumer, p.deliveries) for p in rows] == [("b", 1), ("b", 1)]
+    assert len(rd.pending(STREAMS[1])) == 5
+    assert rd.pending(STREAMS[1], min_idle_ms=60_000) == []
+    assert rd.pending_summary(STREAMS[1]).consumers == {"a": 3, "b": 2}
+
+
+def test_stats(redis_client: redis.Redis) -> None:
+    rd = reader(redis_client)
+    add(redis_client, STREAMS[0], 5)
+    redis_client.xreadgroup("ksr", "c1", {STREAMS[0]: ">"}, count=2)
+    redis_client.xadd(STREAMS[0] + ":dead", {"payload": "x"})
+    stats = rd.stats()
+    assert stats[STREAMS[0]].length == 5 and stats[STREAMS[0]].pending == 2
+    assert stats[STREAMS[0]].lag == 3 and stats[STREAMS[0]].dead == 1
+    assert stats[STREAMS[2]].length == 0 and stats[STREAMS[2]].lag == 0
+    redis_client.delete(STREAMS[1])
+    assert rd.stats()[STREAMS[1]].length == 0  # a vanished stream reports zeros
+
+
+def test_trim_never_drops_pending_or_undelivered(redis_client: redis.Redis) -> None:
+    rd = reader(redis_client, count=60)
+    ids = add(redis_client, STREAMS[1], 100)
+    delivered = rd.read_batch()
+    rd.ack_many([e for e in delivered if e.entry_id != ids[30]])
+    assert rd.trim(STREAMS[1], 10) == 30  # stops at the pending entry
+    assert redis_client.xrange(STREAMS[1], ids[30], ids[30])
+    rd.ack(delivered[30])
+    assert rd.trim(STREAMS[1], 10) == 30  # stops at the first undelivered entry
+    assert [i.decode() for i, _ in redis_client.xrange(STREAMS[1])] == ids[60:]
+    assert rd.trim(STREAMS[1], 10) == 0
+    assert len(rd.read_batch()) == 40  # nothing undelivered was lost
+
+
+def test_trim_to_maxlen_when_all_done(redis_client: redis.Redis) -> None:
+    rd = reader(redis_client, count=100)
+    ids = add(redis_client, STREAMS[1], 50)
+    rd.ack_many(rd.read_batch())
+    assert rd.trim(STREAMS[1], 45) == 5
+    assert redis_client.xrange(STREAMS[1], count=1)[0][0].decode() == ids[5]
+
+
+def test_trim_without_group_keeps_everything(redis_client: redis.Redis) -> None:
+    add(redis_client, "t:nogroup", 20)
+    rd = StreamReader(redis_client, streams=["t:nogroup"], group="ksr", consumer="c", count=1, block_ms=0)
+    assert rd.trim("t:nogroup", 1) == 0
+
+
+def test_trim_respects_every_group(redis_client: redis.Redis) -> None:
+    rd = reader(redis_client, count=100)
+    add(redis_client, STREAMS[1], 20)
+    redis_client.xgroup_create(STREAMS[1], "other", id="0")
+    redis_client.xreadgroup("other", "x", {STREAMS[1]: ">"}, count=5)  # 5 pending in "other"
+    rd.ack_many(rd.read_batch())
+    assert rd.trim(STREAMS[1], 1) == 0
+
+
+def test_id_key_orders_numerically() -> None:
+    assert sorted(["10-0", "9-5", "9-10"], key=id_key) == ["9-5", "9-10", "10-0"]
