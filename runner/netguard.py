@@ -1,0 +1,230 @@
+"""SSRF guard for webhook URLs: which hosts and addresses a callback may reach.
+
+Used twice: when a message is validated (so a bad URL dead-letters the message) and right
+before every send (DNS may have changed since). The sender connects to exactly the addresses
+returned here, so there is no second lookup an attacker's DNS could answer differently.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+import socket
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence, Union
+from urllib.parse import urlsplit
+
+from runner.errors import HostUnresolvable, WebhookRefused
+
+__all__ = [
+    "IPAddress",
+    "Allowlist",
+    "Target",
+    "Resolver",
+    "refusal_reason",
+    "parse_target",
+    "check_url",
+    "resolve_allowed",
+]
+
+log = logging.getLogger(__name__)
+
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+# (host, port) -> addresses as strings; injectable so unit tests need no DNS.
+Resolver = Callable[[str, int], Sequence[str]]
+
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*$")
+_CGNAT = ipaddress.IPv4Network("100.64.0.0/10")
+_ULA = ipaddress.IPv6Network("fc00::/7")
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_METADATA = ipaddress.IPv4Address("169.254.169.254")
+
+
+@dataclass(frozen=True)
+class Allowlist:
+    """Hosts and networks exempt from the private-address refusal (KSR_WEBHOOK_ALLOW).
+
+    Entries: a hostname (`receiver.ns.svc`), a wildcard suffix (`*.example.internal`), an IP
+    address or a CIDR. An allowed hostname exempts every address it resolves to.
+    """
+
+    hosts: frozenset[str] = frozenset()
+    suffixes: tuple[str, ...] = ()
+    networks: tuple[IPNetwork, ...] = ()
+
+    @classmethod
+    def parse(cls, entries: Iterable[str]) -> Allowlist:
+        """Raises ValueError naming the bad entry."""
+        hosts: set[str] = set()
+        suffixes: list[str] = []
+        networks: list[IPNetwork] = []
+        for raw in entries:
+            entry = raw.strip().lower().rstrip(".")
+            if not entry:
+                continue
+            if entry.startswith("*."):
+                if not _HOSTNAME.match(entry[2:]):
+                    raise ValueError(f"{raw!r} is not a valid wildcard host")
+                suffixes.append(entry[1:])  # keep the dot: "*.a.b" matches "x.a.b", not "xa.b"
+                continue
+            try:
+                networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+                continue
+            except ValueError:
+                pass
+            if "/" in entry or not _HOSTNAME.match(entry):
+                raise ValueError(f"{raw!r} is neither a host name, an IP address nor a CIDR")
+            hosts.add(entry)
+        return cls(frozenset(hosts), tuple(suffixes), tuple(networks))
+
+    def allows_host(self, host: str) -> bool:
+        host = host.lower().rstrip(".")
+        return host in self.hosts or any(host.endswith(s) for s in self.suffixes)
+
+    def allows_address(self, address: IPAddress) -> bool:
+        return any(address.version == n.version and address in n for n in self.networks)
+
+    def entries(self) -> list[str]:
+        return sorted(self.hosts) + ["*" + s for s in self.suffixes] + [str(n) for n in self.networks]
+
+
+def refusal_reason(address: IPAddress) -> str | None:
+    """Why a webhook must not reach this address by default, or None if it is public."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return "an IPv4-mapped IPv6 address"
+        if address in _ULA:
+            return "an IPv6 unique local address"
+        embedded = address.sixtofour or (address.teredo[1] if address.teredo else None)
+        if embedded is None and address in _NAT64:
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is not None:
+            inner = refusal_reason(embedded)
+            if inner is not None:
+                return f"an IPv6 address embedding {embedded}, which is {inner}"
+            if address in _NAT64:
+                return None  # DNS64 in an IPv6-only cluster: judged by the IPv4 address inside
+    if address.is_unspecified:
+        return "the unspecified address"
+    if address.is_loopback:
+        return "a loopback address"
+    if address == _METADATA:
+        return "the cloud metadata address (link-local)"
+    if address.is_link_local:
+        return "a link-local address"
+    if isinstance(address, ipaddress.IPv4Address) and address in _CGNAT:
+        return "a carrier-grade NAT address (100.64.0.0/10)"
+    if address.is_multicast:
+        return "a multicast address"
+    if address.is_private:
+        return "a private address"
+    if address.is_reserved or not address.is_global:
+        return "a reserved or non-global address"
+    return None
+
+
+@dataclass(frozen=True)
+class Target:
+    """A checked webhook URL: where to connect (the addresses) and what to ask for."""
+
+    url: str
+    scheme: str
+    host: str  # as written in the URL, lowercased, without brackets
+    port: int
+    request_target: str  # path plus query, what goes on the request line
+    addresses: tuple[IPAddress, ...]
+
+    @property
+    def host_header(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.scheme == "https" else 80
+        return host if self.port == default else f"{host}:{self.port}"
+
+
+def parse_target(url: str) -> tuple[str, str, int, str]:
+    """(scheme, host, port, request target) of a webhook URL; WebhookRefused if unusable."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        raise WebhookRefused(url, f"not a valid URL ({e})") from e
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise WebhookRefused(url, f"scheme must be http or https, got {scheme or 'none'!r}")
+    if parts.username is not None or parts.password is not None:
+        raise WebhookRefused(url, "credentials in the URL are not supported")
+    host = (parts.hostname or "").rstrip(".")
+    if not host:
+        raise WebhookRefused(url, "no host")
+    if port is None:
+        port = 443 if scheme == "https" else 80
+    if port == 0:
+        raise WebhookRefused(url, "port 0 is not a valid port")
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    return scheme, host, port, target
+
+
+def _literal(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def _system_resolver(host: str, port: int) -> list[str]:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    seen: list[str] = []
+    for _family, _type, _proto, _name, sockaddr in infos:
+        addr = str(sockaddr[0]).split("%", 1)[0]  # drop an IPv6 zone id
+        if addr not in seen:
+            seen.append(addr)
+    return seen
+
+
+def check_url(url: str, allow: Allowlist, *, resolver: Resolver | None = None) -> Target:
+    """Resolve a webhook URL and refuse it unless every address it resolves to may be reached.
+
+    Raises WebhookRefused (HostUnresolvable when DNS gives no answer; `.temporary` tells a
+    failing resolver from a name that does not exist).
+    """
+    scheme, host, port, request_target = parse_target(url)
+    literal = _literal(host)
+    if literal is not None:
+        addresses: list[IPAddress] = [literal]
+    else:
+        if not _HOSTNAME.match(host):
+            raise WebhookRefused(url, f"host {host!r} is not a valid host name")
+        try:
+            found = (resolver or _system_resolver)(host, port)
+        except socket.gaierror as e:
+            temporary = e.errno in (socket.EAI_AGAIN, getattr(socket, "EAI_SYSTEM", None))
+            raise HostUnresolvable(url, f"host {host!r} does not resolve ({e.strerror or e})", temporary=temporary) from e
+        except OSError as e:
+            raise HostUnresolvable(url, f"host {host!r} could not be resolved ({e})", temporary=True) from e
+        addresses = []
+        for text in found:
+            addr = _literal(text)
+            if addr is not None and addr not in addresses:
+                addresses.append(addr)
+        if not addresses:
+            raise HostUnresolvable(url, f"host {host!r} resolved to no addresses", temporary=True)
+
+    if not allow.allows_host(host):
+        # Any refused address refuses the URL: a name mixing public and private answers is
+        # exactly what a DNS-rebinding attacker would serve.
+        for addr in addresses:
+            reason = refusal_reason(addr)
+            if reason is not None and not allow.allows_address(addr):
+                where = str(addr) if literal is not None else f"{host!r} resolves to {addr}"
+                raise WebhookRefused(url, f"{where}, {reason}; add the host or a CIDR to KSR_WEBHOOK_ALLOW to permit it")
+    log.debug("webhook %s allowed, addresses %s", host, addresses)
+    return Target(url, scheme, host, port, request_target, tuple(addresses))
+
+
+def resolve_allowed(url: str, allow: Allowlist, *, resolver: Resolver | None = None) -> list[IPAddress]:
+    """The addresses a webhook URL may be sent to; raises WebhookRefused otherwise."""
+    return list(check_url(url, allow, resolver=resolver).addresses)

@@ -1,0 +1,176 @@
+"""Settings.from_env: defaults, derived values, secrets out of sight, errors naming the variable."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from runner.errors import ConfigError
+from runner.settings import Settings
+
+# An environment with no cluster config: no KUBERNETES_SERVICE_HOST, no KUBECONFIG, a HOME
+# without ~/.kube/config.
+BARE: dict[str, str] = {"POD_NAME": "runner-0"}
+
+
+def test_defaults() -> None:
+    s = Settings.from_env(BARE)
+    assert s.redis.url == "redis://127.0.0.1:6379/0"
+    assert s.streams.streams == ("ksr:jobs:critical", "ksr:jobs:default", "ksr:jobs:low")
+    assert s.streams.group == "ksr"
+    assert s.lock == "redis" and s.kube.executor == "local"
+    assert s.identity.pod_namespace == "default"
+    assert s.policy.allowed_namespaces == ("default",)
+    assert s.policy.allowed_images == () and s.policy.allowed_envrefs == ()
+    assert s.streams.max_message_bytes == 65536
+    assert s.kube.max_active_jobs == 500
+    assert (s.streams.read_count, s.streams.block_ms, s.streams.max_deliveries) == (10, 2000, 5)
+    assert s.state.ttl_seconds == 7 * 24 * 3600
+    assert (s.state.key_prefix, s.state.active_key) == ("ksr:msg:", "ksr:active")
+    assert s.state.record_key("abc") == "ksr:msg:abc"
+    assert (s.streams.events_stream, s.streams.events_maxlen) == ("ksr:events", 100000)
+    assert (s.callbacks.queue, s.callbacks.timeout, s.callbacks.retry_horizon, s.callbacks.max_attempts) == (
+        "ksr-callbacks", 10.0, 3600.0, 12)
+    assert s.callbacks.signing_keys == () and not s.callbacks.signed
+    assert (s.server.http_port, s.server.stuck_threshold, s.server.log_format) == (8080, 60.0, "auto")
+    assert (s.kube.polling_interval, s.kube.worker_pool_size, s.kube.client_timeout, s.kube.pod_start_timeout) == (
+        5.0, 4, 10.0, 300.0)
+    assert s.election.lock_name == "ksr-leader"
+    assert (s.election.lease_duration, s.election.renew_deadline, s.election.retry_period) == (15.0, 10.0, 2.0)
+    assert s.test_crash_at is None
+
+
+def test_settings_are_frozen() -> None:
+    s = Settings.from_env(BARE)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.lock = "lease"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("env", [
+    {"KUBERNETES_SERVICE_HOST": "10.96.0.1"},
+    {"KUBECONFIG": "/tmp/kubeconfig"},
+])
+def test_cluster_config_makes_lease_and_kubernetes_the_default(env: dict[str, str]) -> None:
+    s = Settings.from_env({**BARE, **env})
+    assert s.lock == "lease" and s.kube.executor == "kubernetes"
+
+
+def test_home_kube_config_counts_as_cluster_config(tmp_path: Path) -> None:
+    (tmp_path / ".kube").mkdir()
+    (tmp_path / ".kube" / "config").write_text("apiVersion: v1\n")
+    s = Settings.from_env({**BARE, "HOME": str(tmp_path)})
+    assert s.lock == "lease"
+    assert Settings.from_env({**BARE, "HOME": str(tmp_path / "nowhere")}).lock == "redis"
+
+
+def test_explicit_lock_and_executor_win() -> None:
+    s = Settings.from_env({**BARE, "KUBERNETES_SERVICE_HOST": "x", "KSR_LOCK": "redis", "KSR_EXECUTOR": "local"})
+    assert s.lock == "redis" and s.kube.executor == "local"
+
+
+def test_values_parsed() -> None:
+    s = Settings.from_env({
+        **BARE,
+        "KSR_STREAMS": " a , b ",
+        "POD_NAMESPACE": "jobs",
+        "KSR_ALLOWED_IMAGES": "registry.example/,busybox",
+        "KSR_ALLOWED_SERVICE_ACCOUNTS": "builder",
+        "KSR_WEBHOOK_ALLOW": "127.0.0.1,receiver.test,10.0.0.0/8,*.svc.cluster.local",
+        "POD_START_TIMEOUT": "30s",
+        "KSR_TEST_CRASH_AT": "after_claim",
+        "CACHE_JOB_KEY_PREFIX": "t42:msg:",
+    })
+    assert s.streams.streams == ("a", "b")
+    assert s.policy.allowed_namespaces == ("jobs",)
+    assert s.policy.image_allowed("busybox:1.36") and not s.policy.image_allowed("evil/busybox")
+    assert s.policy.service_account_allowed("default") and s.policy.service_account_allowed("builder")
+    assert not s.policy.service_account_allowed("admin")
+    assert s.policy.webhook_allow.allows_host("receiver.test")
+    assert s.policy.webhook_allow.allows_host("hook.ns.svc.cluster.local")
+    assert s.kube.pod_start_timeout == 30.0
+    assert s.test_crash_at == "after_claim"
+    assert s.state.active_key == "t42:active"
+
+
+def test_overrides_win_and_none_is_ignored() -> None:
+    s = Settings.from_env({**BARE, "KSR_GROUP": "g1"}, KSR_GROUP="g2", HTTP_SERVER_PORT=9000, KSR_LOCK=None)
+    assert s.streams.group == "g2" and s.server.http_port == 9000 and s.lock == "redis"
+    with pytest.raises(ConfigError, match="^HTTP_SERVER_PORT: "):
+        Settings.from_env(BARE, HTTP_SERVER_PORT=0)
+
+
+def test_empty_values_mean_default() -> None:
+    s = Settings.from_env({**BARE, "KSR_GROUP": "", "POLLING_INTERVAL": " "})
+    assert s.streams.group == "ksr" and s.kube.polling_interval == 5.0
+
+
+def test_secrets_stay_out_of_repr_and_masked() -> None:
+    s = Settings.from_env({
+        **BARE,
+        "REDIS_URL": "redis://user:hunter2@redis.example:6380/1",
+        "KSR_WEBHOOK_SECRET": "topsecret1, whsec_c2VjcmV0Mg==",
+    })
+    assert s.redis.url == "redis://user:hunter2@redis.example:6380/1"
+    assert s.callbacks.signing_keys == (b"topsecret1", b"secret2")
+    for text in (repr(s), str(s), repr(s.callbacks), repr(s.redis), str(s.masked())):
+        assert "hunter2" not in text and "topsecret1" not in text and "c2VjcmV0Mg" not in text
+    masked = s.masked()
+    assert masked["REDIS_URL"] == "redis://user:***@redis.example:6380/1"
+    assert masked["KSR_WEBHOOK_SECRET"] == "***,***"
+
+
+def test_masked_lists_every_documented_variable() -> None:
+    documented = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    for name in Settings.from_env(BARE).masked():
+        assert f"`{name}`" in documented, name
+
+
+@pytest.mark.parametrize("env, variable, fragment", [
+    ({"KSR_STREAMS": ""}, "KSR_STREAMS", "must not be empty"),
+    ({"KSR_STREAMS": " , "}, "KSR_STREAMS", "must not be empty"),
+    ({"KSR_STREAMS": "a,b,a"}, "KSR_STREAMS", "duplicate stream a"),
+    ({"KSR_STREAMS": "a,a:dead"}, "KSR_STREAMS", "dead-letter suffix"),
+    ({"KSR_EVENTS_STREAM": "ksr:jobs:low"}, "KSR_EVENTS_STREAM", "also one of KSR_STREAMS"),
+    ({"POD_START_TIMEOUT": "abc"}, "POD_START_TIMEOUT", "must be a number of seconds > 0, got 'abc'"),
+    ({"POD_START_TIMEOUT": "0"}, "POD_START_TIMEOUT", "> 0"),
+    ({"POD_START_TIMEOUT": "nan"}, "POD_START_TIMEOUT", "> 0"),
+    ({"KUBERNETES_CLIENT_TIMEOUT": "-1"}, "KUBERNETES_CLIENT_TIMEOUT", "> 0"),
+    ({"HTTP_SERVER_PORT": "70000"}, "HTTP_SERVER_PORT", "<= 65535"),
+    ({"HTTP_SERVER_PORT": "80.5"}, "HTTP_SERVER_PORT", "an integer"),
+    ({"QUEUE_WORKER_POOL_SIZE": "0"}, "QUEUE_WORKER_POOL_SIZE", ">= 1"),
+    ({"KSR_MAX_ACTIVE_JOBS": "-1"}, "KSR_MAX_ACTIVE_JOBS", ">= 0"),
+    ({"KSR_MAX_MESSAGE_BYTES": "100"}, "KSR_MAX_MESSAGE_BYTES", ">= 1024"),
+    ({"KSR_READ_COUNT": "many"}, "KSR_READ_COUNT", "got 'many'"),
+    ({"KSR_LOCK": "zookeeper"}, "KSR_LOCK", "lease|redis"),
+    ({"KSR_EXECUTOR": "docker"}, "KSR_EXECUTOR", "kubernetes|local"),
+    ({"KSR_LOG_FORMAT": "xml"}, "KSR_LOG_FORMAT", "auto|json|text"),
+    ({"REDIS_URL": "http://x"}, "REDIS_URL", "scheme"),
+    ({"REDIS_URL": "redis://h:99999"}, "REDIS_URL", "not a valid URL"),
+    ({"CACHE_JOB_KEY_PREFIX": "jobs:"}, "CACHE_JOB_KEY_PREFIX", "<namespace>:<name>:"),
+    ({"CACHE_JOB_KEY_PREFIX": "ksr:msg"}, "CACHE_JOB_KEY_PREFIX", "<namespace>:<name>:"),
+    ({"CACHE_JOB_KEY_PREFIX": "ksr:active:"}, "CACHE_JOB_KEY_PREFIX", "'active'"),
+    ({"KSR_WEBHOOK_ALLOW": "10.0.0.0/33"}, "KSR_WEBHOOK_ALLOW", "10.0.0.0/33"),
+    ({"KSR_WEBHOOK_SECRET": "whsec_!!!"}, "KSR_WEBHOOK_SECRET", "secret #1"),
+    ({"KSR_CALLBACK_RETRY_HORIZON": "5"}, "KSR_CALLBACK_RETRY_HORIZON", "longer than KSR_CALLBACK_TIMEOUT"),
+    ({"KSR_BLOCK_MS": "60000"}, "KSR_BLOCK_MS", "shorter than KSR_STUCK_THRESHOLD"),
+    ({"POLLING_INTERVAL": "90"}, "POLLING_INTERVAL", "shorter than KSR_STUCK_THRESHOLD"),
+    ({"KSR_STATE_TTL": "10"}, "KSR_STATE_TTL", ">= 60"),
+    ({"KSR_LEASE_DURATION": "5"}, "KSR_LEASE_DURATION", "KSR_RENEW_DEADLINE"),
+    ({"KSR_RETRY_PERIOD": "soon"}, "KSR_RETRY_PERIOD", "'soon'"),
+    ({"LEADER_ELECTION_LOCK_NAME": "Not_Valid"}, "LEADER_ELECTION_LOCK_NAME", "DNS-1123"),
+])
+def test_errors_name_the_variable(env: dict[str, str], variable: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**BARE, **env})
+    assert caught.value.variable == variable
+    assert str(caught.value).startswith(f"{variable}: ")
+    assert fragment in str(caught.value)
+    assert caught.value.exit_code == 2
+
+
+def test_secret_errors_do_not_echo_the_secret() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**BARE, "KSR_WEBHOOK_SECRET": "good,whsec_not*base64"})
+    assert "not*base64" not in str(caught.value) and "secret #2" in str(caught.value)
