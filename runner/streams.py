@@ -22,7 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from runner.errors import redis_error_from
+from runner.errors import RedisUnavailable, redis_error_from
 
 __all__ = [
     "DEAD_SUFFIX",
@@ -32,6 +32,7 @@ __all__ = [
     "StreamReader",
     "StreamStats",
     "id_key",
+    "redis_errors",
 ]
 
 log = logging.getLogger(__name__)
@@ -459,11 +460,21 @@ class StreamReader:
     @contextmanager
     def _translate(self) -> Iterator[None]:
         try:
-            yield
-        except (RedisConnectionError, RedisTimeoutError) as e:
+            with redis_errors():
+                yield
+        except RedisUnavailable:
             # After a reconnect our own pending entries come first again.
             self.rescan_pending()
-            raise redis_error_from(e) from e
+            raise
+
+
+@contextmanager
+def redis_errors() -> Iterator[None]:
+    """Translate redis-py's connection and timeout errors into RedisUnavailable."""
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError) as e:
+        raise redis_error_from(e) from e
 
 
 def _is_lost_group(error: ResponseError) -> bool:

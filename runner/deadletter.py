@@ -1,0 +1,227 @@
+"""Dead-letter streams `<stream>:dead`: entries that can never become a Job.
+
+An entry is moved there with the reason, the error (naming the field), the group's own
+delivery counter and its original id, and acked in the same Lua step, so it is neither
+lost nor left pending to be read again. The CLI lists, shows, replays and purges them.
+
+A dead entry's fields:
+
+    payload          the original `payload` field, byte for byte
+    field:<name>     any other field the original entry carried
+    reason           short code (REASONS)
+    error            human message naming the field, e.g. "job.gpuNumber: must be 1..4, got 9"
+    deliveries       the group's delivery counter when it was dead-lettered
+    original_id      the entry id in the original stream
+    original_stream  the stream it came from
+    dead_at          Unix time in milliseconds
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import redis
+
+from runner.streams import DEAD_SUFFIX, Entry, redis_errors
+
+__all__ = [
+    "REASONS",
+    "DeadEntry",
+    "dead_letter",
+    "dead_stream",
+    "get_dead",
+    "is_poison",
+    "list_dead",
+    "purge_dead",
+    "replay_dead",
+]
+
+log = logging.getLogger(__name__)
+
+REASONS = ("invalid", "policy", "api_rejected", "poison", "webhook_refused", "deleted")
+DEFAULT_MAXLEN = 100_000
+ERROR_MAX_CHARS = 8192  # an apiserver message can be long; the dead letter needs the gist
+_EXTRA = b"field:"
+
+# XADD then XACK in one script: both or (if the XADD fails) neither. A MULTI would
+# still run the XACK after a failed XADD, losing the entry.
+_DEAD_LETTER = """
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 4))
+redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
+return id
+"""
+
+# Replay reads the dead entry, re-adds the original fields to the original stream and
+# deletes the dead entry in one step, so two operators replaying at once give one entry.
+_REPLAY = """
+local found = redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[1])
+if #found == 0 then return false end
+local f = found[1][2]
+local out, extra, origin = {}, {}, nil
+for i = 1, #f, 2 do
+  local k, v = f[i], f[i + 1]
+  if k == 'payload' then
+    out[#out + 1] = k; out[#out + 1] = v
+  elseif k == 'original_stream' then
+    origin = v
+  elseif string.sub(k, 1, 6) == 'field:' then
+    extra[#extra + 1] = string.sub(k, 7); extra[#extra + 1] = v
+  end
+end
+if origin ~= KEYS[1] then
+  return redis.error_reply('WRONGSTREAM dead entry came from ' .. tostring(origin))
+end
+for i = 1, #extra do out[#out + 1] = extra[i] end
+local id = redis.call('XADD', KEYS[1], '*', unpack(out))
+redis.call('XDEL', KEYS[2], ARGV[1])
+return id
+"""
+
+
+@dataclass(frozen=True)
+class DeadEntry:
+    dead_id: str
+    original_stream: str
+    original_id: str
+    payload: bytes
+    reason: str
+    error: str
+    deliveries: int
+    dead_at: int
+    extra_fields: dict[bytes, bytes]
+
+
+def dead_stream(stream: str, suffix: str = DEAD_SUFFIX) -> str:
+    return stream + suffix
+
+
+def is_poison(deliveries: int, max_deliveries: int) -> bool:
+    """True once an entry has been delivered more than `max_deliveries` times.
+
+    `max_deliveries` is the number of attempts allowed; 0 or less disables the check.
+    """
+    return max_deliveries > 0 and deliveries > max_deliveries
+
+
+def dead_letter(
+    redis_client: redis.Redis,
+    entry: Entry,
+    *,
+    group: str,
+    reason: str,
+    error: str,
+    deliveries: int | None = None,
+    stream_suffix: str = DEAD_SUFFIX,
+    maxlen: int = DEFAULT_MAXLEN,
+    now: float | None = None,
+) -> str:
+    """Move `entry` to `<stream>:dead` and XACK it for `group`, atomically.
+
+    `deliveries` defaults to the entry's own (group) counter; `now` (Unix seconds) to the
+    current time. The dead stream is capped near `maxlen`. Returns the dead entry id.
+    """
+    fields: dict[Any, Any] = {
+        "payload": entry.fields.get(b"payload", b""),
+        "reason": reason,
+        "error": error[:ERROR_MAX_CHARS],
+        "deliveries": entry.deliveries if deliveries is None else deliveries,
+        "original_id": entry.entry_id,
+        "original_stream": entry.stream,
+        "dead_at": int((time.time() if now is None else now) * 1000),
+    }
+    for name, value in entry.fields.items():
+        if name != b"payload":
+            fields[_EXTRA + name] = value
+    flat = [x for pair in fields.items() for x in pair]
+    with redis_errors():
+        dead_id = redis_client.eval(
+            _DEAD_LETTER, 2, dead_stream(entry.stream, stream_suffix), entry.stream,
+            group, entry.entry_id, maxlen, *flat,
+        )
+    log.info("dead-lettered %s %s (%s, %d deliveries): %s",
+             entry.stream, entry.entry_id, reason, fields["deliveries"], fields["error"])
+    return _s(dead_id)
+
+
+def list_dead(
+    redis_client: redis.Redis,
+    stream: str,
+    *,
+    count: int = 50,
+    start: str = "-",
+    stream_suffix: str = DEAD_SUFFIX,
+) -> list[DeadEntry]:
+    """Up to `count` dead entries of `stream`, oldest first, from `start` (inclusive)."""
+    with redis_errors():
+        rows = redis_client.xrange(dead_stream(stream, stream_suffix), start, "+", count=count)
+    return [_parse(i, f) for i, f in rows or []]
+
+
+def get_dead(
+    redis_client: redis.Redis, stream: str, dead_id: str, *, stream_suffix: str = DEAD_SUFFIX
+) -> DeadEntry | None:
+    with redis_errors():
+        rows = redis_client.xrange(dead_stream(stream, stream_suffix), dead_id, dead_id)
+    return _parse(*rows[0]) if rows else None
+
+
+def replay_dead(
+    redis_client: redis.Redis, stream: str, dead_id: str, *, stream_suffix: str = DEAD_SUFFIX
+) -> str | None:
+    """XADD the original fields back to `stream` and delete the dead entry (one Lua step).
+
+    Returns the new entry id, or None when no such dead entry exists. Whether a message
+    whose state record has expired may run again (`--force`) is the CLI's decision: the
+    pipeline treats a replayed id with a recorded Job as a duplicate.
+    """
+    with redis_errors():
+        new_id = redis_client.eval(_REPLAY, 2, stream, dead_stream(stream, stream_suffix), dead_id)
+    if new_id is None:
+        return None
+    log.info("replayed dead entry %s of %s as %s", dead_id, stream, _s(new_id))
+    return _s(new_id)
+
+
+def purge_dead(
+    redis_client: redis.Redis,
+    stream: str,
+    ids: Sequence[str] | Literal["all"],
+    *,
+    stream_suffix: str = DEAD_SUFFIX,
+) -> int:
+    """Delete the given dead entries, or all of them; returns how many were removed."""
+    key = dead_stream(stream, stream_suffix)
+    with redis_errors():
+        if ids == "all":
+            pipe = redis_client.pipeline(transaction=True)
+            pipe.xlen(key)
+            pipe.delete(key)
+            removed = int(pipe.execute()[0])
+        elif not ids:
+            return 0
+        else:
+            removed = int(redis_client.xdel(key, *ids))
+    log.info("purged %d dead entries of %s", removed, stream)
+    return removed
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, (bytes, bytearray)) else str(value)
+
+
+def _parse(dead_id: Any, fields: Any) -> DeadEntry:
+    return DeadEntry(
+        dead_id=_s(dead_id),
+        original_stream=_s(fields.get(b"original_stream", b"")),
+        original_id=_s(fields.get(b"original_id", b"")),
+        payload=fields.get(b"payload", b""),
+        reason=_s(fields.get(b"reason", b"")),
+        error=fields.get(b"error", b"").decode("utf-8", "replace"),
+        deliveries=int(fields.get(b"deliveries", b"0") or 0),
+        dead_at=int(fields.get(b"dead_at", b"0") or 0),
+        extra_fields={k[len(_EXTRA):]: v for k, v in fields.items() if k.startswith(_EXTRA)},
+    )

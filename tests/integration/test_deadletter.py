@@ -1,0 +1,121 @@
+"""Dead-letter streams against a real redis-server: fields, atomic ack, replay, purge."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import redis
+
+from runner.deadletter import dead_letter, get_dead, is_poison, list_dead, purge_dead, replay_dead
+from runner.streams import StreamReader
+
+STREAM = "t:jobs:default"
+
+
+@pytest.fixture
+def rd(redis_client: redis.Redis) -> StreamReader:
+    reader = StreamReader(redis_client, streams=[STREAM], group="ksr", consumer="c1", count=10, block_ms=0)
+    reader.ensure_groups()
+    return reader
+
+
+def delivered(r: redis.Redis, rd: StreamReader, *payloads: bytes, extra: dict | None = None):
+    for p in payloads:
+        r.xadd(STREAM, {"payload": p, **(extra or {})})
+    return rd.read_batch()
+
+
+def test_dead_letter_fields_and_ack(redis_client: redis.Redis, rd: StreamReader) -> None:
+    (entry,) = delivered(redis_client, rd, b'{"id": "m1", "job": {"gpuNumber": 9}}')
+    dead_id = dead_letter(redis_client, entry, group="ksr", reason="invalid",
+                          error="job.gpuNumber: must be 1..4, got 9", now=1700000000.5)
+    assert rd.pending_summary(STREAM).count == 0  # acked with it
+    (row,) = redis_client.xrange(STREAM + ":dead")
+    assert row[0].decode() == dead_id
+    assert row[1] == {
+        b"payload": b'{"id": "m1", "job": {"gpuNumber": 9}}', b"reason": b"invalid",
+        b"error": b"job.gpuNumber: must be 1..4, got 9", b"deliveries": b"1",
+        b"original_id": entry.entry_id.encode(), b"original_stream": STREAM.encode(),
+        b"dead_at": b"1700000000500",
+    }
+    dead = get_dead(redis_client, STREAM, dead_id)
+    assert dead is not None and dead.reason == "invalid" and dead.original_id == entry.entry_id
+    assert dead.deliveries == 1 and dead.dead_at == 1700000000500
+
+
+def test_dead_letter_uses_the_group_counter(redis_client: redis.Redis, rd: StreamReader) -> None:
+    delivered(redis_client, rd, b"x")
+    rd.rescan_pending()
+    (again,) = rd.read_batch()
+    rd.rescan_pending()
+    (third,) = rd.read_batch()
+    assert third.deliveries == 3
+    assert is_poison(third.deliveries, 2) and not is_poison(third.deliveries, 3)
+    assert not is_poison(100, 0)  # 0 disables
+    dead_id = dead_letter(redis_client, third, group="ksr", reason="poison", error="failed 3 times")
+    assert get_dead(redis_client, STREAM, dead_id).deliveries == 3
+
+
+def test_dead_letter_acks_only_when_the_dead_entry_is_written(redis_client: redis.Redis, rd: StreamReader) -> None:
+    (entry,) = delivered(redis_client, rd, b"x")
+    redis_client.set(STREAM + ":dead", "not a stream")  # makes the XADD fail
+    with pytest.raises(redis.ResponseError):
+        dead_letter(redis_client, entry, group="ksr", reason="invalid", error="e")
+    assert rd.pending_summary(STREAM).count == 1  # not acked, so not lost
+
+
+def test_other_fields_survive_dead_letter_and_replay(redis_client: redis.Redis, rd: StreamReader) -> None:
+    (entry,) = delivered(redis_client, rd, b"p", extra={"trace": "abc"})
+    dead_id = dead_letter(redis_client, entry, group="ksr", reason="policy", error="job.namespace: not allowed")
+    assert get_dead(redis_client, STREAM, dead_id).extra_fields == {b"trace": b"abc"}
+    new_id = replay_dead(redis_client, STREAM, dead_id)
+    assert redis_client.xrange(STREAM, new_id, new_id)[0][1] == {b"payload": b"p", b"trace": b"abc"}
+
+
+def test_replay_moves_the_entry_back_once(redis_client: redis.Redis, rd: StreamReader) -> None:
+    (entry,) = delivered(redis_client, rd, b"payload-1")
+    dead_id = dead_letter(redis_client, entry, group="ksr", reason="api_rejected", error="spec: invalid")
+    results: list = []
+    threads = [threading.Thread(target=lambda: results.append(replay_dead(redis_client, STREAM, dead_id)))
+               for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    new_ids = [r for r in results if r is not None]
+    assert len(new_ids) == 1 and len(results) == 8
+    assert redis_client.xlen(STREAM + ":dead") == 0
+    (again,) = rd.read_batch()
+    assert again.entry_id == new_ids[0] and again.fields == {b"payload": b"payload-1"}
+    assert replay_dead(redis_client, STREAM, dead_id) is None
+
+
+def test_replay_refuses_an_entry_from_another_stream(redis_client: redis.Redis, rd: StreamReader) -> None:
+    (entry,) = delivered(redis_client, rd, b"x")
+    dead_id = dead_letter(redis_client, entry, group="ksr", reason="invalid", error="e")
+    redis_client.xadd("t:other:dead", redis_client.xrange(STREAM + ":dead")[0][1], id=dead_id)
+    with pytest.raises(redis.ResponseError, match="WRONGSTREAM"):
+        replay_dead(redis_client, "t:other", dead_id)
+
+
+def test_list_and_purge(redis_client: redis.Redis, rd: StreamReader) -> None:
+    entries = delivered(redis_client, rd, b"a", b"b", b"c", b"d")
+    ids = [dead_letter(redis_client, e, group="ksr", reason="invalid", error=f"e{n}") for n, e in enumerate(entries)]
+    assert [d.dead_id for d in list_dead(redis_client, STREAM)] == ids
+    assert [d.payload for d in list_dead(redis_client, STREAM, count=2, start=ids[1])] == [b"b", b"c"]
+    assert purge_dead(redis_client, STREAM, [ids[0], "0-1"]) == 1
+    assert purge_dead(redis_client, STREAM, []) == 0
+    assert purge_dead(redis_client, STREAM, "all") == 3
+    assert list_dead(redis_client, STREAM) == [] and get_dead(redis_client, STREAM, ids[1]) is None
+
+
+def test_dead_stream_is_capped(redis_client: redis.Redis, rd: StreamReader) -> None:
+    pipe = redis_client.pipeline(transaction=False)
+    for i in range(300):
+        pipe.xadd(STREAM, {"payload": str(i)})
+    pipe.execute()
+    rd.count = 300
+    for e in rd.read_batch():
+        dead_letter(redis_client, e, group="ksr", reason="invalid", error="e", maxlen=100)
+    assert 100 <= redis_client.xlen(STREAM + ":dead") < 300
