@@ -1,1 +1,24 @@
-"""Leader election: a lock protocol, its Lease and Redis backends, and the elector state machine."""
+"""Leader election: a lock protocol, its Lease and Redis backends, and the elector state machine.
+
+    from election import Elector, ElectionConfig
+    from election.lease_lock import LeaseLock, api_client_from_kubeconfig   # in a cluster
+    from election.redis_lock import RedisLock                               # without one
+
+The backends are imported from their modules so that importing `election` does not pull in
+the kubernetes client. `election` never imports `runner`.
+"""
+
+from election.clock import SYSTEM_CLOCK, Clock, FakeClock, RandomSource, SystemClock
+from election.config import ElectionConfig
+from election.elector import Elector, ElectorStatus
+from election.errors import ConflictError, ElectionConfigError, ElectionError, LockError, LockUnavailable
+from election.lock import Lock
+from election.memory_lock import MemoryLock
+from election.record import LeaderRecord
+
+__all__ = [
+    "Clock", "SystemClock", "FakeClock", "RandomSource", "SYSTEM_CLOCK",
+    "ElectionConfig", "Elector", "ElectorStatus",
+    "ElectionError", "ElectionConfigError", "LockError", "ConflictError", "LockUnavailable",
+    "Lock", "MemoryLock", "LeaderRecord",
+]
