@@ -1,0 +1,307 @@
+"""A real Kubernetes control plane on loopback: etcd, kube-apiserver (RBAC), the
+controller manager, the scheduler and kwok with two fake nodes.
+
+Everything runs from a state directory; `state.json` there records each process's
+pid and command line, so `down` stops exactly what `up` started (and a component can
+be stopped and started again by name, for outage tests). Standard library only, so
+the script runs before any virtualenv exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from testenv import build
+
+HERE = Path(__file__).resolve().parent
+STAGES = HERE / "kwok-stages.yaml"
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+CONTROLLERS = (
+    "job-controller",
+    "ttl-after-finished-controller",
+    "garbage-collector-controller",
+    "namespace-controller",
+    "serviceaccount-controller",
+    "serviceaccount-token-controller",
+    "root-ca-certificate-publisher-controller",
+)
+FAKE_NODES = ("kwok-node-0", "kwok-node-1")
+ADMIN_TOKEN_USER = "ksr-admin"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pid_alive(pid: int, binary: str) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    # The pid may have been reused by something else: only ours counts.
+    return cmdline.split(b"\0", 1)[0].decode(errors="replace") == binary
+
+
+@dataclass
+class Bed:
+    dir: Path
+    bin: Path = field(default_factory=build.bin_dir)
+    ports: dict[str, int] = field(default_factory=dict)
+    procs: dict[str, dict] = field(default_factory=dict)
+    token: str = ""
+
+    # -- persistence -----------------------------------------------------------------
+    @property
+    def state_file(self) -> Path:
+        return self.dir / "state.json"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.dir / "admin.kubeconfig"
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.ports['apiserver']}"
+
+    def save(self) -> None:
+        data = {"bin": str(self.bin), "ports": self.ports, "procs": self.procs, "token": self.token}
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(self.state_file)
+
+    @classmethod
+    def load(cls, directory: Path) -> "Bed":
+        data = json.loads((directory / "state.json").read_text())
+        return cls(dir=directory, bin=Path(data["bin"]), ports=data["ports"], procs=data["procs"], token=data["token"])
+
+    # -- set-up ----------------------------------------------------------------------
+    def _openssl(self, *args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=self.dir, check=True, capture_output=True)
+
+    def _certificates(self) -> None:
+        (self.dir / "san.ext").write_text(
+            "subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,"
+            "DNS:kubernetes.default,DNS:kubernetes.default.svc\n"
+        )
+        self._openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+                      "-days", "3650", "-subj", "/CN=ksr-testenv-ca")
+        self._openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+                      "-subj", "/CN=kube-apiserver")
+        self._openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                      "-out", "server.crt", "-days", "3650", "-extfile", "san.ext")
+        self._openssl("genrsa", "-out", "sa.key", "2048")
+        self._openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub")
+
+    def _credentials(self) -> None:
+        self.token = os.urandom(24).hex()
+        (self.dir / "tokens.csv").write_text(f'{self.token},{ADMIN_TOKEN_USER},1,"system:masters"\n')
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "ksr-testenv", "cluster": {
+                "server": self.server, "certificate-authority": str(self.dir / "ca.crt")}}],
+            "users": [{"name": ADMIN_TOKEN_USER, "user": {"token": self.token}}],
+            "contexts": [{"name": "ksr-testenv", "context": {"cluster": "ksr-testenv", "user": ADMIN_TOKEN_USER}}],
+            "current-context": "ksr-testenv",
+        }
+        self.kubeconfig.write_text(json.dumps(config, indent=1))  # JSON is valid YAML
+        self.kubeconfig.chmod(0o600)
+
+    def _commands(self) -> dict[str, list[str]]:
+        d, b, p, kc = self.dir, self.bin, self.ports, str(self.kubeconfig)
+        served = ["--bind-address=127.0.0.1", f"--authentication-kubeconfig={kc}",
+                  f"--authorization-kubeconfig={kc}", f"--kubeconfig={kc}", "--leader-elect=false"]
+        return {
+            "etcd": [
+                str(b / "etcd"), "--name=default", f"--data-dir={d / 'etcd'}",
+                f"--listen-client-urls=http://127.0.0.1:{p['etcd']}",
+                f"--advertise-client-urls=http://127.0.0.1:{p['etcd']}",
+                f"--listen-peer-urls=http://127.0.0.1:{p['etcd_peer']}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{p['etcd_peer']}",
+                f"--initial-cluster=default=http://127.0.0.1:{p['etcd_peer']}",
+                "--unsafe-no-fsync=true", "--log-level=warn",
+            ],
+            "kube-apiserver": [
+                str(b / "kube-apiserver"), f"--etcd-servers=http://127.0.0.1:{p['etcd']}",
+                "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={p['apiserver']}",
+                f"--tls-cert-file={d / 'server.crt'}", f"--tls-private-key-file={d / 'server.key'}",
+                f"--client-ca-file={d / 'ca.crt'}", f"--token-auth-file={d / 'tokens.csv'}",
+                "--authorization-mode=RBAC",
+                "--service-account-issuer=https://kubernetes.default.svc",
+                f"--service-account-key-file={d / 'sa.pub'}",
+                f"--service-account-signing-key-file={d / 'sa.key'}",
+                "--service-cluster-ip-range=10.0.0.0/24", "--allow-privileged=true",
+                "--endpoint-reconciler-type=none",  # loopback advertise address: no kubernetes Endpoints
+                f"--cert-dir={d / 'apiserver-certs'}", "--profiling=false", "--event-ttl=1h",
+            ],
+            "kube-controller-manager": [
+                str(b / "kube-controller-manager"), *served, f"--secure-port={p['controller_manager']}",
+                f"--controllers={','.join(CONTROLLERS)}", f"--service-account-private-key-file={d / 'sa.key'}",
+                f"--root-ca-file={d / 'ca.crt'}", "--use-service-account-credentials=false",
+                "--concurrent-job-syncs=10", "--profiling=false",
+            ],
+            "kube-scheduler": [
+                str(b / "kube-scheduler"), *served, f"--secure-port={p['scheduler']}", "--profiling=false",
+            ],
+            "kwok": [
+                str(b / "kwok"), f"--kubeconfig={kc}", f"--config={STAGES}", "--manage-all-nodes=false",
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+                f"--server-address=127.0.0.1:{p['kwok']}", "--cidr=10.244.0.0/16", "--node-ip=10.244.0.1",
+                "--node-lease-duration-seconds=40",
+            ],
+        }
+
+    # -- processes -------------------------------------------------------------------
+    def start(self, name: str) -> None:
+        """Start one component with the command recorded for it (same ports, same data)."""
+        cmd = self.procs[name]["cmd"]
+        log = open(self.dir / f"{name}.log", "ab")
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+        self.procs[name]["pid"] = proc.pid
+        self.save()
+
+    def stop(self, name: str, *, timeout: float = 15.0) -> None:
+        info = self.procs.get(name) or {}
+        pid, binary = info.get("pid"), info.get("cmd", [""])[0]
+        if not pid or not _pid_alive(pid, binary):
+            return
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _pid_alive(pid, binary) and time.monotonic() < deadline:
+            _reap(pid)
+            time.sleep(0.1)
+        if _pid_alive(pid, binary):
+            os.kill(pid, signal.SIGKILL)
+            _reap(pid, block=True)
+        info["pid"] = None
+        self.save()
+
+    def running(self) -> dict[str, bool]:
+        return {n: bool(i.get("pid")) and _pid_alive(i["pid"], i["cmd"][0]) for n, i in self.procs.items()}
+
+    # -- API helpers (stdlib only) --------------------------------------------------
+    def request(self, method: str, path: str, body: dict | None = None, timeout: float = 5.0) -> tuple[int, dict]:
+        ctx = ssl.create_default_context(cafile=str(self.dir / "ca.crt"))
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.server + path, data=data, method=method, headers={
+            "Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, context=ctx, timeout=timeout) as resp:
+                raw = resp.read()
+                return resp.status, (json.loads(raw) if raw.startswith(b"{") else {"text": raw.decode()})
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            return e.code, (json.loads(raw) if raw.startswith(b"{") else {"text": raw.decode()})
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            started = {n for n, i in self.procs.items() if i.get("pid")}
+            dead = [n for n, alive in self.running().items() if n in started and not alive]
+            if dead:
+                raise RuntimeError(f"{', '.join(dead)} exited during start-up; see {self.dir}/<name>.log")
+            try:
+                status, body = self.request("GET", "/readyz")
+                if status == 200:
+                    return
+                last = f"{status} {str(body)[:200]}"
+            except OSError as e:
+                last = repr(e)
+            time.sleep(0.25)
+        raise TimeoutError(f"kube-apiserver not ready after {timeout}s: {last}")
+
+    def wait_for(self, what: str, predicate, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+    def create_nodes(self) -> None:
+        for name in FAKE_NODES:
+            node = {
+                "apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": name, "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                             "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
+                                        "kubernetes.io/arch": "amd64", "type": "kwok"}},
+                "status": {"allocatable": {"cpu": "32", "memory": "256Gi", "pods": "500", "nvidia.com/gpu": "8"},
+                           "capacity": {"cpu": "32", "memory": "256Gi", "pods": "500", "nvidia.com/gpu": "8"}},
+            }
+            status, body = self.request("POST", "/api/v1/nodes", node)
+            if status not in (201, 409):
+                raise RuntimeError(f"creating node {name}: {status} {body}")
+
+    def nodes_ready(self) -> bool:
+        status, body = self.request("GET", "/api/v1/nodes")
+        if status != 200:
+            return False
+        ready = [n for n in body.get("items", []) for c in n.get("status", {}).get("conditions", [])
+                 if c["type"] == "Ready" and c["status"] == "True"]
+        return len(ready) >= len(FAKE_NODES)
+
+    def default_service_account(self) -> bool:
+        status, _ = self.request("GET", "/api/v1/namespaces/default/serviceaccounts/default")
+        return status == 200
+
+
+def _reap(pid: int, block: bool = False) -> None:
+    try:
+        os.waitpid(pid, 0 if block else os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def up(directory: Path, *, progress=print) -> Bed:
+    started = time.monotonic()
+    if not build.is_built():
+        raise SystemExit("kube-testenv: binaries are not built yet; run `scripts/kube-testenv build` first")
+    directory.mkdir(parents=True, exist_ok=True)
+    bed = Bed(dir=directory)
+    if bed.state_file.exists() and any(Bed.load(directory).running().values()):
+        raise SystemExit(f"kube-testenv: something from {directory} still runs; `down` it first")
+    bed.ports = {k: free_port() for k in ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok")}
+    bed._certificates()
+    bed._credentials()
+    bed.procs = {name: {"cmd": cmd, "pid": None} for name, cmd in bed._commands().items()}
+    bed.save()
+    try:
+        for name in ("etcd", "kube-apiserver"):
+            bed.start(name)
+        bed.wait_ready()
+        progress(f"kube-apiserver ready at {bed.server} after {time.monotonic() - started:.1f}s")
+        for name in ("kube-controller-manager", "kube-scheduler", "kwok"):
+            bed.start(name)
+        bed.create_nodes()
+        bed.wait_for("fake nodes Ready", bed.nodes_ready)
+        bed.wait_for("the default ServiceAccount", bed.default_service_account)
+    except BaseException:
+        down(directory)
+        raise
+    progress(f"test bed up in {time.monotonic() - started:.1f}s ({directory})")
+    return bed
+
+
+def down(directory: Path) -> list[str]:
+    if not (directory / "state.json").exists():
+        return []
+    bed = Bed.load(directory)
+    stopped = [n for n, alive in bed.running().items() if alive]
+    for name in reversed(COMPONENTS):
+        if name in bed.procs:
+            bed.stop(name)
+    return stopped
