@@ -1,0 +1,79 @@
+"""Fixtures shared by the integration and e2e tiers (imported by their conftest.py).
+
+Real servers only: a redis-server and the Kubernetes test bed, each started once per
+test run. A server that cannot start fails the run; it is skipped only when
+KSR_TESTS_ALLOW_SKIP=1 and not under CI.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from tests.support.redis_server import RedisServer
+
+
+def _unavailable(what: str, why: str) -> None:
+    if os.environ.get("CI") != "true" and os.environ.get("KSR_TESTS_ALLOW_SKIP") == "1":
+        pytest.skip(f"{what} unavailable: {why}")
+    pytest.fail(f"{what} unavailable: {why}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    try:
+        server = RedisServer().start()
+    except Exception as e:  # missing binary, port trouble: say so and fail
+        _unavailable("redis-server", str(e))
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """A client on the shared server, with every database flushed before the test."""
+    if not redis_server.running:  # a test that stopped it must not break the next one
+        redis_server.start()
+    conn = redis_server.client()
+    conn.flushall()
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    """A redis-server of the test's own, for tests that stop and restart it."""
+    try:
+        server = RedisServer().start()
+    except Exception as e:
+        _unavailable("redis-server", str(e))
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def kube(tmp_path_factory: pytest.TempPathFactory):
+    from tests.support.kube import KubeBed, binaries_built
+
+    if not binaries_built():
+        _unavailable("Kubernetes test bed", "binaries not built; run `scripts/kube-testenv build` (make test does)")
+    try:
+        bed = KubeBed(tmp_path_factory.mktemp("kube"))
+    except Exception as e:  # up() stops what it started before raising
+        _unavailable("Kubernetes test bed", str(e))
+    try:
+        yield bed
+    finally:
+        bed.close()
+
+
+@pytest.fixture
+def namespace(kube) -> Iterator[str]:
+    from tests.support.kube import delete_namespace, new_namespace
+
+    name = new_namespace(kube)
+    yield name
+    delete_namespace(kube, name)
