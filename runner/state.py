@@ -1,0 +1,312 @@
+"""The state store: one Redis hash per message id, the dedup and the memory of every Job.
+
+`ksr:msg:<id>` is claimed set-if-absent before a Job is created, records the Job once it
+exists, follows it through its states and, once terminal, keeps a TTL so that late
+duplicates are still recognised. `ksr:active` holds the ids whose Jobs have not ended.
+
+Record fields (all strings):
+
+    state         claimed | created | running | completed | failed | exception | dead
+    stream, entry_id, claimed_at (ms), term      written by claim()
+    job_name, namespace, job_uid, created_at      written by record_job()
+    updated_at, finished_at (ms)                  written by set_state()/finish()
+    cb_<status>   ms when the callback for that status was enqueued (mark_callback_sent)
+    ...           anything else the caller passes as keyword fields
+
+Fencing: every mutating method takes the caller's `term` (the Lease's leaseTransitions).
+A term lower than the stored `ksr:term` is refused with StaleTerm inside the same Lua
+script as the write, so a deposed leader cannot write after a new one advanced the term.
+`term=None` skips the check (tools, tests, the watcher of the current leader may pass it).
+
+An expired record looks exactly like an absent one: claim() answers NEW. Refusing to run
+a replayed message whose record expired unless `--force` is given is the CLI's job.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from runner.errors import KsrError
+from runner.streams import redis_errors
+
+__all__ = [
+    "TERMINAL_STATES",
+    "ClaimResult",
+    "ClaimStatus",
+    "StaleTerm",
+    "StateStore",
+    "callbacks_sent",
+]
+
+log = logging.getLogger(__name__)
+
+TERMINAL_STATES = frozenset({"completed", "failed", "exception", "dead"})
+_PAGE = 500
+
+
+class StaleTerm(KsrError):
+    """A write from a leader whose term is older than the one stored in Redis."""
+
+    def __init__(self, term: int, current: int) -> None:
+        self.term = term
+        self.current = current
+        super().__init__(f"term {term} is stale: the current term is {current}")
+
+
+class ClaimStatus(enum.Enum):
+    NEW = "NEW"  # first time: go on and create the Job
+    DUPLICATE = "DUPLICATE"  # a Job was recorded (or the message ended): ack, count, skip
+    RESUME = "RESUME"  # claimed earlier, no Job recorded (a crash): the idempotent create goes on
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    status: ClaimStatus
+    record: dict[str, str]
+
+
+# Shared prologue: KEYS[1] is always the term key, ARGV[1] the caller's term or "".
+_FENCE = """
+local function stale()
+  if ARGV[1] == '' then return nil end
+  local cur = redis.call('GET', KEYS[1])
+  if cur and tonumber(ARGV[1]) < tonumber(cur) then return cur end
+  return nil
+end
+local s = stale()
+if s then return {'STALE', s} end
+"""
+
+# KEYS: term, record. ARGV: term, stream, entry_id, now_ms
+_CLAIM = _FENCE + """
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('HSET', KEYS[2], 'state', 'claimed', 'stream', ARGV[2], 'entry_id', ARGV[3],
+             'claimed_at', ARGV[4])
+  if ARGV[1] ~= '' then redis.call('HSET', KEYS[2], 'term', ARGV[1]) end
+  return {'NEW', redis.call('HGETALL', KEYS[2])}
+end
+local state = redis.call('HGET', KEYS[2], 'state')
+if redis.call('HEXISTS', KEYS[2], 'job_name') == 1 or (state and string.find(ARGV[5], ',' .. state .. ',', 1, true)) then
+  return {'DUPLICATE', redis.call('HGETALL', KEYS[2])}
+end
+if ARGV[1] ~= '' then redis.call('HSET', KEYS[2], 'term', ARGV[1]) end
+return {'RESUME', redis.call('HGETALL', KEYS[2])}
+"""
+
+# KEYS: term, record, active. ARGV: term, id, mode (set|record|finish), ttl, then field pairs.
+# record: SADD active and PERSIST (a live Job's record must not expire).
+# finish: SREM active and EXPIRE ttl (kept for late duplicates).
+_UPDATE = _FENCE + """
+redis.call('HSET', KEYS[2], unpack(ARGV, 5))
+if ARGV[1] ~= '' then redis.call('HSET', KEYS[2], 'term', ARGV[1]) end
+if ARGV[3] == 'record' then
+  redis.call('SADD', KEYS[3], ARGV[2])
+  redis.call('PERSIST', KEYS[2])
+elseif ARGV[3] == 'finish' then
+  redis.call('SREM', KEYS[3], ARGV[2])
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+end
+return {'OK'}
+"""
+
+# KEYS: term, record. ARGV: term, field, now_ms. First caller gets 1.
+_MARK = _FENCE + """
+if redis.call('EXISTS', KEYS[2]) == 0 then return {'MISSING'} end
+return {'OK', redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3])}
+"""
+
+# KEYS: term, record, active. ARGV: term, id.
+_RELEASE = _FENCE + """
+redis.call('DEL', KEYS[2])
+redis.call('SREM', KEYS[3], ARGV[2])
+return {'OK'}
+"""
+
+# KEYS: term. ARGV: term. The stored term only ever grows.
+_ADVANCE = """
+local cur = redis.call('GET', KEYS[1])
+if (not cur) or tonumber(ARGV[1]) > tonumber(cur) then
+  redis.call('SET', KEYS[1], ARGV[1])
+  return ARGV[1]
+end
+return cur
+"""
+
+
+def _s(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)
+
+
+def _record(flat: Any) -> dict[str, str]:
+    if isinstance(flat, dict):
+        return {_s(k): _s(v) for k, v in flat.items()}
+    it = iter(flat or [])
+    return {_s(k): _s(v) for k, v in zip(it, it)}
+
+
+def callbacks_sent(record: dict[str, str]) -> set[int]:
+    """The callback statuses already enqueued for this record (its cb_<status> fields)."""
+    return {int(k[3:]) for k in record if k.startswith("cb_") and k[3:].isdigit()}
+
+
+class StateStore:
+    def __init__(
+        self,
+        redis_client: redis.Redis,
+        *,
+        ttl_seconds: int,
+        prefix: str = "ksr:msg:",
+        active_key: str = "ksr:active",
+        term_key: str = "ksr:term",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if ttl_seconds < 1:
+            raise ValueError("ttl_seconds must be >= 1")
+        self.redis = redis_client
+        self.prefix = prefix
+        self.active_key = active_key
+        self.term_key = term_key
+        self.ttl_seconds = ttl_seconds
+        self.clock = clock
+        self._claim = redis_client.register_script(_CLAIM)
+        self._update = redis_client.register_script(_UPDATE)
+        self._mark = redis_client.register_script(_MARK)
+        self._advance = redis_client.register_script(_ADVANCE)
+        self._release = redis_client.register_script(_RELEASE)
+
+    def key(self, message_id: str) -> str:
+        return self.prefix + message_id
+
+    def _now_ms(self) -> str:
+        return str(int(self.clock() * 1000))
+
+    def _run(self, script: Any, keys: list[str], args: list[Any], term: int | None) -> list[Any]:
+        with redis_errors():
+            reply = script(keys=[self.term_key, *keys], args=["" if term is None else int(term), *args])
+        if _s(reply[0]) == "STALE":
+            raise StaleTerm(int(term or 0), int(reply[1]))
+        return list(reply)
+
+    # -- the message's life --------------------------------------------------------------
+
+    def claim(self, message_id: str, *, stream: str, entry_id: str, term: int | None = None) -> ClaimResult:
+        """Claim `message_id` set-if-absent: NEW, DUPLICATE or RESUME (see ClaimStatus).
+
+        A record in a terminal state without a Job (e.g. refused by the apiserver and
+        dead-lettered) also answers DUPLICATE; use release() to let it run again.
+        """
+        terminal = "," + ",".join(sorted(TERMINAL_STATES)) + ","
+        reply = self._run(self._claim, [self.key(message_id)], [stream, entry_id, self._now_ms(), terminal], term)
+        return ClaimResult(ClaimStatus(_s(reply[0])), _record(reply[1]))
+
+    def record_job(
+        self,
+        message_id: str,
+        *,
+        job_name: str,
+        namespace: str,
+        job_uid: str,
+        term: int | None = None,
+        **fields: Any,
+    ) -> None:
+        """The Job exists: record it (state=created) and add the id to the active set, atomically.
+
+        Extra keyword fields (e.g. `webhook`, `service`) are stored as they are.
+        """
+        self._write(message_id, "record", term, state="created", job_name=job_name, namespace=namespace,
+                    job_uid=job_uid, created_at=self._now_ms(), **fields)
+
+    def set_state(self, message_id: str, state: str, *, term: int | None = None, **fields: Any) -> None:
+        """A non-terminal transition (e.g. running, with pod fields). No TTL is set."""
+        if state in TERMINAL_STATES:
+            raise ValueError(f"{state} is terminal: use finish()")
+        self._write(message_id, "set", term, state=state, updated_at=self._now_ms(), **fields)
+
+    def finish(self, message_id: str, state: str, *, term: int | None = None, **fields: Any) -> None:
+        """A terminal transition: leave the active set, keep the record for ttl_seconds."""
+        if state not in TERMINAL_STATES:
+            raise ValueError(f"{state} is not terminal: one of {sorted(TERMINAL_STATES)}")
+        now = self._now_ms()
+        self._write(message_id, "finish", term, state=state, updated_at=now, finished_at=now, **fields)
+
+    def release(self, message_id: str, *, term: int | None = None) -> None:
+        """Forget `message_id` entirely (the next claim is NEW): for --force replays."""
+        self._run(self._release, [self.key(message_id), self.active_key], [message_id], term)
+
+    def _write(self, message_id: str, mode: str, term: int | None, **fields: Any) -> None:
+        flat = [x for k, v in fields.items() if v is not None for x in (k, _field(v))]
+        self._run(self._update, [self.key(message_id), self.active_key],
+                  [message_id, mode, self.ttl_seconds, *flat], term)
+
+    def mark_callback_sent(self, message_id: str, status: int, *, term: int | None = None) -> bool:
+        """True for the first caller only: that caller enqueues the callback for `status`.
+
+        A missing record (expired, or Redis lost it) answers True: the callback is sent
+        at least once, and receivers deduplicate by webhook-id.
+        """
+        reply = self._run(self._mark, [self.key(message_id)], [f"cb_{int(status)}", self._now_ms()], term)
+        if _s(reply[0]) == "MISSING":
+            log.warning("no state record for %s when marking callback %s; sending it anyway", message_id, status)
+            return True
+        return int(reply[1]) == 1
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def get(self, message_id: str) -> dict[str, str] | None:
+        with redis_errors():
+            record = _record(self.redis.hgetall(self.key(message_id)))
+        return record or None
+
+    def ttl(self, message_id: str) -> int:
+        """Seconds left on the record: -1 without expiry, -2 when absent."""
+        with redis_errors():
+            return int(self.redis.ttl(self.key(message_id)))
+
+    def active_ids(self) -> set[str]:
+        with redis_errors():
+            return {_s(m) for m in self.redis.smembers(self.active_key)}
+
+    def active_records(self) -> dict[str, dict[str, str]]:
+        """Every active id with its record ({} when the record itself is gone)."""
+        ids = sorted(self.active_ids())
+        out: dict[str, dict[str, str]] = {}
+        with redis_errors():
+            for start in range(0, len(ids), _PAGE):
+                chunk = ids[start:start + _PAGE]
+                pipe = self.redis.pipeline(transaction=False)
+                for message_id in chunk:
+                    pipe.hgetall(self.key(message_id))
+                out.update(zip(chunk, (_record(r) for r in pipe.execute())))
+        return out
+
+    # -- fencing ---------------------------------------------------------------------------
+
+    def current_term(self) -> int | None:
+        with redis_errors():
+            value = self.redis.get(self.term_key)
+        return None if value is None else int(value)
+
+    def advance_term(self, term: int) -> int:
+        """Raise the stored term to `term` (never lowers it); returns the stored term."""
+        with redis_errors():
+            return int(self._advance(keys=[self.term_key], args=[int(term)]))
+
+    def fence(self, term: int) -> None:
+        """Raise StaleTerm when `term` is older than the stored one (a read-only check)."""
+        current = self.current_term()
+        if current is not None and term < current:
+            raise StaleTerm(term, current)
+
+
+def _field(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return value
+
