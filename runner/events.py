@@ -1,0 +1,118 @@
+"""The events stream `ksr:events`: every status transition, for producers without a webhook.
+
+One entry per transition (the pipeline appends it next to enqueueing the callback), capped
+near `maxlen` entries (`MAXLEN ~`, so Redis trims whole nodes cheaply). Fields:
+
+    id       the message id
+    status   0 | 1 | 2 | 3 | 99, as in the callback
+    detail   JSON object, the callback's detail
+    job      the Job name (absent before a Job exists)
+    ts       Unix time in milliseconds
+
+Readers follow it with XREAD from the last id they saw; nobody acks it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from redis.client import Pipeline
+
+from runner.streams import redis_errors
+
+__all__ = ["DEFAULT_MAXLEN", "EVENTS_STREAM", "Event", "append_event", "read_events"]
+
+EVENTS_STREAM = "ksr:events"
+DEFAULT_MAXLEN = 100_000
+
+
+@dataclass(frozen=True)
+class Event:
+    event_id: str
+    message_id: str
+    status: int
+    detail: dict[str, Any]
+    job_name: str | None
+    ts: int
+
+
+def append_event(
+    redis_or_pipeline: redis.Redis | Pipeline,
+    *,
+    message_id: str,
+    status: int,
+    detail: dict[str, Any],
+    job_name: str | None = None,
+    stream: str = EVENTS_STREAM,
+    maxlen: int = DEFAULT_MAXLEN,
+    now: float | None = None,
+) -> str | None:
+    """XADD one transition. Returns the event id, or None when given a pipeline (the
+    caller's MULTI then carries it together with its own writes)."""
+    fields: dict[Any, Any] = {
+        "id": message_id,
+        "status": int(status),
+        "detail": json.dumps(detail, separators=(",", ":"), sort_keys=True),
+        "ts": int((time.time() if now is None else now) * 1000),
+    }
+    if job_name:
+        fields["job"] = job_name
+    with redis_errors():
+        result = redis_or_pipeline.xadd(stream, fields, maxlen=maxlen, approximate=True)
+    if isinstance(redis_or_pipeline, Pipeline):
+        return None
+    return _s(result)
+
+
+def read_events(
+    redis_client: redis.Redis,
+    *,
+    stream: str = EVENTS_STREAM,
+    after: str = "0-0",
+    count: int = 100,
+    block_ms: int | None = None,
+) -> list[Event]:
+    """Events with ids after `after`, oldest first; with `block_ms`, wait that long for some
+    (then `after="$"` means only events that arrive from now on)."""
+    with redis_errors():
+        if block_ms is None:
+            rows = redis_client.xrange(stream, "(" + after, "+", count=count)
+        else:
+            reply = redis_client.xread({stream: after}, count=count, block=block_ms)
+            rows = _entries(reply)
+    return [_parse(i, f) for i, f in rows or []]
+
+
+def _entries(reply: Any) -> list[Any]:
+    if not reply:
+        return []
+    items = reply.items() if isinstance(reply, dict) else reply
+    for _, entries in items:
+        if entries and isinstance(entries[0], list):  # the RESP3 legacy shape nests once more
+            entries = entries[0]
+        return list(entries)
+    return []
+
+
+def _s(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)
+
+
+def _parse(event_id: Any, fields: Any) -> Event:
+    job = fields.get(b"job")
+    try:
+        detail = json.loads(fields.get(b"detail", b"{}"))
+    except ValueError:  # written by someone else: keep the raw text
+        detail = {"raw": _s(fields.get(b"detail"))}
+    return Event(
+        event_id=_s(event_id),
+        message_id=_s(fields.get(b"id", b"")),
+        status=int(fields.get(b"status", b"-1")),
+        detail=detail if isinstance(detail, dict) else {"value": detail},
+        job_name=None if job is None else _s(job),
+        ts=int(fields.get(b"ts", b"0")),
+    )
