@@ -105,11 +105,11 @@ def test_job_names_differ_by_id_and_match_label() -> None:
 
 
 def pod(job: dict[str, Any]) -> dict[str, Any]:
-    return job["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+    return job["spec"]["template"]["spec"]
 
 
 def container(job: dict[str, Any]) -> dict[str, Any]:
-    return pod(job)["containers"][0]  # type: ignore[no-any-return]
+    return pod(job)["containers"][0]
 
 
 def test_gpu() -> None:
