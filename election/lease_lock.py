@@ -67,7 +67,7 @@ class LeaseLock:
             lease = self._api.replace_namespaced_lease(self.name, self.namespace, body,
                                                        _request_timeout=self.request_timeout)
         except ApiException as e:
-            if e.status == 404:  # deleted under us: our version is gone, read again
+            if e.status == 404:  # a namespace being deleted, say: our version is gone
                 raise ConflictError(f"update {self.describe()}: it no longer exists") from e
             raise self._translate("update", e) from e
         except (urllib3.exceptions.HTTPError, OSError) as e:

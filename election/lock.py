@@ -31,7 +31,9 @@ class Lock(Protocol):
         """Replace the stored record if its version is still `record.version`; return the
         stored record with its new `version`.
 
-        Raises `ConflictError` when the version differs or the record is gone."""
+        Raises `ConflictError` when the version differs. When the record is gone, Redis
+        raises `ConflictError`; the apiserver creates the Lease (create-on-update), which is
+        as safe as `create`: writers still holding the old version then get a conflict."""
         ...
 
     def describe(self) -> str:

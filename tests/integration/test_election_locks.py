@@ -73,9 +73,19 @@ def test_get_create_update_with_optimistic_concurrency(lock: Any) -> None:
     assert lock.get() == taken and taken.transitions == 1
 
 
-def test_update_without_a_record_is_a_conflict(lock: Any) -> None:
+def test_update_of_a_vanished_record(lock: Any) -> None:
+    """Redis refuses it. The apiserver creates a Lease on update when none exists (leases
+    allow create-on-update); that is as safe as a create: one writer wins, and any other
+    writer still holding the old version gets a 409."""
+    if isinstance(lock, RedisLock):
+        with pytest.raises(ConflictError):
+            lock.update(record("a", version="1"))
+        return
+    created = lock.update(record("a", version="1"))
+    assert same(lock.get(), record("a"))
     with pytest.raises(ConflictError):
-        lock.update(record("a", version="1"))
+        lock.update(record("b", version="1"))
+    assert lock.get() == created
 
 
 def test_redis_record_is_readable_with_redis_cli(redis_server: Any, redis_client: Any) -> None:
