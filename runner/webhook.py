@@ -1,0 +1,237 @@
+"""Callback delivery: the body, Standard Webhooks headers and signatures, one HTTP attempt.
+
+No queueing here (the RQ job function calls `send` and `next_delay`). One attempt:
+the URL goes through the SSRF guard, the connection goes to the very address the guard
+checked (no second DNS lookup), the Host header / TLS SNI / certificate check use the
+original host name, redirects are not followed, and the answer is classified:
+2xx delivered, 410 gone, 408/429/5xx and transport errors retry, anything else failed.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import hashlib
+import hmac
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping, Protocol, Sequence
+
+import urllib3
+import urllib3.exceptions
+
+from runner import __version__
+from runner.errors import HostUnresolvable, WebhookRefused, parse_retry_after
+from runner.netguard import Allowlist, IPAddress, Resolver, check_url
+
+__all__ = [
+    "CallbackStatus",
+    "OutcomeKind",
+    "Outcome",
+    "callback_body",
+    "webhook_id",
+    "signature",
+    "build_headers",
+    "verify",
+    "classify",
+    "send",
+    "next_delay",
+]
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = f"kube-stream-runner/{__version__}"
+RESPONSE_SNIPPET = 512  # bytes of a failing response kept for the log/detail
+
+
+class CallbackStatus(enum.IntEnum):
+    CREATED = 0  # detail {jobId, jobName}
+    STARTED = 1  # detail {podId, podName}
+    COMPLETED = 2  # detail {duration}
+    FAILED = 3  # detail {error: {errorCode, message}}
+    EXCEPTION = 99  # detail {error: {errorCode, message}}
+
+
+# -- body and headers -----------------------------------------------------------------------
+
+
+def callback_body(message_id: str, status: int, detail: Mapping[str, Any]) -> bytes:
+    """The exact bytes that are POSTed and signed; serialise once and keep them for retries."""
+    return json.dumps({"id": message_id, "status": int(status), "detail": dict(detail)},
+                      separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def webhook_id(message_id: str, status: int) -> str:
+    """`<id>:<status>`: the same on every retry, the receiver's idempotency key."""
+    return f"{message_id}:{int(status)}"
+
+
+def signature(msg_id: str, timestamp: int, body: bytes, keys: Sequence[bytes]) -> str:
+    """`v1,<base64 HMAC-SHA256 of "{msg_id}.{timestamp}.{body}">` per key, space-separated."""
+    signed = f"{msg_id}.{timestamp}.".encode("utf-8") + body
+    return " ".join("v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode("ascii") for key in keys)
+
+
+def build_headers(msg_id: str, body: bytes, *, keys: Sequence[bytes] = (), timestamp: int | None = None) -> dict[str, str]:
+    """Headers of one attempt; the timestamp (seconds) is fresh per attempt unless given."""
+    ts = int(time.time()) if timestamp is None else int(timestamp)
+    headers = {
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(ts),
+    }
+    if keys:
+        headers["webhook-signature"] = signature(msg_id, ts, body, keys)
+    return headers
+
+
+def verify(body: bytes, headers: Mapping[str, str], keys: Sequence[bytes], *, tolerance: float = 300, now: float | None = None) -> bool:
+    """What a receiver does: some v1 signature matches one of its keys and the timestamp is
+    within `tolerance` seconds (replay protection). Header names are matched case-insensitively."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    try:
+        msg_id = lower["webhook-id"]
+        ts = int(lower["webhook-timestamp"])
+        offered = lower["webhook-signature"].split()
+    except (KeyError, ValueError):
+        return False
+    current = time.time() if now is None else now
+    if abs(current - ts) > tolerance:
+        return False
+    expected = {signature(msg_id, ts, body, [key]) for key in keys}
+    return any(hmac.compare_digest(sig, exp) for sig in offered for exp in expected)
+
+
+# -- outcome --------------------------------------------------------------------------------
+
+
+class OutcomeKind(enum.StrEnum):
+    DELIVERED = "delivered"  # 2xx: done
+    RETRY = "retry"  # 408/429/5xx, timeouts, connection and DNS errors: try again later
+    GONE = "gone"  # 410: the receiver asks us to stop for this URL
+    FAILED = "failed"  # refused by the guard, a redirect, any other 4xx: retrying will not help
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: OutcomeKind
+    status: int | None = None  # HTTP status, None when no answer came back
+    retry_after: float | None = None  # seconds, from Retry-After
+    detail: str = ""  # why, for logs and metrics
+    address: str | None = None  # the address connected to
+
+    @property
+    def final(self) -> bool:
+        return self.kind is not OutcomeKind.RETRY
+
+
+def classify(status: int, headers: Mapping[str, str] | None = None) -> Outcome:
+    """Map an HTTP answer to an outcome (pure)."""
+    headers = headers or {}
+    get = getattr(headers, "get", None)
+    retry_after = parse_retry_after(get("Retry-After") if get else None)
+    if 200 <= status < 300:
+        return Outcome(OutcomeKind.DELIVERED, status)
+    if status == 410:
+        return Outcome(OutcomeKind.GONE, status, detail="410 Gone: receiver asked to stop")
+    if status in (408, 429) or 500 <= status < 600:
+        return Outcome(OutcomeKind.RETRY, status, retry_after, detail=f"HTTP {status}")
+    if 300 <= status < 400:
+        location = get("Location") if get else None
+        return Outcome(OutcomeKind.FAILED, status, detail=f"redirect not followed (HTTP {status} to {location})")
+    return Outcome(OutcomeKind.FAILED, status, detail=f"HTTP {status}")
+
+
+# -- sending --------------------------------------------------------------------------------
+
+
+def _pool(scheme: str, address: IPAddress, port: int, host: str, timeout: float, ca_certs: str | None) -> urllib3.HTTPConnectionPool:
+    kw: dict[str, Any] = dict(host=str(address), port=port, timeout=urllib3.Timeout(total=timeout), retries=False, maxsize=1)
+    if scheme == "https":
+        # Connect to the checked address, but present and verify the name from the URL.
+        return urllib3.HTTPSConnectionPool(**kw, server_hostname=host, assert_hostname=host,
+                                           cert_reqs="CERT_REQUIRED", ca_certs=ca_certs)
+    return urllib3.HTTPConnectionPool(**kw)
+
+
+def send(
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    allow: Allowlist,
+    timeout: float,
+    resolver: Resolver | None = None,
+    ca_certs: str | None = None,
+) -> Outcome:
+    """One delivery attempt (POST). Never raises for network or HTTP trouble: see Outcome."""
+    try:
+        target = check_url(url, allow, resolver=resolver)
+    except HostUnresolvable as e:
+        return Outcome(OutcomeKind.RETRY, detail=e.problem)
+    except WebhookRefused as e:
+        return Outcome(OutcomeKind.FAILED, detail=f"refused: {e.problem}")
+
+    request_headers = {k: v for k, v in headers.items() if k.lower() != "host"}
+    request_headers["Host"] = target.host_header
+    deadline = time.monotonic() + timeout
+    last = Outcome(OutcomeKind.RETRY, detail="no address answered")
+    for address in target.addresses:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return Outcome(OutcomeKind.RETRY, detail=f"timed out after {timeout:g}s")
+        pool = _pool(target.scheme, address, target.port, target.host, remaining, ca_certs)
+        try:
+            response = pool.urlopen("POST", target.request_target, body=body, headers=request_headers,
+                                    redirect=False, retries=False, assert_same_host=False, preload_content=False)
+            try:
+                snippet = response.read(RESPONSE_SNIPPET)
+            finally:
+                response.release_conn()
+        except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError) as e:
+            # Nothing was sent; the next address of the same host may answer.
+            log.debug("webhook %s: %s unreachable: %s", target.host, address, e)
+            last = Outcome(OutcomeKind.RETRY, detail=f"connect to {address} failed: {_short(e)}", address=str(address))
+            continue
+        except urllib3.exceptions.HTTPError as e:  # read timeouts, resets, TLS errors
+            return Outcome(OutcomeKind.RETRY, detail=f"{type(e).__name__}: {_short(e)}", address=str(address))
+        finally:
+            pool.close()
+        outcome = classify(response.status, response.headers)
+        if outcome.kind is not OutcomeKind.DELIVERED and snippet:
+            text = snippet.decode("utf-8", "replace").strip()
+            outcome = Outcome(outcome.kind, outcome.status, outcome.retry_after, f"{outcome.detail}: {text[:200]}", str(address))
+        else:
+            outcome = Outcome(outcome.kind, outcome.status, outcome.retry_after, outcome.detail, str(address))
+        log.debug("webhook %s via %s: %s", target.host, address, outcome)
+        return outcome
+    return last
+
+
+def _short(error: BaseException) -> str:
+    text = str(error)
+    return text if len(text) <= 300 else text[:300] + "..."
+
+
+# -- backoff --------------------------------------------------------------------------------
+
+
+class UniformSource(Protocol):
+    def uniform(self, a: float, b: float) -> float: ...
+
+
+def next_delay(attempt: int, *, base: float, cap: float, rng: UniformSource, retry_after: float | None = None) -> float:
+    """Seconds to wait before the next attempt, after `attempt` failed ones (1 = the first).
+
+    Exponential backoff with full jitter: uniform(0, min(cap, base * 2**(attempt-1))).
+    A Retry-After from the receiver is a floor (not capped: the caller's retry horizon is
+    what bounds the total).
+    """
+    ceiling = min(cap, base * (2 ** min(max(0, attempt - 1), 64)))  # bounded: no float overflow
+    delay = rng.uniform(0.0, ceiling)
+    if retry_after is not None and retry_after > delay:
+        delay = retry_after
+    return delay
