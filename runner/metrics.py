@@ -1,0 +1,255 @@
+"""Every Prometheus metric of kube-stream-runner, in one place, safe across processes.
+
+`ksr run` has several processes writing metrics (the runner, gunicorn workers, the RQ
+worker), so prometheus_client runs in multiprocess mode: each process writes mmap files in
+PROMETHEUS_MULTIPROC_DIR and `/metrics` merges them with a MultiProcessCollector.
+
+Order matters, and is why the metrics are created lazily by `get()` rather than at import:
+
+1. the supervisor calls `setup_multiprocess(path, wipe=True)` at pod start: it validates the
+   directory and removes the files of the previous container (pids repeat in containers,
+   so a stale `counter_1.db` would otherwise be reopened with old values);
+2. only then does anything call `get()`, which creates the metrics in this process.
+
+Gauges written by the runner alone use `livemax`: one series per pod without a `pid` label,
+dropped when the process is marked dead. Without PROMETHEUS_MULTIPROC_DIR (unit tests, a
+bare `python -c`) `get()` uses a private in-memory registry and `render()` reads that.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import math
+import os
+import re
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+__all__ = [
+    "ENV_MULTIPROC_DIR",
+    "MESSAGE_OUTCOMES",
+    "Metrics",
+    "cleanup_dead_processes",
+    "get",
+    "multiprocess_dir",
+    "render",
+    "setup_multiprocess",
+]
+
+log = logging.getLogger(__name__)
+
+ENV_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+# ksr_messages_total{outcome}; how each outcome feeds the two series operators of
+# queue-to-Job workers already graph (docs/operations.md has the table).
+MESSAGE_OUTCOMES = ("dispatched", "duplicate", "invalid", "dead_lettered", "retried")
+_PROCESSED = frozenset({"dispatched", "duplicate", "invalid", "dead_lettered"})  # acked: done with
+_FAILED = frozenset({"invalid", "dead_lettered"})  # done with, and no Job came of it
+
+# Entry id time -> Job created: milliseconds when idle, minutes when a backlog drains.
+DISPATCH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+JOB_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 43200, 86400)
+KUBE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class StreamStatsLike(Protocol):
+    length: int
+    pending: int
+    lag: int | None
+    dead: int
+
+
+class Metrics:
+    """The metric objects. One instance per process (`get()`); tests may build their own
+    with a fresh `CollectorRegistry`."""
+
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        r = registry
+        # -- leadership (runner process)
+        self.leader = Gauge("ksr_leader", "1 while this replica holds the leader lease, else 0",
+                            registry=r, multiprocess_mode="livemax")
+        self.leader_transitions = Counter(
+            "ksr_leader_transitions", "Leader changes (new holder or new term) this replica observed", registry=r)
+        # -- streams (runner process samples them)
+        self.stream_length = Gauge("ksr_stream_length", "Entries in the stream (XLEN)", ["stream"],
+                                   registry=r, multiprocess_mode="livemax")
+        self.stream_pending = Gauge("ksr_stream_pending", "Entries delivered to the group and not acked",
+                                    ["stream"], registry=r, multiprocess_mode="livemax")
+        self.stream_lag = Gauge("ksr_stream_lag", "Entries not yet delivered to the group (NaN: Redis cannot tell)",
+                                ["stream"], registry=r, multiprocess_mode="livemax")
+        self.stream_dead_letters = Gauge("ksr_stream_dead_letters", "Entries in the stream's dead-letter stream",
+                                         ["stream"], registry=r, multiprocess_mode="livemax")
+        self.queue_length = Gauge("ksr_queue_length", "Messages still to be handled: lag + pending",
+                                  ["stream"], registry=r, multiprocess_mode="livemax")
+        self.group_recreated = Counter("ksr_redis_group_recreated", "Consumer groups recreated after they vanished",
+                                       ["stream"], registry=r)
+        # -- messages
+        self.messages = Counter("ksr_messages", "Messages handled, by outcome", ["outcome"], registry=r)
+        self.messages_processed = Counter("ksr_messages_processed", "Messages acked (dispatched, duplicate, "
+                                          "invalid or dead-lettered)", registry=r)
+        self.messages_failed = Counter("ksr_messages_failed", "Messages acked without a Job (invalid or "
+                                       "dead-lettered)", registry=r)
+        self.dispatch_latency = Histogram("ksr_dispatch_latency_seconds", "From the entry id's time to the Job "
+                                          "created", registry=r, buckets=DISPATCH_BUCKETS)
+        # -- Jobs
+        self.active_jobs = Gauge("ksr_active_jobs", "Jobs created and not yet finished", registry=r,
+                                 multiprocess_mode="livemax")
+        self.jobs_finished = Counter("ksr_jobs_finished", "Jobs that ended, by outcome", ["outcome"], registry=r)
+        self.job_duration = Histogram("ksr_job_duration_seconds", "From Job created to Job finished",
+                                      registry=r, buckets=JOB_BUCKETS)
+        # -- Kubernetes API
+        self.kube_requests = Counter("ksr_kube_requests", "Kubernetes API requests, by verb and HTTP code "
+                                     "(\"error\" when no answer came)", ["verb", "code"], registry=r)
+        self.kube_request_duration = Histogram("ksr_kube_request_duration_seconds", "Kubernetes API request "
+                                               "latency", ["verb"], registry=r, buckets=KUBE_BUCKETS)
+        # -- callbacks (RQ worker process)
+        self.callbacks = Counter("ksr_callbacks", "Webhook callback attempts, by callback status and outcome",
+                                 ["status", "outcome"], registry=r)
+        # -- liveness
+        self.loop_heartbeat = Gauge("ksr_loop_heartbeat_timestamp_seconds", "Unix time of the loop's last "
+                                    "heartbeat", ["loop"], registry=r, multiprocess_mode="livemax")
+
+    # -- helpers, so callers make one call per event --------------------------------------
+
+    def count_message(self, outcome: str) -> None:
+        """One message reached `outcome`; also feeds processed/failed."""
+        if outcome not in MESSAGE_OUTCOMES:
+            raise ValueError(f"unknown message outcome {outcome!r}; one of {', '.join(MESSAGE_OUTCOMES)}")
+        self.messages.labels(outcome=outcome).inc()
+        if outcome in _PROCESSED:
+            self.messages_processed.inc()
+        if outcome in _FAILED:
+            self.messages_failed.inc()
+
+    def set_stream_stats(self, stats: Mapping[str, StreamStatsLike | Mapping[str, Any]]) -> None:
+        """Set the per-stream gauges from StreamReader.stats() (objects or dicts)."""
+        for stream, s in stats.items():
+            row: Mapping[str, Any] = s if isinstance(s, Mapping) else {
+                k: getattr(s, k) for k in ("length", "pending", "lag", "dead")}
+            lag = row.get("lag")
+            pending = int(row["pending"])
+            self.stream_length.labels(stream=stream).set(int(row["length"]))
+            self.stream_pending.labels(stream=stream).set(pending)
+            self.stream_lag.labels(stream=stream).set(math.nan if lag is None else int(lag))
+            self.stream_dead_letters.labels(stream=stream).set(int(row["dead"]))
+            self.queue_length.labels(stream=stream).set(math.nan if lag is None else int(lag) + pending)
+
+    def observe_kube_request(self, verb: str, code: int | str | None, seconds: float) -> None:
+        self.kube_requests.labels(verb=verb, code="error" if code is None else str(code)).inc()
+        self.kube_request_duration.labels(verb=verb).observe(seconds)
+
+    def heartbeat(self, loop: str, wall_time: float) -> None:
+        self.loop_heartbeat.labels(loop=loop).set(wall_time)
+
+
+# -- process-wide instance ------------------------------------------------------------------
+
+_lock = threading.Lock()
+_instance: Metrics | None = None
+_local_registry: CollectorRegistry | None = None
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get(ENV_MULTIPROC_DIR) or None
+
+
+def get() -> Metrics:
+    """This process's metrics, created on first use (after `setup_multiprocess`)."""
+    global _instance, _local_registry
+    with _lock:
+        if _instance is None:
+            if multiprocess_dir():
+                _refresh_value_class()
+                # In multiprocess mode the registry does not matter (render() reads the
+                # files); None keeps the global REGISTRY free of duplicates.
+                _instance = Metrics(None)
+            else:
+                _local_registry = CollectorRegistry()
+                _instance = Metrics(_local_registry)
+        return _instance
+
+
+def setup_multiprocess(path: str | os.PathLike[str] | None = None, *, wipe: bool = False) -> Path:
+    """Validate PROMETHEUS_MULTIPROC_DIR (or `path`, which is then exported) and return it.
+
+    `wipe=True` (the supervisor, once per pod start, before any child starts) removes every
+    metric file left by earlier processes. It refuses once this process created metrics:
+    their files would vanish under them.
+    """
+    raw = os.fspath(path) if path is not None else multiprocess_dir()
+    if not raw:
+        raise RuntimeError(f"{ENV_MULTIPROC_DIR} is not set")
+    directory = Path(raw)
+    if wipe:
+        directory.mkdir(parents=True, exist_ok=True)
+    if not directory.is_dir():
+        raise RuntimeError(f"{ENV_MULTIPROC_DIR}={raw}: not a directory")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise RuntimeError(f"{ENV_MULTIPROC_DIR}={raw}: not writable")
+    os.environ[ENV_MULTIPROC_DIR] = str(directory)
+    if wipe:
+        with _lock:
+            if _instance is not None:
+                raise RuntimeError("setup_multiprocess(wipe=True) after metrics were created in this process")
+        removed = 0
+        for f in directory.glob("*.db"):
+            f.unlink(missing_ok=True)
+            removed += 1
+        if removed:
+            log.info("removed %d stale metric files from %s", removed, directory)
+    return directory
+
+
+def _refresh_value_class() -> None:
+    # prometheus_client picks its value class when it is imported; the directory may have
+    # been exported after that (setup_multiprocess), so pick again before creating metrics.
+    if values.ValueClass is values.MutexValue:
+        values.ValueClass = values.get_value_class()
+
+
+_DB_PID = re.compile(r"^gauge_live\w+?_(\d+)\.db$")
+
+
+def cleanup_dead_processes(path: str | os.PathLike[str] | None = None) -> list[int]:
+    """mark_process_dead() for every pid with live-gauge files that no longer runs (a gunicorn
+    worker orphaned by its master's death never reaches child_exit). Returns those pids."""
+    directory = os.fspath(path) if path is not None else multiprocess_dir()
+    if not directory:
+        return []
+    dead = set()
+    for name in (os.path.basename(f) for f in glob.glob(os.path.join(directory, "gauge_live*.db"))):
+        match = _DB_PID.match(name)
+        if match and not _alive(int(match.group(1))):
+            dead.add(int(match.group(1)))
+    for pid in sorted(dead):
+        mark_process_dead(pid, directory)
+    return sorted(dead)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def render() -> tuple[bytes, str]:
+    """The /metrics body and content type: every process's metrics in multiprocess mode."""
+    directory = multiprocess_dir()
+    if directory:
+        registry = CollectorRegistry()  # fresh per scrape, as prometheus_client requires
+        MultiProcessCollector(registry, path=directory)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    get()
+    assert _local_registry is not None
+    return generate_latest(_local_registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,174 @@
+"""runner.metrics: names, helpers, multiprocess setup and promtool-clean output.
+
+Multiprocess behaviour is checked in subprocesses: prometheus_client keeps per-process
+state that a test must not leave behind in the pytest process.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from runner import metrics
+from runner.metrics import Metrics
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return registry.get_sample_value(name, labels)
+
+
+@pytest.fixture
+def fresh() -> tuple[Metrics, CollectorRegistry]:
+    registry = CollectorRegistry()
+    return Metrics(registry), registry
+
+
+@pytest.mark.parametrize("outcome,processed,failed", [
+    ("dispatched", 1, 0),
+    ("duplicate", 1, 0),
+    ("invalid", 1, 1),
+    ("dead_lettered", 1, 1),
+    ("retried", 0, 0),
+])
+def test_count_message_feeds_processed_and_failed(fresh, outcome, processed, failed):
+    m, registry = fresh
+    m.count_message(outcome)
+    assert value(registry, "ksr_messages_total", outcome=outcome) == 1
+    assert value(registry, "ksr_messages_processed_total") == processed
+    assert value(registry, "ksr_messages_failed_total") == failed
+
+
+def test_unknown_outcome_is_refused(fresh):
+    m, _ = fresh
+    with pytest.raises(ValueError, match="unknown message outcome 'lost'"):
+        m.count_message("lost")
+
+
+def test_stream_stats_set_gauges_and_queue_length(fresh):
+    m, registry = fresh
+    m.set_stream_stats({
+        "ksr:jobs:default": {"length": 10, "pending": 2, "lag": 3, "dead": 1},
+        "ksr:jobs:low": {"length": 4, "pending": 0, "lag": None, "dead": 0},
+    })
+    assert value(registry, "ksr_stream_length", stream="ksr:jobs:default") == 10
+    assert value(registry, "ksr_stream_dead_letters", stream="ksr:jobs:default") == 1
+    assert value(registry, "ksr_queue_length", stream="ksr:jobs:default") == 5
+    assert math.isnan(value(registry, "ksr_stream_lag", stream="ksr:jobs:low") or 0.0)
+    assert math.isnan(value(registry, "ksr_queue_length", stream="ksr:jobs:low") or 0.0)
+
+
+def test_kube_request_without_answer_is_code_error(fresh):
+    m, registry = fresh
+    m.observe_kube_request("create", 201, 0.02)
+    m.observe_kube_request("create", None, 1.5)
+    assert value(registry, "ksr_kube_requests_total", verb="create", code="201") == 1
+    assert value(registry, "ksr_kube_requests_total", verb="create", code="error") == 1
+    assert value(registry, "ksr_kube_request_duration_seconds_count", verb="create") == 2
+
+
+def test_every_metric_is_ksr_prefixed_and_follows_conventions(fresh):
+    _, registry = fresh
+    for family in registry.collect():
+        assert family.name.startswith("ksr_"), family.name
+        if family.type == "counter":
+            assert not family.name.endswith("_total")  # the client appends it once
+        if family.type == "histogram":
+            assert family.name.endswith("_seconds"), family.name
+
+
+def test_setup_multiprocess_refuses_a_missing_or_non_directory(tmp_path, monkeypatch):
+    monkeypatch.delenv(metrics.ENV_MULTIPROC_DIR, raising=False)
+    with pytest.raises(RuntimeError, match="not set"):
+        metrics.setup_multiprocess()
+    with pytest.raises(RuntimeError, match="not a directory"):
+        metrics.setup_multiprocess(tmp_path / "missing")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RuntimeError, match="not a directory"):
+        metrics.setup_multiprocess(tmp_path / "file")
+
+
+def run_python(code: str, env_dir: Path | None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != metrics.ENV_MULTIPROC_DIR}
+    if env_dir is not None:
+        env[metrics.ENV_MULTIPROC_DIR] = str(env_dir)
+    env["PYTHONPATH"] = str(REPO)
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO)
+
+
+def test_multiprocess_wipe_sum_and_promtool(tmp_path):
+    mp = tmp_path / "mp"
+    mp.mkdir()
+    (mp / "counter_1.db").write_bytes(b"stale from the previous container")
+    writer = """
+        from runner import metrics
+        m = metrics.get()
+        m.count_message("dispatched")
+        m.dispatch_latency.observe(0.2)
+        m.leader.set(1)
+        m.callbacks.labels(status="0", outcome="delivered").inc()
+        m.heartbeat("reader", 1700000000.0)
+        m.set_stream_stats({"ksr:jobs:default": {"length": 3, "pending": 1, "lag": 2, "dead": 0}})
+    """
+    first = run_python(f"""
+        from runner import metrics
+        metrics.setup_multiprocess(wipe=True)
+        import os; assert not os.path.exists({str(mp / 'counter_1.db')!r})
+        {textwrap.dedent(writer).strip().replace(chr(10), chr(10) + '        ')}
+    """, mp)
+    assert first.returncode == 0, first.stderr
+    second = run_python(writer, mp)  # another process, as a gunicorn worker or the RQ worker
+    assert second.returncode == 0, second.stderr
+    rendered = run_python("""
+        import sys
+        from runner import metrics
+        metrics.setup_multiprocess()
+        body, ctype = metrics.render()
+        assert ctype.startswith("text/plain"), ctype
+        sys.stdout.write(body.decode())
+    """, mp)
+    assert rendered.returncode == 0, rendered.stderr
+    text = rendered.stdout
+    assert 'ksr_messages_total{outcome="dispatched"} 2.0' in text
+    assert "ksr_messages_processed_total 2.0" in text
+    assert 'ksr_callbacks_total{outcome="delivered",status="0"} 2.0' in text
+    assert "ksr_leader 1.0" in text  # livemax: one series, no pid label
+    assert 'ksr_queue_length{stream="ksr:jobs:default"} 3.0' in text
+    if shutil.which("promtool") is None:
+        pytest.fail("promtool is not installed (scripts/install-system-deps promtool)")
+    check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_wipe_after_metrics_exist_is_refused(tmp_path):
+    result = run_python("""
+        from runner import metrics
+        metrics.setup_multiprocess()
+        metrics.get()
+        try:
+            metrics.setup_multiprocess(wipe=True)
+        except RuntimeError as e:
+            print("refused:", e)
+    """, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "refused: setup_multiprocess(wipe=True) after metrics were created" in result.stdout
+
+
+def test_cleanup_dead_processes_drops_live_gauges_only(tmp_path):
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    dead_pid = proc.pid  # reaped: gone (pids are not reused this soon)
+    for name in (f"gauge_livemax_{dead_pid}.db", f"counter_{dead_pid}.db", f"gauge_livemax_{os.getpid()}.db"):
+        (tmp_path / name).write_bytes(b"")
+    assert metrics.cleanup_dead_processes(tmp_path) == [dead_pid]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"counter_{dead_pid}.db", f"gauge_livemax_{os.getpid()}.db"])
