@@ -144,6 +144,8 @@ class Bed:
                 f"--service-account-signing-key-file={d / 'sa.key'}",
                 "--service-cluster-ip-range=10.0.0.0/24", "--allow-privileged=true",
                 "--endpoint-reconciler-type=none",  # loopback advertise address: no kubernetes Endpoints
+                # No node-lifecycle controller runs to lift the not-ready taint this plugin puts on new nodes.
+                "--disable-admission-plugins=TaintNodesByCondition",
                 f"--cert-dir={d / 'apiserver-certs'}", "--profiling=false", "--event-ttl=1h",
             ],
             "kube-controller-manager": [
