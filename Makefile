@@ -1,0 +1,37 @@
+# The two commands of the README: `make run` and `make test`. Each installs what it needs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: run test setup testbed unit lint clean
+
+# A virtualenv with the package (editable) and the test tools; redone when packaging changes.
+$(BIN)/ksr: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+setup: $(BIN)/ksr
+	scripts/install-system-deps redis-server openssl
+
+# The Kubernetes binaries, built from the Go module proxy once and cached.
+testbed:
+	$(PYTHON) scripts/kube-testenv build
+
+run: setup
+	$(BIN)/ksr dev $(RUN_ARGS)
+
+test: setup testbed
+	scripts/install-system-deps promtool wrk chromium
+	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS) tests
+
+unit: $(BIN)/ksr
+	$(BIN)/python -m pytest -q tests/unit
+
+lint: $(BIN)/ksr
+	$(BIN)/python -m mypy
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache
