@@ -132,7 +132,8 @@ def dict_config(fmt: LogFormat | str = "auto", level: int | str = "INFO", *, str
         "root": {"level": level if isinstance(level, int) else level.upper(), "handlers": ["ksr"]},
         "loggers": {
             "gunicorn.error": {"level": "INFO", "handlers": ["ksr"], "propagate": False},
-            "gunicorn.access": {"level": "INFO", "handlers": ["ksr"], "propagate": False},
+            # access lines off: kubelet probes every few seconds would drown the runner's lines
+            "gunicorn.access": {"level": "WARNING", "handlers": ["ksr"], "propagate": False},
         },
     }
 

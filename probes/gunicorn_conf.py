@@ -1,0 +1,41 @@
+"""gunicorn settings for the probes app (`gunicorn -c python:probes.gunicorn_conf 'probes.app:create_app()'`).
+
+Started by the supervisor of `ksr run`, which has already prepared PROMETHEUS_MULTIPROC_DIR
+and the status board. Workers only serve the probes: no election, no pipeline, ever.
+
+Environment: HTTP_SERVER_PORT (8080), KSR_HTTP_HOST (0.0.0.0; tests use 127.0.0.1),
+KSR_HTTP_WORKERS (2), KSR_HTTP_THREADS (4), KSR_LOG_FORMAT, KSR_LOG_LEVEL.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prometheus_client import multiprocess
+
+from runner.logs import dict_config
+
+bind = f"{os.environ.get('KSR_HTTP_HOST') or '0.0.0.0'}:{os.environ.get('HTTP_SERVER_PORT') or '8080'}"
+workers = int(os.environ.get("KSR_HTTP_WORKERS") or 2)
+# Threads so a slow readiness check (Redis or the API server timing out) never blocks /healthz.
+worker_class = "gthread"
+threads = int(os.environ.get("KSR_HTTP_THREADS") or 4)
+timeout = 30
+graceful_timeout = 5  # inside the supervisor's wait for its children
+keepalive = 5
+# The app is built in each worker (after fork): no Redis connection is shared across processes.
+preload_app = False
+# A new master can bind while workers orphaned by a killed master still hold the port.
+reuse_port = True
+proc_name = "ksr-probes"
+# gunicorn 27's control socket defaults to one path per user ($HOME/.gunicorn): several
+# servers on a host would fight over it, and nothing here uses it.
+control_socket_disable = True
+accesslog = None  # probes every few seconds would drown the runner's log lines
+logconfig_dict = dict_config(os.environ.get("KSR_LOG_FORMAT") or "auto", os.environ.get("KSR_LOG_LEVEL") or "INFO")
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    # Drop the dead worker's live gauges; its counters stay, as counters must.
+    multiprocess.mark_process_dead(worker.pid)

@@ -1,0 +1,257 @@
+"""How the runner (the main process of `ksr run`) tells the probes (gunicorn workers) its state.
+
+A small JSON file, `<runtime dir>/status.json`, rewritten atomically (temporary file +
+rename, so a reader never sees half a file) by the runner and read by the probes on every
+request. Writes are throttled: heartbeats and the active-Job count at most every
+`min_interval` seconds; leadership, elector and runner-state changes and errors at once.
+
+Heartbeat ages are judged on CLOCK_MONOTONIC, which every process on the host shares
+(`time.monotonic()` is system-wide on Linux), so a wall-clock step cannot make a live runner
+look stuck or a stuck one live. Wall times are written too, for people.
+
+The runtime dir is KSR_RUNTIME_DIR; without it `<parent of PROMETHEUS_MULTIPROC_DIR>/ksr-runtime`;
+without either `<tmp>/ksr-runtime-<uid>`. PROMETHEUS_MULTIPROC_DIR defaults to
+`<runtime dir>/metrics`. The supervisor wipes both at pod start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Protocol
+
+from election.clock import SYSTEM_CLOCK, Clock
+from runner.metrics import ENV_MULTIPROC_DIR, Metrics
+
+__all__ = [
+    "ENV_RUNTIME_DIR",
+    "RuntimePaths",
+    "StatusBoard",
+    "read_status",
+    "runtime_paths",
+]
+
+log = logging.getLogger(__name__)
+
+ENV_RUNTIME_DIR = "KSR_RUNTIME_DIR"
+STATUS_FILE = "status.json"
+MAX_ERRORS = 20
+SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class RuntimePaths:
+    runtime_dir: Path
+    metrics_dir: Path
+    status_file: Path
+
+
+def runtime_paths(env: Mapping[str, str] | None = None) -> RuntimePaths:
+    env = os.environ if env is None else env
+    metrics_env = env.get(ENV_MULTIPROC_DIR) or None
+    if env.get(ENV_RUNTIME_DIR):
+        runtime = Path(env[ENV_RUNTIME_DIR])
+    elif metrics_env:
+        runtime = Path(metrics_env).parent / "ksr-runtime"
+    else:
+        runtime = Path(tempfile.gettempdir()) / f"ksr-runtime-{os.getuid()}"
+    metrics = Path(metrics_env) if metrics_env else runtime / "metrics"
+    return RuntimePaths(runtime_dir=runtime, metrics_dir=metrics, status_file=runtime / STATUS_FILE)
+
+
+class ElectorLike(Protocol):
+    """What `observe_elector` reads (election.Elector has it)."""
+
+    @property
+    def term(self) -> int | None: ...
+
+    @property
+    def leader(self) -> str | None: ...
+
+    def is_leading(self) -> bool: ...
+
+    def healthy(self) -> bool: ...
+
+
+class StatusBoard:
+    """The runner's side. Thread-safe; every method is cheap enough to call from a hot loop.
+
+    Runner states: "starting" -> "running" -> "stopping" -> "stopped", or "failed" (the
+    runner raised or returned on its own; liveness fails from then on).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        identity: str = "",
+        min_interval: float = 0.5,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self._clock = clock
+        self._min_interval = min_interval
+        self._metrics = metrics
+        self._mutex = threading.Lock()
+        self._errors: deque[dict[str, Any]] = deque(maxlen=MAX_ERRORS)
+        self._loops: dict[str, dict[str, float]] = {}
+        self._last_write: float | None = None
+        self._write_failed = False
+        self._last_leader_key: tuple[str | None, int | None] | None = None
+        self._state: dict[str, Any] = {
+            "schema": SCHEMA,
+            "identity": identity,
+            "pid": os.getpid(),
+            "started_wall": time.time(),
+            "started_monotonic": clock.monotonic(),
+            "runner": {"state": "starting", "reason": None},
+            "leading": False,
+            "leader": None,
+            "term": None,
+            "elector": {"running": False, "healthy": True},
+            "active_jobs": 0,
+            "children": {},
+        }
+
+    # -- runner side -------------------------------------------------------------------------
+
+    def beat(self, loop: str) -> None:
+        """`loop` is alive. Liveness fails when a loop that beat once stops beating, until
+        `stop_loop(loop)` says it stopped on purpose."""
+        wall = time.time()
+        with self._mutex:
+            self._loops[loop] = {"monotonic": self._clock.monotonic(), "wall": wall}
+            self._write_locked(force=False)
+        if self._metrics is not None:
+            self._metrics.heartbeat(loop, wall)
+
+    def stop_loop(self, loop: str) -> None:
+        """`loop` ended on purpose (e.g. the reader when leadership ends): stop judging it."""
+        with self._mutex:
+            if self._loops.pop(loop, None) is not None:
+                self._write_locked(force=True)
+
+    def set_leadership(self, *, leading: bool, leader: str | None, term: int | None) -> None:
+        with self._mutex:
+            key = (leader, term)
+            changed = (leading, leader, term) != (self._state["leading"], self._state["leader"], self._state["term"])
+            # A transition: a new holder or a new term after the first observation (a
+            # release clears the holder and keeps the term: not one).
+            transition = leader is not None and self._last_leader_key is not None and key != self._last_leader_key
+            if leader is not None:
+                self._last_leader_key = key
+            self._state.update(leading=leading, leader=leader, term=term)
+            if changed:
+                self._write_locked(force=True)
+        if self._metrics is not None:
+            self._metrics.leader.set(1 if leading else 0)
+            if transition:
+                self._metrics.leader_transitions.inc()
+
+    def set_elector_running(self, running: bool) -> None:
+        self._set_field("elector", {**self._state["elector"], "running": running})
+
+    def set_elector_healthy(self, healthy: bool) -> None:
+        self._set_field("elector", {**self._state["elector"], "healthy": healthy})
+
+    def observe_elector(self, elector: ElectorLike, *, running: bool) -> None:
+        """Copy the elector's view to the board (call it from a loop about once a second)."""
+        self.set_leadership(leading=elector.is_leading(), leader=elector.leader, term=elector.term)
+        self._set_field("elector", {"running": running, "healthy": elector.healthy()})
+
+    def set_active_jobs(self, n: int) -> None:
+        with self._mutex:
+            if self._state["active_jobs"] != n:
+                self._state["active_jobs"] = n
+                self._write_locked(force=False)
+        if self._metrics is not None:
+            self._metrics.active_jobs.set(n)
+
+    def record_error(self, text: str) -> None:
+        """Keep `text` among the last 20 errors shown by /status and the page."""
+        with self._mutex:
+            self._errors.append({"wall": time.time(), "monotonic": self._clock.monotonic(), "text": text[:2000]})
+            self._write_locked(force=True)
+
+    def set_runner_state(self, state: str, reason: str | None = None) -> None:
+        self._set_field("runner", {"state": state, "reason": reason})
+
+    def set_children(self, children: Mapping[str, Mapping[str, Any]]) -> None:
+        """The supervisor's view of its child processes (pid, restarts), for /status."""
+        self._set_field("children", {k: dict(v) for k, v in children.items()})
+
+    def flush(self) -> None:
+        """Write now whatever changed since the last write."""
+        with self._mutex:
+            self._write_locked(force=True)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _set_field(self, name: str, value: Any) -> None:
+        with self._mutex:
+            if self._state.get(name) != value:
+                self._state[name] = value
+                self._write_locked(force=True)
+
+    def _write_locked(self, *, force: bool) -> None:
+        now = self._clock.monotonic()
+        if not force and self._last_write is not None and now - self._last_write < self._min_interval:
+            return  # throttled; the next beat or flush() writes it
+        doc = dict(self._state)
+        doc["loops"] = dict(self._loops)
+        doc["last_errors"] = list(self._errors)
+        doc["written_monotonic"] = now
+        doc["written_wall"] = time.time()
+        try:
+            _atomic_write(self.path, json.dumps(doc, separators=(",", ":"), default=str).encode())
+        except OSError as e:
+            # The probes will call the runner stuck; say why here, once per failure burst.
+            if not self._write_failed:
+                log.warning("could not write the status board %s: %s", self.path, e)
+            self._write_failed = True
+            return
+        self._write_failed = False
+        self._last_write = now
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)  # atomic on one filesystem: readers see the old or the new file
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def read_status(path: str | os.PathLike[str], *, monotonic: float | None = None) -> dict[str, Any]:
+    """The board as the probes see it, with ages (seconds) computed now.
+
+    Raises FileNotFoundError when the runner has not written it yet, ValueError when it is
+    not a status board.
+    """
+    raw = Path(path).read_bytes()
+    doc = json.loads(raw)
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        raise ValueError(f"{path}: not a status board of schema {SCHEMA}")
+    now = time.monotonic() if monotonic is None else monotonic
+    doc["age"] = max(0.0, now - float(doc["written_monotonic"]))
+    doc["uptime"] = max(0.0, now - float(doc["started_monotonic"]))
+    for beat in doc.get("loops", {}).values():
+        beat["age"] = max(0.0, now - float(beat["monotonic"]))
+    for error in doc.get("last_errors", []):
+        error["age"] = max(0.0, now - float(error["monotonic"]))
+    return doc

@@ -1,0 +1,201 @@
+"""The probes under real gunicorn, over real HTTP, against a real redis-server.
+
+One stack (supervisor + gunicorn + RQ worker, stand-in runner) serves the whole module;
+the tests that break something (Redis stopped, runner stopped, master killed) wait for it
+to recover before they end, so the next test finds it healthy.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.probe_stack import ProbeStack
+from tests.support.ports import free_port, wait_for
+from tests.support.redis_server import RedisServer
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+THRESHOLD = 3.0  # KSR_STUCK_THRESHOLD of the stack
+
+
+@pytest.fixture(scope="module")
+def own_redis() -> Iterator[RedisServer]:
+    # The module's own server (what private_redis gives one test): the outage test stops it.
+    server = RedisServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def stack(own_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProbeStack]:
+    s = ProbeStack(tmp_path_factory.mktemp("stack"), redis_url=own_redis.url, port=free_port()).start()
+    try:
+        wait_for(lambda: s.get("/healthz")[0] == 200, timeout=60, what="the probe stack to come up")
+    except TimeoutError:
+        s.stop()
+        pytest.fail("probe stack did not come up:\n" + s.log_tail(), pytrace=False)
+    yield s
+    rc = s.stop()
+    assert rc == 0, s.log_tail()
+
+
+@pytest.fixture
+def healthy(stack: ProbeStack, own_redis: RedisServer) -> ProbeStack:
+    if not own_redis.running:
+        own_redis.start()
+    wait_for(lambda: stack.get("/readyz")[0] == 200, timeout=30, what="/readyz 200 before the test")
+    (stack.control / "leader").write_text("probe-test-0 4")
+    wait_for(lambda: stack.json("/status")[1]["leading"], timeout=10, what="leadership on the board")
+    return stack
+
+
+def test_healthz_is_live_with_no_reasons(healthy: ProbeStack):
+    status, doc = healthy.json("/healthz")
+    assert (status, doc) == (200, {"live": True, "reasons": []})
+
+
+def test_readyz_checks_redis_and_runner(healthy: ProbeStack):
+    status, doc = healthy.json("/readyz")
+    assert status == 200 and doc["ready"] is True
+    assert doc["checks"]["redis"] == {"ok": True, "error": None}
+    assert doc["checks"]["runner"] == {"ok": True, "error": None}
+    assert "kubernetes" not in doc["checks"]  # KSR_EXECUTOR=local
+
+
+def test_status_reports_leadership_streams_jobs_and_errors(healthy: ProbeStack, own_redis: RedisServer):
+    r = own_redis.client()
+    r.delete("t:jobs:high", "t:jobs:high:dead", "t:jobs:low")
+    r.xgroup_create("t:jobs:high", "ksr", id="0", mkstream=True)
+    for n in range(3):
+        r.xadd("t:jobs:high", {"payload": f'{{"n": {n}}}'})
+    r.xreadgroup("ksr", "probe-test-0", {"t:jobs:high": ">"}, count=1)  # one pending, two to go
+    r.xadd("t:jobs:high:dead", {"payload": "x", "reason": "test"})
+    (healthy.control / "error").write_text("kube create failed: 500 for test")
+    wait_for(lambda: healthy.json("/status")[1]["last_errors"], timeout=10, what="the error on /status")
+
+    status, doc = healthy.json("/status")
+    assert status == 200
+    assert doc["identity"] == "probe-test-0"
+    assert (doc["leading"], doc["leader"], doc["term"]) == (True, "probe-test-0", 4)
+    assert doc["streams"]["t:jobs:high"] == {"length": 3, "pending": 1, "lag": 2, "dead": 1}
+    assert doc["streams"]["t:jobs:low"] == {"length": 0, "pending": 0, "lag": None, "dead": 0}
+    assert isinstance(doc["active_jobs"], int)
+    assert doc["last_errors"][0]["text"] == "kube create failed: 500 for test"
+    assert doc["runner"]["state"] == "running" and doc["live"] is True
+    assert set(doc["loops"]) == {"reader", "watcher"}
+    assert set(doc["children"]) == {"probes", "rq-worker"}
+
+    (healthy.control / "leader").write_text("probe-test-1 5")
+    wait_for(lambda: healthy.json("/status")[1]["leader"] == "probe-test-1", timeout=10, what="a new leader")
+    status, doc = healthy.json("/status")
+    assert (doc["leading"], doc["term"]) == (False, 5)
+
+
+def test_metrics_from_all_processes_pass_promtool(healthy: ProbeStack):
+    if shutil.which("promtool") is None:
+        pytest.fail("promtool missing: scripts/install-system-deps promtool", pytrace=False)
+    (healthy.control / "leader").write_text("probe-test-0 6")
+    wait_for(lambda: b"ksr_leader 1.0" in healthy.get("/metrics")[1], timeout=10, what="ksr_leader 1")
+    status, body, ctype = healthy.get("/metrics")
+    assert status == 200 and ctype.startswith("text/plain; version=")
+    text = body.decode()
+    for needle in ('ksr_messages_total{outcome="dispatched"}', "ksr_messages_processed_total",
+                   "ksr_messages_failed_total", 'ksr_kube_requests_total{code="201",verb="create"}',
+                   "ksr_dispatch_latency_seconds_bucket", 'ksr_loop_heartbeat_timestamp_seconds{loop="reader"}',
+                   "ksr_leader_transitions_total", "ksr_active_jobs"):
+        assert needle in text, needle
+    assert "pid=" not in text  # single-writer gauges are livemax: one series per pod
+    check = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, timeout=30)
+    assert check.returncode == 0, (check.stdout + check.stderr).decode()
+
+
+def test_redis_outage_fails_readiness_not_liveness_and_recovers(healthy: ProbeStack, own_redis: RedisServer):
+    gunicorn_pid = healthy.json("/status")[1]["children"]["probes"]["pid"]
+    own_redis.stop()
+    started = time.monotonic()
+    wait_for(lambda: healthy.get("/readyz")[0] == 503, timeout=5, what="/readyz 503 with Redis down")
+    assert time.monotonic() - started < 5
+    status, doc = healthy.json("/readyz")
+    assert status == 503 and doc["checks"]["redis"]["ok"] is False and doc["reasons"][0].startswith("redis:")
+    # liveness holds through the outage (sampled over more than the stuck threshold)
+    deadline = time.monotonic() + THRESHOLD + 1
+    for _ in range(200):
+        assert healthy.get("/healthz")[0] == 200
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)  # pacing the samples, not synchronisation
+    status, doc = healthy.json("/status")
+    assert status == 200 and "streams_error" in doc
+
+    own_redis.start()
+    wait_for(lambda: healthy.get("/readyz")[0] == 200, timeout=10, what="/readyz 200 after Redis returns")
+    assert healthy.get("/healthz")[0] == 200
+    assert healthy.json("/status")[1]["children"]["probes"]["pid"] == gunicorn_pid  # no restart
+
+
+def test_stopped_runner_fails_liveness_within_the_threshold(healthy: ProbeStack):
+    healthy.signal(signal.SIGSTOP)  # the supervising process: runner and its heartbeats freeze
+    try:
+        started = time.monotonic()
+        wait_for(lambda: healthy.get("/healthz")[0] == 503, timeout=THRESHOLD + 2, what="/healthz 503")
+        assert time.monotonic() - started <= THRESHOLD + 1.5
+        status, doc = healthy.json("/healthz")
+        assert status == 503 and any("last beat" in reason for reason in doc["reasons"])
+    finally:
+        healthy.signal(signal.SIGCONT)
+    wait_for(lambda: healthy.get("/healthz")[0] == 200, timeout=10, what="/healthz 200 after SIGCONT")
+
+
+def test_killed_gunicorn_master_is_restarted(healthy: ProbeStack):
+    old = healthy.json("/status")[1]["children"]["probes"]
+    os.kill(old["pid"], signal.SIGKILL)
+
+    def restarted() -> bool:
+        probes = healthy.json("/status")[1]["children"]["probes"]
+        return probes["pid"] not in (None, old["pid"]) and probes["restarts"] == old["restarts"] + 1
+
+    wait_for(restarted, timeout=30, what="a new gunicorn master")
+    wait_for(lambda: healthy.get("/healthz")[0] == 200 and healthy.get("/readyz")[0] == 200,
+             timeout=30, what="the endpoints back")
+    assert healthy.get("/metrics")[0] == 200
+    assert healthy.json("/status")[1]["children"]["probes"]["last_exit"] == -signal.SIGKILL
+
+
+def chromium(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    binary = shutil.which("chromium")
+    if binary is None:
+        pytest.fail("chromium missing: scripts/install-system-deps chromium", pytrace=False)
+    with tempfile.TemporaryDirectory(prefix="ksr-chromium-") as profile:
+        argv = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", f"--user-data-dir={profile}", *args]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+
+
+def test_status_page_in_headless_chromium(healthy: ProbeStack, tmp_path: Path):
+    status, body, ctype = healthy.get("/")
+    assert status == 200 and ctype.startswith("text/html")
+    assert b"<script" in body and b"src=" not in body and b"href=" not in body  # self-contained
+
+    dom = chromium("--virtual-time-budget=3000", "--dump-dom", healthy.url + "/")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    html = dom.stdout
+    assert 'id="leader">probe-test-0</dd>' in html, html[:3000]
+    assert 'id="role" class="role-leader">leader</dd>' in html
+    assert 'id="term">4</dd>' in html
+    assert 'data-stream="t:jobs:high"' in html
+
+    shot = tmp_path / "status-page.png"
+    result = chromium("--virtual-time-budget=3000", f"--screenshot={shot}", "--window-size=1200,800",
+                      healthy.url + "/")
+    assert result.returncode == 0 and shot.stat().st_size > 1000, result.stderr[-2000:]
+    ARTIFACTS.mkdir(exist_ok=True)
+    shutil.copy(shot, ARTIFACTS / "status-page.png")
