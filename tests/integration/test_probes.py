@@ -199,3 +199,43 @@ def test_status_page_in_headless_chromium(healthy: ProbeStack, tmp_path: Path):
     assert result.returncode == 0 and shot.stat().st_size > 1000, result.stderr[-2000:]
     ARTIFACTS.mkdir(exist_ok=True)
     shutil.copy(shot, ARTIFACTS / "status-page.png")
+
+
+def test_readyz_fails_when_the_kubernetes_api_does_not_answer(private_redis: RedisServer, tmp_path: Path):
+    # KSR_EXECUTOR=kubernetes: readiness asks the API server for /version (nothing listens here)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(f"""apiVersion: v1
+kind: Config
+clusters: [{{name: c, cluster: {{server: "http://127.0.0.1:{free_port()}"}}}}]
+users: [{{name: u, user: {{token: t}}}}]
+contexts: [{{name: x, context: {{cluster: c, user: u}}}}]
+current-context: x
+""")
+    s = ProbeStack(tmp_path / "kstack", redis_url=private_redis.url, port=free_port(),
+                   extra_env={"KSR_EXECUTOR": "kubernetes", "KUBECONFIG": str(kubeconfig)}).start()
+    try:
+        wait_for(lambda: s.get("/healthz")[0] == 200, timeout=60, what="the stack")
+        status, doc = s.json("/readyz")
+        assert status == 503, doc
+        assert doc["checks"]["kubernetes"]["ok"] is False and doc["checks"]["redis"]["ok"] is True
+        assert doc["reasons"] == [f"kubernetes: {doc['checks']['kubernetes']['error']}"]
+    finally:
+        assert s.stop() == 0
+
+
+@pytest.mark.kube
+def test_readyz_follows_the_real_kubernetes_api(kube, private_redis: RedisServer, tmp_path: Path):
+    s = ProbeStack(tmp_path / "kstack", redis_url=private_redis.url, port=free_port(),
+                   extra_env={"KSR_EXECUTOR": "kubernetes", "KUBECONFIG": kube.kubeconfig}).start()
+    try:
+        wait_for(lambda: s.get("/readyz")[0] == 200, timeout=60, what="/readyz 200 with the API server up")
+        assert s.json("/readyz")[1]["checks"]["kubernetes"] == {"ok": True, "error": None}
+        kube.stop_apiserver()
+        try:
+            wait_for(lambda: s.get("/readyz")[0] == 503, timeout=10, what="/readyz 503 with the API server down")
+            assert s.get("/healthz")[0] == 200  # the API server is not our liveness
+        finally:
+            kube.start_apiserver()
+        wait_for(lambda: s.get("/readyz")[0] == 200, timeout=30, what="/readyz 200 again")
+    finally:
+        assert s.stop() == 0
