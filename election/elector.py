@@ -211,11 +211,11 @@ class Elector:
     def step(self) -> bool:
         """One attempt to acquire or renew; returns `is_leading()` afterwards."""
         events: list[_Event] = []
-        with self._io:
-            try:
+        try:
+            with self._io:
                 self._try_acquire_or_renew(events)
-            finally:
-                self._fire(events)
+        finally:
+            self._fire(events)  # outside the I/O lock: a callback may call release()
         return self.is_leading()
 
     try_acquire_or_renew = step
@@ -224,11 +224,11 @@ class Elector:
         """Give up leadership: stop leading at once, then clear the holder so another
         candidate takes over at its next retry. Returns whether we were leading."""
         events: list[_Event] = []
-        with self._io:
-            try:
+        try:
+            with self._io:
                 return self._release(events)
-            finally:
-                self._fire(events)
+        finally:
+            self._fire(events)
 
     def retry_delay(self) -> float:
         """A candidate's wait between attempts: uniform in [retry, retry * jitter)."""

@@ -117,7 +117,7 @@ def to_dict(record: LeaderRecord) -> dict[str, str]:
     }
 
 
-def from_dict(fields: Mapping[str, Any]) -> LeaderRecord:
+def from_dict(fields: Mapping[Any, Any]) -> LeaderRecord:
     """Inverse of `to_dict`; bytes or str keys and values (as redis-py returns them); the
     version is read from field `version`."""
     text = {(k.decode() if isinstance(k, bytes) else str(k)): (v.decode() if isinstance(v, bytes) else str(v))

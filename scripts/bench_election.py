@@ -38,7 +38,8 @@ def one_leader(cands: list[Candidate], timeout: float) -> Candidate:
     def single() -> Candidate | None:
         now = leaders(cands)
         return now[0] if len(now) == 1 else None
-    return wait_for(single, timeout=timeout, what="exactly one leader")
+    leader: Candidate = wait_for(single, timeout=timeout, what="exactly one leader")  # type: ignore[assignment]
+    return leader
 
 
 def run_rounds(kind: str, lock_args: list[str], sig: int, args: argparse.Namespace, workdir: Path) -> list[float]:
@@ -67,7 +68,7 @@ def run_rounds(kind: str, lock_args: list[str], sig: int, args: argparse.Namespa
                 rows = [r for c in others if (r := c.started_after(t0))]
                 return min(r["at"] for r in rows) if rows else None
 
-            at = wait_for(started, timeout=args.lease * 3 + 30, what="a new leader")
+            at: float = wait_for(started, timeout=args.lease * 3 + 30, what="a new leader")  # type: ignore[assignment]
             times.append(at - t0)
             print(f"  {kind:5} {signal.Signals(sig).name:7} round {n + 1:2}: {at - t0:6.3f} s", flush=True)
             leader.terminate()

@@ -390,3 +390,23 @@ def test_two_candidates_with_skewed_wall_clocks_never_overlap() -> None:
 def test_empty_identity_is_refused() -> None:
     with pytest.raises(ValueError, match="identity"):
         Elector(MemoryLock(), identity="")
+
+
+def test_a_callback_may_release_without_deadlocking() -> None:
+    lock, clock = MemoryLock(), FakeClock()
+    elector: Elector
+    seen: list[str] = []
+
+    def give_up(term: int) -> None:
+        seen.append(f"started {term}")
+        assert elector.release()
+
+    elector = Elector(lock, identity=ME, config=CFG, clock=clock, rng=FixedRandom(0.0),
+                      on_started_leading=give_up, on_stopped_leading=lambda: seen.append("stopped"))
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (elector.step(), done.set()), daemon=True)
+    worker.start()
+    assert done.wait(5), "step() deadlocked on a callback that called release()"
+    assert seen == ["started 0", "stopped"]
+    record = lock.get()
+    assert record is not None and record.holder is None
