@@ -1,0 +1,364 @@
+"""Webhook callbacks through RQ: enqueue once, deliver in order, retry with backoff.
+
+The runner calls `CallbackQueue.enqueue` after `StateStore.mark_callback_sent`; every
+replica's RQ worker (`worker_command`, run with the scheduler) executes `deliver`, one
+attempt per RQ job. A retry or an ordering wait is a new RQ job scheduled with `enqueue_at`.
+
+What is written to Redis besides RQ's own keys (docs/callbacks.md has the table), all in the
+state record `<CACHE_JOB_KEY_PREFIX><id>` and only when that record exists (a record we
+created here would look like a claimed message to `StateStore.claim`):
+
+    cbd_<status>   delivered | gone | failed | expired: the callback is finished
+    cbj_<status>   RQ job id of the latest job of that callback's chain (idempotent enqueue)
+    cbd_gone_url   the URL that answered 410: nothing more is sent to it for this message
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import re
+import socket
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import lru_cache
+from typing import Any, Callable, Mapping, TypedDict
+
+import redis
+from rq import Queue, get_current_job
+from rq.exceptions import DuplicateJobError, NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.worker import SimpleWorker
+
+from runner import metrics
+from runner.errors import ConfigError
+from runner.settings import Settings
+from runner.streams import redis_errors
+from runner.webhook import OutcomeKind, UniformSource, build_headers, callback_body, next_delay, send, webhook_id
+
+__all__ = [
+    "FINAL_OUTCOMES",
+    "ORDER_WAIT",
+    "Backoff",
+    "CallbackPayload",
+    "CallbackQueue",
+    "CallbackWorker",
+    "deliver",
+    "owed",
+    "rq_job_id",
+    "worker_command",
+    "worker_env",
+]
+
+log = logging.getLogger(__name__)
+
+FINAL_OUTCOMES = frozenset({"delivered", "gone", "failed", "expired"})
+ORDER_WAIT = 0.5  # seconds before re-checking an earlier status; RQ's scheduler rounds up to ~1 s
+GONE_URL_FIELD = "cbd_gone_url"
+_LIVE = frozenset({JobStatus.CREATED, JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED})
+_RQ_SAFE = re.compile(r"[A-Za-z0-9-]")
+
+# KEYS: record. ARGV: field/value pairs. Never creates the record (see the module docstring).
+_HSET_IF_EXISTS = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], unpack(ARGV))
+  return 1
+end
+return 0
+"""
+
+
+class CallbackPayload(TypedDict):
+    """The RQ job argument: small and JSON-able."""
+
+    id: str  # message id
+    status: int
+    detail: dict[str, Any]
+    url: str
+    first: float  # Unix time the callback was first enqueued: the retry horizon counts from it
+    attempt: int  # 1 = the first attempt
+    waits: int  # ordering waits so far (not attempts)
+
+
+# -- settings the worker needs ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Backoff:
+    base: float  # KSR_CALLBACK_BACKOFF_BASE, seconds
+    cap: float  # KSR_CALLBACK_BACKOFF_CAP, seconds
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Backoff:
+        # Not in runner.settings (yet): parsed here with the same rules and error style.
+        values = os.environ if env is None else env
+        base = _seconds(values, "KSR_CALLBACK_BACKOFF_BASE", 1.0)
+        cap = _seconds(values, "KSR_CALLBACK_BACKOFF_CAP", 300.0)
+        if cap < base:
+            raise ConfigError("KSR_CALLBACK_BACKOFF_CAP", f"must be >= KSR_CALLBACK_BACKOFF_BASE ({base:g}s), got {cap:g}")
+        return cls(base, cap)
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    text = (env.get(name) or "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text.removesuffix("s"))
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(name, f"must be a number of seconds > 0, got {text!r}")
+    return value
+
+
+@lru_cache(maxsize=1)
+def _worker_config() -> tuple[Settings, Backoff]:
+    """Parsed once per worker process: every job of that process shares it."""
+    return Settings.from_env(), Backoff.from_env()
+
+
+# -- ids and records -------------------------------------------------------------------------
+
+
+def rq_job_id(message_id: str, status: int, *suffix: object) -> str:
+    """The RQ job id for webhook-id `<id>:<status>` (plus `:<attempt>` etc. for retries).
+
+    RQ allows only [A-Za-z0-9_-] in job ids and message ids may hold `._:@+=~`, so every
+    other character (and `_` itself) is written `_xx` in hex: injective, and readable for
+    the usual UUID ids (`31a8-...:0` becomes `31a8-..._3a0`).
+    """
+    text = ":".join([webhook_id(message_id, status), *(str(s) for s in suffix)])
+    return "".join(c if _RQ_SAFE.match(c) else "".join(f"_{b:02x}" for b in c.encode("utf-8")) for c in text)
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)
+
+
+def _read_record(conn: redis.Redis, key: str) -> dict[str, str]:
+    with redis_errors():
+        raw = conn.hgetall(key)
+    return {_text(k): _text(v) for k, v in raw.items()}
+
+
+def owed(record: Mapping[str, str]) -> list[int]:
+    """Statuses enqueued (`cb_<s>`) whose callback has not finished (`cbd_<s>`), ascending.
+
+    For takeover recovery: re-enqueue these (enqueue is idempotent, so a chain still
+    running is left alone)."""
+    marked = {int(k[3:]) for k in record if k.startswith("cb_") and k[3:].isdigit()}
+    return sorted(s for s in marked if record.get(f"cbd_{s}") not in FINAL_OUTCOMES)
+
+
+def _pending_before(record: Mapping[str, str], status: int) -> list[int]:
+    """Earlier statuses of this message that are enqueued but not finished."""
+    return [s for s in owed(record) if s < status]
+
+
+# -- enqueueing -------------------------------------------------------------------------------
+
+
+class CallbackQueue:
+    """The runner's side: put a callback on the RQ queue, at most one live chain per webhook-id."""
+
+    def __init__(self, redis_client: redis.Redis, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
+        self.redis = redis_client
+        self.settings = settings
+        self.clock = clock
+        self.queue = Queue(settings.callbacks.queue, connection=redis_client)
+        self._hset_if_exists = redis_client.register_script(_HSET_IF_EXISTS)
+
+    def enqueue(self, message_id: str, status: int, detail: dict[str, Any], url: str | None) -> bool:
+        """Enqueue the callback `<message_id>:<status>`; True if a job was enqueued.
+
+        False when there is no URL (the events stream still has the status), when the
+        callback already finished, or when a job of its chain is still queued, scheduled or
+        running. So re-enqueueing after a crash, or from takeover recovery, is harmless.
+        """
+        if not url:
+            log.debug("callback %s:%s: message has no webhook URL, nothing to send", message_id, status)
+            return False
+        status = int(status)
+        key = self.settings.state.record_key(message_id)
+        record = _read_record(self.redis, key)
+        if record.get(f"cbd_{status}") in FINAL_OUTCOMES:
+            log.debug("callback %s:%s already finished (%s)", message_id, status, record[f"cbd_{status}"])
+            return False
+        first_id = rq_job_id(message_id, status)
+        for job_id in dict.fromkeys([record.get(f"cbj_{status}") or first_id, first_id]):
+            if _live(self.redis, job_id):
+                log.debug("callback %s:%s: job %s is still live", message_id, status, job_id)
+                return False
+        payload: CallbackPayload = {"id": message_id, "status": status, "detail": dict(detail), "url": url,
+                                    "first": float(self.clock()), "attempt": 1, "waits": 0}
+        with redis_errors():
+            _delete_job(self.redis, first_id)  # a finished or failed chain start: make room for the new one
+            try:
+                self.queue.enqueue_call(deliver, args=(payload,), job_id=first_id, unique=True,
+                                        timeout=_job_timeout(self.settings), **_job_options(self.settings))
+            except DuplicateJobError:
+                log.debug("callback %s:%s enqueued concurrently by someone else", message_id, status)
+                return False
+            self._hset_if_exists(keys=[key], args=[f"cbj_{status}", first_id])
+        log.info("callback %s:%s enqueued", message_id, status)
+        return True
+
+
+def _live(conn: redis.Redis, job_id: str) -> bool:
+    with redis_errors():
+        try:
+            return Job.fetch(job_id, connection=conn).get_status(refresh=False) in _LIVE
+        except NoSuchJobError:
+            return False
+
+
+def _delete_job(conn: redis.Redis, job_id: str) -> None:
+    try:
+        Job.fetch(job_id, connection=conn).delete()
+    except NoSuchJobError:
+        pass
+
+
+def _job_timeout(settings: Settings) -> int:
+    return int(settings.callbacks.timeout) + 30  # one attempt plus Redis round trips
+
+
+def _job_options(settings: Settings) -> dict[str, Any]:
+    return {
+        "result_ttl": 3600,  # finished jobs are only kept for inspection: cbd_<s> is the record
+        "failure_ttl": 7 * 24 * 3600,  # a crashed job stays visible in `rq info` for a week
+        "description": "ksr callback",
+    }
+
+
+# -- the RQ job -----------------------------------------------------------------------------
+
+
+def deliver(payload: CallbackPayload) -> str:
+    """RQ job function: one attempt at one callback. Returns the outcome (RQ keeps it as the result)."""
+    settings, backoff = _worker_config()
+    job = get_current_job()
+    conn = job.connection if job is not None else redis.Redis.from_url(settings.redis.url)
+    return Courier(conn, settings, backoff).run(payload)
+
+
+class Courier:
+    """One attempt, with the clock and the random source as parameters (STYLE.md lesson 3)."""
+
+    def __init__(self, conn: redis.Redis, settings: Settings, backoff: Backoff, *,
+                 clock: Callable[[], float] = time.time, rng: UniformSource | None = None) -> None:
+        self.conn = conn
+        self.settings = settings
+        self.backoff = backoff
+        self.clock = clock
+        self.rng: UniformSource = rng or random.SystemRandom()
+        self.queue = Queue(settings.callbacks.queue, connection=conn)
+        self._hset_if_exists = conn.register_script(_HSET_IF_EXISTS)
+
+    def run(self, p: CallbackPayload) -> str:
+        message_id, status, url = p["id"], int(p["status"]), p["url"]
+        key = self.settings.state.record_key(message_id)
+        record = _read_record(self.conn, key)
+        done = record.get(f"cbd_{status}")
+        if done in FINAL_OUTCOMES:
+            log.debug("callback %s:%s already %s", message_id, status, done)
+            return str(done)
+        if record.get(GONE_URL_FIELD) == url:
+            log.info("callback %s:%s not sent: %s answered 410 earlier", message_id, status, url)
+            return self._finish(key, p, "gone")
+        horizon_end = p["first"] + self.settings.callbacks.retry_horizon
+        waiting_for = _pending_before(record, status)
+        if waiting_for:
+            if self.clock() + ORDER_WAIT < horizon_end:
+                log.debug("callback %s:%s waits for %s", message_id, status, waiting_for)
+                self._schedule(key, {**p, "waits": p["waits"] + 1}, ORDER_WAIT, "w%d" % (p["waits"] + 1))
+                return "waiting"
+            # The earlier callbacks had at least as long: at-least-once beats strict order now.
+            log.warning("callback %s:%s sent although %s not finished after %gs", message_id, status,
+                        waiting_for, self.settings.callbacks.retry_horizon)
+
+        body = callback_body(message_id, status, p["detail"])  # deterministic: same bytes every attempt
+        wid = webhook_id(message_id, status)
+        headers = build_headers(wid, body, keys=self.settings.callbacks.signing_keys)
+        outcome = send(url, body, headers, allow=self.settings.policy.webhook_allow, timeout=self.settings.callbacks.timeout)
+
+        if outcome.kind is OutcomeKind.DELIVERED:
+            log.info("callback %s delivered (HTTP %s, attempt %d)", wid, outcome.status, p["attempt"])
+            return self._finish(key, p, "delivered")
+        if outcome.kind is OutcomeKind.GONE:
+            log.info("callback %s: %s answered 410, no more callbacks to it for this message", wid, url)
+            return self._finish(key, p, "gone", gone_url=url)
+        if outcome.kind is OutcomeKind.FAILED:
+            log.warning("callback %s failed for good (attempt %d): %s", wid, p["attempt"], outcome.detail)
+            return self._finish(key, p, "failed")
+
+        delay = next_delay(p["attempt"], base=self.backoff.base, cap=self.backoff.cap, rng=self.rng,
+                           retry_after=outcome.retry_after)
+        if p["attempt"] >= self.settings.callbacks.max_attempts or self.clock() + delay > horizon_end:
+            log.warning("callback %s expired after %d attempts (%gs horizon); last: %s", wid, p["attempt"],
+                        self.settings.callbacks.retry_horizon, outcome.detail)
+            return self._finish(key, p, "expired")
+        log.info("callback %s attempt %d: %s; next in %.1fs", wid, p["attempt"], outcome.detail, delay)
+        _count(status, "retry")
+        attempt = p["attempt"] + 1
+        self._schedule(key, {**p, "attempt": attempt, "waits": 0}, delay, attempt)
+        return "retry"
+
+    def _finish(self, key: str, p: CallbackPayload, outcome: str, *, gone_url: str | None = None) -> str:
+        fields = [f"cbd_{int(p['status'])}", outcome]
+        if gone_url is not None:
+            fields += [GONE_URL_FIELD, gone_url]
+        with redis_errors():
+            if not self._hset_if_exists(keys=[key], args=fields):
+                log.debug("no state record %s: outcome %s of status %s not recorded", key, outcome, p["status"])
+        _count(int(p["status"]), outcome)
+        return outcome
+
+    def _schedule(self, key: str, p: CallbackPayload, delay: float, *suffix: object) -> None:
+        # RQ's scheduled registry keeps whole seconds and enqueues when its second has come:
+        # round up, or a Retry-After could be cut short by up to a second.
+        when = datetime.fromtimestamp(math.ceil(self.clock() + delay), tz=timezone.utc)
+        job_id = rq_job_id(p["id"], int(p["status"]), *suffix)
+        with redis_errors():
+            self.queue.enqueue_at(when, deliver, args=(p,), job_id=job_id, job_timeout=_job_timeout(self.settings),
+                                  **_job_options(self.settings))
+            self._hset_if_exists(keys=[key], args=[f"cbj_{int(p['status'])}", job_id])
+
+
+def _count(status: int, outcome: str) -> None:
+    metrics.get().callbacks.labels(status=str(status), outcome=outcome).inc()
+
+
+# -- the worker process ---------------------------------------------------------------------
+
+
+class CallbackWorker(SimpleWorker):
+    """SimpleWorker (no forked work horse per job: one set of metric files per process)
+    named `<POD_NAME>.<pid>.<random>`: readable in `rq info`, and a restarted worker never
+    collides with the registration its killed predecessor left behind (RQ refuses a live name)."""
+
+    def __init__(self, queues: Any, name: str | None = None, *args: Any, **kwargs: Any) -> None:
+        pod = os.environ.get("POD_NAME") or socket.gethostname()
+        super().__init__(queues, name or f"{pod}.{os.getpid()}.{uuid.uuid4().hex[:6]}", *args, **kwargs)
+
+
+def worker_command(settings: Settings) -> list[str]:
+    """argv of the RQ worker that delivers callbacks; run it with `worker_env(settings)`.
+
+    `--with-scheduler` is required: retries and ordering waits are scheduled jobs, and
+    without a scheduler they would never run. Every replica runs one; RQ's lock makes one
+    scheduler active per queue at a time.
+    """
+    return [sys.executable, "-m", "rq.cli", "worker", "--with-scheduler",
+            "--worker-class", f"{__name__}.CallbackWorker", settings.callbacks.queue]
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    """The Redis URL goes in the environment (`RQ_REDIS_URL`), not argv: no password in `ps`."""
+    return {"RQ_REDIS_URL": settings.redis.url, "POD_NAME": settings.identity.pod_name}

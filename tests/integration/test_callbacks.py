@@ -1,0 +1,390 @@
+"""Callbacks through a real RQ worker (with its scheduler) and a real receiver on loopback.
+
+The worker is `worker_command(settings)` as the supervisor runs it, in a subprocess with
+short backoff settings; the receiver is an HTTP server thread that can be down (nothing
+listening on its port: connection refused) and brought up later.
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
+from rq import Queue, Worker
+from rq.registry import ScheduledJobRegistry
+
+from runner.callbacks import Backoff, CallbackQueue, owed, rq_job_id, worker_command, worker_env
+from runner.errors import ConfigError
+from runner.settings import Settings
+from runner.state import StateStore
+from runner.webhook import callback_body, verify
+from tests.support.ports import free_port, wait_for
+from tests.support.redis_server import RedisServer
+
+ROOT = Path(__file__).resolve().parents[2]
+KEYS = [b"new-key", b"old-key"]
+QUEUE = "ksr-callbacks"
+
+
+# -- the receiver ---------------------------------------------------------------------------
+
+
+@dataclass
+class Request:
+    at: float  # monotonic
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+# Given the receiver and the request number (1-based): (status, headers).
+Answer = Callable[["Receiver", int], tuple[int, dict[str, str]]]
+
+
+def always(status: int, headers: dict[str, str] | None = None) -> Answer:
+    return lambda receiver, n: (status, headers or {})
+
+
+@dataclass
+class Receiver:
+    port: int = field(default_factory=free_port)
+    answer: Answer = field(default_factory=lambda: always(200))
+    requests: list[Request] = field(default_factory=list)
+    _server: http.server.ThreadingHTTPServer | None = None
+    _thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def up(self) -> None:
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                receiver.requests.append(Request(time.monotonic(), self.path,
+                                                 {k.lower(): v for k, v in self.headers.items()}, body))
+                status, headers = receiver.answer(receiver, len(receiver.requests))
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def down(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            assert self._thread is not None
+            self._thread.join(5)
+            self._server = None
+
+    def statuses(self) -> list[int]:
+        import json
+        return [json.loads(r.body)["status"] for r in self.requests]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()  # down until the test calls up()
+    yield r
+    r.down()
+
+
+# -- settings, state, workers ---------------------------------------------------------------
+
+
+@pytest.fixture
+def env(redis_server: RedisServer, tmp_path: Path) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("KSR_", "RQ_", "PROMETHEUS_"))}
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    return {
+        **base,
+        "PYTHONPATH": str(ROOT),
+        "REDIS_URL": redis_server.url,
+        "POD_NAME": "cb-test",
+        "KSR_WEBHOOK_ALLOW": "127.0.0.1",
+        "KSR_WEBHOOK_SECRET": ",".join(k.decode() for k in KEYS),
+        "KSR_CALLBACK_TIMEOUT": "2",
+        "KSR_CALLBACK_RETRY_HORIZON": "120",
+        "KSR_CALLBACK_MAX_ATTEMPTS": "40",
+        "KSR_CALLBACK_BACKOFF_BASE": "0.2",
+        "KSR_CALLBACK_BACKOFF_CAP": "1",
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+    }
+
+
+class Workers:
+    def __init__(self, env: dict[str, str], conn: redis.Redis, logs: Path) -> None:
+        self.env = env
+        self.conn = conn
+        self.logs = logs
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, count: int = 1, **overrides: str) -> None:
+        env = {**self.env, **overrides}
+        settings = Settings.from_env(env)
+        for _ in range(count):
+            log = open(self.logs / f"worker-{len(self.procs)}.log", "wb")
+            self.procs.append(subprocess.Popen(worker_command(settings), env={**env, **worker_env(settings)},
+                                               cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
+            log.close()
+        wanted = len(self.procs)
+        wait_for(lambda: len(Worker.all(queue=Queue(QUEUE, connection=self.conn))) >= wanted,
+                 timeout=30, what=f"{wanted} RQ worker(s) registered")
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)  # warm shutdown: finish the current job
+        for proc in self.procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+    def log_text(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.logs.glob("worker-*.log")))
+
+
+@pytest.fixture
+def workers(env: dict[str, str], redis_client: redis.Redis, tmp_path: Path) -> Iterator[Workers]:
+    w = Workers(env, redis_client, tmp_path)
+    yield w
+    w.stop()
+
+
+@pytest.fixture
+def callbacks(env: dict[str, str], redis_client: redis.Redis) -> CallbackQueue:
+    return CallbackQueue(redis_client, Settings.from_env(env))
+
+
+@pytest.fixture
+def state(redis_client: redis.Redis) -> StateStore:
+    return StateStore(redis_client, ttl_seconds=3600)
+
+
+def record(state: StateStore, message_id: str, *statuses: int) -> None:
+    """A state record as the runner leaves it: claimed, with cb_<s> marked for `statuses`."""
+    state.claim(message_id, stream="ksr:jobs:default", entry_id="1-0")
+    for s in statuses:
+        assert state.mark_callback_sent(message_id, s)
+
+
+def field_of(state: StateStore, message_id: str, name: str) -> str | None:
+    return (state.get(message_id) or {}).get(name)
+
+
+def until_outcome(state: StateStore, message_id: str, status: int, outcome: str, workers: Workers, timeout: float = 30) -> None:
+    try:
+        wait_for(lambda: field_of(state, message_id, f"cbd_{status}") == outcome, timeout=timeout,
+                 what=f"callback {message_id}:{status} {outcome}")
+    except TimeoutError:
+        raise AssertionError(f"record {state.get(message_id)}\nworker logs:\n{workers.log_text()}") from None
+
+
+def callback_counts(env: dict[str, str]) -> dict[tuple[str, str], float]:
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=env["PROMETHEUS_MULTIPROC_DIR"])
+    return {(s.labels["status"], s.labels["outcome"]): s.value
+            for m in registry.collect() if m.name == "ksr_callbacks"
+            for s in m.samples if s.name == "ksr_callbacks_total"}
+
+
+# -- tests ----------------------------------------------------------------------------------
+
+
+def test_signed_callback_is_delivered_with_headers_and_body(receiver: Receiver, workers: Workers, callbacks: CallbackQueue,
+                                                           state: StateStore, env: dict[str, str]) -> None:
+    receiver.up()
+    record(state, "m-1", 0)
+    detail = {"jobId": "uid-1", "jobName": "my-job-abc"}
+    assert callbacks.enqueue("m-1", 0, detail, receiver.url)
+    workers.start()
+    until_outcome(state, "m-1", 0, "delivered", workers)
+
+    [got] = receiver.requests
+    assert got.path == "/hook"
+    assert got.body == callback_body("m-1", 0, detail)
+    assert got.headers["webhook-id"] == "m-1:0"
+    assert got.headers["content-type"] == "application/json"
+    assert abs(int(got.headers["webhook-timestamp"]) - time.time()) < 60
+    assert len(got.headers["webhook-signature"].split()) == 2  # one per configured key
+    assert verify(got.body, got.headers, [KEYS[0]]) and verify(got.body, got.headers, [KEYS[1]])
+    assert not verify(got.body, got.headers, [b"another-key"])
+    assert owed(state.get("m-1") or {}) == []
+    assert callback_counts(env) == {("0", "delivered"): 1.0}
+
+
+def test_enqueueing_the_same_callback_twice_delivers_it_once(receiver: Receiver, workers: Workers,
+                                                             callbacks: CallbackQueue, state: StateStore) -> None:
+    receiver.up()
+    record(state, "m-2", 0)
+    assert callbacks.enqueue("m-2", 0, {"jobId": "u", "jobName": "j"}, receiver.url)
+    assert not callbacks.enqueue("m-2", 0, {"jobId": "u", "jobName": "j"}, receiver.url)  # still queued
+    assert not callbacks.enqueue("m-3", 0, {}, None)  # no webhook: nothing to send
+    workers.start()
+    until_outcome(state, "m-2", 0, "delivered", workers)
+    assert not callbacks.enqueue("m-2", 0, {"jobId": "u", "jobName": "j"}, receiver.url)  # finished
+    assert [r.headers["webhook-id"] for r in receiver.requests] == ["m-2:0"]
+
+
+def test_receiver_down_for_a_while_then_up_is_retried_and_delivered(receiver: Receiver, workers: Workers,
+                                                                    callbacks: CallbackQueue, state: StateStore) -> None:
+    record(state, "m-4", 2)
+    assert callbacks.enqueue("m-4", 2, {"duration": 1.5}, receiver.url)
+    workers.start()
+    # Down (connection refused) until the third attempt is scheduled: two refused attempts.
+    wait_for(lambda: field_of(state, "m-4", "cbj_2") == rq_job_id("m-4", 2, 3), timeout=30, what="third attempt scheduled")
+    receiver.up()
+    until_outcome(state, "m-4", 2, "delivered", workers)
+    assert [r.headers["webhook-id"] for r in receiver.requests] == ["m-4:2"]
+    assert receiver.requests[0].body == callback_body("m-4", 2, {"duration": 1.5})
+
+
+@pytest.mark.slow
+def test_receiver_down_for_30_seconds(receiver: Receiver, workers: Workers, callbacks: CallbackQueue,
+                                      state: StateStore) -> None:
+    record(state, "m-30", 0)
+    started = time.monotonic()
+    assert callbacks.enqueue("m-30", 0, {"jobId": "u", "jobName": "j"}, receiver.url)
+    workers.start(KSR_CALLBACK_BACKOFF_CAP="4")
+    # The outage is the scenario, not a synchronisation: the receiver stays down 30 s.
+    wait_for(lambda: time.monotonic() - started >= 30, timeout=40, interval=0.5, what="30 s outage")
+    assert field_of(state, "m-30", "cbd_0") is None  # still being retried
+    receiver.up()
+    until_outcome(state, "m-30", 0, "delivered", workers, timeout=30)
+    assert len(receiver.requests) == 1
+
+
+def test_503_with_retry_after_is_honoured(receiver: Receiver, workers: Workers, callbacks: CallbackQueue,
+                                          state: StateStore, env: dict[str, str]) -> None:
+    receiver.answer = lambda r, n: (503, {"Retry-After": "2"}) if n == 1 else (200, {})
+    receiver.up()
+    record(state, "m-5", 0)
+    assert callbacks.enqueue("m-5", 0, {"jobId": "u", "jobName": "j"}, receiver.url)
+    workers.start()
+    until_outcome(state, "m-5", 0, "delivered", workers)
+    first, second = receiver.requests
+    assert second.at - first.at >= 2.0  # the backoff alone (cap 1 s) would have been sooner
+    assert first.body == second.body and first.headers["webhook-id"] == second.headers["webhook-id"]
+    assert callback_counts(env) == {("0", "retry"): 1.0, ("0", "delivered"): 1.0}
+
+
+def test_410_stops_retries_for_that_url(receiver: Receiver, workers: Workers, callbacks: CallbackQueue,
+                                        state: StateStore, redis_client: redis.Redis) -> None:
+    receiver.answer = always(410)
+    receiver.up()
+    record(state, "m-6", 0, 1)
+    assert callbacks.enqueue("m-6", 0, {"jobId": "u", "jobName": "j"}, receiver.url)
+    workers.start()
+    until_outcome(state, "m-6", 0, "gone", workers)
+    assert field_of(state, "m-6", "cbd_gone_url") == receiver.url
+    # a later status of the same message is not sent to that URL either
+    assert callbacks.enqueue("m-6", 1, {"podId": "p", "podName": "n"}, receiver.url)
+    until_outcome(state, "m-6", 1, "gone", workers)
+    assert len(receiver.requests) == 1
+    assert ScheduledJobRegistry(QUEUE, connection=redis_client).get_job_ids() == []
+
+
+def test_a_redirect_is_not_followed(receiver: Receiver, workers: Workers, callbacks: CallbackQueue,
+                                    state: StateStore) -> None:
+    receiver.answer = lambda r, n: (302, {"Location": f"http://127.0.0.1:{r.port}/elsewhere"})
+    receiver.up()
+    record(state, "m-7", 0)
+    assert callbacks.enqueue("m-7", 0, {"jobId": "u", "jobName": "j"}, receiver.url)
+    workers.start()
+    until_outcome(state, "m-7", 0, "failed", workers)
+    assert [r.path for r in receiver.requests] == ["/hook"]
+
+
+def test_retries_stop_at_max_attempts(receiver: Receiver, workers: Workers, callbacks: CallbackQueue,
+                                      state: StateStore, env: dict[str, str]) -> None:
+    receiver.answer = always(500)
+    receiver.up()
+    record(state, "m-8", 0)
+    assert callbacks.enqueue("m-8", 0, {"jobId": "u", "jobName": "j"}, receiver.url)
+    workers.start(KSR_CALLBACK_MAX_ATTEMPTS="2")
+    until_outcome(state, "m-8", 0, "expired", workers)
+    assert len(receiver.requests) == 2
+    assert callback_counts(env) == {("0", "retry"): 1.0, ("0", "expired"): 1.0}
+
+
+def test_callbacks_arrive_in_order_after_an_outage(receiver: Receiver, workers: Workers, callbacks: CallbackQueue,
+                                                   state: StateStore) -> None:
+    record(state, "m-9", 0, 1, 2)
+    details: dict[int, dict[str, Any]] = {0: {"jobId": "u", "jobName": "j"}, 1: {"podId": "p", "podName": "n"},
+                                          2: {"duration": 3.0}}
+    for status, detail in details.items():
+        assert callbacks.enqueue("m-9", status, detail, receiver.url)
+    workers.start(count=2)  # two replicas' workers share the queue
+    # down until 0 has been refused twice and 2 has waited for the earlier ones
+    wait_for(lambda: field_of(state, "m-9", "cbj_0") == rq_job_id("m-9", 0, 3)
+             and (field_of(state, "m-9", "cbj_2") or "").startswith(rq_job_id("m-9", 2, "w")),
+             timeout=30, what="0 retried and 2 waiting")
+    receiver.up()
+    until_outcome(state, "m-9", 2, "delivered", workers)
+    assert receiver.statuses() == [0, 1, 2]
+    assert owed(state.get("m-9") or {}) == []
+
+
+# -- pure helpers -----------------------------------------------------------------------------
+
+
+def test_rq_job_ids_are_valid_and_distinct() -> None:
+    assert rq_job_id("31a8-ff", 0) == "31a8-ff_3a0"
+    assert rq_job_id("31a8-ff", 0, 2) == "31a8-ff_3a0_3a2"
+    ids = {rq_job_id(m, 1) for m in ["a:b", "a_3ab", "a.b", "a_b", "ä"]}
+    assert len(ids) == 5 and all(set(i) <= set("abcdef0123456789_-ABCDEFGHIJKLMNOPQRSTUVWXYZ" + "ghijklmnopqrstuvwxyz")
+                                 for i in ids)
+
+
+def test_owed_lists_enqueued_but_unfinished_statuses() -> None:
+    rec = {"state": "completed", "cb_0": "1", "cb_1": "2", "cb_2": "3", "cbd_0": "delivered", "cbd_1": "expired",
+           "cbj_2": "x", "cbd_gone_url": "http://a/"}
+    assert owed(rec) == [2]
+    assert owed({"cb_99": "1", "cb_3": "1", "cbd_3": "gone"}) == [99]
+    assert owed({}) == []
+
+
+def test_worker_command_runs_the_scheduler_and_keeps_the_password_out_of_argv() -> None:
+    settings = Settings.from_env({"REDIS_URL": "redis://:s3cret@127.0.0.1:6379/0", "POD_NAME": "p-1"})
+    argv = worker_command(settings)
+    assert argv[1:4] == ["-m", "rq.cli", "worker"] and "--with-scheduler" in argv and argv[-1] == QUEUE
+    assert not any("s3cret" in a for a in argv)
+    assert worker_env(settings)["RQ_REDIS_URL"] == "redis://:s3cret@127.0.0.1:6379/0"
+
+
+@pytest.mark.parametrize("values, variable", [
+    ({"KSR_CALLBACK_BACKOFF_BASE": "0"}, "KSR_CALLBACK_BACKOFF_BASE"),
+    ({"KSR_CALLBACK_BACKOFF_CAP": "soon"}, "KSR_CALLBACK_BACKOFF_CAP"),
+    ({"KSR_CALLBACK_BACKOFF_BASE": "10", "KSR_CALLBACK_BACKOFF_CAP": "5"}, "KSR_CALLBACK_BACKOFF_CAP"),
+])
+def test_backoff_settings_are_validated(values: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Backoff.from_env(values)
+    assert caught.value.variable == variable
+    assert Backoff.from_env({}) == Backoff(1.0, 300.0)
