@@ -268,6 +268,7 @@ class Elector:
             return
         seen_at = self._clock.monotonic()
         with self._mutex:
+            self._last_error = None  # the server answers again: the next failure is news
             self._observe(current, seen_at, events)
             next_term = 0 if self._max_transitions is None else self._max_transitions + 1
             leading = self._leading

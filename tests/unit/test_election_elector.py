@@ -410,3 +410,19 @@ def test_a_callback_may_release_without_deadlocking() -> None:
     assert seen == ["started 0", "stopped"]
     record = lock.get()
     assert record is not None and record.holder is None
+
+
+def test_a_follower_warns_once_per_outage(caplog: pytest.LogCaptureFixture) -> None:
+    h = harness()
+    h.lock.put(rec(OTHER))
+    with caplog.at_level(logging.DEBUG, logger="election.elector"):
+        for outage in range(2):
+            h.lock.fail_with = LockUnavailable("refused")
+            for _ in range(3):
+                h.elector.step()
+            assert h.elector.status().last_error == "read: refused"
+            h.lock.fail_with = None
+            h.elector.step()
+            assert h.elector.status().last_error is None
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2, [r.getMessage() for r in warnings]
