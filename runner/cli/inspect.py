@@ -1,0 +1,386 @@
+"""`ksr jobs list`, `ksr status [--watch]`, `ksr health`, `ksr config`: looking, never touching.
+
+`status` reads Redis only (stream stats, the Redis lock record, the active set); the Lease
+is read only when KSR_LOCK=lease and KUBECONFIG is set, otherwise the leader is "unknown".
+`--watch` adds, per stream, the Jobs done and failed and the dispatch rate over the last
+minute, from the events stream (each event's message id is mapped to its stream through
+the state record), and an ETA for the ready backlog at that rate.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import click
+import redis
+
+from election.errors import ElectionError
+from election.record import LeaderRecord
+from election.redis_lock import RedisLock
+from runner.cli._common import (
+    DURATION,
+    CliContext,
+    age_of_ms,
+    cli_context,
+    emit_json,
+    fail,
+    format_age,
+    json_option,
+    print_table,
+)
+from runner.cli.dead import state_store
+from runner.events import read_events
+from runner.settings import Settings
+from runner.streams import redis_errors
+
+__all__ = ["RateWindow", "config", "eta_seconds", "health", "jobs", "probe_health", "status"]
+
+log = logging.getLogger(__name__)
+
+WINDOW_SECONDS = 60.0
+EVENTS_PAGE = 1000
+HEALTH_TIMEOUT = 3.0
+DONE, FAILED, DISPATCHED = "done", "failed", "dispatched"
+_OUTCOME = {0: DISPATCHED, 2: DONE, 3: FAILED, 99: FAILED}
+
+
+# -- jobs -----------------------------------------------------------------------------------------
+
+
+@click.group()
+def jobs() -> None:
+    """Jobs the runner follows (the state store's active set)."""
+
+
+@jobs.command("list")
+@json_option
+def jobs_list(as_json: bool) -> None:
+    """Active Jobs: message id, Job name, namespace, state, age."""
+    obj = cli_context()
+    records = state_store(obj.redis(), obj.settings()).active_records()
+    rows: list[dict[str, Any]] = []
+    for message_id, record in sorted(records.items()):
+        age = age_of_ms(record.get("created_at") or record.get("claimed_at"))
+        row: dict[str, Any] = {
+            "message_id": message_id, "job_name": record.get("job_name"), "namespace": record.get("namespace"),
+            "state": record.get("state", "(record gone)"), "stream": record.get("stream"),
+            "age_seconds": None if age is None else round(age, 1),
+        }
+        rows.append(row)
+    if as_json:
+        emit_json(rows)
+        return
+    print_table(["MESSAGE-ID", "JOB", "NAMESPACE", "STATE", "AGE"],
+                [[r["message_id"], r["job_name"], r["namespace"], r["state"], format_age(r["age_seconds"])] for r in rows],
+                empty="no active jobs")
+
+
+# -- status ---------------------------------------------------------------------------------------
+
+
+def _iso(t: _dt.datetime | None) -> str | None:
+    return None if t is None else t.isoformat(timespec="seconds")
+
+
+def _leader_doc(record: LeaderRecord | None, source: str) -> dict[str, Any]:
+    if record is None:
+        return {"leader": None, "term": None, "leader_source": source, "leader_renewed": None, "leader_expired": None}
+    expired = None
+    if record.renew_time is not None:
+        age = (_dt.datetime.now(_dt.timezone.utc) - record.renew_time).total_seconds()
+        expired = age > record.lease_duration
+    return {"leader": record.holder, "term": record.transitions, "leader_source": source,
+            "leader_renewed": _iso(record.renew_time), "leader_expired": expired}
+
+
+def leader_info(settings: Settings, client: redis.Redis) -> dict[str, Any]:
+    """Who leads, from the Redis lock record, or from the Lease when KUBECONFIG is set."""
+    name = settings.election.lock_name
+    try:
+        if settings.lock == "redis":
+            lock = RedisLock(client, name=name)
+            return _leader_doc(lock.get(), lock.describe())
+        kubeconfig = os.environ.get("KUBECONFIG")
+        if not kubeconfig:
+            return {**_leader_doc(None, "unknown (KSR_LOCK=lease; set KUBECONFIG to read the Lease)"), "leader": "unknown"}
+        from election.lease_lock import LeaseLock, api_client_from_kubeconfig
+
+        lease = LeaseLock(api_client_from_kubeconfig(kubeconfig), namespace=settings.identity.pod_namespace,
+                          name=name, request_timeout=HEALTH_TIMEOUT)
+        return _leader_doc(lease.get(), lease.describe())
+    except (ElectionError, OSError, ValueError) as e:  # a missing or bad kubeconfig is ValueError-ish too
+        return {**_leader_doc(None, f"unknown ({type(e).__name__}: {e})"), "leader": "unknown"}
+
+
+def gather_status(obj: CliContext) -> dict[str, Any]:
+    settings = obj.settings()
+    client = obj.redis()
+    stats = obj.reader().stats()
+    doc: dict[str, Any] = {
+        "streams": {s: {"length": st.length, "pending": st.pending, "lag": st.lag, "dead": st.dead}
+                    for s, st in stats.items()},
+        "active_jobs": len(state_store(client, settings).active_ids()),
+        "group": settings.streams.group,
+        "redis": settings.redis.masked_url,
+    }
+    doc.update(leader_info(settings, client))
+    return doc
+
+
+def _print_status(doc: dict[str, Any]) -> None:
+    leader = doc["leader"] or "none"
+    if doc.get("term") is not None:
+        leader += f" (term {doc['term']}"
+        if doc.get("leader_renewed"):
+            leader += f", renewed {doc['leader_renewed']}"
+        leader += ", expired)" if doc.get("leader_expired") else ")"
+    click.echo(f"leader:      {leader}  [{doc['leader_source']}]")
+    click.echo(f"active jobs: {doc['active_jobs']}")
+    click.echo(f"redis:       {doc['redis']}  group {doc['group']}")
+    click.echo("")
+    print_table(["STREAM", "LENGTH", "PENDING", "LAG", "DEAD"],
+                [[s, v["length"], v["pending"], "?" if v["lag"] is None else v["lag"], v["dead"]]
+                 for s, v in doc["streams"].items()])
+
+
+@dataclass
+class _Seen:
+    ts_ms: int
+    stream: str
+    outcome: str
+
+
+class RateWindow:
+    """Outcomes per stream over the last `seconds`, fed with events as they are read."""
+
+    def __init__(self, seconds: float = WINDOW_SECONDS) -> None:
+        self.seconds = seconds
+        self._seen: deque[_Seen] = deque()
+
+    def add(self, ts_ms: int, stream: str, status: int) -> None:
+        outcome = _OUTCOME.get(status)
+        if outcome is not None:
+            self._seen.append(_Seen(ts_ms, stream, outcome))
+
+    def prune(self, now: float) -> None:
+        cutoff = (now - self.seconds) * 1000
+        while self._seen and self._seen[0].ts_ms < cutoff:
+            self._seen.popleft()
+
+    def counts(self, stream: str) -> dict[str, int]:
+        out = {DISPATCHED: 0, DONE: 0, FAILED: 0}
+        for seen in self._seen:
+            if seen.stream == stream:
+                out[seen.outcome] += 1
+        return out
+
+
+def eta_seconds(backlog: int | None, dispatched: int, window_seconds: float) -> float | None:
+    """Seconds to drain `backlog` at the window's dispatch rate; 0 when empty, None if stalled/unknown."""
+    if backlog is None:
+        return None
+    if backlog <= 0:
+        return 0.0
+    if dispatched <= 0:
+        return None
+    return backlog / (dispatched / window_seconds)
+
+
+class _EventFeed:
+    """Reads the events stream incrementally and maps message ids to their streams."""
+
+    def __init__(self, client: redis.Redis, settings: Settings, window: RateWindow, now: float) -> None:
+        self.client = client
+        self.settings = settings
+        self.window = window
+        self.after = f"{int((now - window.seconds) * 1000)}-0"
+        self._streams: dict[str, str] = {}
+
+    def _stream_of(self, message_id: str) -> str:
+        if message_id not in self._streams:
+            with redis_errors():
+                value = self.client.hget(self.settings.state.record_key(message_id), "stream")
+            self._streams[message_id] = value.decode() if isinstance(value, bytes) else "(unknown)"
+        return self._streams[message_id]
+
+    def poll(self) -> None:
+        stream = self.settings.streams.events_stream
+        while True:
+            events = read_events(self.client, stream=stream, after=self.after, count=EVENTS_PAGE)
+            for event in events:
+                self.window.add(event.ts, self._stream_of(event.message_id), event.status)
+            if events:
+                self.after = events[-1].event_id
+            if len(events) < EVENTS_PAGE:
+                return
+
+
+def watch_rows(doc: dict[str, Any], window: RateWindow) -> list[dict[str, Any]]:
+    rows = []
+    for stream, v in doc["streams"].items():
+        c = window.counts(stream)
+        ready = v["lag"]
+        rows.append({"stream": stream, "ready": ready, "pending": v["pending"], "done": c[DONE], "failed": c[FAILED],
+                     "dead": v["dead"], "rate_per_min": round(c[DISPATCHED] * 60 / window.seconds, 1),
+                     "eta_seconds": eta_seconds(ready, c[DISPATCHED], window.seconds)})
+    return rows
+
+
+def _draw(doc: dict[str, Any], rows: list[dict[str, Any]], interval: float) -> None:
+    click.clear()
+    stamp = _dt.datetime.now().strftime("%H:%M:%S")
+    click.echo(f"ksr status --watch  {stamp}  every {interval:g}s  (Ctrl-C to stop)")
+    click.echo(f"leader: {doc['leader'] or 'none'}  term: {doc.get('term') if doc.get('term') is not None else '-'}  "
+               f"active jobs: {doc['active_jobs']}")
+    click.echo("")
+
+    def eta(r: dict[str, Any]) -> str:
+        if r["ready"] is None:
+            return "?"
+        if r["eta_seconds"] is None:
+            return "stalled"
+        return format_age(r["eta_seconds"])
+
+    print_table(["STREAM", "READY", "PENDING", "DONE/1m", "FAILED/1m", "DEAD", "RATE/min", "ETA"],
+                [[r["stream"], "?" if r["ready"] is None else r["ready"], r["pending"], r["done"], r["failed"], r["dead"],
+                  r["rate_per_min"], eta(r)] for r in rows])
+
+
+@click.command()
+@json_option
+@click.option("--watch", "-w", is_flag=True, help="Redraw a live view until Ctrl-C (or --count redraws).")
+@click.option("--interval", type=DURATION, default="2s", show_default=True, metavar="DURATION", help="Redraw period with --watch.")
+@click.option("--count", type=click.IntRange(min=0), default=0, help="With --watch: stop after this many redraws (0: never).")
+def status(as_json: bool, watch: bool, interval: float, count: int) -> None:
+    """Streams, leader and active Jobs; --watch for a live view.
+
+    Per stream: length, pending, lag, dead.
+    With --watch, a live view per stream: ready, pending, done and failed in the last
+    minute, dead, the dispatch rate over the last minute and an ETA for the ready backlog.
+    With --json and --watch, one JSON document per line per sample.
+    """
+    obj = cli_context()
+    if not watch:
+        doc = gather_status(obj)
+        if as_json:
+            emit_json(doc)
+        else:
+            _print_status(doc)
+        return
+    window = RateWindow()
+    feed = _EventFeed(obj.redis(), obj.settings(), window, time.time())
+    drawn = 0
+    try:
+        while True:
+            doc = gather_status(obj)
+            feed.poll()
+            window.prune(time.time())
+            rows = watch_rows(doc, window)
+            if as_json:
+                click.echo(json.dumps({**doc, "watch": rows, "time": time.time()}, sort_keys=True, default=str))
+            else:
+                _draw(doc, rows, interval)
+            drawn += 1
+            if count and drawn >= count:
+                return
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return
+
+
+# -- health ---------------------------------------------------------------------------------------
+
+
+def _get(url: str) -> tuple[int | None, dict[str, Any], str | None]:
+    """(HTTP status, JSON body, transport error)."""
+    try:
+        with urllib.request.urlopen(url, timeout=HEALTH_TIMEOUT) as response:
+            return response.status, _json(response.read()), None
+    except urllib.error.HTTPError as e:
+        return e.code, _json(e.read()), None
+    except urllib.error.URLError as e:
+        reason = e.reason
+        if isinstance(reason, ConnectionRefusedError):
+            return None, {}, "connection refused"
+        return None, {}, str(reason)
+    except (TimeoutError, OSError) as e:
+        return None, {}, "timed out" if isinstance(e, TimeoutError) else str(e)
+
+
+def _json(data: bytes) -> dict[str, Any]:
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def probe_health(base_url: str, probes: tuple[str, ...] = ("healthz", "readyz")) -> dict[str, Any]:
+    """Query the replica's probes; healthy when each answers 200."""
+    reasons: list[str] = []
+    checks: dict[str, Any] = {}
+    for probe in probes:
+        url = f"{base_url.rstrip('/')}/{probe}"
+        code, body, error = _get(url)
+        ok = code == 200
+        checks[probe] = {"ok": ok, "status": code, "error": error}
+        if error is not None:
+            reasons.append(f"{probe}: {error} at {url}")
+        elif not ok:
+            given = [str(r) for r in body.get("reasons", [])] or [f"HTTP {code}"]
+            reasons.extend(f"{probe}: {r}" for r in given)
+    return {"healthy": not reasons, "url": base_url, "checks": checks, "reasons": reasons}
+
+
+@click.command()
+@click.option("--url", metavar="URL", default=None,
+              help="Base URL of the replica's probes; default http://127.0.0.1:$HTTP_SERVER_PORT.")
+@click.option("--probe", type=click.Choice(["all", "live", "ready"]), default="all", show_default=True,
+              help="live: /healthz only (liveness); ready: /readyz only.")
+@json_option
+def health(url: str | None, probe: str, as_json: bool) -> None:
+    """Exit 0 when this replica is healthy, 1 when not.
+
+    Healthy: /healthz and /readyz answer 200.
+    For exec probes and compose health checks; prints the reasons when unhealthy.
+    """
+    if url is None:
+        url = f"http://127.0.0.1:{cli_context().settings().server.http_port}"
+    probes = {"all": ("healthz", "readyz"), "live": ("healthz",), "ready": ("readyz",)}[probe]
+    result = probe_health(url, probes)
+    if as_json:
+        emit_json(result)
+    elif result["healthy"]:
+        click.echo(f"healthy ({url})")
+    else:
+        for reason in result["reasons"]:
+            click.echo(f"unhealthy: {reason}", err=True)
+    if not result["healthy"]:
+        fail(f"replica at {url} is unhealthy: {len(result['reasons'])} {'reason' if len(result['reasons']) == 1 else 'reasons'}")
+
+
+# -- config ---------------------------------------------------------------------------------------
+
+
+@click.command()
+@json_option
+def config(as_json: bool) -> None:
+    """The effective settings, secrets masked.
+
+    From the environment, the defaults and --redis-url.
+    """
+    masked = cli_context().settings().masked()
+    if as_json:
+        emit_json(masked)
+        return
+    for key, value in masked.items():
+        click.echo(f"{key}={value}")

@@ -1,0 +1,247 @@
+"""`ksr submit` and `ksr validate`: job messages from a file or stdin, checked before XADD.
+
+Input: one JSON message, a JSON list of messages, or JSON Lines (one message a line; blank
+lines are skipped). The schema (runner.message) is always checked; the runner's policy
+(runner.policy: namespaces, images, envRefs, webhook hosts) only with --check-policy, since
+it depends on the settings of the runner that will read the stream, which may not be the
+environment `ksr` runs in.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import IO, Any
+
+import click
+
+from runner.cli._common import cli_context, emit_json, fail, json_option
+from runner.errors import InvalidMessage
+from runner.message import Message, parse_message
+from runner.policy import check_policy
+from runner.settings import Settings
+from runner.streams import redis_errors
+
+__all__ = ["Item", "default_stream", "read_items", "submit", "validate"]
+
+log = logging.getLogger(__name__)
+
+PROGRESS_MIN = 20  # a progress bar for at least this many messages (on a terminal)
+XADD_CHUNK = 100  # XADDs per pipeline round trip
+
+
+@dataclass
+class Item:
+    """One message read from the input, with where it came from (for error lines)."""
+
+    where: str  # "jobs.jsonl:3", "jobs.json[2]", "jobs.json"
+    payload: str  # the message as compact JSON, what goes into the `payload` field
+    message: Message | None = None
+    error: InvalidMessage | None = None
+
+    @property
+    def label(self) -> str:
+        message_id = self.message.id if self.message else _raw_id(self.payload)
+        return f"{self.where} (id {message_id})" if message_id else self.where
+
+
+def _raw_id(payload: str) -> str | None:
+    try:
+        doc = json.loads(payload)
+    except ValueError:
+        return None
+    value = doc.get("id") if isinstance(doc, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _compact(doc: Any) -> str:
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+
+
+def read_items(text: str, name: str) -> list[Item]:
+    """Split the input into messages. A line of JSON Lines that is not JSON is an item whose
+    payload is that line (so validation reports it with its line number)."""
+    stripped = text.strip()
+    if not stripped:
+        return []
+    try:
+        doc = json.loads(stripped)
+    except ValueError:
+        doc = _NOT_JSON
+    if isinstance(doc, list):
+        return [Item(f"{name}[{i}]", _compact(d)) for i, d in enumerate(doc)]
+    if doc is not _NOT_JSON:
+        return [Item(name, _compact(doc))]
+    items = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            payload = _compact(json.loads(line))
+        except ValueError:
+            payload = line.strip()  # parse_message names the JSON error
+        items.append(Item(f"{name}:{number}", payload))
+    return items
+
+
+_NOT_JSON = object()
+
+
+def check_items(items: list[Item], settings: Settings, *, policy: bool) -> list[Item]:
+    """Validate every item in place; return the invalid ones."""
+    max_bytes = settings.streams.max_message_bytes
+    for item in items:
+        try:
+            item.message = parse_message(item.payload, max_bytes=max_bytes)
+            if policy:
+                check_policy(item.message, settings)
+        except InvalidMessage as e:
+            item.error = e
+    seen: dict[str, str] = {}
+    for item in items:
+        if item.message is not None and item.error is None:
+            if item.message.id in seen:
+                # Two messages with one id would give one Job: the runner drops the second.
+                item.error = InvalidMessage("id", f"duplicate of {seen[item.message.id]} in this input")
+            else:
+                seen[item.message.id] = item.where
+    return [item for item in items if item.error is not None]
+
+
+def report_invalid(invalid: list[Item]) -> None:
+    for item in invalid:
+        click.echo(f"invalid: {item.label}: {item.error}", err=True)
+
+
+def default_stream(settings: Settings) -> str:
+    """The "default" priority stream: the one whose last segment is `default`, else the first."""
+    for stream in settings.streams.streams:
+        if stream.rsplit(":", 1)[-1] == "default":
+            return stream
+    return settings.streams.streams[0]
+
+
+def _read_input(source: IO[bytes], name: str) -> str:
+    data = source.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        fail(f"{name}: not UTF-8 ({e.reason} at byte {e.start})")
+
+
+def _load(source: IO[bytes], settings: Settings, *, policy: bool) -> tuple[list[Item], list[Item]]:
+    raw_name = str(getattr(source, "name", "-"))
+    name = "stdin" if raw_name in ("<stdin>", "-") else raw_name
+    items = read_items(_read_input(source, name), name)
+    if not items:
+        fail(f"{name}: no messages")
+    return items, check_items(items, settings, policy=policy)
+
+
+policy_option = click.option(
+    "--check-policy", "policy", is_flag=True,
+    help="Also check the runner's policy (KSR_ALLOWED_* settings of this environment).")
+
+
+@click.command()
+@click.argument("source", type=click.File("rb"), default="-", metavar="[FILE|-]")
+@click.option("--stream", "-s", metavar="STREAM", default=None,
+              help="Stream to add to (one of KSR_STREAMS); default: the 'default' priority stream.")
+@policy_option
+@click.option("--skip-invalid", is_flag=True, help="Submit the valid messages even if some are invalid (still exit 1).")
+@click.option("--progress/--no-progress", default=None,
+              help=f"Progress bar on stderr; default: for {PROGRESS_MIN}+ messages on a terminal.")
+@json_option
+def submit(source: IO[bytes], stream: str | None, policy: bool, skip_invalid: bool,
+           progress: bool | None, as_json: bool) -> None:
+    """Validate messages and add them to a stream.
+
+    Prints the new entry ids.
+    FILE holds one JSON message, a JSON list, or JSON Lines; `-` (the default) reads stdin.
+    If any message is invalid, each is reported with its field path and nothing is
+    submitted (exit 1), unless --skip-invalid.
+    """
+    obj = cli_context()
+    settings = obj.settings()
+    if stream is None:
+        stream = default_stream(settings)
+    elif stream not in settings.streams.streams:
+        raise click.BadParameter(
+            f"{stream!r} is not one of KSR_STREAMS ({', '.join(settings.streams.streams)})", param_hint="'--stream'")
+    items, invalid = _load(source, settings, policy=policy)
+    report_invalid(invalid)
+    if invalid and not skip_invalid:
+        fail(f"{len(invalid)} of {len(items)} messages invalid; nothing submitted (--skip-invalid submits the rest)")
+    valid = [item for item in items if item.error is None]
+    client = obj.redis()
+    results: list[dict[str, str]] = []
+    show = progress if progress is not None else (len(valid) >= PROGRESS_MIN and sys.stderr.isatty())
+    with _progress(show, len(valid), f"submitting to {stream}") as bar:
+        for start in range(0, len(valid), XADD_CHUNK):
+            chunk = valid[start:start + XADD_CHUNK]
+            with redis_errors():
+                pipe = client.pipeline(transaction=False)
+                for item in chunk:
+                    pipe.xadd(stream, {"payload": item.payload})
+                ids = pipe.execute()
+            for item, entry_id in zip(chunk, ids):
+                assert item.message is not None
+                results.append({"stream": stream, "entry_id": _s(entry_id), "id": item.message.id})
+            bar.update(len(chunk))
+    log.info("submitted %d messages to %s", len(results), stream)
+    if as_json:
+        emit_json({"submitted": results, "invalid": [_invalid_doc(i) for i in invalid]})
+    else:
+        for row in results:
+            click.echo(row["entry_id"])
+    if invalid:
+        fail(f"{len(invalid)} of {len(items)} messages invalid and skipped; {len(results)} submitted to {stream}")
+
+
+@click.command()
+@click.argument("source", type=click.File("rb"), metavar="FILE|-")
+@policy_option
+@json_option
+def validate(source: IO[bytes], policy: bool, as_json: bool) -> None:
+    """Validate messages without submitting them.
+
+    Exit 0 when all are valid, 1 otherwise.
+    """
+    settings = cli_context().settings()
+    items, invalid = _load(source, settings, policy=policy)
+    if as_json:
+        emit_json({"valid": len(items) - len(invalid), "invalid": [_invalid_doc(i) for i in invalid]})
+    else:
+        report_invalid(invalid)
+    if invalid:
+        fail(f"{len(invalid)} of {len(items)} messages invalid")
+    if not as_json:
+        click.echo(f"{len(items)} {'message' if len(items) == 1 else 'messages'} valid")
+
+
+def _invalid_doc(item: Item) -> dict[str, Any]:
+    assert item.error is not None
+    return {"where": item.where, "id": item.message.id if item.message else _raw_id(item.payload),
+            "errors": [{"field": f, "problem": p} for f, p in item.error.problems]}
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, (bytes, bytearray)) else str(value)
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+
+@contextmanager
+def _progress(show: bool, length: int, label: str) -> Iterator[Any]:
+    if not show:
+        yield _NoBar()
+        return
+    with click.progressbar(length=length, label=label, file=sys.stderr) as bar:
+        yield bar
