@@ -1,0 +1,191 @@
+"""One stream entry to one Job: validate, claim, create, record, callback 0, ack.
+
+The order is what makes a crash at any point harmless (DESIGN, data flow 3-6): the
+claim is set-if-absent, the Job name is deterministic and a 409 for our own message is
+adopted, and the entry is acked last. The leader's term is checked before every side
+effect; a lost term leaves the entry pending for the next leader.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import redis
+
+from runner import metrics as metrics_mod
+from runner.deadletter import dead_letter, is_poison
+from runner.errors import InvalidMessage, KsrError, KubeApiError, PolicyRefused
+from runner.executor import Executor
+from runner.kube import Stopped
+from runner.logs import log_context
+from runner.message import Message, parse_entry
+from runner.policy import check_policy
+from runner.settings import Settings
+from runner.state import TERMINAL_STATES, ClaimStatus, StaleTerm, StateStore
+from runner.streams import Entry, StreamReader
+from runner.tracker import Tracker
+
+log = logging.getLogger(__name__)
+
+CRASH_STEPS = ("after_claim", "after_create", "after_record", "after_callback", "before_ack")
+# An apiserver answer that retrying the same message cannot change: dead-letter it.
+_FINAL_STATUSES = {400, 403, 404, 409, 422}
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        *,
+        redis_client: redis.Redis,
+        reader: StreamReader,
+        state: StateStore,
+        executor: Executor,
+        tracker: Tracker,
+        settings: Settings,
+        holds_term: Callable[[int], bool],
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.redis = redis_client
+        self.reader = reader
+        self.state = state
+        self.executor = executor
+        self.tracker = tracker
+        self.settings = settings
+        self._holds_term = holds_term
+        self._now = wall_clock
+        self._pool = ThreadPoolExecutor(max_workers=settings.kube.worker_pool_size, thread_name_prefix="create")
+        self.left_pending = 0  # entries not acked in the last batch (retried on a rescan)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    # -- batches -----------------------------------------------------------------------
+    def process_batch(self, entries: list[Entry], term: int) -> dict[str, int]:
+        """Process `entries` in parallel (QUEUE_WORKER_POOL_SIZE); entries carrying the same
+        message id go one after the other, so the second one sees the first one's record.
+        Returns the outcome counts; returns only when every entry is done (in-flight creates
+        finish before a shutdown or a step-down goes on)."""
+        groups: dict[str, list[Entry]] = defaultdict(list)
+        for entry in entries:
+            groups[_message_key(entry)].append(entry)
+        futures = [self._pool.submit(self._process_group, group, term) for group in groups.values()]
+        outcomes: dict[str, int] = defaultdict(int)
+        for f in futures:
+            for outcome in f.result():
+                outcomes[outcome] += 1
+        self.left_pending = outcomes.get("retried", 0)
+        return dict(outcomes)
+
+    def _process_group(self, group: list[Entry], term: int) -> list[str]:
+        return [self.process(entry, term) for entry in group]
+
+    # -- one entry ---------------------------------------------------------------------
+    def process(self, entry: Entry, term: int) -> str:
+        with log_context(entry_id=entry.entry_id, stream=entry.stream):
+            try:
+                outcome = self._process(entry, term)
+            except (Stopped, StaleTerm) as e:
+                log.info("entry %s left pending: %s", entry.entry_id, e)
+                outcome = "retried"
+            except KsrError as e:  # Redis or the apiserver away: the entry stays pending
+                log.warning("entry %s left pending: %s", entry.entry_id, e)
+                outcome = "retried"
+            metrics_mod.get().count_message(outcome)
+            return outcome
+
+    def _process(self, entry: Entry, term: int) -> str:
+        if is_poison(entry.deliveries, self.settings.streams.max_deliveries):
+            return self._dead(entry, "poison", f"delivered {entry.deliveries} times without being done "
+                                               f"(KSR_MAX_DELIVERIES={self.settings.streams.max_deliveries})")
+        try:
+            message = parse_entry(entry.fields, max_bytes=self.settings.streams.max_message_bytes)
+            check_policy(message, self.settings)
+        except PolicyRefused as e:
+            return self._dead(entry, "policy", str(e))
+        except InvalidMessage as e:
+            return self._dead(entry, "invalid", str(e))
+        with log_context(message_id=message.id):
+            return self._dispatch(entry, message, term)
+
+    def _dispatch(self, entry: Entry, message: Message, term: int) -> str:
+        self._fence(term)
+        claim = self.state.claim(message.id, stream=entry.stream, entry_id=entry.entry_id, term=term)
+        if claim.status is ClaimStatus.DUPLICATE:
+            record = claim.record
+            if record.get("job_name") and record.get("state") not in TERMINAL_STATES:
+                # Recorded before a crash that came before callback 0: owe it now (a no-op if sent).
+                self.tracker.created(message.id, job_name=record["job_name"], job_uid=record.get("job_uid", ""))
+            log.info("message %s is a duplicate (job %s): acked", message.id, claim.record.get("job_name", "-"))
+            self.reader.ack(entry)
+            return "duplicate"
+        self._crash_point("after_claim")
+
+        self._fence(term)
+        try:
+            ref = self.executor.create(message, stream=entry.stream, entry_id=entry.entry_id,
+                                       keep_going=lambda: self._holds_term(term))
+        except KubeApiError as e:
+            if e.status not in _FINAL_STATUSES:
+                raise
+            self.state.release(message.id, term=term)  # no Job: a corrected replay starts afresh
+            return self._dead(entry, "api_rejected", f"kubernetes answered {e.status} {e.reason}: {e.message}")
+        self._crash_point("after_create")
+
+        with log_context(job_name=ref.name):
+            self._fence(term)
+            now = self._now()
+            self.state.record_job(message.id, job_name=ref.name, namespace=ref.namespace, job_uid=ref.uid,
+                                  term=term, webhook=message.webhook_url or "", service=message.service,
+                                  executor=self.executor.name)
+            self._crash_point("after_record")
+            self.tracker.created(message.id, job_name=ref.name, job_uid=ref.uid)
+            self.executor.launched(ref)
+            self._crash_point("after_callback")
+            self._crash_point("before_ack")
+            self.reader.ack(entry)
+            metrics_mod.get().dispatch_latency.observe(max(0.0, now - _entry_time(entry.entry_id)))
+            log.info("job %s/%s %s for message %s", ref.namespace, ref.name,
+                     "adopted" if ref.adopted else "created", message.id)
+            return "dispatched"
+
+    # -- helpers -----------------------------------------------------------------------
+    def _dead(self, entry: Entry, reason: str, error: str) -> str:
+        dead_letter(self.redis, entry, group=self.settings.streams.group, reason=reason, error=error,
+                    deliveries=entry.deliveries)
+        log.warning("entry %s dead-lettered (%s): %s", entry.entry_id, reason, error)
+        return "invalid" if reason in ("invalid", "policy") else "dead_lettered"
+
+    def _fence(self, term: int) -> None:
+        if not self._holds_term(term):
+            raise Stopped(f"no longer leading in term {term}")
+        self.state.fence(term)
+
+    def _crash_point(self, step: str) -> None:
+        """Tests only (KSR_TEST_CRASH_AT): die hard at `step`, once per Redis database."""
+        if self.settings.test_crash_at != step:
+            return
+        if self.redis.set(f"ksr:test:crashed:{step}", os.getpid(), nx=True):
+            log.error("KSR_TEST_CRASH_AT=%s: exiting hard", step)
+            os._exit(70)
+
+
+def _message_key(entry: Entry) -> str:
+    """The message id if the payload has one (cheaply), else the entry id."""
+    try:
+        payload: Any = json.loads(entry.fields.get(b"payload") or b"")
+        if isinstance(payload, dict) and isinstance(payload.get("id"), str):
+            return payload["id"]
+    except ValueError:
+        pass
+    return f"entry:{entry.stream}:{entry.entry_id}"
+
+
+def _entry_time(entry_id: str) -> float:
+    return int(entry_id.split("-", 1)[0]) / 1000.0

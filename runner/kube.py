@@ -1,0 +1,189 @@
+"""The Kubernetes API as the pipeline uses it: create Jobs idempotently, list and watch
+Jobs and Pods by label as raw JSON, with retries for transient errors.
+
+Errors are translated once, here (`kube_error_from`); every request is counted in
+`ksr_kube_requests_total` by verb and code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from kubernetes import client as k8s
+
+from election.clock import SYSTEM_CLOCK, Clock
+from runner import metrics as metrics_mod
+from runner.errors import KubeApiError, KubeConflict, KubeNotFound, kube_error_from
+from runner.manifest import MESSAGE_ID_ANNOTATION, managed_selector
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class JobRef:
+    name: str
+    namespace: str
+    uid: str
+    adopted: bool = False  # it existed already (made before a crash) and is ours
+
+
+class Stopped(Exception):
+    """The caller no longer wants the result (lost its term, shutting down)."""
+
+
+def _always() -> bool:
+    return True
+
+
+class KubeApi:
+    def __init__(
+        self,
+        api_client: k8s.ApiClient,
+        *,
+        timeout: float,
+        clock: Clock = SYSTEM_CLOCK,
+        rng: random.Random | None = None,
+        backoff_base: float = 0.2,
+        backoff_cap: float = 5.0,
+        max_attempts: int = 0,
+    ) -> None:
+        """`max_attempts` 0 retries transient errors for as long as `keep_going()` says."""
+        self.api_client = api_client
+        self.batch = k8s.BatchV1Api(api_client)
+        self.core = k8s.CoreV1Api(api_client)
+        self.timeout = timeout
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._base = backoff_base
+        self._cap = backoff_cap
+        self._max_attempts = max_attempts
+
+    # -- the retry loop ---------------------------------------------------------------
+    def call(self, verb: str, fn: Callable[[], T], *, keep_going: Callable[[], bool] = _always) -> T:
+        attempt = 0
+        while True:
+            attempt += 1
+            if not keep_going():
+                raise Stopped(verb)
+            started = time.monotonic()
+            try:
+                result = fn()
+            except Exception as e:  # translated right here, the boundary
+                err = e if isinstance(e, KubeApiError) else kube_error_from(e)
+                metrics_mod.get().observe_kube_request(verb, err.status or None, time.monotonic() - started)
+                if not err.retryable or (self._max_attempts and attempt >= self._max_attempts):
+                    raise err from e
+                delay = min(self._cap, self._base * 2 ** min(attempt - 1, 16)) * (0.5 + self._rng.random() / 2)
+                if err.retry_after is not None:
+                    delay = max(delay, min(err.retry_after, 60.0))
+                log.warning("kubernetes %s failed (%s), retry %d in %.2fs", verb, err, attempt, delay)
+                self._clock.sleep(delay)
+                continue
+            metrics_mod.get().observe_kube_request(verb, _code_of(verb), time.monotonic() - started)
+            return result
+
+    # -- Jobs --------------------------------------------------------------------------
+    def create_job(self, manifest: dict[str, Any], *, message_id: str,
+                   keep_going: Callable[[], bool] = _always) -> JobRef:
+        """Create the Job; when it exists already and carries this message id, adopt it."""
+        ns = manifest["metadata"]["namespace"]
+        name = manifest["metadata"]["name"]
+        try:
+            raw = self.call("create", lambda: self.batch.create_namespaced_job(
+                ns, manifest, _preload_content=False, _request_timeout=self.timeout), keep_going=keep_going)
+            job = json.loads(raw.data)
+            return JobRef(name=name, namespace=ns, uid=job["metadata"]["uid"])
+        except KubeConflict:
+            existing = self.get_job(ns, name, keep_going=keep_going)
+            if existing is None:  # deleted in between: try once more from the top
+                return self.create_job(manifest, message_id=message_id, keep_going=keep_going)
+            owner = (existing["metadata"].get("annotations") or {}).get(MESSAGE_ID_ANNOTATION)
+            if owner != message_id:
+                raise KubeConflict(409, "AlreadyExists",
+                                   f"jobs.batch {name!r} exists in {ns} and belongs to message {owner!r}") from None
+            log.info("job %s/%s exists already for message %s: adopted", ns, name, message_id)
+            return JobRef(name=name, namespace=ns, uid=existing["metadata"]["uid"], adopted=True)
+
+    def get_job(self, namespace: str, name: str, *, keep_going: Callable[[], bool] = _always) -> dict | None:
+        try:
+            raw = self.call("get", lambda: self.batch.read_namespaced_job(
+                name, namespace, _preload_content=False, _request_timeout=self.timeout), keep_going=keep_going)
+        except KubeNotFound:
+            return None
+        return json.loads(raw.data)
+
+    def delete_job(self, namespace: str, name: str, *, keep_going: Callable[[], bool] = _always) -> None:
+        try:
+            self.call("delete", lambda: self.batch.delete_namespaced_job(
+                name, namespace, propagation_policy="Background", _request_timeout=self.timeout),
+                keep_going=keep_going)
+        except KubeNotFound:
+            pass
+
+    def list_jobs(self, namespace: str | None, *, selector: str | None = None,
+                  keep_going: Callable[[], bool] = _always) -> tuple[list[dict], str]:
+        return self._list("jobs", namespace, selector or managed_selector(), keep_going)
+
+    def list_pods(self, namespace: str | None, *, selector: str | None = None,
+                  keep_going: Callable[[], bool] = _always) -> tuple[list[dict], str]:
+        return self._list("pods", namespace, selector or managed_selector(), keep_going)
+
+    def _list(self, kind: str, namespace: str | None, selector: str,
+              keep_going: Callable[[], bool]) -> tuple[list[dict], str]:
+        fn = self._lister(kind, namespace)
+        raw = self.call("list", lambda: fn(label_selector=selector, _preload_content=False,
+                                           _request_timeout=self.timeout), keep_going=keep_going)
+        body = json.loads(raw.data)
+        return body.get("items") or [], body["metadata"].get("resourceVersion", "")
+
+    def _lister(self, kind: str, namespace: str | None) -> Callable[..., Any]:
+        if kind == "jobs":
+            if namespace is None:
+                return self.batch.list_job_for_all_namespaces
+            return lambda **kw: self.batch.list_namespaced_job(namespace, **kw)
+        if namespace is None:
+            return self.core.list_pod_for_all_namespaces
+        return lambda **kw: self.core.list_namespaced_pod(namespace, **kw)
+
+    def watch(self, kind: str, namespace: str | None, resource_version: str, *,
+              timeout_seconds: int, selector: str | None = None) -> Iterator[dict]:
+        """Raw watch events ({type, object}) from `resource_version` until the server ends
+        the watch. Errors are raised translated; a 410 arrives as an ERROR event."""
+        fn = self._lister(kind, namespace)
+        try:
+            resp = fn(label_selector=selector or managed_selector(), watch=True,
+                      resource_version=resource_version, allow_watch_bookmarks=True,
+                      timeout_seconds=timeout_seconds, _preload_content=False,
+                      _request_timeout=(self.timeout, timeout_seconds + self.timeout))
+        except Exception as e:
+            raise kube_error_from(e) from e
+        metrics_mod.get().observe_kube_request("watch", 200, 0.0)
+        buffer = b""
+        try:
+            for chunk in resp.stream(amt=None, decode_content=False):
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if line.strip():
+                        yield json.loads(line)
+        except Exception as e:
+            raise kube_error_from(e) from e
+        finally:
+            resp.release_conn()
+
+    def version(self) -> dict:
+        raw = self.call("get", lambda: k8s.VersionApi(self.api_client).get_code(
+            _preload_content=False, _request_timeout=self.timeout))
+        return json.loads(raw.data)
+
+
+def _code_of(verb: str) -> int:
+    return 201 if verb == "create" else 200

@@ -1,0 +1,102 @@
+"""The local executor of `ksr dev` without a cluster: a message's command and args run as a
+subprocess on this machine (the image is not used), with its env applied and
+activeDeadlineSeconds as the timeout. It reports the same transitions as a Job would."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+
+from runner.kube import JobRef
+from runner.logs import log_context
+from runner.manifest import job_name
+from runner.message import Message
+from runner.tracker import Tracker
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "local"
+OUTPUT_TAIL = 400  # characters of stderr kept for a failure message
+
+
+class LocalExecutor:
+    name = "local"
+
+    def __init__(self, *, tracker: Callable[[], Tracker], workdir: str | None = None) -> None:
+        self._tracker = tracker
+        self._workdir = workdir
+        self._pending: dict[str, Message] = {}
+        self._running: dict[str, subprocess.Popen[bytes]] = {}
+        self._mutex = threading.Lock()
+
+    def create(self, message: Message, *, stream: str, entry_id: str,
+               keep_going: Callable[[], bool]) -> JobRef:
+        name = job_name(message.job.prefix_name, message.id)
+        with self._mutex:
+            adopted = name in self._running or name in self._pending
+            if not adopted:
+                self._pending[name] = message
+        return JobRef(name=name, namespace=NAMESPACE, uid=f"local-{name}", adopted=adopted)
+
+    def launched(self, ref: JobRef) -> None:
+        """The Job is recorded: start its process now, so its transitions find the record."""
+        with self._mutex:
+            message = self._pending.pop(ref.name, None)
+        if message is not None:
+            threading.Thread(target=self._run, args=(ref, message), name=f"local-{ref.name}", daemon=True).start()
+
+    def running(self) -> set[str]:
+        with self._mutex:
+            return set(self._running) | set(self._pending)
+
+    def stop(self) -> None:
+        with self._mutex:
+            procs = list(self._running.values())
+        for proc in procs:
+            proc.terminate()
+
+    def _run(self, ref: JobRef, message: Message) -> None:
+        tracker = self._tracker()
+        job = message.job
+        argv = [*(job.command or []), *(job.args or [])]
+        with log_context(message_id=message.id, job_name=ref.name):
+            if not argv:
+                tracker.exception(message.id, code="NoCommand",
+                                  message="the local executor runs job.command/job.args; both are empty")
+                return
+            env = {**os.environ, **{e.name: e.value for e in job.env}}
+            started = time.monotonic()
+            try:
+                proc = subprocess.Popen(argv, env=env, cwd=self._workdir, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+            except OSError as e:
+                tracker.exception(message.id, code="StartError", message=f"cannot run {argv[0]!r}: {e}")
+                return
+            with self._mutex:
+                self._running[ref.name] = proc
+            log.info("local job %s started (pid %d): %s (image %s not used locally)",
+                     ref.name, proc.pid, " ".join(argv), job.image)
+            tracker.pod_started(message.id, pod_name=ref.name, pod_uid=str(proc.pid))
+            try:
+                _, err = proc.communicate(timeout=job.active_deadline_seconds)
+                code, reason = proc.returncode, "Error"
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                _, err = proc.communicate()
+                code, reason = None, "DeadlineExceeded"
+            finally:
+                with self._mutex:
+                    self._running.pop(ref.name, None)
+            duration = time.monotonic() - started
+            if code == 0:
+                tracker.completed(message.id, duration=duration, pod_name=ref.name, pod_uid=str(proc.pid))
+                return
+            tail = (err or b"").decode(errors="replace")[-OUTPUT_TAIL:].strip()
+            what = (f"exceeded activeDeadlineSeconds={job.active_deadline_seconds}" if code is None
+                    else f"exit code {code}")
+            tracker.failed(message.id, code=reason, message=f"{what}{': ' + tail if tail else ''}",
+                           pod_name=ref.name, pod_uid=str(proc.pid), duration=duration)

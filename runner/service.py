@@ -1,0 +1,254 @@
+"""The runner: one elector per pod, and while it leads, takeover recovery followed by the
+read -> dispatch loop, with the watcher following the Jobs it created.
+
+`Runner.run(stop)` is what `ksr run` (under the supervisor) and `ksr dev` call in the
+main process. Its loop beats the status board every iteration, so the liveness probe
+fails when it is stuck; Redis or apiserver outages are logged, recorded and retried,
+never fatal.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+import redis
+from kubernetes import client as k8s
+
+from election.clock import SYSTEM_CLOCK, Clock
+from election.elector import Elector
+from election.lease_lock import LeaseLock
+from election.lock import Lock
+from election.redis_lock import RedisLock
+from runner import metrics as metrics_mod
+from runner.callbacks import CallbackQueue, owed
+from runner.dispatcher import Dispatcher
+from runner.errors import KsrError
+from runner.executor import Executor, KubernetesExecutor
+from runner.kube import KubeApi, Stopped
+from runner.local_executor import LocalExecutor
+from runner.settings import Settings
+from runner.state import StateStore
+from runner.statusboard import StatusBoard
+from runner.streams import StreamReader
+from runner.tracker import Tracker
+from runner.watcher import KubeWatcher
+
+log = logging.getLogger(__name__)
+
+STATS_INTERVAL = 5.0
+ERROR_BACKOFF_CAP = 10.0
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    # A blocking XREADGROUP holds the socket for block_ms: the timeout must outlast it.
+    timeout = settings.streams.block_ms / 1000.0 + 5.0
+    return redis.Redis.from_url(settings.redis.url, socket_timeout=timeout, socket_connect_timeout=5.0,
+                                health_check_interval=30)
+
+
+class Runner:
+    def __init__(self, settings: Settings, *, board: StatusBoard | None = None,
+                 api_client: k8s.ApiClient | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.settings = settings
+        self.board = board
+        self.clock = clock
+        self.redis = redis_client(settings)
+        s = settings
+        self.reader = StreamReader(self.redis, streams=list(s.streams.streams), group=s.streams.group,
+                                   consumer=s.identity.pod_name, count=s.streams.read_count,
+                                   block_ms=s.streams.block_ms)
+        self.reader.on_group_recreated.append(
+            lambda stream: metrics_mod.get().group_recreated.labels(stream=stream).inc())
+        self.state = StateStore(self.redis, ttl_seconds=s.state.ttl_seconds, prefix=s.state.key_prefix,
+                                active_key=s.state.active_key)
+        self.callbacks = CallbackQueue(self.redis, s)
+        self.term: int | None = None
+        self._capacity = threading.Event()  # set when a Job ends: backpressure may lift
+        self.tracker = Tracker(redis_client=self.redis, state=self.state, callbacks=self.callbacks, settings=s,
+                               term=lambda: self.term, on_finished=self._capacity.set)
+        self.api: KubeApi | None = None
+        self.watcher: KubeWatcher | None = None
+        self.local: LocalExecutor | None = None
+        executor: Executor
+        if s.kube.executor == "kubernetes" or s.lock == "lease":
+            if api_client is None:
+                from election.lease_lock import api_client_from_kubeconfig
+                api_client = api_client_from_kubeconfig()
+            self.api = KubeApi(api_client, timeout=s.kube.client_timeout)
+        if s.kube.executor == "kubernetes":
+            assert self.api is not None
+            executor = KubernetesExecutor(self.api, s)
+            self.watcher = KubeWatcher(api=self.api, tracker=self.tracker, state=self.state, settings=s)
+        else:
+            self.local = executor = LocalExecutor(tracker=lambda: self.tracker)
+        self.executor = executor
+        self.elector = Elector(self._lock(api_client), identity=s.identity.pod_name, config=s.election,
+                               clock=clock, on_new_leader=self._on_new_leader)
+        self.dispatcher = Dispatcher(redis_client=self.redis, reader=self.reader, state=self.state,
+                                     executor=executor, tracker=self.tracker, settings=s,
+                                     holds_term=self.elector.holds_term)
+        self._elector_stop = threading.Event()
+        self._elector_thread: threading.Thread | None = None
+        self._next_reconcile = 0.0
+        self._next_stats = 0.0
+        self._errors_in_a_row = 0
+
+    def _lock(self, api_client: k8s.ApiClient | None) -> Lock:
+        s = self.settings
+        if s.lock == "lease":
+            assert api_client is not None
+            return LeaseLock(api_client, namespace=s.identity.pod_namespace, name=s.election.lock_name,
+                             request_timeout=min(s.kube.client_timeout, s.election.renew_deadline / 2))
+        return RedisLock.from_url(s.redis.url, name=s.election.lock_name,
+                                  request_timeout=min(5.0, s.election.renew_deadline / 2))
+
+    def _on_new_leader(self, identity: str) -> None:
+        log.info("the leader is now %s", identity)
+        metrics_mod.get().leader_transitions.inc()
+
+    # -- the loop ----------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        log.info("runner %s starting: streams %s, executor %s, lock %s", self.settings.identity.pod_name,
+                 ",".join(self.settings.streams.streams), self.executor.name, self.settings.lock)
+        self._elector_thread = threading.Thread(target=self.elector.run, args=(self._elector_stop,),
+                                                name="elector", daemon=True)
+        self._elector_thread.start()
+        try:
+            while not stop.is_set():
+                try:
+                    self._tick(stop)
+                    self._errors_in_a_row = 0
+                except (KsrError, redis.RedisError, OSError) as e:
+                    self._errors_in_a_row += 1
+                    delay = min(ERROR_BACKOFF_CAP, 0.25 * 2 ** min(self._errors_in_a_row, 6))
+                    log.warning("runner loop: %s (retrying in %.1fs)", e, delay)
+                    self._record_error(str(e))
+                    stop.wait(delay)
+        finally:
+            self._shutdown()
+
+    def _tick(self, stop: threading.Event) -> None:
+        self._beat()
+        term = self.elector.term if self.elector.is_leading() else None
+        if self.term is not None and term != self.term:
+            self._step_down()
+        if term is None:
+            stop.wait(0.2)
+            return
+        if self.term is None:
+            self._take_over(term)
+        self._periodic()
+        if self._backpressured():
+            self._capacity.wait(0.5)
+            self._capacity.clear()
+            return
+        entries = self.reader.read_batch()
+        if entries and not stop.is_set():
+            self.dispatcher.process_batch(entries, term)
+
+    def _beat(self) -> None:
+        if self.board is not None:
+            self.board.beat("main")
+            alive = self._elector_thread is not None and self._elector_thread.is_alive()
+            self.board.observe_elector(self.elector, running=alive)
+        metrics_mod.get().heartbeat("main", time.time())
+        metrics_mod.get().leader.set(1 if self.term is not None else 0)
+
+    # -- leadership --------------------------------------------------------------------
+    def _take_over(self, term: int) -> None:
+        """DESIGN "Takeover": (a) reclaim pending, (b) reconcile active set and Jobs,
+        (c) re-send owed callbacks, then (d) read."""
+        started = time.monotonic()
+        log.info("leading in term %d: recovering before reading", term)
+        self.term = term
+        try:
+            claimed, resent = self._recover(term)
+        except BaseException:
+            self.term = None  # recovery runs again at the next tick
+            raise
+        if self.watcher is not None:
+            self.watcher.start()
+        self._next_reconcile = time.monotonic() + self.settings.kube.polling_interval
+        log.info("term %d: reclaimed %d pending entries, re-sent %d callbacks in %.2fs",
+                 term, len(claimed), resent, time.monotonic() - started)
+
+    def _recover(self, term: int) -> tuple[list[Any], int]:
+        self.state.advance_term(term)
+        self.reader.ensure_groups()
+        claimed = self.reader.autoclaim_all(min_idle_ms=0)
+        self.reader.rescan_pending()
+        keep_going = lambda: self.elector.holds_term(term)  # noqa: E731
+        if self.watcher is not None:
+            self.watcher.reconcile(keep_going)
+        elif self.local is not None:
+            running = self.local.running()
+            for mid, record in self.state.active_records().items():
+                if record.get("job_name") and record["job_name"] not in running:
+                    self.tracker.exception(mid, code="RunnerRestarted",
+                                           message="the local process was lost when its runner stopped")
+        return claimed, self._resend_owed()
+
+    def _resend_owed(self) -> int:
+        count = 0
+        for mid, record in self.state.active_records().items():
+            for status in owed(record):
+                detail: dict[str, Any] = json.loads(record.get(f"detail_{status}") or "{}")
+                if self.callbacks.enqueue(mid, status, detail, record.get("webhook") or None):
+                    count += 1
+        return count
+
+    def _step_down(self) -> None:
+        log.info("no longer leading (term %s): stopped dispatching", self.term)
+        if self.watcher is not None:
+            self.watcher.stop()
+        self.term = None
+
+    # -- periodic work -----------------------------------------------------------------
+    def _periodic(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_reconcile:
+            self._next_reconcile = now + self.settings.kube.polling_interval
+            if self.watcher is not None:
+                term = self.term
+                try:
+                    self.watcher.reconcile(lambda: term is not None and self.elector.holds_term(term))
+                except Stopped:
+                    pass
+            if self.dispatcher.left_pending:
+                self.dispatcher.left_pending = 0
+                self.reader.rescan_pending()  # entries left unacked get another delivery
+        if now >= self._next_stats:
+            self._next_stats = now + STATS_INTERVAL
+            metrics_mod.get().set_stream_stats(self.reader.stats())
+            active = int(self.redis.scard(self.settings.state.active_key))
+            metrics_mod.get().active_jobs.set(active)
+            if self.board is not None:
+                self.board.set_active_jobs(active)
+
+    def _backpressured(self) -> bool:
+        cap = self.settings.kube.max_active_jobs
+        return cap > 0 and int(self.redis.scard(self.settings.state.active_key)) >= cap
+
+    def _record_error(self, text: str) -> None:
+        if self.board is not None:
+            self.board.record_error(text)
+
+    # -- shutdown ----------------------------------------------------------------------
+    def _shutdown(self) -> None:
+        """Stop reading (the loop has ended), finish in-flight creates, release the Lease."""
+        log.info("runner stopping")
+        self.dispatcher.close()
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.local is not None:
+            self.local.stop()
+        self._elector_stop.set()
+        if self._elector_thread is not None:
+            self._elector_thread.join(self.settings.election.renew_deadline)
+        self.term = None
+        metrics_mod.get().leader.set(0)
+        log.info("runner stopped")

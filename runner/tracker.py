@@ -1,0 +1,147 @@
+"""A Job's life after creation, whoever runs it: each transition (0 created, 1 pod
+started, 2 completed, 3 failed, 99 exception) is recorded in the state store, its
+callback enqueued exactly once (the state store's first-caller-wins mark), and appended
+to the events stream. Terminal transitions leave the active set.
+
+The Kubernetes watcher and the local executor both report here, so the states and
+callbacks are the same whatever runs the Job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import redis
+
+from runner import metrics as metrics_mod
+from runner.events import append_event
+from runner.logs import log_context
+from runner.settings import Settings
+from runner.state import TERMINAL_STATES, StateStore, callbacks_sent
+
+log = logging.getLogger(__name__)
+
+CREATED, STARTED, COMPLETED, FAILED, EXCEPTION = 0, 1, 2, 3, 99
+_TERMINAL_STATE = {COMPLETED: "completed", FAILED: "failed", EXCEPTION: "exception"}
+
+
+class CallbackSink(Protocol):
+    def enqueue(self, message_id: str, status: int, detail: dict[str, Any], url: str | None) -> bool: ...
+
+
+class Tracker:
+    def __init__(
+        self,
+        *,
+        redis_client: redis.Redis,
+        state: StateStore,
+        callbacks: CallbackSink,
+        settings: Settings,
+        term: Callable[[], int | None] = lambda: None,
+        on_finished: Callable[[], None] = lambda: None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.redis = redis_client
+        self.state = state
+        self.callbacks = callbacks
+        self.settings = settings
+        self._term = term
+        self._on_finished = on_finished
+        self._now = wall_clock
+        # Transitions of one message must not interleave (pod and Job watchers race).
+        self._mutex = threading.Lock()
+
+    # -- what the executors report ----------------------------------------------------
+    def created(self, message_id: str, *, job_name: str, job_uid: str) -> None:
+        with self._mutex:
+            record = self.state.get(message_id) or {}
+            self._emit(message_id, CREATED, {"jobId": job_uid, "jobName": job_name}, record)
+
+    def pod_started(self, message_id: str, *, pod_name: str, pod_uid: str) -> None:
+        with self._mutex:
+            record = self._live(message_id)
+            if record is None:
+                return
+            if record.get("state") in ("created", "claimed"):
+                self.state.set_state(message_id, "running", term=self._term(), pod_name=pod_name,
+                                     pod_uid=pod_uid, started_at=f"{self._now():.3f}")
+            self._emit(message_id, STARTED, {"podId": pod_uid, "podName": pod_name}, record)
+
+    def completed(self, message_id: str, *, duration: float | None = None,
+                  pod_name: str = "", pod_uid: str = "") -> None:
+        with self._mutex:
+            record = self._live(message_id)
+            if record is None:
+                return
+            self._ensure_started(message_id, record, pod_name, pod_uid)
+            if duration is None:
+                duration = max(0.0, self._now() - created_at(record, default=self._now()))
+            self._finish(message_id, COMPLETED, {"duration": round(duration, 3)}, record, duration)
+
+    def failed(self, message_id: str, *, code: str, message: str, pod_name: str = "", pod_uid: str = "",
+               duration: float | None = None) -> None:
+        with self._mutex:
+            record = self._live(message_id)
+            if record is None:
+                return
+            self._ensure_started(message_id, record, pod_name, pod_uid)
+            self._finish(message_id, FAILED, {"error": {"errorCode": code, "message": message}}, record, duration)
+
+    def exception(self, message_id: str, *, code: str, message: str) -> None:
+        with self._mutex:
+            record = self._live(message_id)
+            if record is None:
+                return
+            self._finish(message_id, EXCEPTION, {"error": {"errorCode": code, "message": message}}, record, None)
+
+    # -- internals ---------------------------------------------------------------------
+    def _live(self, message_id: str) -> dict[str, str] | None:
+        """The record while the Job is still ours to follow; None once it ended or vanished."""
+        record = self.state.get(message_id)
+        if record is None or record.get("state") in TERMINAL_STATES or not record.get("job_name"):
+            return None
+        return record
+
+    def _ensure_started(self, message_id: str, record: dict[str, str], pod_name: str, pod_uid: str) -> None:
+        """A pod that ran to its end has started, even if we never saw it Running."""
+        if STARTED in callbacks_sent(record):
+            return
+        self._emit(message_id, STARTED, {"podId": pod_uid or record.get("pod_uid", ""),
+                                         "podName": pod_name or record.get("pod_name", "")}, record)
+
+    def _finish(self, message_id: str, status: int, detail: dict[str, Any], record: dict[str, str],
+                duration: float | None) -> None:
+        self._emit(message_id, status, detail, record)
+        state = _TERMINAL_STATE[status]
+        self.state.finish(message_id, state, term=self._term())
+        m = metrics_mod.get()
+        m.jobs_finished.labels(outcome=state).inc()
+        if duration is not None:
+            m.job_duration.observe(duration)
+        with log_context(message_id=message_id, job_name=record.get("job_name", "")):
+            log.info("job %s ended: %s %s", record.get("job_name"), state, detail)
+        self._on_finished()
+
+    def _emit(self, message_id: str, status: int, detail: dict[str, Any], record: dict[str, str]) -> bool:
+        if not self.state.mark_callback_sent(message_id, status, term=self._term()):
+            return False
+        # Kept so that takeover recovery can re-enqueue a callback lost in a crash right here.
+        if record:  # never resurrect an expired record as a stub without TTL
+            self.redis.hset(self.state.key(message_id), f"detail_{status}", json.dumps(detail))
+        self.callbacks.enqueue(message_id, status, detail, record.get("webhook") or None)
+        append_event(self.redis, message_id=message_id, status=status, detail=detail,
+                     job_name=record.get("job_name"), stream=self.settings.streams.events_stream,
+                     maxlen=self.settings.streams.events_maxlen)
+        record.setdefault(f"cb_{status}", "1")
+        return True
+
+
+def created_at(record: dict[str, str], *, default: float) -> float:
+    """When the Job was recorded, in seconds (the state store keeps milliseconds)."""
+    value = record.get("created_at")
+    return int(value) / 1000.0 if value else default

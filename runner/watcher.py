@@ -1,0 +1,210 @@
+"""Follows the Jobs we created, and their Pods, by label, and reports their transitions to
+the tracker.
+
+Watches (raw JSON, from a resourceVersion) give the latency; a periodic reconcile (a full
+list of Jobs and Pods, every POLLING_INTERVAL) is the relist after a 410 Gone or an
+apiserver restart, and is what notices Jobs deleted from outside and pods that never
+started within POD_START_TIMEOUT.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from runner.errors import KsrError
+from runner.kube import KubeApi, Stopped
+from runner.manifest import MESSAGE_ID_ANNOTATION
+from runner.settings import Settings
+from runner.state import StateStore
+from runner.tracker import Tracker, created_at
+
+log = logging.getLogger(__name__)
+
+# A container that cannot start no matter how long we wait.
+FATAL_WAITING = frozenset({"InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError",
+                           "CreateContainerError"})
+WATCH_SECONDS = 240
+DELETED_GRACE = 5.0  # a Job younger than this may simply not be listed yet
+
+
+def message_id_of(obj: dict[str, Any]) -> str | None:
+    return (obj.get("metadata", {}).get("annotations") or {}).get(MESSAGE_ID_ANNOTATION)
+
+
+def parse_time(value: str | None) -> float | None:
+    if not value:
+        return None
+    return _dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+class KubeWatcher:
+    def __init__(self, *, api: KubeApi, tracker: Tracker, state: StateStore, settings: Settings,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        self.api = api
+        self.tracker = tracker
+        self.state = state
+        self.settings = settings
+        self._now = wall_clock
+        allowed = settings.policy.allowed_namespaces
+        self.namespaces: list[str | None] = [None] if "*" in allowed else list(allowed)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._pod_notes: dict[str, str] = {}  # message id -> why its pod is not running (for 99s)
+        self._pod_failures: dict[str, str] = {}  # message id -> how its container ended
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start(self) -> None:
+        self._stop.clear()
+        for ns in self.namespaces:
+            for kind in ("jobs", "pods"):
+                t = threading.Thread(target=self._watch_loop, args=(kind, ns), daemon=True,
+                                     name=f"watch-{kind}-{ns or 'all'}")
+                t.start()
+                self._threads.append(t)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout)
+        self._threads = []
+
+    def _keep_going(self) -> bool:
+        return not self._stop.is_set()
+
+    # -- watching ----------------------------------------------------------------------
+    def _watch_loop(self, kind: str, namespace: str | None) -> None:
+        handle = self.handle_job if kind == "jobs" else self.handle_pod
+        rv: str | None = None
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                if rv is None:
+                    items, rv = (self.api.list_jobs if kind == "jobs" else self.api.list_pods)(
+                        namespace, keep_going=self._keep_going)
+                    for obj in items:
+                        handle(obj)
+                for event in self.api.watch(kind, namespace, rv, timeout_seconds=WATCH_SECONDS):
+                    if self._stop.is_set():
+                        return
+                    obj = event.get("object") or {}
+                    if event.get("type") == "ERROR":
+                        if obj.get("code") == 410:  # our resourceVersion is too old: relist
+                            log.info("watch %s: 410 Gone, relisting", kind)
+                        rv = None
+                        break
+                    rv = obj.get("metadata", {}).get("resourceVersion") or rv
+                    if event.get("type") == "BOOKMARK":
+                        continue
+                    handle(obj, deleted=event.get("type") == "DELETED")
+                failures = 0
+            except Stopped:
+                return
+            except (KsrError, OSError, ValueError) as e:
+                failures += 1
+                rv = None  # after an outage the apiserver may have compacted past us
+                delay = min(10.0, 0.5 * 2 ** min(failures, 5))
+                log.warning("watch %s in %s failed (%s); relisting in %.1fs", kind, namespace or "all", e, delay)
+                self._stop.wait(delay)
+            except Exception:  # a bug must not silently end the watch
+                log.exception("watch %s crashed; restarting", kind)
+                rv = None
+                self._stop.wait(1.0)
+
+    # -- interpreting ------------------------------------------------------------------
+    def handle_pod(self, pod: dict[str, Any], deleted: bool = False) -> None:
+        mid = message_id_of(pod)
+        if mid is None or deleted:
+            return
+        status = pod.get("status") or {}
+        meta = pod["metadata"]
+        containers = status.get("containerStatuses") or []
+        started = status.get("phase") in ("Running", "Succeeded", "Failed") or any(
+            "running" in (c.get("state") or {}) or "terminated" in (c.get("state") or {}) for c in containers)
+        for c in containers:
+            waiting = (c.get("state") or {}).get("waiting") or {}
+            reason = waiting.get("reason")
+            if reason in FATAL_WAITING:
+                self._abort(mid, reason, waiting.get("message") or reason)
+                return
+            if reason:
+                self._pod_notes[mid] = f"{reason}: {waiting.get('message', '')}".rstrip(": ")
+            terminated = (c.get("state") or {}).get("terminated")
+            if terminated and terminated.get("exitCode", 0) != 0:
+                self._pod_failures[mid] = (f"container {c.get('name')} exited {terminated.get('exitCode')}"
+                                           f" ({terminated.get('reason', '')}) {terminated.get('message', '')}").strip()
+        if not started:
+            for cond in status.get("conditions") or []:
+                if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+                    self._pod_notes[mid] = f"{cond.get('reason')}: {cond.get('message', '')}"
+            return
+        self.tracker.pod_started(mid, pod_name=meta["name"], pod_uid=meta.get("uid", ""))
+
+    def handle_job(self, job: dict[str, Any], deleted: bool = False) -> None:
+        mid = message_id_of(job)
+        if mid is None:
+            return
+        if deleted:
+            self.tracker.exception(mid, code="JobDeleted", message="the Job was deleted before it finished")
+            return
+        status = job.get("status") or {}
+        for cond in status.get("conditions") or []:
+            if cond.get("status") != "True":
+                continue
+            if cond.get("type") == "Complete":
+                start, end = parse_time(status.get("startTime")), parse_time(status.get("completionTime"))
+                duration = (end - start) if start and end else None
+                self.tracker.completed(mid, duration=duration)
+                self._forget(mid)
+                return
+            if cond.get("type") == "Failed":
+                message = cond.get("message") or "the Job failed"
+                if mid in self._pod_failures:
+                    message = f"{message}; {self._pod_failures[mid]}"
+                self.tracker.failed(mid, code=cond.get("reason") or "Failed", message=message)
+                self._forget(mid)
+                return
+
+    def _abort(self, mid: str, code: str, message: str) -> None:
+        record = self.state.get(mid) or {}
+        if record.get("job_name") and record.get("namespace"):
+            self.api.delete_job(record["namespace"], record["job_name"], keep_going=self._keep_going)
+        self.tracker.exception(mid, code=code, message=message)
+        self._forget(mid)
+
+    def _forget(self, mid: str) -> None:
+        self._pod_notes.pop(mid, None)
+        self._pod_failures.pop(mid, None)
+
+    # -- the periodic relist -----------------------------------------------------------
+    def reconcile(self, keep_going: Callable[[], bool] | None = None) -> None:
+        """List every Job and Pod of ours, feed them through the handlers, then settle
+        the active records nothing answered for: deleted Jobs and pods that never started."""
+        keep_going = keep_going or self._keep_going
+        listed_at = self._now()
+        seen: set[str] = set()
+        for ns in self.namespaces:
+            jobs, _ = self.api.list_jobs(ns, keep_going=keep_going)
+            pods, _ = self.api.list_pods(ns, keep_going=keep_going)
+            for pod in pods:
+                self.handle_pod(pod)
+            for job in jobs:
+                mid = message_id_of(job)
+                if mid:
+                    seen.add(mid)
+                self.handle_job(job)
+        for mid, record in self.state.active_records().items():
+            if not record.get("job_name") or record.get("executor", "kubernetes") != "kubernetes":
+                continue
+            created = created_at(record, default=listed_at)
+            if mid not in seen and created < listed_at - DELETED_GRACE:
+                self.tracker.exception(mid, code="JobDeleted", message="the Job no longer exists")
+                continue
+            if record.get("state") == "created" and listed_at - created > self.settings.kube.pod_start_timeout:
+                why = self._pod_notes.get(mid, "no pod was scheduled")
+                self._abort(mid, "PodStartTimeout",
+                            f"pod not started within {self.settings.kube.pod_start_timeout:g}s ({why})")
