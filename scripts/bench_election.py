@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Failover and handover times of the election, on the Redis lock and the Lease lock.
 
-Three candidate processes (tests/integration/election_candidate.py) compete. Each round finds
-the leader, then either SIGKILLs it (failover: the others must wait out the lease) or SIGTERMs
+Three candidate processes (tests/integration/election_candidate.py) compete. Each round lets
+the candidates settle (a few retry periods and a random offset), finds the leader, then either SIGKILLs it (failover: the others must wait out the lease) or SIGTERMs
 it (handover: it releases, the next retry takes over), measures until another candidate's
 `on_started_leading` fired, and starts a replacement. Times are CLOCK_MONOTONIC, shared by
 all processes on the machine.
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import signal
 import statistics
 import sys
@@ -52,12 +53,19 @@ def run_rounds(kind: str, lock_args: list[str], sig: int, args: argparse.Namespa
 
     cands = [spawn() for _ in range(3)]
     times: list[float] = []
+    rng = random.Random()
     try:
         wait_for(lambda: all(c.lines("ready") for c in cands), timeout=60, what="candidates started")
         for n in range(args.rounds):
             leader = one_leader(cands, timeout=args.lease * 3 + 30)
-            # the followers have been watching for a while, as in a steady cluster
-            wait_for(lambda: all(len(c.lines("sample")) > 10 for c in cands), timeout=30, what="followers settled")
+            # Steady state: every candidate has been in the election for a few retry periods
+            # plus a random offset, so the followers' retry phases are random with respect to
+            # the signal (right after a takeover they are not: the newest candidate has just
+            # made its first attempt).
+            settle = 2 * args.retry * 1.2 + rng.uniform(0, args.retry * 1.2)
+            joined = max(c.lines("ready")[0]["at"] for c in cands)
+            wait_for(lambda: all((last := c.last()) and last["at"] >= joined + settle for c in cands),
+                     timeout=settle + 30, what="candidates settled")
             others = [c for c in cands if c is not leader]
             t0 = time.monotonic()
             leader.signal(sig)
