@@ -21,7 +21,7 @@ testbed:
 	$(PYTHON) scripts/kube-testenv build
 
 run: setup
-	$(BIN)/ksr dev $(RUN_ARGS)
+	$(BIN)/ksr dev --samples $(RUN_ARGS)
 
 test: setup testbed
 	scripts/install-system-deps promtool wrk chromium

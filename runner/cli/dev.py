@@ -1,0 +1,143 @@
+"""`ksr dev`: the whole service on one machine, with an embedded default.
+
+Without REDIS_URL it starts a private redis-server; without a cluster it uses the Redis
+lock and the local executor (commands run as subprocesses here). It serves the probes
+and the status page, receives the callbacks itself and prints them, and can submit the
+sample jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import click
+import redis
+
+from runner.cli._common import cli_context
+from runner.settings import Settings
+
+SAMPLES = Path(__file__).resolve().parents[2] / "scripts" / "samples" / "dev-jobs.jsonl"
+STATUS_NAMES = {0: "created", 1: "pod started", 2: "completed", 3: "failed", 99: "exception"}
+TERMINAL = {2, 3, 99}
+
+
+class CallbackPrinter:
+    """A webhook receiver on loopback that prints every callback it gets."""
+
+    def __init__(self) -> None:
+        self.finished: set[str] = set()
+        printer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                status = body.get("status")
+                click.echo(f"callback  {body.get('id')}  {status} {STATUS_NAMES.get(status, '?'):11} "
+                           f"{json.dumps(body.get('detail'))}")
+                if status in TERMINAL:
+                    printer.finished.add(str(body.get("id")))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/callbacks"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def _submit_samples(settings: Settings, webhook: str) -> list[str]:
+    conn = redis.Redis.from_url(settings.redis.url)
+    stream = next((s for s in settings.streams.streams if s.endswith("default")), settings.streams.streams[0])
+    ids = []
+    for line in SAMPLES.read_text().splitlines():
+        msg = json.loads(line)
+        msg["webhook"] = {"url": webhook}
+        conn.xadd(stream, {"payload": json.dumps(msg)})
+        ids.append(msg["id"])
+    click.echo(f"submitted {len(ids)} sample jobs to {stream}: {', '.join(ids)}")
+    return ids
+
+
+@click.command()
+@click.option("--port", type=int, default=8080, show_default=True,
+              help="Port of the probes and status page (0, or taken: a free one is picked).")
+@click.option("--samples/--no-samples", default=False, help="Submit the sample jobs (scripts/samples).")
+@click.option("--exit-when-done", is_flag=True, help="Stop once every sample job has its final callback.")
+@click.option("--timeout", type=float, default=120.0, show_default=True,
+              help="With --exit-when-done: give up (exit 1) after this many seconds.")
+def dev(port: int, samples: bool, exit_when_done: bool, timeout: float) -> None:
+    """Run the service on this machine with an embedded default (no setup needed)."""
+    from runner.cli.run import serve
+    from runner.embedded_redis import EmbeddedRedis
+
+    ctx = cli_context()
+    embedded = None
+    if not (ctx.redis_url or os.environ.get("REDIS_URL")):
+        embedded = EmbeddedRedis().start()
+        os.environ["REDIS_URL"] = embedded.url
+        click.echo(f"started a private redis-server at {embedded.url} (stopped on exit)")
+    elif ctx.redis_url:
+        os.environ["REDIS_URL"] = ctx.redis_url
+    printer = CallbackPrinter()
+    allow = [a for a in os.environ.get("KSR_WEBHOOK_ALLOW", "").split(",") if a]
+    os.environ["KSR_WEBHOOK_ALLOW"] = ",".join([*allow, "127.0.0.1"])
+    os.environ.setdefault("POD_NAME", f"ksr-dev-{socket.gethostname()}")
+    os.environ.setdefault("KSR_LOG_FORMAT", "text")
+    if port == 0 or not _port_free(port):  # 0: any free port
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+    os.environ["HTTP_SERVER_PORT"] = str(port)
+    try:
+        settings = Settings.from_env()
+        if settings.kube.executor == "local":
+            click.echo("no Kubernetes cluster configured: LOCAL executor - each job's command runs as a "
+                       "subprocess on this machine (the image is not used); leader lock in Redis")
+        else:
+            click.echo(f"Kubernetes executor: Jobs go to the cluster of KUBECONFIG; lock: {settings.lock}")
+        click.echo(f"status page http://127.0.0.1:{port}/   metrics /metrics   health /healthz /readyz")
+        click.echo(f"callbacks are printed here (receiver {printer.url})")
+        ids = _submit_samples(settings, printer.url) if samples else []
+
+        def watch_done(supervisor: Any) -> None:
+            def wait() -> None:
+                deadline = time.monotonic() + timeout
+                while time.monotonic() < deadline and not supervisor.stop_event.is_set():
+                    if set(ids) <= printer.finished:
+                        click.echo(f"all {len(ids)} sample jobs finished; stopping")
+                        break
+                    time.sleep(0.2)
+                else:
+                    click.echo(f"sample jobs not finished within {timeout:g}s", err=True)
+                    outcome["timed_out"] = True
+                supervisor.stop_event.set()
+
+            if exit_when_done:
+                threading.Thread(target=wait, daemon=True).start()
+
+        outcome = {"timed_out": False}
+        code = serve(settings, on_started=watch_done)
+    finally:
+        printer.server.shutdown()
+        if embedded is not None:
+            embedded.stop()
+    sys.exit(1 if outcome["timed_out"] else code)

@@ -1,0 +1,45 @@
+"""`ksr run`: the container's entry point."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+import click
+
+from runner.cli._common import cli_context
+from runner.settings import Settings
+
+
+def serve(settings: Settings, *, on_started: "callable | None" = None) -> int:  # type: ignore[valid-type]
+    """The runner in this process, gunicorn (probes) and an RQ worker as supervised children.
+    Returns the exit code (0 after a clean SIGTERM)."""
+    from runner.logs import setup_logging
+    from runner.supervisor import Supervisor, default_children
+
+    setup_logging(settings.server.log_format, os.environ.get("KSR_LOG_LEVEL", "INFO"))
+    # The supervisor first: it prepares the metrics directory before any metric exists.
+    supervisor = Supervisor(settings, children=default_children(settings))
+
+    def runner_main(stop: threading.Event) -> None:
+        from runner.service import Runner
+
+        Runner(settings, board=supervisor.board).run(stop)
+
+    if on_started is not None:
+        on_started(supervisor)
+    return supervisor.run(runner_main)
+
+
+@click.command()
+@click.option("--port", type=int, default=None, help="Port of the probes and metrics (HTTP_SERVER_PORT).")
+def run(port: int | None) -> None:
+    """Run the service: elector, reader and watcher here; probes and callbacks as children.
+
+    SIGTERM stops reading, finishes in-flight creates, releases the Lease, stops the
+    children and exits 0.
+    """
+    ctx = cli_context()
+    settings = Settings.from_env(REDIS_URL=ctx.redis_url, HTTP_SERVER_PORT=None if port is None else str(port))
+    sys.exit(serve(settings))
