@@ -355,7 +355,8 @@ def worker_command(settings: Settings) -> list[str]:
     without a scheduler they would never run. Every replica runs one; RQ's lock makes one
     scheduler active per queue at a time.
     """
-    return [sys.executable, "-m", "rq.cli", "worker", "--with-scheduler",
+    # --quiet: a line per callback at INFO is noise; our own module logs what matters.
+    return [sys.executable, "-m", "rq.cli", "worker", "--with-scheduler", "--quiet",
             "--worker-class", f"{__name__}.CallbackWorker", settings.callbacks.queue]
 
 

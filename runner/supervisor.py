@@ -99,12 +99,9 @@ def gunicorn_child(settings: Settings) -> ChildSpec:
 
 
 def rq_worker_child(settings: Settings) -> ChildSpec:
-    # CallbackWorker is a SimpleWorker, running jobs in its own process: a forked work horse
-    # per callback would leave a set of metric files per job in PROMETHEUS_MULTIPROC_DIR.
-    # The URL goes in the environment, not argv, to keep a password out of `ps`.
-    return ChildSpec("rq-worker", (sys.executable, "-m", "rq.cli", "worker", settings.callbacks.queue,
-                                   "--with-scheduler", "--worker-class", "runner.callbacks.CallbackWorker"),
-                     env={"RQ_REDIS_URL": settings.redis.url})
+    from runner.callbacks import worker_command, worker_env
+
+    return ChildSpec("rq-worker", tuple(worker_command(settings)), env=worker_env(settings))
 
 
 def default_children(settings: Settings) -> list[ChildSpec]:
