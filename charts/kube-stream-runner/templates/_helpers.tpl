@@ -1,0 +1,99 @@
+{{/* Names and labels. */}}
+{{- define "ksr.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "ksr.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "ksr.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "ksr.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "ksr.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Not app.kubernetes.io/managed-by: kube-stream-runner, which marks the Jobs the runner creates. */}}
+{{- define "ksr.labels" -}}
+helm.sh/chart: {{ include "ksr.chart" . }}
+{{ include "ksr.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "ksr.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "ksr.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "ksr.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* Namespaces Jobs may be created in: config.allowedNamespaces, else the release namespace. */}}
+{{- define "ksr.jobNamespaces" -}}
+{{- $ns := .Values.config.allowedNamespaces | default (list .Release.Namespace) }}
+{{- join "," (uniq $ns) }}
+{{- end }}
+
+{{- define "ksr.clusterWide" -}}
+{{- if has "*" (splitList "," (include "ksr.jobNamespaces" .)) }}true{{- end }}
+{{- end }}
+
+{{/* Settings that cannot be checked by the schema alone. */}}
+{{- define "ksr.validate" -}}
+{{- $lease := .Values.config.lease }}
+{{- if le (float64 $lease.durationSeconds) (float64 $lease.renewDeadlineSeconds) }}
+{{- fail "config.lease.durationSeconds must exceed config.lease.renewDeadlineSeconds" }}
+{{- end }}
+{{- if le (float64 $lease.renewDeadlineSeconds) (mulf 1.2 (float64 $lease.retryPeriodSeconds)) }}
+{{- fail "config.lease.renewDeadlineSeconds must exceed 1.2 x config.lease.retryPeriodSeconds" }}
+{{- end }}
+{{- if ge (addf (float64 .Values.shutdownGraceSeconds) 5.0) (float64 .Values.terminationGracePeriodSeconds) }}
+{{- fail "terminationGracePeriodSeconds must exceed shutdownGraceSeconds + 5 (the children's grace)" }}
+{{- end }}
+{{- if ge (float64 .Values.config.pollingIntervalSeconds) (float64 .Values.config.stuckThresholdSeconds) }}
+{{- fail "config.pollingIntervalSeconds must be shorter than config.stuckThresholdSeconds" }}
+{{- end }}
+{{- if and (has "*" .Values.config.allowedNamespaces) (gt (len .Values.config.allowedNamespaces) 1) }}
+{{- fail "config.allowedNamespaces: \"*\" must be alone" }}
+{{- end }}
+{{- if not (or .Values.secrets.existingSecret .Values.redis.url) }}
+{{- fail "set redis.url or secrets.existingSecret (with the REDIS_URL key)" }}
+{{- end }}
+{{- end }}
+
+{{/* What the runner does with Jobs and their Pods in a namespace it may create Jobs in. */}}
+{{- define "ksr.jobRules" -}}
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [create, get, list, watch, delete]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch]
+{{- end }}
+
+{{- define "ksr.subject" -}}
+- kind: ServiceAccount
+  name: {{ include "ksr.serviceAccountName" . }}
+  namespace: {{ .Release.Namespace }}
+{{- end }}
