@@ -1,0 +1,513 @@
+"""The Helm chart, checked by the real tools: helm lint/template, the real kube-apiserver
+(server-side dry run, RBAC exercised with the chart's ServiceAccount token), promtool on
+the alert rules, and the dashboard's queries against the metrics runner/metrics.py defines."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client as k8s
+from kubernetes import watch
+from prometheus_client import CollectorRegistry
+
+from runner.metrics import Metrics
+from tests.support.ports import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "kube-stream-runner"
+RULES = CHART / "alerts" / "rules.yaml"
+DASHBOARD = CHART / "dashboards" / "kube-stream-runner.json"
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+
+# Everything the chart can switch on, except the CRD kinds the bed does not have.
+EVERYTHING_BUT_CRDS: dict[str, Any] = {
+    "secrets": {"existingSecret": "ksr-secrets"},
+    "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "Platform"}},
+    "config": {"allowedImages": ["busybox:", "registry.example/team/"], "allowedEnvRefs": ["job-config"],
+               "allowedServiceAccounts": ["runner-jobs"], "webhookAllow": ["*.svc.cluster.local"],
+               "extraEnv": {"KSR_STATE_TTL": 1209600, "KSR_MAX_DELIVERIES": "3"}},
+    "podAnnotations": {"example.com/team": "platform"},
+    "podLabels": {"team": "platform"},
+    "priorityClassName": "",
+    "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
+        "weight": 50, "podAffinityTerm": {"topologyKey": "topology.kubernetes.io/zone",
+                                          "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "kube-stream-runner"}}}}]}},
+    "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "runners", "effect": "NoSchedule"}],
+    "image": {"digest": "sha256:" + "0" * 64},
+}
+EVERYTHING = {**EVERYTHING_BUT_CRDS, "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+              "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}}}
+
+
+# -- tools ------------------------------------------------------------------------------------
+
+
+def _tool(name: str, path: Path | None = None) -> str:
+    found = str(path) if path is not None and path.exists() else shutil.which(
+        name, path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    if not found:
+        pytest.fail(f"{name} missing (make test installs it)", pytrace=False)
+    return found
+
+
+@pytest.fixture(scope="module")
+def helm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    from tests.support.kube import build  # scripts/testenv: where the bed's binaries are
+
+    home = tmp_path_factory.mktemp("helm")
+    saved = {k: os.environ.get(k) for k in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME")}
+    for key in saved:  # helm keeps caches and repositories out of $HOME
+        os.environ[key] = str(home / key.lower())
+    yield [_tool("helm", build.bin_dir() / "helm")]
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def run(argv: list[str], *, input: str | None = None, env: dict[str, str] | None = None,
+        check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
+    if check and done.returncode != 0:
+        pytest.fail(f"{' '.join(argv[:3])} ... exited {done.returncode}\n{done.stdout}\n{done.stderr}", pytrace=False)
+    return done
+
+
+def values_file(tmp_path: Path, values: dict[str, Any]) -> Path:
+    path = tmp_path / f"values-{uuid.uuid4().hex[:6]}.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def template(helm: list[str], tmp_path: Path, *, namespace: str = "ksr", release: str = "ksr",
+             values: dict[str, Any] | None = None) -> str:
+    return run([*helm, "template", release, str(CHART), "--namespace", namespace,
+                "-f", str(values_file(tmp_path, values or {}))]).stdout
+
+
+def documents(text: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def kubectl(kube: Any, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return run([_tool("kubectl"), *args], input=input, env={"KUBECONFIG": kube.kubeconfig}, check=check)
+
+
+def dump(docs: list[dict[str, Any]]) -> str:
+    return yaml.safe_dump_all(docs)
+
+
+def names_of(docs: list[dict[str, Any]], kind: str) -> list[str]:
+    return [d["metadata"]["name"] for d in docs if d["kind"] == kind]
+
+
+# -- lint and render --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values", [{}, EVERYTHING], ids=["defaults", "everything-on"])
+def test_helm_lint(helm: list[str], tmp_path: Path, values: dict[str, Any]) -> None:
+    out = run([*helm, "lint", "--strict", str(CHART), "-f", str(values_file(tmp_path, values))]).stdout
+    assert "0 chart(s) failed" in out
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"config": {"streams": ["ksr:jobs:x:dead"]}}, "config/streams/0"),
+    ({"config": {"allowedNamespaces": ["*", "other"]}}, '"*" must be alone'),
+    ({"config": {"lease": {"durationSeconds": 5}}}, "durationSeconds must exceed"),
+    ({"shutdownGraceSeconds": 28}, "terminationGracePeriodSeconds must exceed"),
+    ({"redis": {"url": ""}}, "set redis.url or secrets.existingSecret"),
+    ({"replicas": 3}, "additional properties 'replicas' not allowed"),
+])
+def test_bad_values_are_refused_with_a_reason(helm: list[str], tmp_path: Path, values: dict[str, Any],
+                                              message: str) -> None:
+    done = run([*helm, "template", "ksr", str(CHART), "-f", str(values_file(tmp_path, values))], check=False)
+    assert done.returncode != 0
+    assert message in done.stderr
+
+
+def test_defaults_render_what_the_runner_expects(helm: list[str], tmp_path: Path) -> None:
+    docs = documents(template(helm, tmp_path, namespace="jobs-ns"))
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds == ["ConfigMap", "Deployment", "PodDisruptionBudget", "Role", "Role", "RoleBinding",
+                     "RoleBinding", "Service", "ServiceAccount"]
+    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    assert config["KSR_ALLOWED_NAMESPACES"] == "jobs-ns"  # the RBAC's namespaces, said explicitly
+    assert config["KSR_STREAMS"] == "ksr:jobs:critical,ksr:jobs:default,ksr:jobs:low"
+    assert float(config["KSR_SHUTDOWN_GRACE"]) + 5 < 30
+
+    deploy = next(d for d in docs if d["kind"] == "Deployment")
+    assert deploy["spec"]["replicas"] == 3
+    pod = deploy["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 30
+    (c,) = pod["containers"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    assert env["HTTP_SERVER_PORT"]["value"] == "8080"
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    assert env["PROMETHEUS_MULTIPROC_DIR"]["value"].startswith("/run/ksr/") and "/run/ksr" in mounts
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes[mounts["/run/ksr"]] and "emptyDir" in volumes[mounts["/tmp"]]
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert c["startupProbe"]["httpGet"]["port"] == "http"
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    assert pod["topologySpreadConstraints"][0]["topologyKey"] == "kubernetes.io/hostname"
+
+
+def test_crd_kinds_render_and_match_the_service_and_rule_file(helm: list[str], tmp_path: Path) -> None:
+    docs = documents(template(helm, tmp_path, namespace="mon", values=EVERYTHING))
+    (service,) = [d for d in docs if d["kind"] == "Service"]
+    (monitor,) = [d for d in docs if d["kind"] == "ServiceMonitor"]
+    (rule,) = [d for d in docs if d["kind"] == "PrometheusRule"]
+    (dashboard,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-dashboard")]
+    assert monitor["apiVersion"] == rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == rule["metadata"]["labels"]["release"] == "prometheus"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == [p["name"] for p in service["spec"]["ports"]] == ["http"]
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    assert rule["spec"] == yaml.safe_load(RULES.read_text())  # the file promtool checks, unchanged
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["kube-stream-runner.json"]) == json.loads(DASHBOARD.read_text())
+
+    # The PrometheusRule's spec, as Prometheus would load it.
+    rule_file = tmp_path / "from-prometheusrule.yaml"
+    rule_file.write_text(yaml.safe_dump(rule["spec"]))
+    run(["promtool", "check", "rules", str(rule_file)])
+
+
+# -- the real kube-apiserver ------------------------------------------------------------------
+
+
+def _restricted(kube: Any, namespace: str) -> None:
+    kubectl(kube, "label", "namespace", namespace, "--overwrite", "pod-security.kubernetes.io/enforce=restricted")
+
+
+def _template_pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The Deployment's pod template as a Pod, for Pod Security admission (which enforces on
+    Pods, and only warns, if at all, on a Deployment). Its ServiceAccount is not created by a
+    dry run, so it runs as `default` here: Pod Security does not look at the account."""
+    (deploy,) = [d for d in docs if d["kind"] == "Deployment"]
+    template = deploy["spec"]["template"]
+    spec = {**template["spec"], "serviceAccountName": "default"}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "pod-template-check", **template["metadata"]},
+            "spec": spec}
+
+
+@pytest.mark.kube
+@pytest.mark.parametrize("values", [{}, EVERYTHING_BUT_CRDS], ids=["defaults", "everything-but-crds"])
+def test_apiserver_accepts_the_rendered_manifests(kube: Any, namespace: str, helm: list[str], tmp_path: Path,
+                                                  values: dict[str, Any]) -> None:
+    _restricted(kube, namespace)
+    docs = documents(template(helm, tmp_path, namespace=namespace, values=values))
+    assert not {d["kind"] for d in docs} & CRD_KINDS
+    done = kubectl(kube, "apply", "--dry-run=server", "-n", namespace, "-f", "-", input=dump(docs))
+    assert len(done.stdout.strip().splitlines()) == len(docs), done.stdout
+    # The pods pass Pod Security "restricted", enforced.
+    kubectl(kube, "apply", "--dry-run=server", "-n", namespace, "-f", "-", input=dump([_template_pod(docs)]))
+
+
+@pytest.mark.kube
+def test_pod_security_check_is_not_vacuous(kube: Any, namespace: str, helm: list[str], tmp_path: Path) -> None:
+    _restricted(kube, namespace)
+    docs = documents(template(helm, tmp_path, namespace=namespace, values={"securityContext": None}))  # null drops the defaults
+    done = kubectl(kube, "apply", "--dry-run=server", "-n", namespace, "-f", "-", input=dump([_template_pod(docs)]),
+                   check=False)
+    assert done.returncode != 0 and "violates PodSecurity" in done.stderr, done.stderr
+
+
+def _job(name: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "kube-stream-runner"}},
+            "spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": 60, "template": {"spec": {
+                "restartPolicy": "Never", "automountServiceAccountToken": False,
+                "containers": [{"name": "job", "image": "busybox:latest", "command": ["true"]}]}}}}
+
+
+def _status(call: Any) -> int:
+    try:
+        result = call()
+        if hasattr(result, "__next__"):
+            list(result)
+    except k8s.ApiException as e:
+        return int(e.status)
+    return 200
+
+
+def _apply_rbac(kube: Any, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rbac = [d for d in docs if d["kind"] in ("ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")]
+    kubectl(kube, "apply", "-f", "-", input=dump(rbac))
+    return rbac
+
+
+def _allowed(kube: Any, user: str, verb: str, resource: str, namespace: str | None, group: str = "",
+             name: str | None = None) -> bool:
+    review = k8s.AuthorizationV1Api(kube.api_client()).create_subject_access_review({"spec": {
+        "user": user, "resourceAttributes": {"group": group, "resource": resource, "verb": verb,
+                                             "namespace": namespace, "name": name}}})
+    return bool(review.status.allowed)
+
+
+@pytest.mark.kube
+def test_chart_rbac_is_enough_for_the_runner_and_no_more(kube: Any, namespace: str, helm: list[str],
+                                                         tmp_path: Path) -> None:
+    from tests.support.kube import delete_namespace, new_namespace
+
+    other = new_namespace(kube)  # a second namespace Jobs may go to
+    try:
+        docs = documents(template(helm, tmp_path, namespace=namespace,
+                                  values={"config": {"allowedNamespaces": [namespace, other]}}))
+        _apply_rbac(kube, docs)
+        (account,) = names_of(docs, "ServiceAccount")
+        user = f"system:serviceaccount:{namespace}:{account}"
+        wait_for(lambda: all(_allowed(kube, user, "create", "jobs", ns, "batch") for ns in (namespace, other))
+                 and _allowed(kube, user, "update", "leases", namespace, "coordination.k8s.io", "ksr-leader"),
+                 timeout=15, what="the chart's Roles to take effect")
+
+        api = kube.service_account_client(namespace, account)  # a token of the chart's account
+        coord, batch, core = k8s.CoordinationV1Api(api), k8s.BatchV1Api(api), k8s.CoreV1Api(api)
+
+        # The Lease: what election/ does (create, get, update).
+        lease = coord.create_namespaced_lease(namespace, {"metadata": {"name": "ksr-leader"}, "spec": {
+            "holderIdentity": "ksr-0", "leaseDurationSeconds": 15, "leaseTransitions": 0}})
+        lease = coord.read_namespaced_lease("ksr-leader", namespace)
+        lease.spec.holder_identity, lease.spec.lease_transitions = "ksr-1", 1
+        assert coord.replace_namespaced_lease("ksr-leader", namespace, lease).spec.holder_identity == "ksr-1"
+
+        # Jobs and Pods: what runner/kube.py does, in every allowed namespace.
+        for ns in (namespace, other):
+            name = f"ksr-rbac-{uuid.uuid4().hex[:6]}"
+            batch.create_namespaced_job(ns, _job(name))
+            assert batch.read_namespaced_job(name, ns).metadata.name == name
+            selector = "app.kubernetes.io/managed-by=kube-stream-runner"
+            assert name in [j.metadata.name for j in batch.list_namespaced_job(ns, label_selector=selector).items]
+            core.list_namespaced_pod(ns, label_selector=selector)
+            for lister in (batch.list_namespaced_job, core.list_namespaced_pod):
+                assert _status(lambda: watch.Watch().stream(lister, ns, label_selector=selector, timeout_seconds=1)) == 200
+            batch.delete_namespaced_job(name, ns, propagation_policy="Background")
+
+        # Outside the grant.
+        refused = {
+            "list secrets": lambda: core.list_namespaced_secret(namespace),
+            "create pods": lambda: core.create_namespaced_pod(namespace, {
+                "metadata": {"name": "x"}, "spec": {"containers": [{"name": "x", "image": "busybox"}]}}),
+            "list jobs in default": lambda: batch.list_namespaced_job("default"),
+            "list jobs everywhere": lambda: batch.list_job_for_all_namespaces(),
+            "get another Lease": lambda: coord.read_namespaced_lease("someone-elses", namespace),
+            "delete the Lease": lambda: coord.delete_namespaced_lease("ksr-leader", namespace),
+            "update a Job": lambda: batch.patch_namespaced_job("x", namespace, {"metadata": {"labels": {"a": "b"}}}),
+        }
+        assert {what: _status(call) for what, call in refused.items()} == {what: 403 for what in refused}
+    finally:
+        delete_namespace(kube, other)
+
+
+@pytest.mark.kube
+def test_any_namespace_becomes_a_cluster_role(kube: Any, namespace: str, helm: list[str], tmp_path: Path) -> None:
+    from tests.support.kube import delete_namespace, new_namespace
+
+    release = f"ksr-{uuid.uuid4().hex[:6]}"  # cluster-scoped names must not collide between runs
+    docs = documents(template(helm, tmp_path, namespace=namespace, release=release,
+                              values={"config": {"allowedNamespaces": ["*"]}}))
+    assert next(d for d in docs if d["kind"] == "ConfigMap")["data"]["KSR_ALLOWED_NAMESPACES"] == "*"
+    assert names_of(docs, "Role") == [f"{release}-kube-stream-runner-leader-election"]
+    other = new_namespace(kube)
+    rbac = _apply_rbac(kube, docs)
+    try:
+        (account,) = names_of(docs, "ServiceAccount")
+        user = f"system:serviceaccount:{namespace}:{account}"
+        wait_for(lambda: _allowed(kube, user, "watch", "jobs", None, "batch"), timeout=15,
+                 what="the ClusterRole to take effect")
+        api = kube.service_account_client(namespace, account)
+        batch, core = k8s.BatchV1Api(api), k8s.CoreV1Api(api)
+        name = f"ksr-rbac-{uuid.uuid4().hex[:6]}"
+        batch.create_namespaced_job(other, _job(name))
+        assert _status(lambda: batch.list_job_for_all_namespaces(label_selector="app.kubernetes.io/managed-by")) == 200
+        assert _status(lambda: watch.Watch().stream(core.list_pod_for_all_namespaces, timeout_seconds=1)) == 200
+        batch.delete_namespaced_job(name, other, propagation_policy="Background")
+        assert _status(lambda: core.list_namespaced_secret(other)) == 403
+    finally:
+        cluster_scoped = [d for d in rbac if d["kind"].startswith("Cluster")]
+        kubectl(kube, "delete", "--ignore-not-found", "-f", "-", input=dump(cluster_scoped))
+        delete_namespace(kube, other)
+
+
+# -- alerts -----------------------------------------------------------------------------------
+
+
+def test_promtool_checks_the_rules() -> None:
+    out = run([_tool("promtool"), "check", "rules", str(RULES)]).stdout
+    assert "SUCCESS" in out
+
+
+def _rules_without_annotations(tmp_path: Path) -> Path:
+    """promtool's unit tests compare annotations verbatim; the tests here are about when an
+    alert fires and with which labels, so they run on a copy without annotations."""
+    rules = yaml.safe_load(RULES.read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            rule.pop("annotations", None)
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump(rules))
+    return path
+
+
+S = 'namespace="ns", job="ksr"'
+RULE_TESTS = [
+    {  # nobody leads: fires after 2 minutes, not before
+        "interval": "1m",
+        "input_series": [{"series": f'ksr_leader{{{S}, instance="a"}}', "values": "0x10"},
+                         {"series": f'ksr_leader{{{S}, instance="b"}}', "values": "0x10"}],
+        "alert_rule_test": [
+            {"eval_time": "1m", "alertname": "KsrNoLeader", "exp_alerts": []},
+            {"eval_time": "3m", "alertname": "KsrNoLeader",
+             "exp_alerts": [{"exp_labels": {"severity": "critical", "namespace": "ns", "job": "ksr"}}]},
+            {"eval_time": "3m", "alertname": "KsrTwoLeaders", "exp_alerts": []},
+        ],
+    },
+    {  # two leaders for more than a minute; a one-scrape overlap does not fire
+        "interval": "1m",
+        "input_series": [{"series": f'ksr_leader{{{S}, instance="a"}}', "values": "1x10"},
+                         {"series": f'ksr_leader{{{S}, instance="b"}}', "values": "0 1 0 0 0 1 1 1 1 1 1"}],
+        "alert_rule_test": [
+            {"eval_time": "3m", "alertname": "KsrTwoLeaders", "exp_alerts": []},
+            {"eval_time": "8m", "alertname": "KsrTwoLeaders",
+             "exp_alerts": [{"exp_labels": {"severity": "critical", "namespace": "ns", "job": "ksr"}}]},
+            {"eval_time": "8m", "alertname": "KsrNoLeader", "exp_alerts": []},
+        ],
+    },
+    {  # backlog: judged on the leader's gauges; a former leader's stale big value is ignored
+        "interval": "1m",
+        "input_series": [
+            {"series": f'ksr_leader{{{S}, instance="a"}}', "values": "1x40"},
+            {"series": f'ksr_leader{{{S}, instance="b"}}', "values": "0x40"},
+            {"series": f'ksr_queue_length{{{S}, instance="a", stream="ksr:jobs:default"}}', "values": "200+10x40"},
+            {"series": f'ksr_queue_length{{{S}, instance="b", stream="ksr:jobs:default"}}', "values": "5000x40"},
+            {"series": f'ksr_queue_length{{{S}, instance="a", stream="ksr:jobs:low"}}', "values": "0x40"},
+            {"series": f'ksr_queue_length{{{S}, instance="b", stream="ksr:jobs:low"}}', "values": "9000+100x40"},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "10m", "alertname": "KsrBacklogGrowing", "exp_alerts": []},
+            {"eval_time": "35m", "alertname": "KsrBacklogGrowing", "exp_alerts": [{"exp_labels": {
+                "severity": "warning", "namespace": "ns", "job": "ksr", "stream": "ksr:jobs:default"}}]},
+        ],
+    },
+    {  # dead letters, callbacks given up, 403s, a stuck loop
+        "interval": "1m",
+        "input_series": [
+            {"series": f'ksr_leader{{{S}, instance="a"}}', "values": "1x20"},
+            {"series": f'ksr_stream_dead_letters{{{S}, instance="a", stream="s"}}', "values": "0x5 1 2 3x10"},
+            {"series": f'ksr_callbacks_total{{{S}, instance="a", status="2", outcome="delivered"}}', "values": "0+5x20"},
+            {"series": f'ksr_callbacks_total{{{S}, instance="a", status="2", outcome="expired"}}', "values": "0x10 1x10"},
+            {"series": f'ksr_kube_requests_total{{{S}, instance="a", verb="create", code="201"}}', "values": "0+10x20"},
+            {"series": f'ksr_kube_requests_total{{{S}, instance="a", verb="create", code="403"}}', "values": "0x10 1+1x10"},
+            {"series": f'ksr_loop_heartbeat_timestamp_seconds{{{S}, instance="a", loop="main"}}',
+             "values": "0+60x5 300x15"},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "4m", "alertname": "KsrDeadLettersIncreasing", "exp_alerts": []},
+            {"eval_time": "9m", "alertname": "KsrDeadLettersIncreasing", "exp_alerts": [{"exp_labels": {
+                "severity": "warning", "namespace": "ns", "job": "ksr", "stream": "s"}}]},
+            {"eval_time": "9m", "alertname": "KsrCallbacksFailing", "exp_alerts": []},
+            {"eval_time": "12m", "alertname": "KsrCallbacksFailing", "exp_alerts": [{"exp_labels": {
+                "severity": "warning", "namespace": "ns", "job": "ksr"}}]},
+            {"eval_time": "12m", "alertname": "KsrKubeApiForbidden", "exp_alerts": [{"exp_labels": {
+                "severity": "warning", "namespace": "ns", "job": "ksr", "verb": "create"}}]},
+            {"eval_time": "12m", "alertname": "KsrKubeApiErrors", "exp_alerts": []},
+            {"eval_time": "6m", "alertname": "KsrLoopHeartbeatStale", "exp_alerts": []},
+            {"eval_time": "9m", "alertname": "KsrLoopHeartbeatStale", "exp_alerts": [{"exp_labels": {
+                "severity": "critical", "namespace": "ns", "job": "ksr", "instance": "a", "loop": "main"}}]},
+        ],
+    },
+]
+
+
+def test_alerts_fire_when_they_should(tmp_path: Path) -> None:
+    rules = _rules_without_annotations(tmp_path)
+    tests = tmp_path / "rules_test.yaml"
+    tests.write_text(yaml.safe_dump({"rule_files": [str(rules)], "evaluation_interval": "1m", "tests": RULE_TESTS}))
+    run([_tool("promtool"), "test", "rules", str(tests)])
+
+
+# -- metric names -----------------------------------------------------------------------------
+
+
+def defined_series() -> set[str]:
+    """Every series name runner/metrics.py exposes, with the suffixes Prometheus sees."""
+    registry = CollectorRegistry()
+    Metrics(registry)
+    suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
+                "gauge": ("",)}
+    return {family.name + s for family in registry.collect() for s in suffixes[family.type]}
+
+
+def _dashboard_queries() -> list[tuple[str, str]]:
+    dash = json.loads(DASHBOARD.read_text())
+    out = []
+    for panel in dash["panels"]:
+        for target in panel.get("targets", []):
+            out.append((f"panel {panel['id']} {panel['title']!r} {target['refId']}", target["expr"]))
+    for var in dash["templating"]["list"]:
+        if var["type"] == "query":
+            out.append((f"variable {var['name']}", var["definition"]))
+    return out
+
+
+METRIC = re.compile(r"\bksr_[a-z0-9_]+")
+
+
+def test_dashboard_and_alerts_query_only_defined_metrics() -> None:
+    defined = defined_series()
+    assert {"ksr_leader", "ksr_messages_total", "ksr_dispatch_latency_seconds_bucket"} <= defined
+    used: dict[str, str] = {}
+    for where, expr in _dashboard_queries():
+        used.update({name: where for name in METRIC.findall(expr)})
+    for group in yaml.safe_load(RULES.read_text())["groups"]:
+        for rule in group["rules"]:
+            used.update({name: f"alert {rule['alert']}" for name in METRIC.findall(rule["expr"])})
+    unknown = {name: where for name, where in used.items() if name not in defined}
+    assert not unknown, f"queried but not defined in runner/metrics.py: {unknown}"
+    # the dashboard covers what operators asked for
+    wanted = {"ksr_leader", "ksr_stream_length", "ksr_stream_pending", "ksr_stream_lag", "ksr_stream_dead_letters",
+              "ksr_messages_total", "ksr_dispatch_latency_seconds_bucket", "ksr_active_jobs",
+              "ksr_jobs_finished_total", "ksr_job_duration_seconds_bucket", "ksr_kube_requests_total",
+              "ksr_kube_request_duration_seconds_bucket", "ksr_callbacks_total",
+              "ksr_loop_heartbeat_timestamp_seconds"}
+    on_dashboard = {name for _, expr in _dashboard_queries() for name in METRIC.findall(expr)}
+    assert wanted <= on_dashboard, wanted - on_dashboard
+
+
+def test_dashboard_is_valid_grafana_json_with_valid_promql(tmp_path: Path) -> None:
+    dash = json.loads(DASHBOARD.read_text())
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
+    assert dash["uid"] == "kube-stream-runner"
+    for panel in dash["panels"]:
+        if panel["type"] != "row":
+            assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+    # Grafana's variables replaced by what Grafana would put there, every query must parse.
+    substitutions = {"$__rate_interval": "5m", "$__range": "6h", "$namespace": ".*", "$job": ".*"}
+    rules = []
+    for n, (where, expr) in enumerate(q for q in _dashboard_queries() if not q[0].startswith("variable")):
+        for var, value in substitutions.items():
+            expr = expr.replace(var, value)
+        assert "$" not in expr, f"{where}: unknown variable in {expr}"
+        rules.append({"record": f"dashboard:query_{n}", "expr": expr})
+    path = tmp_path / "dashboard-queries.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    run([_tool("promtool"), "check", "rules", str(path)])
