@@ -15,6 +15,7 @@ created here would look like a claimed message to `StateStore.claim`):
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -192,7 +193,7 @@ class CallbackQueue:
             return False
         first_id = rq_job_id(message_id, status)
         for job_id in dict.fromkeys([record.get(f"cbj_{status}") or first_id, first_id]):
-            if _live(self.redis, job_id):
+            if _live(self.redis, job_id, stale_after=_job_timeout(self.settings) + 10):
                 log.debug("callback %s:%s: job %s is still live", message_id, status, job_id)
                 return False
         payload: CallbackPayload = {"id": message_id, "status": status, "detail": dict(detail), "url": url,
@@ -206,16 +207,47 @@ class CallbackQueue:
                 log.debug("callback %s:%s enqueued concurrently by someone else", message_id, status)
                 return False
             self._hset_if_exists(keys=[key], args=[f"cbj_{status}", first_id])
+            self.redis.zadd(owed_key(self.settings), {f"{status}:{message_id}": self.clock()})
         log.info("callback %s:%s enqueued", message_id, status)
         return True
 
+    def sweep(self, *, limit: int = 500) -> int:
+        """Re-enqueue callbacks whose chain died with its worker (a pod killed mid-delivery):
+        owed for longer than one job timeout and with no live RQ job. Returns how many."""
+        key = owed_key(self.settings)
+        stale = self.clock() - (_job_timeout(self.settings) + 10)
+        count = 0
+        with redis_errors():
+            members = self.redis.zrangebyscore(key, "-inf", stale, start=0, num=limit)
+        for raw in members:
+            member = _text(raw)
+            status_text, _, message_id = member.partition(":")
+            record = _read_record(self.redis, self.settings.state.record_key(message_id))
+            if not record or record.get(f"cbd_{status_text}") in FINAL_OUTCOMES:
+                self.redis.zrem(key, member)
+                continue
+            detail = json.loads(record.get(f"detail_{status_text}") or "{}")
+            if self.enqueue(message_id, int(status_text), detail, record.get("webhook") or None):
+                log.warning("callback %s re-enqueued: its previous delivery never finished", member)
+                count += 1
+            else:
+                self.redis.zadd(key, {member: self.clock()})  # still live: look again later
+        return count
 
-def _live(conn: redis.Redis, job_id: str) -> bool:
+
+def _live(conn: redis.Redis, job_id: str, *, stale_after: float) -> bool:
+    """Queued, scheduled or deferred jobs are live; a started one only while it is younger
+    than its timeout (a worker killed mid-job leaves it "started" for good)."""
     with redis_errors():
         try:
-            return Job.fetch(job_id, connection=conn).get_status(refresh=False) in _LIVE
+            job = Job.fetch(job_id, connection=conn)
         except NoSuchJobError:
             return False
+        status = job.get_status(refresh=False)
+        if status == JobStatus.STARTED and job.started_at is not None:
+            started = job.started_at.replace(tzinfo=job.started_at.tzinfo or timezone.utc).timestamp()
+            return time.time() - started < stale_after
+        return status in _LIVE
 
 
 def _delete_job(conn: redis.Redis, job_id: str) -> None:
@@ -223,6 +255,12 @@ def _delete_job(conn: redis.Redis, job_id: str) -> None:
         Job.fetch(job_id, connection=conn).delete()
     except NoSuchJobError:
         pass
+
+
+def owed_key(settings: Settings) -> str:
+    """Sorted set of callbacks enqueued and not finished (member `<status>:<id>`, score: the
+    last time something was enqueued for it). The leader's sweep re-enqueues stale ones."""
+    return settings.state.active_key.rsplit(":", 1)[0] + ":callbacks:owed"
 
 
 def _job_timeout(settings: Settings) -> int:
@@ -317,6 +355,7 @@ class Courier:
         with redis_errors():
             if not self._hset_if_exists(keys=[key], args=fields):
                 log.debug("no state record %s: outcome %s of status %s not recorded", key, outcome, p["status"])
+            self.conn.zrem(owed_key(self.settings), f"{int(p['status'])}:{p['id']}")
         _count(int(p["status"]), outcome)
         return outcome
 
@@ -329,6 +368,7 @@ class Courier:
             self.queue.enqueue_at(when, deliver, args=(p,), job_id=job_id, job_timeout=_job_timeout(self.settings),
                                   **_job_options(self.settings))
             self._hset_if_exists(keys=[key], args=[f"cbj_{int(p['status'])}", job_id])
+            self.conn.zadd(owed_key(self.settings), {f"{int(p['status'])}:{p['id']}": self.clock()})
 
 
 def _count(status: int, outcome: str) -> None:

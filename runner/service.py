@@ -40,6 +40,7 @@ from runner.watcher import KubeWatcher
 log = logging.getLogger(__name__)
 
 STATS_INTERVAL = 5.0
+SWEEP_INTERVAL = 15.0  # owed callbacks whose worker died
 ERROR_BACKOFF_CAP = 10.0
 
 
@@ -95,6 +96,7 @@ class Runner:
         self._elector_thread: threading.Thread | None = None
         self._next_reconcile = 0.0
         self._next_stats = 0.0
+        self._next_sweep = 0.0
         self._errors_in_a_row = 0
 
     def _lock(self, api_client: k8s.ApiClient | None) -> Lock:
@@ -178,6 +180,8 @@ class Runner:
 
     def _recover(self, term: int) -> tuple[list[Any], int]:
         self.state.advance_term(term)
+        # Before the reconcile finishes some of them: a finished Job may still owe a callback.
+        active = self.state.active_ids()
         self.reader.ensure_groups()
         claimed = self.reader.autoclaim_all(min_idle_ms=0)
         self.reader.rescan_pending()
@@ -190,11 +194,14 @@ class Runner:
                 if record.get("job_name") and record["job_name"] not in running:
                     self.tracker.exception(mid, code="RunnerRestarted",
                                            message="the local process was lost when its runner stopped")
-        return claimed, self._resend_owed()
+        return claimed, self._resend_owed(active)
 
-    def _resend_owed(self) -> int:
+    def _resend_owed(self, message_ids: set[str]) -> int:
+        """Re-enqueue callbacks marked sent whose delivery never finished (the enqueue is
+        idempotent: a callback still queued or scheduled is left alone)."""
         count = 0
-        for mid, record in self.state.active_records().items():
+        for mid in message_ids:
+            record = self.state.get(mid) or {}
             for status in owed(record):
                 detail: dict[str, Any] = json.loads(record.get(f"detail_{status}") or "{}")
                 if self.callbacks.enqueue(mid, status, detail, record.get("webhook") or None):
@@ -221,6 +228,9 @@ class Runner:
             if self.dispatcher.left_pending:
                 self.dispatcher.left_pending = 0
                 self.reader.rescan_pending()  # entries left unacked get another delivery
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_INTERVAL
+            self.callbacks.sweep()
         if now >= self._next_stats:
             self._next_stats = now + STATS_INTERVAL
             metrics_mod.get().set_stream_stats(self.reader.stats())

@@ -67,6 +67,7 @@ class Tracker:
             record = self._live(message_id)
             if record is None:
                 return
+            self._ensure_created(message_id, record)
             if record.get("state") in ("created", "claimed"):
                 self.state.set_state(message_id, "running", term=self._term(), pod_name=pod_name,
                                      pod_uid=pod_uid, started_at=f"{self._now():.3f}")
@@ -78,6 +79,7 @@ class Tracker:
             record = self._live(message_id)
             if record is None:
                 return
+            self._ensure_created(message_id, record)
             self._ensure_started(message_id, record, pod_name, pod_uid)
             if duration is None:
                 duration = max(0.0, self._now() - created_at(record, default=self._now()))
@@ -89,6 +91,7 @@ class Tracker:
             record = self._live(message_id)
             if record is None:
                 return
+            self._ensure_created(message_id, record)
             self._ensure_started(message_id, record, pod_name, pod_uid)
             self._finish(message_id, FAILED, {"error": {"errorCode": code, "message": message}}, record, duration)
 
@@ -97,6 +100,7 @@ class Tracker:
             record = self._live(message_id)
             if record is None:
                 return
+            self._ensure_created(message_id, record)
             self._finish(message_id, EXCEPTION, {"error": {"errorCode": code, "message": message}}, record, None)
 
     # -- internals ---------------------------------------------------------------------
@@ -106,6 +110,13 @@ class Tracker:
         if record is None or record.get("state") in TERMINAL_STATES or not record.get("job_name"):
             return None
         return record
+
+    def _ensure_created(self, message_id: str, record: dict[str, str]) -> None:
+        """Every later transition implies 0: a leader that died between recording the Job
+        and enqueueing callback 0 must not leave the producer without it."""
+        if CREATED not in callbacks_sent(record):
+            self._emit(message_id, CREATED, {"jobId": record.get("job_uid", ""),
+                                             "jobName": record.get("job_name", "")}, record)
 
     def _ensure_started(self, message_id: str, record: dict[str, str], pod_name: str, pod_uid: str) -> None:
         """A pod that ran to its end has started, even if we never saw it Running."""
