@@ -95,7 +95,10 @@ def runner_thread(env: Mapping[str, str], api_client: Any = None) -> Iterator[An
         assert not thread.is_alive(), "the runner did not stop within 30s"
 
 
-def ksr_run(env: Mapping[str, str], *args: str) -> subprocess.Popen[bytes]:
-    """`ksr run` as its own process (what a pod runs)."""
+def ksr_run(env: Mapping[str, str], *args: str, log_path: str | os.PathLike[str] | None = None
+            ) -> subprocess.Popen[bytes]:
+    """`ksr run` as its own process (what a pod runs); its output goes to `log_path`
+    (never to an unread pipe, which would block it once full)."""
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL
     return subprocess.Popen([sys.executable, "-m", "runner.cli", "run", *args], env={**os.environ, **env},
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
