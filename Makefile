@@ -25,6 +25,7 @@ run: setup
 
 test: setup testbed
 	scripts/install-system-deps promtool wrk chromium
+	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS) tests
 
 unit: $(BIN)/ksr

@@ -13,7 +13,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from kubernetes import client as k8s
 
@@ -98,8 +98,9 @@ class KubeApi:
         name = manifest["metadata"]["name"]
         try:
             raw = self.call("create", lambda: self.batch.create_namespaced_job(
-                ns, manifest, _preload_content=False, _request_timeout=self.timeout), keep_going=keep_going)
-            job = json.loads(raw.data)
+                ns, cast(Any, manifest), _preload_content=False, _request_timeout=self.timeout),
+                keep_going=keep_going)
+            job = _json(raw)
             return JobRef(name=name, namespace=ns, uid=job["metadata"]["uid"])
         except KubeConflict:
             existing = self.get_job(ns, name, keep_going=keep_going)
@@ -118,7 +119,7 @@ class KubeApi:
                 name, namespace, _preload_content=False, _request_timeout=self.timeout), keep_going=keep_going)
         except KubeNotFound:
             return None
-        return json.loads(raw.data)
+        return _json(raw)
 
     def delete_job(self, namespace: str, name: str, *, keep_going: Callable[[], bool] = _always) -> None:
         try:
@@ -141,7 +142,7 @@ class KubeApi:
         fn = self._lister(kind, namespace)
         raw = self.call("list", lambda: fn(label_selector=selector, _preload_content=False,
                                            _request_timeout=self.timeout), keep_going=keep_going)
-        body = json.loads(raw.data)
+        body = _json(raw)
         return body.get("items") or [], body["metadata"].get("resourceVersion", "")
 
     def _lister(self, kind: str, namespace: str | None) -> Callable[..., Any]:
@@ -182,7 +183,12 @@ class KubeApi:
     def version(self) -> dict:
         raw = self.call("get", lambda: k8s.VersionApi(self.api_client).get_code(
             _preload_content=False, _request_timeout=self.timeout))
-        return json.loads(raw.data)
+        return _json(raw)
+
+
+def _json(response: Any) -> Any:
+    """The body of a `_preload_content=False` response (urllib3's, whatever the stubs say)."""
+    return json.loads(response.data)
 
 
 def _code_of(verb: str) -> int:

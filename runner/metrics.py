@@ -60,10 +60,14 @@ KUBE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 class StreamStatsLike(Protocol):
-    length: int
-    pending: int
-    lag: int | None
-    dead: int
+    @property
+    def length(self) -> int: ...
+    @property
+    def pending(self) -> int: ...
+    @property
+    def lag(self) -> int | None: ...
+    @property
+    def dead(self) -> int: ...
 
 
 class Metrics:
