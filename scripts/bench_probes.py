@@ -13,10 +13,10 @@
 Debian's wrk has no wrk2-style --rate; a Lua `delay()` paces each connection instead, so
 the rate is fixed (connections / delay) and latencies exclude the pacing.
 
-Dispatch is pluggable (`Dispatcher`: seconds -> messages dispatched). Until the pipeline
-lands, the default `redis_dispatch` does the pipeline's Redis and metrics work per message
-(XADD, XREADGROUP, the ksr_ metric updates, XACK) without creating Jobs.
-TODO(lead): plug the real pipeline in (e.g. a runner with the local executor) here.
+Dispatch is the real pipeline: a `ksr run` process (Redis lock, local executor, so no
+cluster is needed; each message runs `true`) kept fed with a backlog; a phase's rate is the
+number of Jobs created (status-0 events in ksr:events) per second. `--stand-in` replaces it
+with the pipeline's per-message Redis and metrics work only (no runner, no Jobs).
 """
 
 from __future__ import annotations
@@ -106,6 +106,56 @@ def redis_dispatch(redis_url: str, *, stream: str = "bench:jobs", group: str = "
     return dispatch
 
 
+def pipeline_dispatch(redis_url: str, *, events_stream: str = "ksr:events",
+                      stream: str = "ksr:jobs:default", backlog: int = 3000) -> Dispatcher:
+    """Feed the real runner and count the Jobs it creates in a window."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    fed = [0]
+
+    def feed() -> None:
+        pending = int(client.xlen(stream))
+        pipe = client.pipeline(transaction=False)
+        for _ in range(max(0, backlog - pending)):
+            fed[0] += 1
+            msg = {"id": f"bench-{fed[0]}", "service": "bench",
+                   "job": {"prefixName": "bench", "namespace": "bench", "image": "none", "command": ["true"]}}
+            pipe.xadd(stream, {"payload": json.dumps(msg)})
+        pipe.execute()
+        # Acked entries are done with: trim them so XLEN stays the backlog.
+        client.xtrim(stream, minid=_oldest_unread(client, stream))
+
+    def dispatch(seconds: float) -> int:
+        feed()
+        start_ms = int(time.time() * 1000)
+        time.sleep(seconds)  # the runner works meanwhile; we only observe
+        end_ms = int(time.time() * 1000)
+        events = client.xrange(events_stream, min=f"{start_ms}-0", max=f"{end_ms}-0")
+        return sum(1 for _, fields in events if fields.get(b"status") == b"0")
+
+    return dispatch
+
+
+def _oldest_unread(client: Any, stream: str) -> str:
+    groups = client.xinfo_groups(stream)
+    last = groups[0]["last-delivered-id"] if groups else b"0-0"
+    pending = client.xpending(stream, "ksr")
+    floor = pending["min"] if pending and pending.get("pending") else last
+    return floor.decode() if isinstance(floor, bytes) else str(floor)
+
+
+def start_runner(work: Path, redis_url: str, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "REDIS_URL": redis_url, "KSR_LOCK": "redis", "KSR_EXECUTOR": "local",
+           "POD_NAME": "bench", "POD_NAMESPACE": "bench", "KSR_ALLOWED_NAMESPACES": "bench",
+           "HTTP_SERVER_PORT": str(port), "KSR_HTTP_HOST": "127.0.0.1", "KSR_RUNTIME_DIR": str(work / "runtime"),
+           "KSR_MAX_ACTIVE_JOBS": "0", "KSR_LOG_FORMAT": "json", "KSR_LOG_LEVEL": "WARNING",
+           "KSR_STUCK_THRESHOLD": "30"}
+    env.pop("KUBECONFIG", None)
+    return subprocess.Popen([sys.executable, "-m", "runner.cli", "run"], env=env, cwd=REPO,
+                            stdout=open(work / "runner.log", "ab"), stderr=subprocess.STDOUT)
+
+
 def measure(dispatch: Dispatcher, seconds: float) -> float:
     started = time.monotonic()
     n = dispatch(seconds)
@@ -114,27 +164,38 @@ def measure(dispatch: Dispatcher, seconds: float) -> float:
 
 def run(args: argparse.Namespace, dispatch: Dispatcher | None = None) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="ksr-bench-"))
-    redis_server = stack = None
+    redis_server = stack = runner = None
     try:
         if args.url:
             url, redis_url = args.url.rstrip("/"), args.redis_url
         else:
-            from tests.integration.probe_stack import ProbeStack
             from tests.support.ports import free_port, wait_for
             from tests.support.redis_server import RedisServer
 
             redis_server = RedisServer().start()
             redis_url = redis_server.url
-            stack = ProbeStack(work / "stack", redis_url=redis_url, port=free_port(),
-                               extra_env={"KSR_STUCK_THRESHOLD": "30", "KSR_LOG_FORMAT": "json"}).start()
-            wait_for(lambda: stack.get("/healthz")[0] == 200, timeout=60, what="the probe stack")
-            url = stack.url
-            # The stand-in dispatcher's metrics go to the stack's directory, as the runner's would.
-            os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(stack.runtime / "metrics")
+            port = free_port()
+            if args.stand_in:
+                from tests.integration.probe_stack import ProbeStack
+
+                stack = ProbeStack(work / "stack", redis_url=redis_url, port=port,
+                                   extra_env={"KSR_STUCK_THRESHOLD": "30", "KSR_LOG_FORMAT": "json"}).start()
+                # The stand-in's metrics go to the stack's directory, as the runner's would.
+                os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(stack.runtime / "metrics")
+            else:
+                runner = start_runner(work, redis_url, port)
+            url = f"http://127.0.0.1:{port}"
+
+            def healthy() -> bool:
+                import urllib.request
+                with urllib.request.urlopen(url + "/healthz", timeout=2) as resp:
+                    return resp.status == 200
+
+            wait_for(healthy, timeout=60, what="the probes")
         if dispatch is None:
             if not redis_url:
                 raise SystemExit("--redis-url is needed with --url")
-            dispatch = redis_dispatch(redis_url)
+            dispatch = redis_dispatch(redis_url) if args.stand_in else pipeline_dispatch(redis_url)
 
         dispatch(3.0)  # warm up connections, metric files, the stream's memory
         # Interleaved phases (base, loaded, base, ...): a shared host drifts, so the baseline
@@ -162,9 +223,13 @@ def run(args: argparse.Namespace, dispatch: Dispatcher | None = None) -> dict[st
             "rounds": args.rounds,
             "dispatch_rate": {"unloaded_phases": bases, "loaded_phases": loads, "baseline": baseline,
                               "loaded": loaded, "ratio": loaded / baseline if baseline else None},
+            "dispatcher": "stand-in" if args.stand_in else "ksr run, local executor",
             "probes": probes, "wrk_rounds": results,
         }
     finally:
+        if runner is not None:
+            runner.terminate()
+            runner.wait(30)
         if stack is not None:
             stack.stop()
         if redis_server is not None:
@@ -181,6 +246,7 @@ def report(r: dict[str, Any]) -> str:
         lines.append(f"  {path:9s} p50 {ms('p50'):>10s}  p99 {ms('p99'):>10s}  {w['rps'] or 0:8.1f} req/s  "
                      f"non-2xx {w['non_2xx']}" + (f"  {w['socket_errors']}" if w["socket_errors"] else ""))
     d = r["dispatch_rate"]
+    lines.append(f"dispatcher: {r['dispatcher']}")
     lines.append("dispatch rate: unloaded " + ", ".join(f"{x:.0f}" for x in d["unloaded_phases"])
                  + "/s; under probe load " + ", ".join(f"{x:.0f}" for x in d["loaded_phases"])
                  + f"/s -> ratio {d['ratio']:.3f} (target >= 0.95)")
@@ -195,7 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--connections", type=int, default=4)
     p.add_argument("--rounds", type=int, default=2, help="loaded phases, each between two unloaded ones")
     p.add_argument("--url", help="a running probes server (default: start the stack here)")
-    p.add_argument("--redis-url", help="its Redis, for the stand-in dispatcher")
+    p.add_argument("--redis-url", help="its Redis")
+    p.add_argument("--stand-in", action="store_true",
+                   help="measure the per-message Redis/metrics work instead of the real runner")
     p.add_argument("--json", action="store_true", help="print the raw figures as JSON")
     args = p.parse_args(argv)
     if shutil.which("wrk") is None:
