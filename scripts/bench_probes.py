@@ -111,7 +111,7 @@ def pipeline_dispatch(redis_url: str, *, events_stream: str = "ksr:events",
     """Feed the real runner and count the Jobs it creates in a window."""
     import redis
 
-    client = redis.Redis.from_url(redis_url)
+    client: Any = redis.Redis.from_url(redis_url)
     fed = [0]
 
     def feed() -> None:
@@ -131,8 +131,8 @@ def pipeline_dispatch(redis_url: str, *, events_stream: str = "ksr:events",
         start_ms = int(time.time() * 1000)
         time.sleep(seconds)  # the runner works meanwhile; we only observe
         end_ms = int(time.time() * 1000)
-        events = client.xrange(events_stream, min=f"{start_ms}-0", max=f"{end_ms}-0")
-        return sum(1 for _, fields in events if fields.get(b"status") == b"0")
+        events: Any = client.xrange(events_stream, min=f"{start_ms}-0", max=f"{end_ms}-0")
+        return len([1 for _, fields in events if fields.get(b"status") == b"0"])
 
     return dispatch
 
