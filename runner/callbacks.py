@@ -95,33 +95,15 @@ class Backoff:
     cap: float  # KSR_CALLBACK_BACKOFF_CAP, seconds
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Backoff:
-        # Not in runner.settings (yet): parsed here with the same rules and error style.
-        values = os.environ if env is None else env
-        base = _seconds(values, "KSR_CALLBACK_BACKOFF_BASE", 1.0)
-        cap = _seconds(values, "KSR_CALLBACK_BACKOFF_CAP", 300.0)
-        if cap < base:
-            raise ConfigError("KSR_CALLBACK_BACKOFF_CAP", f"must be >= KSR_CALLBACK_BACKOFF_BASE ({base:g}s), got {cap:g}")
-        return cls(base, cap)
-
-
-def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
-    text = (env.get(name) or "").strip()
-    if not text:
-        return default
-    try:
-        value = float(text.removesuffix("s"))
-    except ValueError:
-        value = float("nan")
-    if not value > 0 or value == float("inf"):
-        raise ConfigError(name, f"must be a number of seconds > 0, got {text!r}")
-    return value
+    def of(cls, settings: Settings) -> Backoff:
+        return cls(settings.callbacks.backoff_base, settings.callbacks.backoff_cap)
 
 
 @lru_cache(maxsize=1)
 def _worker_config() -> tuple[Settings, Backoff]:
     """Parsed once per worker process: every job of that process shares it."""
-    return Settings.from_env(), Backoff.from_env()
+    settings = Settings.from_env()
+    return settings, Backoff.of(settings)
 
 
 # -- ids and records -------------------------------------------------------------------------

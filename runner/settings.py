@@ -120,6 +120,8 @@ class CallbackSettings:
     timeout: float  # KSR_CALLBACK_TIMEOUT, seconds per attempt (connect + response)
     retry_horizon: float  # KSR_CALLBACK_RETRY_HORIZON, seconds from first attempt to give up
     max_attempts: int  # KSR_CALLBACK_MAX_ATTEMPTS
+    backoff_base: float = 1.0  # KSR_CALLBACK_BACKOFF_BASE, seconds before the first retry (then doubling)
+    backoff_cap: float = 300.0  # KSR_CALLBACK_BACKOFF_CAP, seconds: the longest wait between attempts
     signing_keys: tuple[bytes, ...] = field(default=(), repr=False)  # KSR_WEBHOOK_SECRET; [0] signs
 
     @property
@@ -132,6 +134,7 @@ class ServerSettings:
     http_port: int  # HTTP_SERVER_PORT
     stuck_threshold: float  # KSR_STUCK_THRESHOLD, seconds without a loop heartbeat = not live
     log_format: LogFormat  # KSR_LOG_FORMAT
+    shutdown_grace: float = 20.0  # KSR_SHUTDOWN_GRACE, seconds for the runner to stop after SIGTERM
 
 
 @dataclass(frozen=True)
@@ -394,11 +397,17 @@ def _callbacks(env: _Env) -> CallbackSettings:
     horizon = env.seconds("KSR_CALLBACK_RETRY_HORIZON", 3600.0)
     if horizon <= timeout:
         raise ConfigError("KSR_CALLBACK_RETRY_HORIZON", f"must be longer than KSR_CALLBACK_TIMEOUT ({timeout:g}s), got {horizon:g}")
+    base = env.seconds("KSR_CALLBACK_BACKOFF_BASE", 1.0)
+    cap = env.seconds("KSR_CALLBACK_BACKOFF_CAP", 300.0)
+    if cap < base:
+        raise ConfigError("KSR_CALLBACK_BACKOFF_CAP", f"must be >= KSR_CALLBACK_BACKOFF_BASE ({base:g}s), got {cap:g}")
     return CallbackSettings(
         queue=_key_name(env, "KSR_CALLBACK_QUEUE", "ksr-callbacks"),
         timeout=timeout,
         retry_horizon=horizon,
         max_attempts=env.integer("KSR_CALLBACK_MAX_ATTEMPTS", 12, minimum=1),
+        backoff_base=base,
+        backoff_cap=cap,
         signing_keys=_signing_keys(env),
     )
 
@@ -408,6 +417,7 @@ def _server(env: _Env) -> ServerSettings:
         http_port=env.integer("HTTP_SERVER_PORT", 8080, minimum=1, maximum=65535),
         stuck_threshold=env.seconds("KSR_STUCK_THRESHOLD", 60.0),
         log_format=cast(LogFormat, env.choice("KSR_LOG_FORMAT", ("auto", "json", "text"), "auto")),
+        shutdown_grace=env.seconds("KSR_SHUTDOWN_GRACE", 20.0),
     )
 
 

@@ -44,32 +44,13 @@ __all__ = [
     "default_children",
     "gunicorn_child",
     "rq_worker_child",
-    "shutdown_grace",
 ]
 
 log = logging.getLogger(__name__)
 
-ENV_SHUTDOWN_GRACE = "KSR_SHUTDOWN_GRACE"
-DEFAULT_SHUTDOWN_GRACE = 20.0  # seconds for runner_main to return; k8s default grace is 30
 CHILD_GRACE = 5.0  # seconds for the children after SIGTERM (gunicorn's graceful_timeout is 5)
 
 RunnerMain = Callable[[threading.Event], None]
-
-
-def shutdown_grace(env: Mapping[str, str] | None = None) -> float:
-    """KSR_SHUTDOWN_GRACE (seconds, default 20). Not in Settings yet."""
-    raw = (os.environ if env is None else env).get(ENV_SHUTDOWN_GRACE, "").strip()
-    if not raw:
-        return DEFAULT_SHUTDOWN_GRACE
-    try:
-        value = float(raw.removesuffix("s"))
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < float("inf"):
-        from runner.errors import ConfigError
-
-        raise ConfigError(ENV_SHUTDOWN_GRACE, f"must be a number of seconds > 0, got {raw!r}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -138,7 +119,7 @@ class Supervisor:
     ) -> None:
         self.settings = settings
         self.paths = paths or runtime_paths()
-        self.grace = shutdown_grace() if grace is None else grace
+        self.grace = settings.server.shutdown_grace if grace is None else grace
         self.child_grace = child_grace
         self.backoff = backoff
         self.clock = clock

@@ -385,6 +385,6 @@ def test_worker_command_runs_the_scheduler_and_keeps_the_password_out_of_argv() 
 ])
 def test_backoff_settings_are_validated(values: dict[str, str], variable: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        Backoff.from_env(values)
+        Settings.from_env(values)
     assert caught.value.variable == variable
-    assert Backoff.from_env({}) == Backoff(1.0, 300.0)
+    assert Backoff.of(Settings.from_env({})) == Backoff(1.0, 300.0)
