@@ -63,47 +63,43 @@ class Tracker:
             self._emit(message_id, CREATED, {"jobId": job_uid, "jobName": job_name}, record)
 
     def pod_started(self, message_id: str, *, pod_name: str, pod_uid: str) -> None:
-        with self._mutex:
-            record = self._live(message_id)
-            if record is None:
-                return
-            self._ensure_created(message_id, record)
-            if record.get("state") in ("created", "claimed"):
-                self.state.set_state(message_id, "running", term=self._term(), pod_name=pod_name,
-                                     pod_uid=pod_uid, started_at=f"{self._now():.3f}")
-            self._emit(message_id, STARTED, {"podId": pod_uid, "podName": pod_name}, record)
+        self._advance(message_id, STARTED, {"podId": pod_uid, "podName": pod_name}, pod=(pod_name, pod_uid))
 
     def completed(self, message_id: str, *, duration: float | None = None,
                   pod_name: str = "", pod_uid: str = "") -> None:
-        with self._mutex:
-            record = self._live(message_id)
-            if record is None:
-                return
-            self._ensure_created(message_id, record)
-            self._ensure_started(message_id, record, pod_name, pod_uid)
-            if duration is None:
-                duration = max(0.0, self._now() - created_at(record, default=self._now()))
-            self._finish(message_id, COMPLETED, {"duration": round(duration, 3)}, record, duration)
+        self._advance(message_id, COMPLETED, {}, pod=(pod_name, pod_uid), duration=duration)
 
     def failed(self, message_id: str, *, code: str, message: str, pod_name: str = "", pod_uid: str = "",
                duration: float | None = None) -> None:
-        with self._mutex:
-            record = self._live(message_id)
-            if record is None:
-                return
-            self._ensure_created(message_id, record)
-            self._ensure_started(message_id, record, pod_name, pod_uid)
-            self._finish(message_id, FAILED, {"error": {"errorCode": code, "message": message}}, record, duration)
+        self._advance(message_id, FAILED, {"error": {"errorCode": code, "message": message}},
+                      pod=(pod_name, pod_uid), duration=duration)
 
     def exception(self, message_id: str, *, code: str, message: str) -> None:
+        self._advance(message_id, EXCEPTION, {"error": {"errorCode": code, "message": message}})
+
+    # -- internals ---------------------------------------------------------------------
+    def _advance(self, message_id: str, status: int, detail: dict[str, Any], *,
+                 pod: tuple[str, str] = ("", ""), duration: float | None = None) -> None:
+        """Move a live Job to `status`, emitting first the earlier statuses it implies."""
         with self._mutex:
             record = self._live(message_id)
             if record is None:
                 return
             self._ensure_created(message_id, record)
-            self._finish(message_id, EXCEPTION, {"error": {"errorCode": code, "message": message}}, record, None)
+            if status == STARTED:
+                if record.get("state") in ("created", "claimed"):
+                    self.state.set_state(message_id, "running", term=self._term(), pod_name=pod[0],
+                                         pod_uid=pod[1], started_at=f"{self._now():.3f}")
+                self._emit(message_id, STARTED, detail, record)
+                return
+            if status != EXCEPTION:  # a Job that completed or failed had a pod that started
+                self._ensure_started(message_id, record, *pod)
+            if status == COMPLETED:
+                if duration is None:
+                    duration = max(0.0, self._now() - created_at(record, default=self._now()))
+                detail = {"duration": round(duration, 3)}
+            self._finish(message_id, status, detail, record, duration)
 
-    # -- internals ---------------------------------------------------------------------
     def _live(self, message_id: str) -> dict[str, str] | None:
         """The record while the Job is still ours to follow; None once it ended or vanished."""
         record = self.state.get(message_id)
