@@ -233,6 +233,9 @@ class Runner:
             self.callbacks.sweep()
         if now >= self._next_stats:
             self._next_stats = now + STATS_INTERVAL
+            if self.settings.streams.stream_maxlen:
+                for stream in self.settings.streams.streams:  # never past what the group still owes
+                    self.reader.trim(stream, self.settings.streams.stream_maxlen)
             metrics_mod.get().set_stream_stats(self.reader.stats())
             active = int(self.redis.scard(self.settings.state.active_key))
             metrics_mod.get().active_jobs.set(active)

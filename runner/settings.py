@@ -67,6 +67,7 @@ class StreamSettings:
     max_message_bytes: int  # KSR_MAX_MESSAGE_BYTES: payloads above this are invalid
     events_stream: str  # KSR_EVENTS_STREAM
     events_maxlen: int  # KSR_EVENTS_MAXLEN: approximate cap (XADD MAXLEN ~)
+    stream_maxlen: int = 100_000  # KSR_STREAM_MAXLEN: the leader trims done entries beyond this; 0 = never
 
 
 @dataclass(frozen=True)
@@ -321,6 +322,7 @@ def _streams(env: _Env) -> StreamSettings:
         block_ms=env.integer("KSR_BLOCK_MS", 2000, minimum=1, unit="of milliseconds"),
         max_deliveries=env.integer("KSR_MAX_DELIVERIES", 5, minimum=1),
         max_message_bytes=env.integer("KSR_MAX_MESSAGE_BYTES", 64 * 1024, minimum=1024, unit="of bytes"),
+        stream_maxlen=env.integer("KSR_STREAM_MAXLEN", 100_000, minimum=0, unit="of entries"),
         events_stream=events,
         events_maxlen=env.integer("KSR_EVENTS_MAXLEN", 100_000, minimum=1),
     )

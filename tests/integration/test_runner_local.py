@@ -1,0 +1,49 @@
+"""The runner with the local executor and the Redis lock (what `ksr dev` runs without a
+cluster): trimming and backpressure, against a real Redis."""
+
+from __future__ import annotations
+
+import threading
+
+from tests.support.pipeline import base_env, message, runner_thread, xadd
+from tests.support.ports import wait_for
+
+
+def env_for(redis_server, **extra: str) -> dict[str, str]:
+    return base_env(redis_url=redis_server.url, namespace="default", kubeconfig=None, **extra)
+
+
+def test_the_leader_trims_done_entries(redis_server, redis_client):
+    # That a trim never passes an entry the group still owes is tested on StreamReader.trim.
+    stream = "ksr:jobs:default"
+    env = env_for(redis_server, KSR_STREAM_MAXLEN="5")
+    with runner_thread(env):
+        for i in range(20):
+            xadd(redis_client, stream, message(f"trim-{i}", "default", command=["true"]))
+        wait_for(lambda: len(redis_client.keys("ksr:msg:*")) == 20 and redis_client.scard("ksr:active") == 0,
+                 timeout=60, what="20 jobs done")
+        wait_for(lambda: redis_client.xlen(stream) <= 5, timeout=20, what="the stream trimmed to 5")
+    assert redis_client.xlen(stream) >= 5  # towards maxlen, not below it
+
+
+def test_backpressure_holds_reading_at_the_cap(redis_server, redis_client):
+    env = env_for(redis_server, KSR_MAX_ACTIVE_JOBS="2", QUEUE_WORKER_POOL_SIZE="4", KSR_READ_COUNT="1")
+    peak = [0]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], int(redis_client.scard("ksr:active")))
+            stop.wait(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    with runner_thread(env):
+        sampler.start()
+        for i in range(6):
+            xadd(redis_client, "ksr:jobs:default", message(f"slow-{i}", "default",
+                                                          command=["/bin/sh", "-c", "sleep 1"]))
+        wait_for(lambda: redis_client.exists(*[f"ksr:msg:slow-{i}" for i in range(6)]) == 6
+                 and redis_client.scard("ksr:active") == 0, timeout=60, what="six slow jobs done")
+        stop.set()
+        sampler.join(5)
+    assert peak[0] == 2  # it reached the cap and never went past it
