@@ -24,7 +24,7 @@ import redis
 from runner.cli._common import cli_context
 from runner.settings import Settings
 
-SAMPLES = Path(__file__).resolve().parents[2] / "scripts" / "samples" / "dev-jobs.jsonl"
+SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "dev-jobs.jsonl"
 STATUS_NAMES = {0: "created", 1: "pod started", 2: "completed", 3: "failed", 99: "exception"}
 TERMINAL = {2, 3, 99}
 
@@ -80,7 +80,7 @@ def _submit_samples(settings: Settings, webhook: str) -> list[str]:
 @click.command()
 @click.option("--port", type=int, default=8080, show_default=True,
               help="Port of the probes and status page (0, or taken: a free one is picked).")
-@click.option("--samples/--no-samples", default=False, help="Submit the sample jobs (scripts/samples).")
+@click.option("--samples/--no-samples", default=False, help="Submit the sample jobs (runner/samples).")
 @click.option("--exit-when-done", is_flag=True, help="Stop once every sample job has its final callback.")
 @click.option("--timeout", type=float, default=120.0, show_default=True,
               help="With --exit-when-done: give up (exit 1) after this many seconds.")
