@@ -32,3 +32,28 @@ def test_ksr_dev_runs_the_samples_end_to_end(tmp_path):
     assert by_id["sample-sleep"] == [0, 1, 2]
     assert by_id["sample-fail"] == [0, 1, 3]
     assert "all 4 sample jobs finished" in out
+
+
+def test_ksr_dev_sends_the_samples_to_the_cluster_of_kubeconfig(tmp_path, kube):
+    from kubernetes import client
+
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "KSR_LOCK", "KSR_EXECUTOR")}
+    env.update(HOME=str(tmp_path), KUBECONFIG=kube.kubeconfig, KSR_RUNTIME_DIR=str(tmp_path / "runtime"),
+               POD_NAMESPACE="default", LEADER_ELECTION_LOCK_NAME=f"ksr-dev-{tmp_path.name[-8:]}")
+    batch = client.BatchV1Api(kube.api_client())
+    try:
+        proc = subprocess.run([sys.executable, "-m", "runner.cli", "dev", "--port", "0", "--samples",
+                               "--exit-when-done", "--timeout", "120"],
+                              env=env, cwd=ROOT, capture_output=True, text=True, timeout=180)
+        out = proc.stdout
+        assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
+        assert "Kubernetes executor" in out and "LOCAL" not in out
+        finals = dict(re.findall(r"^callback  (\S+)  (2|3|99) ", out, flags=re.M))
+        assert set(finals) == {"sample-hello", "sample-env", "sample-sleep", "sample-fail"}
+        jobs = batch.list_namespaced_job("default", label_selector="app.kubernetes.io/managed-by=kube-stream-runner")
+        names = {j.metadata.annotations["kube-stream-runner/message-id"] for j in jobs.items}
+        assert names == set(finals)  # real Jobs, run by kwok (which ignores the commands)
+    finally:
+        batch.delete_collection_namespaced_job(
+            "default", label_selector="app.kubernetes.io/managed-by=kube-stream-runner",
+            propagation_policy="Background")
