@@ -59,6 +59,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 FINAL_OUTCOMES = frozenset({"delivered", "gone", "failed", "expired"})
+MAINTENANCE_INTERVAL = 30  # seconds: see CallbackWorker
 ORDER_WAIT = 0.5  # seconds before re-checking an earlier status; RQ's scheduler rounds up to ~1 s
 GONE_URL_FIELD = "cbd_gone_url"
 _LIVE = frozenset({JobStatus.CREATED, JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED})
@@ -367,6 +368,10 @@ class CallbackWorker(SimpleWorker):
 
     def __init__(self, queues: Any, name: str | None = None, *args: Any, **kwargs: Any) -> None:
         pod = os.environ.get("POD_NAME") or socket.gethostname()
+        # Retries and ordering waits are scheduled jobs, run by whichever worker holds RQ's
+        # scheduler lock. When that worker dies with its pod, the lock lapses after 61 s,
+        # and the others only try to take it in their maintenance pass (RQ: every 600 s).
+        kwargs.setdefault("maintenance_interval", MAINTENANCE_INTERVAL)
         super().__init__(queues, name or f"{pod}.{os.getpid()}.{uuid.uuid4().hex[:6]}", *args, **kwargs)
 
 
