@@ -1,0 +1,178 @@
+"""Crash injection: `ksr run` processes (the runner, gunicorn and an RQ worker, as in a pod)
+with KSR_TEST_CRASH_AT=<step> die hard (exit 70) at that step of the first message that
+reaches it. Then the same pod restarts (same POD_NAME: same consumer, same Lease identity)
+or a standby replica (another POD_NAME) takes over once the Lease expires. Either way:
+exactly one Job per message, and every message's callbacks 0, 1, 2 delivered.
+
+A pod's death kills every process of its container; `ksr run`'s children live in sessions
+of their own and are not told when their parent exits hard, so the test kills them itself,
+finding them by a marker in their environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from runner.dispatcher import CRASH_STEPS
+from runner.manifest import managed_selector
+from tests.support.pipeline import base_env, ksr_run, message, xadd
+from tests.support.ports import free_port, wait_for
+from tests.support.receiver import Receiver
+
+pytestmark = pytest.mark.kube
+
+STREAM = "ksr:jobs:default"
+CRASH_EXIT = 70
+MARK = "KSR_TEST_POD_MARK"
+
+
+def _marked(mark: str) -> list[int]:
+    """Pids of the processes carrying MARK=mark in their environment."""
+    needle = f"{MARK}={mark}".encode()
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if needle in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+class Pod:
+    """One `ksr run` process tree, as a pod's container."""
+
+    def __init__(self, env: dict[str, str], tmp_path: Path, name: str, generation: int = 0) -> None:
+        self.name = name
+        self.port = free_port()
+        self.mark = uuid.uuid4().hex
+        self.log = tmp_path / f"{name}.{generation}.log"
+        self.env = {**env, "POD_NAME": name, "HTTP_SERVER_PORT": str(self.port), MARK: self.mark,
+                    "KSR_RUNTIME_DIR": str(tmp_path / f"{name}.{generation}"), "KSR_HTTP_HOST": "127.0.0.1"}
+        self.proc = ksr_run(self.env, log_path=self.log)
+
+    def leading(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/status", timeout=2) as r:
+                return bool(json.loads(r.read()).get("leading"))
+        except (OSError, ValueError):
+            return False
+
+    def kill_container(self) -> None:
+        """What the kubelet does when the container's main process is gone: kill the rest."""
+        for _ in range(5):  # bounded: a dying gunicorn master may fork once more
+            pids = _marked(self.mark)
+            if not pids:
+                return
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            wait_for(lambda: not set(pids) & set(_marked(self.mark)), timeout=10, what=f"{self.name} killed")
+        assert not _marked(self.mark), f"processes of {self.name} survive SIGKILL"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill_container()
+        if self.proc.poll() is None:
+            self.proc.wait(10)
+
+    def tail(self, n: int = 6000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+
+def jobs_in(kube, namespace) -> list:
+    return client.BatchV1Api(kube.api_client()).list_namespaced_job(
+        namespace, label_selector=managed_selector()).items
+
+
+CASES = [(step, how) for step in CRASH_STEPS for how in ("restart", "replica")]
+
+
+@pytest.mark.parametrize(("step", "how"), CASES, ids=[f"{s}-{h}" for s, h in CASES])
+def test_crash_at_step_gives_one_job_per_message_and_every_callback(step, how, redis_server, redis_client, kube,
+                                                                    namespace, tmp_path):
+    receiver = Receiver().start()
+    env = base_env(redis_url=redis_server.url, namespace=namespace, kubeconfig=kube.kubeconfig,
+                   KSR_TEST_CRASH_AT=step)
+    pods: list[Pod] = []
+    try:
+        first = Pod(env, tmp_path, "crash-a")
+        pods.append(first)
+        wait_for(first.leading, timeout=60, what="crash-a leading")
+        if how == "replica":
+            standby = Pod(env, tmp_path, "crash-b")
+            pods.append(standby)
+            wait_for(lambda: standby.proc.poll() is None and _status_ok(standby), timeout=60,
+                     what="crash-b serving as a follower")
+            assert not standby.leading()
+        ids = [f"crash-{step.replace('_', '-')}-{i}" for i in range(5)]
+        for mid in ids:
+            xadd(redis_client, STREAM, message(mid, namespace, webhook=receiver.url))
+
+        code = first.proc.wait(60)
+        assert code == CRASH_EXIT, f"crash-a exited {code}, not {CRASH_EXIT} at {step}:\n{first.tail()}"
+        first.kill_container()
+        assert redis_client.get(f"ksr:test:crashed:{step}") is not None
+
+        if how == "restart":
+            survivor = Pod(env, tmp_path, "crash-a", generation=1)  # the same pod, restarted
+            pods.append(survivor)
+        else:
+            survivor = standby
+        # The crashed leader's Lease (4 s) must expire first, unless it is its own.
+        wait_for(survivor.leading, timeout=60, what=f"{survivor.name} leading after the crash")
+        try:
+            wait_for(lambda: all(receiver.statuses().get(m) == [0, 1, 2] for m in ids), timeout=120,
+                     what="callbacks 0, 1, 2 for every message")
+        except TimeoutError:
+            got = receiver.statuses()
+            pytest.fail(f"callbacks after a crash at {step} ({how}): "
+                        f"{ {m: got.get(m) for m in ids} }\n{_rq_state(redis_client)}\n{survivor.tail()}")
+        wait_for(lambda: redis_client.xpending(STREAM, "ksr")["pending"] == 0, timeout=30,
+                 what="every entry acked")
+        owners = sorted(j.metadata.annotations["kube-stream-runner/message-id"] for j in jobs_in(kube, namespace))
+        assert owners == sorted(ids), "exactly one Job per message"
+        assert survivor.proc.poll() is None, survivor.tail()
+        for mid in ids:
+            assert redis_client.hget(f"ksr:msg:{mid}", "state") == b"completed"
+        assert redis_client.scard("ksr:active") == 0
+        assert redis_client.xlen(STREAM + ":dead") == 0
+    finally:
+        for pod in reversed(pods):
+            pod.stop()
+        receiver.close()
+
+
+def _rq_state(redis_client) -> str:
+    """What RQ holds, for a failure message: who has the scheduler lock, what is scheduled."""
+    lock = redis_client.get("rq:scheduler-lock:ksr-callbacks")
+    scheduled = redis_client.zrange("rq:scheduled:ksr-callbacks", 0, -1, withscores=True)
+    queued = redis_client.lrange("rq:queue:ksr-callbacks", 0, -1)
+    workers = redis_client.smembers("rq:workers")
+    return f"scheduler lock: {lock!r}; scheduled: {scheduled!r}; queued: {queued!r}; workers: {workers!r}"
+
+
+def _status_ok(pod: Pod) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{pod.port}/status", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
