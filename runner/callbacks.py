@@ -59,7 +59,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 FINAL_OUTCOMES = frozenset({"delivered", "gone", "failed", "expired"})
-MAINTENANCE_INTERVAL = 30  # seconds: see CallbackWorker
+# Retries and ordering waits are scheduled jobs, moved to the queue by whichever worker
+# holds RQ's scheduler lock. When that worker dies with its pod the lock lapses after 61 s,
+# and the others only try to take it in their maintenance pass, which RQ runs every 600 s
+# and an idle worker reaches only between blocking reads of worker_ttl - 15 s (default 405).
+MAINTENANCE_INTERVAL = 30  # seconds
+WORKER_TTL = 35  # seconds: blocking reads of 20 s; a job (callback timeout + 30 s) fits
 ORDER_WAIT = 0.5  # seconds before re-checking an earlier status; RQ's scheduler rounds up to ~1 s
 GONE_URL_FIELD = "cbd_gone_url"
 _LIVE = frozenset({JobStatus.CREATED, JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED})
@@ -368,10 +373,6 @@ class CallbackWorker(SimpleWorker):
 
     def __init__(self, queues: Any, name: str | None = None, *args: Any, **kwargs: Any) -> None:
         pod = os.environ.get("POD_NAME") or socket.gethostname()
-        # Retries and ordering waits are scheduled jobs, run by whichever worker holds RQ's
-        # scheduler lock. When that worker dies with its pod, the lock lapses after 61 s,
-        # and the others only try to take it in their maintenance pass (RQ: every 600 s).
-        kwargs.setdefault("maintenance_interval", MAINTENANCE_INTERVAL)
         super().__init__(queues, name or f"{pod}.{os.getpid()}.{uuid.uuid4().hex[:6]}", *args, **kwargs)
 
 
@@ -384,6 +385,7 @@ def worker_command(settings: Settings) -> list[str]:
     """
     # --quiet: a line per callback at INFO is noise; our own module logs what matters.
     return [sys.executable, "-m", "rq.cli", "worker", "--with-scheduler", "--quiet",
+            "--maintenance-interval", str(MAINTENANCE_INTERVAL), "--worker-ttl", str(WORKER_TTL),
             "--worker-class", f"{__name__}.CallbackWorker", settings.callbacks.queue]
 
 

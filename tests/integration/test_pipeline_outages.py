@@ -145,9 +145,6 @@ def test_receiver_answering_410_stops_retries(redis_server, redis_client, kube, 
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="RQ scheduler lock of a killed worker: a surviving worker retries the lock "
-                                      "only every maintenance_interval (RQ default 600 s), so scheduled retries "
-                                      "stall; fix: CallbackWorker maintenance_interval well below the lock TTL")
 def test_retries_go_on_when_the_worker_holding_the_scheduler_lock_is_killed(redis_server, redis_client, kube,
                                                                             namespace, receiver):
     """Two replicas' RQ workers; the first holds RQ's scheduler lock (61 s TTL) and dies by
