@@ -34,7 +34,6 @@ from runner.tracker import Tracker
 
 log = logging.getLogger(__name__)
 
-CRASH_STEPS = ("after_claim", "after_create", "after_record", "after_callback", "before_ack")
 # An apiserver answer that retrying the same message cannot change: dead-letter it.
 _FINAL_STATUSES = {400, 403, 404, 409, 422}
 

@@ -423,6 +423,17 @@ def _server(env: _Env) -> ServerSettings:
     )
 
 
+# The dispatcher's test-only crash points (runner/dispatcher.py), in the order they come.
+CRASH_STEPS = ("after_claim", "after_create", "after_record", "after_callback", "before_ack")
+
+
+def _crash_step(env: _Env) -> str | None:
+    step = env.raw("KSR_TEST_CRASH_AT")
+    if step is not None and step not in CRASH_STEPS:
+        raise ConfigError("KSR_TEST_CRASH_AT", f"must be one of {', '.join(CRASH_STEPS)}, got {step!r}")
+    return step
+
+
 # -- election -------------------------------------------------------------------------------
 
 
@@ -482,5 +493,5 @@ def _build(env: _Env) -> Settings:
         server=server,
         lock=cast(LockKind, lock),
         election=_election(env),
-        test_crash_at=env.raw("KSR_TEST_CRASH_AT"),
+        test_crash_at=_crash_step(env),
     )

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from runner.dispatcher import CRASH_STEPS
+from runner.settings import CRASH_STEPS
 from runner.manifest import managed_selector
 from tests.support.pipeline import base_env, ksr_run, message, xadd
 from tests.support.ports import free_port, wait_for

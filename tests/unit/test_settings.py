@@ -174,3 +174,10 @@ def test_secret_errors_do_not_echo_the_secret() -> None:
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({**BARE, "KSR_WEBHOOK_SECRET": "good,whsec_not*base64"})
     assert "not*base64" not in str(caught.value) and "secret #2" in str(caught.value)
+
+
+def test_a_misspelt_crash_step_is_refused():
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"KSR_TEST_CRASH_AT": "after_clam"})
+    assert caught.value.variable == "KSR_TEST_CRASH_AT"
+    assert Settings.from_env({"KSR_TEST_CRASH_AT": "after_claim"}).test_crash_at == "after_claim"
