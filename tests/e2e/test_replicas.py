@@ -4,61 +4,28 @@ duplicates nothing; SIGTERM exits 0 and releases the Lease."""
 
 from __future__ import annotations
 
-import json
 import signal
-import subprocess
-import urllib.request
 
 import pytest
 from kubernetes import client
 
 from runner.manifest import managed_selector
-from tests.support.pipeline import base_env, ksr_run, message, xadd
-from tests.support.ports import free_port, wait_for
-from tests.support.procs import kill_tree
+from tests.support.pipeline import base_env, message, xadd
+from tests.support.pods import Pod
+from tests.support.ports import wait_for
 from tests.support.receiver import Receiver
 
 pytestmark = pytest.mark.kube
-
-
-def status(port: int) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=2) as r:
-        return json.loads(r.read())
-
-
-class Replica:
-    def __init__(self, env: dict, tmp_path, name: str) -> None:
-        self.port = free_port()
-        self.name = name
-        self.env = {**env, "POD_NAME": name, "HTTP_SERVER_PORT": str(self.port),
-                    "KSR_RUNTIME_DIR": str(tmp_path / name), "KSR_HTTP_HOST": "127.0.0.1"}
-        self.log = tmp_path / f"{name}.log"
-        self.proc: subprocess.Popen = ksr_run(self.env, log_path=self.log)
-
-    def leading(self) -> bool:
-        try:
-            return bool(status(self.port).get("leading"))
-        except OSError:
-            return False
-
-    def kill(self) -> None:
-        """The pod dies: every process of the container at once."""
-        kill_tree(self.proc.pid)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.kill()
 
 
 @pytest.fixture
 def replicas(redis_server, redis_client, kube, namespace, tmp_path):
     receiver = Receiver().start()
     env = base_env(redis_url=redis_server.url, namespace=namespace, kubeconfig=kube.kubeconfig)
-    started = [Replica(env, tmp_path, f"replica-{i}") for i in range(3)]
+    started = [Pod(env, tmp_path, f"replica-{i}") for i in range(3)]
     yield started, receiver
     for r in started:
-        r.stop()
+        r.kill_container()
     receiver.close()
 
 
@@ -70,7 +37,7 @@ def test_leader_killed_mid_stream_gives_exactly_one_job_per_message(replicas, ku
     for mid in ids[:15]:
         xadd(redis_client, "ksr:jobs:default", message(mid, namespace, webhook=receiver.url))
     wait_for(lambda: len(receiver.statuses()) >= 3, timeout=60, what="the first callbacks")
-    leader.kill()  # mid-stream, without releasing anything
+    leader.kill_container()  # mid-stream, without releasing anything
     for mid in ids[15:]:
         xadd(redis_client, "ksr:jobs:default", message(mid, namespace, webhook=receiver.url))
     survivors = [r for r in reps if r is not leader]

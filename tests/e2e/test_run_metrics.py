@@ -8,9 +8,9 @@ import re
 import subprocess
 import urllib.request
 
-from tests.support.pipeline import base_env, ksr_run, message, xadd
-from tests.support.ports import free_port, wait_for
-from tests.support.procs import kill_tree
+from tests.support.pipeline import base_env, message, xadd
+from tests.support.pods import Pod
+from tests.support.ports import wait_for
 
 
 def get(url: str) -> tuple[int, str]:
@@ -19,15 +19,11 @@ def get(url: str) -> tuple[int, str]:
 
 
 def test_metrics_after_a_workload_pass_promtool(redis_server, redis_client, tmp_path):
-    port = free_port()
-    env = base_env(redis_url=redis_server.url, namespace="default", kubeconfig=None,
-                   POD_NAME="metrics-0", HTTP_SERVER_PORT=str(port), KSR_HTTP_HOST="127.0.0.1",
-                   KSR_RUNTIME_DIR=str(tmp_path / "runtime"))
-    env["HOME"] = str(tmp_path)  # no ~/.kube/config
-    proc = ksr_run(env, log_path=tmp_path / "run.log")
+    env = base_env(redis_url=redis_server.url, namespace="default", kubeconfig=None, HOME=str(tmp_path))
+    pod = Pod(env, tmp_path, "metrics-0")
     try:
-        base = f"http://127.0.0.1:{port}"
-        wait_for(lambda: json.loads(get(base + "/status")[1]).get("leading"), timeout=60, what="leadership")
+        base = f"http://127.0.0.1:{pod.port}"
+        wait_for(pod.leading, timeout=60, what="leadership")
         for i in range(20):
             xadd(redis_client, "ksr:jobs:default", message(f"m-{i}", "default", command=["true"]))
         xadd(redis_client, "ksr:jobs:default", "not json")
@@ -56,5 +52,4 @@ def test_metrics_after_a_workload_pass_promtool(redis_server, redis_client, tmp_
         assert status["identity"] == "metrics-0" and status["leader"] == "metrics-0"
         assert status["streams"]["ksr:jobs:default"]["dead"] == 1
     finally:
-        kill_tree(proc.pid)
-        proc.wait(10)
+        pod.kill_container()

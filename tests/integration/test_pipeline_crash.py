@@ -10,94 +10,20 @@ finding them by a marker in their environment."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import urllib.request
-import uuid
-from pathlib import Path
-
 import pytest
 from kubernetes import client
 
-from runner.settings import CRASH_STEPS
 from runner.manifest import managed_selector
-from tests.support.pipeline import base_env, ksr_run, message, xadd
-from tests.support.ports import free_port, wait_for
+from runner.settings import CRASH_STEPS
+from tests.support.pipeline import base_env, message, xadd
+from tests.support.pods import Pod
+from tests.support.ports import wait_for
 from tests.support.receiver import Receiver
 
 pytestmark = pytest.mark.kube
 
 STREAM = "ksr:jobs:default"
 CRASH_EXIT = 70
-MARK = "KSR_TEST_POD_MARK"
-
-
-def _marked(mark: str) -> list[int]:
-    """Pids of the processes carrying MARK=mark in their environment."""
-    needle = f"{MARK}={mark}".encode()
-    found = []
-    for environ in Path("/proc").glob("[0-9]*/environ"):
-        try:
-            if needle in environ.read_bytes().split(b"\0"):
-                found.append(int(environ.parent.name))
-        except OSError:
-            continue
-    return found
-
-
-class Pod:
-    """One `ksr run` process tree, as a pod's container."""
-
-    def __init__(self, env: dict[str, str], tmp_path: Path, name: str, generation: int = 0) -> None:
-        self.name = name
-        self.port = free_port()
-        self.mark = uuid.uuid4().hex
-        self.log = tmp_path / f"{name}.{generation}.log"
-        self.env = {**env, "POD_NAME": name, "HTTP_SERVER_PORT": str(self.port), MARK: self.mark,
-                    "KSR_RUNTIME_DIR": str(tmp_path / f"{name}.{generation}"), "KSR_HTTP_HOST": "127.0.0.1"}
-        self.proc = ksr_run(self.env, log_path=self.log)
-
-    def leading(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/status", timeout=2) as r:
-                return bool(json.loads(r.read()).get("leading"))
-        except (OSError, ValueError):
-            return False
-
-    def kill_container(self) -> None:
-        """What the kubelet does when the container's main process is gone: kill the rest."""
-        for _ in range(5):  # bounded: a dying gunicorn master may fork once more
-            pids = _marked(self.mark)
-            if not pids:
-                return
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            wait_for(lambda: not set(pids) & set(_marked(self.mark)), timeout=10, what=f"{self.name} killed")
-        assert not _marked(self.mark), f"processes of {self.name} survive SIGKILL"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                pass
-        self.kill_container()
-        if self.proc.poll() is None:
-            self.proc.wait(10)
-
-    def tail(self, n: int = 6000) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
-
-
 def jobs_in(kube, namespace) -> list:
     return client.BatchV1Api(kube.api_client()).list_namespaced_job(
         namespace, label_selector=managed_selector()).items
@@ -120,7 +46,7 @@ def test_crash_at_step_gives_one_job_per_message_and_every_callback(step, how, r
         if how == "replica":
             standby = Pod(env, tmp_path, "crash-b")
             pods.append(standby)
-            wait_for(lambda: standby.proc.poll() is None and _status_ok(standby), timeout=60,
+            wait_for(lambda: standby.proc.poll() is None and standby.status() is not None, timeout=60,
                      what="crash-b serving as a follower")
             assert not standby.leading()
         ids = [f"crash-{step.replace('_', '-')}-{i}" for i in range(5)]
@@ -169,10 +95,3 @@ def _rq_state(redis_client) -> str:
     workers = redis_client.smembers("rq:workers")
     return f"scheduler lock: {lock!r}; scheduled: {scheduled!r}; queued: {queued!r}; workers: {workers!r}"
 
-
-def _status_ok(pod: Pod) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{pod.port}/status", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
