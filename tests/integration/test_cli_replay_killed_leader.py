@@ -31,8 +31,10 @@ def test_replay_of_entries_left_pending_by_a_killed_leader(redis_server, redis_c
     leader = Pod({**env, "KSR_TEST_CRASH_AT": "after_claim"}, tmp_path, "leader-a")
     try:
         wait_for(leader.leading, timeout=60, what="leader-a leading")
-        for mid in ids:
-            xadd(redis_client, STREAM, message(mid, namespace, webhook=receiver.url))
+        with redis_client.pipeline(transaction=True) as pipe:  # one batch: all three get delivered
+            for mid in ids:
+                pipe.xadd(STREAM, {"payload": json.dumps(message(mid, namespace, webhook=receiver.url))})
+            pipe.execute()
         assert leader.proc.wait(60) == 70  # died right after claiming the first message
         leader.kill_container()
 
