@@ -195,15 +195,17 @@ class CallbackQueue:
                 log.debug("callback %s:%s enqueued concurrently by someone else", message_id, status)
                 return False
             self._hset_if_exists(keys=[key], args=[f"cbj_{status}", first_id])
-            self.redis.zadd(owed_key(self.settings), {f"{status}:{message_id}": self.clock()})
+            self.redis.zadd(owed_key(self.settings), {owed_member(message_id, status): self.clock()})
         log.info("callback %s:%s enqueued", message_id, status)
         return True
 
-    def sweep(self, *, limit: int = 500) -> int:
-        """Re-enqueue callbacks whose chain died with its worker (a pod killed mid-delivery):
-        owed for longer than one job timeout and with no live RQ job. Returns how many."""
+    def sweep(self, *, older_than: float | None = None, limit: int = 500) -> int:
+        """Re-enqueue owed callbacks (marked sent, not finished) that have no live RQ job:
+        one whose chain died with its worker (a pod killed mid-delivery), or that a crash
+        between mark and enqueue never queued. Only those owed for `older_than` seconds
+        (default: one job timeout + 10 s; takeover passes 0). Returns how many."""
         key = owed_key(self.settings)
-        stale = self.clock() - (_job_timeout(self.settings) + 10)
+        stale = self.clock() - (_job_timeout(self.settings) + 10 if older_than is None else older_than)
         count = 0
         with redis_errors():
             members = self.redis.zrangebyscore(key, "-inf", stale, start=0, num=limit)
@@ -249,6 +251,10 @@ def owed_key(settings: Settings) -> str:
     """Sorted set of callbacks enqueued and not finished (member `<status>:<id>`, score: the
     last time something was enqueued for it). The leader's sweep re-enqueues stale ones."""
     return settings.state.active_key.rsplit(":", 1)[0] + ":callbacks:owed"
+
+
+def owed_member(message_id: str, status: int) -> str:
+    return f"{int(status)}:{message_id}"
 
 
 def _job_timeout(settings: Settings) -> int:
@@ -343,7 +349,7 @@ class Courier:
         with redis_errors():
             if not self._hset_if_exists(keys=[key], args=fields):
                 log.debug("no state record %s: outcome %s of status %s not recorded", key, outcome, p["status"])
-            self.conn.zrem(owed_key(self.settings), f"{int(p['status'])}:{p['id']}")
+            self.conn.zrem(owed_key(self.settings), owed_member(p["id"], p["status"]))
         _count(int(p["status"]), outcome)
         return outcome
 
@@ -356,7 +362,7 @@ class Courier:
             self.queue.enqueue_at(when, deliver, args=(p,), job_id=job_id, job_timeout=_job_timeout(self.settings),
                                   **_job_options(self.settings))
             self._hset_if_exists(keys=[key], args=[f"cbj_{int(p['status'])}", job_id])
-            self.conn.zadd(owed_key(self.settings), {f"{int(p['status'])}:{p['id']}": self.clock()})
+            self.conn.zadd(owed_key(self.settings), {owed_member(p["id"], p["status"]): self.clock()})
 
 
 def _count(status: int, outcome: str) -> None:

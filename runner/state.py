@@ -117,9 +117,17 @@ return {'OK'}
 """
 
 # KEYS: term, record. ARGV: term, field, now_ms. First caller gets 1.
+# KEYS: term, record, owed index. ARGV: term, cb field, now ms, detail field, detail,
+# owed member, owed score. The mark, the detail kept for recovery and the owed-index entry
+# go together: a callback marked sent is always findable until it finishes.
 _MARK = _FENCE + """
 if redis.call('EXISTS', KEYS[2]) == 0 then return {'MISSING'} end
-return {'OK', redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3])}
+local first = redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3])
+if first == 1 then
+  redis.call('HSET', KEYS[2], ARGV[4], ARGV[5])
+  if ARGV[6] ~= '' then redis.call('ZADD', KEYS[3], ARGV[7], ARGV[6]) end
+end
+return {'OK', first}
 """
 
 # KEYS: term, record, active. ARGV: term, id.
@@ -245,13 +253,19 @@ class StateStore:
         self._run(self._update, [self.key(message_id), self.active_key],
                   [message_id, mode, self.ttl_seconds, *flat], term)
 
-    def mark_callback_sent(self, message_id: str, status: int, *, term: int | None = None) -> bool:
+    def mark_callback_sent(self, message_id: str, status: int, *, term: int | None = None,
+                           detail: str = "{}", owed_key: str = "", owed_member: str = "") -> bool:
         """True for the first caller only: that caller enqueues the callback for `status`.
+        With it, atomically, `detail` is kept as `detail_<status>` and `owed_member` is added
+        to the sorted set `owed_key` (see runner.callbacks.owed_key).
 
         A missing record (expired, or Redis lost it) answers True: the callback is sent
         at least once, and receivers deduplicate by webhook-id.
         """
-        reply = self._run(self._mark, [self.key(message_id)], [f"cb_{int(status)}", self._now_ms()], term)
+        keys = [self.key(message_id), owed_key or self.key(message_id)]  # no index: a placeholder
+        args = [f"cb_{int(status)}", self._now_ms(), f"detail_{int(status)}", detail,
+                owed_member if owed_key else "", f"{self.clock():.3f}"]
+        reply = self._run(self._mark, keys, args, term)
         if _s(reply[0]) == "MISSING":
             log.warning("no state record for %s when marking callback %s; sending it anyway", message_id, status)
             return True

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import redis
 
 from runner import metrics as metrics_mod
+from runner.callbacks import owed_key, owed_member
 from runner.events import append_event
 from runner.logs import log_context
 from runner.settings import Settings
@@ -53,6 +54,7 @@ class Tracker:
         self._term = term
         self._on_finished = on_finished
         self._now = wall_clock
+        self.owed_key = owed_key(settings)
         # Transitions of one message must not interleave (pod and Job watchers race).
         self._mutex = threading.Lock()
 
@@ -135,11 +137,9 @@ class Tracker:
         self._on_finished()
 
     def _emit(self, message_id: str, status: int, detail: dict[str, Any], record: dict[str, str]) -> bool:
-        if not self.state.mark_callback_sent(message_id, status, term=self._term()):
+        if not self.state.mark_callback_sent(message_id, status, term=self._term(), detail=json.dumps(detail),
+                                             owed_key=self.owed_key, owed_member=owed_member(message_id, status)):
             return False
-        # Kept so that takeover recovery can re-enqueue a callback lost in a crash right here.
-        if record:  # never resurrect an expired record as a stub without TTL
-            self.redis.hset(self.state.key(message_id), f"detail_{status}", json.dumps(detail))
         self.callbacks.enqueue(message_id, status, detail, record.get("webhook") or None)
         append_event(self.redis, message_id=message_id, status=status, detail=detail,
                      job_name=record.get("job_name"), stream=self.settings.streams.events_stream,
