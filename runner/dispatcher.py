@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -34,8 +35,10 @@ from runner.tracker import Tracker
 
 log = logging.getLogger(__name__)
 
-# An apiserver answer that retrying the same message cannot change: dead-letter it.
-_FINAL_STATUSES = {400, 403, 404, 409, 422}
+# An apiserver answer that retrying the same message cannot change: dead-letter it. A 403
+# is not among them: a ResourceQuota refusal passes, and the delivery counter decides.
+_FINAL_STATUSES = {400, 404, 409, 422}
+CREATE_DEADLINE = 30.0  # seconds one create may keep retrying before the entry waits for a rescan
 
 
 class Dispatcher:
@@ -60,17 +63,19 @@ class Dispatcher:
         self._holds_term = holds_term
         self._now = wall_clock
         self._pool = ThreadPoolExecutor(max_workers=settings.kube.worker_pool_size, thread_name_prefix="create")
-        self.left_pending = 0  # entries not acked in the last batch (retried on a rescan)
+        self._stop = threading.Event()  # set by the caller's stop: in-flight retries give up
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
     # -- batches -----------------------------------------------------------------------
-    def process_batch(self, entries: list[Entry], term: int) -> dict[str, int]:
+    def process_batch(self, entries: list[Entry], term: int, *,
+                      stop: threading.Event | None = None) -> dict[str, int]:
         """Process `entries` in parallel (QUEUE_WORKER_POOL_SIZE); entries carrying the same
         message id go one after the other, so the second one sees the first one's record.
         Returns the outcome counts; returns only when every entry is done (in-flight creates
         finish before a shutdown or a step-down goes on)."""
+        self._stop = stop or threading.Event()
         groups: dict[str, list[Entry]] = defaultdict(list)
         for entry in entries:
             groups[_message_key(entry)].append(entry)
@@ -79,7 +84,6 @@ class Dispatcher:
         for f in futures:
             for outcome in f.result():
                 outcomes[outcome] += 1
-        self.left_pending = outcomes.get("retried", 0)
         return dict(outcomes)
 
     def _process_group(self, group: list[Entry], term: int) -> list[str]:
@@ -100,6 +104,7 @@ class Dispatcher:
             return outcome
 
     def _process(self, entry: Entry, term: int) -> str:
+        self._fence(term)  # even a dead letter is a side effect: a deposed leader must not write it
         if is_poison(entry.deliveries, self.settings.streams.max_deliveries):
             return self._dead(entry, "poison", f"delivered {entry.deliveries} times without being done "
                                                f"(KSR_MAX_DELIVERIES={self.settings.streams.max_deliveries})")
@@ -114,7 +119,6 @@ class Dispatcher:
             return self._dispatch(entry, message, term)
 
     def _dispatch(self, entry: Entry, message: Message, term: int) -> str:
-        self._fence(term)
         claim = self.state.claim(message.id, stream=entry.stream, entry_id=entry.entry_id, term=term)
         if claim.status is ClaimStatus.DUPLICATE:
             record = claim.record
@@ -127,9 +131,11 @@ class Dispatcher:
         self._crash_point("after_claim")
 
         self._fence(term)
+        deadline = time.monotonic() + CREATE_DEADLINE
         try:
             ref = self.executor.create(message, stream=entry.stream, entry_id=entry.entry_id,
-                                       keep_going=lambda: self._holds_term(term))
+                                       keep_going=lambda: (self._holds_term(term) and not self._stop.is_set()
+                                                           and time.monotonic() < deadline))
         except KubeApiError as e:
             if e.status not in _FINAL_STATUSES:
                 raise

@@ -19,7 +19,7 @@ from kubernetes import client as k8s
 
 from election.clock import SYSTEM_CLOCK, Clock
 from runner import metrics as metrics_mod
-from runner.errors import KubeApiError, KubeConflict, KubeNotFound, kube_error_from
+from runner.errors import KsrError, KubeApiError, KubeConflict, KubeNotFound, kube_error_from
 from runner.manifest import MESSAGE_ID_ANNOTATION, managed_selector
 
 log = logging.getLogger(__name__)
@@ -35,8 +35,8 @@ class JobRef:
     adopted: bool = False  # it existed already (made before a crash) and is ours
 
 
-class Stopped(Exception):
-    """The caller no longer wants the result (lost its term, shutting down)."""
+class Stopped(KsrError):
+    """The caller no longer wants the result (lost its term, shutting down, out of time)."""
 
 
 def _always() -> bool:
@@ -97,10 +97,9 @@ class KubeApi:
         ns = manifest["metadata"]["namespace"]
         name = manifest["metadata"]["name"]
         try:
-            raw = self.call("create", lambda: self.batch.create_namespaced_job(
-                ns, cast(Any, manifest), _preload_content=False, _request_timeout=self.timeout),
+            job = self.call("create", lambda: _json(self.batch.create_namespaced_job(
+                ns, cast(Any, manifest), _preload_content=False, _request_timeout=self.timeout)),
                 keep_going=keep_going)
-            job = _json(raw)
             return JobRef(name=name, namespace=ns, uid=job["metadata"]["uid"])
         except KubeConflict:
             existing = self.get_job(ns, name, keep_going=keep_going)
@@ -115,11 +114,10 @@ class KubeApi:
 
     def get_job(self, namespace: str, name: str, *, keep_going: Callable[[], bool] = _always) -> dict | None:
         try:
-            raw = self.call("get", lambda: self.batch.read_namespaced_job(
-                name, namespace, _preload_content=False, _request_timeout=self.timeout), keep_going=keep_going)
+            return self.call("get", lambda: _json(self.batch.read_namespaced_job(
+                name, namespace, _preload_content=False, _request_timeout=self.timeout)), keep_going=keep_going)
         except KubeNotFound:
             return None
-        return _json(raw)
 
     def delete_job(self, namespace: str, name: str, *, keep_going: Callable[[], bool] = _always) -> None:
         try:
@@ -140,10 +138,9 @@ class KubeApi:
     def _list(self, kind: str, namespace: str | None, selector: str,
               keep_going: Callable[[], bool]) -> tuple[list[dict], str]:
         fn = self._lister(kind, namespace)
-        raw = self.call("list", lambda: fn(label_selector=selector, _preload_content=False,
-                                           _request_timeout=self.timeout), keep_going=keep_going)
-        body = _json(raw)
-        return body.get("items") or [], body["metadata"].get("resourceVersion", "")
+        body = self.call("list", lambda: _json(fn(label_selector=selector, _preload_content=False,
+                                                  _request_timeout=self.timeout)), keep_going=keep_going)
+        return body.get("items") or [], (body.get("metadata") or {}).get("resourceVersion", "")
 
     def _lister(self, kind: str, namespace: str | None) -> Callable[..., Any]:
         if kind == "jobs":
@@ -181,13 +178,13 @@ class KubeApi:
             resp.release_conn()
 
     def version(self) -> dict:
-        raw = self.call("get", lambda: k8s.VersionApi(self.api_client).get_code(
-            _preload_content=False, _request_timeout=self.timeout))
-        return _json(raw)
+        return self.call("get", lambda: _json(k8s.VersionApi(self.api_client).get_code(
+            _preload_content=False, _request_timeout=self.timeout)))
 
 
 def _json(response: Any) -> Any:
-    """The body of a `_preload_content=False` response (urllib3's, whatever the stubs say)."""
+    """The body of a `_preload_content=False` response (urllib3's, whatever the stubs say).
+    Called inside `call`, so a garbled body is translated like any other API error."""
     return json.loads(response.data)
 
 

@@ -9,7 +9,6 @@ never fatal.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -24,14 +23,14 @@ from election.lease_lock import LeaseLock
 from election.lock import Lock
 from election.redis_lock import RedisLock
 from runner import metrics as metrics_mod
-from runner.callbacks import CallbackQueue, owed
+from runner.callbacks import CallbackQueue
 from runner.dispatcher import Dispatcher
 from runner.errors import KsrError
 from runner.executor import Executor, KubernetesExecutor
 from runner.kube import KubeApi, Stopped
 from runner.local_executor import LocalExecutor
 from runner.settings import Settings
-from runner.state import StateStore
+from runner.state import StaleTerm, StateStore
 from runner.statusboard import StatusBoard
 from runner.streams import StreamReader
 from runner.tracker import Tracker
@@ -67,10 +66,12 @@ class Runner:
         self.state = StateStore(self.redis, ttl_seconds=s.state.ttl_seconds, prefix=s.state.key_prefix,
                                 active_key=s.state.active_key)
         self.callbacks = CallbackQueue(self.redis, s)
-        self.term: int | None = None
+        self.term: int | None = None  # the term we lead in, None while following
+        self._tenure: int | None = None  # the last term we led in: fences late writes after a step-down
+        self._claimed: list[Any] = []  # entries reclaimed at takeover, not yet dispatched
         self._capacity = threading.Event()  # set when a Job ends: backpressure may lift
         self.tracker = Tracker(redis_client=self.redis, state=self.state, callbacks=self.callbacks, settings=s,
-                               term=lambda: self.term, on_finished=self._capacity.set)
+                               term=lambda: self._tenure, on_finished=self._capacity.set)
         self.api: KubeApi | None = None
         self.watcher: KubeWatcher | None = None
         self.local: LocalExecutor | None = None
@@ -148,9 +149,12 @@ class Runner:
             self._capacity.wait(0.5)
             self._capacity.clear()
             return
-        entries = self.reader.read_batch()
+        # Entries reclaimed at takeover come first, straight from XAUTOCLAIM: reading them
+        # again from our pending list would count one more delivery against each of them.
+        entries = self._claimed[:self.settings.streams.read_count] or self.reader.read_batch()
+        del self._claimed[:len(entries)]
         if entries and not stop.is_set():
-            self.dispatcher.process_batch(entries, term)
+            self.dispatcher.process_batch(entries, term, stop=stop)
 
     def _beat(self) -> None:
         if self.board is not None:
@@ -166,53 +170,45 @@ class Runner:
         (c) re-send owed callbacks, then (d) read."""
         started = time.monotonic()
         log.info("leading in term %d: recovering before reading", term)
-        self.term = term
+        stored = self.state.advance_term(term)
+        if stored != term:  # someone has led in a later term: this one is over
+            raise StaleTerm(term, stored)
+        self.term = self._tenure = term
+        keep_going = lambda: self.elector.holds_term(term)  # noqa: E731
         try:
-            claimed, resent = self._recover(term)
+            self.reader.ensure_groups()
+            if not keep_going():
+                raise Stopped(f"term {term} ended during takeover")
+            self._claimed = self.reader.autoclaim_all(min_idle_ms=0)
+            if self.watcher is not None:
+                self.watcher.reconcile(keep_going)
+            elif self.local is not None:
+                self._settle_lost_local_jobs()
+            resent = self.callbacks.sweep(older_than=0)
         except BaseException:
             self.term = None  # recovery runs again at the next tick
+            self._claimed = []
             raise
         if self.watcher is not None:
-            self.watcher.start()
+            self.watcher.start(keep_going)
         self._next_reconcile = time.monotonic() + self.settings.kube.polling_interval
         log.info("term %d: reclaimed %d pending entries, re-sent %d callbacks in %.2fs",
-                 term, len(claimed), resent, time.monotonic() - started)
+                 term, len(self._claimed), resent, time.monotonic() - started)
 
-    def _recover(self, term: int) -> tuple[list[Any], int]:
-        self.state.advance_term(term)
-        # Before the reconcile finishes some of them: a finished Job may still owe a callback.
-        active = self.state.active_ids()
-        self.reader.ensure_groups()
-        claimed = self.reader.autoclaim_all(min_idle_ms=0)
-        self.reader.rescan_pending()
-        keep_going = lambda: self.elector.holds_term(term)  # noqa: E731
-        if self.watcher is not None:
-            self.watcher.reconcile(keep_going)
-        elif self.local is not None:
-            running = self.local.running()
-            for mid, record in self.state.active_records().items():
-                if record.get("job_name") and record["job_name"] not in running:
-                    self.tracker.exception(mid, code="RunnerRestarted",
-                                           message="the local process was lost when its runner stopped")
-        return claimed, self._resend_owed(active)
-
-    def _resend_owed(self, message_ids: set[str]) -> int:
-        """Re-enqueue callbacks marked sent whose delivery never finished (the enqueue is
-        idempotent: a callback still queued or scheduled is left alone)."""
-        count = 0
-        for mid in message_ids:
-            record = self.state.get(mid) or {}
-            for status in owed(record):
-                detail: dict[str, Any] = json.loads(record.get(f"detail_{status}") or "{}")
-                if self.callbacks.enqueue(mid, status, detail, record.get("webhook") or None):
-                    count += 1
-        return count
+    def _settle_lost_local_jobs(self) -> None:
+        assert self.local is not None
+        running = self.local.running()
+        for mid, record in self.state.active_records().items():
+            if record.get("job_name") and record["job_name"] not in running:
+                self.tracker.exception(mid, code="RunnerRestarted",
+                                       message="the local process was lost when its runner stopped")
 
     def _step_down(self) -> None:
         log.info("no longer leading (term %s): stopped dispatching", self.term)
         if self.watcher is not None:
             self.watcher.stop()
         self.term = None
+        self._claimed = []
 
     # -- periodic work -----------------------------------------------------------------
     def _periodic(self) -> None:
@@ -221,12 +217,11 @@ class Runner:
             self._next_reconcile = now + self.settings.kube.polling_interval
             if self.watcher is not None:
                 term = self.term
-                try:
-                    self.watcher.reconcile(lambda: term is not None and self.elector.holds_term(term))
-                except Stopped:
-                    pass
-            if self.dispatcher.left_pending:
-                self.dispatcher.left_pending = 0
+                # Bounded: an apiserver outage must not stop the loop's heartbeat.
+                deadline = now + max(10.0, 2 * self.settings.kube.polling_interval)
+                self.watcher.reconcile(lambda: (term is not None and self.elector.holds_term(term)
+                                                and time.monotonic() < deadline))
+            if not self._claimed:
                 self.reader.rescan_pending()  # entries left unacked get another delivery
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_INTERVAL

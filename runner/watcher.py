@@ -53,43 +53,45 @@ class KubeWatcher:
         allowed = settings.policy.allowed_namespaces
         self.namespaces: list[str | None] = [None] if "*" in allowed else list(allowed)
         self._stop = threading.Event()
+        self._keep_going: Callable[[], bool] = lambda: False  # until started
         self._threads: list[threading.Thread] = []
         self._pod_notes: dict[str, str] = {}  # message id -> why its pod is not running (for 99s)
         self._pod_failures: dict[str, str] = {}  # message id -> how its container ended
 
     # -- lifecycle ---------------------------------------------------------------------
-    def start(self) -> None:
-        self._stop.clear()
+    def start(self, keep_going: Callable[[], bool]) -> None:
+        """Watch while `keep_going()` (our term) holds. Each start has a stop event of its
+        own, so a thread of an earlier start that is still blocked in a watch never resumes."""
+        self._stop = stop = threading.Event()
+        self._keep_going = lambda: keep_going() and not stop.is_set()
         for ns in self.namespaces:
             for kind in ("jobs", "pods"):
-                t = threading.Thread(target=self._watch_loop, args=(kind, ns), daemon=True,
-                                     name=f"watch-{kind}-{ns or 'all'}")
+                t = threading.Thread(target=self._watch_loop, args=(kind, ns, stop, self._keep_going),
+                                     daemon=True, name=f"watch-{kind}-{ns or 'all'}")
                 t.start()
                 self._threads.append(t)
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         for t in self._threads:
-            t.join(timeout)
-        self._threads = []
-
-    def _keep_going(self) -> bool:
-        return not self._stop.is_set()
+            t.join(timeout)  # a thread blocked in a watch read ends when the server ends it
+        self._threads = [t for t in self._threads if t.is_alive()]
 
     # -- watching ----------------------------------------------------------------------
-    def _watch_loop(self, kind: str, namespace: str | None) -> None:
+    def _watch_loop(self, kind: str, namespace: str | None, stop: threading.Event,
+                    keep_going: Callable[[], bool]) -> None:
         handle = self.handle_job if kind == "jobs" else self.handle_pod
         rv: str | None = None
         failures = 0
-        while not self._stop.is_set():
+        while not stop.is_set():
             try:
                 if rv is None:
                     items, rv = (self.api.list_jobs if kind == "jobs" else self.api.list_pods)(
-                        namespace, keep_going=self._keep_going)
+                        namespace, keep_going=keep_going)
                     for obj in items:
                         handle(obj)
                 for event in self.api.watch(kind, namespace, rv, timeout_seconds=WATCH_SECONDS):
-                    if self._stop.is_set():
+                    if stop.is_set():
                         return
                     obj = event.get("object") or {}
                     if event.get("type") == "ERROR":
@@ -100,6 +102,8 @@ class KubeWatcher:
                     rv = obj.get("metadata", {}).get("resourceVersion") or rv
                     if event.get("type") == "BOOKMARK":
                         continue
+                    if not keep_going():
+                        return
                     handle(obj, deleted=event.get("type") == "DELETED")
                 failures = 0
             except Stopped:
@@ -109,11 +113,11 @@ class KubeWatcher:
                 rv = None  # after an outage the apiserver may have compacted past us
                 delay = min(10.0, 0.5 * 2 ** min(failures, 5))
                 log.warning("watch %s in %s failed (%s); relisting in %.1fs", kind, namespace or "all", e, delay)
-                self._stop.wait(delay)
+                stop.wait(delay)
             except Exception:  # a bug must not silently end the watch
                 log.exception("watch %s crashed; restarting", kind)
                 rv = None
-                self._stop.wait(1.0)
+                stop.wait(1.0)
 
     # -- interpreting ------------------------------------------------------------------
     def handle_pod(self, pod: dict[str, Any], deleted: bool = False) -> None:
@@ -148,9 +152,6 @@ class KubeWatcher:
         mid = message_id_of(job)
         if mid is None:
             return
-        if deleted:
-            self.tracker.exception(mid, code="JobDeleted", message="the Job was deleted before it finished")
-            return
         status = job.get("status") or {}
         for cond in status.get("conditions") or []:
             if cond.get("status") != "True":
@@ -168,13 +169,16 @@ class KubeWatcher:
                 self.tracker.failed(mid, code=cond.get("reason") or "Failed", message=message)
                 self._forget(mid)
                 return
+        if deleted:  # gone without an end we saw (a finished one was settled above)
+            self.tracker.exception(mid, code="JobDeleted", message="the Job was deleted before it finished")
 
-    def _abort(self, mid: str, code: str, message: str) -> None:
+    def _abort(self, mid: str, code: str, message: str, keep_going: Callable[[], bool] | None = None) -> None:
+        """Status 99, then delete the Job (first the 99: its DELETED event must not win the race)."""
         record = self.state.get(mid) or {}
-        if record.get("job_name") and record.get("namespace"):
-            self.api.delete_job(record["namespace"], record["job_name"], keep_going=self._keep_going)
         self.tracker.exception(mid, code=code, message=message)
         self._forget(mid)
+        if record.get("job_name") and record.get("namespace"):
+            self.api.delete_job(record["namespace"], record["job_name"], keep_going=keep_going or self._keep_going)
 
     def _forget(self, mid: str) -> None:
         self._pod_notes.pop(mid, None)
@@ -200,11 +204,17 @@ class KubeWatcher:
         for mid, record in self.state.active_records().items():
             if not record.get("job_name") or record.get("executor", "kubernetes") != "kubernetes":
                 continue
-            created = created_at(record, default=listed_at)
-            if mid not in seen and created < listed_at - DELETED_GRACE:
-                self.tracker.exception(mid, code="JobDeleted", message="the Job no longer exists")
-                continue
-            if record.get("state") == "created" and listed_at - created > self.settings.kube.pod_start_timeout:
-                why = self._pod_notes.get(mid, "no pod was scheduled")
-                self._abort(mid, "PodStartTimeout",
-                            f"pod not started within {self.settings.kube.pod_start_timeout:g}s ({why})")
+            try:
+                self._settle(mid, record, seen, listed_at, keep_going)
+            except KsrError as e:  # one record must not hold up the others
+                log.warning("reconcile of message %s failed: %s", mid, e)
+
+    def _settle(self, mid: str, record: dict[str, str], seen: set[str], listed_at: float,
+                keep_going: Callable[[], bool]) -> None:
+        created = created_at(record, default=listed_at)
+        if mid not in seen and created < listed_at - DELETED_GRACE:
+            self.tracker.exception(mid, code="JobDeleted", message="the Job no longer exists")
+        elif record.get("state") == "created" and listed_at - created > self.settings.kube.pod_start_timeout:
+            why = self._pod_notes.get(mid, "no pod was scheduled")
+            self._abort(mid, "PodStartTimeout",
+                        f"pod not started within {self.settings.kube.pod_start_timeout:g}s ({why})", keep_going)
