@@ -9,7 +9,7 @@ import signal
 import pytest
 from kubernetes import client
 
-from runner.manifest import managed_selector
+from tests.support.kube import job_message_ids
 from tests.support.pipeline import base_env, message, xadd
 from tests.support.pods import Pod
 from tests.support.ports import wait_for
@@ -51,9 +51,7 @@ def test_leader_killed_mid_stream_gives_exactly_one_job_per_message(replicas, ku
         for r in survivors:
             print(r.name, r.log.read_text()[-4000:])
         raise
-    jobs = client.BatchV1Api(kube.api_client()).list_namespaced_job(namespace, label_selector=managed_selector())
-    owners = [j.metadata.annotations["kube-stream-runner/message-id"] for j in jobs.items]
-    assert sorted(owners) == ids  # exactly one Job per message
+    assert job_message_ids(kube, namespace) == ids  # exactly one Job per message
 
 
 def test_sigterm_exits_zero_and_releases_the_lease(replicas, kube, namespace):

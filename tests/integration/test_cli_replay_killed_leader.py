@@ -8,10 +8,9 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from kubernetes import client
 
 from runner.cli import main
-from runner.manifest import managed_selector
+from tests.support.kube import job_message_ids
 from tests.support.pipeline import base_env, message, xadd
 from tests.support.pods import Pod
 from tests.support.ports import wait_for
@@ -59,8 +58,7 @@ def test_replay_of_entries_left_pending_by_a_killed_leader(redis_server, redis_c
                      what="callbacks 0, 1, 2 for the replayed messages")
         finally:
             successor.kill_container()
-        jobs = client.BatchV1Api(kube.api_client()).list_namespaced_job(namespace, label_selector=managed_selector())
-        assert sorted(j.metadata.annotations["kube-stream-runner/message-id"] for j in jobs.items) == ids
+        assert job_message_ids(kube, namespace) == ids
     finally:
         leader.kill_container()
         receiver.close()

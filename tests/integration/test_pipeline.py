@@ -4,13 +4,11 @@ a real RQ worker and a real webhook receiver on loopback."""
 from __future__ import annotations
 
 import pytest
-from kubernetes import client
 
 from runner.events import read_events
-from runner.manifest import managed_selector
+from tests.support.kube import managed_jobs
 from tests.support.pipeline import base_env, message, runner_thread, rq_worker, xadd
 from tests.support.ports import wait_for
-from tests.support.receiver import Receiver
 
 pytestmark = pytest.mark.kube
 
@@ -18,20 +16,8 @@ STREAMS = ("ksr:jobs:critical", "ksr:jobs:default", "ksr:jobs:low")
 
 
 @pytest.fixture
-def receiver():
-    r = Receiver().start()
-    yield r
-    r.close()
-
-
-@pytest.fixture
 def env(redis_server, redis_client, kube, namespace):
     return base_env(redis_url=redis_server.url, namespace=namespace, kubeconfig=kube.kubeconfig)
-
-
-def jobs_in(kube, namespace) -> list:
-    return client.BatchV1Api(kube.api_client()).list_namespaced_job(
-        namespace, label_selector=managed_selector()).items
 
 
 def test_happy_path_priority_and_callbacks_in_order(env, kube, namespace, redis_client, receiver):
@@ -42,10 +28,10 @@ def test_happy_path_priority_and_callbacks_in_order(env, kube, namespace, redis_
         ids.append((stream, mid))
         xadd(redis_client, stream, message(mid, namespace, webhook=receiver.url))
     with rq_worker(env), runner_thread(env, api_client=kube.api_client()):
-        wait_for(lambda: len(jobs_in(kube, namespace)) == 50, timeout=120, what="50 Jobs")
+        wait_for(lambda: len(managed_jobs(kube, namespace)) == 50, timeout=120, what="50 Jobs")
         wait_for(lambda: all(receiver.statuses().get(mid) == [0, 1, 2] for _, mid in ids),
                  timeout=180, what="callbacks 0, 1, 2 for every message")
-    jobs = jobs_in(kube, namespace)
+    jobs = managed_jobs(kube, namespace)
     assert len({j.metadata.name for j in jobs}) == 50
     assert {j.metadata.annotations["kube-stream-runner/message-id"] for j in jobs} == {m for _, m in ids}
     # Strict priority: every critical message was dispatched before any default one, etc.

@@ -11,10 +11,9 @@ finding them by a marker in their environment."""
 from __future__ import annotations
 
 import pytest
-from kubernetes import client
 
-from runner.manifest import managed_selector
 from runner.settings import CRASH_STEPS
+from tests.support.kube import managed_jobs
 from tests.support.pipeline import base_env, message, xadd
 from tests.support.pods import Pod
 from tests.support.ports import wait_for
@@ -24,10 +23,6 @@ pytestmark = pytest.mark.kube
 
 STREAM = "ksr:jobs:default"
 CRASH_EXIT = 70
-def jobs_in(kube, namespace) -> list:
-    return client.BatchV1Api(kube.api_client()).list_namespaced_job(
-        namespace, label_selector=managed_selector()).items
-
 
 CASES = [(step, how) for step in CRASH_STEPS for how in ("restart", "replica")]
 
@@ -74,7 +69,7 @@ def test_crash_at_step_gives_one_job_per_message_and_every_callback(step, how, r
                         f"{ {m: got.get(m) for m in ids} }\n{_rq_state(redis_client)}\n{survivor.tail()}")
         wait_for(lambda: redis_client.xpending(STREAM, "ksr")["pending"] == 0, timeout=30,
                  what="every entry acked")
-        owners = sorted(j.metadata.annotations["kube-stream-runner/message-id"] for j in jobs_in(kube, namespace))
+        owners = sorted(j.metadata.annotations["kube-stream-runner/message-id"] for j in managed_jobs(kube, namespace))
         assert owners == sorted(ids), "exactly one Job per message"
         assert survivor.proc.poll() is None, survivor.tail()
         for mid in ids:

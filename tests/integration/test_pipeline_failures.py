@@ -6,28 +6,14 @@ and a real receiver."""
 from __future__ import annotations
 
 import pytest
-from kubernetes import client
 
-from runner.manifest import managed_selector
+from tests.support.kube import managed_jobs
 from tests.support.pipeline import base_env, message, runner_thread, rq_worker, xadd
 from tests.support.ports import wait_for
-from tests.support.receiver import Receiver
 
 pytestmark = pytest.mark.kube
 
 STREAM = "ksr:jobs:default"
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver().start()
-    yield r
-    r.close()
-
-
-def jobs_in(kube, namespace) -> list:
-    return client.BatchV1Api(kube.api_client()).list_namespaced_job(
-        namespace, label_selector=managed_selector()).items
 
 
 def test_failing_pod_gives_0_1_3_with_error(redis_server, redis_client, kube, namespace, receiver):
@@ -49,7 +35,7 @@ def test_failing_pod_gives_0_1_3_with_error(redis_server, redis_client, kube, na
     record = redis_client.hgetall("ksr:msg:fail-1")
     assert record[b"state"] == b"failed"
     assert redis_client.scard("ksr:active") == 0
-    assert len(jobs_in(kube, namespace)) == 2  # the failed Job stays (its TTL is 600 s)
+    assert len(managed_jobs(kube, namespace)) == 2  # the failed Job stays (its TTL is 600 s)
 
 
 def test_pending_pod_gives_99_after_pod_start_timeout_and_is_deleted(redis_server, redis_client, kube, namespace,
@@ -62,7 +48,7 @@ def test_pending_pod_gives_99_after_pod_start_timeout_and_is_deleted(redis_serve
         wait_for(lambda: receiver.statuses().get("pending-1") == [0, 99], timeout=60,
                  what="callbacks 0, 99 for pending-1")
         # Deleted with background propagation: the Job disappears once its finalizers ran.
-        wait_for(lambda: not jobs_in(kube, namespace), timeout=60, what="the Job of pending-1 deleted")
+        wait_for(lambda: not managed_jobs(kube, namespace), timeout=60, what="the Job of pending-1 deleted")
     bodies = {b["status"]: b for b in receiver.bodies("pending-1")}
     assert set(bodies) == {0, 99}  # never started: no 1
     error = bodies[99]["detail"]["error"]

@@ -8,30 +8,16 @@ import json
 from typing import Any
 
 import pytest
-from kubernetes import client
 
 from runner.deadletter import list_dead
-from runner.manifest import managed_selector
+from tests.support.kube import managed_jobs
 from tests.support.pipeline import base_env, message, runner_thread, rq_worker, xadd
 from tests.support.ports import wait_for
-from tests.support.receiver import Receiver
 
 pytestmark = pytest.mark.kube
 
 STREAMS = ("ksr:jobs:critical", "ksr:jobs:default", "ksr:jobs:low")
 MAX_BYTES = 2048
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver().start()
-    yield r
-    r.close()
-
-
-def jobs_in(kube, namespace) -> list:
-    return client.BatchV1Api(kube.api_client()).list_namespaced_job(
-        namespace, label_selector=managed_selector()).items
 
 
 def _bad(ns: str, mid: str, *, drop: tuple[str, ...] = (), top: dict[str, Any] | None = None,
@@ -168,7 +154,7 @@ def test_malformed_and_refused_messages_are_dead_lettered_while_valid_ones_flow(
     assert by_label["not-json"].payload == b"this is not json"
     assert by_label["not-utf8"].payload == b"\xff\xfe{}"
     # The valid messages: one Job each, nothing for the bad ones; nothing left pending.
-    jobs = jobs_in(kube, namespace)
+    jobs = managed_jobs(kube, namespace)
     assert sorted(j.metadata.annotations["kube-stream-runner/message-id"] for j in jobs) == sorted(valid)
     for s in STREAMS:
         assert redis_client.xpending(s, "ksr")["pending"] == 0
@@ -196,7 +182,7 @@ def test_apiserver_422_is_dead_lettered_with_its_words(redis_server, redis_clien
     assert "422" in d.error and "requests" in d.error, d.error
     assert "refused-422" not in receiver.statuses()  # no Job, so no callback at all
     assert not redis_client.exists("ksr:msg:refused-422")  # released: a corrected replay runs
-    assert len(jobs_in(kube, namespace)) == 2
+    assert len(managed_jobs(kube, namespace)) == 2
 
 
 def test_private_webhook_is_accepted_when_allowed(redis_server, redis_client, kube, namespace):
@@ -208,12 +194,12 @@ def test_private_webhook_is_accepted_when_allowed(redis_server, redis_client, ku
     meta_id = xadd(redis_client, STREAMS[1], message("meta-refused", namespace,
                                                      webhook="http://169.254.169.254/latest/meta-data"))
     with runner_thread(env, api_client=kube.api_client()):
-        wait_for(lambda: [j for j in jobs_in(kube, namespace)], timeout=60, what="the Job of private-ok")
+        wait_for(lambda: [j for j in managed_jobs(kube, namespace)], timeout=60, what="the Job of private-ok")
         wait_for(lambda: list_dead(redis_client, STREAMS[1]), timeout=30, what="the metadata dead letter")
         record = wait_for(lambda: redis_client.hgetall("ksr:msg:private-ok").get(b"cb_0") and
                           redis_client.hgetall("ksr:msg:private-ok"), timeout=30, what="callback 0 enqueued")
     assert record[b"webhook"] == b"http://10.0.0.1/hook"
-    (job,) = jobs_in(kube, namespace)
+    (job,) = managed_jobs(kube, namespace)
     assert job.metadata.annotations["kube-stream-runner/message-id"] == "private-ok"
     (d,) = list_dead(redis_client, STREAMS[1])
     assert d.original_id == meta_id and d.reason == "policy" and "webhook.url" in d.error

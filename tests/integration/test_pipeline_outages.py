@@ -9,10 +9,9 @@ import time
 from http.server import ThreadingHTTPServer
 
 import pytest
-from kubernetes import client
 
 from runner.callbacks import rq_job_id
-from runner.manifest import managed_selector
+from tests.support.kube import managed_jobs
 from tests.support.pipeline import base_env, message, runner_thread, rq_worker, xadd
 from tests.support.ports import wait_for
 from tests.support.procs import kill_tree
@@ -23,20 +22,8 @@ pytestmark = pytest.mark.kube
 STREAM = "ksr:jobs:default"
 
 
-@pytest.fixture
-def receiver():
-    r = Receiver().start()
-    yield r
-    r.close()
-
-
-def jobs_in(kube, namespace) -> list:
-    return client.BatchV1Api(kube.api_client()).list_namespaced_job(
-        namespace, label_selector=managed_selector()).items
-
-
 def owners(kube, namespace) -> list[str]:
-    return sorted(j.metadata.annotations["kube-stream-runner/message-id"] for j in jobs_in(kube, namespace))
+    return sorted(j.metadata.annotations["kube-stream-runner/message-id"] for j in managed_jobs(kube, namespace))
 
 
 def hold(seconds_left: float) -> None:
@@ -53,7 +40,7 @@ def test_apiserver_down_20s_mid_stream_loses_and_duplicates_nothing(redis_server
     with rq_worker(env), runner_thread(env, api_client=kube.api_client()) as runner:
         for mid in ids[:8]:
             xadd(redis_client, STREAM, message(mid, namespace, webhook=receiver.url))
-        wait_for(lambda: len(jobs_in(kube, namespace)) >= 4, timeout=60, what="the first Jobs")
+        wait_for(lambda: len(managed_jobs(kube, namespace)) >= 4, timeout=60, what="the first Jobs")
         term_before = runner.elector.term
         stopped_at = time.monotonic()
         kube.stop_apiserver()

@@ -11,36 +11,18 @@ import re
 import time
 
 import pytest
-from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
 from runner import metrics as metrics_mod
 from runner.deadletter import list_dead
-from runner.manifest import managed_selector
+from tests.support.kube import job_message_ids, managed_jobs
 from tests.support.pipeline import base_env, message, runner_thread, rq_worker, xadd
 from tests.support.ports import wait_for
-from tests.support.receiver import Receiver
 
 pytestmark = pytest.mark.kube
 
 STREAM = "ksr:jobs:default"
 STREAMS = ("ksr:jobs:critical", "ksr:jobs:default", "ksr:jobs:low")
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver().start()
-    yield r
-    r.close()
-
-
-def jobs_in(kube, namespace) -> list:
-    return client.BatchV1Api(kube.api_client()).list_namespaced_job(
-        namespace, label_selector=managed_selector()).items
-
-
-def job_ids(kube, namespace) -> list[str]:
-    return sorted(j.metadata.annotations["kube-stream-runner/message-id"] for j in jobs_in(kube, namespace))
 
 
 def message_count(outcome: str) -> float:
@@ -76,7 +58,7 @@ def test_same_id_three_times_gives_one_job_and_a_late_replay_none(redis_server, 
                  timeout=90, what="callbacks 0, 1, 2 of both messages")
         wait_for(lambda: pending(redis_client) == 0 and message_count("duplicate") - before >= 4, timeout=30,
                  what="the four duplicate entries acked")
-        assert job_ids(kube, namespace) == ["dup-burst", "dup-spread"]
+        assert job_message_ids(kube, namespace) == ["dup-burst", "dup-spread"]
 
         # The Job finished: a replay of the same id is still a duplicate (the record keeps a TTL).
         assert redis_client.hget("ksr:msg:dup-burst", "state") == b"completed"
@@ -88,7 +70,7 @@ def test_same_id_three_times_gives_one_job_and_a_late_replay_none(redis_server, 
                  what="the replay counted as a duplicate and acked")
         info = redis_client.xinfo_groups(STREAM)[0]
         assert info["last-delivered-id"].decode() == replay_id
-    assert job_ids(kube, namespace) == ["dup-burst", "dup-spread"]
+    assert job_message_ids(kube, namespace) == ["dup-burst", "dup-spread"]
     assert message_count("dispatched") >= 2
     assert message_count("duplicate") - before == 5
     assert len(receiver.requests) == requests_before  # no callback for a duplicate
@@ -137,12 +119,12 @@ def test_5000_entries_left_pending_by_a_dead_consumer_are_recovered_on_takeover(
     with rq_worker(env), runner_thread(env, api_client=kube.api_client()):
         wait_for(lambda: pending(redis_client) == 0, timeout=300, interval=0.2, what="every pending entry done")
         drained = time.monotonic() - started
-        wait_for(lambda: len(jobs_in(kube, namespace)) >= 21, timeout=60, what="21 Jobs")
+        wait_for(lambda: len(managed_jobs(kube, namespace)) >= 21, timeout=60, what="21 Jobs")
         wait_for(lambda: all(receiver.statuses().get(m) == [0, 1, 2] for m in real), timeout=120,
                  what="callbacks 0, 1, 2 of the 20 real messages")
     summary = redis_client.xpending(STREAM, "ksr")
     assert summary["pending"] == 0 and not summary["consumers"]
-    assert job_ids(kube, namespace) == sorted(["shared", *real])
+    assert job_message_ids(kube, namespace) == sorted(["shared", *real])
     assert redis_client.xlen(STREAM + ":dead") == counts["invalid"]
     assert {d.reason for d in list_dead(redis_client, STREAM, count=100)} == {"invalid"}
     # Takeover recovery itself (XAUTOCLAIM of all 5,000, reconcile, owed callbacks), from its log line.

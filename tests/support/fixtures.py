@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from tests.support.receiver import Receiver
 from tests.support.redis_server import RedisServer
 
 
@@ -77,3 +78,11 @@ def namespace(kube) -> Iterator[str]:
     name = new_namespace(kube)
     yield name
     delete_namespace(kube, name)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A webhook receiver on 127.0.0.1 recording every callback."""
+    r = Receiver().start()
+    yield r
+    r.close()

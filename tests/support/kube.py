@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 from kubernetes import client, config
 
@@ -98,3 +99,16 @@ def delete_namespace(kube: KubeBed, name: str) -> None:
     except client.ApiException as e:
         if e.status != 404:
             raise
+
+
+def managed_jobs(kube: KubeBed, namespace: str) -> list[Any]:
+    """The Jobs the runner made in `namespace` (by its managed-by label)."""
+    from runner.manifest import managed_selector
+
+    return list(client.BatchV1Api(kube.api_client()).list_namespaced_job(
+        namespace, label_selector=managed_selector()).items)
+
+
+def job_message_ids(kube: KubeBed, namespace: str) -> list[str]:
+    """The message id of every such Job, sorted: one entry per Job, so duplicates show."""
+    return sorted(j.metadata.annotations["kube-stream-runner/message-id"] for j in managed_jobs(kube, namespace))
