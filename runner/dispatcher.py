@@ -24,7 +24,7 @@ from runner import metrics as metrics_mod
 from runner.deadletter import dead_letter, is_poison
 from runner.errors import InvalidMessage, KsrError, KubeApiError, PolicyRefused
 from runner.executor import Executor
-from runner.kube import Stopped
+from runner.kube import JobRef, Stopped
 from runner.logs import log_context
 from runner.message import Message, parse_entry
 from runner.policy import check_policy
@@ -123,8 +123,11 @@ class Dispatcher:
         if claim.status is ClaimStatus.DUPLICATE:
             record = claim.record
             if record.get("job_name") and record.get("state") not in TERMINAL_STATES:
-                # Recorded before a crash that came before callback 0: owe it now (a no-op if sent).
+                # Recorded, then a failure before callback 0 (or the local launch): finish the
+                # step now; both are no-ops when they had happened.
                 self.tracker.created(message.id, job_name=record["job_name"], job_uid=record.get("job_uid", ""))
+                self.executor.launched(JobRef(name=record["job_name"], namespace=record.get("namespace", ""),
+                                              uid=record.get("job_uid", ""), adopted=True))
             log.info("message %s is a duplicate (job %s): acked", message.id, claim.record.get("job_name", "-"))
             self.reader.ack(entry)
             return "duplicate"

@@ -47,3 +47,29 @@ def test_backpressure_holds_reading_at_the_cap(redis_server, redis_client):
         stop.set()
         sampler.join(5)
     assert peak[0] == 2  # it reached the cap and never went past it
+
+
+def test_a_failure_between_record_and_launch_still_runs_the_local_job(redis_server, redis_client,
+                                                                        monkeypatch):
+    """Redis fails once right after the Job is recorded (before callback 0 and the local
+    launch): the entry stays pending, comes back as a duplicate, and the job still runs."""
+    from runner.errors import RedisUnavailable
+    from runner.tracker import Tracker
+
+    real_created = Tracker.created
+    failures = []
+
+    def created_failing_once(self, message_id, **kw):
+        if not failures:
+            failures.append(message_id)
+            raise RedisUnavailable("injected: Redis went away after the record")
+        return real_created(self, message_id, **kw)
+
+    monkeypatch.setattr(Tracker, "created", created_failing_once)
+    env = env_for(redis_server, POLLING_INTERVAL="0.5")
+    with runner_thread(env):
+        xadd(redis_client, "ksr:jobs:default", message("late-launch", "default", command=["true"]))
+        wait_for(lambda: redis_client.hget("ksr:msg:late-launch", "state") == b"completed", timeout=30,
+                 what="the local job completed after the retry")
+    assert failures == ["late-launch"]
+    assert redis_client.xpending("ksr:jobs:default", "ksr")["pending"] == 0
