@@ -346,11 +346,11 @@ class Courier:
         fields = [f"cbd_{int(p['status'])}", outcome]
         if gone_url is not None:
             fields += [GONE_URL_FIELD, gone_url]
+        _count(int(p["status"]), outcome)  # first: whoever sees the outcome recorded finds it counted
         with redis_errors():
             if not self._hset_if_exists(keys=[key], args=fields):
                 log.debug("no state record %s: outcome %s of status %s not recorded", key, outcome, p["status"])
             self.conn.zrem(owed_key(self.settings), owed_member(p["id"], p["status"]))
-        _count(int(p["status"]), outcome)
         return outcome
 
     def _schedule(self, key: str, p: CallbackPayload, delay: float, *suffix: object) -> None:
