@@ -11,7 +11,13 @@ the kubernetes client. `election` never imports `runner`.
 from election.clock import SYSTEM_CLOCK, Clock, FakeClock, RandomSource, SystemClock
 from election.config import ElectionConfig
 from election.elector import Elector, ElectorStatus
-from election.errors import ConflictError, ElectionConfigError, ElectionError, LockError, LockUnavailable
+from election.errors import (
+    ConflictError,
+    ElectionConfigError,
+    ElectionError,
+    LockError,
+    LockUnavailable,
+)
 from election.lock import Lock
 from election.memory_lock import MemoryLock
 from election.record import LeaderRecord

@@ -20,8 +20,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from runner import metrics
+from runner.process.statusboard import read_status, runtime_paths
 from runner.settings import Settings
-from runner.statusboard import read_status, runtime_paths
 
 __all__ = ["create_app", "liveness", "readiness_from_board"]
 
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 REDIS_TIMEOUT = 1.0  # seconds; a readiness probe must answer well inside its own timeout
 KUBE_TIMEOUT = 2.0
 KUBE_CACHE_SECONDS = 2.0
-DEAD_SUFFIX = ":dead"  # as runner.streams.DEAD_SUFFIX; not imported to keep workers light
+DEAD_SUFFIX = ":dead"  # as runner.store.streams.DEAD_SUFFIX; not imported to keep workers light
 
 
 # -- judgements (pure, so they are tested without servers) ------------------------------------

@@ -202,8 +202,8 @@ def kube_error_from(exc: BaseException) -> KubeApiError:
     Use as `except (ApiException, urllib3.exceptions.HTTPError) as e: raise kube_error_from(e) from e`.
     """
     # Imported here so that modules using only the error classes don't pay for the client.
-    from kubernetes.client.exceptions import ApiException
     import urllib3.exceptions
+    from kubernetes.client.exceptions import ApiException
 
     if isinstance(exc, KubeApiError):
         return exc

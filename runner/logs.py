@@ -89,7 +89,7 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """`12:00:00.123 INFO  runner.service: message  message_id=... job_name=...`"""
+    """`12:00:00.123 INFO  runner.pipeline.loop: message  message_id=... job_name=...`"""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s.%(msecs)03d %(levelname)-5s %(name)s: %(message)s", "%H:%M:%S")

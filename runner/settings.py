@@ -17,10 +17,16 @@ from pathlib import Path
 from typing import Literal, Mapping, cast
 from urllib.parse import urlsplit, urlunsplit
 
-from election.config import ENV_LEASE_DURATION, ENV_LOCK_NAME, ENV_RENEW_DEADLINE, ENV_RETRY_PERIOD, ElectionConfig
+from election.config import (
+    ENV_LEASE_DURATION,
+    ENV_LOCK_NAME,
+    ENV_RENEW_DEADLINE,
+    ENV_RETRY_PERIOD,
+    ElectionConfig,
+)
 from election.errors import ElectionConfigError
+from runner.callbacks.netguard import Allowlist
 from runner.errors import ConfigError
-from runner.netguard import Allowlist
 
 __all__ = [
     "Settings",
@@ -423,7 +429,7 @@ def _server(env: _Env) -> ServerSettings:
     )
 
 
-# The dispatcher's test-only crash points (runner/dispatcher.py), in the order they come.
+# The dispatcher's test-only crash points (runner/pipeline/dispatcher.py), in the order they come.
 CRASH_STEPS = ("after_claim", "after_create", "after_record", "after_callback", "before_ack")
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Failover and handover times of the election, on the Redis lock and the Lease lock.
 
-Three candidate processes (tests/integration/election_candidate.py) compete. Each round lets
+Three candidate processes (tests/support/election_candidate.py) compete. Each round lets
 the candidates settle (a few retry periods and a random offset), finds the leader, then either SIGKILLs it (failover: the others must wait out the lease) or SIGTERMs
 it (handover: it releases, the next retry takes over), measures until another candidate's
 `on_started_leading` fired, and starts a replacement. Times are CLOCK_MONOTONIC, shared by
@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.integration.election_candidate import Candidate, leaders  # noqa: E402
+from tests.support.election_candidate import Candidate, leaders  # noqa: E402
 from tests.support.ports import wait_for  # noqa: E402
 
 

@@ -176,7 +176,7 @@ def run(args: argparse.Namespace, dispatch: Dispatcher | None = None) -> dict[st
             redis_url = redis_server.url
             port = free_port()
             if args.stand_in:
-                from tests.integration.probe_stack import ProbeStack
+                from tests.support.probe_stack import ProbeStack
 
                 stack = ProbeStack(work / "stack", redis_url=redis_url, port=port,
                                    extra_env={"KSR_STUCK_THRESHOLD": "30", "KSR_LOG_FORMAT": "json"}).start()

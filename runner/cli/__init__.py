@@ -3,22 +3,22 @@
     ksr submit | validate            runner.cli.submit
     ksr pending list|replay|ack      runner.cli.pending
     ksr dead list|show|replay|purge  runner.cli.dead
-    ksr jobs list | status | health | config   runner.cli.inspect
-    ksr run, ksr dev                 runner.cli.run, runner.cli.dev (registered when present)
+    ksr jobs list                    runner.cli.jobs
+    ksr status | health | config     runner.cli.status, runner.cli.health, runner.cli.config
+    ksr run, ksr dev                 runner.cli.run, runner.cli.dev
 
 Errors of ours and of redis-py become one line on stderr and exit code 1 (failure) or 2
-(usage or configuration); see runner.cli._common and docs/cli.md.
+(usage or configuration); see runner.cli._context and docs/cli.md.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 
 import click
 
 from runner import __version__
-from runner.cli._common import CliContext, KsrGroup
+from runner.cli._context import CliContext, KsrGroup
 
 __all__ = ["main"]
 
@@ -47,22 +47,11 @@ def main(ctx: click.Context, redis_url: str | None, verbose: int) -> None:
 
 
 def _register() -> None:
-    from runner.cli import dead, inspect, pending, submit
+    from runner.cli import config, dead, dev, health, jobs, pending, run, status, submit
 
-    for command in (submit.submit, submit.validate, pending.pending, dead.dead,
-                    inspect.jobs, inspect.status, inspect.health, inspect.config):
+    for command in (submit.submit, submit.validate, pending.pending, dead.dead, jobs.jobs, status.status,
+                    health.health, config.config, run.run, dev.dev):
         main.add_command(command)
-    # `ksr run` and `ksr dev` live in their own modules, each exposing a click command
-    # named like its module (`run.run`, `dev.dev`). A module that is not there (yet) is
-    # skipped; one that is there but fails to import is a bug and raises.
-    for name in ("run", "dev"):
-        try:
-            module = importlib.import_module(f"runner.cli.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"runner.cli.{name}":
-                raise
-            continue
-        main.add_command(getattr(module, name))
 
 
 _register()

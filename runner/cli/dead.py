@@ -24,27 +24,36 @@ from typing import Any
 import click
 import redis
 
-from runner.cli._common import (
+from runner.cli._context import (
     chosen_streams,
     cli_context,
-    dry_run_footer,
-    emit_json,
-    entry_time_ms,
     fail,
-    format_age,
-    format_ms_time,
     json_option,
-    message_id_of,
-    print_table,
     stream_option,
     yes_option,
 )
-from runner.deadletter import DeadEntry, dead_stream, get_dead, list_dead, purge_dead, replay_dead
+from runner.cli._output import (
+    dry_run_footer,
+    emit_json,
+    entry_time_ms,
+    format_age,
+    format_ms_time,
+    message_id_of,
+    print_table,
+)
 from runner.errors import InvalidMessage
-from runner.message import parse_message
-from runner.policy import check_policy
+from runner.pipeline.message import parse_message
+from runner.pipeline.policy import check_policy
 from runner.settings import Settings
-from runner.state import TERMINAL_STATES, StateStore
+from runner.store.deadletter import (
+    DeadEntry,
+    dead_stream,
+    get_dead,
+    list_dead,
+    purge_dead,
+    replay_dead,
+)
+from runner.store.state import TERMINAL_STATES, StateStore
 
 __all__ = ["ReplayDecision", "dead", "decide_replay"]
 

@@ -21,7 +21,7 @@ from typing import Any
 import click
 import redis
 
-from runner.cli._common import cli_context
+from runner.cli._context import cli_context
 from runner.settings import Settings
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "dev-jobs.jsonl"
@@ -87,7 +87,7 @@ def _submit_samples(settings: Settings, webhook: str) -> list[str]:
 def dev(port: int, samples: bool, exit_when_done: bool, timeout: float) -> None:
     """Run the service on this machine with an embedded default (no setup needed)."""
     from runner.cli.run import serve
-    from runner.embedded_redis import EmbeddedRedis
+    from runner.process.embedded_redis import EmbeddedRedis
 
     ctx = cli_context()
     embedded = None

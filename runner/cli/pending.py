@@ -17,21 +17,23 @@ import click
 import redis
 from redis.exceptions import ResponseError
 
-from runner.cli._common import (
-    DURATION,
+from runner.cli._context import (
     chosen_streams,
     cli_context,
-    dry_run_footer,
-    emit_json,
     fail,
-    format_age,
     json_option,
-    message_id_of,
-    print_table,
     stream_option,
     yes_option,
 )
-from runner.streams import StreamReader, redis_errors
+from runner.cli._output import (
+    DURATION,
+    dry_run_footer,
+    emit_json,
+    format_age,
+    message_id_of,
+    print_table,
+)
+from runner.store.streams import StreamReader, redis_errors
 
 __all__ = ["PendingRow", "collect", "pending", "replay_entry"]
 

@@ -8,7 +8,7 @@ import threading
 
 import click
 
-from runner.cli._common import cli_context
+from runner.cli._context import cli_context
 from runner.settings import Settings
 
 
@@ -16,14 +16,14 @@ def serve(settings: Settings, *, on_started: "callable | None" = None) -> int:  
     """The runner in this process, gunicorn (probes) and an RQ worker as supervised children.
     Returns the exit code (0 after a clean SIGTERM)."""
     from runner.logs import setup_logging
-    from runner.supervisor import Supervisor, default_children
+    from runner.process.supervisor import Supervisor, default_children
 
     setup_logging(settings.server.log_format, os.environ.get("KSR_LOG_LEVEL", "INFO"))
     # The supervisor first: it prepares the metrics directory before any metric exists.
     supervisor = Supervisor(settings, children=default_children(settings))
 
     def runner_main(stop: threading.Event) -> None:
-        from runner.service import Runner
+        from runner.pipeline.loop import Runner
 
         Runner(settings, board=supervisor.board).run(stop)
 

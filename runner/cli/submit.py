@@ -1,8 +1,8 @@
 """`ksr submit` and `ksr validate`: job messages from a file or stdin, checked before XADD.
 
 Input: one JSON message, a JSON list of messages, or JSON Lines (one message a line; blank
-lines are skipped). The schema (runner.message) is always checked; the runner's policy
-(runner.policy: namespaces, images, envRefs, webhook hosts) only with --check-policy, since
+lines are skipped). The schema (runner.pipeline.message) is always checked; the runner's policy
+(runner.pipeline.policy: namespaces, images, envRefs, webhook hosts) only with --check-policy, since
 it depends on the settings of the runner that will read the stream, which may not be the
 environment `ksr` runs in.
 """
@@ -19,12 +19,13 @@ from typing import IO, Any
 
 import click
 
-from runner.cli._common import cli_context, emit_json, fail, json_option
+from runner.cli._context import cli_context, fail, json_option
+from runner.cli._output import emit_json
 from runner.errors import InvalidMessage
-from runner.message import Message, parse_message
-from runner.policy import check_policy
+from runner.pipeline.message import Message, parse_message
+from runner.pipeline.policy import check_policy
 from runner.settings import Settings
-from runner.streams import redis_errors
+from runner.store.streams import redis_errors
 
 __all__ = ["Item", "default_stream", "read_items", "submit", "validate"]
 

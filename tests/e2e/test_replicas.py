@@ -10,7 +10,8 @@ import pytest
 from kubernetes import client
 
 from tests.support.kube import job_message_ids
-from tests.support.pipeline import base_env, message, xadd
+from tests.support.messages import message
+from tests.support.pipeline import base_env, xadd
 from tests.support.pods import Pod
 from tests.support.ports import wait_for
 from tests.support.receiver import Receiver

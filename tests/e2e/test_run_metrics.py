@@ -8,7 +8,8 @@ import re
 import subprocess
 import urllib.request
 
-from tests.support.pipeline import base_env, message, xadd
+from tests.support.messages import message
+from tests.support.pipeline import base_env, xadd
 from tests.support.pods import Pod
 from tests.support.ports import wait_for
 

@@ -25,11 +25,13 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from rq import Queue, Worker
 from rq.registry import ScheduledJobRegistry
 
-from runner.callbacks import Backoff, CallbackQueue, owed, rq_job_id, worker_command, worker_env
+from runner.callbacks.courier import Backoff, owed, rq_job_id
+from runner.callbacks.enqueue import CallbackQueue
+from runner.callbacks.http import callback_body, verify
+from runner.callbacks.worker import worker_command, worker_env
 from runner.errors import ConfigError
 from runner.settings import Settings
-from runner.state import StateStore
-from runner.webhook import callback_body, verify
+from runner.store.state import StateStore
 from tests.support.ports import free_port, wait_for
 from tests.support.redis_server import RedisServer
 

@@ -63,7 +63,9 @@ def _tool(name: str, path: Path | None = None) -> str:
 
 @pytest.fixture(scope="module")
 def helm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
-    from tests.support.kube import build  # scripts/testenv: where the bed's binaries are
+    from tests.support.kube import (
+        build,  # scripts/testenv: where the bed's binaries are
+    )
 
     home = tmp_path_factory.mktemp("helm")
     saved = {k: os.environ.get(k) for k in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME")}
@@ -289,7 +291,7 @@ def test_chart_rbac_is_enough_for_the_runner_and_no_more(kube: Any, namespace: s
         lease.spec.holder_identity, lease.spec.lease_transitions = "ksr-1", 1
         assert coord.replace_namespaced_lease("ksr-leader", namespace, lease).spec.holder_identity == "ksr-1"
 
-        # Jobs and Pods: what runner/kube.py does, in every allowed namespace.
+        # Jobs and Pods: what runner/jobs/kube.py does, in every allowed namespace.
         for ns in (namespace, other):
             name = f"ksr-rbac-{uuid.uuid4().hex[:6]}"
             batch.create_namespaced_job(ns, _job(name))

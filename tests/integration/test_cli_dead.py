@@ -10,11 +10,11 @@ import redis
 from click.testing import CliRunner
 
 from runner.cli import main
-from runner.deadletter import dead_letter
-from runner.state import StateStore
-from runner.streams import Entry
+from runner.store.deadletter import dead_letter
+from runner.store.state import StateStore
+from runner.store.streams import Entry
+from tests.support.messages import VALID
 from tests.support.redis_server import RedisServer
-from tests.unit.test_message import VALID
 
 STREAM = "ksr:jobs:default"
 

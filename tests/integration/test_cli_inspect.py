@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from election.record import LeaderRecord
 from election.redis_lock import RedisLock
 from runner.cli import main
-from runner.events import append_event
-from runner.state import StateStore
+from runner.store.events import append_event
+from runner.store.state import StateStore
 from tests.support.redis_server import RedisServer
 
 STREAM = "ksr:jobs:default"

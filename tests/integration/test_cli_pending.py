@@ -9,7 +9,7 @@ import redis
 from click.testing import CliRunner
 
 from runner.cli import main
-from runner.streams import StreamReader
+from runner.store.streams import StreamReader
 from tests.support.redis_server import RedisServer
 
 STREAM = "ksr:jobs:default"

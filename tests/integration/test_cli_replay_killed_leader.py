@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from runner.cli import main
 from tests.support.kube import job_message_ids
-from tests.support.pipeline import base_env, message, xadd
+from tests.support.messages import message
+from tests.support.pipeline import base_env
 from tests.support.pods import Pod
 from tests.support.ports import wait_for
 from tests.support.receiver import Receiver

@@ -9,8 +9,8 @@ import redis
 from click.testing import CliRunner
 
 from runner.cli import main
+from tests.support.messages import VALID, variant
 from tests.support.redis_server import RedisServer
-from tests.unit.test_message import VALID, variant
 
 
 def env_for(server: RedisServer, **extra: str) -> dict[str, str]:

@@ -7,8 +7,15 @@ import threading
 import pytest
 import redis
 
-from runner.deadletter import dead_letter, get_dead, is_poison, list_dead, purge_dead, replay_dead
-from runner.streams import StreamReader
+from runner.store.deadletter import (
+    dead_letter,
+    get_dead,
+    is_poison,
+    list_dead,
+    purge_dead,
+    replay_dead,
+)
+from runner.store.streams import StreamReader
 
 STREAM = "t:jobs:default"
 

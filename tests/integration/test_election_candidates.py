@@ -16,7 +16,12 @@ from typing import Callable, Iterator
 
 import pytest
 
-from tests.integration.election_candidate import Candidate, assert_no_overlap, leaders, tenures
+from tests.support.election_candidate import (
+    Candidate,
+    assert_no_overlap,
+    leaders,
+    tenures,
+)
 from tests.support.ports import wait_for
 
 LEASE, RENEW, RETRY = 3.0, 2.0, 0.5

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
-from tests.integration.election_candidate import Candidate, assert_no_overlap, leaders
+from tests.support.election_candidate import Candidate, assert_no_overlap, leaders
 from tests.support.ports import wait_for
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]

@@ -6,7 +6,7 @@ import threading
 
 import redis
 
-from runner.events import append_event, read_events
+from runner.store.events import append_event, read_events
 from tests.support.ports import wait_for
 
 

@@ -14,7 +14,8 @@ import pytest
 
 from runner.settings import CRASH_STEPS
 from tests.support.kube import managed_jobs
-from tests.support.pipeline import base_env, message, xadd
+from tests.support.messages import message
+from tests.support.pipeline import base_env, xadd
 from tests.support.pods import Pod
 from tests.support.ports import wait_for
 from tests.support.receiver import Receiver

@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 
 from tests.support.kube import managed_jobs
-from tests.support.pipeline import base_env, message, runner_thread, rq_worker, xadd
+from tests.support.messages import message
+from tests.support.pipeline import base_env, rq_worker, runner_thread, xadd
 from tests.support.ports import wait_for
 
 pytestmark = pytest.mark.kube

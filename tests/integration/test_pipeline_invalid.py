@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from runner.deadletter import list_dead
+from runner.store.deadletter import list_dead
 from tests.support.kube import managed_jobs
-from tests.support.pipeline import base_env, message, runner_thread, rq_worker, xadd
+from tests.support.messages import message
+from tests.support.pipeline import base_env, rq_worker, runner_thread, xadd
 from tests.support.ports import wait_for
 
 pytestmark = pytest.mark.kube

@@ -10,9 +10,10 @@ from http.server import ThreadingHTTPServer
 
 import pytest
 
-from runner.callbacks import rq_job_id
+from runner.callbacks.courier import rq_job_id
 from tests.support.kube import managed_jobs
-from tests.support.pipeline import base_env, message, runner_thread, rq_worker, xadd
+from tests.support.messages import message
+from tests.support.pipeline import base_env, rq_worker, runner_thread, xadd
 from tests.support.ports import wait_for
 from tests.support.procs import kill_tree
 from tests.support.receiver import Receiver

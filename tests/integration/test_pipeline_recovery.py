@@ -14,9 +14,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from runner import metrics as metrics_mod
-from runner.deadletter import list_dead
+from runner.store.deadletter import list_dead
 from tests.support.kube import job_message_ids, managed_jobs
-from tests.support.pipeline import base_env, message, runner_thread, rq_worker, xadd
+from tests.support.messages import message
+from tests.support.pipeline import base_env, rq_worker, runner_thread, xadd
 from tests.support.ports import wait_for
 
 pytestmark = pytest.mark.kube
@@ -86,7 +87,7 @@ def test_5000_entries_left_pending_by_a_dead_consumer_are_recovered_on_takeover(
     """A dead leader left 5,000 entries in its pending list: 2,490 invalid JSON, 2,490
     copies of one message, 20 distinct real messages. The next leader claims them all: every
     one is acked or dead-lettered, the shared message and each real one get one Job."""
-    caplog.set_level(logging.INFO, logger="runner.service")
+    caplog.set_level(logging.INFO, logger="runner.pipeline.loop")
     env = base_env(redis_url=redis_server.url, namespace=namespace, kubeconfig=kube.kubeconfig)
     shared = json.dumps(message("shared", namespace))
     real = [f"real-{i:02d}" for i in range(20)]

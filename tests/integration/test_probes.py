@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.probe_stack import ProbeStack
 from tests.support.ports import free_port, wait_for
+from tests.support.probe_stack import ProbeStack
 from tests.support.redis_server import RedisServer
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import threading
 
-from tests.support.pipeline import base_env, message, runner_thread, xadd
+from tests.support.messages import message
+from tests.support.pipeline import base_env, runner_thread, xadd
 from tests.support.ports import wait_for
 
 
@@ -54,7 +55,7 @@ def test_a_failure_between_record_and_launch_still_runs_the_local_job(redis_serv
     """Redis fails once right after the Job is recorded (before callback 0 and the local
     launch): the entry stays pending, comes back as a duplicate, and the job still runs."""
     from runner.errors import RedisUnavailable
-    from runner.tracker import Tracker
+    from runner.jobs.tracker import Tracker
 
     real_created = Tracker.created
     failures = []

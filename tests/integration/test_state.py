@@ -7,7 +7,7 @@ import threading
 import pytest
 import redis
 
-from runner.state import ClaimStatus, StaleTerm, StateStore, callbacks_sent
+from runner.store.state import ClaimStatus, StaleTerm, StateStore, callbacks_sent
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from runner.errors import RedisUnavailable
-from runner.streams import StreamReader, id_key
+from runner.store.streams import StreamReader, id_key
 from tests.support.ports import wait_for
 
 STREAMS = ["t:jobs:critical", "t:jobs:default", "t:jobs:low"]

@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from runner.supervisor import Backoff
-from tests.integration.probe_stack import ProbeStack
+from runner.process.supervisor import Backoff
 from tests.support.ports import free_port, wait_for
+from tests.support.probe_stack import ProbeStack
 from tests.support.redis_server import RedisServer
 
 GRACE = 5.0  # KSR_SHUTDOWN_GRACE of the stacks

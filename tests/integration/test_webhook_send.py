@@ -15,8 +15,15 @@ from typing import Any, Sequence
 import pytest
 import urllib3.util.connection
 
-from runner.netguard import Allowlist
-from runner.webhook import OutcomeKind, build_headers, callback_body, send, verify, webhook_id
+from runner.callbacks.http import (
+    OutcomeKind,
+    build_headers,
+    callback_body,
+    send,
+    verify,
+    webhook_id,
+)
+from runner.callbacks.netguard import Allowlist
 from tests.support.ports import free_port
 
 KEYS = [b"current-key", b"previous-key"]

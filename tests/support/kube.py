@@ -103,7 +103,7 @@ def delete_namespace(kube: KubeBed, name: str) -> None:
 
 def managed_jobs(kube: KubeBed, namespace: str) -> list[Any]:
     """The Jobs the runner made in `namespace` (by its managed-by label)."""
-    from runner.manifest import managed_selector
+    from runner.jobs.manifest import managed_selector
 
     return list(client.BatchV1Api(kube.api_client()).list_namespaced_job(
         namespace, label_selector=managed_selector()).items)

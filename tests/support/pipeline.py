@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from runner.callbacks import worker_command, worker_env
+from runner.callbacks.worker import worker_command, worker_env
 from runner.settings import Settings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -44,17 +44,6 @@ def base_env(*, redis_url: str, namespace: str, kubeconfig: str | None, **extra:
     return env
 
 
-def message(mid: str, namespace: str, *, service: str = "example", webhook: str | None = None,
-            **job: Any) -> dict[str, Any]:
-    spec = {"prefixName": "job", "namespace": namespace, "image": "busybox:latest",
-            "command": ["/bin/sh", "-c", "echo hi"], "ttlSecondsAfterFinished": 600, "backoffLimit": 0}
-    spec.update(job)
-    msg: dict[str, Any] = {"id": mid, "service": service, "job": spec}
-    if webhook:
-        msg["webhook"] = {"url": webhook}
-    return msg
-
-
 def xadd(redis_client: Any, stream: str, msg: Mapping[str, Any] | str) -> str:
     payload = msg if isinstance(msg, str) else json.dumps(msg)
     return redis_client.xadd(stream, {"payload": payload}).decode()
@@ -80,7 +69,7 @@ def rq_worker(env: Mapping[str, str]) -> Iterator[subprocess.Popen[bytes]]:
 @contextmanager
 def runner_thread(env: Mapping[str, str], api_client: Any = None) -> Iterator[Any]:
     """The Runner of `env` in a thread of this process; stopped (gracefully) at exit."""
-    from runner.service import Runner
+    from runner.pipeline.loop import Runner
 
     settings = Settings.from_env(dict(env))
     runner = Runner(settings, api_client=api_client)

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from runner import __version__
 from runner.cli import main
-from runner.cli._common import format_age, message_id_of, parse_duration
+from runner.cli._output import format_age, message_id_of, parse_duration
 from tests.support.ports import free_port
 
 

@@ -11,11 +11,11 @@ from click.testing import CliRunner
 
 from runner.cli import main
 from runner.cli.dead import decide_replay
-from runner.cli.inspect import RateWindow, eta_seconds
+from runner.cli.status import RateWindow, eta_seconds
 from runner.cli.submit import default_stream, read_items
-from runner.deadletter import DeadEntry
 from runner.settings import Settings
-from tests.unit.test_message import VALID, variant
+from runner.store.deadletter import DeadEntry
+from tests.support.messages import VALID, variant
 
 
 def test_read_items_shapes() -> None:

@@ -9,8 +9,15 @@ import pytest
 from kubernetes.client import ApiClient, V1LeaseSpec
 
 from election.errors import LockError
-from election.record import (LeaderRecord, format_time, from_dict, from_lease_spec, parse_time,
-                             to_dict, to_lease_spec)
+from election.record import (
+    LeaderRecord,
+    format_time,
+    from_dict,
+    from_lease_spec,
+    parse_time,
+    to_dict,
+    to_lease_spec,
+)
 
 UTC = dt.timezone.utc
 RECORDS = [

@@ -11,9 +11,24 @@ import redis
 import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
 
-from runner.errors import (ConfigError, HostUnresolvable, InvalidMessage, KsrError, KubeApiError, KubeConflict,
-                           KubeForbidden, KubeInvalid, KubeNotFound, KubeTransientError, PolicyRefused,
-                           RedisUnavailable, WebhookRefused, kube_error_from, parse_retry_after, redis_error_from)
+from runner.errors import (
+    ConfigError,
+    HostUnresolvable,
+    InvalidMessage,
+    KsrError,
+    KubeApiError,
+    KubeConflict,
+    KubeForbidden,
+    KubeInvalid,
+    KubeNotFound,
+    KubeTransientError,
+    PolicyRefused,
+    RedisUnavailable,
+    WebhookRefused,
+    kube_error_from,
+    parse_retry_after,
+    redis_error_from,
+)
 
 NOW = 1_700_000_000.0
 

@@ -37,14 +37,14 @@ def lines(stream: io.StringIO) -> list[str]:
 def test_auto_is_json_off_a_terminal_with_context_fields():
     out = io.StringIO()
     setup_logging("auto", "DEBUG", stream=out)
-    log = logging.getLogger("runner.service")
+    log = logging.getLogger("runner.pipeline.loop")
     with log_context(message_id="1700000000000-0", job_name="my-job-abc123"):
         log.info("created %s", "the Job")
         logging.getLogger("election.elector").debug("unrelated module, same context")
     log.warning("outside")
     docs = [json.loads(line) for line in lines(out)]
     assert docs[0]["message"] == "created the Job"
-    assert docs[0]["level"] == "INFO" and docs[0]["logger"] == "runner.service"
+    assert docs[0]["level"] == "INFO" and docs[0]["logger"] == "runner.pipeline.loop"
     assert docs[0]["message_id"] == "1700000000000-0" and docs[0]["job_name"] == "my-job-abc123"
     assert docs[0]["time"].endswith("+00:00")
     assert docs[1]["message_id"] == "1700000000000-0"

@@ -8,12 +8,17 @@ from typing import Any
 
 import pytest
 
-from runner.manifest import (HASH_LABEL, MESSAGE_ID_ANNOTATION, build_job, job_name, message_hash,
-                             message_selector)
-from runner.message import parse_message
+from runner.jobs.manifest import (
+    HASH_LABEL,
+    MESSAGE_ID_ANNOTATION,
+    build_job,
+    job_name,
+    message_hash,
+    message_selector,
+)
+from runner.pipeline.message import parse_message
 from runner.settings import Settings
-
-from tests.unit.test_message import DELETE, VALID, variant
+from tests.support.messages import DELETE, VALID, variant
 
 SETTINGS = Settings.from_env({"POD_NAME": "r0"})
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

@@ -8,8 +8,14 @@ from typing import Sequence
 
 import pytest
 
+from runner.callbacks.netguard import (
+    Allowlist,
+    Resolver,
+    check_url,
+    refusal_reason,
+    resolve_allowed,
+)
 from runner.errors import HostUnresolvable, WebhookRefused
-from runner.netguard import Allowlist, Resolver, check_url, refusal_reason, resolve_allowed
 
 
 @pytest.mark.parametrize("address, fragment", [

@@ -9,11 +9,10 @@ from typing import Any, Sequence
 import pytest
 
 from runner.errors import InvalidMessage, PolicyRefused
-from runner.message import parse_message
-from runner.policy import check_policy
+from runner.pipeline.message import parse_message
+from runner.pipeline.policy import check_policy
 from runner.settings import Settings
-
-from tests.unit.test_message import VALID, variant
+from tests.support.messages import VALID, variant
 
 DNS = {
     "callback.example": ["93.184.216.34"],

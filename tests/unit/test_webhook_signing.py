@@ -8,9 +8,18 @@ import random
 
 import pytest
 
+from runner.callbacks.http import (
+    CallbackStatus,
+    OutcomeKind,
+    build_headers,
+    callback_body,
+    classify,
+    next_delay,
+    signature,
+    verify,
+    webhook_id,
+)
 from runner.settings import Settings
-from runner.webhook import (CallbackStatus, OutcomeKind, build_headers, callback_body, classify, next_delay,
-                            signature, verify, webhook_id)
 
 # The test vector published with the Standard Webhooks specification.
 SPEC_KEY = base64.b64decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")

@@ -1,8 +1,8 @@
-"""Webhook callbacks through RQ: enqueue once, deliver in order, retry with backoff.
+"""Delivering one callback: the RQ job `deliver`, one attempt, in order, retried with backoff.
 
-The runner calls `CallbackQueue.enqueue` after `StateStore.mark_callback_sent`; every
-replica's RQ worker (`worker_command`, run with the scheduler) executes `deliver`, one
-attempt per RQ job. A retry or an ordering wait is a new RQ job scheduled with `enqueue_at`.
+The runner enqueues (runner.callbacks.enqueue); every replica's RQ worker
+(runner.callbacks.worker) executes `deliver`, one attempt per RQ job. A retry or an
+ordering wait is a new RQ job scheduled with `enqueue_at`.
 
 What is written to Redis besides RQ's own keys (docs/callbacks.md has the table), all in the
 state record `<CACHE_JOB_KEY_PREFIX><id>` and only when that record exists (a record we
@@ -15,16 +15,11 @@ created here would look like a claimed message to `StateStore.claim`):
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 import random
 import re
-import socket
-import sys
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -32,46 +27,29 @@ from typing import Any, Callable, Mapping, TypedDict
 
 import redis
 from rq import Queue, get_current_job
-from rq.exceptions import DuplicateJobError, NoSuchJobError
-from rq.job import Job, JobStatus
-from rq.worker import SimpleWorker
 
 from runner import metrics
-from runner.errors import ConfigError
+from runner.callbacks.http import (
+    OutcomeKind,
+    UniformSource,
+    build_headers,
+    callback_body,
+    next_delay,
+    send,
+    webhook_id,
+)
 from runner.settings import Settings
-from runner.streams import redis_errors
-from runner.webhook import OutcomeKind, UniformSource, build_headers, callback_body, next_delay, send, webhook_id
-
-__all__ = [
-    "FINAL_OUTCOMES",
-    "ORDER_WAIT",
-    "Backoff",
-    "CallbackPayload",
-    "CallbackQueue",
-    "CallbackWorker",
-    "deliver",
-    "owed",
-    "rq_job_id",
-    "worker_command",
-    "worker_env",
-]
+from runner.store.streams import redis_errors
 
 log = logging.getLogger(__name__)
 
 FINAL_OUTCOMES = frozenset({"delivered", "gone", "failed", "expired"})
-# Retries and ordering waits are scheduled jobs, moved to the queue by whichever worker
-# holds RQ's scheduler lock. When that worker dies with its pod the lock lapses after 61 s,
-# and the others only try to take it in their maintenance pass, which RQ runs every 600 s
-# and an idle worker reaches only between blocking reads of worker_ttl - 15 s (default 405).
-MAINTENANCE_INTERVAL = 30  # seconds
-WORKER_TTL = 35  # seconds: blocking reads of 20 s; a job (callback timeout + 30 s) fits
 ORDER_WAIT = 0.5  # seconds before re-checking an earlier status; RQ's scheduler rounds up to ~1 s
 GONE_URL_FIELD = "cbd_gone_url"
-_LIVE = frozenset({JobStatus.CREATED, JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED})
 _RQ_SAFE = re.compile(r"[A-Za-z0-9-]")
 
 # KEYS: record. ARGV: field/value pairs. Never creates the record (see the module docstring).
-_HSET_IF_EXISTS = """
+HSET_IF_EXISTS = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('HSET', KEYS[1], unpack(ARGV))
   return 1
@@ -126,14 +104,14 @@ def rq_job_id(message_id: str, status: int, *suffix: object) -> str:
     return "".join(c if _RQ_SAFE.match(c) else "".join(f"_{b:02x}" for b in c.encode("utf-8")) for c in text)
 
 
-def _text(value: Any) -> str:
+def text_of(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)
 
 
-def _read_record(conn: redis.Redis, key: str) -> dict[str, str]:
+def read_record(conn: redis.Redis, key: str) -> dict[str, str]:
     with redis_errors():
         raw = conn.hgetall(key)
-    return {_text(k): _text(v) for k, v in raw.items()}
+    return {text_of(k): text_of(v) for k, v in raw.items()}
 
 
 def owed(record: Mapping[str, str]) -> list[int]:
@@ -150,103 +128,6 @@ def _pending_before(record: Mapping[str, str], status: int) -> list[int]:
     return [s for s in owed(record) if s < status]
 
 
-# -- enqueueing -------------------------------------------------------------------------------
-
-
-class CallbackQueue:
-    """The runner's side: put a callback on the RQ queue, at most one live chain per webhook-id."""
-
-    def __init__(self, redis_client: redis.Redis, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
-        self.redis = redis_client
-        self.settings = settings
-        self.clock = clock
-        self.queue = Queue(settings.callbacks.queue, connection=redis_client)
-        self._hset_if_exists = redis_client.register_script(_HSET_IF_EXISTS)
-
-    def enqueue(self, message_id: str, status: int, detail: dict[str, Any], url: str | None) -> bool:
-        """Enqueue the callback `<message_id>:<status>`; True if a job was enqueued.
-
-        False when there is no URL (the events stream still has the status), when the
-        callback already finished, or when a job of its chain is still queued, scheduled or
-        running. So re-enqueueing after a crash, or from takeover recovery, is harmless.
-        """
-        if not url:
-            log.debug("callback %s:%s: message has no webhook URL, nothing to send", message_id, status)
-            return False
-        status = int(status)
-        key = self.settings.state.record_key(message_id)
-        record = _read_record(self.redis, key)
-        if record.get(f"cbd_{status}") in FINAL_OUTCOMES:
-            log.debug("callback %s:%s already finished (%s)", message_id, status, record[f"cbd_{status}"])
-            return False
-        first_id = rq_job_id(message_id, status)
-        for job_id in dict.fromkeys([record.get(f"cbj_{status}") or first_id, first_id]):
-            if _live(self.redis, job_id, stale_after=_job_timeout(self.settings) + 10):
-                log.debug("callback %s:%s: job %s is still live", message_id, status, job_id)
-                return False
-        payload: CallbackPayload = {"id": message_id, "status": status, "detail": dict(detail), "url": url,
-                                    "first": float(self.clock()), "attempt": 1, "waits": 0}
-        with redis_errors():
-            _delete_job(self.redis, first_id)  # a finished or failed chain start: make room for the new one
-            try:
-                self.queue.enqueue_call(deliver, args=(payload,), job_id=first_id, unique=True,
-                                        timeout=_job_timeout(self.settings), **_job_options(self.settings))
-            except DuplicateJobError:
-                log.debug("callback %s:%s enqueued concurrently by someone else", message_id, status)
-                return False
-            self._hset_if_exists(keys=[key], args=[f"cbj_{status}", first_id])
-            self.redis.zadd(owed_key(self.settings), {owed_member(message_id, status): self.clock()})
-        log.info("callback %s:%s enqueued", message_id, status)
-        return True
-
-    def sweep(self, *, older_than: float | None = None, limit: int = 500) -> int:
-        """Re-enqueue owed callbacks (marked sent, not finished) that have no live RQ job:
-        one whose chain died with its worker (a pod killed mid-delivery), or that a crash
-        between mark and enqueue never queued. Only those owed for `older_than` seconds
-        (default: one job timeout + 10 s; takeover passes 0). Returns how many."""
-        key = owed_key(self.settings)
-        stale = self.clock() - (_job_timeout(self.settings) + 10 if older_than is None else older_than)
-        count = 0
-        with redis_errors():
-            members = self.redis.zrangebyscore(key, "-inf", stale, start=0, num=limit)
-        for raw in members:
-            member = _text(raw)
-            status_text, _, message_id = member.partition(":")
-            record = _read_record(self.redis, self.settings.state.record_key(message_id))
-            if not record or record.get(f"cbd_{status_text}") in FINAL_OUTCOMES:
-                self.redis.zrem(key, member)
-                continue
-            detail = json.loads(record.get(f"detail_{status_text}") or "{}")
-            if self.enqueue(message_id, int(status_text), detail, record.get("webhook") or None):
-                log.warning("callback %s re-enqueued: its previous delivery never finished", member)
-                count += 1
-            else:
-                self.redis.zadd(key, {member: self.clock()})  # still live: look again later
-        return count
-
-
-def _live(conn: redis.Redis, job_id: str, *, stale_after: float) -> bool:
-    """Queued, scheduled or deferred jobs are live; a started one only while it is younger
-    than its timeout (a worker killed mid-job leaves it "started" for good)."""
-    with redis_errors():
-        try:
-            job = Job.fetch(job_id, connection=conn)
-        except NoSuchJobError:
-            return False
-        status = job.get_status(refresh=False)
-        if status == JobStatus.STARTED and job.started_at is not None:
-            started = job.started_at.replace(tzinfo=job.started_at.tzinfo or timezone.utc).timestamp()
-            return time.time() - started < stale_after
-        return status in _LIVE
-
-
-def _delete_job(conn: redis.Redis, job_id: str) -> None:
-    try:
-        Job.fetch(job_id, connection=conn).delete()
-    except NoSuchJobError:
-        pass
-
-
 def owed_key(settings: Settings) -> str:
     """Sorted set of callbacks enqueued and not finished (member `<status>:<id>`, score: the
     last time something was enqueued for it). The leader's sweep re-enqueues stale ones."""
@@ -257,11 +138,11 @@ def owed_member(message_id: str, status: int) -> str:
     return f"{int(status)}:{message_id}"
 
 
-def _job_timeout(settings: Settings) -> int:
+def job_timeout(settings: Settings) -> int:
     return int(settings.callbacks.timeout) + 30  # one attempt plus Redis round trips
 
 
-def _job_options(settings: Settings) -> dict[str, Any]:
+def job_options(settings: Settings) -> dict[str, Any]:
     return {
         "result_ttl": 3600,  # finished jobs are only kept for inspection: cbd_<s> is the record
         "failure_ttl": 7 * 24 * 3600,  # a crashed job stays visible in `rq info` for a week
@@ -291,12 +172,12 @@ class Courier:
         self.clock = clock
         self.rng: UniformSource = rng or random.SystemRandom()
         self.queue = Queue(settings.callbacks.queue, connection=conn)
-        self._hset_if_exists = conn.register_script(_HSET_IF_EXISTS)
+        self._hset_if_exists = conn.register_script(HSET_IF_EXISTS)
 
     def run(self, p: CallbackPayload) -> str:
         message_id, status, url = p["id"], int(p["status"]), p["url"]
         key = self.settings.state.record_key(message_id)
-        record = _read_record(self.conn, key)
+        record = read_record(self.conn, key)
         done = record.get(f"cbd_{status}")
         if done in FINAL_OUTCOMES:
             log.debug("callback %s:%s already %s", message_id, status, done)
@@ -359,42 +240,11 @@ class Courier:
         when = datetime.fromtimestamp(math.ceil(self.clock() + delay), tz=timezone.utc)
         job_id = rq_job_id(p["id"], int(p["status"]), *suffix)
         with redis_errors():
-            self.queue.enqueue_at(when, deliver, args=(p,), job_id=job_id, job_timeout=_job_timeout(self.settings),
-                                  **_job_options(self.settings))
+            self.queue.enqueue_at(when, deliver, args=(p,), job_id=job_id, job_timeout=job_timeout(self.settings),
+                                  **job_options(self.settings))
             self._hset_if_exists(keys=[key], args=[f"cbj_{int(p['status'])}", job_id])
             self.conn.zadd(owed_key(self.settings), {owed_member(p["id"], p["status"]): self.clock()})
 
 
 def _count(status: int, outcome: str) -> None:
     metrics.get().callbacks.labels(status=str(status), outcome=outcome).inc()
-
-
-# -- the worker process ---------------------------------------------------------------------
-
-
-class CallbackWorker(SimpleWorker):
-    """SimpleWorker (no forked work horse per job: one set of metric files per process)
-    named `<POD_NAME>.<pid>.<random>`: readable in `rq info`, and a restarted worker never
-    collides with the registration its killed predecessor left behind (RQ refuses a live name)."""
-
-    def __init__(self, queues: Any, name: str | None = None, *args: Any, **kwargs: Any) -> None:
-        pod = os.environ.get("POD_NAME") or socket.gethostname()
-        super().__init__(queues, name or f"{pod}.{os.getpid()}.{uuid.uuid4().hex[:6]}", *args, **kwargs)
-
-
-def worker_command(settings: Settings) -> list[str]:
-    """argv of the RQ worker that delivers callbacks; run it with `worker_env(settings)`.
-
-    `--with-scheduler` is required: retries and ordering waits are scheduled jobs, and
-    without a scheduler they would never run. Every replica runs one; RQ's lock makes one
-    scheduler active per queue at a time.
-    """
-    # --quiet: a line per callback at INFO is noise; our own module logs what matters.
-    return [sys.executable, "-m", "rq.cli", "worker", "--with-scheduler", "--quiet",
-            "--maintenance-interval", str(MAINTENANCE_INTERVAL), "--worker-ttl", str(WORKER_TTL),
-            "--worker-class", f"{__name__}.CallbackWorker", settings.callbacks.queue]
-
-
-def worker_env(settings: Settings) -> dict[str, str]:
-    """The Redis URL goes in the environment (`RQ_REDIS_URL`), not argv: no password in `ps`."""
-    return {"RQ_REDIS_URL": settings.redis.url, "POD_NAME": settings.identity.pod_name}

@@ -19,11 +19,11 @@ from typing import Any, Protocol
 import redis
 
 from runner import metrics as metrics_mod
-from runner.callbacks import owed_key, owed_member
-from runner.events import append_event
+from runner.callbacks.courier import owed_key, owed_member
 from runner.logs import log_context
 from runner.settings import Settings
-from runner.state import TERMINAL_STATES, StateStore, callbacks_sent
+from runner.store.events import append_event
+from runner.store.state import TERMINAL_STATES, StateStore, callbacks_sent
 
 log = logging.getLogger(__name__)
 

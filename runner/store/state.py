@@ -34,7 +34,7 @@ from typing import Any
 import redis
 
 from runner.errors import KsrError
-from runner.streams import redis_errors
+from runner.store.streams import redis_errors
 
 __all__ = [
     "TERMINAL_STATES",

@@ -23,8 +23,8 @@ import urllib3
 import urllib3.exceptions
 
 from runner import __version__
+from runner.callbacks.netguard import Allowlist, IPAddress, Resolver, check_url
 from runner.errors import HostUnresolvable, WebhookRefused, parse_retry_after
-from runner.netguard import Allowlist, IPAddress, Resolver, check_url
 
 __all__ = [
     "CallbackStatus",

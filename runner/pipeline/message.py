@@ -1,7 +1,7 @@
 """Job messages: the JSON in a stream entry's `payload` field, parsed and validated.
 
 Validation is the schema only (types, ranges, names); what this runner *allows* (namespaces,
-images, webhook hosts) is runner.policy. Every problem is reported with its field path, all
+images, webhook hosts) is runner.pipeline.policy. Every problem is reported with its field path, all
 of them at once: `InvalidMessage` renders them "; "-joined, e.g.
 "job.gpuNumber: must be 1..4, got 9; job.image: required". Unknown fields are ignored, so
 producers can send fields a newer runner understands.

@@ -19,8 +19,14 @@ from kubernetes import client as k8s
 
 from election.clock import SYSTEM_CLOCK, Clock
 from runner import metrics as metrics_mod
-from runner.errors import KsrError, KubeApiError, KubeConflict, KubeNotFound, kube_error_from
-from runner.manifest import MESSAGE_ID_ANNOTATION, managed_selector
+from runner.errors import (
+    KsrError,
+    KubeApiError,
+    KubeConflict,
+    KubeNotFound,
+    kube_error_from,
+)
+from runner.jobs.manifest import MESSAGE_ID_ANNOTATION, managed_selector
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,10 @@
-"""The local executor of `ksr dev` without a cluster: a message's command and args run as a
-subprocess on this machine (the image is not used), with its env applied and
-activeDeadlineSeconds as the timeout. It reports the same transitions as a Job would."""
+"""What turns a valid message into a running Job: Kubernetes, or a local subprocess
+(`ksr dev` without a cluster). Both create idempotently and report transitions to the
+tracker.
+
+The local executor runs a message's command and args as a subprocess on this machine (the
+image is not used), with its env applied and activeDeadlineSeconds as the timeout. It
+reports the same transitions as a Job would."""
 
 from __future__ import annotations
 
@@ -10,14 +14,42 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
-from runner.kube import JobRef
+from runner.jobs.kube import JobRef, KubeApi
+from runner.jobs.manifest import build_job, job_name
+from runner.jobs.tracker import Tracker
 from runner.logs import log_context
-from runner.manifest import job_name
-from runner.message import Message
-from runner.tracker import Tracker
+from runner.pipeline.message import Message
+from runner.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+class Executor(Protocol):
+    name: str
+
+    def create(self, message: Message, *, stream: str, entry_id: str,
+               keep_going: Callable[[], bool]) -> JobRef: ...
+
+    def launched(self, ref: JobRef) -> None:
+        """Called once the Job is recorded (the local executor starts its process here)."""
+
+
+class KubernetesExecutor:
+    name = "kubernetes"
+
+    def __init__(self, api: KubeApi, settings: Settings) -> None:
+        self.api = api
+        self.settings = settings
+
+    def create(self, message: Message, *, stream: str, entry_id: str,
+               keep_going: Callable[[], bool]) -> JobRef:
+        manifest = build_job(message, self.settings, stream=stream, entry_id=entry_id)
+        return self.api.create_job(manifest, message_id=message.id, keep_going=keep_going)
+
+    def launched(self, ref: JobRef) -> None:
+        pass  # the Job runs by itself once created
 
 NAMESPACE = "local"
 OUTPUT_TAIL = 400  # characters of stderr kept for a failure message

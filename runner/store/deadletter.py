@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import redis
 
-from runner.streams import DEAD_SUFFIX, Entry, redis_errors
+from runner.store.streams import DEAD_SUFFIX, Entry, redis_errors
 
 __all__ = [
     "REASONS",

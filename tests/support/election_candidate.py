@@ -7,7 +7,7 @@ All times are CLOCK_MONOTONIC, which every process on the machine shares, so the
 lay the candidates' tenures side by side. SIGTERM stops the elector (which releases the lock)
 and exits 0.
 
-    python tests/integration/election_candidate.py --lock redis --redis-url redis://... \
+    python tests/support/election_candidate.py --lock redis --redis-url redis://... \
         --name ksr-leader --identity c1 --lease 3 --renew 2 --retry 0.5 --out c1.jsonl
 
 As a module it gives the tests `Candidate` (start, signal, read its lines) and `tenures` /

@@ -17,11 +17,11 @@ from collections.abc import Callable
 from typing import Any
 
 from runner.errors import KsrError
-from runner.kube import KubeApi, Stopped
-from runner.manifest import MESSAGE_ID_ANNOTATION
+from runner.jobs.kube import KubeApi, Stopped
+from runner.jobs.manifest import MESSAGE_ID_ANNOTATION
+from runner.jobs.tracker import Tracker, created_at
 from runner.settings import Settings
-from runner.state import StateStore
-from runner.tracker import Tracker, created_at
+from runner.store.state import StateStore
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""`ksr jobs list`, `ksr status [--watch]`, `ksr health`, `ksr config`: looking, never touching.
+"""`ksr status [--watch]`: streams, leader, active Jobs; looking, never touching.
 
 `status` reads Redis only (stream stats, the Redis lock record, the active set); the Lease
 is read only when KSR_LOCK=lease and KUBECONFIG is set, otherwise the leader is "unknown".
@@ -14,8 +14,6 @@ import json
 import logging
 import os
 import time
-import urllib.error
-import urllib.request
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -26,23 +24,12 @@ import redis
 from election.errors import ElectionError
 from election.record import LeaderRecord
 from election.redis_lock import RedisLock
-from runner.cli._common import (
-    DURATION,
-    CliContext,
-    age_of_ms,
-    cli_context,
-    emit_json,
-    fail,
-    format_age,
-    json_option,
-    print_table,
-)
+from runner.cli._context import CliContext, cli_context, json_option
+from runner.cli._output import DURATION, emit_json, format_age, print_table
 from runner.cli.dead import state_store
-from runner.events import read_events
 from runner.settings import Settings
-from runner.streams import redis_errors
-
-__all__ = ["RateWindow", "config", "eta_seconds", "health", "jobs", "probe_health", "status"]
+from runner.store.events import read_events
+from runner.store.streams import redis_errors
 
 log = logging.getLogger(__name__)
 
@@ -51,37 +38,6 @@ EVENTS_PAGE = 1000
 HEALTH_TIMEOUT = 3.0
 DONE, FAILED, DISPATCHED = "done", "failed", "dispatched"
 _OUTCOME = {0: DISPATCHED, 2: DONE, 3: FAILED, 99: FAILED}
-
-
-# -- jobs -----------------------------------------------------------------------------------------
-
-
-@click.group()
-def jobs() -> None:
-    """Jobs the runner follows (the state store's active set)."""
-
-
-@jobs.command("list")
-@json_option
-def jobs_list(as_json: bool) -> None:
-    """Active Jobs: message id, Job name, namespace, state, age."""
-    obj = cli_context()
-    records = state_store(obj.redis(), obj.settings()).active_records()
-    rows: list[dict[str, Any]] = []
-    for message_id, record in sorted(records.items()):
-        age = age_of_ms(record.get("created_at") or record.get("claimed_at"))
-        row: dict[str, Any] = {
-            "message_id": message_id, "job_name": record.get("job_name"), "namespace": record.get("namespace"),
-            "state": record.get("state", "(record gone)"), "stream": record.get("stream"),
-            "age_seconds": None if age is None else round(age, 1),
-        }
-        rows.append(row)
-    if as_json:
-        emit_json(rows)
-        return
-    print_table(["MESSAGE-ID", "JOB", "NAMESPACE", "STATE", "AGE"],
-                [[r["message_id"], r["job_name"], r["namespace"], r["state"], format_age(r["age_seconds"])] for r in rows],
-                empty="no active jobs")
 
 
 # -- status ---------------------------------------------------------------------------------------
@@ -295,92 +251,3 @@ def status(as_json: bool, watch: bool, interval: float, count: int) -> None:
             time.sleep(interval)
     except KeyboardInterrupt:
         return
-
-
-# -- health ---------------------------------------------------------------------------------------
-
-
-def _get(url: str) -> tuple[int | None, dict[str, Any], str | None]:
-    """(HTTP status, JSON body, transport error)."""
-    try:
-        with urllib.request.urlopen(url, timeout=HEALTH_TIMEOUT) as response:
-            return response.status, _json(response.read()), None
-    except urllib.error.HTTPError as e:
-        return e.code, _json(e.read()), None
-    except urllib.error.URLError as e:
-        reason = e.reason
-        if isinstance(reason, ConnectionRefusedError):
-            return None, {}, "connection refused"
-        return None, {}, str(reason)
-    except (TimeoutError, OSError) as e:
-        return None, {}, "timed out" if isinstance(e, TimeoutError) else str(e)
-
-
-def _json(data: bytes) -> dict[str, Any]:
-    try:
-        doc = json.loads(data)
-    except ValueError:
-        return {}
-    return doc if isinstance(doc, dict) else {}
-
-
-def probe_health(base_url: str, probes: tuple[str, ...] = ("healthz", "readyz")) -> dict[str, Any]:
-    """Query the replica's probes; healthy when each answers 200."""
-    reasons: list[str] = []
-    checks: dict[str, Any] = {}
-    for probe in probes:
-        url = f"{base_url.rstrip('/')}/{probe}"
-        code, body, error = _get(url)
-        ok = code == 200
-        checks[probe] = {"ok": ok, "status": code, "error": error}
-        if error is not None:
-            reasons.append(f"{probe}: {error} at {url}")
-        elif not ok:
-            given = [str(r) for r in body.get("reasons", [])] or [f"HTTP {code}"]
-            reasons.extend(f"{probe}: {r}" for r in given)
-    return {"healthy": not reasons, "url": base_url, "checks": checks, "reasons": reasons}
-
-
-@click.command()
-@click.option("--url", metavar="URL", default=None,
-              help="Base URL of the replica's probes; default http://127.0.0.1:$HTTP_SERVER_PORT.")
-@click.option("--probe", type=click.Choice(["all", "live", "ready"]), default="all", show_default=True,
-              help="live: /healthz only (liveness); ready: /readyz only.")
-@json_option
-def health(url: str | None, probe: str, as_json: bool) -> None:
-    """Exit 0 when this replica is healthy, 1 when not.
-
-    Healthy: /healthz and /readyz answer 200.
-    For exec probes and compose health checks; prints the reasons when unhealthy.
-    """
-    if url is None:
-        url = f"http://127.0.0.1:{cli_context().settings().server.http_port}"
-    probes = {"all": ("healthz", "readyz"), "live": ("healthz",), "ready": ("readyz",)}[probe]
-    result = probe_health(url, probes)
-    if as_json:
-        emit_json(result)
-    elif result["healthy"]:
-        click.echo(f"healthy ({url})")
-    else:
-        for reason in result["reasons"]:
-            click.echo(f"unhealthy: {reason}", err=True)
-    if not result["healthy"]:
-        fail(f"replica at {url} is unhealthy: {len(result['reasons'])} {'reason' if len(result['reasons']) == 1 else 'reasons'}")
-
-
-# -- config ---------------------------------------------------------------------------------------
-
-
-@click.command()
-@json_option
-def config(as_json: bool) -> None:
-    """The effective settings, secrets masked.
-
-    From the environment, the defaults and --redis-url.
-    """
-    masked = cli_context().settings().masked()
-    if as_json:
-        emit_json(masked)
-        return
-    for key, value in masked.items():
-        click.echo(f"{key}={value}")

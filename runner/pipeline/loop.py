@@ -23,18 +23,17 @@ from election.lease_lock import LeaseLock
 from election.lock import Lock
 from election.redis_lock import RedisLock
 from runner import metrics as metrics_mod
-from runner.callbacks import CallbackQueue
-from runner.dispatcher import Dispatcher
+from runner.callbacks.enqueue import CallbackQueue
 from runner.errors import KsrError
-from runner.executor import Executor, KubernetesExecutor
-from runner.kube import KubeApi, Stopped
-from runner.local_executor import LocalExecutor
+from runner.jobs.executors import Executor, KubernetesExecutor, LocalExecutor
+from runner.jobs.kube import KubeApi, Stopped
+from runner.jobs.tracker import Tracker
+from runner.jobs.watcher import KubeWatcher
+from runner.pipeline.dispatcher import Dispatcher
+from runner.process.statusboard import StatusBoard
 from runner.settings import Settings
-from runner.state import StaleTerm, StateStore
-from runner.statusboard import StatusBoard
-from runner.streams import StreamReader
-from runner.tracker import Tracker
-from runner.watcher import KubeWatcher
+from runner.store.state import StaleTerm, StateStore
+from runner.store.streams import StreamReader
 
 log = logging.getLogger(__name__)
 

@@ -21,17 +21,17 @@ from typing import Any
 import redis
 
 from runner import metrics as metrics_mod
-from runner.deadletter import dead_letter, is_poison
 from runner.errors import InvalidMessage, KsrError, KubeApiError, PolicyRefused
-from runner.executor import Executor
-from runner.kube import JobRef, Stopped
+from runner.jobs.executors import Executor
+from runner.jobs.kube import JobRef, Stopped
+from runner.jobs.tracker import Tracker
 from runner.logs import log_context
-from runner.message import Message, parse_entry
-from runner.policy import check_policy
+from runner.pipeline.message import Message, parse_entry
+from runner.pipeline.policy import check_policy
 from runner.settings import Settings
-from runner.state import TERMINAL_STATES, ClaimStatus, StaleTerm, StateStore
-from runner.streams import Entry, StreamReader
-from runner.tracker import Tracker
+from runner.store.deadletter import dead_letter, is_poison
+from runner.store.state import TERMINAL_STATES, ClaimStatus, StaleTerm, StateStore
+from runner.store.streams import Entry, StreamReader
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 
-from runner.streams import redis_errors
+from runner.store.streams import redis_errors
 
 __all__ = ["DEFAULT_MAXLEN", "EVENTS_STREAM", "Event", "append_event", "read_events"]
 

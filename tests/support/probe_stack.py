@@ -1,6 +1,6 @@
 """`ksr run`'s process model with a stand-in runner, for the probe and supervisor tests.
 
-`python -m tests.integration.probe_stack` runs the real Supervisor with the real children
+`python -m tests.support.probe_stack` runs the real Supervisor with the real children
 (gunicorn serving probes.app, an RQ worker); only `runner_main` is a stand-in, steered by
 files in KSR_TEST_CONTROL_DIR:
 
@@ -32,8 +32,8 @@ REPO = Path(__file__).resolve().parents[2]
 def main() -> int:
     from runner import metrics
     from runner.logs import setup_logging
+    from runner.process.supervisor import Supervisor, default_children
     from runner.settings import Settings
-    from runner.supervisor import Supervisor, default_children
 
     setup_logging(os.environ.get("KSR_LOG_FORMAT") or "auto", "INFO")
     settings = Settings.from_env()
@@ -113,7 +113,7 @@ class ProbeStack:
 
     def start(self) -> ProbeStack:
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.integration.probe_stack"], cwd=REPO,
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.support.probe_stack"], cwd=REPO,
                                      env=self.env, stdout=log, stderr=subprocess.STDOUT)
         return self
 

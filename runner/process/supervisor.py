@@ -34,8 +34,13 @@ from typing import Any
 
 from election.clock import SYSTEM_CLOCK, Clock
 from runner import metrics
+from runner.process.statusboard import (
+    ENV_RUNTIME_DIR,
+    RuntimePaths,
+    StatusBoard,
+    runtime_paths,
+)
 from runner.settings import Settings
-from runner.statusboard import ENV_RUNTIME_DIR, RuntimePaths, StatusBoard, runtime_paths
 
 __all__ = [
     "Backoff",
@@ -80,7 +85,7 @@ def gunicorn_child(settings: Settings) -> ChildSpec:
 
 
 def rq_worker_child(settings: Settings) -> ChildSpec:
-    from runner.callbacks import worker_command, worker_env
+    from runner.callbacks.worker import worker_command, worker_env
 
     return ChildSpec("rq-worker", tuple(worker_command(settings)), env=worker_env(settings))
 

@@ -1,0 +1,48 @@
+"""The callback worker process: an RQ worker with the scheduler, one per replica."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import uuid
+from typing import Any
+
+from rq.worker import SimpleWorker
+
+from runner.settings import Settings
+
+# Retries and ordering waits are scheduled jobs, moved to the queue by whichever worker
+# holds RQ's scheduler lock. When that worker dies with its pod the lock lapses after 61 s,
+# and the others only try to take it in their maintenance pass, which RQ runs every 600 s
+# and an idle worker reaches only between blocking reads of worker_ttl - 15 s (default 405).
+MAINTENANCE_INTERVAL = 30  # seconds
+WORKER_TTL = 35  # seconds: blocking reads of 20 s; a job (callback timeout + 30 s) fits
+
+
+class CallbackWorker(SimpleWorker):
+    """SimpleWorker (no forked work horse per job: one set of metric files per process)
+    named `<POD_NAME>.<pid>.<random>`: readable in `rq info`, and a restarted worker never
+    collides with the registration its killed predecessor left behind (RQ refuses a live name)."""
+
+    def __init__(self, queues: Any, name: str | None = None, *args: Any, **kwargs: Any) -> None:
+        pod = os.environ.get("POD_NAME") or socket.gethostname()
+        super().__init__(queues, name or f"{pod}.{os.getpid()}.{uuid.uuid4().hex[:6]}", *args, **kwargs)
+
+
+def worker_command(settings: Settings) -> list[str]:
+    """argv of the RQ worker that delivers callbacks; run it with `worker_env(settings)`.
+
+    `--with-scheduler` is required: retries and ordering waits are scheduled jobs, and
+    without a scheduler they would never run. Every replica runs one; RQ's lock makes one
+    scheduler active per queue at a time.
+    """
+    # --quiet: a line per callback at INFO is noise; our own module logs what matters.
+    return [sys.executable, "-m", "rq.cli", "worker", "--with-scheduler", "--quiet",
+            "--maintenance-interval", str(MAINTENANCE_INTERVAL), "--worker-ttl", str(WORKER_TTL),
+            "--worker-class", f"{__name__}.CallbackWorker", settings.callbacks.queue]
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    """The Redis URL goes in the environment (`RQ_REDIS_URL`), not argv: no password in `ps`."""
+    return {"RQ_REDIS_URL": settings.redis.url, "POD_NAME": settings.identity.pod_name}

@@ -1,0 +1,51 @@
+"""`ksr jobs list`: the Jobs in flight (the active set), looking, never touching."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import click
+
+from runner.cli._context import cli_context, json_option
+from runner.cli._output import age_of_ms, emit_json, format_age, print_table
+from runner.cli.dead import state_store
+
+log = logging.getLogger(__name__)
+
+WINDOW_SECONDS = 60.0
+EVENTS_PAGE = 1000
+HEALTH_TIMEOUT = 3.0
+DONE, FAILED, DISPATCHED = "done", "failed", "dispatched"
+_OUTCOME = {0: DISPATCHED, 2: DONE, 3: FAILED, 99: FAILED}
+
+
+# -- jobs -----------------------------------------------------------------------------------------
+
+
+@click.group()
+def jobs() -> None:
+    """Jobs the runner follows (the state store's active set)."""
+
+
+@jobs.command("list")
+@json_option
+def jobs_list(as_json: bool) -> None:
+    """Active Jobs: message id, Job name, namespace, state, age."""
+    obj = cli_context()
+    records = state_store(obj.redis(), obj.settings()).active_records()
+    rows: list[dict[str, Any]] = []
+    for message_id, record in sorted(records.items()):
+        age = age_of_ms(record.get("created_at") or record.get("claimed_at"))
+        row: dict[str, Any] = {
+            "message_id": message_id, "job_name": record.get("job_name"), "namespace": record.get("namespace"),
+            "state": record.get("state", "(record gone)"), "stream": record.get("stream"),
+            "age_seconds": None if age is None else round(age, 1),
+        }
+        rows.append(row)
+    if as_json:
+        emit_json(rows)
+        return
+    print_table(["MESSAGE-ID", "JOB", "NAMESPACE", "STATE", "AGE"],
+                [[r["message_id"], r["job_name"], r["namespace"], r["state"], format_age(r["age_seconds"])] for r in rows],
+                empty="no active jobs")

@@ -1,0 +1,1 @@
+"""Jobs: the Kubernetes API, the manifest, the executors, watching and tracking Jobs."""

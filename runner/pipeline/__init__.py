@@ -1,0 +1,1 @@
+"""The job pipeline: the leader loop, dispatching one entry, messages and policy."""

@@ -1,0 +1,1 @@
+"""Processes of a pod: the supervisor, the status board, the embedded redis-server."""

@@ -1,0 +1,1 @@
+"""Redis: the job streams, the state store, dead letters and the events stream."""
