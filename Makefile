@@ -23,15 +23,16 @@ testbed:
 run: setup
 	$(BIN)/ksr dev --samples $(RUN_ARGS)
 
-test: setup testbed
+test: setup testbed lint
 	scripts/install-system-deps promtool wrk chromium
-	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS) tests
 
 unit: $(BIN)/ksr
 	$(BIN)/python -m pytest -q tests/unit
 
 lint: $(BIN)/ksr
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m mypy
 
 clean:

@@ -23,8 +23,20 @@ from election.memory_lock import MemoryLock
 from election.record import LeaderRecord
 
 __all__ = [
-    "Clock", "SystemClock", "FakeClock", "RandomSource", "SYSTEM_CLOCK",
-    "ElectionConfig", "Elector", "ElectorStatus",
-    "ElectionError", "ElectionConfigError", "LockError", "ConflictError", "LockUnavailable",
-    "Lock", "MemoryLock", "LeaderRecord",
+    "SYSTEM_CLOCK",
+    "Clock",
+    "ConflictError",
+    "ElectionConfig",
+    "ElectionConfigError",
+    "ElectionError",
+    "Elector",
+    "ElectorStatus",
+    "FakeClock",
+    "LeaderRecord",
+    "Lock",
+    "LockError",
+    "LockUnavailable",
+    "MemoryLock",
+    "RandomSource",
+    "SystemClock",
 ]

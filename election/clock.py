@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Clock", "RandomSource", "SystemClock", "FakeClock", "SYSTEM_CLOCK"]
+__all__ = ["SYSTEM_CLOCK", "Clock", "FakeClock", "RandomSource", "SystemClock"]
 
 
 @runtime_checkable
@@ -50,7 +50,7 @@ class SystemClock:
         return time.monotonic()
 
     def now(self) -> _dt.datetime:
-        return _dt.datetime.now(_dt.timezone.utc)
+        return _dt.datetime.now(_dt.UTC)
 
     def sleep(self, seconds: float) -> None:
         if seconds > 0:
@@ -73,11 +73,10 @@ class FakeClock:
     (for example to simulate clock skew between candidates).
     """
 
-    def __init__(self, start: float = 1000.0, *,
-                 wall_start: _dt.datetime | None = None) -> None:
+    def __init__(self, start: float = 1000.0, *, wall_start: _dt.datetime | None = None) -> None:
         self._mono = float(start)
         self._start = float(start)
-        self._wall_start = wall_start or _dt.datetime(2024, 1, 1, tzinfo=_dt.timezone.utc)
+        self._wall_start = wall_start or _dt.datetime(2024, 1, 1, tzinfo=_dt.UTC)
         self._lock = threading.Lock()
         self.sleeps: list[float] = []
 

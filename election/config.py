@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from election.errors import ElectionConfigError
 
-__all__ = ["ElectionConfig", "ENV_LEASE_DURATION", "ENV_RENEW_DEADLINE", "ENV_RETRY_PERIOD",
-           "ENV_LOCK_NAME"]
+__all__ = ["ENV_LEASE_DURATION", "ENV_LOCK_NAME", "ENV_RENEW_DEADLINE", "ENV_RETRY_PERIOD", "ElectionConfig"]
 
 ENV_LEASE_DURATION = "KSR_LEASE_DURATION"
 ENV_RENEW_DEADLINE = "KSR_RENEW_DEADLINE"
@@ -42,9 +41,11 @@ class ElectionConfig:
     lock_name: str = "ksr-leader"
 
     def __post_init__(self) -> None:
-        for env, value in ((ENV_LEASE_DURATION, self.lease_duration),
-                           (ENV_RENEW_DEADLINE, self.renew_deadline),
-                           (ENV_RETRY_PERIOD, self.retry_period)):
+        for env, value in (
+            (ENV_LEASE_DURATION, self.lease_duration),
+            (ENV_RENEW_DEADLINE, self.renew_deadline),
+            (ENV_RETRY_PERIOD, self.retry_period),
+        ):
             if not math.isfinite(value) or value <= 0:
                 raise ElectionConfigError(f"{env} must be a positive number of seconds, got {value!r}")
         if not math.isfinite(self.jitter) or self.jitter < 1.0:
@@ -52,16 +53,19 @@ class ElectionConfig:
         if self.lease_duration <= self.renew_deadline:
             raise ElectionConfigError(
                 f"{ENV_LEASE_DURATION} ({self.lease_duration}) must be greater than "
-                f"{ENV_RENEW_DEADLINE} ({self.renew_deadline})")
+                f"{ENV_RENEW_DEADLINE} ({self.renew_deadline})"
+            )
         if self.renew_deadline <= self.retry_period * self.jitter:
             raise ElectionConfigError(
                 f"{ENV_RENEW_DEADLINE} ({self.renew_deadline}) must be greater than "
                 f"{ENV_RETRY_PERIOD} x {self.jitter} ({self.retry_period} x {self.jitter} = "
-                f"{self.retry_period * self.jitter:g})")
+                f"{self.retry_period * self.jitter:g})"
+            )
         if len(self.lock_name) > 253 or not _DNS1123_SUBDOMAIN.match(self.lock_name):
             raise ElectionConfigError(
                 f"{ENV_LOCK_NAME} must be a DNS-1123 subdomain (lowercase letters, digits, '-' "
-                f"and '.'), got {self.lock_name!r}")
+                f"and '.'), got {self.lock_name!r}"
+            )
 
     @property
     def request_timeout(self) -> float:
@@ -69,7 +73,7 @@ class ElectionConfig:
         return max(0.5, min(self.retry_period, self.renew_deadline / 4))
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> "ElectionConfig":
+    def from_env(cls, env: Mapping[str, str]) -> ElectionConfig:
         """Read the four variables; unset or empty ones keep their defaults."""
         defaults = cls()
 

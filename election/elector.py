@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from random import Random
-from typing import Any, Callable
+from typing import Any
 
 from election.clock import SYSTEM_CLOCK, Clock, RandomSource
 from election.config import ElectionConfig
@@ -103,11 +104,10 @@ class Elector:
         self._on_started = on_started_leading
         self._on_stopped = on_stopped_leading
         self._on_new_leader = on_new_leader
-        self._health_tolerance = (self._config.retry_period if health_tolerance is None
-                                  else health_tolerance)
+        self._health_tolerance = self._config.retry_period if health_tolerance is None else health_tolerance
 
         self._mutex = threading.Lock()  # guards the state below; never held during I/O
-        self._io = threading.Lock()     # serialises lock requests (step, release)
+        self._io = threading.Lock()  # serialises lock requests (step, release)
         self._stop_event = threading.Event()
 
         self._observed: LeaderRecord | None = None
@@ -248,8 +248,7 @@ class Elector:
                 return max(_MIN_DELAY, min(self._config.retry_period, to_deadline))
             observed, observed_at = self._observed, self._observed_at
         delay = self.retry_delay()
-        if observed is not None and observed.holder and observed.holder != self._identity \
-                and observed_at is not None:
+        if observed is not None and observed.holder and observed.holder != self._identity and observed_at is not None:
             to_expiry = observed_at + observed.lease_duration - now
             if 0 < to_expiry < delay:
                 spread = self._rng.random() * self._config.retry_period * (self._config.jitter - 1.0)
@@ -276,8 +275,13 @@ class Elector:
         wall = self._clock.now()
         renewing = False
         if current is None:
-            wanted = LeaderRecord(holder=self._identity, lease_duration=cfg.lease_duration,
-                                  acquire_time=wall, renew_time=wall, transitions=next_term)
+            wanted = LeaderRecord(
+                holder=self._identity,
+                lease_duration=cfg.lease_duration,
+                acquire_time=wall,
+                renew_time=wall,
+                transitions=next_term,
+            )
         elif current.holder and current.holder != self._identity and not self._expired(current, seen_at):
             if leading:
                 self._step_down(f"{current.holder} holds the lock now", events)
@@ -290,10 +294,14 @@ class Elector:
             if renewing:
                 wanted = replace(current, lease_duration=cfg.lease_duration, renew_time=wall)
             else:
-                wanted = LeaderRecord(holder=self._identity, lease_duration=cfg.lease_duration,
-                                      acquire_time=wall, renew_time=wall,
-                                      transitions=next_term,
-                                      version=current.version)
+                wanted = LeaderRecord(
+                    holder=self._identity,
+                    lease_duration=cfg.lease_duration,
+                    acquire_time=wall,
+                    renew_time=wall,
+                    transitions=next_term,
+                    version=current.version,
+                )
 
         sent = self._clock.monotonic()
         try:
@@ -316,15 +324,13 @@ class Elector:
             self._renewed_at = sent
             self._last_error = None
             if renewing:
-                logger.debug("%s renewed %s (term %s)", self._identity, self._lock.describe(),
-                             stored.transitions)
+                logger.debug("%s renewed %s (term %s)", self._identity, self._lock.describe(), stored.transitions)
                 return
             self._leading = True
             self._tenure_term = stored.transitions
             self._since = sent
             self._until = None
-        logger.info("%s became the leader on %s (term %s)", self._identity, self._lock.describe(),
-                    stored.transitions)
+        logger.info("%s became the leader on %s (term %s)", self._identity, self._lock.describe(), stored.transitions)
         if self._on_started is not None:
             events.append(("on_started_leading", self._on_started, (stored.transitions,)))
 
@@ -337,14 +343,20 @@ class Elector:
         if record is None or record.holder != self._identity:
             return True
         wall = self._clock.now()
-        released = LeaderRecord(holder=None, lease_duration=1.0, acquire_time=wall,
-                                renew_time=wall, transitions=record.transitions,
-                                version=record.version)
+        released = LeaderRecord(
+            holder=None,
+            lease_duration=1.0,
+            acquire_time=wall,
+            renew_time=wall,
+            transitions=record.transitions,
+            version=record.version,
+        )
         try:
             stored = self._lock.update(released)
         except LockError as e:
-            logger.warning("could not release %s (%s); others take over when the lease expires",
-                           self._lock.describe(), e)
+            logger.warning(
+                "could not release %s (%s); others take over when the lease expires", self._lock.describe(), e
+            )
             return True
         with self._mutex:
             self._observe(stored, self._clock.monotonic(), events)
@@ -353,8 +365,9 @@ class Elector:
     def _check_deadline(self, events: list[_Event]) -> None:
         now = self._clock.monotonic()
         with self._mutex:
-            late = (self._leading and self._renewed_at is not None
-                    and now >= self._renewed_at + self._config.renew_deadline)
+            late = (
+                self._leading and self._renewed_at is not None and now >= self._renewed_at + self._config.renew_deadline
+            )
         if late:
             self._step_down(f"no successful renew within {self._config.renew_deadline:g}s", events)
 
@@ -367,8 +380,14 @@ class Elector:
             logger.warning("%s could not %s %s: %s", self._identity, what, self._lock.describe(), error)
             self._check_deadline(events)
         else:
-            logger.log(logging.WARNING if first else logging.DEBUG,
-                       "%s could not %s %s: %s", self._identity, what, self._lock.describe(), error)
+            logger.log(
+                logging.WARNING if first else logging.DEBUG,
+                "%s could not %s %s: %s",
+                self._identity,
+                what,
+                self._lock.describe(),
+                error,
+            )
 
     def _step_down(self, reason: str, events: list[_Event]) -> None:
         now = self._clock.monotonic()
@@ -379,8 +398,7 @@ class Elector:
             self._leading = False
             self._until = now if valid_until is None else min(valid_until, now)
             term = self._tenure_term
-        logger.info("%s stopped leading %s (term %s): %s", self._identity, self._lock.describe(),
-                    term, reason)
+        logger.info("%s stopped leading %s (term %s): %s", self._identity, self._lock.describe(), term, reason)
         if self._on_stopped is not None:
             events.append(("on_stopped_leading", self._on_stopped, ()))
 
@@ -404,8 +422,13 @@ class Elector:
         if holder != self._reported_leader:
             self._reported_leader = holder
             if holder:
-                logger.info("%s observed a new leader on %s: %s (term %s)", self._identity,
-                            self._lock.describe(), holder, record.transitions)
+                logger.info(
+                    "%s observed a new leader on %s: %s (term %s)",
+                    self._identity,
+                    self._lock.describe(),
+                    holder,
+                    record.transitions,
+                )
                 if self._on_new_leader is not None:
                     events.append(("on_new_leader", self._on_new_leader, (holder,)))
 

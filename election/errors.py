@@ -6,7 +6,7 @@ its own vocabulary where it calls the elector (they are few, and they all mean "
 
 from __future__ import annotations
 
-__all__ = ["ElectionError", "ElectionConfigError", "LockError", "ConflictError", "LockUnavailable"]
+__all__ = ["ConflictError", "ElectionConfigError", "ElectionError", "LockError", "LockUnavailable"]
 
 
 class ElectionError(Exception):

@@ -25,8 +25,7 @@ _TRANSIENT_STATUS = {0, 429, 500, 502, 503, 504}
 
 
 class LeaseLock:
-    def __init__(self, api_client: k8s.ApiClient, *, namespace: str, name: str,
-                 request_timeout: float = 5.0) -> None:
+    def __init__(self, api_client: k8s.ApiClient, *, namespace: str, name: str, request_timeout: float = 5.0) -> None:
         self._api = k8s.CoordinationV1Api(api_client)
         self.namespace = namespace
         self.name = name
@@ -38,8 +37,7 @@ class LeaseLock:
 
     def get(self) -> LeaderRecord | None:
         try:
-            lease = self._api.read_namespaced_lease(self.name, self.namespace,
-                                                    _request_timeout=self.request_timeout)
+            lease = self._api.read_namespaced_lease(self.name, self.namespace, _request_timeout=self.request_timeout)
         except ApiException as e:
             if e.status == 404:
                 return None
@@ -51,8 +49,7 @@ class LeaseLock:
     def create(self, record: LeaderRecord) -> LeaderRecord:
         body = self._body(record, resource_version=None)
         try:
-            lease = self._api.create_namespaced_lease(self.namespace, body,
-                                                      _request_timeout=self.request_timeout)
+            lease = self._api.create_namespaced_lease(self.namespace, body, _request_timeout=self.request_timeout)
         except ApiException as e:
             raise self._translate("create", e) from e
         except (urllib3.exceptions.HTTPError, OSError) as e:
@@ -64,8 +61,9 @@ class LeaseLock:
             raise ConflictError(f"update {self.describe()}: no resourceVersion to compare with")
         body = self._body(record, resource_version=record.version)
         try:
-            lease = self._api.replace_namespaced_lease(self.name, self.namespace, body,
-                                                       _request_timeout=self.request_timeout)
+            lease = self._api.replace_namespaced_lease(
+                self.name, self.namespace, body, _request_timeout=self.request_timeout
+            )
         except ApiException as e:
             if e.status == 404:  # a namespace being deleted, say: our version is gone
                 raise ConflictError(f"update {self.describe()}: it no longer exists") from e
@@ -78,8 +76,11 @@ class LeaseLock:
 
     def _record(self, lease: Any) -> LeaderRecord:
         meta = lease.metadata
-        self._metadata = {k: v for k, v in (("labels", getattr(meta, "labels", None)),
-                                             ("annotations", getattr(meta, "annotations", None))) if v}
+        self._metadata = {
+            k: v
+            for k, v in (("labels", getattr(meta, "labels", None)), ("annotations", getattr(meta, "annotations", None)))
+            if v
+        }
         return from_lease_spec(lease.spec, version=getattr(meta, "resource_version", None))
 
     def _body(self, record: LeaderRecord, *, resource_version: str | None) -> k8s.V1Lease:
@@ -93,8 +94,9 @@ class LeaseLock:
         metadata: dict[str, Any] = {"name": self.name, "namespace": self.namespace, **self._metadata}
         if resource_version is not None:
             metadata["resourceVersion"] = resource_version
-        body = k8s.V1Lease.from_dict({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                                      "metadata": metadata, "spec": spec})
+        body = k8s.V1Lease.from_dict(
+            {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata, "spec": spec}
+        )
         if body is None:  # from_dict only returns None for None
             raise LockError(f"could not build the body for {self.describe()}")
         return body
@@ -111,7 +113,7 @@ class LeaseLock:
 
 def _with_fraction(t: _dt.datetime) -> _dt.datetime:
     if t.tzinfo is None:
-        t = t.replace(tzinfo=_dt.timezone.utc)
+        t = t.replace(tzinfo=_dt.UTC)
     return t if t.microsecond else t.replace(microsecond=1)
 
 
@@ -127,7 +129,6 @@ def api_client_from_kubeconfig(kubeconfig: str | None = None, *, context: str | 
         except k8s_config.ConfigException:
             k8s_config.load_kube_config(context=context, client_configuration=configuration)
     else:
-        k8s_config.load_kube_config(config_file=kubeconfig, context=context,
-                                    client_configuration=configuration)
+        k8s_config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
     configuration.retries = False
     return k8s.ApiClient(configuration)

@@ -44,7 +44,8 @@ class MemoryLock:
             if self._record is None or self._record.version != record.version:
                 raise ConflictError(
                     f"{self.describe()} changed: expected version {record.version}, "
-                    f"found {self._record.version if self._record else None}")
+                    f"found {self._record.version if self._record else None}"
+                )
             return self._store(record)
 
     def put(self, record: LeaderRecord | None) -> LeaderRecord | None:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Mapping
+from typing import Any
 
 from election.errors import LockError
 
-__all__ = ["LeaderRecord", "to_lease_spec", "from_lease_spec", "to_dict", "from_dict",
-           "format_time", "parse_time"]
+__all__ = ["LeaderRecord", "format_time", "from_dict", "from_lease_spec", "parse_time", "to_dict", "to_lease_spec"]
 
 _MICRO = "%Y-%m-%dT%H:%M:%S.%fZ"  # metav1.MicroTime (RFC 3339 with exactly 6 fraction digits)
 
@@ -36,7 +36,7 @@ class LeaderRecord:
     transitions: int = 0
     version: str | None = None
 
-    def without_version(self) -> "LeaderRecord":
+    def without_version(self) -> LeaderRecord:
         return replace(self, version=None)
 
 
@@ -45,8 +45,8 @@ def format_time(t: _dt.datetime | None) -> str | None:
     if t is None:
         return None
     if t.tzinfo is None:
-        t = t.replace(tzinfo=_dt.timezone.utc)
-    return t.astimezone(_dt.timezone.utc).strftime(_MICRO)
+        t = t.replace(tzinfo=_dt.UTC)
+    return t.astimezone(_dt.UTC).strftime(_MICRO)
 
 
 def parse_time(value: Any) -> _dt.datetime | None:
@@ -63,8 +63,8 @@ def parse_time(value: Any) -> _dt.datetime | None:
     else:
         raise LockError(f"malformed time in leader record: {value!r}")
     if t.tzinfo is None:
-        t = t.replace(tzinfo=_dt.timezone.utc)
-    return t.astimezone(_dt.timezone.utc)
+        t = t.replace(tzinfo=_dt.UTC)
+    return t.astimezone(_dt.UTC)
 
 
 def _get(spec: Any, camel: str, snake: str) -> Any:
@@ -120,11 +120,14 @@ def to_dict(record: LeaderRecord) -> dict[str, str]:
 def from_dict(fields: Mapping[Any, Any]) -> LeaderRecord:
     """Inverse of `to_dict`; bytes or str keys and values (as redis-py returns them); the
     version is read from field `version`."""
-    text = {(k.decode() if isinstance(k, bytes) else str(k)): (v.decode() if isinstance(v, bytes) else str(v))
-            for k, v in fields.items()}
+    text = {
+        (k.decode() if isinstance(k, bytes) else str(k)): (v.decode() if isinstance(v, bytes) else str(v))
+        for k, v in fields.items()
+    }
 
     def s(key: str) -> str:
         return text.get(key, "")
+
     try:
         return LeaderRecord(
             holder=s("holder") or None,

@@ -20,7 +20,7 @@ import redis
 from election.errors import ConflictError, LockError, LockUnavailable
 from election.record import LeaderRecord, from_dict, to_dict
 
-__all__ = ["RedisLock", "DEFAULT_PREFIX"]
+__all__ = ["DEFAULT_PREFIX", "RedisLock"]
 
 DEFAULT_PREFIX = "ksr:election:"
 
@@ -49,16 +49,15 @@ class RedisLock:
         self._cas = client.register_script(_CAS)
 
     @classmethod
-    def from_url(cls, url: str, *, name: str, request_timeout: float = 5.0,
-                 prefix: str = DEFAULT_PREFIX) -> "RedisLock":
+    def from_url(cls, url: str, *, name: str, request_timeout: float = 5.0, prefix: str = DEFAULT_PREFIX) -> RedisLock:
         """A lock with its own client: `request_timeout` bounds connect and every reply, and
         redis-py's retries are off so that bound holds."""
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
-        client = redis.Redis.from_url(url, socket_timeout=request_timeout,
-                                      socket_connect_timeout=request_timeout,
-                                      retry=Retry(NoBackoff(), 0))
+        client = redis.Redis.from_url(
+            url, socket_timeout=request_timeout, socket_connect_timeout=request_timeout, retry=Retry(NoBackoff(), 0)
+        )
         return cls(client, name=name, prefix=prefix)
 
     def describe(self) -> str:
@@ -87,9 +86,14 @@ class RedisLock:
         if not ok:
             found = version or "none"
             raise ConflictError(f"{what} {self.describe()}: expected version {expected or 'none'}, found {found}")
-        return LeaderRecord(holder=record.holder, lease_duration=record.lease_duration,
-                            acquire_time=record.acquire_time, renew_time=record.renew_time,
-                            transitions=record.transitions, version=version)
+        return LeaderRecord(
+            holder=record.holder,
+            lease_duration=record.lease_duration,
+            acquire_time=record.acquire_time,
+            renew_time=record.renew_time,
+            transitions=record.transitions,
+            version=version,
+        )
 
     def _call(self, what: str, fn: Any) -> Any:
         try:

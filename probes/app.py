@@ -12,7 +12,8 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import redis
 from flask import Flask, Response, jsonify, render_template
@@ -114,8 +115,13 @@ def _version_api() -> Any:
 
 def _redis_client(url: str) -> redis.Redis:
     # No retries: a probe reports the outage, the runner's own client is the one that retries.
-    return redis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT,
-                                retry=Retry(NoBackoff(), 0), health_check_interval=0)
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=REDIS_TIMEOUT,
+        socket_connect_timeout=REDIS_TIMEOUT,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=0,
+    )
 
 
 def stream_stats(client: redis.Redis, streams: tuple[str, ...], group: str) -> dict[str, dict[str, int | None]]:
@@ -128,7 +134,7 @@ def stream_stats(client: redis.Redis, streams: tuple[str, ...], group: str) -> d
     replies = pipe.execute(raise_on_error=False)
     out: dict[str, dict[str, int | None]] = {}
     for n, stream in enumerate(streams):
-        length, groups, dead = replies[3 * n:3 * n + 3]
+        length, groups, dead = replies[3 * n : 3 * n + 3]
         for reply in (length, dead):
             if isinstance(reply, Exception):
                 raise reply
@@ -136,8 +142,12 @@ def stream_stats(client: redis.Redis, streams: tuple[str, ...], group: str) -> d
         if not isinstance(groups, Exception):  # no such stream yet
             ours = next((g for g in groups if _s(g.get("name")) == group), {})
         lag = ours.get("lag")
-        out[stream] = {"length": int(length), "pending": int(ours.get("pending", 0)),
-                       "lag": None if lag is None else int(lag), "dead": int(dead)}
+        out[stream] = {
+            "length": int(length),
+            "pending": int(ours.get("pending", 0)),
+            "lag": None if lag is None else int(lag),
+            "dead": int(dead),
+        }
     return out
 
 
@@ -148,7 +158,7 @@ def _s(value: Any) -> str:
 def _iso(wall: float | None) -> str | None:
     if wall is None:
         return None
-    return _dt.datetime.fromtimestamp(wall, _dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.fromtimestamp(wall, _dt.UTC).isoformat(timespec="seconds")
 
 
 # -- the app -----------------------------------------------------------------------------------
@@ -197,8 +207,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         doc, error = board()
         checks["runner"] = readiness_from_board(doc, error)
         reasons = [f"{k}: {v}" for k, v in checks.items() if v]
-        body = jsonify(ready=not reasons, reasons=reasons,
-                       checks={k: {"ok": v is None, "error": v} for k, v in checks.items()})
+        body = jsonify(
+            ready=not reasons, reasons=reasons, checks={k: {"ok": v is None, "error": v} for k, v in checks.items()}
+        )
         return body, (503 if reasons else 200)
 
     @app.get("/metrics")
@@ -221,11 +232,15 @@ def create_app(settings: Settings | None = None) -> Flask:
             "term": doc.get("term"),
             "streams": {},
             "active_jobs": doc.get("active_jobs", 0),
-            "last_errors": [{"time": _iso(e.get("wall")), "age": round(e.get("age", 0.0), 1), "text": e.get("text")}
-                            for e in reversed(doc.get("last_errors", []))],
+            "last_errors": [
+                {"time": _iso(e.get("wall")), "age": round(e.get("age", 0.0), 1), "text": e.get("text")}
+                for e in reversed(doc.get("last_errors", []))
+            ],
             "runner": doc.get("runner", {"state": "unknown", "reason": error}),
             "elector": doc.get("elector", {}),
-            "loops": {k: {"age": round(v["age"], 2), "time": _iso(v.get("wall"))} for k, v in doc.get("loops", {}).items()},
+            "loops": {
+                k: {"age": round(v["age"], 2), "time": _iso(v.get("wall"))} for k, v in doc.get("loops", {}).items()
+            },
             "children": doc.get("children", {}),
             "live": not liveness(doc or None, threshold=threshold, board_error=error),
         }

@@ -10,25 +10,26 @@ from __future__ import annotations
 import email.utils
 import json
 import time
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 __all__ = [
-    "KsrError",
     "ConfigError",
-    "RedisUnavailable",
-    "KubeApiError",
-    "KubeTransientError",
-    "KubeConflict",
-    "KubeInvalid",
-    "KubeForbidden",
-    "KubeNotFound",
-    "InvalidMessage",
-    "PolicyRefused",
-    "WebhookRefused",
     "HostUnresolvable",
+    "InvalidMessage",
+    "KsrError",
+    "KubeApiError",
+    "KubeConflict",
+    "KubeForbidden",
+    "KubeInvalid",
+    "KubeNotFound",
+    "KubeTransientError",
+    "PolicyRefused",
+    "RedisUnavailable",
+    "WebhookRefused",
     "kube_error_from",
-    "redis_error_from",
     "parse_retry_after",
+    "redis_error_from",
 ]
 
 

@@ -34,7 +34,7 @@ __all__ = [
 
 LogFormat = Literal["auto", "json", "text"]
 
-_context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("ksr_log_context", default={})
+_context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("ksr_log_context", default={})  # noqa: B039 (never mutated: log_context sets a new dict)
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` or the context.
 _RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
@@ -75,7 +75,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
-            "time": _dt.datetime.fromtimestamp(record.created, _dt.timezone.utc).isoformat(timespec="milliseconds"),
+            "time": _dt.datetime.fromtimestamp(record.created, _dt.UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -113,7 +113,9 @@ def _resolve(fmt: str, stream: TextIO) -> str:
     return fmt
 
 
-def dict_config(fmt: LogFormat | str = "auto", level: int | str = "INFO", *, stream: TextIO | None = None) -> dict[str, Any]:
+def dict_config(
+    fmt: LogFormat | str = "auto", level: int | str = "INFO", *, stream: TextIO | None = None
+) -> dict[str, Any]:
     """A logging.config.dictConfig dict for the same setup (gunicorn's `logconfig_dict`),
     with gunicorn's own loggers sent through our handler."""
     chosen = _resolve(fmt, stream or sys.stderr)
@@ -138,7 +140,9 @@ def dict_config(fmt: LogFormat | str = "auto", level: int | str = "INFO", *, str
     }
 
 
-def setup_logging(fmt: LogFormat | str = "auto", level: int | str = "INFO", *, stream: TextIO | None = None) -> logging.Handler:
+def setup_logging(
+    fmt: LogFormat | str = "auto", level: int | str = "INFO", *, stream: TextIO | None = None
+) -> logging.Handler:
     """Send the root logger to `stream` (stderr) as JSON lines or text. "auto": text on a
     terminal, JSON otherwise. Replaces the handlers of an earlier call. For entry points only."""
     out = stream or sys.stderr

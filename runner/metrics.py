@@ -84,48 +84,98 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None) -> None:
         r = registry
         # -- leadership (runner process)
-        self.leader = Gauge("ksr_leader", "1 while this replica holds the leader lease, else 0",
-                            registry=r, multiprocess_mode="livemax")
+        self.leader = Gauge(
+            "ksr_leader", "1 while this replica holds the leader lease, else 0", registry=r, multiprocess_mode="livemax"
+        )
         self.leader_transitions = Counter(
-            "ksr_leader_transitions", "Leader changes (new holder or new term) this replica observed", registry=r)
+            "ksr_leader_transitions", "Leader changes (new holder or new term) this replica observed", registry=r
+        )
         # -- streams (runner process samples them)
-        self.stream_length = Gauge("ksr_stream_length", "Entries in the stream (XLEN)", ["stream"],
-                                   registry=r, multiprocess_mode="livemax")
-        self.stream_pending = Gauge("ksr_stream_pending", "Entries delivered to the group and not acked",
-                                    ["stream"], registry=r, multiprocess_mode="livemax")
-        self.stream_lag = Gauge("ksr_stream_lag", "Entries not yet delivered to the group (NaN: Redis cannot tell)",
-                                ["stream"], registry=r, multiprocess_mode="livemax")
-        self.stream_dead_letters = Gauge("ksr_stream_dead_letters", "Entries in the stream's dead-letter stream",
-                                         ["stream"], registry=r, multiprocess_mode="livemax")
-        self.queue_length = Gauge("ksr_queue_length", "Messages still to be handled: lag + pending",
-                                  ["stream"], registry=r, multiprocess_mode="livemax")
-        self.group_recreated = Counter("ksr_redis_group_recreated", "Consumer groups recreated after they vanished",
-                                       ["stream"], registry=r)
+        self.stream_length = Gauge(
+            "ksr_stream_length", "Entries in the stream (XLEN)", ["stream"], registry=r, multiprocess_mode="livemax"
+        )
+        self.stream_pending = Gauge(
+            "ksr_stream_pending",
+            "Entries delivered to the group and not acked",
+            ["stream"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.stream_lag = Gauge(
+            "ksr_stream_lag",
+            "Entries not yet delivered to the group (NaN: Redis cannot tell)",
+            ["stream"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.stream_dead_letters = Gauge(
+            "ksr_stream_dead_letters",
+            "Entries in the stream's dead-letter stream",
+            ["stream"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.queue_length = Gauge(
+            "ksr_queue_length",
+            "Messages still to be handled: lag + pending",
+            ["stream"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.group_recreated = Counter(
+            "ksr_redis_group_recreated", "Consumer groups recreated after they vanished", ["stream"], registry=r
+        )
         # -- messages
         self.messages = Counter("ksr_messages", "Messages handled, by outcome", ["outcome"], registry=r)
-        self.messages_processed = Counter("ksr_messages_processed", "Messages acked (dispatched, duplicate, "
-                                          "invalid or dead-lettered)", registry=r)
-        self.messages_failed = Counter("ksr_messages_failed", "Messages acked without a Job (invalid or "
-                                       "dead-lettered)", registry=r)
-        self.dispatch_latency = Histogram("ksr_dispatch_latency_seconds", "From the entry id's time to the Job "
-                                          "created", registry=r, buckets=DISPATCH_BUCKETS)
+        self.messages_processed = Counter(
+            "ksr_messages_processed", "Messages acked (dispatched, duplicate, invalid or dead-lettered)", registry=r
+        )
+        self.messages_failed = Counter(
+            "ksr_messages_failed", "Messages acked without a Job (invalid or dead-lettered)", registry=r
+        )
+        self.dispatch_latency = Histogram(
+            "ksr_dispatch_latency_seconds",
+            "From the entry id's time to the Job created",
+            registry=r,
+            buckets=DISPATCH_BUCKETS,
+        )
         # -- Jobs
-        self.active_jobs = Gauge("ksr_active_jobs", "Jobs created and not yet finished", registry=r,
-                                 multiprocess_mode="livemax")
+        self.active_jobs = Gauge(
+            "ksr_active_jobs", "Jobs created and not yet finished", registry=r, multiprocess_mode="livemax"
+        )
         self.jobs_finished = Counter("ksr_jobs_finished", "Jobs that ended, by outcome", ["outcome"], registry=r)
-        self.job_duration = Histogram("ksr_job_duration_seconds", "From Job created to Job finished",
-                                      registry=r, buckets=JOB_BUCKETS)
+        self.job_duration = Histogram(
+            "ksr_job_duration_seconds", "From Job created to Job finished", registry=r, buckets=JOB_BUCKETS
+        )
         # -- Kubernetes API
-        self.kube_requests = Counter("ksr_kube_requests", "Kubernetes API requests, by verb and HTTP code "
-                                     "(\"error\" when no answer came)", ["verb", "code"], registry=r)
-        self.kube_request_duration = Histogram("ksr_kube_request_duration_seconds", "Kubernetes API request "
-                                               "latency", ["verb"], registry=r, buckets=KUBE_BUCKETS)
+        self.kube_requests = Counter(
+            "ksr_kube_requests",
+            'Kubernetes API requests, by verb and HTTP code ("error" when no answer came)',
+            ["verb", "code"],
+            registry=r,
+        )
+        self.kube_request_duration = Histogram(
+            "ksr_kube_request_duration_seconds",
+            "Kubernetes API request latency",
+            ["verb"],
+            registry=r,
+            buckets=KUBE_BUCKETS,
+        )
         # -- callbacks (RQ worker process)
-        self.callbacks = Counter("ksr_callbacks", "Webhook callback attempts, by callback status and outcome",
-                                 ["status", "outcome"], registry=r)
+        self.callbacks = Counter(
+            "ksr_callbacks",
+            "Webhook callback attempts, by callback status and outcome",
+            ["status", "outcome"],
+            registry=r,
+        )
         # -- liveness
-        self.loop_heartbeat = Gauge("ksr_loop_heartbeat_timestamp_seconds", "Unix time of the loop's last "
-                                    "heartbeat", ["loop"], registry=r, multiprocess_mode="livemax")
+        self.loop_heartbeat = Gauge(
+            "ksr_loop_heartbeat_timestamp_seconds",
+            "Unix time of the loop's last heartbeat",
+            ["loop"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
 
     # -- helpers, so callers make one call per event --------------------------------------
 
@@ -142,8 +192,9 @@ class Metrics:
     def set_stream_stats(self, stats: Mapping[str, StreamStatsLike | Mapping[str, Any]]) -> None:
         """Set the per-stream gauges from StreamReader.stats() (objects or dicts)."""
         for stream, s in stats.items():
-            row: Mapping[str, Any] = s if isinstance(s, Mapping) else {
-                k: getattr(s, k) for k in ("length", "pending", "lag", "dead")}
+            row: Mapping[str, Any] = (
+                s if isinstance(s, Mapping) else {k: getattr(s, k) for k in ("length", "pending", "lag", "dead")}
+            )
             lag = row.get("lag")
             pending = int(row["pending"])
             self.stream_length.labels(stream=stream).set(int(row["length"]))

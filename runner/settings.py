@@ -12,9 +12,10 @@ import binascii
 import os
 import re
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Mapping, cast
+from typing import Literal, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from election.config import (
@@ -29,16 +30,16 @@ from runner.callbacks.netguard import Allowlist
 from runner.errors import ConfigError
 
 __all__ = [
-    "Settings",
+    "ANY",
+    "CallbackSettings",
     "IdentitySettings",
-    "RedisSettings",
-    "StreamSettings",
-    "StateSettings",
     "KubeSettings",
     "PolicySettings",
-    "CallbackSettings",
+    "RedisSettings",
     "ServerSettings",
-    "ANY",
+    "Settings",
+    "StateSettings",
+    "StreamSettings",
 ]
 
 ANY = "*"  # in KSR_ALLOWED_NAMESPACES / KSR_ALLOWED_SERVICE_ACCOUNTS: no restriction
@@ -236,7 +237,9 @@ class _Env:
 
     def integer(self, name: str, default: int, *, minimum: int, maximum: int | None = None, unit: str = "") -> int:
         text = self.raw(name)
-        what = f"an integer{(' ' + unit) if unit else ''} >= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
+        what = f"an integer{(' ' + unit) if unit else ''} >= {minimum}" + (
+            f" and <= {maximum}" if maximum is not None else ""
+        )
         if text is None:
             return default
         try:
@@ -340,9 +343,13 @@ def _state(env: _Env) -> StateSettings:
     # The active set sits outside the records' key space, so no message id can collide with it.
     segments = prefix.split(":")
     if not prefix.endswith(":") or len(segments) < 3 or not all(segments[:-1]):
-        raise ConfigError("CACHE_JOB_KEY_PREFIX", f"must look like '<namespace>:<name>:' (e.g. 'ksr:msg:'), got {prefix!r}")
+        raise ConfigError(
+            "CACHE_JOB_KEY_PREFIX", f"must look like '<namespace>:<name>:' (e.g. 'ksr:msg:'), got {prefix!r}"
+        )
     if segments[-2] == "active":
-        raise ConfigError("CACHE_JOB_KEY_PREFIX", "the last segment must not be 'active' (that is the active set's key)")
+        raise ConfigError(
+            "CACHE_JOB_KEY_PREFIX", "the last segment must not be 'active' (that is the active set's key)"
+        )
     active = ":".join(segments[:-2]) + ":active"
     return StateSettings(
         key_prefix=prefix,
@@ -388,10 +395,12 @@ def _signing_keys(env: _Env) -> tuple[bytes, ...]:
     for number, secret in enumerate(env.items("KSR_WEBHOOK_SECRET") or (), start=1):
         if secret.startswith("whsec_"):
             try:
-                key = base64.b64decode(secret[len("whsec_"):], validate=True)
+                key = base64.b64decode(secret[len("whsec_") :], validate=True)
             except (binascii.Error, ValueError):
                 # never echo the secret itself
-                raise ConfigError("KSR_WEBHOOK_SECRET", f"secret #{number} starts with 'whsec_' but is not valid base64") from None
+                raise ConfigError(
+                    "KSR_WEBHOOK_SECRET", f"secret #{number} starts with 'whsec_' but is not valid base64"
+                ) from None
         else:
             key = secret.encode("utf-8")
         if not key:
@@ -404,7 +413,9 @@ def _callbacks(env: _Env) -> CallbackSettings:
     timeout = env.seconds("KSR_CALLBACK_TIMEOUT", 10.0)
     horizon = env.seconds("KSR_CALLBACK_RETRY_HORIZON", 3600.0)
     if horizon <= timeout:
-        raise ConfigError("KSR_CALLBACK_RETRY_HORIZON", f"must be longer than KSR_CALLBACK_TIMEOUT ({timeout:g}s), got {horizon:g}")
+        raise ConfigError(
+            "KSR_CALLBACK_RETRY_HORIZON", f"must be longer than KSR_CALLBACK_TIMEOUT ({timeout:g}s), got {horizon:g}"
+        )
     base = env.seconds("KSR_CALLBACK_BACKOFF_BASE", 1.0)
     cap = env.seconds("KSR_CALLBACK_BACKOFF_CAP", 300.0)
     if cap < base:
@@ -453,7 +464,9 @@ def _election(env: _Env) -> ElectionConfig:
         match = re.match(r"([A-Z][A-Z0-9_]+)\b:?\s*(.*)", text, re.S)
         if match:
             variable, problem = match.groups()
-            value = re.match(r"\((.*?)\)\s+(.*)", problem, re.S)  # "(5.0) must be ..." reads better as "must be ..., got 5.0"
+            value = re.match(
+                r"\((.*?)\)\s+(.*)", problem, re.S
+            )  # "(5.0) must be ..." reads better as "must be ..., got 5.0"
             if value:
                 problem = f"{value.group(2)}, got {value.group(1)}"
             raise ConfigError(variable, problem) from e
@@ -484,9 +497,15 @@ def _build(env: _Env) -> Settings:
     # A blocking read or a poll longer than the liveness threshold would fail the probe
     # of a healthy, idle runner.
     if streams.block_ms / 1000 >= server.stuck_threshold:
-        raise ConfigError("KSR_BLOCK_MS", f"must be shorter than KSR_STUCK_THRESHOLD ({server.stuck_threshold:g}s), got {streams.block_ms} ms")
+        raise ConfigError(
+            "KSR_BLOCK_MS",
+            f"must be shorter than KSR_STUCK_THRESHOLD ({server.stuck_threshold:g}s), got {streams.block_ms} ms",
+        )
     if kube.polling_interval >= server.stuck_threshold:
-        raise ConfigError("POLLING_INTERVAL", f"must be shorter than KSR_STUCK_THRESHOLD ({server.stuck_threshold:g}s), got {kube.polling_interval:g}")
+        raise ConfigError(
+            "POLLING_INTERVAL",
+            f"must be shorter than KSR_STUCK_THRESHOLD ({server.stuck_threshold:g}s), got {kube.polling_interval:g}",
+        )
     lock = env.choice("KSR_LOCK", ("lease", "redis"), "lease" if in_cluster else "redis")
     return Settings(
         identity=identity,

@@ -39,6 +39,7 @@ def one_leader(cands: list[Candidate], timeout: float) -> Candidate:
     def single() -> Candidate | None:
         now = leaders(cands)
         return now[0] if len(now) == 1 else None
+
     leader: Candidate = wait_for(single, timeout=timeout, what="exactly one leader")  # type: ignore[assignment]
     return leader
 
@@ -47,9 +48,15 @@ def run_rounds(kind: str, lock_args: list[str], sig: int, args: argparse.Namespa
     counter = iter(range(1, 10_000))
 
     def spawn() -> Candidate:
-        return Candidate.make(f"{kind}-{sig}-{next(counter)}", workdir, lock_args, lease=args.lease,
-                              renew=args.renew, retry=args.retry,
-                              request_timeout=args.request_timeout).start()
+        return Candidate.make(
+            f"{kind}-{sig}-{next(counter)}",
+            workdir,
+            lock_args,
+            lease=args.lease,
+            renew=args.renew,
+            retry=args.retry,
+            request_timeout=args.request_timeout,
+        ).start()
 
     cands = [spawn() for _ in range(3)]
     times: list[float] = []
@@ -64,8 +71,11 @@ def run_rounds(kind: str, lock_args: list[str], sig: int, args: argparse.Namespa
             # made its first attempt).
             settle = 2 * args.retry * 1.2 + rng.uniform(0, args.retry * 1.2)
             joined = max(c.lines("ready")[0]["at"] for c in cands)
-            wait_for(lambda: all((last := c.last()) and last["at"] >= joined + settle for c in cands),
-                     timeout=settle + 30, what="candidates settled")
+            wait_for(
+                lambda: all((last := c.last()) and last["at"] >= joined + settle for c in cands),
+                timeout=settle + 30,
+                what="candidates settled",
+            )
             others = [c for c in cands if c is not leader]
             t0 = time.monotonic()
             leader.signal(sig)
@@ -108,8 +118,10 @@ def main() -> int:
 
     results: dict[tuple[str, str], list[float]] = {}
     workdir = Path(tempfile.mkdtemp(prefix="ksr-bench-election-"))
-    print(f"lease {args.lease:g} s, renew deadline {args.renew:g} s, retry {args.retry:g} s "
-          f"(jitter up to x1.2), {args.rounds} rounds each; logs in {workdir}")
+    print(
+        f"lease {args.lease:g} s, renew deadline {args.renew:g} s, retry {args.retry:g} s "
+        f"(jitter up to x1.2), {args.rounds} rounds each; logs in {workdir}"
+    )
 
     for kind in locks:
         server = None
@@ -117,6 +129,7 @@ def main() -> int:
             url = args.redis_url
             if url is None:
                 from tests.support.redis_server import RedisServer
+
                 server = RedisServer().start()
                 url = server.url
             lock_args = ["--lock", "redis", "--redis-url", url]

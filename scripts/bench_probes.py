@@ -106,8 +106,9 @@ def redis_dispatch(redis_url: str, *, stream: str = "bench:jobs", group: str = "
     return dispatch
 
 
-def pipeline_dispatch(redis_url: str, *, events_stream: str = "ksr:events",
-                      stream: str = "ksr:jobs:default", backlog: int = 3000) -> Dispatcher:
+def pipeline_dispatch(
+    redis_url: str, *, events_stream: str = "ksr:events", stream: str = "ksr:jobs:default", backlog: int = 3000
+) -> Dispatcher:
     """Feed the real runner and count the Jobs it creates in a window."""
     import redis
 
@@ -119,8 +120,11 @@ def pipeline_dispatch(redis_url: str, *, events_stream: str = "ksr:events",
         pipe = client.pipeline(transaction=False)
         for _ in range(max(0, backlog - pending)):
             fed[0] += 1
-            msg = {"id": f"bench-{fed[0]}", "service": "bench",
-                   "job": {"prefixName": "bench", "namespace": "bench", "image": "none", "command": ["true"]}}
+            msg = {
+                "id": f"bench-{fed[0]}",
+                "service": "bench",
+                "job": {"prefixName": "bench", "namespace": "bench", "image": "none", "command": ["true"]},
+            }
             pipe.xadd(stream, {"payload": json.dumps(msg)})
         pipe.execute()
         # Acked entries are done with: trim them so XLEN stays the backlog.
@@ -146,14 +150,30 @@ def _oldest_unread(client: Any, stream: str) -> str:
 
 
 def start_runner(work: Path, redis_url: str, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "REDIS_URL": redis_url, "KSR_LOCK": "redis", "KSR_EXECUTOR": "local",
-           "POD_NAME": "bench", "POD_NAMESPACE": "bench", "KSR_ALLOWED_NAMESPACES": "bench",
-           "HTTP_SERVER_PORT": str(port), "KSR_HTTP_HOST": "127.0.0.1", "KSR_RUNTIME_DIR": str(work / "runtime"),
-           "KSR_MAX_ACTIVE_JOBS": "0", "KSR_LOG_FORMAT": "json", "KSR_LOG_LEVEL": "WARNING",
-           "KSR_STUCK_THRESHOLD": "30"}
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "KSR_LOCK": "redis",
+        "KSR_EXECUTOR": "local",
+        "POD_NAME": "bench",
+        "POD_NAMESPACE": "bench",
+        "KSR_ALLOWED_NAMESPACES": "bench",
+        "HTTP_SERVER_PORT": str(port),
+        "KSR_HTTP_HOST": "127.0.0.1",
+        "KSR_RUNTIME_DIR": str(work / "runtime"),
+        "KSR_MAX_ACTIVE_JOBS": "0",
+        "KSR_LOG_FORMAT": "json",
+        "KSR_LOG_LEVEL": "WARNING",
+        "KSR_STUCK_THRESHOLD": "30",
+    }
     env.pop("KUBECONFIG", None)
-    return subprocess.Popen([sys.executable, "-m", "runner.cli", "run"], env=env, cwd=REPO,
-                            stdout=open(work / "runner.log", "ab"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner.cli", "run"],
+        env=env,
+        cwd=REPO,
+        stdout=open(work / "runner.log", "ab"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def measure(dispatch: Dispatcher, seconds: float) -> float:
@@ -178,8 +198,12 @@ def run(args: argparse.Namespace, dispatch: Dispatcher | None = None) -> dict[st
             if args.stand_in:
                 from tests.support.probe_stack import ProbeStack
 
-                stack = ProbeStack(work / "stack", redis_url=redis_url, port=port,
-                                   extra_env={"KSR_STUCK_THRESHOLD": "30", "KSR_LOG_FORMAT": "json"}).start()
+                stack = ProbeStack(
+                    work / "stack",
+                    redis_url=redis_url,
+                    port=port,
+                    extra_env={"KSR_STUCK_THRESHOLD": "30", "KSR_LOG_FORMAT": "json"},
+                ).start()
                 # The stand-in's metrics go to the stack's directory, as the runner's would.
                 os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(stack.runtime / "metrics")
             else:
@@ -188,6 +212,7 @@ def run(args: argparse.Namespace, dispatch: Dispatcher | None = None) -> dict[st
 
             def healthy() -> bool:
                 import urllib.request
+
                 with urllib.request.urlopen(url + "/healthz", timeout=2) as resp:
                     return resp.status == 200
 
@@ -203,28 +228,45 @@ def run(args: argparse.Namespace, dispatch: Dispatcher | None = None) -> dict[st
         bases, loads = [measure(dispatch, args.seconds)], []
         results: dict[str, list[dict[str, Any]]] = {}
         for _ in range(args.rounds):
-            wrks = {path: start_wrk(url + path, seconds=args.seconds, rate=args.rate,
-                                    connections=args.connections, workdir=work) for path in ("/healthz", "/metrics")}
+            wrks = {
+                path: start_wrk(
+                    url + path, seconds=args.seconds, rate=args.rate, connections=args.connections, workdir=work
+                )
+                for path in ("/healthz", "/metrics")
+            }
             loads.append(measure(dispatch, args.seconds))
             for path, proc in wrks.items():
                 out, _ = proc.communicate(timeout=args.seconds + 30)
                 results.setdefault(path, []).append(parse_wrk(out))
             bases.append(measure(dispatch, args.seconds))
         baseline, loaded = statistics.mean(bases), statistics.mean(loads)
-        probes = {path: {"p50": statistics.median(r["p50"] for r in rounds if "p50" in r),
-                         "p99": max(r["p99"] for r in rounds if "p99" in r),
-                         "rps": statistics.mean(r["rps"] or 0 for r in rounds),
-                         "non_2xx": sum(r["non_2xx"] for r in rounds),
-                         "socket_errors": "; ".join(r["socket_errors"] for r in rounds if r["socket_errors"]) or None}
-                  for path, rounds in results.items()}
+        probes = {
+            path: {
+                "p50": statistics.median(r["p50"] for r in rounds if "p50" in r),
+                "p99": max(r["p99"] for r in rounds if "p99" in r),
+                "rps": statistics.mean(r["rps"] or 0 for r in rounds),
+                "non_2xx": sum(r["non_2xx"] for r in rounds),
+                "socket_errors": "; ".join(r["socket_errors"] for r in rounds if r["socket_errors"]) or None,
+            }
+            for path, rounds in results.items()
+        }
         return {
-            "seconds": args.seconds, "rate_per_endpoint": args.rate, "connections": args.connections,
-            "cpus": os.cpu_count(), "load_average": os.getloadavg(),
+            "seconds": args.seconds,
+            "rate_per_endpoint": args.rate,
+            "connections": args.connections,
+            "cpus": os.cpu_count(),
+            "load_average": os.getloadavg(),
             "rounds": args.rounds,
-            "dispatch_rate": {"unloaded_phases": bases, "loaded_phases": loads, "baseline": baseline,
-                              "loaded": loaded, "ratio": loaded / baseline if baseline else None},
+            "dispatch_rate": {
+                "unloaded_phases": bases,
+                "loaded_phases": loads,
+                "baseline": baseline,
+                "loaded": loaded,
+                "ratio": loaded / baseline if baseline else None,
+            },
             "dispatcher": "stand-in" if args.stand_in else "ksr run, local executor",
-            "probes": probes, "wrk_rounds": results,
+            "probes": probes,
+            "wrk_rounds": results,
         }
     finally:
         if runner is not None:
@@ -238,18 +280,28 @@ def run(args: argparse.Namespace, dispatch: Dispatcher | None = None) -> dict[st
 
 
 def report(r: dict[str, Any]) -> str:
-    lines = [f"probe load: {r['rate_per_endpoint']:g} req/s per endpoint over {r['connections']} connections, "
-             f"{r['seconds']:g}s per phase; {r['cpus']} CPUs, load average {r['load_average'][0]:.2f}"]
+    lines = [
+        f"probe load: {r['rate_per_endpoint']:g} req/s per endpoint over {r['connections']} connections, "
+        f"{r['seconds']:g}s per phase; {r['cpus']} CPUs, load average {r['load_average'][0]:.2f}"
+    ]
     for path, w in r["probes"].items():
+
         def ms(key: str) -> str:
             return f"{w[key] * 1000:.2f} ms" if key in w else "?"
-        lines.append(f"  {path:9s} p50 {ms('p50'):>10s}  p99 {ms('p99'):>10s}  {w['rps'] or 0:8.1f} req/s  "
-                     f"non-2xx {w['non_2xx']}" + (f"  {w['socket_errors']}" if w["socket_errors"] else ""))
+
+        lines.append(
+            f"  {path:9s} p50 {ms('p50'):>10s}  p99 {ms('p99'):>10s}  {w['rps'] or 0:8.1f} req/s  "
+            f"non-2xx {w['non_2xx']}" + (f"  {w['socket_errors']}" if w["socket_errors"] else "")
+        )
     d = r["dispatch_rate"]
     lines.append(f"dispatcher: {r['dispatcher']}")
-    lines.append("dispatch rate: unloaded " + ", ".join(f"{x:.0f}" for x in d["unloaded_phases"])
-                 + "/s; under probe load " + ", ".join(f"{x:.0f}" for x in d["loaded_phases"])
-                 + f"/s -> ratio {d['ratio']:.3f} (target >= 0.95)")
+    lines.append(
+        "dispatch rate: unloaded "
+        + ", ".join(f"{x:.0f}" for x in d["unloaded_phases"])
+        + "/s; under probe load "
+        + ", ".join(f"{x:.0f}" for x in d["loaded_phases"])
+        + f"/s -> ratio {d['ratio']:.3f} (target >= 0.95)"
+    )
     lines.append("  (p50: median over rounds, p99: worst round)")
     return "\n".join(lines)
 
@@ -262,8 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=2, help="loaded phases, each between two unloaded ones")
     p.add_argument("--url", help="a running probes server (default: start the stack here)")
     p.add_argument("--redis-url", help="its Redis")
-    p.add_argument("--stand-in", action="store_true",
-                   help="measure the per-message Redis/metrics work instead of the real runner")
+    p.add_argument(
+        "--stand-in", action="store_true", help="measure the per-message Redis/metrics work instead of the real runner"
+    )
     p.add_argument("--json", action="store_true", help="print the raw figures as JSON")
     args = p.parse_args(argv)
     if shutil.which("wrk") is None:

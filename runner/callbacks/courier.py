@@ -20,10 +20,11 @@ import math
 import random
 import re
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any, Callable, Mapping, TypedDict
+from typing import Any, TypedDict
 
 import redis
 from rq import Queue, get_current_job
@@ -164,8 +165,15 @@ def deliver(payload: CallbackPayload) -> str:
 class Courier:
     """One attempt, with the clock and the random source as parameters (STYLE.md lesson 3)."""
 
-    def __init__(self, conn: redis.Redis, settings: Settings, backoff: Backoff, *,
-                 clock: Callable[[], float] = time.time, rng: UniformSource | None = None) -> None:
+    def __init__(
+        self,
+        conn: redis.Redis,
+        settings: Settings,
+        backoff: Backoff,
+        *,
+        clock: Callable[[], float] = time.time,
+        rng: UniformSource | None = None,
+    ) -> None:
         self.conn = conn
         self.settings = settings
         self.backoff = backoff
@@ -190,16 +198,23 @@ class Courier:
         if waiting_for:
             if self.clock() + ORDER_WAIT < horizon_end:
                 log.debug("callback %s:%s waits for %s", message_id, status, waiting_for)
-                self._schedule(key, {**p, "waits": p["waits"] + 1}, ORDER_WAIT, "w%d" % (p["waits"] + 1))
+                self._schedule(key, {**p, "waits": p["waits"] + 1}, ORDER_WAIT, f"w{p['waits'] + 1}")
                 return "waiting"
             # The earlier callbacks had at least as long: at-least-once beats strict order now.
-            log.warning("callback %s:%s sent although %s not finished after %gs", message_id, status,
-                        waiting_for, self.settings.callbacks.retry_horizon)
+            log.warning(
+                "callback %s:%s sent although %s not finished after %gs",
+                message_id,
+                status,
+                waiting_for,
+                self.settings.callbacks.retry_horizon,
+            )
 
         body = callback_body(message_id, status, p["detail"])  # deterministic: same bytes every attempt
         wid = webhook_id(message_id, status)
         headers = build_headers(wid, body, keys=self.settings.callbacks.signing_keys)
-        outcome = send(url, body, headers, allow=self.settings.policy.webhook_allow, timeout=self.settings.callbacks.timeout)
+        outcome = send(
+            url, body, headers, allow=self.settings.policy.webhook_allow, timeout=self.settings.callbacks.timeout
+        )
 
         if outcome.kind is OutcomeKind.DELIVERED:
             log.info("callback %s delivered (HTTP %s, attempt %d)", wid, outcome.status, p["attempt"])
@@ -211,11 +226,17 @@ class Courier:
             log.warning("callback %s failed for good (attempt %d): %s", wid, p["attempt"], outcome.detail)
             return self._finish(key, p, "failed")
 
-        delay = next_delay(p["attempt"], base=self.backoff.base, cap=self.backoff.cap, rng=self.rng,
-                           retry_after=outcome.retry_after)
+        delay = next_delay(
+            p["attempt"], base=self.backoff.base, cap=self.backoff.cap, rng=self.rng, retry_after=outcome.retry_after
+        )
         if p["attempt"] >= self.settings.callbacks.max_attempts or self.clock() + delay > horizon_end:
-            log.warning("callback %s expired after %d attempts (%gs horizon); last: %s", wid, p["attempt"],
-                        self.settings.callbacks.retry_horizon, outcome.detail)
+            log.warning(
+                "callback %s expired after %d attempts (%gs horizon); last: %s",
+                wid,
+                p["attempt"],
+                self.settings.callbacks.retry_horizon,
+                outcome.detail,
+            )
             return self._finish(key, p, "expired")
         log.info("callback %s attempt %d: %s; next in %.1fs", wid, p["attempt"], outcome.detail, delay)
         _count(status, "retry")
@@ -237,11 +258,17 @@ class Courier:
     def _schedule(self, key: str, p: CallbackPayload, delay: float, *suffix: object) -> None:
         # RQ's scheduled registry keeps whole seconds and enqueues when its second has come:
         # round up, or a Retry-After could be cut short by up to a second.
-        when = datetime.fromtimestamp(math.ceil(self.clock() + delay), tz=timezone.utc)
+        when = datetime.fromtimestamp(math.ceil(self.clock() + delay), tz=UTC)
         job_id = rq_job_id(p["id"], int(p["status"]), *suffix)
         with redis_errors():
-            self.queue.enqueue_at(when, deliver, args=(p,), job_id=job_id, job_timeout=job_timeout(self.settings),
-                                  **job_options(self.settings))
+            self.queue.enqueue_at(
+                when,
+                deliver,
+                args=(p,),
+                job_id=job_id,
+                job_timeout=job_timeout(self.settings),
+                **job_options(self.settings),
+            )
             self._hset_if_exists(keys=[key], args=[f"cbj_{int(p['status'])}", job_id])
             self.conn.zadd(owed_key(self.settings), {owed_member(p["id"], p["status"]): self.clock()})
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC
+from typing import Any
 
 import redis
 from rq import Queue
@@ -41,7 +42,9 @@ _LIVE = frozenset({JobStatus.CREATED, JobStatus.QUEUED, JobStatus.STARTED, JobSt
 class CallbackQueue:
     """The runner's side: put a callback on the RQ queue, at most one live chain per webhook-id."""
 
-    def __init__(self, redis_client: redis.Redis, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, redis_client: redis.Redis, settings: Settings, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self.redis = redis_client
         self.settings = settings
         self.clock = clock
@@ -69,13 +72,26 @@ class CallbackQueue:
             if _live(self.redis, job_id, stale_after=job_timeout(self.settings) + 10):
                 log.debug("callback %s:%s: job %s is still live", message_id, status, job_id)
                 return False
-        payload: CallbackPayload = {"id": message_id, "status": status, "detail": dict(detail), "url": url,
-                                    "first": float(self.clock()), "attempt": 1, "waits": 0}
+        payload: CallbackPayload = {
+            "id": message_id,
+            "status": status,
+            "detail": dict(detail),
+            "url": url,
+            "first": float(self.clock()),
+            "attempt": 1,
+            "waits": 0,
+        }
         with redis_errors():
             _delete_job(self.redis, first_id)  # a finished or failed chain start: make room for the new one
             try:
-                self.queue.enqueue_call(deliver, args=(payload,), job_id=first_id, unique=True,
-                                        timeout=job_timeout(self.settings), **job_options(self.settings))
+                self.queue.enqueue_call(
+                    deliver,
+                    args=(payload,),
+                    job_id=first_id,
+                    unique=True,
+                    timeout=job_timeout(self.settings),
+                    **job_options(self.settings),
+                )
             except DuplicateJobError:
                 log.debug("callback %s:%s enqueued concurrently by someone else", message_id, status)
                 return False
@@ -120,7 +136,7 @@ def _live(conn: redis.Redis, job_id: str, *, stale_after: float) -> bool:
             return False
         status = job.get_status(refresh=False)
         if status == JobStatus.STARTED and job.started_at is not None:
-            started = job.started_at.replace(tzinfo=job.started_at.tzinfo or timezone.utc).timestamp()
+            started = job.started_at.replace(tzinfo=job.started_at.tzinfo or UTC).timestamp()
             return time.time() - started < stale_after
         return status in _LIVE
 

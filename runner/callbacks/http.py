@@ -16,8 +16,9 @@ import hmac
 import json
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 import urllib3
 import urllib3.exceptions
@@ -28,16 +29,16 @@ from runner.errors import HostUnresolvable, WebhookRefused, parse_retry_after
 
 __all__ = [
     "CallbackStatus",
-    "OutcomeKind",
     "Outcome",
-    "callback_body",
-    "webhook_id",
-    "signature",
+    "OutcomeKind",
     "build_headers",
-    "verify",
+    "callback_body",
     "classify",
-    "send",
     "next_delay",
+    "send",
+    "signature",
+    "verify",
+    "webhook_id",
 ]
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,9 @@ class CallbackStatus(enum.IntEnum):
 
 def callback_body(message_id: str, status: int, detail: Mapping[str, Any]) -> bytes:
     """The exact bytes that are POSTed and signed; serialise once and keep them for retries."""
-    return json.dumps({"id": message_id, "status": int(status), "detail": dict(detail)},
-                      separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return json.dumps(
+        {"id": message_id, "status": int(status), "detail": dict(detail)}, separators=(",", ":"), ensure_ascii=False
+    ).encode("utf-8")
 
 
 def webhook_id(message_id: str, status: int) -> str:
@@ -70,11 +72,15 @@ def webhook_id(message_id: str, status: int) -> str:
 
 def signature(msg_id: str, timestamp: int, body: bytes, keys: Sequence[bytes]) -> str:
     """`v1,<base64 HMAC-SHA256 of "{msg_id}.{timestamp}.{body}">` per key, space-separated."""
-    signed = f"{msg_id}.{timestamp}.".encode("utf-8") + body
-    return " ".join("v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode("ascii") for key in keys)
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    return " ".join(
+        "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode("ascii") for key in keys
+    )
 
 
-def build_headers(msg_id: str, body: bytes, *, keys: Sequence[bytes] = (), timestamp: int | None = None) -> dict[str, str]:
+def build_headers(
+    msg_id: str, body: bytes, *, keys: Sequence[bytes] = (), timestamp: int | None = None
+) -> dict[str, str]:
     """Headers of one attempt; the timestamp (seconds) is fresh per attempt unless given."""
     ts = int(time.time()) if timestamp is None else int(timestamp)
     headers = {
@@ -88,7 +94,9 @@ def build_headers(msg_id: str, body: bytes, *, keys: Sequence[bytes] = (), times
     return headers
 
 
-def verify(body: bytes, headers: Mapping[str, str], keys: Sequence[bytes], *, tolerance: float = 300, now: float | None = None) -> bool:
+def verify(
+    body: bytes, headers: Mapping[str, str], keys: Sequence[bytes], *, tolerance: float = 300, now: float | None = None
+) -> bool:
     """What a receiver does: some v1 signature matches one of its keys and the timestamp is
     within `tolerance` seconds (replay protection). Header names are matched case-insensitively."""
     lower = {k.lower(): v for k, v in headers.items()}
@@ -148,12 +156,17 @@ def classify(status: int, headers: Mapping[str, str] | None = None) -> Outcome:
 # -- sending --------------------------------------------------------------------------------
 
 
-def _pool(scheme: str, address: IPAddress, port: int, host: str, timeout: float, ca_certs: str | None) -> urllib3.HTTPConnectionPool:
-    kw: dict[str, Any] = dict(host=str(address), port=port, timeout=urllib3.Timeout(total=timeout), retries=False, maxsize=1)
+def _pool(
+    scheme: str, address: IPAddress, port: int, host: str, timeout: float, ca_certs: str | None
+) -> urllib3.HTTPConnectionPool:
+    kw: dict[str, Any] = dict(
+        host=str(address), port=port, timeout=urllib3.Timeout(total=timeout), retries=False, maxsize=1
+    )
     if scheme == "https":
         # Connect to the checked address, but present and verify the name from the URL.
-        return urllib3.HTTPSConnectionPool(**kw, server_hostname=host, assert_hostname=host,
-                                           cert_reqs="CERT_REQUIRED", ca_certs=ca_certs)
+        return urllib3.HTTPSConnectionPool(
+            **kw, server_hostname=host, assert_hostname=host, cert_reqs="CERT_REQUIRED", ca_certs=ca_certs
+        )
     return urllib3.HTTPConnectionPool(**kw)
 
 
@@ -185,8 +198,16 @@ def send(
             return Outcome(OutcomeKind.RETRY, detail=f"timed out after {timeout:g}s")
         pool = _pool(target.scheme, address, target.port, target.host, remaining, ca_certs)
         try:
-            response = pool.urlopen("POST", target.request_target, body=body, headers=request_headers,
-                                    redirect=False, retries=False, assert_same_host=False, preload_content=False)
+            response = pool.urlopen(
+                "POST",
+                target.request_target,
+                body=body,
+                headers=request_headers,
+                redirect=False,
+                retries=False,
+                assert_same_host=False,
+                preload_content=False,
+            )
             try:
                 snippet = response.read(RESPONSE_SNIPPET)
             finally:
@@ -203,7 +224,9 @@ def send(
         outcome = classify(response.status, response.headers)
         if outcome.kind is not OutcomeKind.DELIVERED and snippet:
             text = snippet.decode("utf-8", "replace").strip()
-            outcome = Outcome(outcome.kind, outcome.status, outcome.retry_after, f"{outcome.detail}: {text[:200]}", str(address))
+            outcome = Outcome(
+                outcome.kind, outcome.status, outcome.retry_after, f"{outcome.detail}: {text[:200]}", str(address)
+            )
         else:
             outcome = Outcome(outcome.kind, outcome.status, outcome.retry_after, outcome.detail, str(address))
         log.debug("webhook %s via %s: %s", target.host, address, outcome)

@@ -11,31 +11,33 @@ import ipaddress
 import logging
 import re
 import socket
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence, Union
 from urllib.parse import urlsplit
 
 from runner.errors import HostUnresolvable, WebhookRefused
 
 __all__ = [
-    "IPAddress",
     "Allowlist",
-    "Target",
+    "IPAddress",
     "Resolver",
-    "refusal_reason",
-    "parse_target",
+    "Target",
     "check_url",
+    "parse_target",
+    "refusal_reason",
     "resolve_allowed",
 ]
 
 log = logging.getLogger(__name__)
 
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
-IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # (host, port) -> addresses as strings; injectable so unit tests need no DNS.
 Resolver = Callable[[str, int], Sequence[str]]
 
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*$")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*$"
+)
 _CGNAT = ipaddress.IPv4Network("100.64.0.0/10")
 _ULA = ipaddress.IPv6Network("fc00::/7")
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
@@ -202,7 +204,9 @@ def check_url(url: str, allow: Allowlist, *, resolver: Resolver | None = None) -
             found = (resolver or _system_resolver)(host, port)
         except socket.gaierror as e:
             temporary = e.errno in (socket.EAI_AGAIN, getattr(socket, "EAI_SYSTEM", None))
-            raise HostUnresolvable(url, f"host {host!r} does not resolve ({e.strerror or e})", temporary=temporary) from e
+            raise HostUnresolvable(
+                url, f"host {host!r} does not resolve ({e.strerror or e})", temporary=temporary
+            ) from e
         except OSError as e:
             raise HostUnresolvable(url, f"host {host!r} could not be resolved ({e})", temporary=True) from e
         addresses = []
@@ -220,7 +224,9 @@ def check_url(url: str, allow: Allowlist, *, resolver: Resolver | None = None) -
             reason = refusal_reason(addr)
             if reason is not None and not allow.allows_address(addr):
                 where = str(addr) if literal is not None else f"{host!r} resolves to {addr}"
-                raise WebhookRefused(url, f"{where}, {reason}; add the host or a CIDR to KSR_WEBHOOK_ALLOW to permit it")
+                raise WebhookRefused(
+                    url, f"{where}, {reason}; add the host or a CIDR to KSR_WEBHOOK_ALLOW to permit it"
+                )
     log.debug("webhook %s allowed, addresses %s", host, addresses)
     return Target(url, scheme, host, port, request_target, tuple(addresses))
 

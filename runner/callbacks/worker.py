@@ -38,9 +38,21 @@ def worker_command(settings: Settings) -> list[str]:
     scheduler active per queue at a time.
     """
     # --quiet: a line per callback at INFO is noise; our own module logs what matters.
-    return [sys.executable, "-m", "rq.cli", "worker", "--with-scheduler", "--quiet",
-            "--maintenance-interval", str(MAINTENANCE_INTERVAL), "--worker-ttl", str(WORKER_TTL),
-            "--worker-class", f"{__name__}.CallbackWorker", settings.callbacks.queue]
+    return [
+        sys.executable,
+        "-m",
+        "rq.cli",
+        "worker",
+        "--with-scheduler",
+        "--quiet",
+        "--maintenance-interval",
+        str(MAINTENANCE_INTERVAL),
+        "--worker-ttl",
+        str(WORKER_TTL),
+        "--worker-class",
+        f"{__name__}.CallbackWorker",
+        settings.callbacks.queue,
+    ]
 
 
 def worker_env(settings: Settings) -> dict[str, str]:

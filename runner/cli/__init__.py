@@ -27,8 +27,12 @@ log = logging.getLogger(__name__)
 
 @click.group("ksr", cls=KsrGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "-V", "--version", prog_name="ksr")
-@click.option("--redis-url", metavar="URL", default=None,
-              help="Redis to use; overrides REDIS_URL (default redis://127.0.0.1:6379/0).")
+@click.option(
+    "--redis-url",
+    metavar="URL",
+    default=None,
+    help="Redis to use; overrides REDIS_URL (default redis://127.0.0.1:6379/0).",
+)
 @click.option("-v", "--verbose", count=True, help="Log what happens on stderr (-v info, -vv debug).")
 @click.pass_context
 def main(ctx: click.Context, redis_url: str | None, verbose: int) -> None:
@@ -49,8 +53,18 @@ def main(ctx: click.Context, redis_url: str | None, verbose: int) -> None:
 def _register() -> None:
     from runner.cli import config, dead, dev, health, jobs, pending, run, status, submit
 
-    for command in (submit.submit, submit.validate, pending.pending, dead.dead, jobs.jobs, status.status,
-                    health.health, config.config, run.run, dev.dev):
+    for command in (
+        submit.submit,
+        submit.validate,
+        pending.pending,
+        dead.dead,
+        jobs.jobs,
+        status.status,
+        health.health,
+        config.config,
+        run.run,
+        dev.dev,
+    ):
         main.add_command(command)
 
 

@@ -144,8 +144,11 @@ class CliContext:
             settings = self.settings()
             try:
                 client = redis.Redis.from_url(
-                    settings.redis.url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT,
-                    retry=Retry(NoBackoff(), 0), health_check_interval=0,
+                    settings.redis.url,
+                    socket_timeout=REDIS_TIMEOUT,
+                    socket_connect_timeout=REDIS_TIMEOUT,
+                    retry=Retry(NoBackoff(), 0),
+                    health_check_interval=0,
                 )
             except ValueError as e:
                 raise ConfigError("REDIS_URL", str(e)) from None
@@ -159,8 +162,9 @@ class CliContext:
     def reader(self) -> StreamReader:
         """A StreamReader for inspection (pending, stats); it never reads with the group."""
         settings = self.settings()
-        return StreamReader(self.redis(), streams=settings.streams.streams, group=settings.streams.group,
-                            consumer=CLI_CONSUMER)
+        return StreamReader(
+            self.redis(), streams=settings.streams.streams, group=settings.streams.group, consumer=CLI_CONSUMER
+        )
 
     def close(self) -> None:
         if self._redis is not None:
@@ -182,7 +186,8 @@ def chosen_streams(settings: Settings, stream: str | None) -> list[str]:
         return list(settings.streams.streams)
     if stream not in settings.streams.streams:
         raise click.BadParameter(
-            f"{stream!r} is not one of KSR_STREAMS ({', '.join(settings.streams.streams)})", param_hint="'--stream'")
+            f"{stream!r} is not one of KSR_STREAMS ({', '.join(settings.streams.streams)})", param_hint="'--stream'"
+        )
     return [stream]
 
 

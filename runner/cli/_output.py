@@ -70,7 +70,7 @@ def format_age(seconds: float | None) -> str:
 def format_ms_time(ms: int | None) -> str:
     if not ms:
         return "-"
-    return _dt.datetime.fromtimestamp(ms / 1000, _dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.fromtimestamp(ms / 1000, _dt.UTC).isoformat(timespec="seconds")
 
 
 def age_of_ms(ms: int | str | None, *, now: float | None = None) -> float | None:
@@ -121,7 +121,9 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, empty:
     cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     for row in cells:
-        click.echo("  ".join(c.ljust(w) if i < len(row) - 1 else c for i, (c, w) in enumerate(zip(row, widths))).rstrip())
+        click.echo(
+            "  ".join(c.ljust(w) if i < len(row) - 1 else c for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+        )
 
 
 def dry_run_footer(count: int, verb: str) -> None:

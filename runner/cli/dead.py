@@ -61,8 +61,12 @@ log = logging.getLogger(__name__)
 
 
 def state_store(client: redis.Redis, settings: Settings) -> StateStore:
-    return StateStore(client, ttl_seconds=settings.state.ttl_seconds, prefix=settings.state.key_prefix,
-                      active_key=settings.state.active_key)
+    return StateStore(
+        client,
+        ttl_seconds=settings.state.ttl_seconds,
+        prefix=settings.state.key_prefix,
+        active_key=settings.state.active_key,
+    )
 
 
 @dataclass(frozen=True)
@@ -72,28 +76,37 @@ class ReplayDecision:
     reason: str
 
 
-def decide_replay(entry: DeadEntry, record: dict[str, str] | None, *, ttl_seconds: int, force: bool,
-                  now: float | None = None) -> ReplayDecision:
+def decide_replay(
+    entry: DeadEntry, record: dict[str, str] | None, *, ttl_seconds: int, force: bool, now: float | None = None
+) -> ReplayDecision:
     """Whether a (valid) dead entry may be replayed, given its message's state record. Pure."""
     if record is not None:
         if record.get("job_name"):
-            return ReplayDecision(False, False,
-                                  f"message already has Job {record.get('namespace', '?')}/{record['job_name']} "
-                                  f"(state {record.get('state', '?')}); the runner would drop the replay as a "
-                                  "duplicate: submit it under a new id to run it again")
+            return ReplayDecision(
+                False,
+                False,
+                f"message already has Job {record.get('namespace', '?')}/{record['job_name']} "
+                f"(state {record.get('state', '?')}); the runner would drop the replay as a "
+                "duplicate: submit it under a new id to run it again",
+            )
         if record.get("state") in TERMINAL_STATES:
             return ReplayDecision(True, True, f"state record ({record.get('state')}, no Job) released")
-        return ReplayDecision(True, False, f"state record {record.get('state', '?')} without a Job: the runner resumes it")
+        return ReplayDecision(
+            True, False, f"state record {record.get('state', '?')} without a Job: the runner resumes it"
+        )
     born_ms = entry_time_ms(entry.original_id) or entry.dead_at or 0
     age = (time.time() if now is None else now) - born_ms / 1000
     if age < ttl_seconds:
         return ReplayDecision(True, False, "no state record: the message never got one")
     if force:
         return ReplayDecision(True, False, "no state record and older than KSR_STATE_TTL; replayed with --force")
-    return ReplayDecision(False, False,
-                          f"no state record and the message is {format_age(age)} old, older than KSR_STATE_TTL "
-                          f"({ttl_seconds}s): its record may have expired, so a Job may already have run for it "
-                          "and a replay could not be deduplicated; pass --force to replay anyway")
+    return ReplayDecision(
+        False,
+        False,
+        f"no state record and the message is {format_age(age)} old, older than KSR_STATE_TTL "
+        f"({ttl_seconds}s): its record may have expired, so a Job may already have run for it "
+        "and a replay could not be deduplicated; pass --force to replay anyway",
+    )
 
 
 def _find(client: redis.Redis, streams: list[str], dead_id: str) -> DeadEntry:
@@ -121,8 +134,9 @@ def _doc(entry: DeadEntry, *, full: bool = False) -> dict[str, Any]:
             doc["payload"] = json.loads(text)
         except ValueError:
             doc["payload"] = text
-        doc["extra_fields"] = {k.decode("utf-8", "replace"): v.decode("utf-8", "replace")
-                               for k, v in entry.extra_fields.items()}
+        doc["extra_fields"] = {
+            k.decode("utf-8", "replace"): v.decode("utf-8", "replace") for k, v in entry.extra_fields.items()
+        }
     return doc
 
 
@@ -133,7 +147,9 @@ def dead() -> None:
 
 @dead.command("list")
 @stream_option()
-@click.option("--count", "-n", type=click.IntRange(min=1), default=50, show_default=True, help="At most this many per stream.")
+@click.option(
+    "--count", "-n", type=click.IntRange(min=1), default=50, show_default=True, help="At most this many per stream."
+)
 @json_option
 def list_(stream: str | None, count: int, as_json: bool) -> None:
     """Dead entries, oldest first: id, stream, message id, reason, deliveries, error."""
@@ -142,10 +158,22 @@ def list_(stream: str | None, count: int, as_json: bool) -> None:
     if as_json:
         emit_json([_doc(e) for e in entries])
         return
-    print_table(["DEAD-ID", "STREAM", "MESSAGE-ID", "REASON", "DELIVERIES", "DEAD-AT", "ERROR"],
-                [[e.dead_id, e.original_stream, message_id_of(e.payload) or "(unparsable)", e.reason, e.deliveries,
-                  format_ms_time(e.dead_at), _short(e.error)] for e in entries],
-                empty="no dead entries")
+    print_table(
+        ["DEAD-ID", "STREAM", "MESSAGE-ID", "REASON", "DELIVERIES", "DEAD-AT", "ERROR"],
+        [
+            [
+                e.dead_id,
+                e.original_stream,
+                message_id_of(e.payload) or "(unparsable)",
+                e.reason,
+                e.deliveries,
+                format_ms_time(e.dead_at),
+                _short(e.error),
+            ]
+            for e in entries
+        ],
+        empty="no dead entries",
+    )
 
 
 def _short(text: str, width: int = 80) -> str:
@@ -173,7 +201,9 @@ def show(dead_id: str, stream: str | None, as_json: bool) -> None:
     for key, value in doc["extra_fields"].items():
         click.echo(f"{'field ' + key + ':':<14}{value}")
     record = doc["state_record"]
-    click.echo(f"{'state:':<14}" + (", ".join(f"{k}={v}" for k, v in sorted(record.items())) if record else "no record"))
+    click.echo(
+        f"{'state:':<14}" + (", ".join(f"{k}={v}" for k, v in sorted(record.items())) if record else "no record")
+    )
     click.echo("payload:")
     payload = doc["payload"]
     click.echo(json.dumps(payload, indent=2, ensure_ascii=False) if not isinstance(payload, str) else payload)
@@ -199,8 +229,13 @@ def replay(dead_ids: tuple[str, ...], stream: str | None, force: bool, as_json: 
     refused = []
     for dead_id in dead_ids:
         entry = _find(client, streams, dead_id)
-        doc: dict[str, Any] = {"dead_id": dead_id, "stream": entry.original_stream, "message_id": None,
-                               "replayed": False, "new_entry_id": None}
+        doc: dict[str, Any] = {
+            "dead_id": dead_id,
+            "stream": entry.original_stream,
+            "message_id": None,
+            "replayed": False,
+            "new_entry_id": None,
+        }
         try:
             message = parse_message(entry.payload, max_bytes=settings.streams.max_message_bytes)
             check_policy(message, settings)
@@ -261,7 +296,12 @@ def purge(dead_ids: tuple[str, ...], stream: str | None, all_: bool, yes: bool, 
         for s in targets:
             removed[s] = purge_dead(client, s, "all" if all_ else by_stream[s])
     if as_json:
-        emit_json({"dry_run": not yes, "streams": {s: {"matched": n, "removed": removed.get(s, 0)} for s, n in targets.items()}})
+        emit_json(
+            {
+                "dry_run": not yes,
+                "streams": {s: {"matched": n, "removed": removed.get(s, 0)} for s, n in targets.items()},
+            }
+        )
     else:
         for s, n in targets.items():
             click.echo(f"{dead_stream(s)}  {'removed ' + str(removed.get(s, 0)) if yes else 'would remove ' + str(n)}")

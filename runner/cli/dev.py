@@ -37,11 +37,13 @@ class CallbackPrinter:
         printer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                 status = body.get("status")
-                click.echo(f"callback  {body.get('id')}  {status} {STATUS_NAMES.get(status, '?'):11} "
-                           f"{json.dumps(body.get('detail'))}")
+                click.echo(
+                    f"callback  {body.get('id')}  {status} {STATUS_NAMES.get(status, '?'):11} "
+                    f"{json.dumps(body.get('detail'))}"
+                )
                 if status in TERMINAL:
                     printer.finished.add(str(body.get("id")))
                 self.send_response(204)
@@ -78,12 +80,22 @@ def _submit_samples(settings: Settings, webhook: str) -> list[str]:
 
 
 @click.command()
-@click.option("--port", type=int, default=8080, show_default=True,
-              help="Port of the probes and status page (0, or taken: a free one is picked).")
+@click.option(
+    "--port",
+    type=int,
+    default=8080,
+    show_default=True,
+    help="Port of the probes and status page (0, or taken: a free one is picked).",
+)
 @click.option("--samples/--no-samples", default=False, help="Submit the sample jobs (runner/samples).")
 @click.option("--exit-when-done", is_flag=True, help="Stop once every sample job has its final callback.")
-@click.option("--timeout", type=float, default=120.0, show_default=True,
-              help="With --exit-when-done: give up (exit 1) after this many seconds.")
+@click.option(
+    "--timeout",
+    type=float,
+    default=120.0,
+    show_default=True,
+    help="With --exit-when-done: give up (exit 1) after this many seconds.",
+)
 def dev(port: int, samples: bool, exit_when_done: bool, timeout: float) -> None:
     """Run the service on this machine with an embedded default (no setup needed)."""
     from runner.cli.run import serve
@@ -110,8 +122,10 @@ def dev(port: int, samples: bool, exit_when_done: bool, timeout: float) -> None:
     try:
         settings = Settings.from_env()
         if settings.kube.executor == "local":
-            click.echo("no Kubernetes cluster configured: LOCAL executor - each job's command runs as a "
-                       "subprocess on this machine (the image is not used); leader lock in Redis")
+            click.echo(
+                "no Kubernetes cluster configured: LOCAL executor - each job's command runs as a "
+                "subprocess on this machine (the image is not used); leader lock in Redis"
+            )
         else:
             click.echo(f"Kubernetes executor: Jobs go to the cluster of KUBECONFIG; lock: {settings.lock}")
         click.echo(f"status page http://127.0.0.1:{port}/   metrics /metrics   health /healthz /readyz")

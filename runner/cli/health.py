@@ -67,10 +67,19 @@ def probe_health(base_url: str, probes: tuple[str, ...] = ("healthz", "readyz"))
 
 
 @click.command()
-@click.option("--url", metavar="URL", default=None,
-              help="Base URL of the replica's probes; default http://127.0.0.1:$HTTP_SERVER_PORT.")
-@click.option("--probe", type=click.Choice(["all", "live", "ready"]), default="all", show_default=True,
-              help="live: /healthz only (liveness); ready: /readyz only.")
+@click.option(
+    "--url",
+    metavar="URL",
+    default=None,
+    help="Base URL of the replica's probes; default http://127.0.0.1:$HTTP_SERVER_PORT.",
+)
+@click.option(
+    "--probe",
+    type=click.Choice(["all", "live", "ready"]),
+    default="all",
+    show_default=True,
+    help="live: /healthz only (liveness); ready: /readyz only.",
+)
 @json_option
 def health(url: str | None, probe: str, as_json: bool) -> None:
     """Exit 0 when this replica is healthy, 1 when not.
@@ -90,4 +99,6 @@ def health(url: str | None, probe: str, as_json: bool) -> None:
         for reason in result["reasons"]:
             click.echo(f"unhealthy: {reason}", err=True)
     if not result["healthy"]:
-        fail(f"replica at {url} is unhealthy: {len(result['reasons'])} {'reason' if len(result['reasons']) == 1 else 'reasons'}")
+        fail(
+            f"replica at {url} is unhealthy: {len(result['reasons'])} {'reason' if len(result['reasons']) == 1 else 'reasons'}"
+        )

@@ -38,14 +38,19 @@ def jobs_list(as_json: bool) -> None:
     for message_id, record in sorted(records.items()):
         age = age_of_ms(record.get("created_at") or record.get("claimed_at"))
         row: dict[str, Any] = {
-            "message_id": message_id, "job_name": record.get("job_name"), "namespace": record.get("namespace"),
-            "state": record.get("state", "(record gone)"), "stream": record.get("stream"),
+            "message_id": message_id,
+            "job_name": record.get("job_name"),
+            "namespace": record.get("namespace"),
+            "state": record.get("state", "(record gone)"),
+            "stream": record.get("stream"),
             "age_seconds": None if age is None else round(age, 1),
         }
         rows.append(row)
     if as_json:
         emit_json(rows)
         return
-    print_table(["MESSAGE-ID", "JOB", "NAMESPACE", "STATE", "AGE"],
-                [[r["message_id"], r["job_name"], r["namespace"], r["state"], format_age(r["age_seconds"])] for r in rows],
-                empty="no active jobs")
+    print_table(
+        ["MESSAGE-ID", "JOB", "NAMESPACE", "STATE", "AGE"],
+        [[r["message_id"], r["job_name"], r["namespace"], r["state"], format_age(r["age_seconds"])] for r in rows],
+        empty="no active jobs",
+    )

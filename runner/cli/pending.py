@@ -122,9 +122,17 @@ def _with_payloads(client: redis.Redis, infos: list[tuple[str, Any]]) -> list[Pe
     rows = []
     for (stream, info), found in zip(infos, replies):
         fields = dict(found[0][1]) if found else {}
-        rows.append(PendingRow(stream=stream, entry_id=info.entry_id, message_id=message_id_of(fields.get(b"payload")),
-                               consumer=info.consumer, idle_ms=info.idle_ms, deliveries=info.deliveries,
-                               exists=bool(found)))
+        rows.append(
+            PendingRow(
+                stream=stream,
+                entry_id=info.entry_id,
+                message_id=message_id_of(fields.get(b"payload")),
+                consumer=info.consumer,
+                idle_ms=info.idle_ms,
+                deliveries=info.deliveries,
+                exists=bool(found),
+            )
+        )
     return rows
 
 
@@ -148,7 +156,9 @@ def pending() -> None:
 def _check_ids(ids: tuple[str, ...]) -> None:
     for entry_id in ids:
         if not ENTRY_ID.match(entry_id):
-            raise click.BadParameter(f"not a stream entry id (like 1700000000000-0): {entry_id!r}", param_hint="ENTRY_ID")
+            raise click.BadParameter(
+                f"not a stream entry id (like 1700000000000-0): {entry_id!r}", param_hint="ENTRY_ID"
+            )
 
 
 def _rows_doc(rows: list[PendingRow]) -> list[dict[str, Any]]:
@@ -158,8 +168,17 @@ def _rows_doc(rows: list[PendingRow]) -> list[dict[str, Any]]:
 def _table(rows: list[PendingRow]) -> None:
     print_table(
         ["STREAM", "ENTRY", "MESSAGE-ID", "CONSUMER", "IDLE", "DELIVERIES"],
-        [[r.stream, r.entry_id, r.message_id or ("(deleted)" if not r.exists else "(unparsable)"), r.consumer,
-          format_age(r.idle_ms / 1000), r.deliveries] for r in rows],
+        [
+            [
+                r.stream,
+                r.entry_id,
+                r.message_id or ("(deleted)" if not r.exists else "(unparsable)"),
+                r.consumer,
+                format_age(r.idle_ms / 1000),
+                r.deliveries,
+            ]
+            for r in rows
+        ],
         empty="no pending entries",
     )
 
@@ -167,8 +186,13 @@ def _table(rows: list[PendingRow]) -> None:
 filters = [
     stream_option(),
     click.option("--consumer", "-c", metavar="NAME", default=None, help="Only entries owned by this consumer (pod)."),
-    click.option("--idle-over", type=DURATION, default=None, metavar="DURATION",
-                 help="Only entries idle longer than this (30s, 5m, 1h)."),
+    click.option(
+        "--idle-over",
+        type=DURATION,
+        default=None,
+        metavar="DURATION",
+        help="Only entries idle longer than this (30s, 5m, 1h).",
+    ),
 ]
 
 
@@ -180,21 +204,25 @@ def _with_filters(f: Any) -> Any:
 
 @pending.command("list")
 @_with_filters
-@click.option("--count", "-n", type=click.IntRange(min=1), default=100, show_default=True, help="At most this many entries.")
+@click.option(
+    "--count", "-n", type=click.IntRange(min=1), default=100, show_default=True, help="At most this many entries."
+)
 @json_option
 def list_(stream: str | None, consumer: str | None, idle_over: float | None, count: int, as_json: bool) -> None:
     """Pending entries: entry id, message id, consumer, idle time, deliveries."""
     obj = cli_context()
-    rows = collect(obj.reader(), chosen_streams(obj.settings(), stream), consumer=consumer,
-                   min_idle_ms=_ms(idle_over), limit=count)
+    rows = collect(
+        obj.reader(), chosen_streams(obj.settings(), stream), consumer=consumer, min_idle_ms=_ms(idle_over), limit=count
+    )
     if as_json:
         emit_json(_rows_doc(rows))
     else:
         _table(rows)
 
 
-def _select(ids: tuple[str, ...], stream: str | None, consumer: str | None, idle_over: float | None,
-            all_: bool) -> list[PendingRow]:
+def _select(
+    ids: tuple[str, ...], stream: str | None, consumer: str | None, idle_over: float | None, all_: bool
+) -> list[PendingRow]:
     """Entries named by id, or chosen by --idle-over / --all (with the filters)."""
     _check_ids(ids)
     if ids and (all_ or idle_over is not None):
@@ -216,8 +244,15 @@ def _ms(seconds: float | None) -> int | None:
 @click.option("--all", "all_", is_flag=True, help="Every pending entry (within the filters).")
 @yes_option
 @json_option
-def replay(ids: tuple[str, ...], stream: str | None, consumer: str | None, idle_over: float | None,
-           all_: bool, yes: bool, as_json: bool) -> None:
+def replay(
+    ids: tuple[str, ...],
+    stream: str | None,
+    consumer: str | None,
+    idle_over: float | None,
+    all_: bool,
+    yes: bool,
+    as_json: bool,
+) -> None:
     """Put pending entries back at the end of their stream, acking the old ones.
 
     Each replay re-adds the entry's fields to the same stream and XACKs the old entry in one
@@ -244,8 +279,15 @@ def replay(ids: tuple[str, ...], stream: str | None, consumer: str | None, idle_
 @click.option("--all", "all_", is_flag=True, help="Every pending entry (within the filters).")
 @yes_option
 @json_option
-def ack(ids: tuple[str, ...], stream: str | None, consumer: str | None, idle_over: float | None,
-        all_: bool, yes: bool, as_json: bool) -> None:
+def ack(
+    ids: tuple[str, ...],
+    stream: str | None,
+    consumer: str | None,
+    idle_over: float | None,
+    all_: bool,
+    yes: bool,
+    as_json: bool,
+) -> None:
     """Acknowledge pending entries without running them. Dry run unless --yes.
 
     An acked entry is never delivered again: its message runs only if a Job was already
@@ -271,8 +313,22 @@ def _report(results: list[dict[str, Any]], as_json: bool, yes: bool, verb: str) 
     elif not results:
         click.echo("no pending entries matched", err=True)
     else:
-        print_table(["STREAM", "ENTRY", "MESSAGE-ID", "CONSUMER", "IDLE", "OUTCOME", "NEW-ENTRY"][: 7 if verb == "replay" else 6],
-                    [[r["stream"], r["entry_id"], r["message_id"], r["consumer"], format_age(r["idle_ms"] / 1000),
-                      r["outcome"], *([r.get("new_entry_id")] if verb == "replay" else [])] for r in results])
+        print_table(
+            ["STREAM", "ENTRY", "MESSAGE-ID", "CONSUMER", "IDLE", "OUTCOME", "NEW-ENTRY"][
+                : 7 if verb == "replay" else 6
+            ],
+            [
+                [
+                    r["stream"],
+                    r["entry_id"],
+                    r["message_id"],
+                    r["consumer"],
+                    format_age(r["idle_ms"] / 1000),
+                    r["outcome"],
+                    *([r.get("new_entry_id")] if verb == "replay" else []),
+                ]
+                for r in results
+            ],
+        )
     if not yes:
         dry_run_footer(len(results), verb)

@@ -12,7 +12,7 @@ from runner.cli._context import cli_context
 from runner.settings import Settings
 
 
-def serve(settings: Settings, *, on_started: "callable | None" = None) -> int:  # type: ignore[valid-type]
+def serve(settings: Settings, *, on_started: callable | None = None) -> int:  # type: ignore[valid-type]
     """The runner in this process, gunicorn (probes) and an RQ worker as supervised children.
     Returns the exit code (0 after a clean SIGTERM)."""
     from runner.logs import setup_logging

@@ -52,10 +52,15 @@ def _leader_doc(record: LeaderRecord | None, source: str) -> dict[str, Any]:
         return {"leader": None, "term": None, "leader_source": source, "leader_renewed": None, "leader_expired": None}
     expired = None
     if record.renew_time is not None:
-        age = (_dt.datetime.now(_dt.timezone.utc) - record.renew_time).total_seconds()
+        age = (_dt.datetime.now(_dt.UTC) - record.renew_time).total_seconds()
         expired = age > record.lease_duration
-    return {"leader": record.holder, "term": record.transitions, "leader_source": source,
-            "leader_renewed": _iso(record.renew_time), "leader_expired": expired}
+    return {
+        "leader": record.holder,
+        "term": record.transitions,
+        "leader_source": source,
+        "leader_renewed": _iso(record.renew_time),
+        "leader_expired": expired,
+    }
 
 
 def leader_info(settings: Settings, client: redis.Redis) -> dict[str, Any]:
@@ -67,11 +72,18 @@ def leader_info(settings: Settings, client: redis.Redis) -> dict[str, Any]:
             return _leader_doc(lock.get(), lock.describe())
         kubeconfig = os.environ.get("KUBECONFIG")
         if not kubeconfig:
-            return {**_leader_doc(None, "unknown (KSR_LOCK=lease; set KUBECONFIG to read the Lease)"), "leader": "unknown"}
+            return {
+                **_leader_doc(None, "unknown (KSR_LOCK=lease; set KUBECONFIG to read the Lease)"),
+                "leader": "unknown",
+            }
         from election.lease_lock import LeaseLock, api_client_from_kubeconfig
 
-        lease = LeaseLock(api_client_from_kubeconfig(kubeconfig), namespace=settings.identity.pod_namespace,
-                          name=name, request_timeout=HEALTH_TIMEOUT)
+        lease = LeaseLock(
+            api_client_from_kubeconfig(kubeconfig),
+            namespace=settings.identity.pod_namespace,
+            name=name,
+            request_timeout=HEALTH_TIMEOUT,
+        )
         return _leader_doc(lease.get(), lease.describe())
     except (ElectionError, OSError, ValueError) as e:  # a missing or bad kubeconfig is ValueError-ish too
         return {**_leader_doc(None, f"unknown ({type(e).__name__}: {e})"), "leader": "unknown"}
@@ -82,8 +94,9 @@ def gather_status(obj: CliContext) -> dict[str, Any]:
     client = obj.redis()
     stats = obj.reader().stats()
     doc: dict[str, Any] = {
-        "streams": {s: {"length": st.length, "pending": st.pending, "lag": st.lag, "dead": st.dead}
-                    for s, st in stats.items()},
+        "streams": {
+            s: {"length": st.length, "pending": st.pending, "lag": st.lag, "dead": st.dead} for s, st in stats.items()
+        },
         "active_jobs": len(state_store(client, settings).active_ids()),
         "group": settings.streams.group,
         "redis": settings.redis.masked_url,
@@ -103,9 +116,13 @@ def _print_status(doc: dict[str, Any]) -> None:
     click.echo(f"active jobs: {doc['active_jobs']}")
     click.echo(f"redis:       {doc['redis']}  group {doc['group']}")
     click.echo("")
-    print_table(["STREAM", "LENGTH", "PENDING", "LAG", "DEAD"],
-                [[s, v["length"], v["pending"], "?" if v["lag"] is None else v["lag"], v["dead"]]
-                 for s, v in doc["streams"].items()])
+    print_table(
+        ["STREAM", "LENGTH", "PENDING", "LAG", "DEAD"],
+        [
+            [s, v["length"], v["pending"], "?" if v["lag"] is None else v["lag"], v["dead"]]
+            for s, v in doc["streams"].items()
+        ],
+    )
 
 
 @dataclass
@@ -185,9 +202,18 @@ def watch_rows(doc: dict[str, Any], window: RateWindow) -> list[dict[str, Any]]:
     for stream, v in doc["streams"].items():
         c = window.counts(stream)
         ready = v["lag"]
-        rows.append({"stream": stream, "ready": ready, "pending": v["pending"], "done": c[DONE], "failed": c[FAILED],
-                     "dead": v["dead"], "rate_per_min": round(c[DISPATCHED] * 60 / window.seconds, 1),
-                     "eta_seconds": eta_seconds(ready, c[DISPATCHED], window.seconds)})
+        rows.append(
+            {
+                "stream": stream,
+                "ready": ready,
+                "pending": v["pending"],
+                "done": c[DONE],
+                "failed": c[FAILED],
+                "dead": v["dead"],
+                "rate_per_min": round(c[DISPATCHED] * 60 / window.seconds, 1),
+                "eta_seconds": eta_seconds(ready, c[DISPATCHED], window.seconds),
+            }
+        )
     return rows
 
 
@@ -195,8 +221,10 @@ def _draw(doc: dict[str, Any], rows: list[dict[str, Any]], interval: float) -> N
     click.clear()
     stamp = _dt.datetime.now().strftime("%H:%M:%S")
     click.echo(f"ksr status --watch  {stamp}  every {interval:g}s  (Ctrl-C to stop)")
-    click.echo(f"leader: {doc['leader'] or 'none'}  term: {doc.get('term') if doc.get('term') is not None else '-'}  "
-               f"active jobs: {doc['active_jobs']}")
+    click.echo(
+        f"leader: {doc['leader'] or 'none'}  term: {doc.get('term') if doc.get('term') is not None else '-'}  "
+        f"active jobs: {doc['active_jobs']}"
+    )
     click.echo("")
 
     def eta(r: dict[str, Any]) -> str:
@@ -206,16 +234,33 @@ def _draw(doc: dict[str, Any], rows: list[dict[str, Any]], interval: float) -> N
             return "stalled"
         return format_age(r["eta_seconds"])
 
-    print_table(["STREAM", "READY", "PENDING", "DONE/1m", "FAILED/1m", "DEAD", "RATE/min", "ETA"],
-                [[r["stream"], "?" if r["ready"] is None else r["ready"], r["pending"], r["done"], r["failed"], r["dead"],
-                  r["rate_per_min"], eta(r)] for r in rows])
+    print_table(
+        ["STREAM", "READY", "PENDING", "DONE/1m", "FAILED/1m", "DEAD", "RATE/min", "ETA"],
+        [
+            [
+                r["stream"],
+                "?" if r["ready"] is None else r["ready"],
+                r["pending"],
+                r["done"],
+                r["failed"],
+                r["dead"],
+                r["rate_per_min"],
+                eta(r),
+            ]
+            for r in rows
+        ],
+    )
 
 
 @click.command()
 @json_option
 @click.option("--watch", "-w", is_flag=True, help="Redraw a live view until Ctrl-C (or --count redraws).")
-@click.option("--interval", type=DURATION, default="2s", show_default=True, metavar="DURATION", help="Redraw period with --watch.")
-@click.option("--count", type=click.IntRange(min=0), default=0, help="With --watch: stop after this many redraws (0: never).")
+@click.option(
+    "--interval", type=DURATION, default="2s", show_default=True, metavar="DURATION", help="Redraw period with --watch."
+)
+@click.option(
+    "--count", type=click.IntRange(min=0), default=0, help="With --watch: stop after this many redraws (0: never)."
+)
 def status(as_json: bool, watch: bool, interval: float, count: int) -> None:
     """Streams, leader and active Jobs; --watch for a live view.
 

@@ -144,21 +144,33 @@ def _load(source: IO[bytes], settings: Settings, *, policy: bool) -> tuple[list[
 
 
 policy_option = click.option(
-    "--check-policy", "policy", is_flag=True,
-    help="Also check the runner's policy (KSR_ALLOWED_* settings of this environment).")
+    "--check-policy",
+    "policy",
+    is_flag=True,
+    help="Also check the runner's policy (KSR_ALLOWED_* settings of this environment).",
+)
 
 
 @click.command()
 @click.argument("source", type=click.File("rb"), default="-", metavar="[FILE|-]")
-@click.option("--stream", "-s", metavar="STREAM", default=None,
-              help="Stream to add to (one of KSR_STREAMS); default: the 'default' priority stream.")
+@click.option(
+    "--stream",
+    "-s",
+    metavar="STREAM",
+    default=None,
+    help="Stream to add to (one of KSR_STREAMS); default: the 'default' priority stream.",
+)
 @policy_option
 @click.option("--skip-invalid", is_flag=True, help="Submit the valid messages even if some are invalid (still exit 1).")
-@click.option("--progress/--no-progress", default=None,
-              help=f"Progress bar on stderr; default: for {PROGRESS_MIN}+ messages on a terminal.")
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help=f"Progress bar on stderr; default: for {PROGRESS_MIN}+ messages on a terminal.",
+)
 @json_option
-def submit(source: IO[bytes], stream: str | None, policy: bool, skip_invalid: bool,
-           progress: bool | None, as_json: bool) -> None:
+def submit(
+    source: IO[bytes], stream: str | None, policy: bool, skip_invalid: bool, progress: bool | None, as_json: bool
+) -> None:
     """Validate messages and add them to a stream.
 
     Prints the new entry ids.
@@ -172,7 +184,8 @@ def submit(source: IO[bytes], stream: str | None, policy: bool, skip_invalid: bo
         stream = default_stream(settings)
     elif stream not in settings.streams.streams:
         raise click.BadParameter(
-            f"{stream!r} is not one of KSR_STREAMS ({', '.join(settings.streams.streams)})", param_hint="'--stream'")
+            f"{stream!r} is not one of KSR_STREAMS ({', '.join(settings.streams.streams)})", param_hint="'--stream'"
+        )
     items, invalid = _load(source, settings, policy=policy)
     report_invalid(invalid)
     if invalid and not skip_invalid:
@@ -183,7 +196,7 @@ def submit(source: IO[bytes], stream: str | None, policy: bool, skip_invalid: bo
     show = progress if progress is not None else (len(valid) >= PROGRESS_MIN and sys.stderr.isatty())
     with _progress(show, len(valid), f"submitting to {stream}") as bar:
         for start in range(0, len(valid), XADD_CHUNK):
-            chunk = valid[start:start + XADD_CHUNK]
+            chunk = valid[start : start + XADD_CHUNK]
             with redis_errors():
                 pipe = client.pipeline(transaction=False)
                 for item in chunk:
@@ -226,8 +239,11 @@ def validate(source: IO[bytes], policy: bool, as_json: bool) -> None:
 
 def _invalid_doc(item: Item) -> dict[str, Any]:
     assert item.error is not None
-    return {"where": item.where, "id": item.message.id if item.message else _raw_id(item.payload),
-            "errors": [{"field": f, "problem": p} for f, p in item.error.problems]}
+    return {
+        "where": item.where,
+        "id": item.message.id if item.message else _raw_id(item.payload),
+        "errors": [{"field": f, "problem": p} for f, p in item.error.problems],
+    }
 
 
 def _s(value: Any) -> str:

@@ -29,8 +29,7 @@ log = logging.getLogger(__name__)
 class Executor(Protocol):
     name: str
 
-    def create(self, message: Message, *, stream: str, entry_id: str,
-               keep_going: Callable[[], bool]) -> JobRef: ...
+    def create(self, message: Message, *, stream: str, entry_id: str, keep_going: Callable[[], bool]) -> JobRef: ...
 
     def launched(self, ref: JobRef) -> None:
         """Called once the Job is recorded (the local executor starts its process here)."""
@@ -43,13 +42,13 @@ class KubernetesExecutor:
         self.api = api
         self.settings = settings
 
-    def create(self, message: Message, *, stream: str, entry_id: str,
-               keep_going: Callable[[], bool]) -> JobRef:
+    def create(self, message: Message, *, stream: str, entry_id: str, keep_going: Callable[[], bool]) -> JobRef:
         manifest = build_job(message, self.settings, stream=stream, entry_id=entry_id)
         return self.api.create_job(manifest, message_id=message.id, keep_going=keep_going)
 
     def launched(self, ref: JobRef) -> None:
         pass  # the Job runs by itself once created
+
 
 NAMESPACE = "local"
 OUTPUT_TAIL = 400  # characters of stderr kept for a failure message
@@ -65,8 +64,7 @@ class LocalExecutor:
         self._running: dict[str, subprocess.Popen[bytes]] = {}
         self._mutex = threading.Lock()
 
-    def create(self, message: Message, *, stream: str, entry_id: str,
-               keep_going: Callable[[], bool]) -> JobRef:
+    def create(self, message: Message, *, stream: str, entry_id: str, keep_going: Callable[[], bool]) -> JobRef:
         name = job_name(message.job.prefix_name, message.id)
         with self._mutex:
             adopted = name in self._running or name in self._pending
@@ -97,21 +95,33 @@ class LocalExecutor:
         argv = [*(job.command or []), *(job.args or [])]
         with log_context(message_id=message.id, job_name=ref.name):
             if not argv:
-                tracker.exception(message.id, code="NoCommand",
-                                  message="the local executor runs job.command/job.args; both are empty")
+                tracker.exception(
+                    message.id, code="NoCommand", message="the local executor runs job.command/job.args; both are empty"
+                )
                 return
             env = {**os.environ, **{e.name: e.value for e in job.env}}
             started = time.monotonic()
             try:
-                proc = subprocess.Popen(argv, env=env, cwd=self._workdir, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+                proc = subprocess.Popen(
+                    argv,
+                    env=env,
+                    cwd=self._workdir,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    stdin=subprocess.DEVNULL,
+                )
             except OSError as e:
                 tracker.exception(message.id, code="StartError", message=f"cannot run {argv[0]!r}: {e}")
                 return
             with self._mutex:
                 self._running[ref.name] = proc
-            log.info("local job %s started (pid %d): %s (image %s not used locally)",
-                     ref.name, proc.pid, " ".join(argv), job.image)
+            log.info(
+                "local job %s started (pid %d): %s (image %s not used locally)",
+                ref.name,
+                proc.pid,
+                " ".join(argv),
+                job.image,
+            )
             tracker.pod_started(message.id, pod_name=ref.name, pod_uid=str(proc.pid))
             try:
                 _, err = proc.communicate(timeout=job.active_deadline_seconds)
@@ -128,7 +138,14 @@ class LocalExecutor:
                 tracker.completed(message.id, duration=duration, pod_name=ref.name, pod_uid=str(proc.pid))
                 return
             tail = (err or b"").decode(errors="replace")[-OUTPUT_TAIL:].strip()
-            what = (f"exceeded activeDeadlineSeconds={job.active_deadline_seconds}" if code is None
-                    else f"exit code {code}")
-            tracker.failed(message.id, code=reason, message=f"{what}{': ' + tail if tail else ''}",
-                           pod_name=ref.name, pod_uid=str(proc.pid), duration=duration)
+            what = (
+                f"exceeded activeDeadlineSeconds={job.active_deadline_seconds}" if code is None else f"exit code {code}"
+            )
+            tracker.failed(
+                message.id,
+                code=reason,
+                message=f"{what}{': ' + tail if tail else ''}",
+                pod_name=ref.name,
+                pod_uid=str(proc.pid),
+                duration=duration,
+            )

@@ -97,15 +97,22 @@ class KubeApi:
             return result
 
     # -- Jobs --------------------------------------------------------------------------
-    def create_job(self, manifest: dict[str, Any], *, message_id: str,
-                   keep_going: Callable[[], bool] = _always) -> JobRef:
+    def create_job(
+        self, manifest: dict[str, Any], *, message_id: str, keep_going: Callable[[], bool] = _always
+    ) -> JobRef:
         """Create the Job; when it exists already and carries this message id, adopt it."""
         ns = manifest["metadata"]["namespace"]
         name = manifest["metadata"]["name"]
         try:
-            job = self.call("create", lambda: _json(self.batch.create_namespaced_job(
-                ns, cast(Any, manifest), _preload_content=False, _request_timeout=self.timeout)),
-                keep_going=keep_going)
+            job = self.call(
+                "create",
+                lambda: _json(
+                    self.batch.create_namespaced_job(
+                        ns, cast(Any, manifest), _preload_content=False, _request_timeout=self.timeout
+                    )
+                ),
+                keep_going=keep_going,
+            )
             return JobRef(name=name, namespace=ns, uid=job["metadata"]["uid"])
         except KubeConflict:
             existing = self.get_job(ns, name, keep_going=keep_going)
@@ -113,39 +120,57 @@ class KubeApi:
                 return self.create_job(manifest, message_id=message_id, keep_going=keep_going)
             owner = (existing["metadata"].get("annotations") or {}).get(MESSAGE_ID_ANNOTATION)
             if owner != message_id:
-                raise KubeConflict(409, "AlreadyExists",
-                                   f"jobs.batch {name!r} exists in {ns} and belongs to message {owner!r}") from None
+                raise KubeConflict(
+                    409, "AlreadyExists", f"jobs.batch {name!r} exists in {ns} and belongs to message {owner!r}"
+                ) from None
             log.info("job %s/%s exists already for message %s: adopted", ns, name, message_id)
             return JobRef(name=name, namespace=ns, uid=existing["metadata"]["uid"], adopted=True)
 
     def get_job(self, namespace: str, name: str, *, keep_going: Callable[[], bool] = _always) -> dict | None:
         try:
-            return self.call("get", lambda: _json(self.batch.read_namespaced_job(
-                name, namespace, _preload_content=False, _request_timeout=self.timeout)), keep_going=keep_going)
+            return self.call(
+                "get",
+                lambda: _json(
+                    self.batch.read_namespaced_job(
+                        name, namespace, _preload_content=False, _request_timeout=self.timeout
+                    )
+                ),
+                keep_going=keep_going,
+            )
         except KubeNotFound:
             return None
 
     def delete_job(self, namespace: str, name: str, *, keep_going: Callable[[], bool] = _always) -> None:
         try:
-            self.call("delete", lambda: self.batch.delete_namespaced_job(
-                name, namespace, propagation_policy="Background", _request_timeout=self.timeout),
-                keep_going=keep_going)
+            self.call(
+                "delete",
+                lambda: self.batch.delete_namespaced_job(
+                    name, namespace, propagation_policy="Background", _request_timeout=self.timeout
+                ),
+                keep_going=keep_going,
+            )
         except KubeNotFound:
             pass
 
-    def list_jobs(self, namespace: str | None, *, selector: str | None = None,
-                  keep_going: Callable[[], bool] = _always) -> tuple[list[dict], str]:
+    def list_jobs(
+        self, namespace: str | None, *, selector: str | None = None, keep_going: Callable[[], bool] = _always
+    ) -> tuple[list[dict], str]:
         return self._list("jobs", namespace, selector or managed_selector(), keep_going)
 
-    def list_pods(self, namespace: str | None, *, selector: str | None = None,
-                  keep_going: Callable[[], bool] = _always) -> tuple[list[dict], str]:
+    def list_pods(
+        self, namespace: str | None, *, selector: str | None = None, keep_going: Callable[[], bool] = _always
+    ) -> tuple[list[dict], str]:
         return self._list("pods", namespace, selector or managed_selector(), keep_going)
 
-    def _list(self, kind: str, namespace: str | None, selector: str,
-              keep_going: Callable[[], bool]) -> tuple[list[dict], str]:
+    def _list(
+        self, kind: str, namespace: str | None, selector: str, keep_going: Callable[[], bool]
+    ) -> tuple[list[dict], str]:
         fn = self._lister(kind, namespace)
-        body = self.call("list", lambda: _json(fn(label_selector=selector, _preload_content=False,
-                                                  _request_timeout=self.timeout)), keep_going=keep_going)
+        body = self.call(
+            "list",
+            lambda: _json(fn(label_selector=selector, _preload_content=False, _request_timeout=self.timeout)),
+            keep_going=keep_going,
+        )
         return body.get("items") or [], (body.get("metadata") or {}).get("resourceVersion", "")
 
     def _lister(self, kind: str, namespace: str | None) -> Callable[..., Any]:
@@ -157,16 +182,28 @@ class KubeApi:
             return self.core.list_pod_for_all_namespaces
         return lambda **kw: self.core.list_namespaced_pod(namespace, **kw)
 
-    def watch(self, kind: str, namespace: str | None, resource_version: str, *,
-              timeout_seconds: int, selector: str | None = None) -> Iterator[dict]:
+    def watch(
+        self,
+        kind: str,
+        namespace: str | None,
+        resource_version: str,
+        *,
+        timeout_seconds: int,
+        selector: str | None = None,
+    ) -> Iterator[dict]:
         """Raw watch events ({type, object}) from `resource_version` until the server ends
         the watch. Errors are raised translated; a 410 arrives as an ERROR event."""
         fn = self._lister(kind, namespace)
         try:
-            resp = fn(label_selector=selector or managed_selector(), watch=True,
-                      resource_version=resource_version, allow_watch_bookmarks=True,
-                      timeout_seconds=timeout_seconds, _preload_content=False,
-                      _request_timeout=(self.timeout, timeout_seconds + self.timeout))
+            resp = fn(
+                label_selector=selector or managed_selector(),
+                watch=True,
+                resource_version=resource_version,
+                allow_watch_bookmarks=True,
+                timeout_seconds=timeout_seconds,
+                _preload_content=False,
+                _request_timeout=(self.timeout, timeout_seconds + self.timeout),
+            )
         except Exception as e:
             raise kube_error_from(e) from e
         metrics_mod.get().observe_kube_request("watch", 200, 0.0)
@@ -184,8 +221,12 @@ class KubeApi:
             resp.release_conn()
 
     def version(self) -> dict:
-        return self.call("get", lambda: _json(k8s.VersionApi(self.api_client).get_code(
-            _preload_content=False, _request_timeout=self.timeout)))
+        return self.call(
+            "get",
+            lambda: _json(
+                k8s.VersionApi(self.api_client).get_code(_preload_content=False, _request_timeout=self.timeout)
+            ),
+        )
 
 
 def _json(response: Any) -> Any:

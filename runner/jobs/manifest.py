@@ -13,22 +13,22 @@ from runner.pipeline.message import Message
 from runner.settings import Settings
 
 __all__ = [
-    "MANAGED_BY_LABEL",
-    "MANAGED_BY",
     "APP_LABEL",
-    "HASH_LABEL",
-    "MESSAGE_ID_ANNOTATION",
-    "STREAM_ANNOTATION",
+    "CONTAINER_NAME",
     "ENTRY_ID_ANNOTATION",
     "GPU_RESOURCE",
-    "CONTAINER_NAME",
+    "HASH_LABEL",
     "HASH_LENGTH",
-    "message_hash",
-    "job_name",
-    "job_labels",
-    "managed_selector",
-    "message_selector",
+    "MANAGED_BY",
+    "MANAGED_BY_LABEL",
+    "MESSAGE_ID_ANNOTATION",
+    "STREAM_ANNOTATION",
     "build_job",
+    "job_labels",
+    "job_name",
+    "managed_selector",
+    "message_hash",
+    "message_selector",
 ]
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"

@@ -67,21 +67,42 @@ class Tracker:
     def pod_started(self, message_id: str, *, pod_name: str, pod_uid: str) -> None:
         self._advance(message_id, STARTED, {"podId": pod_uid, "podName": pod_name}, pod=(pod_name, pod_uid))
 
-    def completed(self, message_id: str, *, duration: float | None = None,
-                  pod_name: str = "", pod_uid: str = "") -> None:
+    def completed(
+        self, message_id: str, *, duration: float | None = None, pod_name: str = "", pod_uid: str = ""
+    ) -> None:
         self._advance(message_id, COMPLETED, {}, pod=(pod_name, pod_uid), duration=duration)
 
-    def failed(self, message_id: str, *, code: str, message: str, pod_name: str = "", pod_uid: str = "",
-               duration: float | None = None) -> None:
-        self._advance(message_id, FAILED, {"error": {"errorCode": code, "message": message}},
-                      pod=(pod_name, pod_uid), duration=duration)
+    def failed(
+        self,
+        message_id: str,
+        *,
+        code: str,
+        message: str,
+        pod_name: str = "",
+        pod_uid: str = "",
+        duration: float | None = None,
+    ) -> None:
+        self._advance(
+            message_id,
+            FAILED,
+            {"error": {"errorCode": code, "message": message}},
+            pod=(pod_name, pod_uid),
+            duration=duration,
+        )
 
     def exception(self, message_id: str, *, code: str, message: str) -> None:
         self._advance(message_id, EXCEPTION, {"error": {"errorCode": code, "message": message}})
 
     # -- internals ---------------------------------------------------------------------
-    def _advance(self, message_id: str, status: int, detail: dict[str, Any], *,
-                 pod: tuple[str, str] = ("", ""), duration: float | None = None) -> None:
+    def _advance(
+        self,
+        message_id: str,
+        status: int,
+        detail: dict[str, Any],
+        *,
+        pod: tuple[str, str] = ("", ""),
+        duration: float | None = None,
+    ) -> None:
         """Move a live Job to `status`, emitting first the earlier statuses it implies."""
         with self._mutex:
             record = self._live(message_id)
@@ -90,8 +111,14 @@ class Tracker:
             self._ensure_created(message_id, record)
             if status == STARTED:
                 if record.get("state") in ("created", "claimed"):
-                    self.state.set_state(message_id, "running", term=self._term(), pod_name=pod[0],
-                                         pod_uid=pod[1], started_at=f"{self._now():.3f}")
+                    self.state.set_state(
+                        message_id,
+                        "running",
+                        term=self._term(),
+                        pod_name=pod[0],
+                        pod_uid=pod[1],
+                        started_at=f"{self._now():.3f}",
+                    )
                 self._emit(message_id, STARTED, detail, record)
                 return
             if status != EXCEPTION:  # a Job that completed or failed had a pod that started
@@ -113,18 +140,24 @@ class Tracker:
         """Every later transition implies 0: a leader that died between recording the Job
         and enqueueing callback 0 must not leave the producer without it."""
         if CREATED not in callbacks_sent(record):
-            self._emit(message_id, CREATED, {"jobId": record.get("job_uid", ""),
-                                             "jobName": record.get("job_name", "")}, record)
+            self._emit(
+                message_id, CREATED, {"jobId": record.get("job_uid", ""), "jobName": record.get("job_name", "")}, record
+            )
 
     def _ensure_started(self, message_id: str, record: dict[str, str], pod_name: str, pod_uid: str) -> None:
         """A pod that ran to its end has started, even if we never saw it Running."""
         if STARTED in callbacks_sent(record):
             return
-        self._emit(message_id, STARTED, {"podId": pod_uid or record.get("pod_uid", ""),
-                                         "podName": pod_name or record.get("pod_name", "")}, record)
+        self._emit(
+            message_id,
+            STARTED,
+            {"podId": pod_uid or record.get("pod_uid", ""), "podName": pod_name or record.get("pod_name", "")},
+            record,
+        )
 
-    def _finish(self, message_id: str, status: int, detail: dict[str, Any], record: dict[str, str],
-                duration: float | None) -> None:
+    def _finish(
+        self, message_id: str, status: int, detail: dict[str, Any], record: dict[str, str], duration: float | None
+    ) -> None:
         self._emit(message_id, status, detail, record)
         state = _TERMINAL_STATE[status]
         self.state.finish(message_id, state, term=self._term())
@@ -137,13 +170,25 @@ class Tracker:
         self._on_finished()
 
     def _emit(self, message_id: str, status: int, detail: dict[str, Any], record: dict[str, str]) -> bool:
-        if not self.state.mark_callback_sent(message_id, status, term=self._term(), detail=json.dumps(detail),
-                                             owed_key=self.owed_key, owed_member=owed_member(message_id, status)):
+        if not self.state.mark_callback_sent(
+            message_id,
+            status,
+            term=self._term(),
+            detail=json.dumps(detail),
+            owed_key=self.owed_key,
+            owed_member=owed_member(message_id, status),
+        ):
             return False
         self.callbacks.enqueue(message_id, status, detail, record.get("webhook") or None)
-        append_event(self.redis, message_id=message_id, status=status, detail=detail,
-                     job_name=record.get("job_name"), stream=self.settings.streams.events_stream,
-                     maxlen=self.settings.streams.events_maxlen)
+        append_event(
+            self.redis,
+            message_id=message_id,
+            status=status,
+            detail=detail,
+            job_name=record.get("job_name"),
+            stream=self.settings.streams.events_stream,
+            maxlen=self.settings.streams.events_maxlen,
+        )
         record.setdefault(f"cb_{status}", "1")
         return True
 

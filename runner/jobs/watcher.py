@@ -26,8 +26,9 @@ from runner.store.state import StateStore
 log = logging.getLogger(__name__)
 
 # A container that cannot start no matter how long we wait.
-FATAL_WAITING = frozenset({"InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError",
-                           "CreateContainerError"})
+FATAL_WAITING = frozenset(
+    {"InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError", "CreateContainerError"}
+)
 WATCH_SECONDS = 240
 DELETED_GRACE = 5.0  # a Job younger than this may simply not be listed yet
 
@@ -43,8 +44,15 @@ def parse_time(value: str | None) -> float | None:
 
 
 class KubeWatcher:
-    def __init__(self, *, api: KubeApi, tracker: Tracker, state: StateStore, settings: Settings,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        *,
+        api: KubeApi,
+        tracker: Tracker,
+        state: StateStore,
+        settings: Settings,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self.api = api
         self.tracker = tracker
         self.state = state
@@ -66,8 +74,12 @@ class KubeWatcher:
         self._keep_going = lambda: keep_going() and not stop.is_set()
         for ns in self.namespaces:
             for kind in ("jobs", "pods"):
-                t = threading.Thread(target=self._watch_loop, args=(kind, ns, stop, self._keep_going),
-                                     daemon=True, name=f"watch-{kind}-{ns or 'all'}")
+                t = threading.Thread(
+                    target=self._watch_loop,
+                    args=(kind, ns, stop, self._keep_going),
+                    daemon=True,
+                    name=f"watch-{kind}-{ns or 'all'}",
+                )
                 t.start()
                 self._threads.append(t)
 
@@ -78,8 +90,9 @@ class KubeWatcher:
         self._threads = [t for t in self._threads if t.is_alive()]
 
     # -- watching ----------------------------------------------------------------------
-    def _watch_loop(self, kind: str, namespace: str | None, stop: threading.Event,
-                    keep_going: Callable[[], bool]) -> None:
+    def _watch_loop(
+        self, kind: str, namespace: str | None, stop: threading.Event, keep_going: Callable[[], bool]
+    ) -> None:
         handle = self.handle_job if kind == "jobs" else self.handle_pod
         rv: str | None = None
         failures = 0
@@ -87,7 +100,8 @@ class KubeWatcher:
             try:
                 if rv is None:
                     items, rv = (self.api.list_jobs if kind == "jobs" else self.api.list_pods)(
-                        namespace, keep_going=keep_going)
+                        namespace, keep_going=keep_going
+                    )
                     for obj in items:
                         handle(obj)
                 for event in self.api.watch(kind, namespace, rv, timeout_seconds=WATCH_SECONDS):
@@ -128,7 +142,8 @@ class KubeWatcher:
         meta = pod["metadata"]
         containers = status.get("containerStatuses") or []
         started = status.get("phase") in ("Running", "Succeeded", "Failed") or any(
-            "running" in (c.get("state") or {}) or "terminated" in (c.get("state") or {}) for c in containers)
+            "running" in (c.get("state") or {}) or "terminated" in (c.get("state") or {}) for c in containers
+        )
         for c in containers:
             waiting = (c.get("state") or {}).get("waiting") or {}
             reason = waiting.get("reason")
@@ -139,8 +154,10 @@ class KubeWatcher:
                 self._pod_notes[mid] = f"{reason}: {waiting.get('message', '')}".rstrip(": ")
             terminated = (c.get("state") or {}).get("terminated")
             if terminated and terminated.get("exitCode", 0) != 0:
-                self._pod_failures[mid] = (f"container {c.get('name')} exited {terminated.get('exitCode')}"
-                                           f" ({terminated.get('reason', '')}) {terminated.get('message', '')}").strip()
+                self._pod_failures[mid] = (
+                    f"container {c.get('name')} exited {terminated.get('exitCode')}"
+                    f" ({terminated.get('reason', '')}) {terminated.get('message', '')}"
+                ).strip()
         if not started:
             for cond in status.get("conditions") or []:
                 if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
@@ -209,12 +226,17 @@ class KubeWatcher:
             except KsrError as e:  # one record must not hold up the others
                 log.warning("reconcile of message %s failed: %s", mid, e)
 
-    def _settle(self, mid: str, record: dict[str, str], seen: set[str], listed_at: float,
-                keep_going: Callable[[], bool]) -> None:
+    def _settle(
+        self, mid: str, record: dict[str, str], seen: set[str], listed_at: float, keep_going: Callable[[], bool]
+    ) -> None:
         created = created_at(record, default=listed_at)
         if mid not in seen and created < listed_at - DELETED_GRACE:
             self.tracker.exception(mid, code="JobDeleted", message="the Job no longer exists")
         elif record.get("state") == "created" and listed_at - created > self.settings.kube.pod_start_timeout:
             why = self._pod_notes.get(mid, "no pod was scheduled")
-            self._abort(mid, "PodStartTimeout",
-                        f"pod not started within {self.settings.kube.pod_start_timeout:g}s ({why})", keep_going)
+            self._abort(
+                mid,
+                "PodStartTimeout",
+                f"pod not started within {self.settings.kube.pod_start_timeout:g}s ({why})",
+                keep_going,
+            )

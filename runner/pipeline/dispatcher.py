@@ -69,8 +69,7 @@ class Dispatcher:
         self._pool.shutdown(wait=True)
 
     # -- batches -----------------------------------------------------------------------
-    def process_batch(self, entries: list[Entry], term: int, *,
-                      stop: threading.Event | None = None) -> dict[str, int]:
+    def process_batch(self, entries: list[Entry], term: int, *, stop: threading.Event | None = None) -> dict[str, int]:
         """Process `entries` in parallel (QUEUE_WORKER_POOL_SIZE); entries carrying the same
         message id go one after the other, so the second one sees the first one's record.
         Returns the outcome counts; returns only when every entry is done (in-flight creates
@@ -106,8 +105,12 @@ class Dispatcher:
     def _process(self, entry: Entry, term: int) -> str:
         self._fence(term)  # even a dead letter is a side effect: a deposed leader must not write it
         if is_poison(entry.deliveries, self.settings.streams.max_deliveries):
-            return self._dead(entry, "poison", f"delivered {entry.deliveries} times without being done "
-                                               f"(KSR_MAX_DELIVERIES={self.settings.streams.max_deliveries})")
+            return self._dead(
+                entry,
+                "poison",
+                f"delivered {entry.deliveries} times without being done "
+                f"(KSR_MAX_DELIVERIES={self.settings.streams.max_deliveries})",
+            )
         try:
             message = parse_entry(entry.fields, max_bytes=self.settings.streams.max_message_bytes)
             check_policy(message, self.settings)
@@ -126,8 +129,14 @@ class Dispatcher:
                 # Recorded, then a failure before callback 0 (or the local launch): finish the
                 # step now; both are no-ops when they had happened.
                 self.tracker.created(message.id, job_name=record["job_name"], job_uid=record.get("job_uid", ""))
-                self.executor.launched(JobRef(name=record["job_name"], namespace=record.get("namespace", ""),
-                                              uid=record.get("job_uid", ""), adopted=True))
+                self.executor.launched(
+                    JobRef(
+                        name=record["job_name"],
+                        namespace=record.get("namespace", ""),
+                        uid=record.get("job_uid", ""),
+                        adopted=True,
+                    )
+                )
             log.info("message %s is a duplicate (job %s): acked", message.id, claim.record.get("job_name", "-"))
             self.reader.ack(entry)
             return "duplicate"
@@ -136,9 +145,12 @@ class Dispatcher:
         self._fence(term)
         deadline = time.monotonic() + CREATE_DEADLINE
         try:
-            ref = self.executor.create(message, stream=entry.stream, entry_id=entry.entry_id,
-                                       keep_going=lambda: (self._holds_term(term) and not self._stop.is_set()
-                                                           and time.monotonic() < deadline))
+            ref = self.executor.create(
+                message,
+                stream=entry.stream,
+                entry_id=entry.entry_id,
+                keep_going=lambda: self._holds_term(term) and not self._stop.is_set() and time.monotonic() < deadline,
+            )
         except KubeApiError as e:
             if e.status not in _FINAL_STATUSES:
                 raise
@@ -149,9 +161,16 @@ class Dispatcher:
         with log_context(job_name=ref.name):
             self._fence(term)
             now = self._now()
-            self.state.record_job(message.id, job_name=ref.name, namespace=ref.namespace, job_uid=ref.uid,
-                                  term=term, webhook=message.webhook_url or "", service=message.service,
-                                  executor=self.executor.name)
+            self.state.record_job(
+                message.id,
+                job_name=ref.name,
+                namespace=ref.namespace,
+                job_uid=ref.uid,
+                term=term,
+                webhook=message.webhook_url or "",
+                service=message.service,
+                executor=self.executor.name,
+            )
             self._crash_point("after_record")
             self.tracker.created(message.id, job_name=ref.name, job_uid=ref.uid)
             self.executor.launched(ref)
@@ -159,14 +178,25 @@ class Dispatcher:
             self._crash_point("before_ack")
             self.reader.ack(entry)
             metrics_mod.get().dispatch_latency.observe(max(0.0, now - _entry_time(entry.entry_id)))
-            log.info("job %s/%s %s for message %s", ref.namespace, ref.name,
-                     "adopted" if ref.adopted else "created", message.id)
+            log.info(
+                "job %s/%s %s for message %s",
+                ref.namespace,
+                ref.name,
+                "adopted" if ref.adopted else "created",
+                message.id,
+            )
             return "dispatched"
 
     # -- helpers -----------------------------------------------------------------------
     def _dead(self, entry: Entry, reason: str, error: str) -> str:
-        dead_letter(self.redis, entry, group=self.settings.streams.group, reason=reason, error=error,
-                    deliveries=entry.deliveries)
+        dead_letter(
+            self.redis,
+            entry,
+            group=self.settings.streams.group,
+            reason=reason,
+            error=error,
+            deliveries=entry.deliveries,
+        )
         log.warning("entry %s dead-lettered (%s): %s", entry.entry_id, reason, error)
         return "invalid" if reason in ("invalid", "policy") else "dead_lettered"
 

@@ -45,32 +45,52 @@ ERROR_BACKOFF_CAP = 10.0
 def redis_client(settings: Settings) -> redis.Redis:
     # A blocking XREADGROUP holds the socket for block_ms: the timeout must outlast it.
     timeout = settings.streams.block_ms / 1000.0 + 5.0
-    return redis.Redis.from_url(settings.redis.url, socket_timeout=timeout, socket_connect_timeout=5.0,
-                                health_check_interval=30)
+    return redis.Redis.from_url(
+        settings.redis.url, socket_timeout=timeout, socket_connect_timeout=5.0, health_check_interval=30
+    )
 
 
 class Runner:
-    def __init__(self, settings: Settings, *, board: StatusBoard | None = None,
-                 api_client: k8s.ApiClient | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        board: StatusBoard | None = None,
+        api_client: k8s.ApiClient | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         self.settings = settings
         self.board = board
         self.clock = clock
         self.redis = redis_client(settings)
         s = settings
-        self.reader = StreamReader(self.redis, streams=list(s.streams.streams), group=s.streams.group,
-                                   consumer=s.identity.pod_name, count=s.streams.read_count,
-                                   block_ms=s.streams.block_ms)
+        self.reader = StreamReader(
+            self.redis,
+            streams=list(s.streams.streams),
+            group=s.streams.group,
+            consumer=s.identity.pod_name,
+            count=s.streams.read_count,
+            block_ms=s.streams.block_ms,
+        )
         self.reader.on_group_recreated.append(
-            lambda stream: metrics_mod.get().group_recreated.labels(stream=stream).inc())
-        self.state = StateStore(self.redis, ttl_seconds=s.state.ttl_seconds, prefix=s.state.key_prefix,
-                                active_key=s.state.active_key)
+            lambda stream: metrics_mod.get().group_recreated.labels(stream=stream).inc()
+        )
+        self.state = StateStore(
+            self.redis, ttl_seconds=s.state.ttl_seconds, prefix=s.state.key_prefix, active_key=s.state.active_key
+        )
         self.callbacks = CallbackQueue(self.redis, s)
         self.term: int | None = None  # the term we lead in, None while following
         self._tenure: int | None = None  # the last term we led in: fences late writes after a step-down
         self._claimed: list[Any] = []  # entries reclaimed at takeover, not yet dispatched
         self._capacity = threading.Event()  # set when a Job ends: backpressure may lift
-        self.tracker = Tracker(redis_client=self.redis, state=self.state, callbacks=self.callbacks, settings=s,
-                               term=lambda: self._tenure, on_finished=self._capacity.set)
+        self.tracker = Tracker(
+            redis_client=self.redis,
+            state=self.state,
+            callbacks=self.callbacks,
+            settings=s,
+            term=lambda: self._tenure,
+            on_finished=self._capacity.set,
+        )
         self.api: KubeApi | None = None
         self.watcher: KubeWatcher | None = None
         self.local: LocalExecutor | None = None
@@ -78,6 +98,7 @@ class Runner:
         if s.kube.executor == "kubernetes" or s.lock == "lease":
             if api_client is None:
                 from election.lease_lock import api_client_from_kubeconfig
+
                 api_client = api_client_from_kubeconfig()
             self.api = KubeApi(api_client, timeout=s.kube.client_timeout)
         if s.kube.executor == "kubernetes":
@@ -87,11 +108,22 @@ class Runner:
         else:
             self.local = executor = LocalExecutor(tracker=lambda: self.tracker)
         self.executor = executor
-        self.elector = Elector(self._lock(api_client), identity=s.identity.pod_name, config=s.election,
-                               clock=clock, on_new_leader=self._on_new_leader)
-        self.dispatcher = Dispatcher(redis_client=self.redis, reader=self.reader, state=self.state,
-                                     executor=executor, tracker=self.tracker, settings=s,
-                                     holds_term=self.elector.holds_term)
+        self.elector = Elector(
+            self._lock(api_client),
+            identity=s.identity.pod_name,
+            config=s.election,
+            clock=clock,
+            on_new_leader=self._on_new_leader,
+        )
+        self.dispatcher = Dispatcher(
+            redis_client=self.redis,
+            reader=self.reader,
+            state=self.state,
+            executor=executor,
+            tracker=self.tracker,
+            settings=s,
+            holds_term=self.elector.holds_term,
+        )
         self._elector_stop = threading.Event()
         self._elector_thread: threading.Thread | None = None
         self._next_reconcile = 0.0
@@ -103,10 +135,15 @@ class Runner:
         s = self.settings
         if s.lock == "lease":
             assert api_client is not None
-            return LeaseLock(api_client, namespace=s.identity.pod_namespace, name=s.election.lock_name,
-                             request_timeout=min(s.kube.client_timeout, s.election.renew_deadline / 2))
-        return RedisLock.from_url(s.redis.url, name=s.election.lock_name,
-                                  request_timeout=min(5.0, s.election.renew_deadline / 2))
+            return LeaseLock(
+                api_client,
+                namespace=s.identity.pod_namespace,
+                name=s.election.lock_name,
+                request_timeout=min(s.kube.client_timeout, s.election.renew_deadline / 2),
+            )
+        return RedisLock.from_url(
+            s.redis.url, name=s.election.lock_name, request_timeout=min(5.0, s.election.renew_deadline / 2)
+        )
 
     def _on_new_leader(self, identity: str) -> None:
         log.info("the leader is now %s", identity)
@@ -114,10 +151,16 @@ class Runner:
 
     # -- the loop ----------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
-        log.info("runner %s starting: streams %s, executor %s, lock %s", self.settings.identity.pod_name,
-                 ",".join(self.settings.streams.streams), self.executor.name, self.settings.lock)
-        self._elector_thread = threading.Thread(target=self.elector.run, args=(self._elector_stop,),
-                                                name="elector", daemon=True)
+        log.info(
+            "runner %s starting: streams %s, executor %s, lock %s",
+            self.settings.identity.pod_name,
+            ",".join(self.settings.streams.streams),
+            self.executor.name,
+            self.settings.lock,
+        )
+        self._elector_thread = threading.Thread(
+            target=self.elector.run, args=(self._elector_stop,), name="elector", daemon=True
+        )
         self._elector_thread.start()
         try:
             while not stop.is_set():
@@ -150,8 +193,8 @@ class Runner:
             return
         # Entries reclaimed at takeover come first, straight from XAUTOCLAIM: reading them
         # again from our pending list would count one more delivery against each of them.
-        entries = self._claimed[:self.settings.streams.read_count] or self.reader.read_batch()
-        del self._claimed[:len(entries)]
+        entries = self._claimed[: self.settings.streams.read_count] or self.reader.read_batch()
+        del self._claimed[: len(entries)]
         if entries and not stop.is_set():
             self.dispatcher.process_batch(entries, term, stop=stop)
 
@@ -191,16 +234,22 @@ class Runner:
         if self.watcher is not None:
             self.watcher.start(keep_going)
         self._next_reconcile = time.monotonic() + self.settings.kube.polling_interval
-        log.info("term %d: reclaimed %d pending entries, re-sent %d callbacks in %.2fs",
-                 term, len(self._claimed), resent, time.monotonic() - started)
+        log.info(
+            "term %d: reclaimed %d pending entries, re-sent %d callbacks in %.2fs",
+            term,
+            len(self._claimed),
+            resent,
+            time.monotonic() - started,
+        )
 
     def _settle_lost_local_jobs(self) -> None:
         assert self.local is not None
         running = self.local.running()
         for mid, record in self.state.active_records().items():
             if record.get("job_name") and record["job_name"] not in running:
-                self.tracker.exception(mid, code="RunnerRestarted",
-                                       message="the local process was lost when its runner stopped")
+                self.tracker.exception(
+                    mid, code="RunnerRestarted", message="the local process was lost when its runner stopped"
+                )
 
     def _step_down(self) -> None:
         log.info("no longer leading (term %s): stopped dispatching", self.term)
@@ -218,8 +267,9 @@ class Runner:
                 term = self.term
                 # Bounded: an apiserver outage must not stop the loop's heartbeat.
                 deadline = now + max(10.0, 2 * self.settings.kube.polling_interval)
-                self.watcher.reconcile(lambda: (term is not None and self.elector.holds_term(term)
-                                                and time.monotonic() < deadline))
+                self.watcher.reconcile(
+                    lambda: term is not None and self.elector.holds_term(term) and time.monotonic() < deadline
+                )
             if not self._claimed:
                 self.reader.rescan_pending()  # entries left unacked get another delivery
         if now >= self._next_sweep:

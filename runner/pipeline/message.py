@@ -11,22 +11,23 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 from runner.errors import InvalidMessage
 
 __all__ = [
-    "Message",
-    "JobSpec",
-    "EnvVar",
     "EnvRef",
+    "EnvVar",
+    "JobSpec",
+    "Message",
     "NodeSelector",
     "Toleration",
     "Volume",
-    "parse_message",
     "parse_entry",
+    "parse_message",
 ]
 
 T = TypeVar("T")
@@ -39,7 +40,9 @@ LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 MESSAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+=~-]*$")
 ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 QUANTITY = re.compile(r"^(\d+(\.\d*)?|\.\d+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?\d+)?$")
-RESOURCE_NAME = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+RESOURCE_NAME = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 ENVREF_TYPES = ("configmap", "secret")
 
@@ -121,7 +124,9 @@ MISSING: Any = _Missing()
 def _kind(value: Any) -> str:
     if value is None:
         return "null"
-    return {bool: "boolean", int: "number", float: "number", str: "string", list: "array", dict: "object"}.get(type(value), type(value).__name__)
+    return {bool: "boolean", int: "number", float: "number", str: "string", list: "array", dict: "object"}.get(
+        type(value), type(value).__name__
+    )
 
 
 class _Checker:
@@ -137,7 +142,9 @@ class _Checker:
         value = obj.get(key, MISSING)
         return MISSING if value is None else value  # null is "not given"
 
-    def obj(self, parent: Mapping[str, Any], key: str, path: str, *, required: bool = False) -> Mapping[str, Any] | None:
+    def obj(
+        self, parent: Mapping[str, Any], key: str, path: str, *, required: bool = False
+    ) -> Mapping[str, Any] | None:
         value = self.get(parent, key)
         if value is MISSING:
             if required:
@@ -148,8 +155,17 @@ class _Checker:
             return None
         return value
 
-    def string(self, parent: Mapping[str, Any], key: str, path: str, *, required: bool = False, max_len: int = 4096,
-               pattern: re.Pattern[str] | None = None, what: str = "") -> str | None:
+    def string(
+        self,
+        parent: Mapping[str, Any],
+        key: str,
+        path: str,
+        *,
+        required: bool = False,
+        max_len: int = 4096,
+        pattern: re.Pattern[str] | None = None,
+        what: str = "",
+    ) -> str | None:
         value = self.get(parent, key)
         if value is MISSING:
             if required:
@@ -169,8 +185,9 @@ class _Checker:
             return None
         return value
 
-    def integer(self, parent: Mapping[str, Any], key: str, path: str, *, low: int, high: int | None = None,
-                rule: str) -> int | None:
+    def integer(
+        self, parent: Mapping[str, Any], key: str, path: str, *, low: int, high: int | None = None, rule: str
+    ) -> int | None:
         value = self.get(parent, key)
         if value is MISSING:
             return None
@@ -207,7 +224,9 @@ class _Checker:
             return ()
         return tuple(value)
 
-    def items(self, parent: Mapping[str, Any], key: str, path: str, read: Callable[[Mapping[str, Any], str], T | None]) -> tuple[T, ...]:
+    def items(
+        self, parent: Mapping[str, Any], key: str, path: str, read: Callable[[Mapping[str, Any], str], T | None]
+    ) -> tuple[T, ...]:
         """An array of objects, each read by `read(obj, path_of_item)`."""
         value = self.get(parent, key)
         if value is MISSING:
@@ -256,10 +275,24 @@ def parse_message(payload: bytes | str, *, max_bytes: int = 65536) -> Message:
         raise InvalidMessage("payload", f"must be a JSON object, got {_kind(raw)}")
 
     c = _Checker()
-    message_id = c.string(raw, "id", "id", required=True, max_len=253, pattern=MESSAGE_ID,
-                          what="letters, digits and . _ : @ + = ~ - (starting with a letter or digit)")
-    service = c.string(raw, "service", "service", required=True, max_len=63, pattern=LABEL_VALUE,
-                       what="a Kubernetes label value (letters, digits, - _ . ; starting and ending alphanumeric)")
+    message_id = c.string(
+        raw,
+        "id",
+        "id",
+        required=True,
+        max_len=253,
+        pattern=MESSAGE_ID,
+        what="letters, digits and . _ : @ + = ~ - (starting with a letter or digit)",
+    )
+    service = c.string(
+        raw,
+        "service",
+        "service",
+        required=True,
+        max_len=63,
+        pattern=LABEL_VALUE,
+        what="a Kubernetes label value (letters, digits, - _ . ; starting and ending alphanumeric)",
+    )
     job_obj = c.obj(raw, "job", "job", required=True)
     job = _job(c, job_obj) if job_obj is not None else None
     webhook_url = _webhook(c, raw)
@@ -289,15 +322,28 @@ def _job(c: _Checker, job: Mapping[str, Any]) -> JobSpec | None:
     label = "a DNS-1123 label (lowercase letters, digits and '-', at most 63)"
     subdomain = "a DNS-1123 subdomain (lowercase letters, digits, '-' and '.')"
     prefix = c.string(job, "prefixName", "job.prefixName", required=True, max_len=63, pattern=DNS1123_LABEL, what=label)
-    namespace = c.string(job, "namespace", "job.namespace", required=True, max_len=63, pattern=DNS1123_LABEL, what=label)
-    image = c.string(job, "image", "job.image", required=True, max_len=1024, pattern=re.compile(r"^[^\s\x00-\x1f]+$"),
-                     what="an image reference without spaces")
+    namespace = c.string(
+        job, "namespace", "job.namespace", required=True, max_len=63, pattern=DNS1123_LABEL, what=label
+    )
+    image = c.string(
+        job,
+        "image",
+        "job.image",
+        required=True,
+        max_len=1024,
+        pattern=re.compile(r"^[^\s\x00-\x1f]+$"),
+        what="an image reference without spaces",
+    )
     command = c.strings(job, "command", "job.command")
     args = c.strings(job, "args", "job.args")
-    service_account = c.string(job, "serviceAccount", "job.serviceAccount", max_len=253, pattern=DNS1123_SUBDOMAIN, what=subdomain)
+    service_account = c.string(
+        job, "serviceAccount", "job.serviceAccount", max_len=253, pattern=DNS1123_SUBDOMAIN, what=subdomain
+    )
     ttl = c.integer(job, "ttlSecondsAfterFinished", "job.ttlSecondsAfterFinished", low=31, rule="> 30")
     backoff = c.integer(job, "backoffLimit", "job.backoffLimit", low=0, rule=">= 0")
-    deadline = c.integer(job, "activeDeadlineSeconds", "job.activeDeadlineSeconds", low=60, high=86400, rule="60..86400")
+    deadline = c.integer(
+        job, "activeDeadlineSeconds", "job.activeDeadlineSeconds", low=60, high=86400, rule="60..86400"
+    )
     gpu_enable = c.boolean(job, "gpuEnable", "job.gpuEnable")
     gpu_number = c.integer(job, "gpuNumber", "job.gpuNumber", low=1, high=4, rule="1..4")
     env = c.items(job, "env", "job.env", lambda o, p: _env_var(c, o, p))
@@ -331,8 +377,15 @@ def _job(c: _Checker, job: Mapping[str, Any]) -> JobSpec | None:
 
 
 def _env_var(c: _Checker, obj: Mapping[str, Any], path: str) -> EnvVar | None:
-    name = c.string(obj, "name", f"{path}.name", required=True, max_len=253, pattern=ENV_NAME,
-                    what="an environment variable name (letters, digits, - . _; not starting with a digit)")
+    name = c.string(
+        obj,
+        "name",
+        f"{path}.name",
+        required=True,
+        max_len=253,
+        pattern=ENV_NAME,
+        what="an environment variable name (letters, digits, - . _; not starting with a digit)",
+    )
     value = obj.get("value", "")
     if value is None:
         value = ""
@@ -343,8 +396,15 @@ def _env_var(c: _Checker, obj: Mapping[str, Any], path: str) -> EnvVar | None:
 
 
 def _env_ref(c: _Checker, obj: Mapping[str, Any], path: str) -> EnvRef | None:
-    name = c.string(obj, "name", f"{path}.name", required=True, max_len=253, pattern=DNS1123_SUBDOMAIN,
-                    what="a DNS-1123 subdomain (lowercase letters, digits, '-' and '.')")
+    name = c.string(
+        obj,
+        "name",
+        f"{path}.name",
+        required=True,
+        max_len=253,
+        pattern=DNS1123_SUBDOMAIN,
+        what="a DNS-1123 subdomain (lowercase letters, digits, '-' and '.')",
+    )
     kind = c.string(obj, "type", f"{path}.type", required=True, max_len=16)
     if kind is not None and kind.lower() not in ENVREF_TYPES:
         c.fail(f"{path}.type", f"must be configmap or secret, got {kind!r}")
@@ -382,13 +442,22 @@ def _node_selector(c: _Checker, job: Mapping[str, Any]) -> NodeSelector | None:
     sel = c.obj(job, "nodeSelector", "job.nodeSelector")
     if sel is None:
         return None
-    key = c.string(sel, "matchKey", "job.nodeSelector.matchKey", required=True, max_len=317, pattern=_LABEL_KEY,
-                   what="a label key such as kubernetes.io/hostname")
+    key = c.string(
+        sel,
+        "matchKey",
+        "job.nodeSelector.matchKey",
+        required=True,
+        max_len=317,
+        pattern=_LABEL_KEY,
+        what="a label key such as kubernetes.io/hostname",
+    )
     value = sel.get("matchValue", "")
     if value is None:
         value = ""
     if not isinstance(value, str) or len(value) > 63 or not LABEL_VALUE.match(value):
-        c.fail("job.nodeSelector.matchValue", f"must be a label value (at most 63 letters, digits, - _ .), got {value!r}")
+        c.fail(
+            "job.nodeSelector.matchValue", f"must be a label value (at most 63 letters, digits, - _ .), got {value!r}"
+        )
         return None
     return NodeSelector(key, value) if key is not None else None
 
@@ -398,7 +467,11 @@ def _toleration(c: _Checker, job: Mapping[str, Any]) -> Toleration | None:
     if tol is None:
         return None
     key = c.string(tol, "key", "job.toleration.key", required=True, max_len=317, pattern=_LABEL_KEY, what="a taint key")
-    value = c.string(tol, "value", "job.toleration.value", max_len=63, pattern=LABEL_VALUE, what="a taint value") if tol.get("value") != "" else None
+    value = (
+        c.string(tol, "value", "job.toleration.value", max_len=63, pattern=LABEL_VALUE, what="a taint value")
+        if tol.get("value") != ""
+        else None
+    )
     effect = c.string(tol, "effect", "job.toleration.effect", max_len=32)
     if effect is not None and effect not in TAINT_EFFECTS:
         c.fail("job.toleration.effect", f"must be one of {', '.join(TAINT_EFFECTS)}, got {effect!r}")
@@ -410,15 +483,31 @@ def _volume(c: _Checker, job: Mapping[str, Any]) -> Volume | None:
     vol = c.obj(job, "volume", "job.volume")
     if vol is None:
         return None
-    mount = c.string(vol, "mountPath", "job.volume.mountPath", required=True, max_len=1024,
-                     pattern=re.compile(r"^/[^:\x00-\x1f]*$"), what="an absolute path without ':'")
+    mount = c.string(
+        vol,
+        "mountPath",
+        "job.volume.mountPath",
+        required=True,
+        max_len=1024,
+        pattern=re.compile(r"^/[^:\x00-\x1f]*$"),
+        what="an absolute path without ':'",
+    )
     if mount is not None and ".." in mount.split("/"):
         c.fail("job.volume.mountPath", f"must not contain '..', got {mount!r}")
         mount = None
-    pvc = c.string(vol, "pvc", "job.volume.pvc", required=True, max_len=253, pattern=DNS1123_SUBDOMAIN,
-                   what="a PersistentVolumeClaim name (DNS-1123 subdomain)")
+    pvc = c.string(
+        vol,
+        "pvc",
+        "job.volume.pvc",
+        required=True,
+        max_len=253,
+        pattern=DNS1123_SUBDOMAIN,
+        what="a PersistentVolumeClaim name (DNS-1123 subdomain)",
+    )
     return Volume(mount, pvc) if mount is not None and pvc is not None else None
 
 
 # label keys: optional DNS subdomain prefix (<= 253) and "/", then a name (<= 63)
-_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(?=[^/]{1,63}$)[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_LABEL_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(?=[^/]{1,63}$)[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)

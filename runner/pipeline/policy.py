@@ -33,25 +33,52 @@ def check_policy(message: Message, settings: Settings, *, resolver: Resolver | N
     problems: list[tuple[str, str]] = []
 
     if not policy.namespace_allowed(job.namespace):
-        problems.append(("job.namespace", f"namespace {job.namespace!r} is not allowed (allowed: {_listing(policy.allowed_namespaces)})"))
+        problems.append(
+            (
+                "job.namespace",
+                f"namespace {job.namespace!r} is not allowed (allowed: {_listing(policy.allowed_namespaces)})",
+            )
+        )
     if not policy.image_allowed(job.image):
-        problems.append(("job.image", f"image {job.image!r} does not start with an allowed prefix ({_listing(policy.allowed_images)})"))
+        problems.append(
+            (
+                "job.image",
+                f"image {job.image!r} does not start with an allowed prefix ({_listing(policy.allowed_images)})",
+            )
+        )
     for i, ref in enumerate(job.env_ref):
         if not policy.envref_allowed(ref.name):
-            problems.append((f"job.envRef[{i}].name", f"{ref.type} {ref.name!r} is not allowed (allowed: {_listing(policy.allowed_envrefs)})"))
+            problems.append(
+                (
+                    f"job.envRef[{i}].name",
+                    f"{ref.type} {ref.name!r} is not allowed (allowed: {_listing(policy.allowed_envrefs)})",
+                )
+            )
     if job.service_account is not None and not policy.service_account_allowed(job.service_account):
         allowed = ("default", *policy.allowed_service_accounts)
-        problems.append(("job.serviceAccount", f"service account {job.service_account!r} is not allowed (allowed: {_listing(allowed)})"))
+        problems.append(
+            (
+                "job.serviceAccount",
+                f"service account {job.service_account!r} is not allowed (allowed: {_listing(allowed)})",
+            )
+        )
     ttl = job.ttl_seconds_after_finished
     if ttl is not None and ttl >= settings.state.ttl_seconds:
         # The state record must outlive the Job, or a late duplicate could not be recognised.
-        problems.append(("job.ttlSecondsAfterFinished", f"must be less than KSR_STATE_TTL ({settings.state.ttl_seconds}), got {ttl}"))
+        problems.append(
+            (
+                "job.ttlSecondsAfterFinished",
+                f"must be less than KSR_STATE_TTL ({settings.state.ttl_seconds}), got {ttl}",
+            )
+        )
     if message.webhook_url is not None:
         try:
             check_url(message.webhook_url, policy.webhook_allow, resolver=resolver)
         except HostUnresolvable as e:
             if e.temporary:
-                log.warning("message %s: webhook host not resolvable now, checked again at send time: %s", message.id, e.problem)
+                log.warning(
+                    "message %s: webhook host not resolvable now, checked again at send time: %s", message.id, e.problem
+                )
             else:
                 problems.append(("webhook.url", e.problem))
         except WebhookRefused as e:

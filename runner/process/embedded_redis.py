@@ -19,8 +19,11 @@ class EmbeddedRedis:
     def __init__(self) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            raise ConfigError("REDIS_URL", "not set, and no redis-server on PATH to start a private one "
-                                           "(install it: apt-get install redis-server)")
+            raise ConfigError(
+                "REDIS_URL",
+                "not set, and no redis-server on PATH to start a private one "
+                "(install it: apt-get install redis-server)",
+            )
         self.binary = binary
         self.dir = Path(tempfile.mkdtemp(prefix="ksr-dev-redis-"))
         with socket.socket() as s:
@@ -32,11 +35,26 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 10.0) -> "EmbeddedRedis":
+    def start(self, timeout: float = 10.0) -> EmbeddedRedis:
         log = open(self.dir / "redis.log", "ab")
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-             "--save", "", "--appendonly", "no"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.dir),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout
         while True:
@@ -46,7 +64,9 @@ class EmbeddedRedis:
             except redis.ConnectionError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise RedisUnavailable(f"the private redis-server did not start; see {self.dir}/redis.log")
+                    raise RedisUnavailable(
+                        f"the private redis-server did not start; see {self.dir}/redis.log"
+                    ) from None
                 time.sleep(0.05)
 
     def stop(self) -> None:

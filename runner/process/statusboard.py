@@ -23,9 +23,10 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 from election.clock import SYSTEM_CLOCK, Clock
 from runner.metrics import ENV_MULTIPROC_DIR, Metrics

@@ -79,9 +79,11 @@ class Backoff:
 
 
 def gunicorn_child(settings: Settings) -> ChildSpec:
-    return ChildSpec("probes", (sys.executable, "-m", "gunicorn", "-c", "python:probes.gunicorn_conf",
-                                "probes.app:create_app()"),
-                     env={"HTTP_SERVER_PORT": str(settings.server.http_port)})
+    return ChildSpec(
+        "probes",
+        (sys.executable, "-m", "gunicorn", "-c", "python:probes.gunicorn_conf", "probes.app:create_app()"),
+        env={"HTTP_SERVER_PORT": str(settings.server.http_port)},
+    )
 
 
 def rq_worker_child(settings: Settings) -> ChildSpec:
@@ -132,8 +134,9 @@ class Supervisor:
         self.stop_event = threading.Event()
         self._children = [_Child(spec) for spec in children]
         self._prepare_runtime()
-        self.board = StatusBoard(self.paths.status_file, clock=clock, identity=settings.identity.pod_name,
-                                 metrics=metrics.get())
+        self.board = StatusBoard(
+            self.paths.status_file, clock=clock, identity=settings.identity.pod_name, metrics=metrics.get()
+        )
         self.board.flush()  # the probes find a board ("starting") from their first request
         self._runner_error: str | None = None
 
@@ -211,8 +214,9 @@ class Supervisor:
     def _start(self, child: _Child) -> None:
         env = {**os.environ, **child.spec.env}
         try:
-            child.proc = subprocess.Popen(list(child.spec.argv), env=env, stdin=subprocess.DEVNULL,
-                                          start_new_session=True)
+            child.proc = subprocess.Popen(
+                list(child.spec.argv), env=env, stdin=subprocess.DEVNULL, start_new_session=True
+            )
         except OSError as e:
             log.error("could not start %s: %s", child.spec.name, e)
             self._schedule_restart(child, ran_for=0.0)
@@ -248,10 +252,12 @@ class Supervisor:
         self._publish_children()
 
     def _publish_children(self) -> None:
-        self.board.set_children({
-            c.spec.name: {"pid": c.proc.pid if c.proc else None, "restarts": c.restarts, "last_exit": c.last_exit}
-            for c in self._children
-        })
+        self.board.set_children(
+            {
+                c.spec.name: {"pid": c.proc.pid if c.proc else None, "restarts": c.restarts, "last_exit": c.last_exit}
+                for c in self._children
+            }
+        )
 
     def _stop_children(self) -> None:
         running = [c for c in self._children if c.proc is not None and c.proc.poll() is None]

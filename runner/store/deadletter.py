@@ -139,11 +139,23 @@ def dead_letter(
     flat = [x for pair in fields.items() for x in pair]
     with redis_errors():
         dead_id = redis_client.eval(
-            _DEAD_LETTER, 2, dead_stream(entry.stream, stream_suffix), entry.stream,
-            group, entry.entry_id, maxlen, *flat,
+            _DEAD_LETTER,
+            2,
+            dead_stream(entry.stream, stream_suffix),
+            entry.stream,
+            group,
+            entry.entry_id,
+            maxlen,
+            *flat,
         )
-    log.info("dead-lettered %s %s (%s, %d deliveries): %s",
-             entry.stream, entry.entry_id, reason, fields["deliveries"], fields["error"])
+    log.info(
+        "dead-lettered %s %s (%s, %d deliveries): %s",
+        entry.stream,
+        entry.entry_id,
+        reason,
+        fields["deliveries"],
+        fields["error"],
+    )
     return _s(dead_id)
 
 
@@ -223,5 +235,5 @@ def _parse(dead_id: Any, fields: Any) -> DeadEntry:
         error=fields.get(b"error", b"").decode("utf-8", "replace"),
         deliveries=int(fields.get(b"deliveries", b"0") or 0),
         dead_at=int(fields.get(b"dead_at", b"0") or 0),
-        extra_fields={k[len(_EXTRA):]: v for k, v in fields.items() if k.startswith(_EXTRA)},
+        extra_fields={k[len(_EXTRA) :]: v for k, v in fields.items() if k.startswith(_EXTRA)},
     )

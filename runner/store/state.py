@@ -85,7 +85,9 @@ if s then return {'STALE', s} end
 """
 
 # KEYS: term, record. ARGV: term, stream, entry_id, now_ms
-_CLAIM = _FENCE + """
+_CLAIM = (
+    _FENCE
+    + """
 if redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('HSET', KEYS[2], 'state', 'claimed', 'stream', ARGV[2], 'entry_id', ARGV[3],
              'claimed_at', ARGV[4])
@@ -99,11 +101,14 @@ end
 if ARGV[1] ~= '' then redis.call('HSET', KEYS[2], 'term', ARGV[1]) end
 return {'RESUME', redis.call('HGETALL', KEYS[2])}
 """
+)
 
 # KEYS: term, record, active. ARGV: term, id, mode (set|record|finish), ttl, then field pairs.
 # record: SADD active and PERSIST (a live Job's record must not expire).
 # finish: SREM active and EXPIRE ttl (kept for late duplicates).
-_UPDATE = _FENCE + """
+_UPDATE = (
+    _FENCE
+    + """
 redis.call('HSET', KEYS[2], unpack(ARGV, 5))
 if ARGV[1] ~= '' then redis.call('HSET', KEYS[2], 'term', ARGV[1]) end
 if ARGV[3] == 'record' then
@@ -115,12 +120,15 @@ elseif ARGV[3] == 'finish' then
 end
 return {'OK'}
 """
+)
 
 # KEYS: term, record. ARGV: term, field, now_ms. First caller gets 1.
 # KEYS: term, record, owed index. ARGV: term, cb field, now ms, detail field, detail,
 # owed member, owed score. The mark, the detail kept for recovery and the owed-index entry
 # go together: a callback marked sent is always findable until it finishes.
-_MARK = _FENCE + """
+_MARK = (
+    _FENCE
+    + """
 if redis.call('EXISTS', KEYS[2]) == 0 then return {'MISSING'} end
 local first = redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3])
 if first == 1 then
@@ -129,13 +137,17 @@ if first == 1 then
 end
 return {'OK', first}
 """
+)
 
 # KEYS: term, record, active. ARGV: term, id.
-_RELEASE = _FENCE + """
+_RELEASE = (
+    _FENCE
+    + """
 redis.call('DEL', KEYS[2])
 redis.call('SREM', KEYS[3], ARGV[2])
 return {'OK'}
 """
+)
 
 # KEYS: term. ARGV: term. The stored term only ever grows.
 _ADVANCE = """
@@ -228,8 +240,17 @@ class StateStore:
 
         Extra keyword fields (e.g. `webhook`, `service`) are stored as they are.
         """
-        self._write(message_id, "record", term, state="created", job_name=job_name, namespace=namespace,
-                    job_uid=job_uid, created_at=self._now_ms(), **fields)
+        self._write(
+            message_id,
+            "record",
+            term,
+            state="created",
+            job_name=job_name,
+            namespace=namespace,
+            job_uid=job_uid,
+            created_at=self._now_ms(),
+            **fields,
+        )
 
     def set_state(self, message_id: str, state: str, *, term: int | None = None, **fields: Any) -> None:
         """A non-terminal transition (e.g. running, with pod fields). No TTL is set."""
@@ -250,11 +271,20 @@ class StateStore:
 
     def _write(self, message_id: str, mode: str, term: int | None, **fields: Any) -> None:
         flat = [x for k, v in fields.items() if v is not None for x in (k, _field(v))]
-        self._run(self._update, [self.key(message_id), self.active_key],
-                  [message_id, mode, self.ttl_seconds, *flat], term)
+        self._run(
+            self._update, [self.key(message_id), self.active_key], [message_id, mode, self.ttl_seconds, *flat], term
+        )
 
-    def mark_callback_sent(self, message_id: str, status: int, *, term: int | None = None,
-                           detail: str = "{}", owed_key: str = "", owed_member: str = "") -> bool:
+    def mark_callback_sent(
+        self,
+        message_id: str,
+        status: int,
+        *,
+        term: int | None = None,
+        detail: str = "{}",
+        owed_key: str = "",
+        owed_member: str = "",
+    ) -> bool:
         """True for the first caller only: that caller enqueues the callback for `status`.
         With it, atomically, `detail` is kept as `detail_<status>` and `owed_member` is added
         to the sorted set `owed_key` (see runner.callbacks.owed_key).
@@ -263,8 +293,14 @@ class StateStore:
         at least once, and receivers deduplicate by webhook-id.
         """
         keys = [self.key(message_id), owed_key or self.key(message_id)]  # no index: a placeholder
-        args = [f"cb_{int(status)}", self._now_ms(), f"detail_{int(status)}", detail,
-                owed_member if owed_key else "", f"{self.clock():.3f}"]
+        args = [
+            f"cb_{int(status)}",
+            self._now_ms(),
+            f"detail_{int(status)}",
+            detail,
+            owed_member if owed_key else "",
+            f"{self.clock():.3f}",
+        ]
         reply = self._run(self._mark, keys, args, term)
         if _s(reply[0]) == "MISSING":
             log.warning("no state record for %s when marking callback %s; sending it anyway", message_id, status)
@@ -293,7 +329,7 @@ class StateStore:
         out: dict[str, dict[str, str]] = {}
         with redis_errors():
             for start in range(0, len(ids), _PAGE):
-                chunk = ids[start:start + _PAGE]
+                chunk = ids[start : start + _PAGE]
                 pipe = self.redis.pipeline(transaction=False)
                 for message_id in chunk:
                     pipe.hgetall(self.key(message_id))
@@ -323,4 +359,3 @@ def _field(value: Any) -> Any:
     if isinstance(value, bool):
         return "1" if value else "0"
     return value
-

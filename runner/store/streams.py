@@ -225,9 +225,7 @@ class StreamReader:
         # One stream at a time, highest priority first, so a busy low stream never
         # delays a critical entry that is already there.
         for stream in self.streams:
-            replies = _stream_replies(
-                self.redis.xreadgroup(self.group, self.consumer, {stream: ">"}, count=self.count)
-            )
+            replies = _stream_replies(self.redis.xreadgroup(self.group, self.consumer, {stream: ">"}, count=self.count))
             entries = [e for _, raw in replies for e in self._fresh(stream, raw)]
             if entries:
                 return entries
@@ -244,9 +242,9 @@ class StreamReader:
         # priority stream may have been filled in the same instant, so look there too.
         top = min(self.streams.index(s) for s in by_stream)
         for stream in self.streams[:top]:
-            by_stream.update(_stream_replies(
-                self.redis.xreadgroup(self.group, self.consumer, {stream: ">"}, count=self.count)
-            ))
+            by_stream.update(
+                _stream_replies(self.redis.xreadgroup(self.group, self.consumer, {stream: ">"}, count=self.count))
+            )
         # Everything returned is now in our pending list, so all of it is handed out,
         # in priority order.
         return [e for s in self.streams for e in self._fresh(s, by_stream.get(s, []))]
@@ -255,13 +253,19 @@ class StreamReader:
     def _fresh(stream: str, raw: list[tuple[Any, dict[bytes, bytes]]]) -> list[Entry]:
         return [Entry(stream, _s(i), dict(f), 1, False) for i, f in raw]
 
-    def _with_counts(self, stream: str, raw: list[tuple[Any, dict[bytes, bytes]]], *, from_pending: bool) -> list[Entry]:
+    def _with_counts(
+        self, stream: str, raw: list[tuple[Any, dict[bytes, bytes]]], *, from_pending: bool
+    ) -> list[Entry]:
         """Entries with the group's delivery counter; deleted ones (no fields) are acked."""
         gone = [_s(i) for i, f in raw if not f]
         if gone:
             self.redis.xack(stream, self.group, *gone)
-            log.warning("acked %d pending entries of %s whose stream entries were deleted: %s",
-                        len(gone), stream, ", ".join(gone[:10]))
+            log.warning(
+                "acked %d pending entries of %s whose stream entries were deleted: %s",
+                len(gone),
+                stream,
+                ", ".join(gone[:10]),
+            )
         live = [(_s(i), dict(f)) for i, f in raw if f]
         if not live:
             return []
@@ -276,7 +280,11 @@ class StreamReader:
         high = max(ids, key=id_key)
         while len(counts) < len(wanted):
             rows = self.redis.xpending_range(
-                stream, self.group, min=low, max=high, count=max(len(wanted), CLAIM_PAGE),
+                stream,
+                self.group,
+                min=low,
+                max=high,
+                count=max(len(wanted), CLAIM_PAGE),
                 consumername=self.consumer,
             )
             if not rows:
@@ -331,8 +339,12 @@ class StreamReader:
                     if deleted:
                         # Redis 7 already dropped them from the PEL; the ack is for older servers.
                         self.redis.xack(stream, self.group, *deleted)
-                        log.warning("%d pending entries of %s no longer exist (trimmed or deleted); acked: %s",
-                                    len(deleted), stream, ", ".join(deleted[:10]))
+                        log.warning(
+                            "%d pending entries of %s no longer exist (trimmed or deleted); acked: %s",
+                            len(deleted),
+                            stream,
+                            ", ".join(deleted[:10]),
+                        )
                     entries = self._with_counts(stream, raw, from_pending=True) if raw else []
             except ResponseError as e:
                 if not _is_lost_group(e):
@@ -360,7 +372,9 @@ class StreamReader:
                 stream, self.group, min=start, max=end, count=count, consumername=consumer, idle=min_idle_ms
             )
         return [
-            PendingInfo(_s(r["message_id"]), _s(r["consumer"]), int(r["time_since_delivered"]), int(r["times_delivered"]))
+            PendingInfo(
+                _s(r["message_id"]), _s(r["consumer"]), int(r["time_since_delivered"]), int(r["times_delivered"])
+            )
             for r in rows
         ]
 
@@ -385,7 +399,7 @@ class StreamReader:
             replies = pipe.execute(raise_on_error=False)
         out = {}
         for n, stream in enumerate(self.streams):
-            length, groups, dead = replies[3 * n: 3 * n + 3]
+            length, groups, dead = replies[3 * n : 3 * n + 3]
             if isinstance(length, Exception) or isinstance(dead, Exception):
                 raise length if isinstance(length, Exception) else dead
             ours: dict[str, Any] = {}

@@ -82,7 +82,7 @@ class Bed:
         tmp.replace(self.state_file)
 
     @classmethod
-    def load(cls, directory: Path) -> "Bed":
+    def load(cls, directory: Path) -> Bed:
         data = json.loads((directory / "state.json").read_text())
         return cls(dir=directory, bin=Path(data["bin"]), ports=data["ports"], procs=data["procs"], token=data["token"])
 
@@ -95,12 +95,50 @@ class Bed:
             "subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,"
             "DNS:kubernetes.default,DNS:kubernetes.default.svc\n"
         )
-        self._openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
-                      "-days", "3650", "-subj", "/CN=ksr-testenv-ca")
-        self._openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-                      "-subj", "/CN=kube-apiserver")
-        self._openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                      "-out", "server.crt", "-days", "3650", "-extfile", "san.ext")
+        self._openssl(
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "3650",
+            "-subj",
+            "/CN=ksr-testenv-ca",
+        )
+        self._openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=kube-apiserver",
+        )
+        self._openssl(
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "3650",
+            "-extfile",
+            "san.ext",
+        )
         self._openssl("genrsa", "-out", "sa.key", "2048")
         self._openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub")
 
@@ -110,8 +148,12 @@ class Bed:
         config = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "ksr-testenv", "cluster": {
-                "server": self.server, "certificate-authority": str(self.dir / "ca.crt")}}],
+            "clusters": [
+                {
+                    "name": "ksr-testenv",
+                    "cluster": {"server": self.server, "certificate-authority": str(self.dir / "ca.crt")},
+                }
+            ],
             "users": [{"name": ADMIN_TOKEN_USER, "user": {"token": self.token}}],
             "contexts": [{"name": "ksr-testenv", "context": {"cluster": "ksr-testenv", "user": ADMIN_TOKEN_USER}}],
             "current-context": "ksr-testenv",
@@ -121,46 +163,75 @@ class Bed:
 
     def _commands(self) -> dict[str, list[str]]:
         d, b, p, kc = self.dir, self.bin, self.ports, str(self.kubeconfig)
-        served = ["--bind-address=127.0.0.1", f"--authentication-kubeconfig={kc}",
-                  f"--authorization-kubeconfig={kc}", f"--kubeconfig={kc}", "--leader-elect=false"]
+        served = [
+            "--bind-address=127.0.0.1",
+            f"--authentication-kubeconfig={kc}",
+            f"--authorization-kubeconfig={kc}",
+            f"--kubeconfig={kc}",
+            "--leader-elect=false",
+        ]
         return {
             "etcd": [
-                str(b / "etcd"), "--name=default", f"--data-dir={d / 'etcd'}",
+                str(b / "etcd"),
+                "--name=default",
+                f"--data-dir={d / 'etcd'}",
                 f"--listen-client-urls=http://127.0.0.1:{p['etcd']}",
                 f"--advertise-client-urls=http://127.0.0.1:{p['etcd']}",
                 f"--listen-peer-urls=http://127.0.0.1:{p['etcd_peer']}",
                 f"--initial-advertise-peer-urls=http://127.0.0.1:{p['etcd_peer']}",
                 f"--initial-cluster=default=http://127.0.0.1:{p['etcd_peer']}",
-                "--unsafe-no-fsync=true", "--log-level=warn",
+                "--unsafe-no-fsync=true",
+                "--log-level=warn",
             ],
             "kube-apiserver": [
-                str(b / "kube-apiserver"), f"--etcd-servers=http://127.0.0.1:{p['etcd']}",
-                "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={p['apiserver']}",
-                f"--tls-cert-file={d / 'server.crt'}", f"--tls-private-key-file={d / 'server.key'}",
-                f"--client-ca-file={d / 'ca.crt'}", f"--token-auth-file={d / 'tokens.csv'}",
+                str(b / "kube-apiserver"),
+                f"--etcd-servers=http://127.0.0.1:{p['etcd']}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={p['apiserver']}",
+                f"--tls-cert-file={d / 'server.crt'}",
+                f"--tls-private-key-file={d / 'server.key'}",
+                f"--client-ca-file={d / 'ca.crt'}",
+                f"--token-auth-file={d / 'tokens.csv'}",
                 "--authorization-mode=RBAC",
                 "--service-account-issuer=https://kubernetes.default.svc",
                 f"--service-account-key-file={d / 'sa.pub'}",
                 f"--service-account-signing-key-file={d / 'sa.key'}",
-                "--service-cluster-ip-range=10.0.0.0/24", "--allow-privileged=true",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--allow-privileged=true",
                 "--endpoint-reconciler-type=none",  # loopback advertise address: no kubernetes Endpoints
                 # No node-lifecycle controller runs to lift the not-ready taint this plugin puts on new nodes.
                 "--disable-admission-plugins=TaintNodesByCondition",
-                f"--cert-dir={d / 'apiserver-certs'}", "--profiling=false", "--event-ttl=1h",
+                f"--cert-dir={d / 'apiserver-certs'}",
+                "--profiling=false",
+                "--event-ttl=1h",
             ],
             "kube-controller-manager": [
-                str(b / "kube-controller-manager"), *served, f"--secure-port={p['controller_manager']}",
-                f"--controllers={','.join(CONTROLLERS)}", f"--service-account-private-key-file={d / 'sa.key'}",
-                f"--root-ca-file={d / 'ca.crt'}", "--use-service-account-credentials=false",
-                "--concurrent-job-syncs=10", "--profiling=false",
+                str(b / "kube-controller-manager"),
+                *served,
+                f"--secure-port={p['controller_manager']}",
+                f"--controllers={','.join(CONTROLLERS)}",
+                f"--service-account-private-key-file={d / 'sa.key'}",
+                f"--root-ca-file={d / 'ca.crt'}",
+                "--use-service-account-credentials=false",
+                "--concurrent-job-syncs=10",
+                "--profiling=false",
             ],
             "kube-scheduler": [
-                str(b / "kube-scheduler"), *served, f"--secure-port={p['scheduler']}", "--profiling=false",
+                str(b / "kube-scheduler"),
+                *served,
+                f"--secure-port={p['scheduler']}",
+                "--profiling=false",
             ],
             "kwok": [
-                str(b / "kwok"), f"--kubeconfig={kc}", f"--config={STAGES}", "--manage-all-nodes=false",
+                str(b / "kwok"),
+                f"--kubeconfig={kc}",
+                f"--config={STAGES}",
+                "--manage-all-nodes=false",
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-                f"--server-address=127.0.0.1:{p['kwok']}", "--cidr=10.244.0.0/16", "--node-ip=10.244.0.1",
+                f"--server-address=127.0.0.1:{p['kwok']}",
+                "--cidr=10.244.0.0/16",
+                "--node-ip=10.244.0.1",
                 "--node-lease-duration-seconds=40",
             ],
         }
@@ -170,8 +241,9 @@ class Bed:
         """Start one component with the command recorded for it (same ports, same data)."""
         cmd = self.procs[name]["cmd"]
         log = open(self.dir / f"{name}.log", "ab")
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
         self.procs[name]["pid"] = proc.pid
         self.save()
 
@@ -198,8 +270,12 @@ class Bed:
     def request(self, method: str, path: str, body: dict | None = None, timeout: float = 5.0) -> tuple[int, dict]:
         ctx = ssl.create_default_context(cafile=str(self.dir / "ca.crt"))
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.server + path, data=data, method=method, headers={
-            "Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.server + path,
+            data=data,
+            method=method,
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(req, context=ctx, timeout=timeout) as resp:
                 raw = resp.read()
@@ -237,12 +313,22 @@ class Bed:
     def create_nodes(self) -> None:
         for name in FAKE_NODES:
             node = {
-                "apiVersion": "v1", "kind": "Node",
-                "metadata": {"name": name, "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
-                             "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
-                                        "kubernetes.io/arch": "amd64", "type": "kwok"}},
-                "status": {"allocatable": {"cpu": "32", "memory": "256Gi", "pods": "500", "nvidia.com/gpu": "8"},
-                           "capacity": {"cpu": "32", "memory": "256Gi", "pods": "500", "nvidia.com/gpu": "8"}},
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": name,
+                    "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                    "labels": {
+                        "kubernetes.io/hostname": name,
+                        "kubernetes.io/os": "linux",
+                        "kubernetes.io/arch": "amd64",
+                        "type": "kwok",
+                    },
+                },
+                "status": {
+                    "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "500", "nvidia.com/gpu": "8"},
+                    "capacity": {"cpu": "32", "memory": "256Gi", "pods": "500", "nvidia.com/gpu": "8"},
+                },
             }
             status, body = self.request("POST", "/api/v1/nodes", node)
             if status not in (201, 409):
@@ -252,8 +338,12 @@ class Bed:
         status, body = self.request("GET", "/api/v1/nodes")
         if status != 200:
             return False
-        ready = [n for n in body.get("items", []) for c in n.get("status", {}).get("conditions", [])
-                 if c["type"] == "Ready" and c["status"] == "True"]
+        ready = [
+            n
+            for n in body.get("items", [])
+            for c in n.get("status", {}).get("conditions", [])
+            if c["type"] == "Ready" and c["status"] == "True"
+        ]
         return len(ready) >= len(FAKE_NODES)
 
     def default_service_account(self) -> bool:

@@ -62,7 +62,12 @@ def _log(msg: str, started: float) -> None:
 def _go(args: list[str], cwd: Path, started: float, label: str, **extra_env: str) -> None:
     """Run a go command, reporting compiled packages every so often."""
     proc = subprocess.Popen(
-        ["go", *args], cwd=cwd, env={**_go_env(), **extra_env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        ["go", *args],
+        cwd=cwd,
+        env={**_go_env(), **extra_env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     assert proc.stdout is not None
     tail: list[str] = []
@@ -93,7 +98,11 @@ def staging_modules(k8s_version: str, started: float) -> dict[str, str]:
     """The staging modules of k8s.io/kubernetes, read from that version's own go.mod."""
     out = subprocess.run(
         ["go", "mod", "download", "-json", f"k8s.io/kubernetes@{k8s_version}"],
-        env=_go_env(), check=True, capture_output=True, text=True, cwd="/",
+        env=_go_env(),
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd="/",
     )
     gomod = Path(json.loads(out.stdout)["GoMod"]).read_text()
     names = re.findall(r"^\s*(k8s\.io/[\w.-]+)\s*=>\s*\./staging/", gomod, flags=re.M)
@@ -107,7 +116,9 @@ def staging_modules(k8s_version: str, started: float) -> dict[str, str]:
 def build_kubernetes(work: Path, out: Path, ver: str, started: float) -> None:
     minor = ver.removeprefix("v").split(".")[1]
     pkg = "k8s.io/component-base/version"
-    ldflags = f"-s -w -X {pkg}.gitVersion={ver} -X {pkg}.gitMajor=1 -X {pkg}.gitMinor={minor} -X {pkg}.gitTreeState=clean"
+    ldflags = (
+        f"-s -w -X {pkg}.gitVersion={ver} -X {pkg}.gitMajor=1 -X {pkg}.gitMinor={minor} -X {pkg}.gitTreeState=clean"
+    )
     mod = work / "kubernetes"
     _module(mod, "kubernetes", {"k8s.io/kubernetes": ver}, staging_modules(ver, started), None)
     cmds = [f"k8s.io/kubernetes/cmd/{c}" for c in ("kube-apiserver", "kube-controller-manager", "kube-scheduler")]
@@ -125,7 +136,13 @@ def build_etcd(work: Path, out: Path, ver: str, started: float) -> None:
 
 def install_tool(pkg: str, ver: str, out: Path, started: float) -> None:
     _log(f"building {pkg}@{ver}", started)
-    _go(["install", "-v", "-ldflags", "-s -w", f"{pkg}@{ver}"], Path("/"), started, pkg.rsplit("/", 1)[-1], GOBIN=str(out))
+    _go(
+        ["install", "-v", "-ldflags", "-s -w", f"{pkg}@{ver}"],
+        Path("/"),
+        started,
+        pkg.rsplit("/", 1)[-1],
+        GOBIN=str(out),
+    )
 
 
 def build(force: bool = False) -> Path:

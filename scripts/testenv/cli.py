@@ -20,9 +20,11 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("build", help="build etcd, the control plane, kwok and helm from the Go module proxy (cached)")
     b.add_argument("--force", action="store_true", help="rebuild even if the cache is complete")
     sub.add_parser("bin", help="print the directory holding the built binaries")
-    for name, text in (("up", "start the control plane and print `export KUBECONFIG=...`"),
-                       ("down", "stop everything `up` started in --dir"),
-                       ("status", "say which components run")):
+    for name, text in (
+        ("up", "start the control plane and print `export KUBECONFIG=...`"),
+        ("down", "stop everything `up` started in --dir"),
+        ("status", "say which components run"),
+    ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--dir", type=Path, default=default_dir(), help="state directory (default: %(default)s)")
     args = parser.parse_args(argv)

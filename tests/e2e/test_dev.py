@@ -12,13 +12,21 @@ from tests.support.pipeline import ROOT
 
 
 def test_ksr_dev_runs_the_samples_end_to_end(tmp_path):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("REDIS_URL", "KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KSR_LOCK", "KSR_EXECUTOR")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("REDIS_URL", "KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KSR_LOCK", "KSR_EXECUTOR")
+    }
     env["HOME"] = str(tmp_path)  # no ~/.kube/config: no cluster
     env["KSR_RUNTIME_DIR"] = str(tmp_path / "runtime")
-    proc = subprocess.run([sys.executable, "-m", "runner.cli", "dev", "--port", "0", "--samples",
-                           "--exit-when-done", "--timeout", "90"],
-                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=150)
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner.cli", "dev", "--port", "0", "--samples", "--exit-when-done", "--timeout", "90"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
     out = proc.stdout
     assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
     assert "started a private redis-server" in out
@@ -38,13 +46,34 @@ def test_ksr_dev_sends_the_samples_to_the_cluster_of_kubeconfig(tmp_path, kube):
     from kubernetes import client
 
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "KSR_LOCK", "KSR_EXECUTOR")}
-    env.update(HOME=str(tmp_path), KUBECONFIG=kube.kubeconfig, KSR_RUNTIME_DIR=str(tmp_path / "runtime"),
-               POD_NAMESPACE="default", LEADER_ELECTION_LOCK_NAME=f"ksr-dev-{tmp_path.name[-8:]}")
+    env.update(
+        HOME=str(tmp_path),
+        KUBECONFIG=kube.kubeconfig,
+        KSR_RUNTIME_DIR=str(tmp_path / "runtime"),
+        POD_NAMESPACE="default",
+        LEADER_ELECTION_LOCK_NAME=f"ksr-dev-{tmp_path.name[-8:]}",
+    )
     batch = client.BatchV1Api(kube.api_client())
     try:
-        proc = subprocess.run([sys.executable, "-m", "runner.cli", "dev", "--port", "0", "--samples",
-                               "--exit-when-done", "--timeout", "120"],
-                              env=env, cwd=ROOT, capture_output=True, text=True, timeout=180)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "runner.cli",
+                "dev",
+                "--port",
+                "0",
+                "--samples",
+                "--exit-when-done",
+                "--timeout",
+                "120",
+            ],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         out = proc.stdout
         assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
         assert "Kubernetes executor" in out and "LOCAL" not in out
@@ -55,5 +84,5 @@ def test_ksr_dev_sends_the_samples_to_the_cluster_of_kubeconfig(tmp_path, kube):
         assert names == set(finals)  # real Jobs, run by kwok (which ignores the commands)
     finally:
         batch.delete_collection_namespaced_job(
-            "default", label_selector="app.kubernetes.io/managed-by=kube-stream-runner",
-            propagation_policy="Background")
+            "default", label_selector="app.kubernetes.io/managed-by=kube-stream-runner", propagation_policy="Background"
+        )

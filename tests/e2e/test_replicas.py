@@ -44,8 +44,11 @@ def test_leader_killed_mid_stream_gives_exactly_one_job_per_message(replicas, ku
     survivors = [r for r in reps if r is not leader]
     wait_for(lambda: any(r.leading() for r in survivors), timeout=30, what="a new leader")
     try:
-        wait_for(lambda: all(receiver.statuses().get(m) == [0, 1, 2] for m in ids), timeout=180,
-                 what="callbacks 0, 1, 2 for all 30 messages")
+        wait_for(
+            lambda: all(receiver.statuses().get(m) == [0, 1, 2] for m in ids),
+            timeout=180,
+            what="callbacks 0, 1, 2 for all 30 messages",
+        )
     except TimeoutError:
         got = receiver.statuses()
         print({m: got.get(m) for m in ids if got.get(m) != [0, 1, 2]})

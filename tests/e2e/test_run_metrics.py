@@ -28,9 +28,15 @@ def test_metrics_after_a_workload_pass_promtool(redis_server, redis_client, tmp_
         for i in range(20):
             xadd(redis_client, "ksr:jobs:default", message(f"m-{i}", "default", command=["true"]))
         xadd(redis_client, "ksr:jobs:default", "not json")
-        wait_for(lambda: redis_client.xlen("ksr:jobs:default:dead") == 1
-                 and redis_client.scard("ksr:active") == 0
-                 and len(redis_client.keys("ksr:msg:*")) == 20, timeout=60, what="the workload done")
+        wait_for(
+            lambda: (
+                redis_client.xlen("ksr:jobs:default:dead") == 1
+                and redis_client.scard("ksr:active") == 0
+                and len(redis_client.keys("ksr:msg:*")) == 20
+            ),
+            timeout=60,
+            what="the workload done",
+        )
 
         def metric(name: str, text: str) -> float:
             found = re.search(rf"^{re.escape(name)} (\S+)$", text, flags=re.M)

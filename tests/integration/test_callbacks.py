@@ -75,10 +75,11 @@ class Receiver:
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                receiver.requests.append(Request(time.monotonic(), self.path,
-                                                 {k.lower(): v for k, v in self.headers.items()}, body))
+                receiver.requests.append(
+                    Request(time.monotonic(), self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                )
                 status, headers = receiver.answer(receiver, len(receiver.requests))
                 self.send_response(status)
                 for k, v in headers.items():
@@ -104,6 +105,7 @@ class Receiver:
 
     def statuses(self) -> list[int]:
         import json
+
         return [json.loads(r.body)["status"] for r in self.requests]
 
 
@@ -150,12 +152,22 @@ class Workers:
         settings = Settings.from_env(env)
         for _ in range(count):
             log = open(self.logs / f"worker-{len(self.procs)}.log", "wb")
-            self.procs.append(subprocess.Popen(worker_command(settings), env={**env, **worker_env(settings)},
-                                               cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
+            self.procs.append(
+                subprocess.Popen(
+                    worker_command(settings),
+                    env={**env, **worker_env(settings)},
+                    cwd=ROOT,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
             log.close()
         wanted = len(self.procs)
-        wait_for(lambda: len(Worker.all(queue=Queue(QUEUE, connection=self.conn))) >= wanted,
-                 timeout=30, what=f"{wanted} RQ worker(s) registered")
+        wait_for(
+            lambda: len(Worker.all(queue=Queue(QUEUE, connection=self.conn))) >= wanted,
+            timeout=30,
+            what=f"{wanted} RQ worker(s) registered",
+        )
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -200,10 +212,15 @@ def field_of(state: StateStore, message_id: str, name: str) -> str | None:
     return (state.get(message_id) or {}).get(name)
 
 
-def until_outcome(state: StateStore, message_id: str, status: int, outcome: str, workers: Workers, timeout: float = 30) -> None:
+def until_outcome(
+    state: StateStore, message_id: str, status: int, outcome: str, workers: Workers, timeout: float = 30
+) -> None:
     try:
-        wait_for(lambda: field_of(state, message_id, f"cbd_{status}") == outcome, timeout=timeout,
-                 what=f"callback {message_id}:{status} {outcome}")
+        wait_for(
+            lambda: field_of(state, message_id, f"cbd_{status}") == outcome,
+            timeout=timeout,
+            what=f"callback {message_id}:{status} {outcome}",
+        )
     except TimeoutError:
         raise AssertionError(f"record {state.get(message_id)}\nworker logs:\n{workers.log_text()}") from None
 
@@ -211,16 +228,21 @@ def until_outcome(state: StateStore, message_id: str, status: int, outcome: str,
 def callback_counts(env: dict[str, str]) -> dict[tuple[str, str], float]:
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=env["PROMETHEUS_MULTIPROC_DIR"])
-    return {(s.labels["status"], s.labels["outcome"]): s.value
-            for m in registry.collect() if m.name == "ksr_callbacks"
-            for s in m.samples if s.name == "ksr_callbacks_total"}
+    return {
+        (s.labels["status"], s.labels["outcome"]): s.value
+        for m in registry.collect()
+        if m.name == "ksr_callbacks"
+        for s in m.samples
+        if s.name == "ksr_callbacks_total"
+    }
 
 
 # -- tests ----------------------------------------------------------------------------------
 
 
-def test_signed_callback_is_delivered_with_headers_and_body(receiver: Receiver, workers: Workers, callbacks: CallbackQueue,
-                                                           state: StateStore, env: dict[str, str]) -> None:
+def test_signed_callback_is_delivered_with_headers_and_body(
+    receiver: Receiver, workers: Workers, callbacks: CallbackQueue, state: StateStore, env: dict[str, str]
+) -> None:
     receiver.up()
     record(state, "m-1", 0)
     detail = {"jobId": "uid-1", "jobName": "my-job-abc"}
@@ -241,8 +263,9 @@ def test_signed_callback_is_delivered_with_headers_and_body(receiver: Receiver, 
     assert callback_counts(env) == {("0", "delivered"): 1.0}
 
 
-def test_enqueueing_the_same_callback_twice_delivers_it_once(receiver: Receiver, workers: Workers,
-                                                             callbacks: CallbackQueue, state: StateStore) -> None:
+def test_enqueueing_the_same_callback_twice_delivers_it_once(
+    receiver: Receiver, workers: Workers, callbacks: CallbackQueue, state: StateStore
+) -> None:
     receiver.up()
     record(state, "m-2", 0)
     assert callbacks.enqueue("m-2", 0, {"jobId": "u", "jobName": "j"}, receiver.url)
@@ -254,13 +277,16 @@ def test_enqueueing_the_same_callback_twice_delivers_it_once(receiver: Receiver,
     assert [r.headers["webhook-id"] for r in receiver.requests] == ["m-2:0"]
 
 
-def test_receiver_down_for_a_while_then_up_is_retried_and_delivered(receiver: Receiver, workers: Workers,
-                                                                    callbacks: CallbackQueue, state: StateStore) -> None:
+def test_receiver_down_for_a_while_then_up_is_retried_and_delivered(
+    receiver: Receiver, workers: Workers, callbacks: CallbackQueue, state: StateStore
+) -> None:
     record(state, "m-4", 2)
     assert callbacks.enqueue("m-4", 2, {"duration": 1.5}, receiver.url)
     workers.start()
     # Down (connection refused) until the third attempt is scheduled: two refused attempts.
-    wait_for(lambda: field_of(state, "m-4", "cbj_2") == rq_job_id("m-4", 2, 3), timeout=30, what="third attempt scheduled")
+    wait_for(
+        lambda: field_of(state, "m-4", "cbj_2") == rq_job_id("m-4", 2, 3), timeout=30, what="third attempt scheduled"
+    )
     receiver.up()
     until_outcome(state, "m-4", 2, "delivered", workers)
     assert [r.headers["webhook-id"] for r in receiver.requests] == ["m-4:2"]
@@ -268,8 +294,9 @@ def test_receiver_down_for_a_while_then_up_is_retried_and_delivered(receiver: Re
 
 
 @pytest.mark.slow
-def test_receiver_down_for_30_seconds(receiver: Receiver, workers: Workers, callbacks: CallbackQueue,
-                                      state: StateStore) -> None:
+def test_receiver_down_for_30_seconds(
+    receiver: Receiver, workers: Workers, callbacks: CallbackQueue, state: StateStore
+) -> None:
     record(state, "m-30", 0)
     started = time.monotonic()
     assert callbacks.enqueue("m-30", 0, {"jobId": "u", "jobName": "j"}, receiver.url)
@@ -282,8 +309,9 @@ def test_receiver_down_for_30_seconds(receiver: Receiver, workers: Workers, call
     assert len(receiver.requests) == 1
 
 
-def test_503_with_retry_after_is_honoured(receiver: Receiver, workers: Workers, callbacks: CallbackQueue,
-                                          state: StateStore, env: dict[str, str]) -> None:
+def test_503_with_retry_after_is_honoured(
+    receiver: Receiver, workers: Workers, callbacks: CallbackQueue, state: StateStore, env: dict[str, str]
+) -> None:
     receiver.answer = lambda r, n: (503, {"Retry-After": "2"}) if n == 1 else (200, {})
     receiver.up()
     record(state, "m-5", 0)
@@ -296,8 +324,9 @@ def test_503_with_retry_after_is_honoured(receiver: Receiver, workers: Workers, 
     assert callback_counts(env) == {("0", "retry"): 1.0, ("0", "delivered"): 1.0}
 
 
-def test_410_stops_retries_for_that_url(receiver: Receiver, workers: Workers, callbacks: CallbackQueue,
-                                        state: StateStore, redis_client: redis.Redis) -> None:
+def test_410_stops_retries_for_that_url(
+    receiver: Receiver, workers: Workers, callbacks: CallbackQueue, state: StateStore, redis_client: redis.Redis
+) -> None:
     receiver.answer = always(410)
     receiver.up()
     record(state, "m-6", 0, 1)
@@ -312,8 +341,9 @@ def test_410_stops_retries_for_that_url(receiver: Receiver, workers: Workers, ca
     assert ScheduledJobRegistry(QUEUE, connection=redis_client).get_job_ids() == []
 
 
-def test_a_redirect_is_not_followed(receiver: Receiver, workers: Workers, callbacks: CallbackQueue,
-                                    state: StateStore) -> None:
+def test_a_redirect_is_not_followed(
+    receiver: Receiver, workers: Workers, callbacks: CallbackQueue, state: StateStore
+) -> None:
     receiver.answer = lambda r, n: (302, {"Location": f"http://127.0.0.1:{r.port}/elsewhere"})
     receiver.up()
     record(state, "m-7", 0)
@@ -323,8 +353,9 @@ def test_a_redirect_is_not_followed(receiver: Receiver, workers: Workers, callba
     assert [r.path for r in receiver.requests] == ["/hook"]
 
 
-def test_retries_stop_at_max_attempts(receiver: Receiver, workers: Workers, callbacks: CallbackQueue,
-                                      state: StateStore, env: dict[str, str]) -> None:
+def test_retries_stop_at_max_attempts(
+    receiver: Receiver, workers: Workers, callbacks: CallbackQueue, state: StateStore, env: dict[str, str]
+) -> None:
     receiver.answer = always(500)
     receiver.up()
     record(state, "m-8", 0)
@@ -335,18 +366,27 @@ def test_retries_stop_at_max_attempts(receiver: Receiver, workers: Workers, call
     assert callback_counts(env) == {("0", "retry"): 1.0, ("0", "expired"): 1.0}
 
 
-def test_callbacks_arrive_in_order_after_an_outage(receiver: Receiver, workers: Workers, callbacks: CallbackQueue,
-                                                   state: StateStore) -> None:
+def test_callbacks_arrive_in_order_after_an_outage(
+    receiver: Receiver, workers: Workers, callbacks: CallbackQueue, state: StateStore
+) -> None:
     record(state, "m-9", 0, 1, 2)
-    details: dict[int, dict[str, Any]] = {0: {"jobId": "u", "jobName": "j"}, 1: {"podId": "p", "podName": "n"},
-                                          2: {"duration": 3.0}}
+    details: dict[int, dict[str, Any]] = {
+        0: {"jobId": "u", "jobName": "j"},
+        1: {"podId": "p", "podName": "n"},
+        2: {"duration": 3.0},
+    }
     for status, detail in details.items():
         assert callbacks.enqueue("m-9", status, detail, receiver.url)
     workers.start(count=2)  # two replicas' workers share the queue
     # down until 0 has been refused twice and 2 has waited for the earlier ones
-    wait_for(lambda: field_of(state, "m-9", "cbj_0") == rq_job_id("m-9", 0, 3)
-             and (field_of(state, "m-9", "cbj_2") or "").startswith(rq_job_id("m-9", 2, "w")),
-             timeout=30, what="0 retried and 2 waiting")
+    wait_for(
+        lambda: (
+            field_of(state, "m-9", "cbj_0") == rq_job_id("m-9", 0, 3)
+            and (field_of(state, "m-9", "cbj_2") or "").startswith(rq_job_id("m-9", 2, "w"))
+        ),
+        timeout=30,
+        what="0 retried and 2 waiting",
+    )
     receiver.up()
     until_outcome(state, "m-9", 2, "delivered", workers)
     assert receiver.statuses() == [0, 1, 2]
@@ -360,13 +400,22 @@ def test_rq_job_ids_are_valid_and_distinct() -> None:
     assert rq_job_id("31a8-ff", 0) == "31a8-ff_3a0"
     assert rq_job_id("31a8-ff", 0, 2) == "31a8-ff_3a0_3a2"
     ids = {rq_job_id(m, 1) for m in ["a:b", "a_3ab", "a.b", "a_b", "ä"]}
-    assert len(ids) == 5 and all(set(i) <= set("abcdef0123456789_-ABCDEFGHIJKLMNOPQRSTUVWXYZ" + "ghijklmnopqrstuvwxyz")
-                                 for i in ids)
+    assert len(ids) == 5 and all(
+        set(i) <= set("abcdef0123456789_-ABCDEFGHIJKLMNOPQRSTUVWXYZ" + "ghijklmnopqrstuvwxyz") for i in ids
+    )
 
 
 def test_owed_lists_enqueued_but_unfinished_statuses() -> None:
-    rec = {"state": "completed", "cb_0": "1", "cb_1": "2", "cb_2": "3", "cbd_0": "delivered", "cbd_1": "expired",
-           "cbj_2": "x", "cbd_gone_url": "http://a/"}
+    rec = {
+        "state": "completed",
+        "cb_0": "1",
+        "cb_1": "2",
+        "cb_2": "3",
+        "cbd_0": "delivered",
+        "cbd_1": "expired",
+        "cbj_2": "x",
+        "cbd_gone_url": "http://a/",
+    }
     assert owed(rec) == [2]
     assert owed({"cb_99": "1", "cb_3": "1", "cbd_3": "gone"}) == [99]
     assert owed({}) == []
@@ -380,11 +429,14 @@ def test_worker_command_runs_the_scheduler_and_keeps_the_password_out_of_argv() 
     assert worker_env(settings)["RQ_REDIS_URL"] == "redis://:s3cret@127.0.0.1:6379/0"
 
 
-@pytest.mark.parametrize("values, variable", [
-    ({"KSR_CALLBACK_BACKOFF_BASE": "0"}, "KSR_CALLBACK_BACKOFF_BASE"),
-    ({"KSR_CALLBACK_BACKOFF_CAP": "soon"}, "KSR_CALLBACK_BACKOFF_CAP"),
-    ({"KSR_CALLBACK_BACKOFF_BASE": "10", "KSR_CALLBACK_BACKOFF_CAP": "5"}, "KSR_CALLBACK_BACKOFF_CAP"),
-])
+@pytest.mark.parametrize(
+    "values, variable",
+    [
+        ({"KSR_CALLBACK_BACKOFF_BASE": "0"}, "KSR_CALLBACK_BACKOFF_BASE"),
+        ({"KSR_CALLBACK_BACKOFF_CAP": "soon"}, "KSR_CALLBACK_BACKOFF_CAP"),
+        ({"KSR_CALLBACK_BACKOFF_BASE": "10", "KSR_CALLBACK_BACKOFF_CAP": "5"}, "KSR_CALLBACK_BACKOFF_CAP"),
+    ],
+)
 def test_backoff_settings_are_validated(values: dict[str, str], variable: str) -> None:
     with pytest.raises(ConfigError) as caught:
         Settings.from_env(values)

@@ -34,28 +34,48 @@ CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 EVERYTHING_BUT_CRDS: dict[str, Any] = {
     "secrets": {"existingSecret": "ksr-secrets"},
     "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "Platform"}},
-    "config": {"allowedImages": ["busybox:", "registry.example/team/"], "allowedEnvRefs": ["job-config"],
-               "allowedServiceAccounts": ["runner-jobs"], "webhookAllow": ["*.svc.cluster.local"],
-               "extraEnv": {"KSR_STATE_TTL": 1209600, "KSR_MAX_DELIVERIES": "3"}},
+    "config": {
+        "allowedImages": ["busybox:", "registry.example/team/"],
+        "allowedEnvRefs": ["job-config"],
+        "allowedServiceAccounts": ["runner-jobs"],
+        "webhookAllow": ["*.svc.cluster.local"],
+        "extraEnv": {"KSR_STATE_TTL": 1209600, "KSR_MAX_DELIVERIES": "3"},
+    },
     "podAnnotations": {"example.com/team": "platform"},
     "podLabels": {"team": "platform"},
     "priorityClassName": "",
-    "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
-        "weight": 50, "podAffinityTerm": {"topologyKey": "topology.kubernetes.io/zone",
-                                          "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "kube-stream-runner"}}}}]}},
+    "affinity": {
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "weight": 50,
+                    "podAffinityTerm": {
+                        "topologyKey": "topology.kubernetes.io/zone",
+                        "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "kube-stream-runner"}},
+                    },
+                }
+            ]
+        }
+    },
     "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "runners", "effect": "NoSchedule"}],
     "image": {"digest": "sha256:" + "0" * 64},
 }
-EVERYTHING = {**EVERYTHING_BUT_CRDS, "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
-              "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}}}
+EVERYTHING = {
+    **EVERYTHING_BUT_CRDS,
+    "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+    "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
+}
 
 
 # -- tools ------------------------------------------------------------------------------------
 
 
 def _tool(name: str, path: Path | None = None) -> str:
-    found = str(path) if path is not None and path.exists() else shutil.which(
-        name, path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    found = (
+        str(path)
+        if path is not None and path.exists()
+        else shutil.which(name, path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    )
     if not found:
         pytest.fail(f"{name} missing (make test installs it)", pytrace=False)
     return found
@@ -79,10 +99,12 @@ def helm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
             os.environ[key] = value
 
 
-def run(argv: list[str], *, input: str | None = None, env: dict[str, str] | None = None,
-        check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **(env or {})})
+def run(
+    argv: list[str], *, input: str | None = None, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        argv, input=input, capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})}
+    )
     if check and done.returncode != 0:
         pytest.fail(f"{' '.join(argv[:3])} ... exited {done.returncode}\n{done.stdout}\n{done.stderr}", pytrace=False)
     return done
@@ -94,10 +116,26 @@ def values_file(tmp_path: Path, values: dict[str, Any]) -> Path:
     return path
 
 
-def template(helm: list[str], tmp_path: Path, *, namespace: str = "ksr", release: str = "ksr",
-             values: dict[str, Any] | None = None) -> str:
-    return run([*helm, "template", release, str(CHART), "--namespace", namespace,
-                "-f", str(values_file(tmp_path, values or {}))]).stdout
+def template(
+    helm: list[str],
+    tmp_path: Path,
+    *,
+    namespace: str = "ksr",
+    release: str = "ksr",
+    values: dict[str, Any] | None = None,
+) -> str:
+    return run(
+        [
+            *helm,
+            "template",
+            release,
+            str(CHART),
+            "--namespace",
+            namespace,
+            "-f",
+            str(values_file(tmp_path, values or {})),
+        ]
+    ).stdout
 
 
 def documents(text: str) -> list[dict[str, Any]]:
@@ -125,16 +163,20 @@ def test_helm_lint(helm: list[str], tmp_path: Path, values: dict[str, Any]) -> N
     assert "0 chart(s) failed" in out
 
 
-@pytest.mark.parametrize(("values", "message"), [
-    ({"config": {"streams": ["ksr:jobs:x:dead"]}}, "config/streams/0"),
-    ({"config": {"allowedNamespaces": ["*", "other"]}}, '"*" must be alone'),
-    ({"config": {"lease": {"durationSeconds": 5}}}, "durationSeconds must exceed"),
-    ({"shutdownGraceSeconds": 28}, "terminationGracePeriodSeconds must exceed"),
-    ({"redis": {"url": ""}}, "set redis.url or secrets.existingSecret"),
-    ({"replicas": 3}, "additional properties 'replicas' not allowed"),
-])
-def test_bad_values_are_refused_with_a_reason(helm: list[str], tmp_path: Path, values: dict[str, Any],
-                                              message: str) -> None:
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"config": {"streams": ["ksr:jobs:x:dead"]}}, "config/streams/0"),
+        ({"config": {"allowedNamespaces": ["*", "other"]}}, '"*" must be alone'),
+        ({"config": {"lease": {"durationSeconds": 5}}}, "durationSeconds must exceed"),
+        ({"shutdownGraceSeconds": 28}, "terminationGracePeriodSeconds must exceed"),
+        ({"redis": {"url": ""}}, "set redis.url or secrets.existingSecret"),
+        ({"replicas": 3}, "additional properties 'replicas' not allowed"),
+    ],
+)
+def test_bad_values_are_refused_with_a_reason(
+    helm: list[str], tmp_path: Path, values: dict[str, Any], message: str
+) -> None:
     done = run([*helm, "template", "ksr", str(CHART), "-f", str(values_file(tmp_path, values))], check=False)
     assert done.returncode != 0
     assert message in done.stderr
@@ -143,8 +185,17 @@ def test_bad_values_are_refused_with_a_reason(helm: list[str], tmp_path: Path, v
 def test_defaults_render_what_the_runner_expects(helm: list[str], tmp_path: Path) -> None:
     docs = documents(template(helm, tmp_path, namespace="jobs-ns"))
     kinds = sorted(d["kind"] for d in docs)
-    assert kinds == ["ConfigMap", "Deployment", "PodDisruptionBudget", "Role", "Role", "RoleBinding",
-                     "RoleBinding", "Service", "ServiceAccount"]
+    assert kinds == [
+        "ConfigMap",
+        "Deployment",
+        "PodDisruptionBudget",
+        "Role",
+        "Role",
+        "RoleBinding",
+        "RoleBinding",
+        "Service",
+        "ServiceAccount",
+    ]
     config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
     assert config["KSR_ALLOWED_NAMESPACES"] == "jobs-ns"  # the RBAC's namespaces, said explicitly
     assert config["KSR_STREAMS"] == "ksr:jobs:critical,ksr:jobs:default,ksr:jobs:low"
@@ -182,7 +233,9 @@ def test_crd_kinds_render_and_match_the_service_and_rule_file(helm: list[str], t
     assert monitor["apiVersion"] == rule["apiVersion"] == "monitoring.coreos.com/v1"
     assert monitor["metadata"]["labels"]["release"] == rule["metadata"]["labels"]["release"] == "prometheus"
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
-    assert [e["port"] for e in monitor["spec"]["endpoints"]] == [p["name"] for p in service["spec"]["ports"]] == ["http"]
+    assert (
+        [e["port"] for e in monitor["spec"]["endpoints"]] == [p["name"] for p in service["spec"]["ports"]] == ["http"]
+    )
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
     assert rule["spec"] == yaml.safe_load(RULES.read_text())  # the file promtool checks, unchanged
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
@@ -208,14 +261,19 @@ def _template_pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
     (deploy,) = [d for d in docs if d["kind"] == "Deployment"]
     template = deploy["spec"]["template"]
     spec = {**template["spec"], "serviceAccountName": "default"}
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "pod-template-check", **template["metadata"]},
-            "spec": spec}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "pod-template-check", **template["metadata"]},
+        "spec": spec,
+    }
 
 
 @pytest.mark.kube
 @pytest.mark.parametrize("values", [{}, EVERYTHING_BUT_CRDS], ids=["defaults", "everything-but-crds"])
-def test_apiserver_accepts_the_rendered_manifests(kube: Any, namespace: str, helm: list[str], tmp_path: Path,
-                                                  values: dict[str, Any]) -> None:
+def test_apiserver_accepts_the_rendered_manifests(
+    kube: Any, namespace: str, helm: list[str], tmp_path: Path, values: dict[str, Any]
+) -> None:
     _restricted(kube, namespace)
     docs = documents(template(helm, tmp_path, namespace=namespace, values=values))
     assert not {d["kind"] for d in docs} & CRD_KINDS
@@ -228,17 +286,30 @@ def test_apiserver_accepts_the_rendered_manifests(kube: Any, namespace: str, hel
 @pytest.mark.kube
 def test_pod_security_check_is_not_vacuous(kube: Any, namespace: str, helm: list[str], tmp_path: Path) -> None:
     _restricted(kube, namespace)
-    docs = documents(template(helm, tmp_path, namespace=namespace, values={"securityContext": None}))  # null drops the defaults
-    done = kubectl(kube, "apply", "--dry-run=server", "-n", namespace, "-f", "-", input=dump([_template_pod(docs)]),
-                   check=False)
+    docs = documents(
+        template(helm, tmp_path, namespace=namespace, values={"securityContext": None})
+    )  # null drops the defaults
+    done = kubectl(
+        kube, "apply", "--dry-run=server", "-n", namespace, "-f", "-", input=dump([_template_pod(docs)]), check=False
+    )
     assert done.returncode != 0 and "violates PodSecurity" in done.stderr, done.stderr
 
 
 def _job(name: str) -> dict[str, Any]:
-    return {"metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "kube-stream-runner"}},
-            "spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": 60, "template": {"spec": {
-                "restartPolicy": "Never", "automountServiceAccountToken": False,
-                "containers": [{"name": "job", "image": "busybox:latest", "command": ["true"]}]}}}}
+    return {
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "kube-stream-runner"}},
+        "spec": {
+            "backoffLimit": 0,
+            "ttlSecondsAfterFinished": 60,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "containers": [{"name": "job", "image": "busybox:latest", "command": ["true"]}],
+                }
+            },
+        },
+    }
 
 
 def _status(call: Any) -> int:
@@ -252,41 +323,67 @@ def _status(call: Any) -> int:
 
 
 def _apply_rbac(kube: Any, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    rbac = [d for d in docs if d["kind"] in ("ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")]
+    rbac = [
+        d for d in docs if d["kind"] in ("ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")
+    ]
     kubectl(kube, "apply", "-f", "-", input=dump(rbac))
     return rbac
 
 
-def _allowed(kube: Any, user: str, verb: str, resource: str, namespace: str | None, group: str = "",
-             name: str | None = None) -> bool:
-    review = k8s.AuthorizationV1Api(kube.api_client()).create_subject_access_review({"spec": {
-        "user": user, "resourceAttributes": {"group": group, "resource": resource, "verb": verb,
-                                             "namespace": namespace, "name": name}}})
+def _allowed(
+    kube: Any, user: str, verb: str, resource: str, namespace: str | None, group: str = "", name: str | None = None
+) -> bool:
+    review = k8s.AuthorizationV1Api(kube.api_client()).create_subject_access_review(
+        {
+            "spec": {
+                "user": user,
+                "resourceAttributes": {
+                    "group": group,
+                    "resource": resource,
+                    "verb": verb,
+                    "namespace": namespace,
+                    "name": name,
+                },
+            }
+        }
+    )
     return bool(review.status.allowed)
 
 
 @pytest.mark.kube
-def test_chart_rbac_is_enough_for_the_runner_and_no_more(kube: Any, namespace: str, helm: list[str],
-                                                         tmp_path: Path) -> None:
+def test_chart_rbac_is_enough_for_the_runner_and_no_more(
+    kube: Any, namespace: str, helm: list[str], tmp_path: Path
+) -> None:
     from tests.support.kube import delete_namespace, new_namespace
 
     other = new_namespace(kube)  # a second namespace Jobs may go to
     try:
-        docs = documents(template(helm, tmp_path, namespace=namespace,
-                                  values={"config": {"allowedNamespaces": [namespace, other]}}))
+        docs = documents(
+            template(helm, tmp_path, namespace=namespace, values={"config": {"allowedNamespaces": [namespace, other]}})
+        )
         _apply_rbac(kube, docs)
         (account,) = names_of(docs, "ServiceAccount")
         user = f"system:serviceaccount:{namespace}:{account}"
-        wait_for(lambda: all(_allowed(kube, user, "create", "jobs", ns, "batch") for ns in (namespace, other))
-                 and _allowed(kube, user, "update", "leases", namespace, "coordination.k8s.io", "ksr-leader"),
-                 timeout=15, what="the chart's Roles to take effect")
+        wait_for(
+            lambda: (
+                all(_allowed(kube, user, "create", "jobs", ns, "batch") for ns in (namespace, other))
+                and _allowed(kube, user, "update", "leases", namespace, "coordination.k8s.io", "ksr-leader")
+            ),
+            timeout=15,
+            what="the chart's Roles to take effect",
+        )
 
         api = kube.service_account_client(namespace, account)  # a token of the chart's account
         coord, batch, core = k8s.CoordinationV1Api(api), k8s.BatchV1Api(api), k8s.CoreV1Api(api)
 
         # The Lease: what election/ does (create, get, update).
-        lease = coord.create_namespaced_lease(namespace, {"metadata": {"name": "ksr-leader"}, "spec": {
-            "holderIdentity": "ksr-0", "leaseDurationSeconds": 15, "leaseTransitions": 0}})
+        lease = coord.create_namespaced_lease(
+            namespace,
+            {
+                "metadata": {"name": "ksr-leader"},
+                "spec": {"holderIdentity": "ksr-0", "leaseDurationSeconds": 15, "leaseTransitions": 0},
+            },
+        )
         lease = coord.read_namespaced_lease("ksr-leader", namespace)
         lease.spec.holder_identity, lease.spec.lease_transitions = "ksr-1", 1
         assert coord.replace_namespaced_lease("ksr-leader", namespace, lease).spec.holder_identity == "ksr-1"
@@ -300,14 +397,17 @@ def test_chart_rbac_is_enough_for_the_runner_and_no_more(kube: Any, namespace: s
             assert name in [j.metadata.name for j in batch.list_namespaced_job(ns, label_selector=selector).items]
             core.list_namespaced_pod(ns, label_selector=selector)
             for lister in (batch.list_namespaced_job, core.list_namespaced_pod):
-                assert _status(lambda: watch.Watch().stream(lister, ns, label_selector=selector, timeout_seconds=1)) == 200
+                assert (
+                    _status(lambda: watch.Watch().stream(lister, ns, label_selector=selector, timeout_seconds=1)) == 200
+                )
             batch.delete_namespaced_job(name, ns, propagation_policy="Background")
 
         # Outside the grant.
         refused = {
             "list secrets": lambda: core.list_namespaced_secret(namespace),
-            "create pods": lambda: core.create_namespaced_pod(namespace, {
-                "metadata": {"name": "x"}, "spec": {"containers": [{"name": "x", "image": "busybox"}]}}),
+            "create pods": lambda: core.create_namespaced_pod(
+                namespace, {"metadata": {"name": "x"}, "spec": {"containers": [{"name": "x", "image": "busybox"}]}}
+            ),
             "list jobs in default": lambda: batch.list_namespaced_job("default"),
             "list jobs everywhere": lambda: batch.list_job_for_all_namespaces(),
             "get another Lease": lambda: coord.read_namespaced_lease("someone-elses", namespace),
@@ -324,8 +424,9 @@ def test_any_namespace_becomes_a_cluster_role(kube: Any, namespace: str, helm: l
     from tests.support.kube import delete_namespace, new_namespace
 
     release = f"ksr-{uuid.uuid4().hex[:6]}"  # cluster-scoped names must not collide between runs
-    docs = documents(template(helm, tmp_path, namespace=namespace, release=release,
-                              values={"config": {"allowedNamespaces": ["*"]}}))
+    docs = documents(
+        template(helm, tmp_path, namespace=namespace, release=release, values={"config": {"allowedNamespaces": ["*"]}})
+    )
     assert next(d for d in docs if d["kind"] == "ConfigMap")["data"]["KSR_ALLOWED_NAMESPACES"] == "*"
     assert names_of(docs, "Role") == [f"{release}-kube-stream-runner-leader-election"]
     other = new_namespace(kube)
@@ -333,8 +434,11 @@ def test_any_namespace_becomes_a_cluster_role(kube: Any, namespace: str, helm: l
     try:
         (account,) = names_of(docs, "ServiceAccount")
         user = f"system:serviceaccount:{namespace}:{account}"
-        wait_for(lambda: _allowed(kube, user, "watch", "jobs", None, "batch"), timeout=15,
-                 what="the ClusterRole to take effect")
+        wait_for(
+            lambda: _allowed(kube, user, "watch", "jobs", None, "batch"),
+            timeout=15,
+            what="the ClusterRole to take effect",
+        )
         api = kube.service_account_client(namespace, account)
         batch, core = k8s.BatchV1Api(api), k8s.CoreV1Api(api)
         name = f"ksr-rbac-{uuid.uuid4().hex[:6]}"
@@ -373,23 +477,33 @@ S = 'namespace="ns", job="ksr"'
 RULE_TESTS = [
     {  # nobody leads: fires after 2 minutes, not before
         "interval": "1m",
-        "input_series": [{"series": f'ksr_leader{{{S}, instance="a"}}', "values": "0x10"},
-                         {"series": f'ksr_leader{{{S}, instance="b"}}', "values": "0x10"}],
+        "input_series": [
+            {"series": f'ksr_leader{{{S}, instance="a"}}', "values": "0x10"},
+            {"series": f'ksr_leader{{{S}, instance="b"}}', "values": "0x10"},
+        ],
         "alert_rule_test": [
             {"eval_time": "1m", "alertname": "KsrNoLeader", "exp_alerts": []},
-            {"eval_time": "3m", "alertname": "KsrNoLeader",
-             "exp_alerts": [{"exp_labels": {"severity": "critical", "namespace": "ns", "job": "ksr"}}]},
+            {
+                "eval_time": "3m",
+                "alertname": "KsrNoLeader",
+                "exp_alerts": [{"exp_labels": {"severity": "critical", "namespace": "ns", "job": "ksr"}}],
+            },
             {"eval_time": "3m", "alertname": "KsrTwoLeaders", "exp_alerts": []},
         ],
     },
     {  # two leaders for more than a minute; a one-scrape overlap does not fire
         "interval": "1m",
-        "input_series": [{"series": f'ksr_leader{{{S}, instance="a"}}', "values": "1x10"},
-                         {"series": f'ksr_leader{{{S}, instance="b"}}', "values": "0 1 0 0 0 1 1 1 1 1 1"}],
+        "input_series": [
+            {"series": f'ksr_leader{{{S}, instance="a"}}', "values": "1x10"},
+            {"series": f'ksr_leader{{{S}, instance="b"}}', "values": "0 1 0 0 0 1 1 1 1 1 1"},
+        ],
         "alert_rule_test": [
             {"eval_time": "3m", "alertname": "KsrTwoLeaders", "exp_alerts": []},
-            {"eval_time": "8m", "alertname": "KsrTwoLeaders",
-             "exp_alerts": [{"exp_labels": {"severity": "critical", "namespace": "ns", "job": "ksr"}}]},
+            {
+                "eval_time": "8m",
+                "alertname": "KsrTwoLeaders",
+                "exp_alerts": [{"exp_labels": {"severity": "critical", "namespace": "ns", "job": "ksr"}}],
+            },
             {"eval_time": "8m", "alertname": "KsrNoLeader", "exp_alerts": []},
         ],
     },
@@ -405,8 +519,20 @@ RULE_TESTS = [
         ],
         "alert_rule_test": [
             {"eval_time": "10m", "alertname": "KsrBacklogGrowing", "exp_alerts": []},
-            {"eval_time": "35m", "alertname": "KsrBacklogGrowing", "exp_alerts": [{"exp_labels": {
-                "severity": "warning", "namespace": "ns", "job": "ksr", "stream": "ksr:jobs:default"}}]},
+            {
+                "eval_time": "35m",
+                "alertname": "KsrBacklogGrowing",
+                "exp_alerts": [
+                    {
+                        "exp_labels": {
+                            "severity": "warning",
+                            "namespace": "ns",
+                            "job": "ksr",
+                            "stream": "ksr:jobs:default",
+                        }
+                    }
+                ],
+            },
         ],
     },
     {  # dead letters, callbacks given up, 403s, a stuck loop
@@ -414,26 +540,61 @@ RULE_TESTS = [
         "input_series": [
             {"series": f'ksr_leader{{{S}, instance="a"}}', "values": "1x20"},
             {"series": f'ksr_stream_dead_letters{{{S}, instance="a", stream="s"}}', "values": "0x5 1 2 3x10"},
-            {"series": f'ksr_callbacks_total{{{S}, instance="a", status="2", outcome="delivered"}}', "values": "0+5x20"},
-            {"series": f'ksr_callbacks_total{{{S}, instance="a", status="2", outcome="expired"}}', "values": "0x10 1x10"},
+            {
+                "series": f'ksr_callbacks_total{{{S}, instance="a", status="2", outcome="delivered"}}',
+                "values": "0+5x20",
+            },
+            {
+                "series": f'ksr_callbacks_total{{{S}, instance="a", status="2", outcome="expired"}}',
+                "values": "0x10 1x10",
+            },
             {"series": f'ksr_kube_requests_total{{{S}, instance="a", verb="create", code="201"}}', "values": "0+10x20"},
-            {"series": f'ksr_kube_requests_total{{{S}, instance="a", verb="create", code="403"}}', "values": "0x10 1+1x10"},
-            {"series": f'ksr_loop_heartbeat_timestamp_seconds{{{S}, instance="a", loop="main"}}',
-             "values": "0+60x5 300x15"},
+            {
+                "series": f'ksr_kube_requests_total{{{S}, instance="a", verb="create", code="403"}}',
+                "values": "0x10 1+1x10",
+            },
+            {
+                "series": f'ksr_loop_heartbeat_timestamp_seconds{{{S}, instance="a", loop="main"}}',
+                "values": "0+60x5 300x15",
+            },
         ],
         "alert_rule_test": [
             {"eval_time": "4m", "alertname": "KsrDeadLettersIncreasing", "exp_alerts": []},
-            {"eval_time": "9m", "alertname": "KsrDeadLettersIncreasing", "exp_alerts": [{"exp_labels": {
-                "severity": "warning", "namespace": "ns", "job": "ksr", "stream": "s"}}]},
+            {
+                "eval_time": "9m",
+                "alertname": "KsrDeadLettersIncreasing",
+                "exp_alerts": [{"exp_labels": {"severity": "warning", "namespace": "ns", "job": "ksr", "stream": "s"}}],
+            },
             {"eval_time": "9m", "alertname": "KsrCallbacksFailing", "exp_alerts": []},
-            {"eval_time": "12m", "alertname": "KsrCallbacksFailing", "exp_alerts": [{"exp_labels": {
-                "severity": "warning", "namespace": "ns", "job": "ksr"}}]},
-            {"eval_time": "12m", "alertname": "KsrKubeApiForbidden", "exp_alerts": [{"exp_labels": {
-                "severity": "warning", "namespace": "ns", "job": "ksr", "verb": "create"}}]},
+            {
+                "eval_time": "12m",
+                "alertname": "KsrCallbacksFailing",
+                "exp_alerts": [{"exp_labels": {"severity": "warning", "namespace": "ns", "job": "ksr"}}],
+            },
+            {
+                "eval_time": "12m",
+                "alertname": "KsrKubeApiForbidden",
+                "exp_alerts": [
+                    {"exp_labels": {"severity": "warning", "namespace": "ns", "job": "ksr", "verb": "create"}}
+                ],
+            },
             {"eval_time": "12m", "alertname": "KsrKubeApiErrors", "exp_alerts": []},
             {"eval_time": "6m", "alertname": "KsrLoopHeartbeatStale", "exp_alerts": []},
-            {"eval_time": "9m", "alertname": "KsrLoopHeartbeatStale", "exp_alerts": [{"exp_labels": {
-                "severity": "critical", "namespace": "ns", "job": "ksr", "instance": "a", "loop": "main"}}]},
+            {
+                "eval_time": "9m",
+                "alertname": "KsrLoopHeartbeatStale",
+                "exp_alerts": [
+                    {
+                        "exp_labels": {
+                            "severity": "critical",
+                            "namespace": "ns",
+                            "job": "ksr",
+                            "instance": "a",
+                            "loop": "main",
+                        }
+                    }
+                ],
+            },
         ],
     },
 ]
@@ -453,8 +614,11 @@ def defined_series() -> set[str]:
     """Every series name runner/metrics.py exposes, with the suffixes Prometheus sees."""
     registry = CollectorRegistry()
     Metrics(registry)
-    suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
-                "gauge": ("",)}
+    suffixes = {
+        "counter": ("_total", "_created"),
+        "histogram": ("_bucket", "_sum", "_count", "_created"),
+        "gauge": ("",),
+    }
     return {family.name + s for family in registry.collect() for s in suffixes[family.type]}
 
 
@@ -485,11 +649,22 @@ def test_dashboard_and_alerts_query_only_defined_metrics() -> None:
     unknown = {name: where for name, where in used.items() if name not in defined}
     assert not unknown, f"queried but not defined in runner/metrics.py: {unknown}"
     # the dashboard covers what operators asked for
-    wanted = {"ksr_leader", "ksr_stream_length", "ksr_stream_pending", "ksr_stream_lag", "ksr_stream_dead_letters",
-              "ksr_messages_total", "ksr_dispatch_latency_seconds_bucket", "ksr_active_jobs",
-              "ksr_jobs_finished_total", "ksr_job_duration_seconds_bucket", "ksr_kube_requests_total",
-              "ksr_kube_request_duration_seconds_bucket", "ksr_callbacks_total",
-              "ksr_loop_heartbeat_timestamp_seconds"}
+    wanted = {
+        "ksr_leader",
+        "ksr_stream_length",
+        "ksr_stream_pending",
+        "ksr_stream_lag",
+        "ksr_stream_dead_letters",
+        "ksr_messages_total",
+        "ksr_dispatch_latency_seconds_bucket",
+        "ksr_active_jobs",
+        "ksr_jobs_finished_total",
+        "ksr_job_duration_seconds_bucket",
+        "ksr_kube_requests_total",
+        "ksr_kube_request_duration_seconds_bucket",
+        "ksr_callbacks_total",
+        "ksr_loop_heartbeat_timestamp_seconds",
+    }
     on_dashboard = {name for _, expr in _dashboard_queries() for name in METRIC.findall(expr)}
     assert wanted <= on_dashboard, wanted - on_dashboard
 

@@ -22,8 +22,12 @@ STREAM = "ksr:jobs:default"
 @pytest.fixture
 def env(redis_server: RedisServer, redis_client: redis.Redis) -> dict[str, str]:
     redis_client.xgroup_create(STREAM, "ksr", id="0", mkstream=True)
-    return {"REDIS_URL": redis_server.url, "KSR_STREAMS": "ksr:jobs:critical,ksr:jobs:default,ksr:jobs:low",
-            "POD_NAMESPACE": "default", "KSR_ALLOWED_NAMESPACES": "default"}
+    return {
+        "REDIS_URL": redis_server.url,
+        "KSR_STREAMS": "ksr:jobs:critical,ksr:jobs:default,ksr:jobs:low",
+        "POD_NAMESPACE": "default",
+        "KSR_ALLOWED_NAMESPACES": "default",
+    }
 
 
 def message(message_id: str, namespace: str) -> bytes:
@@ -31,8 +35,14 @@ def message(message_id: str, namespace: str) -> bytes:
     return json.dumps({**doc, "id": message_id, "job": {**VALID["job"], "namespace": namespace}}).encode()
 
 
-def bury(r: redis.Redis, payload: bytes, *, entry_id: str | None = None, reason: str = "policy",
-         error: str = "job.namespace: namespace 'team-a' is not allowed") -> str:
+def bury(
+    r: redis.Redis,
+    payload: bytes,
+    *,
+    entry_id: str | None = None,
+    reason: str = "policy",
+    error: str = "job.namespace: namespace 'team-a' is not allowed",
+) -> str:
     entry = Entry(STREAM, entry_id or f"{int(time.time() * 1000)}-0", {b"payload": payload}, 1, False)
     return dead_letter(r, entry, group="ksr", reason=reason, error=error)
 
@@ -99,13 +109,17 @@ def test_replay_releases_a_terminal_record_without_a_job(env: dict[str, str], re
 
 def test_replay_of_an_old_message_without_record_needs_force(env: dict[str, str], redis_client: redis.Redis) -> None:
     two_minutes_ago = int((time.time() - 120) * 1000)
-    dead_id = bury(redis_client, message("m-1", "default"), entry_id=f"{two_minutes_ago}-0", reason="poison", error="poison")
+    dead_id = bury(
+        redis_client, message("m-1", "default"), entry_id=f"{two_minutes_ago}-0", reason="poison", error="poison"
+    )
     refused = invoke(env, "dead", "replay", dead_id, KSR_STATE_TTL="100")
     assert refused.exit_code == 1
     assert "may have expired" in refused.stderr and "--force" in refused.stderr
     assert redis_client.xlen(STREAM) == 0
     assert invoke(env, "dead", "replay", dead_id).exit_code == 0  # default TTL (7 days): never had a record
-    dead_id = bury(redis_client, message("m-2", "default"), entry_id=f"{two_minutes_ago}-1", reason="poison", error="poison")
+    dead_id = bury(
+        redis_client, message("m-2", "default"), entry_id=f"{two_minutes_ago}-1", reason="poison", error="poison"
+    )
     forced = invoke(env, "dead", "replay", dead_id, "--force", KSR_STATE_TTL="100")
     assert forced.exit_code == 0, forced.output
     assert redis_client.xlen(STREAM) == 2

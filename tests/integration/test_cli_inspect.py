@@ -24,8 +24,12 @@ STREAM = "ksr:jobs:default"
 
 @pytest.fixture
 def env(redis_server: RedisServer, redis_client: redis.Redis) -> dict[str, str]:
-    return {"REDIS_URL": redis_server.url, "KSR_STREAMS": "ksr:jobs:critical,ksr:jobs:default,ksr:jobs:low",
-            "KSR_LOCK": "redis", "KSR_EXECUTOR": "local"}
+    return {
+        "REDIS_URL": redis_server.url,
+        "KSR_STREAMS": "ksr:jobs:critical,ksr:jobs:default,ksr:jobs:low",
+        "KSR_LOCK": "redis",
+        "KSR_EXECUTOR": "local",
+    }
 
 
 def running_job(r: redis.Redis, message_id: str) -> None:
@@ -39,16 +43,22 @@ def test_jobs_list(env: dict[str, str], redis_client: redis.Redis) -> None:
     result = CliRunner().invoke(main, ["jobs", "list", "--json"], env=env)
     assert result.exit_code == 0, result.output
     (row,) = json.loads(result.stdout)
-    assert (row["message_id"], row["job_name"], row["namespace"], row["state"]) == ("m-1", "job-m-1", "default", "created")
+    assert (row["message_id"], row["job_name"], row["namespace"], row["state"]) == (
+        "m-1",
+        "job-m-1",
+        "default",
+        "created",
+    )
     assert row["age_seconds"] < 60
     table = CliRunner().invoke(main, ["jobs", "list"], env=env).stdout
     assert "job-m-1" in table and "created" in table
 
 
 def test_status_json_with_the_redis_lock_leader(env: dict[str, str], redis_client: redis.Redis) -> None:
-    now = _dt.datetime.now(_dt.timezone.utc)
+    now = _dt.datetime.now(_dt.UTC)
     RedisLock(redis_client, name="ksr-leader").create(
-        LeaderRecord(holder="pod-a", lease_duration=15, acquire_time=now, renew_time=now, transitions=3))
+        LeaderRecord(holder="pod-a", lease_duration=15, acquire_time=now, renew_time=now, transitions=3)
+    )
     redis_client.xgroup_create(STREAM, "ksr", id="0", mkstream=True)
     redis_client.xadd(STREAM, {"payload": b"{}"})
     running_job(redis_client, "m-1")
@@ -70,7 +80,7 @@ def test_status_leader_unknown_for_a_lease_without_kubeconfig(env: dict[str, str
 
 def test_status_watch_counts_the_last_minute(env: dict[str, str], redis_client: redis.Redis) -> None:
     redis_client.xgroup_create(STREAM, "ksr", id="0", mkstream=True)
-    for n in range(4):
+    for _ in range(4):
         redis_client.xadd(STREAM, {"payload": b"{}"})
     for n in range(3):
         running_job(redis_client, f"m-{n}")
@@ -93,7 +103,7 @@ def test_status_watch_counts_the_last_minute(env: dict[str, str], redis_client: 
 class _Probe(BaseHTTPRequestHandler):
     answers: dict[str, tuple[int, dict[str, object]]] = {}
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         code, body = self.answers.get(self.path, (404, {}))
         data = json.dumps(body).encode()
         self.send_response(code)
@@ -119,8 +129,9 @@ def probe_server() -> Iterator[tuple[str, type[_Probe]]]:
 
 def test_health(probe_server: tuple[str, type[_Probe]]) -> None:
     url, handler = probe_server
-    handler.answers.update({"/healthz": (200, {"live": True, "reasons": []}),
-                            "/readyz": (200, {"ready": True, "reasons": []})})
+    handler.answers.update(
+        {"/healthz": (200, {"live": True, "reasons": []}), "/readyz": (200, {"ready": True, "reasons": []})}
+    )
     ok = CliRunner().invoke(main, ["health", "--url", url])
     assert ok.exit_code == 0 and "healthy" in ok.stdout
     handler.answers["/readyz"] = (503, {"ready": False, "reasons": ["redis: ConnectionError: refused"]})

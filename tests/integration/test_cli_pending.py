@@ -39,7 +39,9 @@ def test_list_shows_message_ids_and_tolerates_bad_payloads(env: dict[str, str], 
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert [(r["entry_id"], r["message_id"], r["consumer"], r["deliveries"]) for r in rows] == [
-        (ids[0], "m-1", "pod-a", 1), (ids[1], None, "pod-a", 1)]
+        (ids[0], "m-1", "pod-a", 1),
+        (ids[1], None, "pod-a", 1),
+    ]
     table = CliRunner().invoke(main, ["pending", "list"], env=env).stdout
     assert "m-1" in table and "(unparsable)" in table and "pod-a" in table
 
@@ -98,7 +100,9 @@ def test_replay_needs_a_selector_and_unknown_ids_fail(env: dict[str, str], redis
     assert result.exit_code == 2
     result = CliRunner().invoke(main, ["pending", "replay", "1-1", "--yes"], env=env)
     assert result.exit_code == 1
-    assert result.stderr.strip() == "Error: entry 1-1 is not pending in ksr:jobs:critical, ksr:jobs:default, ksr:jobs:low"
+    assert (
+        result.stderr.strip() == "Error: entry 1-1 is not pending in ksr:jobs:critical, ksr:jobs:default, ksr:jobs:low"
+    )
     assert CliRunner().invoke(main, ["pending", "replay", "bogus"], env=env).exit_code == 2
 
 

@@ -14,8 +14,12 @@ from tests.support.redis_server import RedisServer
 
 
 def env_for(server: RedisServer, **extra: str) -> dict[str, str]:
-    return {"REDIS_URL": server.url, "KSR_STREAMS": "ksr:jobs:critical,ksr:jobs:default,ksr:jobs:low",
-            "POD_NAMESPACE": "default", **extra}
+    return {
+        "REDIS_URL": server.url,
+        "KSR_STREAMS": "ksr:jobs:critical,ksr:jobs:default,ksr:jobs:low",
+        "POD_NAMESPACE": "default",
+        **extra,
+    }
 
 
 def msg(n: int, **changes: object) -> dict[str, object]:
@@ -29,7 +33,9 @@ def payload_ids(r: redis.Redis, stream: str) -> list[str]:
     return [json.loads(f[b"payload"])["id"] for _, f in r.xrange(stream)]
 
 
-def test_submit_json_list_to_the_default_stream(redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path) -> None:
+def test_submit_json_list_to_the_default_stream(
+    redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path
+) -> None:
     path = tmp_path / "jobs.json"
     path.write_text(json.dumps([msg(1), msg(2)]))
     result = CliRunner().invoke(main, ["submit", str(path)], env=env_for(redis_server))
@@ -39,11 +45,14 @@ def test_submit_json_list_to_the_default_stream(redis_server: RedisServer, redis
     assert payload_ids(redis_client, "ksr:jobs:default") == ["m-1", "m-2"]
 
 
-def test_submit_jsonl_to_a_chosen_stream_as_json(redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path) -> None:
+def test_submit_jsonl_to_a_chosen_stream_as_json(
+    redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path
+) -> None:
     path = tmp_path / "jobs.jsonl"
     path.write_text("\n".join(json.dumps(msg(n)) for n in range(3)) + "\n\n")
-    result = CliRunner().invoke(main, ["submit", str(path), "--stream", "ksr:jobs:critical", "--json"],
-                                env=env_for(redis_server))
+    result = CliRunner().invoke(
+        main, ["submit", str(path), "--stream", "ksr:jobs:critical", "--json"], env=env_for(redis_server)
+    )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert [r["id"] for r in doc["submitted"]] == ["m-0", "m-1", "m-2"]
@@ -58,7 +67,9 @@ def test_submit_stdin_many_with_progress(redis_server: RedisServer, redis_client
     assert "submitting to ksr:jobs:default" in result.stderr
 
 
-def test_submit_refuses_all_when_one_is_invalid(redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path) -> None:
+def test_submit_refuses_all_when_one_is_invalid(
+    redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path
+) -> None:
     path = tmp_path / "jobs.jsonl"
     path.write_text(json.dumps(msg(1)) + "\n" + json.dumps(msg(2, gpuNumber=9)) + "\nnot json\n")
     result = CliRunner().invoke(main, ["submit", str(path)], env=env_for(redis_server))
@@ -69,7 +80,9 @@ def test_submit_refuses_all_when_one_is_invalid(redis_server: RedisServer, redis
     assert redis_client.xlen("ksr:jobs:default") == 0
 
 
-def test_submit_skip_invalid_submits_the_rest_and_exits_1(redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path) -> None:
+def test_submit_skip_invalid_submits_the_rest_and_exits_1(
+    redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path
+) -> None:
     path = tmp_path / "jobs.json"
     path.write_text(json.dumps([msg(1), msg(2, namespace="Bad_NS")]))
     result = CliRunner().invoke(main, ["submit", str(path), "--skip-invalid"], env=env_for(redis_server))

@@ -35,15 +35,19 @@ def delivered(r: redis.Redis, rd: StreamReader, *payloads: bytes, extra: dict | 
 
 def test_dead_letter_fields_and_ack(redis_client: redis.Redis, rd: StreamReader) -> None:
     (entry,) = delivered(redis_client, rd, b'{"id": "m1", "job": {"gpuNumber": 9}}')
-    dead_id = dead_letter(redis_client, entry, group="ksr", reason="invalid",
-                          error="job.gpuNumber: must be 1..4, got 9", now=1700000000.5)
+    dead_id = dead_letter(
+        redis_client, entry, group="ksr", reason="invalid", error="job.gpuNumber: must be 1..4, got 9", now=1700000000.5
+    )
     assert rd.pending_summary(STREAM).count == 0  # acked with it
     (row,) = redis_client.xrange(STREAM + ":dead")
     assert row[0].decode() == dead_id
     assert row[1] == {
-        b"payload": b'{"id": "m1", "job": {"gpuNumber": 9}}', b"reason": b"invalid",
-        b"error": b"job.gpuNumber: must be 1..4, got 9", b"deliveries": b"1",
-        b"original_id": entry.entry_id.encode(), b"original_stream": STREAM.encode(),
+        b"payload": b'{"id": "m1", "job": {"gpuNumber": 9}}',
+        b"reason": b"invalid",
+        b"error": b"job.gpuNumber: must be 1..4, got 9",
+        b"deliveries": b"1",
+        b"original_id": entry.entry_id.encode(),
+        b"original_stream": STREAM.encode(),
         b"dead_at": b"1700000000500",
     }
     dead = get_dead(redis_client, STREAM, dead_id)
@@ -84,8 +88,9 @@ def test_replay_moves_the_entry_back_once(redis_client: redis.Redis, rd: StreamR
     (entry,) = delivered(redis_client, rd, b"payload-1")
     dead_id = dead_letter(redis_client, entry, group="ksr", reason="api_rejected", error="spec: invalid")
     results: list = []
-    threads = [threading.Thread(target=lambda: results.append(replay_dead(redis_client, STREAM, dead_id)))
-               for _ in range(8)]
+    threads = [
+        threading.Thread(target=lambda: results.append(replay_dead(redis_client, STREAM, dead_id))) for _ in range(8)
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import signal
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
@@ -43,14 +43,24 @@ class Backend:
 def backend(request: pytest.FixtureRequest) -> Backend:
     if request.param == "redis":
         server = request.getfixturevalue("private_redis")  # its own server: tests stop it
-        return Backend("redis", ["--lock", "redis", "--redis-url", server.url,
-                                 "--name", f"ksr-leader-{uuid.uuid4().hex[:6]}"],
-                       0.5, server.stop, server.start, 10.0)
+        return Backend(
+            "redis",
+            ["--lock", "redis", "--redis-url", server.url, "--name", f"ksr-leader-{uuid.uuid4().hex[:6]}"],
+            0.5,
+            server.stop,
+            server.start,
+            10.0,
+        )
     kube = request.getfixturevalue("kube")
     ns = request.getfixturevalue("namespace")
-    return Backend("lease", ["--lock", "lease", "--kubeconfig", kube.kubeconfig, "--namespace", ns,
-                             "--name", "ksr-leader"],
-                   1.0, kube.stop_apiserver, kube.start_apiserver, 90.0)
+    return Backend(
+        "lease",
+        ["--lock", "lease", "--kubeconfig", kube.kubeconfig, "--namespace", ns, "--name", "ksr-leader"],
+        1.0,
+        kube.stop_apiserver,
+        kube.start_apiserver,
+        90.0,
+    )
 
 
 @pytest.fixture
@@ -58,8 +68,15 @@ def spawn(backend: Backend, tmp_path: Path) -> Iterator[Callable[[str], Candidat
     started: list[Candidate] = []
 
     def start(identity: str) -> Candidate:
-        c = Candidate.make(identity, tmp_path, backend.lock_args, lease=LEASE, renew=RENEW,
-                           retry=RETRY, request_timeout=backend.request_timeout).start()
+        c = Candidate.make(
+            identity,
+            tmp_path,
+            backend.lock_args,
+            lease=LEASE,
+            renew=RENEW,
+            retry=RETRY,
+            request_timeout=backend.request_timeout,
+        ).start()
         started.append(c)
         return c
 
@@ -78,6 +95,7 @@ def one_leader(cands: list[Candidate], *, timeout: float = 30.0) -> Candidate:
     def single() -> Candidate | None:
         now = leaders(cands)
         return now[0] if len(now) == 1 else None
+
     return wait_for(single, timeout=timeout, what="exactly one leader")
 
 
@@ -100,8 +118,11 @@ def test_never_two_leaders_at_one_instant(backend: Backend, spawn: Callable[[str
     leader = one_leader(cands)
     leader.signal(signal.SIGSTOP)  # frozen past its lease: someone else takes over
     stopped_at = time.monotonic()
-    wait_for(lambda: first_start_after([c for c in cands if c is not leader], stopped_at),
-             timeout=LEASE + 10, what="takeover from a frozen leader")
+    wait_for(
+        lambda: first_start_after([c for c in cands if c is not leader], stopped_at),
+        timeout=LEASE + 10,
+        what="takeover from a frozen leader",
+    )
     leader.signal(signal.SIGCONT)
 
     leader = one_leader(cands)
@@ -128,8 +149,9 @@ def test_never_two_leaders_at_one_instant(backend: Backend, spawn: Callable[[str
     assert terms == sorted(terms) and len(set(terms)) == len(terms), f"terms must increase: {spans}"
 
 
-def test_sigkill_the_leader_another_leads_within_lease_plus_retry(backend: Backend,
-                                                                  spawn: Callable[[str], Candidate]) -> None:
+def test_sigkill_the_leader_another_leads_within_lease_plus_retry(
+    backend: Backend, spawn: Callable[[str], Candidate]
+) -> None:
     cands = start_three(spawn)
     leader = one_leader(cands)
     others = [c for c in cands if c is not leader]
@@ -137,8 +159,9 @@ def test_sigkill_the_leader_another_leads_within_lease_plus_retry(backend: Backe
 
     killed_at = time.monotonic()
     leader.signal(signal.SIGKILL)
-    row = wait_for(lambda: first_start_after(others, killed_at), timeout=LEASE + RETRY + 10,
-                   what="a new leader after SIGKILL")
+    row = wait_for(
+        lambda: first_start_after(others, killed_at), timeout=LEASE + RETRY + 10, what="a new leader after SIGKILL"
+    )
     took = row["at"] - killed_at
     print(f"{backend.kind}: failover after SIGKILL {took:.2f}s")
     assert took <= LEASE + RETRY + 1, f"failover took {took:.2f}s\n{failed_with_logs(cands)}"
@@ -146,8 +169,9 @@ def test_sigkill_the_leader_another_leads_within_lease_plus_retry(backend: Backe
     assert_no_overlap(cands)
 
 
-def test_sigterm_the_leader_releases_and_another_leads_within_a_retry(backend: Backend,
-                                                                      spawn: Callable[[str], Candidate]) -> None:
+def test_sigterm_the_leader_releases_and_another_leads_within_a_retry(
+    backend: Backend, spawn: Callable[[str], Candidate]
+) -> None:
     cands = start_three(spawn)
     leader = one_leader(cands)
     others = [c for c in cands if c is not leader]
@@ -156,8 +180,7 @@ def test_sigterm_the_leader_releases_and_another_leads_within_a_retry(backend: B
     assert leader.terminate() == 0
     exit_row = leader.last()
     assert exit_row is not None and exit_row["kind"] == "exit" and exit_row["released"]
-    row = wait_for(lambda: first_start_after(others, termed_at), timeout=RETRY + 10,
-                   what="a new leader after SIGTERM")
+    row = wait_for(lambda: first_start_after(others, termed_at), timeout=RETRY + 10, what="a new leader after SIGTERM")
     took = row["at"] - termed_at
     print(f"{backend.kind}: handover after SIGTERM {took:.2f}s")
     assert took <= RETRY + 1, f"handover took {took:.2f}s\n{failed_with_logs(cands)}"
@@ -165,7 +188,8 @@ def test_sigterm_the_leader_releases_and_another_leads_within_a_retry(backend: B
 
 
 def test_server_outage_leader_stops_leading_in_time_and_election_resumes(
-        backend: Backend, spawn: Callable[[str], Candidate]) -> None:
+    backend: Backend, spawn: Callable[[str], Candidate]
+) -> None:
     cands = start_three(spawn)
     leader = one_leader(cands)
     term_before = leader.last()["tenure_term"]  # type: ignore[index]
@@ -173,27 +197,34 @@ def test_server_outage_leader_stops_leading_in_time_and_election_resumes(
 
     down_at = time.monotonic()
     backend.stop_server()
-    wait_for(lambda: any(r["at"] > down_at and not r["leading"] for r in leader.lines("sample")),
-             timeout=RENEW + 5, what="the leader to report not leading")
+    wait_for(
+        lambda: any(r["at"] > down_at and not r["leading"] for r in leader.lines("sample")),
+        timeout=RENEW + 5,
+        what="the leader to report not leading",
+    )
     first_not_leading = min(r["at"] for r in leader.lines("sample") if r["at"] > down_at and not r["leading"])
-    assert first_not_leading - down_at <= RENEW + 1, \
-        f"still leading {first_not_leading - down_at:.2f}s into the outage"
+    assert first_not_leading - down_at <= RENEW + 1, f"still leading {first_not_leading - down_at:.2f}s into the outage"
     assert leader.lines("stopped"), "on_stopped_leading was not called"
     assert not leaders(cands), "nobody may lead while the server is down"
 
     backend.start_server()  # returns once the server answers (the apiserver: once ready)
-    wait_for(lambda: first_start_after(cands, down_at), timeout=LEASE + 10,
-             what="election to resume after the server came back")
+    wait_for(
+        lambda: first_start_after(cands, down_at),
+        timeout=LEASE + 10,
+        what="election to resume after the server came back",
+    )
     one_leader(cands)
     assert [c.pid for c in cands] == pids and all(c.alive() for c in cands), "no candidate was restarted"
     row = first_start_after(cands, down_at)
-    assert row is not None and row["started_term"] > term_before, \
+    assert row is not None and row["started_term"] > term_before, (
         "terms keep increasing, even when Redis lost the record"
+    )
     assert_no_overlap(cands)
 
 
 def test_sigstop_the_leader_past_its_lease_its_fencing_check_fails_on_waking(
-        backend: Backend, spawn: Callable[[str], Candidate]) -> None:
+    backend: Backend, spawn: Callable[[str], Candidate]
+) -> None:
     cands = start_three(spawn)
     leader = one_leader(cands)
     others = [c for c in cands if c is not leader]
@@ -202,8 +233,9 @@ def test_sigstop_the_leader_past_its_lease_its_fencing_check_fails_on_waking(
     frozen_at = time.monotonic()
     leader.signal(signal.SIGSTOP)
     last_renew = max(r["last_renew"] for r in leader.lines() if r["at"] < frozen_at and r["last_renew"])
-    row = wait_for(lambda: first_start_after(others, frozen_at), timeout=LEASE + 10,
-                   what="another candidate to take over")
+    row = wait_for(
+        lambda: first_start_after(others, frozen_at), timeout=LEASE + 10, what="another candidate to take over"
+    )
     # it waited out the whole lease after the frozen leader's last renew (a later renew that
     # no sample showed would only make this bound tighter)
     assert row["since"] >= last_renew + LEASE, (row, last_renew)
@@ -211,12 +243,16 @@ def test_sigstop_the_leader_past_its_lease_its_fencing_check_fails_on_waking(
     woken_at = time.monotonic()
     leader.signal(signal.SIGCONT)
 
-    wait_for(lambda: [r for r in leader.lines() if r["at"] > woken_at and r["kind"] == "sample"],
-             timeout=10, what="the old leader to run again")
+    wait_for(
+        lambda: [r for r in leader.lines() if r["at"] > woken_at and r["kind"] == "sample"],
+        timeout=10,
+        what="the old leader to run again",
+    )
     wait_for(lambda: leader.lines("stopped"), timeout=RENEW + 5, what="the old leader to step down")
     after = [r for r in leader.lines() if r["at"] >= woken_at]
-    assert after and not any(r["leading"] for r in after), \
+    assert after and not any(r["leading"] for r in after), (
         f"old leader passed its fencing check after waking: {[r for r in after if r['leading']][:3]}"
+    )
     assert row["started_term"] > old_term
     assert new_leader.leading_now()
     assert_no_overlap(cands)

@@ -7,7 +7,8 @@ import datetime as dt
 import socket
 import time
 import uuid
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from kubernetes import client as k8s
@@ -18,7 +19,7 @@ from election.record import LeaderRecord
 from election.redis_lock import RedisLock
 from tests.support.ports import free_port
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 @pytest.fixture(params=["redis", pytest.param("lease", marks=pytest.mark.kube)])
@@ -34,18 +35,25 @@ def lock(request: pytest.FixtureRequest) -> Any:
 
 def record(holder: str | None, *, transitions: int = 0, micro: int = 0, version: str | None = None) -> LeaderRecord:
     t = dt.datetime(2024, 5, 1, 12, 0, 0, micro, tzinfo=UTC)
-    return LeaderRecord(holder=holder, lease_duration=3.0, acquire_time=t, renew_time=t,
-                        transitions=transitions, version=version)
+    return LeaderRecord(
+        holder=holder, lease_duration=3.0, acquire_time=t, renew_time=t, transitions=transitions, version=version
+    )
 
 
 def same(a: LeaderRecord | None, b: LeaderRecord) -> bool:
     """Equal up to the version, and up to the microsecond the Lease lock may add to a
     timestamp with no fraction (see LeaseLock._body)."""
     assert a is not None
+
     def norm(r: LeaderRecord) -> tuple:
-        return (r.holder, r.lease_duration, r.transitions,
-                r.acquire_time and r.acquire_time.replace(microsecond=0),
-                r.renew_time and r.renew_time.replace(microsecond=0))
+        return (
+            r.holder,
+            r.lease_duration,
+            r.transitions,
+            r.acquire_time and r.acquire_time.replace(microsecond=0),
+            r.renew_time and r.renew_time.replace(microsecond=0),
+        )
+
     return norm(a) == norm(b)
 
 
@@ -92,8 +100,14 @@ def test_redis_record_is_readable_with_redis_cli(redis_server: Any, redis_client
     lock = RedisLock.from_url(redis_server.url, name="ksr-leader")
     lock.create(record("pod-a", transitions=2))
     fields = {k.decode(): v.decode() for k, v in redis_client.hgetall("ksr:election:ksr-leader").items()}
-    assert fields == {"holder": "pod-a", "lease_duration": "3.0", "transitions": "2", "version": "1",
-                      "acquire_time": "2024-05-01T12:00:00.000000Z", "renew_time": "2024-05-01T12:00:00.000000Z"}
+    assert fields == {
+        "holder": "pod-a",
+        "lease_duration": "3.0",
+        "transitions": "2",
+        "version": "1",
+        "acquire_time": "2024-05-01T12:00:00.000000Z",
+        "renew_time": "2024-05-01T12:00:00.000000Z",
+    }
 
 
 @pytest.fixture
@@ -116,8 +130,11 @@ def lease_lock_at(port: int, timeout: float) -> LeaseLock:
 
 @pytest.mark.parametrize("kind", ["redis", "lease"])
 def test_a_server_that_does_not_answer_times_out_as_unavailable(kind: str, silent_server: int) -> None:
-    lock: Any = (RedisLock.from_url(f"redis://127.0.0.1:{silent_server}/0", name="x", request_timeout=0.5)
-                 if kind == "redis" else lease_lock_at(silent_server, 0.5))
+    lock: Any = (
+        RedisLock.from_url(f"redis://127.0.0.1:{silent_server}/0", name="x", request_timeout=0.5)
+        if kind == "redis"
+        else lease_lock_at(silent_server, 0.5)
+    )
     for call in (lock.get, lambda: lock.create(record("a")), lambda: lock.update(record("a", version="1"))):
         began = time.monotonic()
         with pytest.raises(LockUnavailable):
@@ -128,8 +145,11 @@ def test_a_server_that_does_not_answer_times_out_as_unavailable(kind: str, silen
 @pytest.mark.parametrize("kind", ["redis", "lease"])
 def test_a_closed_port_is_unavailable(kind: str) -> None:
     port = free_port()
-    lock: Any = (RedisLock.from_url(f"redis://127.0.0.1:{port}/0", name="x", request_timeout=0.5)
-                 if kind == "redis" else lease_lock_at(port, 0.5))
+    lock: Any = (
+        RedisLock.from_url(f"redis://127.0.0.1:{port}/0", name="x", request_timeout=0.5)
+        if kind == "redis"
+        else lease_lock_at(port, 0.5)
+    )
     with pytest.raises(LockUnavailable):
         lock.get()
 

@@ -11,12 +11,23 @@ from tests.support.ports import wait_for
 
 
 def test_append_and_read(redis_client: redis.Redis) -> None:
-    first = append_event(redis_client, message_id="m1", status=0,
-                         detail={"jobId": "uid", "jobName": "j-1"}, job_name="j-1", now=1700000000.25)
+    first = append_event(
+        redis_client,
+        message_id="m1",
+        status=0,
+        detail={"jobId": "uid", "jobName": "j-1"},
+        job_name="j-1",
+        now=1700000000.25,
+    )
     append_event(redis_client, message_id="m1", status=3, detail={"error": {"errorCode": 1, "message": "boom"}})
     raw = redis_client.xrange("ksr:events", count=1)[0][1]
-    assert raw == {b"id": b"m1", b"status": b"0", b"detail": b'{"jobId":"uid","jobName":"j-1"}',
-                   b"job": b"j-1", b"ts": b"1700000000250"}
+    assert raw == {
+        b"id": b"m1",
+        b"status": b"0",
+        b"detail": b'{"jobId":"uid","jobName":"j-1"}',
+        b"job": b"j-1",
+        b"ts": b"1700000000250",
+    }
     events = read_events(redis_client)
     assert [(e.message_id, e.status, e.job_name) for e in events] == [("m1", 0, "j-1"), ("m1", 3, None)]
     assert events[1].detail == {"error": {"errorCode": 1, "message": "boom"}}
@@ -44,7 +55,9 @@ def test_follow_blocks_until_an_event(redis_client: redis.Redis, redis_server) -
     got: list = []
     t = threading.Thread(target=lambda: got.append(read_events(redis_server.client(), after="$", block_ms=4000)))
     t.start()
-    wait_for(lambda: any(c.get("cmd") == "xread" for c in redis_client.client_list()), timeout=5, what="a blocked XREAD")
+    wait_for(
+        lambda: any(c.get("cmd") == "xread" for c in redis_client.client_list()), timeout=5, what="a blocked XREAD"
+    )
     append_event(redis_client, message_id="m9", status=2, detail={"duration": 3})
     t.join(timeout=10)
     assert [e.message_id for e in got[0]] == ["m9"]

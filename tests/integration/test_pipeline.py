@@ -30,8 +30,11 @@ def test_happy_path_priority_and_callbacks_in_order(env, kube, namespace, redis_
         xadd(redis_client, stream, message(mid, namespace, webhook=receiver.url))
     with rq_worker(env), runner_thread(env, api_client=kube.api_client()):
         wait_for(lambda: len(managed_jobs(kube, namespace)) == 50, timeout=120, what="50 Jobs")
-        wait_for(lambda: all(receiver.statuses().get(mid) == [0, 1, 2] for _, mid in ids),
-                 timeout=180, what="callbacks 0, 1, 2 for every message")
+        wait_for(
+            lambda: all(receiver.statuses().get(mid) == [0, 1, 2] for _, mid in ids),
+            timeout=180,
+            what="callbacks 0, 1, 2 for every message",
+        )
     jobs = managed_jobs(kube, namespace)
     assert len({j.metadata.name for j in jobs}) == 50
     assert {j.metadata.annotations["kube-stream-runner/message-id"] for j in jobs} == {m for _, m in ids}

@@ -29,11 +29,11 @@ CASES = [(step, how) for step in CRASH_STEPS for how in ("restart", "replica")]
 
 
 @pytest.mark.parametrize(("step", "how"), CASES, ids=[f"{s}-{h}" for s, h in CASES])
-def test_crash_at_step_gives_one_job_per_message_and_every_callback(step, how, redis_server, redis_client, kube,
-                                                                    namespace, tmp_path):
+def test_crash_at_step_gives_one_job_per_message_and_every_callback(
+    step, how, redis_server, redis_client, kube, namespace, tmp_path
+):
     receiver = Receiver().start()
-    env = base_env(redis_url=redis_server.url, namespace=namespace, kubeconfig=kube.kubeconfig,
-                   KSR_TEST_CRASH_AT=step)
+    env = base_env(redis_url=redis_server.url, namespace=namespace, kubeconfig=kube.kubeconfig, KSR_TEST_CRASH_AT=step)
     pods: list[Pod] = []
     try:
         first = Pod(env, tmp_path, "crash-a")
@@ -42,8 +42,11 @@ def test_crash_at_step_gives_one_job_per_message_and_every_callback(step, how, r
         if how == "replica":
             standby = Pod(env, tmp_path, "crash-b")
             pods.append(standby)
-            wait_for(lambda: standby.proc.poll() is None and standby.status() is not None, timeout=60,
-                     what="crash-b serving as a follower")
+            wait_for(
+                lambda: standby.proc.poll() is None and standby.status() is not None,
+                timeout=60,
+                what="crash-b serving as a follower",
+            )
             assert not standby.leading()
         ids = [f"crash-{step.replace('_', '-')}-{i}" for i in range(5)]
         for mid in ids:
@@ -62,14 +65,18 @@ def test_crash_at_step_gives_one_job_per_message_and_every_callback(step, how, r
         # The crashed leader's Lease (4 s) must expire first, unless it is its own.
         wait_for(survivor.leading, timeout=60, what=f"{survivor.name} leading after the crash")
         try:
-            wait_for(lambda: all(receiver.statuses().get(m) == [0, 1, 2] for m in ids), timeout=120,
-                     what="callbacks 0, 1, 2 for every message")
+            wait_for(
+                lambda: all(receiver.statuses().get(m) == [0, 1, 2] for m in ids),
+                timeout=120,
+                what="callbacks 0, 1, 2 for every message",
+            )
         except TimeoutError:
             got = receiver.statuses()
-            pytest.fail(f"callbacks after a crash at {step} ({how}): "
-                        f"{ {m: got.get(m) for m in ids} }\n{_rq_state(redis_client)}\n{survivor.tail()}")
-        wait_for(lambda: redis_client.xpending(STREAM, "ksr")["pending"] == 0, timeout=30,
-                 what="every entry acked")
+            pytest.fail(
+                f"callbacks after a crash at {step} ({how}): "
+                f"{ {m: got.get(m) for m in ids} }\n{_rq_state(redis_client)}\n{survivor.tail()}"
+            )
+        wait_for(lambda: redis_client.xpending(STREAM, "ksr")["pending"] == 0, timeout=30, what="every entry acked")
         owners = sorted(j.metadata.annotations["kube-stream-runner/message-id"] for j in managed_jobs(kube, namespace))
         assert owners == sorted(ids), "exactly one Job per message"
         assert survivor.proc.poll() is None, survivor.tail()
@@ -90,4 +97,3 @@ def _rq_state(redis_client) -> str:
     queued = redis_client.lrange("rq:queue:ksr-callbacks", 0, -1)
     workers = redis_client.smembers("rq:workers")
     return f"scheduler lock: {lock!r}; scheduled: {scheduled!r}; queued: {queued!r}; workers: {workers!r}"
-

@@ -22,10 +22,14 @@ def test_failing_pod_gives_0_1_3_with_error(redis_server, redis_client, kube, na
     xadd(redis_client, STREAM, message("fail-1", namespace, service="ksr-test-fail", webhook=receiver.url))
     xadd(redis_client, STREAM, message("ok-1", namespace, webhook=receiver.url))
     with rq_worker(env), runner_thread(env, api_client=kube.api_client()):
-        wait_for(lambda: receiver.statuses().get("fail-1") == [0, 1, 3], timeout=90,
-                 what="callbacks 0, 1, 3 for fail-1")
-        wait_for(lambda: receiver.statuses().get("ok-1") == [0, 1, 2], timeout=60,
-                 what="callbacks 0, 1, 2 for ok-1 next to the failing one")
+        wait_for(
+            lambda: receiver.statuses().get("fail-1") == [0, 1, 3], timeout=90, what="callbacks 0, 1, 3 for fail-1"
+        )
+        wait_for(
+            lambda: receiver.statuses().get("ok-1") == [0, 1, 2],
+            timeout=60,
+            what="callbacks 0, 1, 2 for ok-1 next to the failing one",
+        )
     bodies = {b["status"]: b for b in receiver.bodies("fail-1")}
     error = bodies[3]["detail"]["error"]
     assert error["errorCode"], error
@@ -39,15 +43,18 @@ def test_failing_pod_gives_0_1_3_with_error(redis_server, redis_client, kube, na
     assert len(managed_jobs(kube, namespace)) == 2  # the failed Job stays (its TTL is 600 s)
 
 
-def test_pending_pod_gives_99_after_pod_start_timeout_and_is_deleted(redis_server, redis_client, kube, namespace,
-                                                                      receiver):
+def test_pending_pod_gives_99_after_pod_start_timeout_and_is_deleted(
+    redis_server, redis_client, kube, namespace, receiver
+):
     timeout = 5
-    env = base_env(redis_url=redis_server.url, namespace=namespace, kubeconfig=kube.kubeconfig,
-                   POD_START_TIMEOUT=str(timeout))
+    env = base_env(
+        redis_url=redis_server.url, namespace=namespace, kubeconfig=kube.kubeconfig, POD_START_TIMEOUT=str(timeout)
+    )
     xadd(redis_client, STREAM, message("pending-1", namespace, service="ksr-test-pending", webhook=receiver.url))
     with rq_worker(env), runner_thread(env, api_client=kube.api_client()):
-        wait_for(lambda: receiver.statuses().get("pending-1") == [0, 99], timeout=60,
-                 what="callbacks 0, 99 for pending-1")
+        wait_for(
+            lambda: receiver.statuses().get("pending-1") == [0, 99], timeout=60, what="callbacks 0, 99 for pending-1"
+        )
         # Deleted with background propagation: the Job disappears once its finalizers ran.
         wait_for(lambda: not managed_jobs(kube, namespace), timeout=60, what="the Job of pending-1 deleted")
     bodies = {b["status"]: b for b in receiver.bodies("pending-1")}

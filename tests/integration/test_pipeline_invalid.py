@@ -21,8 +21,9 @@ STREAMS = ("ksr:jobs:critical", "ksr:jobs:default", "ksr:jobs:low")
 MAX_BYTES = 2048
 
 
-def _bad(ns: str, mid: str, *, drop: tuple[str, ...] = (), top: dict[str, Any] | None = None,
-         **job: Any) -> dict[str, Any]:
+def _bad(
+    ns: str, mid: str, *, drop: tuple[str, ...] = (), top: dict[str, Any] | None = None, **job: Any
+) -> dict[str, Any]:
     """A message `mid` with job fields overridden by `job`, top-level fields by `top`, and
     the dotted paths in `drop` removed."""
     msg = message(mid, ns)
@@ -65,16 +66,36 @@ def bad_messages(ns: str) -> list[tuple[str, Any, str, str]]:
         ("backoff-string", _bad(ns, "t-backoff", backoffLimit="3"), "job.backoffLimit", "invalid"),
         ("gpu-enable-string", _bad(ns, "t-gpu", gpuEnable="yes"), "job.gpuEnable", "invalid"),
         ("env-no-name", _bad(ns, "t-env", env=[{"value": "v"}]), "job.env[0].name", "invalid"),
-        ("envref-type", _bad(ns, "t-envref", envRef=[{"name": "cm", "type": "volume"}]), "job.envRef[0].type",
-         "invalid"),
-        ("cpu-quantity", _bad(ns, "t-cpu", resources={"limits": {"cpu": "lots"}}), "job.resources.limits.cpu",
-         "invalid"),
-        ("webhook-scheme", _bad(ns, "t-hook", top={"webhook": {"url": "ftp://example.com/x"}}), "webhook.url",
-         "invalid"),
-        ("toleration-effect", _bad(ns, "t-tol", toleration={"key": "k", "effect": "Sometimes"}),
-         "job.toleration.effect", "invalid"),
-        ("mount-relative", _bad(ns, "t-mount", volume={"mountPath": "work", "pvc": "claim"}),
-         "job.volume.mountPath", "invalid"),
+        (
+            "envref-type",
+            _bad(ns, "t-envref", envRef=[{"name": "cm", "type": "volume"}]),
+            "job.envRef[0].type",
+            "invalid",
+        ),
+        (
+            "cpu-quantity",
+            _bad(ns, "t-cpu", resources={"limits": {"cpu": "lots"}}),
+            "job.resources.limits.cpu",
+            "invalid",
+        ),
+        (
+            "webhook-scheme",
+            _bad(ns, "t-hook", top={"webhook": {"url": "ftp://example.com/x"}}),
+            "webhook.url",
+            "invalid",
+        ),
+        (
+            "toleration-effect",
+            _bad(ns, "t-tol", toleration={"key": "k", "effect": "Sometimes"}),
+            "job.toleration.effect",
+            "invalid",
+        ),
+        (
+            "mount-relative",
+            _bad(ns, "t-mount", volume={"mountPath": "work", "pvc": "claim"}),
+            "job.volume.mountPath",
+            "invalid",
+        ),
         # bad names
         ("prefix-uppercase", _bad(ns, "n-prefix", prefixName="Bad_Name"), "job.prefixName", "invalid"),
         ("namespace-bang", _bad(ns, "n-ns", namespace="ns!"), "job.namespace", "invalid"),
@@ -83,23 +104,37 @@ def bad_messages(ns: str) -> list[tuple[str, Any, str, str]]:
         # numbers out of range
         ("ttl-30", _bad(ns, "r-ttl", ttlSecondsAfterFinished=30), "job.ttlSecondsAfterFinished", "invalid"),
         ("deadline-59", _bad(ns, "r-dl-low", activeDeadlineSeconds=59), "job.activeDeadlineSeconds", "invalid"),
-        ("deadline-86401", _bad(ns, "r-dl-high", activeDeadlineSeconds=86401), "job.activeDeadlineSeconds",
-         "invalid"),
+        ("deadline-86401", _bad(ns, "r-dl-high", activeDeadlineSeconds=86401), "job.activeDeadlineSeconds", "invalid"),
         ("gpu-9", _bad(ns, "r-gpu", gpuEnable=True, gpuNumber=9), "job.gpuNumber: must be 1..4, got 9", "invalid"),
         ("backoff-negative", _bad(ns, "r-backoff", backoffLimit=-1), "job.backoffLimit", "invalid"),
         # policy
         ("namespace-forbidden", _bad(ns, "p-ns", namespace="kube-system"), "job.namespace", "policy"),
         ("image-forbidden", _bad(ns, "p-image", image="evil.example/miner:1"), "job.image", "policy"),
-        ("envref-forbidden", _bad(ns, "p-envref", envRef=[{"name": "prod-secrets", "type": "secret"}]),
-         "job.envRef[0].name", "policy"),
-        ("service-account-forbidden", _bad(ns, "p-sa", serviceAccount="cluster-admin"), "job.serviceAccount",
-         "policy"),
-        ("ttl-over-state-ttl", _bad(ns, "p-ttl", ttlSecondsAfterFinished=3600), "job.ttlSecondsAfterFinished",
-         "policy"),
-        ("webhook-metadata", _bad(ns, "p-meta", top={"webhook": {"url": "http://169.254.169.254/latest/meta-data"}}),
-         "webhook.url", "policy"),
-        ("webhook-private", _bad(ns, "p-private", top={"webhook": {"url": "http://10.0.0.1/hook"}}), "webhook.url",
-         "policy"),
+        (
+            "envref-forbidden",
+            _bad(ns, "p-envref", envRef=[{"name": "prod-secrets", "type": "secret"}]),
+            "job.envRef[0].name",
+            "policy",
+        ),
+        ("service-account-forbidden", _bad(ns, "p-sa", serviceAccount="cluster-admin"), "job.serviceAccount", "policy"),
+        (
+            "ttl-over-state-ttl",
+            _bad(ns, "p-ttl", ttlSecondsAfterFinished=3600),
+            "job.ttlSecondsAfterFinished",
+            "policy",
+        ),
+        (
+            "webhook-metadata",
+            _bad(ns, "p-meta", top={"webhook": {"url": "http://169.254.169.254/latest/meta-data"}}),
+            "webhook.url",
+            "policy",
+        ),
+        (
+            "webhook-private",
+            _bad(ns, "p-private", top={"webhook": {"url": "http://10.0.0.1/hook"}}),
+            "webhook.url",
+            "policy",
+        ),
     ]
 
 
@@ -112,10 +147,16 @@ def _add(redis_client, stream: str, payload: Any) -> str:
 
 
 def test_malformed_and_refused_messages_are_dead_lettered_while_valid_ones_flow(
-        redis_server, redis_client, kube, namespace, receiver):
-    env = base_env(redis_url=redis_server.url, namespace=namespace, kubeconfig=kube.kubeconfig,
-                   KSR_ALLOWED_IMAGES="busybox",
-                   KSR_ALLOWED_ENVREFS="app-config", KSR_MAX_MESSAGE_BYTES=str(MAX_BYTES))
+    redis_server, redis_client, kube, namespace, receiver
+):
+    env = base_env(
+        redis_url=redis_server.url,
+        namespace=namespace,
+        kubeconfig=kube.kubeconfig,
+        KSR_ALLOWED_IMAGES="busybox",
+        KSR_ALLOWED_ENVREFS="app-config",
+        KSR_MAX_MESSAGE_BYTES=str(MAX_BYTES),
+    )
     cases = bad_messages(namespace)
     assert len(cases) >= 25
     expected: dict[tuple[str, str], tuple[str, str, str]] = {}  # (stream, entry id) -> (label, path, reason)
@@ -137,8 +178,11 @@ def test_malformed_and_refused_messages_are_dead_lettered_while_valid_ones_flow(
         except TimeoutError:
             got = dead()
             pytest.fail(f"not dead-lettered: {[v[0] for k, v in expected.items() if k not in got]}")
-        wait_for(lambda: all(receiver.statuses().get(m) == [0, 1, 2] for m in valid), timeout=120,
-                 what="callbacks 0, 1, 2 for every valid message")
+        wait_for(
+            lambda: all(receiver.statuses().get(m) == [0, 1, 2] for m in valid),
+            timeout=120,
+            what="callbacks 0, 1, 2 for every valid message",
+        )
     letters = dead()
     assert set(letters) == set(expected), "exactly the bad entries are dead-lettered"
     problems = []
@@ -169,14 +213,21 @@ def test_apiserver_422_is_dead_lettered_with_its_words(redis_server, redis_clien
     the apiserver's own message, and the messages around it still run."""
     env = base_env(redis_url=redis_server.url, namespace=namespace, kubeconfig=kube.kubeconfig)
     xadd(redis_client, STREAMS[1], message("before-422", namespace, webhook=receiver.url))
-    bad_id = xadd(redis_client, STREAMS[1], message(
-        "refused-422", namespace, webhook=receiver.url,
-        resources={"limits": {"cpu": "1"}, "requests": {"cpu": "2"}}))
+    bad_id = xadd(
+        redis_client,
+        STREAMS[1],
+        message(
+            "refused-422", namespace, webhook=receiver.url, resources={"limits": {"cpu": "1"}, "requests": {"cpu": "2"}}
+        ),
+    )
     xadd(redis_client, STREAMS[1], message("after-422", namespace, webhook=receiver.url))
     with rq_worker(env), runner_thread(env, api_client=kube.api_client()):
         wait_for(lambda: list_dead(redis_client, STREAMS[1]), timeout=60, what="the 422 dead letter")
-        wait_for(lambda: all(receiver.statuses().get(m) == [0, 1, 2] for m in ("before-422", "after-422")),
-                 timeout=90, what="callbacks of the messages around the refused one")
+        wait_for(
+            lambda: all(receiver.statuses().get(m) == [0, 1, 2] for m in ("before-422", "after-422")),
+            timeout=90,
+            what="callbacks of the messages around the refused one",
+        )
     (d,) = list_dead(redis_client, STREAMS[1])
     assert d.original_id == bad_id
     assert d.reason == "api_rejected"
@@ -189,16 +240,26 @@ def test_apiserver_422_is_dead_lettered_with_its_words(redis_server, redis_clien
 def test_private_webhook_is_accepted_when_allowed(redis_server, redis_client, kube, namespace):
     """KSR_WEBHOOK_ALLOW=10.0.0.0/8 lets a 10.0.0.1 webhook through (the message dispatches);
     the metadata address stays refused. No RQ worker: the callback's arrival is not the point."""
-    env = base_env(redis_url=redis_server.url, namespace=namespace, kubeconfig=kube.kubeconfig,
-                   KSR_WEBHOOK_ALLOW="127.0.0.1,10.0.0.0/8")
+    env = base_env(
+        redis_url=redis_server.url,
+        namespace=namespace,
+        kubeconfig=kube.kubeconfig,
+        KSR_WEBHOOK_ALLOW="127.0.0.1,10.0.0.0/8",
+    )
     xadd(redis_client, STREAMS[1], message("private-ok", namespace, webhook="http://10.0.0.1/hook"))
-    meta_id = xadd(redis_client, STREAMS[1], message("meta-refused", namespace,
-                                                     webhook="http://169.254.169.254/latest/meta-data"))
+    meta_id = xadd(
+        redis_client, STREAMS[1], message("meta-refused", namespace, webhook="http://169.254.169.254/latest/meta-data")
+    )
     with runner_thread(env, api_client=kube.api_client()):
         wait_for(lambda: [j for j in managed_jobs(kube, namespace)], timeout=60, what="the Job of private-ok")
         wait_for(lambda: list_dead(redis_client, STREAMS[1]), timeout=30, what="the metadata dead letter")
-        record = wait_for(lambda: redis_client.hgetall("ksr:msg:private-ok").get(b"cb_0") and
-                          redis_client.hgetall("ksr:msg:private-ok"), timeout=30, what="callback 0 enqueued")
+        record = wait_for(
+            lambda: (
+                redis_client.hgetall("ksr:msg:private-ok").get(b"cb_0") and redis_client.hgetall("ksr:msg:private-ok")
+            ),
+            timeout=30,
+            what="callback 0 enqueued",
+        )
     assert record[b"webhook"] == b"http://10.0.0.1/hook"
     (job,) = managed_jobs(kube, namespace)
     assert job.metadata.annotations["kube-stream-runner/message-id"] == "private-ok"

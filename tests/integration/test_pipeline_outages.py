@@ -34,8 +34,9 @@ def hold(seconds_left: float) -> None:
         time.sleep(seconds_left)
 
 
-def test_apiserver_down_20s_mid_stream_loses_and_duplicates_nothing(redis_server, redis_client, kube, namespace,
-                                                                     receiver):
+def test_apiserver_down_20s_mid_stream_loses_and_duplicates_nothing(
+    redis_server, redis_client, kube, namespace, receiver
+):
     env = base_env(redis_url=redis_server.url, namespace=namespace, kubeconfig=kube.kubeconfig)
     ids = [f"outage-{i:02d}" for i in range(24)]
     with rq_worker(env), runner_thread(env, api_client=kube.api_client()) as runner:
@@ -49,8 +50,11 @@ def test_apiserver_down_20s_mid_stream_loses_and_duplicates_nothing(redis_server
             for mid in ids[8:16]:  # arriving while the apiserver is away
                 xadd(redis_client, STREAM, message(mid, namespace, webhook=receiver.url))
             # Renewals fail: the leader steps down by itself (renew deadline 3 s).
-            wait_for(lambda: not runner.elector.is_leading() and runner.term is None, timeout=15,
-                     what="the leader stepping down during the outage")
+            wait_for(
+                lambda: not runner.elector.is_leading() and runner.term is None,
+                timeout=15,
+                what="the leader stepping down during the outage",
+            )
             for mid in ids[16:]:
                 xadd(redis_client, STREAM, message(mid, namespace, webhook=receiver.url))
             hold(20 - (time.monotonic() - stopped_at))
@@ -59,8 +63,11 @@ def test_apiserver_down_20s_mid_stream_loses_and_duplicates_nothing(redis_server
         outage = time.monotonic() - stopped_at
         wait_for(runner.elector.is_leading, timeout=60, what="the runner leading again by itself")
         try:
-            wait_for(lambda: all(receiver.statuses().get(m) == [0, 1, 2] for m in ids), timeout=180,
-                     what="callbacks 0, 1, 2 for all 24 messages")
+            wait_for(
+                lambda: all(receiver.statuses().get(m) == [0, 1, 2] for m in ids),
+                timeout=180,
+                what="callbacks 0, 1, 2 for all 24 messages",
+            )
         except TimeoutError:
             got = receiver.statuses()
             pytest.fail(f"after the outage: { {m: got.get(m) for m in ids if got.get(m) != [0, 1, 2]} }")
@@ -86,11 +93,15 @@ def _up_again(r: Receiver) -> None:
 
 
 @pytest.mark.slow
-def test_receiver_down_30s_every_callback_retried_and_delivered(redis_server, redis_client, kube, namespace,
-                                                                 receiver):
+def test_receiver_down_30s_every_callback_retried_and_delivered(redis_server, redis_client, kube, namespace, receiver):
     # Enough attempts to outlast the outage (12 attempts with a 2 s cap cover only ~21 s).
-    env = base_env(redis_url=redis_server.url, namespace=namespace, kubeconfig=kube.kubeconfig,
-                   KSR_CALLBACK_MAX_ATTEMPTS="60", KSR_CALLBACK_BACKOFF_CAP="4")
+    env = base_env(
+        redis_url=redis_server.url,
+        namespace=namespace,
+        kubeconfig=kube.kubeconfig,
+        KSR_CALLBACK_MAX_ATTEMPTS="60",
+        KSR_CALLBACK_BACKOFF_CAP="4",
+    )
     ids = [f"hookdown-{i:02d}" for i in range(10)]
     _down(receiver)  # connection refused from the first attempt on (closing it again is harmless)
     down_at = time.monotonic()
@@ -98,15 +109,21 @@ def test_receiver_down_30s_every_callback_retried_and_delivered(redis_server, re
         xadd(redis_client, STREAM, message(mid, namespace, webhook=receiver.url))
     with rq_worker(env), runner_thread(env, api_client=kube.api_client()):
         # Every Job runs to its end meanwhile: 30 callbacks owed, none deliverable.
-        wait_for(lambda: all(redis_client.hget(f"ksr:msg:{m}", "state") == b"completed" for m in ids),
-                 timeout=90, what="all 10 Jobs completed during the outage")
+        wait_for(
+            lambda: all(redis_client.hget(f"ksr:msg:{m}", "state") == b"completed" for m in ids),
+            timeout=90,
+            what="all 10 Jobs completed during the outage",
+        )
         assert not receiver.requests
         hold(30 - (time.monotonic() - down_at))
         assert all(redis_client.hget(f"ksr:msg:{m}", "cbd_0") is None for m in ids), "none given up"
         _up_again(receiver)
         up_at = time.monotonic()
-        wait_for(lambda: all(receiver.statuses().get(m) == [0, 1, 2] for m in ids), timeout=60,
-                 what="callbacks 0, 1, 2 for every message after the receiver is back")
+        wait_for(
+            lambda: all(receiver.statuses().get(m) == [0, 1, 2] for m in ids),
+            timeout=60,
+            what="callbacks 0, 1, 2 for every message after the receiver is back",
+        )
         back_after = time.monotonic() - up_at
     for mid in ids:
         record = redis_client.hgetall(f"ksr:msg:{mid}")
@@ -121,8 +138,11 @@ def test_receiver_answering_410_stops_retries(redis_server, redis_client, kube, 
     receiver.answer = 410
     xadd(redis_client, STREAM, message("gone-1", namespace, webhook=receiver.url))
     with rq_worker(env), runner_thread(env, api_client=kube.api_client()):
-        wait_for(lambda: all(redis_client.hget("ksr:msg:gone-1", f"cbd_{s}") == b"gone" for s in (0, 1, 2)),
-                 timeout=90, what="callbacks 0, 1, 2 finished as gone")
+        wait_for(
+            lambda: all(redis_client.hget("ksr:msg:gone-1", f"cbd_{s}") == b"gone" for s in (0, 1, 2)),
+            timeout=90,
+            what="callbacks 0, 1, 2 finished as gone",
+        )
         record = redis_client.hgetall("ksr:msg:gone-1")
         # The worker is still running: nothing is scheduled or queued for this message any more.
         assert not [j for j in redis_client.zrange("rq:scheduled:ksr-callbacks", 0, -1) if b"gone-1" in j]
@@ -133,13 +153,15 @@ def test_receiver_answering_410_stops_retries(redis_server, redis_client, kube, 
 
 
 @pytest.mark.slow
-def test_retries_go_on_when_the_worker_holding_the_scheduler_lock_is_killed(redis_server, redis_client, kube,
-                                                                            namespace, receiver):
+def test_retries_go_on_when_the_worker_holding_the_scheduler_lock_is_killed(
+    redis_server, redis_client, kube, namespace, receiver
+):
     """Two replicas' RQ workers; the first holds RQ's scheduler lock (61 s TTL) and dies by
     SIGKILL, as in a killed pod. Retries and ordering waits are scheduled jobs: the survivor
     must take the scheduler over once the lock expires, or callbacks stall."""
-    env = base_env(redis_url=redis_server.url, namespace=namespace, kubeconfig=kube.kubeconfig,
-                   KSR_CALLBACK_MAX_ATTEMPTS="200")
+    env = base_env(
+        redis_url=redis_server.url, namespace=namespace, kubeconfig=kube.kubeconfig, KSR_CALLBACK_MAX_ATTEMPTS="200"
+    )
     lock = "rq:scheduler-lock:ksr-callbacks"
     with rq_worker({**env, "POD_NAME": "pod-a"}) as first:
         holder = wait_for(lambda: redis_client.get(lock), timeout=30, what="a scheduler lock holder")
@@ -154,5 +176,8 @@ def test_retries_go_on_when_the_worker_holding_the_scheduler_lock_is_killed(redi
                 wait_for(lambda: receiver.requests, timeout=60, what="the first attempt (503)")
                 receiver.answer = 200
                 # Lock TTL 61 s, plus a reasonable time for the survivor to notice.
-                wait_for(lambda: receiver.statuses().get("sched-1") == [0, 1, 2], timeout=120,
-                         what="callbacks 0, 1, 2 delivered by the surviving worker")
+                wait_for(
+                    lambda: receiver.statuses().get("sched-1") == [0, 1, 2],
+                    timeout=120,
+                    what="callbacks 0, 1, 2 delivered by the surviving worker",
+                )

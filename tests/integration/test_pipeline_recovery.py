@@ -40,8 +40,9 @@ def pending(redis_client, stream: str = STREAM) -> int:
     return int(redis_client.xpending(stream, "ksr")["pending"])
 
 
-def test_same_id_three_times_gives_one_job_and_a_late_replay_none(redis_server, redis_client, kube, namespace,
-                                                                  receiver):
+def test_same_id_three_times_gives_one_job_and_a_late_replay_none(
+    redis_server, redis_client, kube, namespace, receiver
+):
     env = base_env(redis_url=redis_server.url, namespace=namespace, kubeconfig=kube.kubeconfig)
     before = message_count("duplicate")
     # "burst": three entries queued together (one read batch). "spread": one, then two
@@ -55,10 +56,16 @@ def test_same_id_three_times_gives_one_job_and_a_late_replay_none(redis_server, 
         wait_for(lambda: redis_client.hget("ksr:msg:dup-spread", "job_name"), timeout=60, what="Job of dup-spread")
         xadd(redis_client, STREAM, spread)
         xadd(redis_client, STREAM, spread)
-        wait_for(lambda: all(receiver.statuses().get(m) == [0, 1, 2] for m in ("dup-burst", "dup-spread")),
-                 timeout=90, what="callbacks 0, 1, 2 of both messages")
-        wait_for(lambda: pending(redis_client) == 0 and message_count("duplicate") - before >= 4, timeout=30,
-                 what="the four duplicate entries acked")
+        wait_for(
+            lambda: all(receiver.statuses().get(m) == [0, 1, 2] for m in ("dup-burst", "dup-spread")),
+            timeout=90,
+            what="callbacks 0, 1, 2 of both messages",
+        )
+        wait_for(
+            lambda: pending(redis_client) == 0 and message_count("duplicate") - before >= 4,
+            timeout=30,
+            what="the four duplicate entries acked",
+        )
         assert job_message_ids(kube, namespace) == ["dup-burst", "dup-spread"]
 
         # The Job finished: a replay of the same id is still a duplicate (the record keeps a TTL).
@@ -67,8 +74,11 @@ def test_same_id_three_times_gives_one_job_and_a_late_replay_none(redis_server, 
         assert 0 < ttl <= 3600
         requests_before = len(receiver.requests)
         replay_id = xadd(redis_client, STREAM, burst)
-        wait_for(lambda: message_count("duplicate") - before >= 5 and pending(redis_client) == 0, timeout=30,
-                 what="the replay counted as a duplicate and acked")
+        wait_for(
+            lambda: message_count("duplicate") - before >= 5 and pending(redis_client) == 0,
+            timeout=30,
+            what="the replay counted as a duplicate and acked",
+        )
         info = redis_client.xinfo_groups(STREAM)[0]
         assert info["last-delivered-id"].decode() == replay_id
     assert job_message_ids(kube, namespace) == ["dup-burst", "dup-spread"]
@@ -83,7 +93,8 @@ def test_same_id_three_times_gives_one_job_and_a_late_replay_none(redis_server, 
 
 
 def test_5000_entries_left_pending_by_a_dead_consumer_are_recovered_on_takeover(
-        redis_server, redis_client, kube, namespace, receiver, caplog):
+    redis_server, redis_client, kube, namespace, receiver, caplog
+):
     """A dead leader left 5,000 entries in its pending list: 2,490 invalid JSON, 2,490
     copies of one message, 20 distinct real messages. The next leader claims them all: every
     one is acked or dead-lettered, the shared message and each real one get one Job."""
@@ -96,8 +107,7 @@ def test_5000_entries_left_pending_by_a_dead_consumer_are_recovered_on_takeover(
     kinds: list[str] = []
     for n in range(total):
         if n % 250 == 125:
-            payload = json.dumps(message(real[len([k for k in kinds if k == "real"])], namespace,
-                                         webhook=receiver.url))
+            payload = json.dumps(message(real[len([k for k in kinds if k == "real"])], namespace, webhook=receiver.url))
             kinds.append("real")
         elif n % 2:
             payload = f"not json #{n}"
@@ -121,8 +131,11 @@ def test_5000_entries_left_pending_by_a_dead_consumer_are_recovered_on_takeover(
         wait_for(lambda: pending(redis_client) == 0, timeout=300, interval=0.2, what="every pending entry done")
         drained = time.monotonic() - started
         wait_for(lambda: len(managed_jobs(kube, namespace)) >= 21, timeout=60, what="21 Jobs")
-        wait_for(lambda: all(receiver.statuses().get(m) == [0, 1, 2] for m in real), timeout=120,
-                 what="callbacks 0, 1, 2 of the 20 real messages")
+        wait_for(
+            lambda: all(receiver.statuses().get(m) == [0, 1, 2] for m in real),
+            timeout=120,
+            what="callbacks 0, 1, 2 of the 20 real messages",
+        )
     summary = redis_client.xpending(STREAM, "ksr")
     assert summary["pending"] == 0 and not summary["consumers"]
     assert job_message_ids(kube, namespace) == sorted(["shared", *real])
@@ -132,6 +145,8 @@ def test_5000_entries_left_pending_by_a_dead_consumer_are_recovered_on_takeover(
     line = next(r.getMessage() for r in caplog.records if "reclaimed" in r.getMessage())
     reclaimed, took = re.search(r"reclaimed (\d+) pending entries, re-sent \d+ callbacks in ([\d.]+)s", line).groups()
     assert int(reclaimed) == total, line
-    print(f"\ntakeover recovery of {total} pending entries: {float(took):.2f}s (XAUTOCLAIM + reconcile); "
-          f"all {total} acked or dead-lettered {drained:.1f}s after the runner started")
+    print(
+        f"\ntakeover recovery of {total} pending entries: {float(took):.2f}s (XAUTOCLAIM + reconcile); "
+        f"all {total} acked or dead-lettered {drained:.1f}s after the runner started"
+    )
     assert float(took) < 30

@@ -107,10 +107,16 @@ def test_metrics_from_all_processes_pass_promtool(healthy: ProbeStack):
     status, body, ctype = healthy.get("/metrics")
     assert status == 200 and ctype.startswith("text/plain; version=")
     text = body.decode()
-    for needle in ('ksr_messages_total{outcome="dispatched"}', "ksr_messages_processed_total",
-                   "ksr_messages_failed_total", 'ksr_kube_requests_total{code="201",verb="create"}',
-                   "ksr_dispatch_latency_seconds_bucket", 'ksr_loop_heartbeat_timestamp_seconds{loop="reader"}',
-                   "ksr_leader_transitions_total", "ksr_active_jobs"):
+    for needle in (
+        'ksr_messages_total{outcome="dispatched"}',
+        "ksr_messages_processed_total",
+        "ksr_messages_failed_total",
+        'ksr_kube_requests_total{code="201",verb="create"}',
+        "ksr_dispatch_latency_seconds_bucket",
+        'ksr_loop_heartbeat_timestamp_seconds{loop="reader"}',
+        "ksr_leader_transitions_total",
+        "ksr_active_jobs",
+    ):
         assert needle in text, needle
     assert "pid=" not in text  # single-writer gauges are livemax: one series per pod
     check = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, timeout=30)
@@ -163,8 +169,11 @@ def test_killed_gunicorn_master_is_restarted(healthy: ProbeStack):
         return probes["pid"] not in (None, old["pid"]) and probes["restarts"] == old["restarts"] + 1
 
     wait_for(restarted, timeout=30, what="a new gunicorn master")
-    wait_for(lambda: healthy.get("/healthz")[0] == 200 and healthy.get("/readyz")[0] == 200,
-             timeout=30, what="the endpoints back")
+    wait_for(
+        lambda: healthy.get("/healthz")[0] == 200 and healthy.get("/readyz")[0] == 200,
+        timeout=30,
+        what="the endpoints back",
+    )
     assert healthy.get("/metrics")[0] == 200
     assert healthy.json("/status")[1]["children"]["probes"]["last_exit"] == -signal.SIGKILL
 
@@ -174,9 +183,20 @@ def chromium(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str
     if binary is None:
         pytest.fail("chromium missing: scripts/install-system-deps chromium", pytrace=False)
     with tempfile.TemporaryDirectory(prefix="ksr-chromium-") as profile:
-        argv = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", f"--user-data-dir={profile}", *args]
+        argv = [
+            binary,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={profile}",
+            *args,
+        ]
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
 
 
@@ -194,8 +214,7 @@ def test_status_page_in_headless_chromium(healthy: ProbeStack, tmp_path: Path):
     assert 'data-stream="t:jobs:high"' in html
 
     shot = tmp_path / "status-page.png"
-    result = chromium("--virtual-time-budget=3000", f"--screenshot={shot}", "--window-size=1200,800",
-                      healthy.url + "/")
+    result = chromium("--virtual-time-budget=3000", f"--screenshot={shot}", "--window-size=1200,800", healthy.url + "/")
     assert result.returncode == 0 and shot.stat().st_size > 1000, result.stderr[-2000:]
     ARTIFACTS.mkdir(exist_ok=True)
     shutil.copy(shot, ARTIFACTS / "status-page.png")
@@ -211,8 +230,12 @@ users: [{{name: u, user: {{token: t}}}}]
 contexts: [{{name: x, context: {{cluster: c, user: u}}}}]
 current-context: x
 """)
-    s = ProbeStack(tmp_path / "kstack", redis_url=private_redis.url, port=free_port(),
-                   extra_env={"KSR_EXECUTOR": "kubernetes", "KUBECONFIG": str(kubeconfig)}).start()
+    s = ProbeStack(
+        tmp_path / "kstack",
+        redis_url=private_redis.url,
+        port=free_port(),
+        extra_env={"KSR_EXECUTOR": "kubernetes", "KUBECONFIG": str(kubeconfig)},
+    ).start()
     try:
         wait_for(lambda: s.get("/healthz")[0] == 200, timeout=60, what="the stack")
         status, doc = s.json("/readyz")
@@ -225,8 +248,12 @@ current-context: x
 
 @pytest.mark.kube
 def test_readyz_follows_the_real_kubernetes_api(kube, private_redis: RedisServer, tmp_path: Path):
-    s = ProbeStack(tmp_path / "kstack", redis_url=private_redis.url, port=free_port(),
-                   extra_env={"KSR_EXECUTOR": "kubernetes", "KUBECONFIG": kube.kubeconfig}).start()
+    s = ProbeStack(
+        tmp_path / "kstack",
+        redis_url=private_redis.url,
+        port=free_port(),
+        extra_env={"KSR_EXECUTOR": "kubernetes", "KUBECONFIG": kube.kubeconfig},
+    ).start()
     try:
         wait_for(lambda: s.get("/readyz")[0] == 200, timeout=60, what="/readyz 200 with the API server up")
         assert s.json("/readyz")[1]["checks"]["kubernetes"] == {"ok": True, "error": None}

@@ -21,8 +21,11 @@ def test_the_leader_trims_done_entries(redis_server, redis_client):
     with runner_thread(env):
         for i in range(20):
             xadd(redis_client, stream, message(f"trim-{i}", "default", command=["true"]))
-        wait_for(lambda: len(redis_client.keys("ksr:msg:*")) == 20 and redis_client.scard("ksr:active") == 0,
-                 timeout=60, what="20 jobs done")
+        wait_for(
+            lambda: len(redis_client.keys("ksr:msg:*")) == 20 and redis_client.scard("ksr:active") == 0,
+            timeout=60,
+            what="20 jobs done",
+        )
         wait_for(lambda: redis_client.xlen(stream) <= 5, timeout=20, what="the stream trimmed to 5")
     assert redis_client.xlen(stream) >= 5  # towards maxlen, not below it
 
@@ -41,17 +44,23 @@ def test_backpressure_holds_reading_at_the_cap(redis_server, redis_client):
     with runner_thread(env):
         sampler.start()
         for i in range(6):
-            xadd(redis_client, "ksr:jobs:default", message(f"slow-{i}", "default",
-                                                          command=["/bin/sh", "-c", "sleep 1"]))
-        wait_for(lambda: redis_client.exists(*[f"ksr:msg:slow-{i}" for i in range(6)]) == 6
-                 and redis_client.scard("ksr:active") == 0, timeout=60, what="six slow jobs done")
+            xadd(
+                redis_client, "ksr:jobs:default", message(f"slow-{i}", "default", command=["/bin/sh", "-c", "sleep 1"])
+            )
+        wait_for(
+            lambda: (
+                redis_client.exists(*[f"ksr:msg:slow-{i}" for i in range(6)]) == 6
+                and redis_client.scard("ksr:active") == 0
+            ),
+            timeout=60,
+            what="six slow jobs done",
+        )
         stop.set()
         sampler.join(5)
     assert peak[0] == 2  # it reached the cap and never went past it
 
 
-def test_a_failure_between_record_and_launch_still_runs_the_local_job(redis_server, redis_client,
-                                                                        monkeypatch):
+def test_a_failure_between_record_and_launch_still_runs_the_local_job(redis_server, redis_client, monkeypatch):
     """Redis fails once right after the Job is recorded (before callback 0 and the local
     launch): the entry stays pending, comes back as a duplicate, and the job still runs."""
     from runner.errors import RedisUnavailable
@@ -70,7 +79,10 @@ def test_a_failure_between_record_and_launch_still_runs_the_local_job(redis_serv
     env = env_for(redis_server, POLLING_INTERVAL="0.5")
     with runner_thread(env):
         xadd(redis_client, "ksr:jobs:default", message("late-launch", "default", command=["true"]))
-        wait_for(lambda: redis_client.hget("ksr:msg:late-launch", "state") == b"completed", timeout=30,
-                 what="the local job completed after the retry")
+        wait_for(
+            lambda: redis_client.hget("ksr:msg:late-launch", "state") == b"completed",
+            timeout=30,
+            what="the local job completed after the retry",
+        )
     assert failures == ["late-launch"]
     assert redis_client.xpending("ksr:jobs:default", "ksr")["pending"] == 0

@@ -22,8 +22,12 @@ def claim(store: StateStore, message_id: str = "m1", term: int | None = None):
 def test_claim_new_then_resume_then_duplicate(store: StateStore) -> None:
     first = claim(store)
     assert first.status is ClaimStatus.NEW
-    assert first.record == {"state": "claimed", "stream": "ksr:jobs:default", "entry_id": "1-0",
-                            "claimed_at": "1700000000000"}
+    assert first.record == {
+        "state": "claimed",
+        "stream": "ksr:jobs:default",
+        "entry_id": "1-0",
+        "claimed_at": "1700000000000",
+    }
     assert claim(store).status is ClaimStatus.RESUME  # claimed, no Job: a crash in between
     store.record_job("m1", job_name="my-job-abc", namespace="ns", job_uid="uid-1", webhook="http://h/x")
     dup = claim(store)

@@ -60,8 +60,11 @@ def test_count_limits_a_batch_and_critical_overtakes(redis_client: redis.Redis) 
 
 
 def _wait_blocked(r: redis.Redis) -> None:
-    wait_for(lambda: any(c.get("cmd") == "xreadgroup" and "b" in c.get("flags", "") for c in r.client_list()),
-             timeout=5, what="a client blocked in XREADGROUP")
+    wait_for(
+        lambda: any(c.get("cmd") == "xreadgroup" and "b" in c.get("flags", "") for c in r.client_list()),
+        timeout=5,
+        what="a client blocked in XREADGROUP",
+    )
 
 
 @pytest.mark.parametrize("stream", STREAMS)

@@ -76,7 +76,9 @@ def test_dying_runner_fails_the_probes_and_the_exit_code(make_stack):
     (stack.control / "raise").write_text("")
     wait_for(lambda: stack.get("/healthz")[0] == 503, timeout=10, what="/healthz 503 after the runner died")
     status, doc = stack.json("/healthz")
-    assert any(r.startswith("runner failed: runner raised RuntimeError: stand-in runner told to fail") for r in doc["reasons"])
+    assert any(
+        r.startswith("runner failed: runner raised RuntimeError: stand-in runner told to fail") for r in doc["reasons"]
+    )
     assert stack.get("/readyz")[0] == 503
     status, doc = stack.json("/status")
     assert doc["runner"]["state"] == "failed" and doc["leading"] is False
@@ -111,8 +113,16 @@ def test_dead_rq_worker_is_restarted(make_stack):
 
     wait_for(restarted, timeout=20, what="the RQ worker restarted")
     new_pid = stack.json("/status")[1]["children"]["rq-worker"]["pid"]
-    wait_for(lambda: subprocess.run(["ps", "-o", "args=", "-p", str(new_pid)], capture_output=True, text=True)
-             .stdout.find("rq.cli worker") >= 0, timeout=10, what="an rq worker process")
+    wait_for(
+        lambda: (
+            subprocess.run(["ps", "-o", "args=", "-p", str(new_pid)], capture_output=True, text=True).stdout.find(
+                "rq.cli worker"
+            )
+            >= 0
+        ),
+        timeout=10,
+        what="an rq worker process",
+    )
 
 
 @pytest.mark.parametrize("failures,delay", [(0, 0.5), (1, 1.0), (3, 4.0), (6, 30.0), (100, 30.0)])

@@ -70,15 +70,21 @@ def test_rbac_forbids_until_bound(kube, namespace):
     assert denied.value.status == 403
 
     rbac = client.RbacAuthorizationV1Api(kube.api_client())
-    rbac.create_namespaced_role(namespace, {
-        "metadata": {"name": "job-maker"},
-        "rules": [{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]}],
-    })
-    rbac.create_namespaced_role_binding(namespace, {
-        "metadata": {"name": "job-maker"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "job-maker"},
-        "subjects": [{"kind": "ServiceAccount", "name": "job-maker", "namespace": namespace}],
-    })
+    rbac.create_namespaced_role(
+        namespace,
+        {
+            "metadata": {"name": "job-maker"},
+            "rules": [{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]}],
+        },
+    )
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "job-maker"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "job-maker"},
+            "subjects": [{"kind": "ServiceAccount", "name": "job-maker", "namespace": namespace}],
+        },
+    )
 
     def created() -> bool:  # the RBAC authorizer's cache catches up within moments
         try:
@@ -94,8 +100,9 @@ def test_rbac_forbids_until_bound(kube, namespace):
 
 def test_lease_update_with_stale_resource_version_conflicts(kube, namespace):
     coord = client.CoordinationV1Api(kube.api_client())
-    lease = coord.create_namespaced_lease(namespace, {
-        "metadata": {"name": "smoke-lease"}, "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15}})
+    lease = coord.create_namespaced_lease(
+        namespace, {"metadata": {"name": "smoke-lease"}, "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15}}
+    )
     stale = lease.metadata.resource_version
     lease.spec.holder_identity = "b"
     coord.replace_namespaced_lease("smoke-lease", namespace, lease)

@@ -7,10 +7,10 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pytest
 import urllib3.util.connection
@@ -57,7 +57,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         "/slow": (200, {}, 3.0),
     }
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", "0"))
         body = self.rfile.read(length)
         self.server.requests.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))  # type: ignore[attr-defined]
@@ -103,9 +103,30 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for hook.test (and only that name)."""
     d = tmp_path_factory.mktemp("tls")
     cert, key = d / "cert.pem", d / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                    "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=hook.test",
-                    "-addext", "subjectAltName=DNS:hook.test"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=hook.test",
+            "-addext",
+            "subjectAltName=DNS:hook.test",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert, key
 
 
@@ -206,12 +227,15 @@ def tripwire(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     return opened
 
 
-@pytest.mark.parametrize("url, reason", [
-    ("http://169.254.169.254/latest/meta-data/", "metadata"),
-    ("http://10.0.0.1/hook", "private"),
-    ("http://[::ffff:10.0.0.1]/hook", "IPv4-mapped"),
-    ("http://100.64.0.1/hook", "carrier-grade NAT"),
-])
+@pytest.mark.parametrize(
+    "url, reason",
+    [
+        ("http://169.254.169.254/latest/meta-data/", "metadata"),
+        ("http://10.0.0.1/hook", "private"),
+        ("http://[::ffff:10.0.0.1]/hook", "IPv4-mapped"),
+        ("http://100.64.0.1/hook", "carrier-grade NAT"),
+    ],
+)
 def test_private_targets_are_refused_before_connecting(tripwire: list[Any], url: str, reason: str) -> None:
     outcome, _ = post(url, allow=Allowlist())
     assert outcome.kind is OutcomeKind.FAILED and outcome.status is None
@@ -232,13 +256,17 @@ def test_localhost_refused_unless_allowed(receiver: Receiver, tripwire: list[Any
 
 def test_connects_to_the_checked_address_without_a_second_lookup(receiver: Receiver, tripwire: list[Any]) -> None:
     # hook.test exists only in the injected resolver; the connection goes to its checked address
-    outcome, _ = post(f"http://hook.test:{receiver.port}/ok", allow=Allowlist.parse(["hook.test"]), resolver=only_loopback)
+    outcome, _ = post(
+        f"http://hook.test:{receiver.port}/ok", allow=Allowlist.parse(["hook.test"]), resolver=only_loopback
+    )
     assert outcome.kind is OutcomeKind.DELIVERED
     assert tripwire == [("127.0.0.1", receiver.port)]
     assert receiver.requests[-1].headers["host"] == f"hook.test:{receiver.port}"
 
 
-def test_https_sends_sni_and_checks_the_certificate_for_the_url_host(tls_receiver: Receiver, certificate: tuple[Path, Path]) -> None:
+def test_https_sends_sni_and_checks_the_certificate_for_the_url_host(
+    tls_receiver: Receiver, certificate: tuple[Path, Path]
+) -> None:
     cert, _ = certificate
     allow = Allowlist.parse(["hook.test", "127.0.0.1"])
     outcome, body = post(tls_receiver.base + "/ok", allow=allow, resolver=only_loopback, ca_certs=str(cert))

@@ -26,14 +26,16 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import IO, Any, Iterable
+from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).resolve()
 
 
 # --------------------------------------------------------------------------- the process
+
 
 def _main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
@@ -55,19 +57,28 @@ def _main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
 
-    logging.basicConfig(level=logging.DEBUG if os.environ.get("KSR_ELECTION_DEBUG") else logging.INFO,
-                        format=f"%(asctime)s {args.identity} %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
-    config = ElectionConfig(lease_duration=args.lease, renew_deadline=args.renew,
-                            retry_period=args.retry, lock_name=args.name)
+    logging.basicConfig(
+        level=logging.DEBUG if os.environ.get("KSR_ELECTION_DEBUG") else logging.INFO,
+        format=f"%(asctime)s {args.identity} %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    config = ElectionConfig(
+        lease_duration=args.lease, renew_deadline=args.renew, retry_period=args.retry, lock_name=args.name
+    )
     timeout = args.request_timeout or config.request_timeout
     if args.lock == "redis":
         from election.redis_lock import RedisLock
+
         lock: Any = RedisLock.from_url(args.redis_url, name=args.name, request_timeout=timeout)
     else:
         from election.lease_lock import LeaseLock, api_client_from_kubeconfig
-        lock = LeaseLock(api_client_from_kubeconfig(args.kubeconfig), namespace=args.namespace,
-                         name=args.name, request_timeout=timeout)
+
+        lock = LeaseLock(
+            api_client_from_kubeconfig(args.kubeconfig),
+            namespace=args.namespace,
+            name=args.name,
+            request_timeout=timeout,
+        )
 
     out = open(args.out, "a", buffering=1)
     write_lock = threading.Lock()
@@ -79,7 +90,9 @@ def _main(argv: list[str] | None = None) -> int:
             out.write(json.dumps(line) + "\n")
 
     elector = Elector(
-        lock, identity=args.identity, config=config,
+        lock,
+        identity=args.identity,
+        config=config,
         on_started_leading=lambda term: emit("started", started_term=term),
         on_stopped_leading=lambda: emit("stopped"),
         on_new_leader=lambda who: emit("new_leader", new_leader=who),
@@ -100,6 +113,7 @@ def _main(argv: list[str] | None = None) -> int:
 
 # --------------------------------------------------------------------------- the test side
 
+
 @dataclasses.dataclass
 class Candidate:
     """A candidate process started by a test. `lines()` re-reads its output file."""
@@ -111,16 +125,38 @@ class Candidate:
     log: IO[bytes] | None = None
 
     @classmethod
-    def make(cls, identity: str, directory: Path, lock_args: list[str], *, lease: float, renew: float,
-             retry: float, request_timeout: float | None = None) -> "Candidate":
+    def make(
+        cls,
+        identity: str,
+        directory: Path,
+        lock_args: list[str],
+        *,
+        lease: float,
+        renew: float,
+        retry: float,
+        request_timeout: float | None = None,
+    ) -> Candidate:
         out = directory / f"{identity}.jsonl"
-        argv = [sys.executable, str(SCRIPT), *lock_args, "--identity", identity, "--lease", str(lease),
-                "--renew", str(renew), "--retry", str(retry), "--out", str(out)]
+        argv = [
+            sys.executable,
+            str(SCRIPT),
+            *lock_args,
+            "--identity",
+            identity,
+            "--lease",
+            str(lease),
+            "--renew",
+            str(renew),
+            "--retry",
+            str(retry),
+            "--out",
+            str(out),
+        ]
         if request_timeout is not None:
             argv += ["--request-timeout", str(request_timeout)]
         return cls(identity=identity, out=out, argv=argv)
 
-    def start(self) -> "Candidate":
+    def start(self) -> Candidate:
         self.log = open(self.out.with_suffix(".log"), "ab")
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.proc = subprocess.Popen(self.argv, stdout=self.log, stderr=subprocess.STDOUT, cwd=str(ROOT), env=env)
@@ -222,7 +258,7 @@ def assert_no_overlap(candidates: list[Candidate]) -> list[Tenure]:
     that said `leading` lies inside its own tenure."""
     spans = tenures(candidates)
     for i, a in enumerate(spans):
-        for b in spans[i + 1:]:
+        for b in spans[i + 1 :]:
             if a.identity != b.identity:
                 assert a.until <= b.since or b.until <= a.since, f"overlapping tenures: {a} and {b}"
     for c in candidates:

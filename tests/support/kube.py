@@ -15,7 +15,6 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from testenv import bed as testbed  # noqa: E402
 from testenv import build  # noqa: E402
-
 from tests.support.ports import wait_for  # noqa: E402
 
 
@@ -105,8 +104,9 @@ def managed_jobs(kube: KubeBed, namespace: str) -> list[Any]:
     """The Jobs the runner made in `namespace` (by its managed-by label)."""
     from runner.jobs.manifest import managed_selector
 
-    return list(client.BatchV1Api(kube.api_client()).list_namespaced_job(
-        namespace, label_selector=managed_selector()).items)
+    return list(
+        client.BatchV1Api(kube.api_client()).list_namespaced_job(namespace, label_selector=managed_selector()).items
+    )
 
 
 def job_message_ids(kube: KubeBed, namespace: str) -> list[str]:

@@ -9,10 +9,18 @@ VALID: dict[str, Any] = {
     "id": "31a89a91-7f3c-4c1e-9a55-0c8f1d2e3b4a",
     "service": "example",
     "job": {
-        "prefixName": "my-job", "namespace": "default", "image": "busybox:latest",
-        "command": ["/bin/sh", "-c", "echo hi"], "args": [], "serviceAccount": "default",
-        "ttlSecondsAfterFinished": 60, "backoffLimit": 0, "activeDeadlineSeconds": 600,
-        "gpuEnable": False, "gpuNumber": 1, "env": [{"name": "A", "value": "b"}],
+        "prefixName": "my-job",
+        "namespace": "default",
+        "image": "busybox:latest",
+        "command": ["/bin/sh", "-c", "echo hi"],
+        "args": [],
+        "serviceAccount": "default",
+        "ttlSecondsAfterFinished": 60,
+        "backoffLimit": 0,
+        "activeDeadlineSeconds": 600,
+        "gpuEnable": False,
+        "gpuNumber": 1,
+        "env": [{"name": "A", "value": "b"}],
         "envRef": [{"name": "cm", "type": "configmap"}],
         "resources": {"limits": {"cpu": "1", "memory": "512Mi"}, "requests": {}},
         "nodeSelector": {"matchKey": "kubernetes.io/hostname", "matchValue": "n1"},
@@ -41,10 +49,17 @@ def variant(path: str, value: Any) -> dict[str, Any]:
     return doc
 
 
-def message(mid: str, namespace: str, *, service: str = "example", webhook: str | None = None,
-            **job: Any) -> dict[str, Any]:
-    spec = {"prefixName": "job", "namespace": namespace, "image": "busybox:latest",
-            "command": ["/bin/sh", "-c", "echo hi"], "ttlSecondsAfterFinished": 600, "backoffLimit": 0}
+def message(
+    mid: str, namespace: str, *, service: str = "example", webhook: str | None = None, **job: Any
+) -> dict[str, Any]:
+    spec = {
+        "prefixName": "job",
+        "namespace": namespace,
+        "image": "busybox:latest",
+        "command": ["/bin/sh", "-c", "echo hi"],
+        "ttlSecondsAfterFinished": 600,
+        "backoffLimit": 0,
+    }
     spec.update(job)
     msg: dict[str, Any] = {"id": mid, "service": service, "job": spec}
     if webhook:

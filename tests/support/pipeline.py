@@ -53,8 +53,9 @@ def xadd(redis_client: Any, stream: str, msg: Mapping[str, Any] | str) -> str:
 def rq_worker(env: Mapping[str, str]) -> Iterator[subprocess.Popen[bytes]]:
     settings = Settings.from_env(dict(env))
     full = {**os.environ, **env, **worker_env(settings)}
-    proc = subprocess.Popen(worker_command(settings), env=full, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        worker_command(settings), env=full, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         yield proc
     finally:
@@ -84,10 +85,16 @@ def runner_thread(env: Mapping[str, str], api_client: Any = None) -> Iterator[An
         assert not thread.is_alive(), "the runner did not stop within 30s"
 
 
-def ksr_run(env: Mapping[str, str], *args: str, log_path: str | os.PathLike[str] | None = None
-            ) -> subprocess.Popen[bytes]:
+def ksr_run(
+    env: Mapping[str, str], *args: str, log_path: str | os.PathLike[str] | None = None
+) -> subprocess.Popen[bytes]:
     """`ksr run` as its own process (what a pod runs); its output goes to `log_path`
     (never to an unread pipe, which would block it once full)."""
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL
-    return subprocess.Popen([sys.executable, "-m", "runner.cli", "run", *args], env={**os.environ, **env},
-                            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner.cli", "run", *args],
+        env={**os.environ, **env},
+        cwd=ROOT,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )

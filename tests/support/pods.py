@@ -40,8 +40,14 @@ class Pod:
         self.port = free_port()
         self.mark = uuid.uuid4().hex
         self.log = tmp_path / f"{name}.{generation}.log"
-        self.env = {**env, "POD_NAME": name, "HTTP_SERVER_PORT": str(self.port), MARK: self.mark,
-                    "KSR_RUNTIME_DIR": str(tmp_path / f"{name}.{generation}"), "KSR_HTTP_HOST": "127.0.0.1"}
+        self.env = {
+            **env,
+            "POD_NAME": name,
+            "HTTP_SERVER_PORT": str(self.port),
+            MARK: self.mark,
+            "KSR_RUNTIME_DIR": str(tmp_path / f"{name}.{generation}"),
+            "KSR_HTTP_HOST": "127.0.0.1",
+        }
         self.proc = ksr_run(self.env, log_path=self.log)
 
     def status(self) -> dict[str, Any] | None:

@@ -86,24 +86,26 @@ class ProbeStack:
         self.runtime = base / "runtime"
         self.log_path = base / "stack.log"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("KSR_", "PROMETHEUS_", "RQ_"))}
-        self.env.update({
-            "PYTHONPATH": str(REPO),
-            "REDIS_URL": redis_url,
-            "HTTP_SERVER_PORT": str(port),
-            "KSR_HTTP_HOST": "127.0.0.1",
-            "KSR_RUNTIME_DIR": str(self.runtime),
-            "KSR_TEST_CONTROL_DIR": str(self.control),
-            "KSR_STUCK_THRESHOLD": "3",
-            "KSR_BLOCK_MS": "500",
-            "POLLING_INTERVAL": "1",
-            "KSR_EXECUTOR": "local",
-            "KSR_LOCK": "redis",
-            "KSR_STREAMS": "t:jobs:high,t:jobs:low",
-            "POD_NAME": "probe-test-0",
-            "POD_NAMESPACE": "default",
-            "KSR_SHUTDOWN_GRACE": "5",
-            "KSR_LOG_FORMAT": "json",
-        })
+        self.env.update(
+            {
+                "PYTHONPATH": str(REPO),
+                "REDIS_URL": redis_url,
+                "HTTP_SERVER_PORT": str(port),
+                "KSR_HTTP_HOST": "127.0.0.1",
+                "KSR_RUNTIME_DIR": str(self.runtime),
+                "KSR_TEST_CONTROL_DIR": str(self.control),
+                "KSR_STUCK_THRESHOLD": "3",
+                "KSR_BLOCK_MS": "500",
+                "POLLING_INTERVAL": "1",
+                "KSR_EXECUTOR": "local",
+                "KSR_LOCK": "redis",
+                "KSR_STREAMS": "t:jobs:high,t:jobs:low",
+                "POD_NAME": "probe-test-0",
+                "POD_NAMESPACE": "default",
+                "KSR_SHUTDOWN_GRACE": "5",
+                "KSR_LOG_FORMAT": "json",
+            }
+        )
         self.env.update(extra_env or {})
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -113,8 +115,13 @@ class ProbeStack:
 
     def start(self) -> ProbeStack:
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.support.probe_stack"], cwd=REPO,
-                                     env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.probe_stack"],
+            cwd=REPO,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         return self
 
     @property

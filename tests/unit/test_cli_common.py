@@ -11,9 +11,18 @@ from runner.cli._output import format_age, message_id_of, parse_duration
 from tests.support.ports import free_port
 
 
-@pytest.mark.parametrize("text, seconds", [
-    ("30s", 30), ("5m", 300), ("1h", 3600), ("2d", 172800), ("250ms", 0.25), ("90", 90), ("1.5m", 90),
-])
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("30s", 30),
+        ("5m", 300),
+        ("1h", 3600),
+        ("2d", 172800),
+        ("250ms", 0.25),
+        ("90", 90),
+        ("1.5m", 90),
+    ],
+)
 def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
@@ -24,17 +33,32 @@ def test_parse_duration_refuses(text: str) -> None:
         parse_duration(text)
 
 
-@pytest.mark.parametrize("seconds, text", [
-    (None, "-"), (0, "0s"), (59.9, "59s"), (61, "1m01s"), (3600 + 300, "1h05m"), (86400 * 3 + 3600 * 4, "3d04h"),
-])
+@pytest.mark.parametrize(
+    "seconds, text",
+    [
+        (None, "-"),
+        (0, "0s"),
+        (59.9, "59s"),
+        (61, "1m01s"),
+        (3600 + 300, "1h05m"),
+        (86400 * 3 + 3600 * 4, "3d04h"),
+    ],
+)
 def test_format_age(seconds: float | None, text: str) -> None:
     assert format_age(seconds) == text
 
 
-@pytest.mark.parametrize("payload, expected", [
-    (b'{"id": "m-1"}', "m-1"), (b"not json", None), (b'["x"]', None), (b'{"id": 5}', None), (None, None),
-    (b"\xff", None),
-])
+@pytest.mark.parametrize(
+    "payload, expected",
+    [
+        (b'{"id": "m-1"}', "m-1"),
+        (b"not json", None),
+        (b'["x"]', None),
+        (b'{"id": 5}', None),
+        (None, None),
+        (b"\xff", None),
+    ],
+)
 def test_message_id_of(payload: bytes | None, expected: str | None) -> None:
     assert message_id_of(payload) == expected
 
@@ -69,7 +93,10 @@ def test_unreachable_redis_is_one_line_exit_1(args: list[str]) -> None:
     url = f"redis://:secret@127.0.0.1:{free_port()}/0"
     result = CliRunner().invoke(main, args, env={"REDIS_URL": url})
     assert result.exit_code == 1
-    assert result.stderr == f"Error: redis unavailable at redis://:***@127.0.0.1:{url.rsplit(':', 1)[1]}: connection refused\n"
+    assert (
+        result.stderr
+        == f"Error: redis unavailable at redis://:***@127.0.0.1:{url.rsplit(':', 1)[1]}: connection refused\n"
+    )
 
 
 def test_shell_completion_script() -> None:

@@ -28,10 +28,13 @@ def test_read_items_shapes() -> None:
     assert read_items("  \n", "f") == []
 
 
-@pytest.mark.parametrize("streams, expected", [
-    ("ksr:jobs:critical,ksr:jobs:default,ksr:jobs:low", "ksr:jobs:default"),
-    ("a:high,a:low", "a:high"),
-])
+@pytest.mark.parametrize(
+    "streams, expected",
+    [
+        ("ksr:jobs:critical,ksr:jobs:default,ksr:jobs:low", "ksr:jobs:default"),
+        ("a:high,a:low", "a:high"),
+    ],
+)
 def test_default_stream(streams: str, expected: str) -> None:
     assert default_stream(Settings.from_env({"KSR_STREAMS": streams})) == expected
 
@@ -43,7 +46,9 @@ def test_validate_exit_codes_and_field_paths(tmp_path: Path) -> None:
     assert result.exit_code == 0 and result.stdout == "2 messages valid\n"
 
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps(variant("job.gpuNumber", 9)) + "\n" + json.dumps(variant("job.activeDeadlineSeconds", 5)) + "\n")
+    bad.write_text(
+        json.dumps(variant("job.gpuNumber", 9)) + "\n" + json.dumps(variant("job.activeDeadlineSeconds", 5)) + "\n"
+    )
     result = CliRunner().invoke(main, ["validate", str(bad)])
     assert result.exit_code == 1
     assert result.stderr.splitlines() == [
@@ -87,16 +92,20 @@ YOUNG = f"{int((NOW - 30) * 1000)}-0"
 OLD = f"{int((NOW - 7200) * 1000)}-0"
 
 
-@pytest.mark.parametrize("original_id, record, force, allowed, release, says", [
-    (YOUNG, None, False, True, False, "never got one"),
-    (OLD, None, False, False, False, "--force"),
-    (OLD, None, True, True, False, "--force"),
-    (YOUNG, {"state": "created", "job_name": "j", "namespace": "ns"}, True, False, False, "already has Job ns/j"),
-    (YOUNG, {"state": "dead"}, False, True, True, "released"),
-    (OLD, {"state": "claimed"}, False, True, False, "resumes"),
-])
-def test_decide_replay(original_id: str, record: dict[str, str] | None, force: bool, allowed: bool, release: bool,
-                       says: str) -> None:
+@pytest.mark.parametrize(
+    "original_id, record, force, allowed, release, says",
+    [
+        (YOUNG, None, False, True, False, "never got one"),
+        (OLD, None, False, False, False, "--force"),
+        (OLD, None, True, True, False, "--force"),
+        (YOUNG, {"state": "created", "job_name": "j", "namespace": "ns"}, True, False, False, "already has Job ns/j"),
+        (YOUNG, {"state": "dead"}, False, True, True, "released"),
+        (OLD, {"state": "claimed"}, False, True, False, "resumes"),
+    ],
+)
+def test_decide_replay(
+    original_id: str, record: dict[str, str] | None, force: bool, allowed: bool, release: bool, says: str
+) -> None:
     decision = decide_replay(_dead(original_id), record, ttl_seconds=3600, force=force, now=NOW)
     assert (decision.allowed, decision.release) == (allowed, release)
     assert says in decision.reason

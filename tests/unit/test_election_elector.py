@@ -38,24 +38,38 @@ class Harness:
     events: list[tuple[str, Any]] = field(default_factory=list)
 
 
-def harness(*, identity: str = ME, clock: FakeClock | None = None, lock: MemoryLock | None = None,
-            config: ElectionConfig = CFG, rng: Any = None, **kw: Any) -> Harness:
+def harness(
+    *,
+    identity: str = ME,
+    clock: FakeClock | None = None,
+    lock: MemoryLock | None = None,
+    config: ElectionConfig = CFG,
+    rng: Any = None,
+    **kw: Any,
+) -> Harness:
     clock = clock or FakeClock()
     lock = lock or MemoryLock()
     events: list[tuple[str, Any]] = []
     elector = Elector(
-        lock, identity=identity, config=config, clock=clock, rng=rng or FixedRandom(0.5),
+        lock,
+        identity=identity,
+        config=config,
+        clock=clock,
+        rng=rng or FixedRandom(0.5),
         on_started_leading=lambda term: events.append(("started", term)),
         on_stopped_leading=lambda: events.append(("stopped", None)),
         on_new_leader=lambda who: events.append(("new_leader", who)),
-        **kw)
+        **kw,
+    )
     return Harness(clock, lock, elector, events)
 
 
-def rec(holder: str | None, *, transitions: int = 0, lease: float = 15.0,
-        renew: dt.datetime | None = None) -> LeaderRecord:
-    return LeaderRecord(holder=holder, lease_duration=lease, acquire_time=renew,
-                        renew_time=renew, transitions=transitions)
+def rec(
+    holder: str | None, *, transitions: int = 0, lease: float = 15.0, renew: dt.datetime | None = None
+) -> LeaderRecord:
+    return LeaderRecord(
+        holder=holder, lease_duration=lease, acquire_time=renew, renew_time=renew, transitions=transitions
+    )
 
 
 # One step from a stored record. `seen_for`: None = this candidate has never looked before
@@ -63,41 +77,106 @@ def rec(holder: str | None, *, transitions: int = 0, lease: float = 15.0,
 # `write_fails`: the create/update call raises this.
 STEP_TABLE = [
     # name, stored, seen_for, write_fails, leads, holder after, transitions after, events
-    ("free lock: create it", None, None, None,
-     True, ME, 0, [("new_leader", ME), ("started", 0)]),
-    ("released record: take it at once", rec(None, transitions=4), None, None,
-     True, ME, 5, [("new_leader", ME), ("started", 5)]),
-    ("held, first seen now: wait", rec(OTHER, transitions=2), None, None,
-     False, OTHER, 2, [("new_leader", OTHER)]),
-    ("held, seen just under a lease ago: wait", rec(OTHER, transitions=2), 14.9, None,
-     False, OTHER, 2, [("new_leader", OTHER)]),
-    ("held, seen a full lease ago: take over", rec(OTHER, transitions=2), 15.0, None,
-     True, ME, 3, [("new_leader", OTHER), ("new_leader", ME), ("started", 3)]),
-    ("held with the record's own shorter lease: expiry uses it", rec(OTHER, lease=5.0), 5.0, None,
-     True, ME, 1, [("new_leader", OTHER), ("new_leader", ME), ("started", 1)]),
-    ("skew: remote renewTime an hour old, first seen now: wait",
-     rec(OTHER, transitions=7, renew=dt.datetime(2023, 12, 31, 23, tzinfo=dt.timezone.utc)), None, None,
-     False, OTHER, 7, [("new_leader", OTHER)]),
-    ("skew: remote renewTime an hour in the future, seen a lease ago: take over",
-     rec(OTHER, transitions=7, renew=dt.datetime(2024, 1, 1, 1, tzinfo=dt.timezone.utc)), 15.0, None,
-     True, ME, 8, [("new_leader", OTHER), ("new_leader", ME), ("started", 8)]),
-    ("our own identity in the record after a restart: take it back as a new term",
-     rec(ME, transitions=3), None, None,
-     True, ME, 4, [("new_leader", ME), ("started", 4)]),
-    ("free lock, someone creates it first", None, None, ConflictError("exists"),
-     False, None, None, []),
-    ("expired, someone updates it first", rec(OTHER, transitions=2), 15.0, ConflictError("409"),
-     False, OTHER, 2, [("new_leader", OTHER)]),
-    ("free lock, server unreachable on write", None, None, LockUnavailable("refused"),
-     False, None, None, []),
+    ("free lock: create it", None, None, None, True, ME, 0, [("new_leader", ME), ("started", 0)]),
+    (
+        "released record: take it at once",
+        rec(None, transitions=4),
+        None,
+        None,
+        True,
+        ME,
+        5,
+        [("new_leader", ME), ("started", 5)],
+    ),
+    ("held, first seen now: wait", rec(OTHER, transitions=2), None, None, False, OTHER, 2, [("new_leader", OTHER)]),
+    (
+        "held, seen just under a lease ago: wait",
+        rec(OTHER, transitions=2),
+        14.9,
+        None,
+        False,
+        OTHER,
+        2,
+        [("new_leader", OTHER)],
+    ),
+    (
+        "held, seen a full lease ago: take over",
+        rec(OTHER, transitions=2),
+        15.0,
+        None,
+        True,
+        ME,
+        3,
+        [("new_leader", OTHER), ("new_leader", ME), ("started", 3)],
+    ),
+    (
+        "held with the record's own shorter lease: expiry uses it",
+        rec(OTHER, lease=5.0),
+        5.0,
+        None,
+        True,
+        ME,
+        1,
+        [("new_leader", OTHER), ("new_leader", ME), ("started", 1)],
+    ),
+    (
+        "skew: remote renewTime an hour old, first seen now: wait",
+        rec(OTHER, transitions=7, renew=dt.datetime(2023, 12, 31, 23, tzinfo=dt.UTC)),
+        None,
+        None,
+        False,
+        OTHER,
+        7,
+        [("new_leader", OTHER)],
+    ),
+    (
+        "skew: remote renewTime an hour in the future, seen a lease ago: take over",
+        rec(OTHER, transitions=7, renew=dt.datetime(2024, 1, 1, 1, tzinfo=dt.UTC)),
+        15.0,
+        None,
+        True,
+        ME,
+        8,
+        [("new_leader", OTHER), ("new_leader", ME), ("started", 8)],
+    ),
+    (
+        "our own identity in the record after a restart: take it back as a new term",
+        rec(ME, transitions=3),
+        None,
+        None,
+        True,
+        ME,
+        4,
+        [("new_leader", ME), ("started", 4)],
+    ),
+    ("free lock, someone creates it first", None, None, ConflictError("exists"), False, None, None, []),
+    (
+        "expired, someone updates it first",
+        rec(OTHER, transitions=2),
+        15.0,
+        ConflictError("409"),
+        False,
+        OTHER,
+        2,
+        [("new_leader", OTHER)],
+    ),
+    ("free lock, server unreachable on write", None, None, LockUnavailable("refused"), False, None, None, []),
 ]
 
 
-@pytest.mark.parametrize("name,stored,seen_for,write_fails,leads,holder,transitions,events",
-                         STEP_TABLE, ids=[row[0] for row in STEP_TABLE])
-def test_one_step(name: str, stored: LeaderRecord | None, seen_for: float | None,
-                  write_fails: Exception | None, leads: bool, holder: str | None,
-                  transitions: int | None, events: list[tuple[str, Any]]) -> None:
+@pytest.mark.parametrize(
+    "name,stored,seen_for,write_fails,leads,holder,transitions,events", STEP_TABLE, ids=[row[0] for row in STEP_TABLE]
+)
+def test_one_step(
+    name: str,
+    stored: LeaderRecord | None,
+    seen_for: float | None,
+    write_fails: Exception | None,
+    leads: bool,
+    holder: str | None,
+    transitions: int | None,
+    events: list[tuple[str, Any]],
+) -> None:
     h = harness()
     h.lock.put(stored)
     if seen_for is not None:
@@ -184,10 +263,17 @@ def test_is_leading_is_computed_from_the_clock_not_a_flag() -> None:
     assert h.events == [("new_leader", ME), ("started", 0)]
 
 
-@pytest.mark.parametrize("tolerance,age,healthy", [
-    (2.0, 0.0, True), (2.0, 16.9, True), (2.0, 17.0, True), (2.0, 17.01, False),
-    (0.0, 15.01, False), (30.0, 44.0, True),
-])
+@pytest.mark.parametrize(
+    "tolerance,age,healthy",
+    [
+        (2.0, 0.0, True),
+        (2.0, 16.9, True),
+        (2.0, 17.0, True),
+        (2.0, 17.01, False),
+        (0.0, 15.01, False),
+        (30.0, 44.0, True),
+    ],
+)
 def test_healthy_fails_when_a_believed_leader_has_not_renewed(tolerance: float, age: float, healthy: bool) -> None:
     h = harness(health_tolerance=tolerance)
     assert h.elector.healthy()  # not leading: nothing to be stuck on
@@ -236,19 +322,24 @@ def test_transitions_count_every_tenure() -> None:
     b = harness(identity="b", lock=lock, clock=clock)
     terms: list[int | None] = []
 
-    assert a.elector.step(); terms.append(a.elector.term)            # a creates: 0
+    assert a.elector.step()
+    terms.append(a.elector.term)  # a creates: 0
     a.elector.release()
-    assert b.elector.step(); terms.append(b.elector.term)            # b takes the released: 1
-    assert not a.elector.step()                                      # a sees b, starts counting
-    clock.advance(CFG.lease_duration)                                # b goes silent
-    assert a.elector.step(); terms.append(a.elector.term)            # a takes over: 2
+    assert b.elector.step()
+    terms.append(b.elector.term)  # b takes the released: 1
+    assert not a.elector.step()  # a sees b, starts counting
+    clock.advance(CFG.lease_duration)  # b goes silent
+    assert a.elector.step()
+    terms.append(a.elector.term)  # a takes over: 2
     lock.fail_with = LockUnavailable("partition")
     clock.advance(CFG.renew_deadline)
-    assert not a.elector.step()                                      # a steps down
+    assert not a.elector.step()  # a steps down
     lock.fail_with = None
-    assert a.elector.step(); terms.append(a.elector.term)            # own record again, new term: 3
+    assert a.elector.step()
+    terms.append(a.elector.term)  # own record again, new term: 3
     clock.advance(CFG.retry_period)
-    assert a.elector.step(); terms.append(a.elector.term)            # a renewal keeps it: 3
+    assert a.elector.step()
+    terms.append(a.elector.term)  # a renewal keeps it: 3
     assert terms == [0, 1, 2, 3, 3]
 
 
@@ -270,6 +361,7 @@ def test_follower_retry_jitter_bounds(draw: float, expected: float) -> None:
 
 def test_jitter_with_the_real_random_source_stays_in_bounds() -> None:
     import random
+
     h = harness(rng=random.Random(7))
     delays = [h.elector.retry_delay() for _ in range(2000)]
     assert min(delays) >= CFG.retry_period
@@ -277,12 +369,15 @@ def test_jitter_with_the_real_random_source_stays_in_bounds() -> None:
     assert max(delays) - min(delays) > 0.3  # it does jitter
 
 
-@pytest.mark.parametrize("seen_for,draw,expected", [
-    (0.0, 0.0, 2.0),             # lease far away: the jittered retry
-    (14.0, 0.0, 1.0 + 0.01),     # lease ends in 1 s: wake right after it
-    (14.0, 0.5, 1.0 + 0.01 + 0.2),
-    (14.9, 0.999, 0.1 + 0.01 + 0.3996),
-])
+@pytest.mark.parametrize(
+    "seen_for,draw,expected",
+    [
+        (0.0, 0.0, 2.0),  # lease far away: the jittered retry
+        (14.0, 0.0, 1.0 + 0.01),  # lease ends in 1 s: wake right after it
+        (14.0, 0.5, 1.0 + 0.01 + 0.2),
+        (14.9, 0.999, 0.1 + 0.01 + 0.3996),
+    ],
+)
 def test_follower_wakes_when_the_observed_lease_expires(seen_for: float, draw: float, expected: float) -> None:
     h = harness(rng=FixedRandom(draw))
     h.lock.put(rec(OTHER))
@@ -302,8 +397,16 @@ def test_a_failing_callback_is_logged_and_the_loop_goes_on(caplog: pytest.LogCap
         raise RuntimeError("callback bug")
 
     clock, lock = FakeClock(), MemoryLock()
-    e = Elector(lock, identity=ME, config=CFG, clock=clock, rng=FixedRandom(0.0),
-                on_started_leading=boom, on_stopped_leading=boom, on_new_leader=boom)
+    e = Elector(
+        lock,
+        identity=ME,
+        config=CFG,
+        clock=clock,
+        rng=FixedRandom(0.0),
+        on_started_leading=boom,
+        on_stopped_leading=boom,
+        on_new_leader=boom,
+    )
     with caplog.at_level(logging.ERROR, logger="election.elector"):
         assert e.step()
         clock.advance(CFG.retry_period)
@@ -374,8 +477,8 @@ def test_run_survives_an_unexpected_error_in_a_step(caplog: pytest.LogCaptureFix
 def test_two_candidates_with_skewed_wall_clocks_never_overlap() -> None:
     """b's wall clock is an hour ahead of a's, so a's renewTime always looks an hour old to b."""
     lock = MemoryLock()
-    ca = FakeClock(wall_start=dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc))
-    cb = FakeClock(wall_start=dt.datetime(2024, 1, 1, 1, tzinfo=dt.timezone.utc))
+    ca = FakeClock(wall_start=dt.datetime(2024, 1, 1, tzinfo=dt.UTC))
+    cb = FakeClock(wall_start=dt.datetime(2024, 1, 1, 1, tzinfo=dt.UTC))
     a = harness(identity="a", lock=lock, clock=ca)
     b = harness(identity="b", lock=lock, clock=cb)
     assert a.elector.step()
@@ -401,8 +504,15 @@ def test_a_callback_may_release_without_deadlocking() -> None:
         seen.append(f"started {term}")
         assert elector.release()
 
-    elector = Elector(lock, identity=ME, config=CFG, clock=clock, rng=FixedRandom(0.0),
-                      on_started_leading=give_up, on_stopped_leading=lambda: seen.append("stopped"))
+    elector = Elector(
+        lock,
+        identity=ME,
+        config=CFG,
+        clock=clock,
+        rng=FixedRandom(0.0),
+        on_started_leading=give_up,
+        on_stopped_leading=lambda: seen.append("stopped"),
+    )
     done = threading.Event()
     worker = threading.Thread(target=lambda: (elector.step(), done.set()), daemon=True)
     worker.start()
@@ -416,7 +526,7 @@ def test_a_follower_warns_once_per_outage(caplog: pytest.LogCaptureFixture) -> N
     h = harness()
     h.lock.put(rec(OTHER))
     with caplog.at_level(logging.DEBUG, logger="election.elector"):
-        for outage in range(2):
+        for _outage in range(2):
             h.lock.fail_with = LockUnavailable("refused")
             for _ in range(3):
                 h.elector.step()

@@ -19,22 +19,29 @@ from election.record import (
     to_lease_spec,
 )
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 RECORDS = [
-    LeaderRecord(holder="pod-a", lease_duration=15.0,
-                 acquire_time=dt.datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC),
-                 renew_time=dt.datetime(2024, 5, 1, 12, 0, 8, tzinfo=UTC), transitions=3),
-    LeaderRecord(holder=None, lease_duration=1.0,
-                 acquire_time=dt.datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC),
-                 renew_time=dt.datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC), transitions=9),
+    LeaderRecord(
+        holder="pod-a",
+        lease_duration=15.0,
+        acquire_time=dt.datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC),
+        renew_time=dt.datetime(2024, 5, 1, 12, 0, 8, tzinfo=UTC),
+        transitions=3,
+    ),
+    LeaderRecord(
+        holder=None,
+        lease_duration=1.0,
+        acquire_time=dt.datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC),
+        renew_time=dt.datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC),
+        transitions=9,
+    ),
     LeaderRecord(holder="x", lease_duration=3.0),
 ]
 
 
 @pytest.mark.parametrize("record", RECORDS)
 def test_lease_spec_round_trip(record: LeaderRecord) -> None:
-    assert from_lease_spec(to_lease_spec(record), version="17") == \
-        LeaderRecord(**{**record.__dict__, "version": "17"})
+    assert from_lease_spec(to_lease_spec(record), version="17") == LeaderRecord(**{**record.__dict__, "version": "17"})
 
 
 @pytest.mark.parametrize("record", RECORDS)
@@ -48,9 +55,13 @@ def test_lease_spec_round_trip_through_the_client_model(record: LeaderRecord) ->
 
 def test_lease_spec_shape() -> None:
     spec = to_lease_spec(RECORDS[1])
-    assert spec == {"holderIdentity": "", "leaseDurationSeconds": 1, "leaseTransitions": 9,
-                    "acquireTime": "2024-05-01T12:00:00.000000Z",  # MicroTime: always 6 digits
-                    "renewTime": "2024-05-01T12:00:00.000000Z"}
+    assert spec == {
+        "holderIdentity": "",
+        "leaseDurationSeconds": 1,
+        "leaseTransitions": 9,
+        "acquireTime": "2024-05-01T12:00:00.000000Z",  # MicroTime: always 6 digits
+        "renewTime": "2024-05-01T12:00:00.000000Z",
+    }
 
 
 @pytest.mark.parametrize("seconds,api_seconds", [(3.0, 3), (2.5, 3), (0.2, 1), (15.0, 15)])

@@ -36,19 +36,22 @@ NOW = 1_700_000_000.0
 # -- parse_retry_after ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value, expected", [
-    (None, None),
-    ("", None),
-    ("   ", None),
-    ("0", 0.0),
-    ("7", 7.0),
-    (" 7 ", 7.0),
-    ("1.5", 1.5),
-    ("-3", None),  # negative: ignored
-    ("nan", None),
-    ("soon", None),
-    ("Mon, 32 Foo 2024 99:00:00 GMT", None),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (None, None),
+        ("", None),
+        ("   ", None),
+        ("0", 0.0),
+        ("7", 7.0),
+        (" 7 ", 7.0),
+        ("1.5", 1.5),
+        ("-3", None),  # negative: ignored
+        ("nan", None),
+        ("soon", None),
+        ("Mon, 32 Foo 2024 99:00:00 GMT", None),
+    ],
+)
 def test_parse_retry_after_seconds_and_garbage(value: str | None, expected: float | None) -> None:
     assert parse_retry_after(value, now=NOW) == expected
 
@@ -63,27 +66,31 @@ def test_parse_retry_after_http_date_is_relative_to_now() -> None:
 # -- kube_error_from ------------------------------------------------------------------------
 
 
-def api_exception(status: int, body: dict[str, Any] | str | None = None, headers: Any = None,
-                  reason: str = "Phrase") -> ApiException:
+def api_exception(
+    status: int, body: dict[str, Any] | str | None = None, headers: Any = None, reason: str = "Phrase"
+) -> ApiException:
     e = ApiException(status=status, reason=reason)
     e.body = json.dumps(body) if isinstance(body, dict) else body
     e.headers = headers
     return e
 
 
-@pytest.mark.parametrize("status, cls, retryable", [
-    (409, KubeConflict, False),
-    (422, KubeInvalid, False),
-    (403, KubeForbidden, False),
-    (404, KubeNotFound, False),
-    (400, KubeApiError, False),
-    (401, KubeApiError, False),
-    (408, KubeTransientError, True),
-    (429, KubeTransientError, True),
-    (500, KubeTransientError, True),
-    (503, KubeTransientError, True),
-    (504, KubeTransientError, True),
-])
+@pytest.mark.parametrize(
+    "status, cls, retryable",
+    [
+        (409, KubeConflict, False),
+        (422, KubeInvalid, False),
+        (403, KubeForbidden, False),
+        (404, KubeNotFound, False),
+        (400, KubeApiError, False),
+        (401, KubeApiError, False),
+        (408, KubeTransientError, True),
+        (429, KubeTransientError, True),
+        (500, KubeTransientError, True),
+        (503, KubeTransientError, True),
+        (504, KubeTransientError, True),
+    ],
+)
 def test_status_codes_map_to_classes(status: int, cls: type[KubeApiError], retryable: bool) -> None:
     error = kube_error_from(api_exception(status))
     assert type(error) is cls
@@ -92,8 +99,12 @@ def test_status_codes_map_to_classes(status: int, cls: type[KubeApiError], retry
 
 
 def test_status_body_gives_reason_message_and_details() -> None:
-    body = {"kind": "Status", "reason": "AlreadyExists", "message": 'jobs.batch "x" already exists',
-            "details": {"name": "x", "kind": "jobs"}}
+    body = {
+        "kind": "Status",
+        "reason": "AlreadyExists",
+        "message": 'jobs.batch "x" already exists',
+        "details": {"name": "x", "kind": "jobs"},
+    }
     error = kube_error_from(api_exception(409, body))
     assert error.reason == "AlreadyExists"
     assert error.message == 'jobs.batch "x" already exists'
@@ -144,13 +155,16 @@ def test_status_zero_means_no_answer() -> None:
     assert str(error).startswith("Kubernetes API no response ")
 
 
-@pytest.mark.parametrize("exc", [
-    urllib3.exceptions.ReadTimeoutError(None, "/apis", "read timed out"),  # type: ignore[arg-type]
-    urllib3.exceptions.ProtocolError("connection aborted"),
-    urllib3.exceptions.MaxRetryError(None, "/apis"),  # type: ignore[arg-type]
-    TimeoutError("timed out"),
-    ConnectionRefusedError(111, "refused"),
-])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        urllib3.exceptions.ReadTimeoutError(None, "/apis", "read timed out"),  # type: ignore[arg-type]
+        urllib3.exceptions.ProtocolError("connection aborted"),
+        urllib3.exceptions.MaxRetryError(None, "/apis"),  # type: ignore[arg-type]
+        TimeoutError("timed out"),
+        ConnectionRefusedError(111, "refused"),
+    ],
+)
 def test_transport_errors_are_transient(exc: BaseException) -> None:
     error = kube_error_from(exc)
     assert isinstance(error, KubeTransientError) and error.retryable and error.status is None

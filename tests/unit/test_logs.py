@@ -20,8 +20,11 @@ class Tty(io.StringIO):
 
 @pytest.fixture(autouse=True)
 def restore_root() -> Iterator[None]:
-    saved = {name: (list(lg.handlers), lg.level, lg.propagate)
-             for name in ("", "gunicorn.error", "gunicorn.access") for lg in [logging.getLogger(name)]}
+    saved = {
+        name: (list(lg.handlers), lg.level, lg.propagate)
+        for name in ("", "gunicorn.error", "gunicorn.access")
+        for lg in [logging.getLogger(name)]
+    }
     yield
     for name, (handlers, level, propagate) in saved.items():
         lg = logging.getLogger(name)

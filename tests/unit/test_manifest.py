@@ -36,11 +36,16 @@ def test_golden_design_example() -> None:
         "metadata": {
             "name": f"my-job-{h}",
             "namespace": "default",
-            "labels": {"app.kubernetes.io/managed-by": "kube-stream-runner", "app": "example",
-                       "kube-stream-runner/message-hash": h},
-            "annotations": {"kube-stream-runner/message-id": VALID["id"],
-                            "kube-stream-runner/stream": "ksr:jobs:default",
-                            "kube-stream-runner/stream-entry-id": "1700000000000-0"},
+            "labels": {
+                "app.kubernetes.io/managed-by": "kube-stream-runner",
+                "app": "example",
+                "kube-stream-runner/message-hash": h,
+            },
+            "annotations": {
+                "kube-stream-runner/message-id": VALID["id"],
+                "kube-stream-runner/stream": "ksr:jobs:default",
+                "kube-stream-runner/stream-entry-id": "1700000000000-0",
+            },
         },
         "spec": {
             "backoffLimit": 0,
@@ -48,8 +53,11 @@ def test_golden_design_example() -> None:
             "ttlSecondsAfterFinished": 60,
             "template": {
                 "metadata": {
-                    "labels": {"app.kubernetes.io/managed-by": "kube-stream-runner", "app": "example",
-                               "kube-stream-runner/message-hash": h},
+                    "labels": {
+                        "app.kubernetes.io/managed-by": "kube-stream-runner",
+                        "app": "example",
+                        "kube-stream-runner/message-hash": h,
+                    },
                     "annotations": {"kube-stream-runner/message-id": VALID["id"]},
                 },
                 "spec": {
@@ -59,17 +67,22 @@ def test_golden_design_example() -> None:
                     "nodeSelector": {"kubernetes.io/hostname": "n1"},
                     "tolerations": [{"key": "k", "operator": "Equal", "value": "v"}],
                     "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "claim"}}],
-                    "containers": [{
-                        "name": "job",
-                        "image": "busybox:latest",
-                        "command": ["/bin/sh", "-c", "echo hi"],
-                        "env": [{"name": "A", "value": "b"}],
-                        "envFrom": [{"configMapRef": {"name": "cm"}}],
-                        "resources": {"limits": {"cpu": "1", "memory": "512Mi"}},
-                        "volumeMounts": [{"name": "data", "mountPath": "/workdir"}],
-                        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
-                                            "seccompProfile": {"type": "RuntimeDefault"}},
-                    }],
+                    "containers": [
+                        {
+                            "name": "job",
+                            "image": "busybox:latest",
+                            "command": ["/bin/sh", "-c", "echo hi"],
+                            "env": [{"name": "A", "value": "b"}],
+                            "envFrom": [{"configMapRef": {"name": "cm"}}],
+                            "resources": {"limits": {"cpu": "1", "memory": "512Mi"}},
+                            "volumeMounts": [{"name": "data", "mountPath": "/workdir"}],
+                            "securityContext": {
+                                "allowPrivilegeEscalation": False,
+                                "capabilities": {"drop": ["ALL"]},
+                                "seccompProfile": {"type": "RuntimeDefault"},
+                            },
+                        }
+                    ],
                 },
             },
         },
@@ -82,17 +95,24 @@ def test_minimal_message_gets_kubernetes_defaults() -> None:
     assert set(spec) == {"template"}
     pod = spec["template"]["spec"]
     assert set(pod) == {"restartPolicy", "automountServiceAccountToken", "securityContext", "containers"}
-    assert pod["containers"][0] == {"name": "job", "image": "img", "securityContext": pod["containers"][0]["securityContext"]}
+    assert pod["containers"][0] == {
+        "name": "job",
+        "image": "img",
+        "securityContext": pod["containers"][0]["securityContext"],
+    }
     assert "generateName" not in job["metadata"]
 
 
-@pytest.mark.parametrize("prefix, message_id", [
-    ("my-job", "31a89a91"),
-    ("a", "x"),
-    ("a" * 63, "id-1"),
-    ("a" * 45 + "-" + "b" * 17, "id-2"),  # the cut lands right after a '-'
-    ("x" * 46 + "-tail", "id-3"),
-])
+@pytest.mark.parametrize(
+    "prefix, message_id",
+    [
+        ("my-job", "31a89a91"),
+        ("a", "x"),
+        ("a" * 63, "id-1"),
+        ("a" * 45 + "-" + "b" * 17, "id-2"),  # the cut lands right after a '-'
+        ("x" * 46 + "-tail", "id-3"),
+    ],
+)
 def test_job_name_is_a_short_dns_label(prefix: str, message_id: str) -> None:
     name = job_name(prefix, message_id)
     assert len(name) <= 63 and DNS_LABEL.match(name), name
@@ -106,7 +126,8 @@ def test_job_names_differ_by_id_and_match_label() -> None:
     job = build(VALID)
     assert job["metadata"]["name"].endswith(job["metadata"]["labels"][HASH_LABEL])
     assert message_selector(VALID["id"]) == (
-        f"app.kubernetes.io/managed-by=kube-stream-runner,{HASH_LABEL}={message_hash(VALID['id'])}")
+        f"app.kubernetes.io/managed-by=kube-stream-runner,{HASH_LABEL}={message_hash(VALID['id'])}"
+    )
 
 
 def pod(job: dict[str, Any]) -> dict[str, Any]:
@@ -133,25 +154,36 @@ def test_resources_requests_only() -> None:
     assert container(build(doc))["resources"] == {"requests": {"cpu": "250m"}}
 
 
-@pytest.mark.parametrize("env, account, expected_name, mounted", [
-    ({}, None, None, False),
-    ({}, "default", None, False),
-    ({"KSR_ALLOWED_SERVICE_ACCOUNTS": "builder"}, "builder", "builder", True),
-    ({"KSR_ALLOWED_SERVICE_ACCOUNTS": "default"}, "default", None, True),
-    ({"KSR_ALLOWED_SERVICE_ACCOUNTS": "*"}, "anyone", "anyone", True),
-])
-def test_service_account_and_token(env: dict[str, str], account: str | None, expected_name: str | None, mounted: bool) -> None:
+@pytest.mark.parametrize(
+    "env, account, expected_name, mounted",
+    [
+        ({}, None, None, False),
+        ({}, "default", None, False),
+        ({"KSR_ALLOWED_SERVICE_ACCOUNTS": "builder"}, "builder", "builder", True),
+        ({"KSR_ALLOWED_SERVICE_ACCOUNTS": "default"}, "default", None, True),
+        ({"KSR_ALLOWED_SERVICE_ACCOUNTS": "*"}, "anyone", "anyone", True),
+    ],
+)
+def test_service_account_and_token(
+    env: dict[str, str], account: str | None, expected_name: str | None, mounted: bool
+) -> None:
     doc = variant("job.serviceAccount", account if account else DELETE)
     spec = pod(build(doc, Settings.from_env({"POD_NAME": "r0", **env})))
     assert spec.get("serviceAccountName") == expected_name
     assert spec["automountServiceAccountToken"] is mounted
 
 
-@pytest.mark.parametrize("toleration, expected", [
-    ({"key": "gpu"}, {"key": "gpu", "operator": "Exists"}),
-    ({"key": "gpu", "effect": "NoSchedule"}, {"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}),
-    ({"key": "k", "value": "v", "effect": "NoExecute"}, {"key": "k", "operator": "Equal", "value": "v", "effect": "NoExecute"}),
-])
+@pytest.mark.parametrize(
+    "toleration, expected",
+    [
+        ({"key": "gpu"}, {"key": "gpu", "operator": "Exists"}),
+        ({"key": "gpu", "effect": "NoSchedule"}, {"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}),
+        (
+            {"key": "k", "value": "v", "effect": "NoExecute"},
+            {"key": "k", "operator": "Equal", "value": "v", "effect": "NoExecute"},
+        ),
+    ],
+)
 def test_tolerations(toleration: dict[str, str], expected: dict[str, str]) -> None:
     assert pod(build(variant("job.toleration", toleration)))["tolerations"] == [expected]
 

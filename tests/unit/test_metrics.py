@@ -33,13 +33,16 @@ def fresh() -> tuple[Metrics, CollectorRegistry]:
     return Metrics(registry), registry
 
 
-@pytest.mark.parametrize("outcome,processed,failed", [
-    ("dispatched", 1, 0),
-    ("duplicate", 1, 0),
-    ("invalid", 1, 1),
-    ("dead_lettered", 1, 1),
-    ("retried", 0, 0),
-])
+@pytest.mark.parametrize(
+    "outcome,processed,failed",
+    [
+        ("dispatched", 1, 0),
+        ("duplicate", 1, 0),
+        ("invalid", 1, 1),
+        ("dead_lettered", 1, 1),
+        ("retried", 0, 0),
+    ],
+)
 def test_count_message_feeds_processed_and_failed(fresh, outcome, processed, failed):
     m, registry = fresh
     m.count_message(outcome)
@@ -56,10 +59,12 @@ def test_unknown_outcome_is_refused(fresh):
 
 def test_stream_stats_set_gauges_and_queue_length(fresh):
     m, registry = fresh
-    m.set_stream_stats({
-        "ksr:jobs:default": {"length": 10, "pending": 2, "lag": 3, "dead": 1},
-        "ksr:jobs:low": {"length": 4, "pending": 0, "lag": None, "dead": 0},
-    })
+    m.set_stream_stats(
+        {
+            "ksr:jobs:default": {"length": 10, "pending": 2, "lag": 3, "dead": 1},
+            "ksr:jobs:low": {"length": 4, "pending": 0, "lag": None, "dead": 0},
+        }
+    )
     assert value(registry, "ksr_stream_length", stream="ksr:jobs:default") == 10
     assert value(registry, "ksr_stream_dead_letters", stream="ksr:jobs:default") == 1
     assert value(registry, "ksr_queue_length", stream="ksr:jobs:default") == 5
@@ -102,8 +107,14 @@ def run_python(code: str, env_dir: Path | None, timeout: float = 60) -> subproce
     if env_dir is not None:
         env[metrics.ENV_MULTIPROC_DIR] = str(env_dir)
     env["PYTHONPATH"] = str(REPO)
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
 
 
 def test_multiprocess_wipe_sum_and_promtool(tmp_path):
@@ -120,23 +131,29 @@ def test_multiprocess_wipe_sum_and_promtool(tmp_path):
         m.heartbeat("reader", 1700000000.0)
         m.set_stream_stats({"ksr:jobs:default": {"length": 3, "pending": 1, "lag": 2, "dead": 0}})
     """
-    first = run_python(f"""
+    first = run_python(
+        f"""
         from runner import metrics
         metrics.setup_multiprocess(wipe=True)
-        import os; assert not os.path.exists({str(mp / 'counter_1.db')!r})
-        {textwrap.dedent(writer).strip().replace(chr(10), chr(10) + '        ')}
-    """, mp)
+        import os; assert not os.path.exists({str(mp / "counter_1.db")!r})
+        {textwrap.dedent(writer).strip().replace(chr(10), chr(10) + "        ")}
+    """,
+        mp,
+    )
     assert first.returncode == 0, first.stderr
     second = run_python(writer, mp)  # another process, as a gunicorn worker or the RQ worker
     assert second.returncode == 0, second.stderr
-    rendered = run_python("""
+    rendered = run_python(
+        """
         import sys
         from runner import metrics
         metrics.setup_multiprocess()
         body, ctype = metrics.render()
         assert ctype.startswith("text/plain"), ctype
         sys.stdout.write(body.decode())
-    """, mp)
+    """,
+        mp,
+    )
     assert rendered.returncode == 0, rendered.stderr
     text = rendered.stdout
     assert 'ksr_messages_total{outcome="dispatched"} 2.0' in text
@@ -151,7 +168,8 @@ def test_multiprocess_wipe_sum_and_promtool(tmp_path):
 
 
 def test_wipe_after_metrics_exist_is_refused(tmp_path):
-    result = run_python("""
+    result = run_python(
+        """
         from runner import metrics
         metrics.setup_multiprocess()
         metrics.get()
@@ -159,7 +177,9 @@ def test_wipe_after_metrics_exist_is_refused(tmp_path):
             metrics.setup_multiprocess(wipe=True)
         except RuntimeError as e:
             print("refused:", e)
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert "refused: setup_multiprocess(wipe=True) after metrics were created" in result.stdout
 
@@ -171,4 +191,6 @@ def test_cleanup_dead_processes_drops_live_gauges_only(tmp_path):
     for name in (f"gauge_livemax_{dead_pid}.db", f"counter_{dead_pid}.db", f"gauge_livemax_{os.getpid()}.db"):
         (tmp_path / name).write_bytes(b"")
     assert metrics.cleanup_dead_processes(tmp_path) == [dead_pid]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"counter_{dead_pid}.db", f"gauge_livemax_{os.getpid()}.db"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f"counter_{dead_pid}.db", f"gauge_livemax_{os.getpid()}.db"]
+    )

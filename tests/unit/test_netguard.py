@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from typing import Sequence
+from collections.abc import Sequence
 
 import pytest
 
@@ -18,37 +18,42 @@ from runner.callbacks.netguard import (
 from runner.errors import HostUnresolvable, WebhookRefused
 
 
-@pytest.mark.parametrize("address, fragment", [
-    ("127.0.0.1", "loopback"),
-    ("127.8.9.10", "loopback"),
-    ("::1", "loopback"),
-    ("10.0.0.1", "private"),
-    ("172.16.5.4", "private"),
-    ("192.168.1.1", "private"),
-    ("169.254.169.254", "metadata"),
-    ("169.254.1.1", "link-local"),
-    ("fe80::1", "link-local"),
-    ("100.64.0.1", "carrier-grade NAT"),
-    ("100.127.255.254", "carrier-grade NAT"),
-    ("fc00::1", "unique local"),
-    ("fd00:ec2::254", "unique local"),
-    ("::ffff:127.0.0.1", "IPv4-mapped"),
-    ("::ffff:8.8.8.8", "IPv4-mapped"),
-    ("0.0.0.0", "unspecified"),
-    ("::", "unspecified"),
-    ("224.0.0.251", "multicast"),
-    ("ff02::1", "multicast"),
-    ("2002:a00:1::", "embedding 10.0.0.1"),  # 6to4 wrapping a private address
-    ("64:ff9b::a9fe:a9fe", "embedding 169.254.169.254"),  # NAT64 wrapping the metadata address
-    ("240.0.0.1", ""),  # reserved (Python files it under private)
-    ("192.0.2.10", ""),  # documentation range: not global
-])
+@pytest.mark.parametrize(
+    "address, fragment",
+    [
+        ("127.0.0.1", "loopback"),
+        ("127.8.9.10", "loopback"),
+        ("::1", "loopback"),
+        ("10.0.0.1", "private"),
+        ("172.16.5.4", "private"),
+        ("192.168.1.1", "private"),
+        ("169.254.169.254", "metadata"),
+        ("169.254.1.1", "link-local"),
+        ("fe80::1", "link-local"),
+        ("100.64.0.1", "carrier-grade NAT"),
+        ("100.127.255.254", "carrier-grade NAT"),
+        ("fc00::1", "unique local"),
+        ("fd00:ec2::254", "unique local"),
+        ("::ffff:127.0.0.1", "IPv4-mapped"),
+        ("::ffff:8.8.8.8", "IPv4-mapped"),
+        ("0.0.0.0", "unspecified"),
+        ("::", "unspecified"),
+        ("224.0.0.251", "multicast"),
+        ("ff02::1", "multicast"),
+        ("2002:a00:1::", "embedding 10.0.0.1"),  # 6to4 wrapping a private address
+        ("64:ff9b::a9fe:a9fe", "embedding 169.254.169.254"),  # NAT64 wrapping the metadata address
+        ("240.0.0.1", ""),  # reserved (Python files it under private)
+        ("192.0.2.10", ""),  # documentation range: not global
+    ],
+)
 def test_refused_addresses(address: str, fragment: str) -> None:
     reason = refusal_reason(ipaddress.ip_address(address))
     assert reason is not None and fragment in reason
 
 
-@pytest.mark.parametrize("address", ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "64:ff9b::808:808", "100.128.0.1"])
+@pytest.mark.parametrize(
+    "address", ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "64:ff9b::808:808", "100.128.0.1"]
+)
 def test_public_addresses(address: str) -> None:
     assert refusal_reason(ipaddress.ip_address(address)) is None
 
@@ -76,12 +81,16 @@ def fixed(answers: dict[str, list[str]]) -> Resolver:
         if host not in answers:
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         return answers[host]
+
     return resolve
 
 
 def test_check_url_gives_the_checked_addresses_and_request_target() -> None:
-    target = check_url("https://Hook.Example:8443/cb/x?a=1#frag", Allowlist(),
-                       resolver=fixed({"hook.example": ["93.184.216.34", "2606:2800:220:1::1", "93.184.216.34"]}))
+    target = check_url(
+        "https://Hook.Example:8443/cb/x?a=1#frag",
+        Allowlist(),
+        resolver=fixed({"hook.example": ["93.184.216.34", "2606:2800:220:1::1", "93.184.216.34"]}),
+    )
     assert target.scheme == "https" and target.host == "hook.example" and target.port == 8443
     assert target.request_target == "/cb/x?a=1"
     assert [str(a) for a in target.addresses] == ["93.184.216.34", "2606:2800:220:1::1"]
@@ -90,16 +99,19 @@ def test_check_url_gives_the_checked_addresses_and_request_target() -> None:
     assert check_url("http://93.184.216.34", Allowlist()).request_target == "/"
 
 
-@pytest.mark.parametrize("url, fragment", [
-    ("ftp://93.184.216.34/", "scheme must be http or https"),
-    ("file:///etc/passwd", "scheme"),
-    ("http://", "no host"),
-    ("http://93.184.216.34:99999/", "not a valid URL"),
-    ("http://93.184.216.34:0/", "port 0"),
-    ("http://a@93.184.216.34/", "credentials"),
-    ("http://bad_host!/", "not a valid host name"),
-    ("http://2130706433/", "does not resolve"),  # decimal IP tricks go to the resolver, which says no
-])
+@pytest.mark.parametrize(
+    "url, fragment",
+    [
+        ("ftp://93.184.216.34/", "scheme must be http or https"),
+        ("file:///etc/passwd", "scheme"),
+        ("http://", "no host"),
+        ("http://93.184.216.34:99999/", "not a valid URL"),
+        ("http://93.184.216.34:0/", "port 0"),
+        ("http://a@93.184.216.34/", "credentials"),
+        ("http://bad_host!/", "not a valid host name"),
+        ("http://2130706433/", "does not resolve"),  # decimal IP tricks go to the resolver, which says no
+    ],
+)
 def test_check_url_refuses(url: str, fragment: str) -> None:
     with pytest.raises(WebhookRefused, match=fragment):
         check_url(url, Allowlist(), resolver=fixed({}))
@@ -128,5 +140,6 @@ def test_resolution_failures_say_whether_to_retry() -> None:
 def test_localhost_via_the_system_resolver() -> None:
     with pytest.raises(WebhookRefused, match="loopback"):
         check_url("http://localhost:1/", Allowlist())
-    assert ipaddress.ip_address("127.0.0.1") in resolve_allowed("http://localhost:1/", Allowlist.parse(["localhost"])) \
-        or ipaddress.ip_address("::1") in resolve_allowed("http://localhost:1/", Allowlist.parse(["localhost"]))
+    assert ipaddress.ip_address("127.0.0.1") in resolve_allowed(
+        "http://localhost:1/", Allowlist.parse(["localhost"])
+    ) or ipaddress.ip_address("::1") in resolve_allowed("http://localhost:1/", Allowlist.parse(["localhost"]))

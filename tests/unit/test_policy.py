@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import socket
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -42,48 +43,77 @@ def test_design_example_is_allowed_by_default() -> None:
     check(VALID)
 
 
-@pytest.mark.parametrize("env, path, value", [
-    ({"KSR_ALLOWED_NAMESPACES": "default,batch"}, "job.namespace", "batch"),
-    ({"KSR_ALLOWED_NAMESPACES": "*"}, "job.namespace", "anything"),
-    ({"KSR_ALLOWED_IMAGES": "registry.example/,busybox:"}, "job.image", "registry.example/team/app:1"),
-    ({"KSR_ALLOWED_ENVREFS": "cm,creds"}, "job.envRef", [{"name": "creds", "type": "secret"}]),
-    ({"KSR_ALLOWED_SERVICE_ACCOUNTS": "builder"}, "job.serviceAccount", "builder"),
-    ({"KSR_ALLOWED_SERVICE_ACCOUNTS": "*"}, "job.serviceAccount", "anyone"),
-    ({"KSR_WEBHOOK_ALLOW": "10.0.0.0/8"}, "webhook", {"url": "http://internal.example/h"}),
-    ({"KSR_WEBHOOK_ALLOW": "internal.example"}, "webhook", {"url": "http://internal.example/h"}),
-    ({"KSR_WEBHOOK_ALLOW": "127.0.0.1"}, "webhook", {"url": "http://127.0.0.1:8000/h"}),
-    ({"KSR_WEBHOOK_ALLOW": "::1"}, "webhook", {"url": "http://[::1]:8000/h"}),
-    ({}, "webhook", {"url": "https://callback.example/hook?x=1"}),
-    ({}, "webhook", {"url": "http://flaky.example/h"}),  # resolver down: checked again at send time
-    ({}, "job.ttlSecondsAfterFinished", 604799),
-])
+@pytest.mark.parametrize(
+    "env, path, value",
+    [
+        ({"KSR_ALLOWED_NAMESPACES": "default,batch"}, "job.namespace", "batch"),
+        ({"KSR_ALLOWED_NAMESPACES": "*"}, "job.namespace", "anything"),
+        ({"KSR_ALLOWED_IMAGES": "registry.example/,busybox:"}, "job.image", "registry.example/team/app:1"),
+        ({"KSR_ALLOWED_ENVREFS": "cm,creds"}, "job.envRef", [{"name": "creds", "type": "secret"}]),
+        ({"KSR_ALLOWED_SERVICE_ACCOUNTS": "builder"}, "job.serviceAccount", "builder"),
+        ({"KSR_ALLOWED_SERVICE_ACCOUNTS": "*"}, "job.serviceAccount", "anyone"),
+        ({"KSR_WEBHOOK_ALLOW": "10.0.0.0/8"}, "webhook", {"url": "http://internal.example/h"}),
+        ({"KSR_WEBHOOK_ALLOW": "internal.example"}, "webhook", {"url": "http://internal.example/h"}),
+        ({"KSR_WEBHOOK_ALLOW": "127.0.0.1"}, "webhook", {"url": "http://127.0.0.1:8000/h"}),
+        ({"KSR_WEBHOOK_ALLOW": "::1"}, "webhook", {"url": "http://[::1]:8000/h"}),
+        ({}, "webhook", {"url": "https://callback.example/hook?x=1"}),
+        ({}, "webhook", {"url": "http://flaky.example/h"}),  # resolver down: checked again at send time
+        ({}, "job.ttlSecondsAfterFinished", 604799),
+    ],
+)
 def test_allowed(env: dict[str, str], path: str, value: Any) -> None:
     check(variant(path, value), settings(**env))
 
 
-@pytest.mark.parametrize("env, path, value, field, fragment", [
-    ({}, "job.namespace", "kube-system", "job.namespace", "'kube-system' is not allowed (allowed: default)"),
-    ({"KSR_ALLOWED_IMAGES": "registry.example/"}, "job.image", "busybox:latest", "job.image", "allowed prefix"),
-    ({"KSR_ALLOWED_IMAGES": "registry.example/"}, "job.image", "registry.example.evil/x", "job.image", "allowed prefix"),
-    ({"KSR_ALLOWED_ENVREFS": "cm"}, "job.envRef", [{"name": "cm", "type": "configmap"}, {"name": "db", "type": "secret"}],
-     "job.envRef[1].name", "secret 'db' is not allowed"),
-    ({}, "job.serviceAccount", "cluster-admin", "job.serviceAccount", "'cluster-admin' is not allowed (allowed: default)"),
-    ({"KSR_STATE_TTL": "3600"}, "job.ttlSecondsAfterFinished", 3600, "job.ttlSecondsAfterFinished", "less than KSR_STATE_TTL"),
-    ({}, "webhook", {"url": "http://169.254.169.254/latest/meta-data"}, "webhook.url", "metadata"),
-    ({}, "webhook", {"url": "http://10.0.0.1/h"}, "webhook.url", "private"),
-    ({}, "webhook", {"url": "http://127.0.0.1:8000/h"}, "webhook.url", "loopback"),
-    ({}, "webhook", {"url": "http://[::1]/h"}, "webhook.url", "loopback"),
-    ({}, "webhook", {"url": "http://[::ffff:10.0.0.1]/h"}, "webhook.url", "IPv4-mapped"),
-    ({}, "webhook", {"url": "http://[fd12::1]/h"}, "webhook.url", "unique local"),
-    ({}, "webhook", {"url": "http://100.64.0.5/h"}, "webhook.url", "carrier-grade NAT"),
-    ({}, "webhook", {"url": "http://0.0.0.0/h"}, "webhook.url", "unspecified"),
-    ({}, "webhook", {"url": "http://internal.example/h"}, "webhook.url", "'internal.example' resolves to 10.1.2.3"),
-    ({}, "webhook", {"url": "http://rebind.example/h"}, "webhook.url", "127.0.0.1, a loopback address"),
-    ({}, "webhook", {"url": "http://metadata.example/h"}, "webhook.url", "metadata"),
-    ({}, "webhook", {"url": "http://nowhere.example/h"}, "webhook.url", "does not resolve"),
-    ({}, "webhook", {"url": "http://user:pw@callback.example/h"}, "webhook.url", "credentials"),
-    ({"KSR_WEBHOOK_ALLOW": "10.9.0.0/16"}, "webhook", {"url": "http://10.0.0.1/h"}, "webhook.url", "private"),
-])
+@pytest.mark.parametrize(
+    "env, path, value, field, fragment",
+    [
+        ({}, "job.namespace", "kube-system", "job.namespace", "'kube-system' is not allowed (allowed: default)"),
+        ({"KSR_ALLOWED_IMAGES": "registry.example/"}, "job.image", "busybox:latest", "job.image", "allowed prefix"),
+        (
+            {"KSR_ALLOWED_IMAGES": "registry.example/"},
+            "job.image",
+            "registry.example.evil/x",
+            "job.image",
+            "allowed prefix",
+        ),
+        (
+            {"KSR_ALLOWED_ENVREFS": "cm"},
+            "job.envRef",
+            [{"name": "cm", "type": "configmap"}, {"name": "db", "type": "secret"}],
+            "job.envRef[1].name",
+            "secret 'db' is not allowed",
+        ),
+        (
+            {},
+            "job.serviceAccount",
+            "cluster-admin",
+            "job.serviceAccount",
+            "'cluster-admin' is not allowed (allowed: default)",
+        ),
+        (
+            {"KSR_STATE_TTL": "3600"},
+            "job.ttlSecondsAfterFinished",
+            3600,
+            "job.ttlSecondsAfterFinished",
+            "less than KSR_STATE_TTL",
+        ),
+        ({}, "webhook", {"url": "http://169.254.169.254/latest/meta-data"}, "webhook.url", "metadata"),
+        ({}, "webhook", {"url": "http://10.0.0.1/h"}, "webhook.url", "private"),
+        ({}, "webhook", {"url": "http://127.0.0.1:8000/h"}, "webhook.url", "loopback"),
+        ({}, "webhook", {"url": "http://[::1]/h"}, "webhook.url", "loopback"),
+        ({}, "webhook", {"url": "http://[::ffff:10.0.0.1]/h"}, "webhook.url", "IPv4-mapped"),
+        ({}, "webhook", {"url": "http://[fd12::1]/h"}, "webhook.url", "unique local"),
+        ({}, "webhook", {"url": "http://100.64.0.5/h"}, "webhook.url", "carrier-grade NAT"),
+        ({}, "webhook", {"url": "http://0.0.0.0/h"}, "webhook.url", "unspecified"),
+        ({}, "webhook", {"url": "http://internal.example/h"}, "webhook.url", "'internal.example' resolves to 10.1.2.3"),
+        ({}, "webhook", {"url": "http://rebind.example/h"}, "webhook.url", "127.0.0.1, a loopback address"),
+        ({}, "webhook", {"url": "http://metadata.example/h"}, "webhook.url", "metadata"),
+        ({}, "webhook", {"url": "http://nowhere.example/h"}, "webhook.url", "does not resolve"),
+        ({}, "webhook", {"url": "http://user:pw@callback.example/h"}, "webhook.url", "credentials"),
+        ({"KSR_WEBHOOK_ALLOW": "10.9.0.0/16"}, "webhook", {"url": "http://10.0.0.1/h"}, "webhook.url", "private"),
+    ],
+)
 def test_refused(env: dict[str, str], path: str, value: Any, field: str, fragment: str) -> None:
     with pytest.raises(PolicyRefused) as caught:
         check(variant(path, value), settings(**env))

@@ -32,11 +32,19 @@ def test_defaults() -> None:
     assert s.state.record_key("abc") == "ksr:msg:abc"
     assert (s.streams.events_stream, s.streams.events_maxlen) == ("ksr:events", 100000)
     assert (s.callbacks.queue, s.callbacks.timeout, s.callbacks.retry_horizon, s.callbacks.max_attempts) == (
-        "ksr-callbacks", 10.0, 3600.0, 12)
+        "ksr-callbacks",
+        10.0,
+        3600.0,
+        12,
+    )
     assert s.callbacks.signing_keys == () and not s.callbacks.signed
     assert (s.server.http_port, s.server.stuck_threshold, s.server.log_format) == (8080, 60.0, "auto")
     assert (s.kube.polling_interval, s.kube.worker_pool_size, s.kube.client_timeout, s.kube.pod_start_timeout) == (
-        5.0, 4, 10.0, 300.0)
+        5.0,
+        4,
+        10.0,
+        300.0,
+    )
     assert s.election.lock_name == "ksr-leader"
     assert (s.election.lease_duration, s.election.renew_deadline, s.election.retry_period) == (15.0, 10.0, 2.0)
     assert s.test_crash_at is None
@@ -48,10 +56,13 @@ def test_settings_are_frozen() -> None:
         s.lock = "lease"  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("env", [
-    {"KUBERNETES_SERVICE_HOST": "10.96.0.1"},
-    {"KUBECONFIG": "/tmp/kubeconfig"},
-])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"KUBERNETES_SERVICE_HOST": "10.96.0.1"},
+        {"KUBECONFIG": "/tmp/kubeconfig"},
+    ],
+)
 def test_cluster_config_makes_lease_and_kubernetes_the_default(env: dict[str, str]) -> None:
     s = Settings.from_env({**BARE, **env})
     assert s.lock == "lease" and s.kube.executor == "kubernetes"
@@ -71,17 +82,19 @@ def test_explicit_lock_and_executor_win() -> None:
 
 
 def test_values_parsed() -> None:
-    s = Settings.from_env({
-        **BARE,
-        "KSR_STREAMS": " a , b ",
-        "POD_NAMESPACE": "jobs",
-        "KSR_ALLOWED_IMAGES": "registry.example/,busybox",
-        "KSR_ALLOWED_SERVICE_ACCOUNTS": "builder",
-        "KSR_WEBHOOK_ALLOW": "127.0.0.1,receiver.test,10.0.0.0/8,*.svc.cluster.local",
-        "POD_START_TIMEOUT": "30s",
-        "KSR_TEST_CRASH_AT": "after_claim",
-        "CACHE_JOB_KEY_PREFIX": "t42:msg:",
-    })
+    s = Settings.from_env(
+        {
+            **BARE,
+            "KSR_STREAMS": " a , b ",
+            "POD_NAMESPACE": "jobs",
+            "KSR_ALLOWED_IMAGES": "registry.example/,busybox",
+            "KSR_ALLOWED_SERVICE_ACCOUNTS": "builder",
+            "KSR_WEBHOOK_ALLOW": "127.0.0.1,receiver.test,10.0.0.0/8,*.svc.cluster.local",
+            "POD_START_TIMEOUT": "30s",
+            "KSR_TEST_CRASH_AT": "after_claim",
+            "CACHE_JOB_KEY_PREFIX": "t42:msg:",
+        }
+    )
     assert s.streams.streams == ("a", "b")
     assert s.policy.allowed_namespaces == ("jobs",)
     assert s.policy.image_allowed("busybox:1.36") and not s.policy.image_allowed("evil/busybox")
@@ -107,11 +120,13 @@ def test_empty_values_mean_default() -> None:
 
 
 def test_secrets_stay_out_of_repr_and_masked() -> None:
-    s = Settings.from_env({
-        **BARE,
-        "REDIS_URL": "redis://user:hunter2@redis.example:6380/1",
-        "KSR_WEBHOOK_SECRET": "topsecret1, whsec_c2VjcmV0Mg==",
-    })
+    s = Settings.from_env(
+        {
+            **BARE,
+            "REDIS_URL": "redis://user:hunter2@redis.example:6380/1",
+            "KSR_WEBHOOK_SECRET": "topsecret1, whsec_c2VjcmV0Mg==",
+        }
+    )
     assert s.redis.url == "redis://user:hunter2@redis.example:6380/1"
     assert s.callbacks.signing_keys == (b"topsecret1", b"secret2")
     for text in (repr(s), str(s), repr(s.callbacks), repr(s.redis), str(s.masked())):
@@ -127,40 +142,43 @@ def test_masked_lists_every_documented_variable() -> None:
         assert f"`{name}`" in documented, name
 
 
-@pytest.mark.parametrize("env, variable, fragment", [
-    ({"KSR_STREAMS": ""}, "KSR_STREAMS", "must not be empty"),
-    ({"KSR_STREAMS": " , "}, "KSR_STREAMS", "must not be empty"),
-    ({"KSR_STREAMS": "a,b,a"}, "KSR_STREAMS", "duplicate stream a"),
-    ({"KSR_STREAMS": "a,a:dead"}, "KSR_STREAMS", "dead-letter suffix"),
-    ({"KSR_EVENTS_STREAM": "ksr:jobs:low"}, "KSR_EVENTS_STREAM", "also one of KSR_STREAMS"),
-    ({"POD_START_TIMEOUT": "abc"}, "POD_START_TIMEOUT", "must be a number of seconds > 0, got 'abc'"),
-    ({"POD_START_TIMEOUT": "0"}, "POD_START_TIMEOUT", "> 0"),
-    ({"POD_START_TIMEOUT": "nan"}, "POD_START_TIMEOUT", "> 0"),
-    ({"KUBERNETES_CLIENT_TIMEOUT": "-1"}, "KUBERNETES_CLIENT_TIMEOUT", "> 0"),
-    ({"HTTP_SERVER_PORT": "70000"}, "HTTP_SERVER_PORT", "<= 65535"),
-    ({"HTTP_SERVER_PORT": "80.5"}, "HTTP_SERVER_PORT", "an integer"),
-    ({"QUEUE_WORKER_POOL_SIZE": "0"}, "QUEUE_WORKER_POOL_SIZE", ">= 1"),
-    ({"KSR_MAX_ACTIVE_JOBS": "-1"}, "KSR_MAX_ACTIVE_JOBS", ">= 0"),
-    ({"KSR_MAX_MESSAGE_BYTES": "100"}, "KSR_MAX_MESSAGE_BYTES", ">= 1024"),
-    ({"KSR_READ_COUNT": "many"}, "KSR_READ_COUNT", "got 'many'"),
-    ({"KSR_LOCK": "zookeeper"}, "KSR_LOCK", "lease|redis"),
-    ({"KSR_EXECUTOR": "docker"}, "KSR_EXECUTOR", "kubernetes|local"),
-    ({"KSR_LOG_FORMAT": "xml"}, "KSR_LOG_FORMAT", "auto|json|text"),
-    ({"REDIS_URL": "http://x"}, "REDIS_URL", "scheme"),
-    ({"REDIS_URL": "redis://h:99999"}, "REDIS_URL", "not a valid URL"),
-    ({"CACHE_JOB_KEY_PREFIX": "jobs:"}, "CACHE_JOB_KEY_PREFIX", "<namespace>:<name>:"),
-    ({"CACHE_JOB_KEY_PREFIX": "ksr:msg"}, "CACHE_JOB_KEY_PREFIX", "<namespace>:<name>:"),
-    ({"CACHE_JOB_KEY_PREFIX": "ksr:active:"}, "CACHE_JOB_KEY_PREFIX", "'active'"),
-    ({"KSR_WEBHOOK_ALLOW": "10.0.0.0/33"}, "KSR_WEBHOOK_ALLOW", "10.0.0.0/33"),
-    ({"KSR_WEBHOOK_SECRET": "whsec_!!!"}, "KSR_WEBHOOK_SECRET", "secret #1"),
-    ({"KSR_CALLBACK_RETRY_HORIZON": "5"}, "KSR_CALLBACK_RETRY_HORIZON", "longer than KSR_CALLBACK_TIMEOUT"),
-    ({"KSR_BLOCK_MS": "60000"}, "KSR_BLOCK_MS", "shorter than KSR_STUCK_THRESHOLD"),
-    ({"POLLING_INTERVAL": "90"}, "POLLING_INTERVAL", "shorter than KSR_STUCK_THRESHOLD"),
-    ({"KSR_STATE_TTL": "10"}, "KSR_STATE_TTL", ">= 60"),
-    ({"KSR_LEASE_DURATION": "5"}, "KSR_LEASE_DURATION", "KSR_RENEW_DEADLINE"),
-    ({"KSR_RETRY_PERIOD": "soon"}, "KSR_RETRY_PERIOD", "'soon'"),
-    ({"LEADER_ELECTION_LOCK_NAME": "Not_Valid"}, "LEADER_ELECTION_LOCK_NAME", "DNS-1123"),
-])
+@pytest.mark.parametrize(
+    "env, variable, fragment",
+    [
+        ({"KSR_STREAMS": ""}, "KSR_STREAMS", "must not be empty"),
+        ({"KSR_STREAMS": " , "}, "KSR_STREAMS", "must not be empty"),
+        ({"KSR_STREAMS": "a,b,a"}, "KSR_STREAMS", "duplicate stream a"),
+        ({"KSR_STREAMS": "a,a:dead"}, "KSR_STREAMS", "dead-letter suffix"),
+        ({"KSR_EVENTS_STREAM": "ksr:jobs:low"}, "KSR_EVENTS_STREAM", "also one of KSR_STREAMS"),
+        ({"POD_START_TIMEOUT": "abc"}, "POD_START_TIMEOUT", "must be a number of seconds > 0, got 'abc'"),
+        ({"POD_START_TIMEOUT": "0"}, "POD_START_TIMEOUT", "> 0"),
+        ({"POD_START_TIMEOUT": "nan"}, "POD_START_TIMEOUT", "> 0"),
+        ({"KUBERNETES_CLIENT_TIMEOUT": "-1"}, "KUBERNETES_CLIENT_TIMEOUT", "> 0"),
+        ({"HTTP_SERVER_PORT": "70000"}, "HTTP_SERVER_PORT", "<= 65535"),
+        ({"HTTP_SERVER_PORT": "80.5"}, "HTTP_SERVER_PORT", "an integer"),
+        ({"QUEUE_WORKER_POOL_SIZE": "0"}, "QUEUE_WORKER_POOL_SIZE", ">= 1"),
+        ({"KSR_MAX_ACTIVE_JOBS": "-1"}, "KSR_MAX_ACTIVE_JOBS", ">= 0"),
+        ({"KSR_MAX_MESSAGE_BYTES": "100"}, "KSR_MAX_MESSAGE_BYTES", ">= 1024"),
+        ({"KSR_READ_COUNT": "many"}, "KSR_READ_COUNT", "got 'many'"),
+        ({"KSR_LOCK": "zookeeper"}, "KSR_LOCK", "lease|redis"),
+        ({"KSR_EXECUTOR": "docker"}, "KSR_EXECUTOR", "kubernetes|local"),
+        ({"KSR_LOG_FORMAT": "xml"}, "KSR_LOG_FORMAT", "auto|json|text"),
+        ({"REDIS_URL": "http://x"}, "REDIS_URL", "scheme"),
+        ({"REDIS_URL": "redis://h:99999"}, "REDIS_URL", "not a valid URL"),
+        ({"CACHE_JOB_KEY_PREFIX": "jobs:"}, "CACHE_JOB_KEY_PREFIX", "<namespace>:<name>:"),
+        ({"CACHE_JOB_KEY_PREFIX": "ksr:msg"}, "CACHE_JOB_KEY_PREFIX", "<namespace>:<name>:"),
+        ({"CACHE_JOB_KEY_PREFIX": "ksr:active:"}, "CACHE_JOB_KEY_PREFIX", "'active'"),
+        ({"KSR_WEBHOOK_ALLOW": "10.0.0.0/33"}, "KSR_WEBHOOK_ALLOW", "10.0.0.0/33"),
+        ({"KSR_WEBHOOK_SECRET": "whsec_!!!"}, "KSR_WEBHOOK_SECRET", "secret #1"),
+        ({"KSR_CALLBACK_RETRY_HORIZON": "5"}, "KSR_CALLBACK_RETRY_HORIZON", "longer than KSR_CALLBACK_TIMEOUT"),
+        ({"KSR_BLOCK_MS": "60000"}, "KSR_BLOCK_MS", "shorter than KSR_STUCK_THRESHOLD"),
+        ({"POLLING_INTERVAL": "90"}, "POLLING_INTERVAL", "shorter than KSR_STUCK_THRESHOLD"),
+        ({"KSR_STATE_TTL": "10"}, "KSR_STATE_TTL", ">= 60"),
+        ({"KSR_LEASE_DURATION": "5"}, "KSR_LEASE_DURATION", "KSR_RENEW_DEADLINE"),
+        ({"KSR_RETRY_PERIOD": "soon"}, "KSR_RETRY_PERIOD", "'soon'"),
+        ({"LEADER_ELECTION_LOCK_NAME": "Not_Valid"}, "LEADER_ELECTION_LOCK_NAME", "DNS-1123"),
+    ],
+)
 def test_errors_name_the_variable(env: dict[str, str], variable: str, fragment: str) -> None:
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({**BARE, **env})

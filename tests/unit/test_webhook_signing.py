@@ -26,12 +26,16 @@ SPEC_KEY = base64.b64decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
 
 
 def test_standard_webhooks_test_vector() -> None:
-    assert signature("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, b'{"test": 2432232314}', [SPEC_KEY]) == \
-        "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+    assert (
+        signature("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, b'{"test": 2432232314}', [SPEC_KEY])
+        == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+    )
 
 
 def test_whsec_secret_from_settings_signs_like_the_spec() -> None:
-    keys = Settings.from_env({"POD_NAME": "r", "KSR_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}).callbacks.signing_keys
+    keys = Settings.from_env(
+        {"POD_NAME": "r", "KSR_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}
+    ).callbacks.signing_keys
     assert keys == (SPEC_KEY,)
 
 
@@ -46,8 +50,12 @@ def test_body_and_id() -> None:
 def test_headers_unsigned_and_signed() -> None:
     body = callback_body("m-1", 1, {"podId": "u", "podName": "p"})
     plain = build_headers("m-1:1", body, timestamp=1700000000)
-    assert plain == {"content-type": "application/json", "user-agent": plain["user-agent"],
-                     "webhook-id": "m-1:1", "webhook-timestamp": "1700000000"}
+    assert plain == {
+        "content-type": "application/json",
+        "user-agent": plain["user-agent"],
+        "webhook-id": "m-1:1",
+        "webhook-timestamp": "1700000000",
+    }
     signed = build_headers("m-1:1", body, keys=[b"new", b"old"], timestamp=1700000000)
     sigs = signed["webhook-signature"].split(" ")
     assert len(sigs) == 2 and all(s.startswith("v1,") for s in sigs)
@@ -76,22 +84,25 @@ def test_verify_as_a_receiver() -> None:
     assert not verify(body, {"webhook-id": "m:3"}, [b"new"], now=1000)
 
 
-@pytest.mark.parametrize("status, headers, kind, retry_after", [
-    (200, {}, OutcomeKind.DELIVERED, None),
-    (204, {}, OutcomeKind.DELIVERED, None),
-    (410, {}, OutcomeKind.GONE, None),
-    (429, {"Retry-After": "7"}, OutcomeKind.RETRY, 7.0),
-    (503, {"Retry-After": "2.5"}, OutcomeKind.RETRY, 2.5),
-    (500, {}, OutcomeKind.RETRY, None),
-    (502, {"Retry-After": "soon"}, OutcomeKind.RETRY, None),
-    (408, {}, OutcomeKind.RETRY, None),
-    (301, {"Location": "http://10.0.0.1/"}, OutcomeKind.FAILED, None),
-    (307, {}, OutcomeKind.FAILED, None),
-    (400, {}, OutcomeKind.FAILED, None),
-    (401, {}, OutcomeKind.FAILED, None),
-    (404, {}, OutcomeKind.FAILED, None),
-    (422, {}, OutcomeKind.FAILED, None),
-])
+@pytest.mark.parametrize(
+    "status, headers, kind, retry_after",
+    [
+        (200, {}, OutcomeKind.DELIVERED, None),
+        (204, {}, OutcomeKind.DELIVERED, None),
+        (410, {}, OutcomeKind.GONE, None),
+        (429, {"Retry-After": "7"}, OutcomeKind.RETRY, 7.0),
+        (503, {"Retry-After": "2.5"}, OutcomeKind.RETRY, 2.5),
+        (500, {}, OutcomeKind.RETRY, None),
+        (502, {"Retry-After": "soon"}, OutcomeKind.RETRY, None),
+        (408, {}, OutcomeKind.RETRY, None),
+        (301, {"Location": "http://10.0.0.1/"}, OutcomeKind.FAILED, None),
+        (307, {}, OutcomeKind.FAILED, None),
+        (400, {}, OutcomeKind.FAILED, None),
+        (401, {}, OutcomeKind.FAILED, None),
+        (404, {}, OutcomeKind.FAILED, None),
+        (422, {}, OutcomeKind.FAILED, None),
+    ],
+)
 def test_classify(status: int, headers: dict[str, str], kind: OutcomeKind, retry_after: float | None) -> None:
     outcome = classify(status, headers)
     assert (outcome.kind, outcome.status, outcome.retry_after) == (kind, status, retry_after)
