@@ -40,6 +40,7 @@ from runner.callbacks.http import (
     webhook_id,
 )
 from runner.settings import Settings
+from runner.store import scripts
 from runner.store.streams import redis_errors
 
 log = logging.getLogger(__name__)
@@ -48,15 +49,6 @@ FINAL_OUTCOMES = frozenset({"delivered", "gone", "failed", "expired"})
 ORDER_WAIT = 0.5  # seconds before re-checking an earlier status; RQ's scheduler rounds up to ~1 s
 GONE_URL_FIELD = "cbd_gone_url"
 _RQ_SAFE = re.compile(r"[A-Za-z0-9-]")
-
-# KEYS: record. ARGV: field/value pairs. Never creates the record (see the module docstring).
-HSET_IF_EXISTS = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('HSET', KEYS[1], unpack(ARGV))
-  return 1
-end
-return 0
-"""
 
 
 class CallbackPayload(TypedDict):
@@ -180,7 +172,7 @@ class Courier:
         self.clock = clock
         self.rng: UniformSource = rng or random.SystemRandom()
         self.queue = Queue(settings.callbacks.queue, connection=conn)
-        self._hset_if_exists = conn.register_script(HSET_IF_EXISTS)
+        self._hset_if_exists = scripts.load(conn, "hset_if_exists")
 
     def run(self, p: CallbackPayload) -> str:
         message_id, status, url = p["id"], int(p["status"]), p["url"]

@@ -20,7 +20,6 @@ from rq.job import Job, JobStatus
 
 from runner.callbacks.courier import (
     FINAL_OUTCOMES,
-    HSET_IF_EXISTS,
     CallbackPayload,
     deliver,
     job_options,
@@ -32,6 +31,7 @@ from runner.callbacks.courier import (
     text_of,
 )
 from runner.settings import Settings
+from runner.store import scripts
 from runner.store.streams import redis_errors
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class CallbackQueue:
         self.settings = settings
         self.clock = clock
         self.queue = Queue(settings.callbacks.queue, connection=redis_client)
-        self._hset_if_exists = redis_client.register_script(HSET_IF_EXISTS)
+        self._hset_if_exists = scripts.load(redis_client, "hset_if_exists")
 
     def enqueue(self, message_id: str, status: int, detail: dict[str, Any], url: str | None) -> bool:
         """Enqueue the callback `<message_id>:<status>`; True if a job was enqueued.

@@ -33,6 +33,7 @@ from runner.cli._output import (
     message_id_of,
     print_table,
 )
+from runner.store import scripts
 from runner.store.streams import StreamReader, redis_errors
 
 __all__ = ["PendingRow", "collect", "pending", "replay_entry"]
@@ -41,23 +42,6 @@ log = logging.getLogger(__name__)
 
 PAGE = 1000
 ENTRY_ID = re.compile(r"^\d+(-\d+)?$")
-
-# Re-add a pending entry's fields to the end of its stream and ack the old one, in one step.
-# KEYS[1] stream. ARGV[1] group, ARGV[2] entry id, ARGV[3] minimum idle ms (0: any).
-# The entry must still be pending (and idle enough) when the script runs: one the leader
-# acked in the meantime is left alone. One whose stream entry is gone is only acked.
-_REPLAY = """
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', tonumber(ARGV[3]), ARGV[2], ARGV[2], 1)
-if #p == 0 then return {'NOTPENDING', ''} end
-local found = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
-if #found == 0 then
-  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-  return {'GONE', ''}
-end
-local id = redis.call('XADD', KEYS[1], '*', unpack(found[1][2]))
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-return {'REPLAYED', id}
-"""
 
 
 @dataclass(frozen=True)
@@ -139,7 +123,9 @@ def _with_payloads(client: redis.Redis, infos: list[tuple[str, Any]]) -> list[Pe
 def replay_entry(client: redis.Redis, group: str, row: PendingRow, *, min_idle_ms: int = 0) -> tuple[str, str | None]:
     """(outcome, new entry id): REPLAYED, GONE (acked, nothing to replay) or NOTPENDING."""
     with redis_errors():
-        outcome, new_id = client.eval(_REPLAY, 1, row.stream, group, row.entry_id, int(min_idle_ms))
+        outcome, new_id = scripts.load(client, "replay_pending")(
+            keys=[row.stream], args=[group, row.entry_id, int(min_idle_ms)]
+        )
     text = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
     new = new_id.decode() if isinstance(new_id, bytes) else str(new_id)
     return text, (new or None)

@@ -1,8 +1,9 @@
 """Dead-letter streams `<stream>:dead`: entries that can never become a Job.
 
 An entry is moved there with the reason, the error (naming the field), the group's own
-delivery counter and its original id, and acked in the same Lua step, so it is neither
-lost nor left pending to be read again. The CLI lists, shows, replays and purges them.
+delivery counter and its original id, and acked in the same Lua step (lua/dead_letter.lua),
+so it is neither lost nor left pending to be read again. The CLI lists, shows, replays and
+purges them.
 
 A dead entry's fields:
 
@@ -26,6 +27,7 @@ from typing import Any, Literal
 
 import redis
 
+from runner.store import scripts
 from runner.store.streams import DEAD_SUFFIX, Entry, redis_errors
 
 __all__ = [
@@ -46,40 +48,6 @@ REASONS = ("invalid", "policy", "api_rejected", "poison", "webhook_refused", "de
 DEFAULT_MAXLEN = 100_000
 ERROR_MAX_CHARS = 8192  # an apiserver message can be long; the dead letter needs the gist
 _EXTRA = b"field:"
-
-# XADD then XACK in one script: both or (if the XADD fails) neither. A MULTI would
-# still run the XACK after a failed XADD, losing the entry.
-_DEAD_LETTER = """
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 4))
-redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
-return id
-"""
-
-# Replay reads the dead entry, re-adds the original fields to the original stream and
-# deletes the dead entry in one step, so two operators replaying at once give one entry.
-_REPLAY = """
-local found = redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[1])
-if #found == 0 then return false end
-local f = found[1][2]
-local out, extra, origin = {}, {}, nil
-for i = 1, #f, 2 do
-  local k, v = f[i], f[i + 1]
-  if k == 'payload' then
-    out[#out + 1] = k; out[#out + 1] = v
-  elseif k == 'original_stream' then
-    origin = v
-  elseif string.sub(k, 1, 6) == 'field:' then
-    extra[#extra + 1] = string.sub(k, 7); extra[#extra + 1] = v
-  end
-end
-if origin ~= KEYS[1] then
-  return redis.error_reply('WRONGSTREAM dead entry came from ' .. tostring(origin))
-end
-for i = 1, #extra do out[#out + 1] = extra[i] end
-local id = redis.call('XADD', KEYS[1], '*', unpack(out))
-redis.call('XDEL', KEYS[2], ARGV[1])
-return id
-"""
 
 
 @dataclass(frozen=True)
@@ -138,15 +106,8 @@ def dead_letter(
             fields[_EXTRA + name] = value
     flat = [x for pair in fields.items() for x in pair]
     with redis_errors():
-        dead_id = redis_client.eval(
-            _DEAD_LETTER,
-            2,
-            dead_stream(entry.stream, stream_suffix),
-            entry.stream,
-            group,
-            entry.entry_id,
-            maxlen,
-            *flat,
+        dead_id = scripts.load(redis_client, "dead_letter")(
+            keys=[dead_stream(entry.stream, stream_suffix), entry.stream], args=[group, entry.entry_id, maxlen, *flat]
         )
     log.info(
         "dead-lettered %s %s (%s, %d deliveries): %s",
@@ -191,7 +152,9 @@ def replay_dead(
     pipeline treats a replayed id with a recorded Job as a duplicate.
     """
     with redis_errors():
-        new_id = redis_client.eval(_REPLAY, 2, stream, dead_stream(stream, stream_suffix), dead_id)
+        new_id = scripts.load(redis_client, "replay_dead")(
+            keys=[stream, dead_stream(stream, stream_suffix)], args=[dead_id]
+        )
     if new_id is None:
         return None
     log.info("replayed dead entry %s of %s as %s", dead_id, stream, _s(new_id))

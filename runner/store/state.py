@@ -15,7 +15,8 @@ Record fields (all strings):
 
 Fencing: every mutating method takes the caller's `term` (the Lease's leaseTransitions).
 A term lower than the stored `ksr:term` is refused with StaleTerm inside the same Lua
-script as the write, so a deposed leader cannot write after a new one advanced the term.
+script as the write (runner/store/lua/fence.lua in front of each), so a deposed leader
+cannot write after a new one advanced the term.
 `term=None` skips the check (tools, tests, the watcher of the current leader may pass it).
 
 An expired record looks exactly like an absent one: claim() answers NEW. Refusing to run
@@ -34,6 +35,7 @@ from typing import Any
 import redis
 
 from runner.errors import KsrError
+from runner.store import scripts
 from runner.store.streams import redis_errors
 
 __all__ = [
@@ -72,94 +74,6 @@ class ClaimResult:
     record: dict[str, str]
 
 
-# Shared prologue: KEYS[1] is always the term key, ARGV[1] the caller's term or "".
-_FENCE = """
-local function stale()
-  if ARGV[1] == '' then return nil end
-  local cur = redis.call('GET', KEYS[1])
-  if cur and tonumber(ARGV[1]) < tonumber(cur) then return cur end
-  return nil
-end
-local s = stale()
-if s then return {'STALE', s} end
-"""
-
-# KEYS: term, record. ARGV: term, stream, entry_id, now_ms
-_CLAIM = (
-    _FENCE
-    + """
-if redis.call('EXISTS', KEYS[2]) == 0 then
-  redis.call('HSET', KEYS[2], 'state', 'claimed', 'stream', ARGV[2], 'entry_id', ARGV[3],
-             'claimed_at', ARGV[4])
-  if ARGV[1] ~= '' then redis.call('HSET', KEYS[2], 'term', ARGV[1]) end
-  return {'NEW', redis.call('HGETALL', KEYS[2])}
-end
-local state = redis.call('HGET', KEYS[2], 'state')
-if redis.call('HEXISTS', KEYS[2], 'job_name') == 1 or (state and string.find(ARGV[5], ',' .. state .. ',', 1, true)) then
-  return {'DUPLICATE', redis.call('HGETALL', KEYS[2])}
-end
-if ARGV[1] ~= '' then redis.call('HSET', KEYS[2], 'term', ARGV[1]) end
-return {'RESUME', redis.call('HGETALL', KEYS[2])}
-"""
-)
-
-# KEYS: term, record, active. ARGV: term, id, mode (set|record|finish), ttl, then field pairs.
-# record: SADD active and PERSIST (a live Job's record must not expire).
-# finish: SREM active and EXPIRE ttl (kept for late duplicates).
-_UPDATE = (
-    _FENCE
-    + """
-redis.call('HSET', KEYS[2], unpack(ARGV, 5))
-if ARGV[1] ~= '' then redis.call('HSET', KEYS[2], 'term', ARGV[1]) end
-if ARGV[3] == 'record' then
-  redis.call('SADD', KEYS[3], ARGV[2])
-  redis.call('PERSIST', KEYS[2])
-elseif ARGV[3] == 'finish' then
-  redis.call('SREM', KEYS[3], ARGV[2])
-  redis.call('EXPIRE', KEYS[2], ARGV[4])
-end
-return {'OK'}
-"""
-)
-
-# KEYS: term, record. ARGV: term, field, now_ms. First caller gets 1.
-# KEYS: term, record, owed index. ARGV: term, cb field, now ms, detail field, detail,
-# owed member, owed score. The mark, the detail kept for recovery and the owed-index entry
-# go together: a callback marked sent is always findable until it finishes.
-_MARK = (
-    _FENCE
-    + """
-if redis.call('EXISTS', KEYS[2]) == 0 then return {'MISSING'} end
-local first = redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3])
-if first == 1 then
-  redis.call('HSET', KEYS[2], ARGV[4], ARGV[5])
-  if ARGV[6] ~= '' then redis.call('ZADD', KEYS[3], ARGV[7], ARGV[6]) end
-end
-return {'OK', first}
-"""
-)
-
-# KEYS: term, record, active. ARGV: term, id.
-_RELEASE = (
-    _FENCE
-    + """
-redis.call('DEL', KEYS[2])
-redis.call('SREM', KEYS[3], ARGV[2])
-return {'OK'}
-"""
-)
-
-# KEYS: term. ARGV: term. The stored term only ever grows.
-_ADVANCE = """
-local cur = redis.call('GET', KEYS[1])
-if (not cur) or tonumber(ARGV[1]) > tonumber(cur) then
-  redis.call('SET', KEYS[1], ARGV[1])
-  return ARGV[1]
-end
-return cur
-"""
-
-
 def _s(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)
 
@@ -195,11 +109,11 @@ class StateStore:
         self.term_key = term_key
         self.ttl_seconds = ttl_seconds
         self.clock = clock
-        self._claim = redis_client.register_script(_CLAIM)
-        self._update = redis_client.register_script(_UPDATE)
-        self._mark = redis_client.register_script(_MARK)
-        self._advance = redis_client.register_script(_ADVANCE)
-        self._release = redis_client.register_script(_RELEASE)
+        self._claim = scripts.load(redis_client, "claim", fenced=True)
+        self._update = scripts.load(redis_client, "update", fenced=True)
+        self._mark = scripts.load(redis_client, "mark_callback", fenced=True)
+        self._release = scripts.load(redis_client, "release", fenced=True)
+        self._advance = scripts.load(redis_client, "advance_term")
 
     def key(self, message_id: str) -> str:
         return self.prefix + message_id

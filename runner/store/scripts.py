@@ -1,0 +1,32 @@
+"""The Lua scripts of `runner/store/lua/`: read from the package once, registered per client.
+
+Each `.lua` file starts with a comment naming its KEYS, ARGV and reply. The scripts that
+write the state store are fenced: `fence.lua` (the term check) is put in front of them, so
+KEYS[1] and ARGV[1] are always the term key and the caller's term (or '').
+`register_script` sends EVALSHA and loads the script on NOSCRIPT, so a Redis that lost its
+script cache (a restart) is handled where the script is called.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+
+import redis
+from redis.commands.core import Script
+
+__all__ = ["load", "source"]
+
+FENCE = "fence"
+
+
+@functools.cache
+def source(name: str, *, fenced: bool = False) -> str:
+    """The text of `lua/<name>.lua`, behind fence.lua when `fenced`."""
+    text = resources.files(__package__).joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+    return source(FENCE) + text if fenced else text
+
+
+def load(client: redis.Redis, name: str, *, fenced: bool = False) -> Script:
+    """The script `name` registered with `client`: call it with keys=[...], args=[...]."""
+    return client.register_script(source(name, fenced=fenced))
