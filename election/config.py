@@ -1,12 +1,17 @@
-"""Election timings, parsed once from the environment and validated up front."""
+"""Election timings, validated when the config is made.
+
+The runner's settings read the environment variables named here (with
+`election.durations.parse_seconds`) and build an `ElectionConfig`; an inconsistent one
+raises `ElectionConfigError` carrying the variable's name.
+"""
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 
+from election.durations import SECONDS_PROBLEM
 from election.errors import ElectionConfigError
 
 __all__ = ["ENV_LEASE_DURATION", "ENV_LOCK_NAME", "ENV_RENEW_DEADLINE", "ENV_RETRY_PERIOD", "ElectionConfig"]
@@ -47,49 +52,28 @@ class ElectionConfig:
             (ENV_RETRY_PERIOD, self.retry_period),
         ):
             if not math.isfinite(value) or value <= 0:
-                raise ElectionConfigError(f"{env} must be a positive number of seconds, got {value!r}")
+                raise ElectionConfigError(env, f"{SECONDS_PROBLEM}, got {value!r}")
         if not math.isfinite(self.jitter) or self.jitter < 1.0:
-            raise ElectionConfigError(f"jitter must be at least 1.0, got {self.jitter!r}")
+            raise ElectionConfigError("jitter", f"must be at least 1.0, got {self.jitter!r}")
         if self.lease_duration <= self.renew_deadline:
             raise ElectionConfigError(
-                f"{ENV_LEASE_DURATION} ({self.lease_duration}) must be greater than "
-                f"{ENV_RENEW_DEADLINE} ({self.renew_deadline})"
+                ENV_LEASE_DURATION,
+                f"must be greater than {ENV_RENEW_DEADLINE} ({self.renew_deadline:g}), got {self.lease_duration:g}",
             )
         if self.renew_deadline <= self.retry_period * self.jitter:
             raise ElectionConfigError(
-                f"{ENV_RENEW_DEADLINE} ({self.renew_deadline}) must be greater than "
-                f"{ENV_RETRY_PERIOD} x {self.jitter} ({self.retry_period} x {self.jitter} = "
-                f"{self.retry_period * self.jitter:g})"
+                ENV_RENEW_DEADLINE,
+                f"must be greater than {ENV_RETRY_PERIOD} x {self.jitter:g} "
+                f"({self.retry_period:g} x {self.jitter:g} = {self.retry_period * self.jitter:g}), "
+                f"got {self.renew_deadline:g}",
             )
         if len(self.lock_name) > 253 or not _DNS1123_SUBDOMAIN.match(self.lock_name):
             raise ElectionConfigError(
-                f"{ENV_LOCK_NAME} must be a DNS-1123 subdomain (lowercase letters, digits, '-' "
-                f"and '.'), got {self.lock_name!r}"
+                ENV_LOCK_NAME,
+                f"must be a DNS-1123 subdomain (lowercase letters, digits, '-' and '.'), got {self.lock_name!r}",
             )
 
     @property
     def request_timeout(self) -> float:
         """A bound for one lock request: a hanging renew must not eat the renew deadline."""
         return max(0.5, min(self.retry_period, self.renew_deadline / 4))
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> ElectionConfig:
-        """Read the four variables; unset or empty ones keep their defaults."""
-        defaults = cls()
-
-        def seconds(name: str, default: float) -> float:
-            raw = env.get(name, "").strip()
-            if not raw:
-                return default
-            try:
-                value = float(raw)
-            except ValueError:
-                raise ElectionConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
-            return value
-
-        return cls(
-            lease_duration=seconds(ENV_LEASE_DURATION, defaults.lease_duration),
-            renew_deadline=seconds(ENV_RENEW_DEADLINE, defaults.renew_deadline),
-            retry_period=seconds(ENV_RETRY_PERIOD, defaults.retry_period),
-            lock_name=env.get(ENV_LOCK_NAME, "").strip() or defaults.lock_name,
-        )

@@ -95,7 +95,7 @@ class Elector:
         health_tolerance: float | None = None,
     ) -> None:
         if not identity:
-            raise ElectionConfigError("the candidate identity (POD_NAME) must not be empty")
+            raise ElectionConfigError("POD_NAME", "the candidate identity must not be empty")
         self._lock = lock
         self._identity = identity
         self._config = config or ElectionConfig()

@@ -14,7 +14,13 @@ class ElectionError(Exception):
 
 
 class ElectionConfigError(ElectionError, ValueError):
-    """The election settings are inconsistent; the message names the environment variable."""
+    """The election settings are inconsistent. `variable` is the environment variable (or,
+    for a value that has none, the field) at fault; `problem` says what is wrong with it."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        self.variable = variable
+        self.problem = problem
+        super().__init__(f"{variable}: {problem}")
 
 
 class LockError(ElectionError):

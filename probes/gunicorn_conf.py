@@ -3,24 +3,25 @@
 Started by the supervisor of `ksr run`, which has already prepared PROMETHEUS_MULTIPROC_DIR
 and the status board. Workers only serve the probes: no election, no pipeline, ever.
 
-Environment: HTTP_SERVER_PORT (8080), KSR_HTTP_HOST (0.0.0.0; tests use 127.0.0.1),
-KSR_HTTP_WORKERS (2), KSR_HTTP_THREADS (4), KSR_LOG_FORMAT, KSR_LOG_LEVEL.
+Environment: HTTP_SERVER_PORT, KSR_HTTP_HOST, KSR_HTTP_WORKERS, KSR_HTTP_THREADS,
+KSR_LOG_FORMAT, KSR_LOG_LEVEL, read through their declarations (runner/settings/variables.py):
+the same defaults and the same errors as `ksr config` (only these, not the whole settings).
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from prometheus_client import multiprocess
 
 from runner.logs import dict_config
+from runner.settings.variables import HTTP_HOST, HTTP_PORT, HTTP_THREADS, HTTP_WORKERS, LOG_FORMAT, LOG_LEVEL
 
-bind = f"{os.environ.get('KSR_HTTP_HOST') or '0.0.0.0'}:{os.environ.get('HTTP_SERVER_PORT') or '8080'}"
-workers = int(os.environ.get("KSR_HTTP_WORKERS") or 2)
+bind = f"{HTTP_HOST.read()}:{HTTP_PORT.read()}"
+workers = HTTP_WORKERS.read()
 # Threads so a slow readiness check (Redis or the API server timing out) never blocks /healthz.
 worker_class = "gthread"
-threads = int(os.environ.get("KSR_HTTP_THREADS") or 4)
+threads = HTTP_THREADS.read()
 timeout = 30
 graceful_timeout = 5  # inside the supervisor's wait for its children
 keepalive = 5
@@ -33,7 +34,7 @@ proc_name = "ksr-probes"
 # servers on a host would fight over it, and nothing here uses it.
 control_socket_disable = True
 accesslog = None  # probes every few seconds would drown the runner's log lines
-logconfig_dict = dict_config(os.environ.get("KSR_LOG_FORMAT") or "auto", os.environ.get("KSR_LOG_LEVEL") or "INFO")
+logconfig_dict = dict_config(LOG_FORMAT.read(), LOG_LEVEL.read())
 
 
 def child_exit(server: Any, worker: Any) -> None:

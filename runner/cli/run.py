@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 
@@ -18,7 +17,7 @@ def serve(settings: Settings, *, on_started: callable | None = None) -> int:  # 
     from runner.logs import setup_logging
     from runner.process.supervisor import Supervisor, default_children
 
-    setup_logging(settings.server.log_format, os.environ.get("KSR_LOG_LEVEL", "INFO"))
+    setup_logging(settings.server.log_format, settings.server.log_level)
     # The supervisor first: it prepares the metrics directory before any metric exists.
     supervisor = Supervisor(settings, children=default_children(settings))
 

@@ -11,7 +11,8 @@ look stuck or a stuck one live. Wall times are written too, for people.
 
 The runtime dir is KSR_RUNTIME_DIR; without it `<parent of PROMETHEUS_MULTIPROC_DIR>/ksr-runtime`;
 without either `<tmp>/ksr-runtime-<uid>`. PROMETHEUS_MULTIPROC_DIR defaults to
-`<runtime dir>/metrics`. The supervisor wipes both at pod start.
+`<runtime dir>/metrics` (both declared in runner/settings/variables.py). The supervisor wipes
+both at pod start.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from election.clock import SYSTEM_CLOCK, Clock
-from runner.metrics import ENV_MULTIPROC_DIR, Metrics
+from runner.metrics import Metrics
+from runner.settings.variables import MULTIPROC_DIR, RUNTIME_DIR
 
 __all__ = [
     "ENV_RUNTIME_DIR",
@@ -41,7 +43,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ENV_RUNTIME_DIR = "KSR_RUNTIME_DIR"
+ENV_RUNTIME_DIR = RUNTIME_DIR.name
 STATUS_FILE = "status.json"
 MAX_ERRORS = 20
 SCHEMA = 1
@@ -55,16 +57,8 @@ class RuntimePaths:
 
 
 def runtime_paths(env: Mapping[str, str] | None = None) -> RuntimePaths:
-    env = os.environ if env is None else env
-    metrics_env = env.get(ENV_MULTIPROC_DIR) or None
-    if env.get(ENV_RUNTIME_DIR):
-        runtime = Path(env[ENV_RUNTIME_DIR])
-    elif metrics_env:
-        runtime = Path(metrics_env).parent / "ksr-runtime"
-    else:
-        runtime = Path(tempfile.gettempdir()) / f"ksr-runtime-{os.getuid()}"
-    metrics = Path(metrics_env) if metrics_env else runtime / "metrics"
-    return RuntimePaths(runtime_dir=runtime, metrics_dir=metrics, status_file=runtime / STATUS_FILE)
+    runtime: Path = RUNTIME_DIR.read(env)
+    return RuntimePaths(runtime_dir=runtime, metrics_dir=MULTIPROC_DIR.read(env), status_file=runtime / STATUS_FILE)
 
 
 class ElectorLike(Protocol):

@@ -83,6 +83,27 @@ def test_config_masks_secrets() -> None:
     assert doc["REDIS_URL"] == "redis://:***@h:1/0"
 
 
+def test_config_prints_every_declared_variable() -> None:
+    from runner.settings.variables import VARIABLES
+
+    env = {"KSR_LEASE_DURATION": "20s", "KSR_STREAM_MAXLEN": "0", "KSR_TEST_CRASH_AT": ""}
+    result = CliRunner().invoke(main, ["config"], env=env)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert [line.split("=", 1)[0] for line in lines] == [v.name for v in VARIABLES]
+    assert {"KSR_LEASE_DURATION=20.0", "KSR_STREAM_MAXLEN=0", "KSR_SHUTDOWN_GRACE=20.0", "KSR_TEST_CRASH_AT="} <= set(
+        lines
+    )
+    doc = json.loads(CliRunner().invoke(main, ["config", "--json"], env=env).stdout)
+    assert (doc["KSR_CALLBACK_BACKOFF_CAP"], doc["KSR_TEST_CRASH_AT"]) == (300.0, None)
+
+
+def test_config_refuses_a_bad_variable_by_name() -> None:
+    result = CliRunner().invoke(main, ["config"], env={"KSR_BLOCK_MS": "9000"})
+    assert result.exit_code == 2
+    assert "KSR_BLOCK_MS: must not be longer than KSR_LEASE_DURATION - KSR_RENEW_DEADLINE" in result.stderr
+
+
 def _dead(original_id: str) -> DeadEntry:
     return DeadEntry("9-0", "s", original_id, b"{}", "poison", "", 6, 0, {})
 

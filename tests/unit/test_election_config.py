@@ -1,15 +1,16 @@
-"""ElectionConfig: defaults, the environment, and messages that name the variable."""
+"""ElectionConfig: defaults, the shared duration parser, and errors that carry the variable."""
 
 from __future__ import annotations
 
 import pytest
 
 from election.config import ElectionConfig
+from election.durations import parse_seconds
 from election.errors import ElectionConfigError
 
 
 def test_defaults_are_client_go_s() -> None:
-    c = ElectionConfig.from_env({})
+    c = ElectionConfig()
     assert (c.lease_duration, c.renew_deadline, c.retry_period, c.jitter, c.lock_name) == (
         15.0,
         10.0,
@@ -19,42 +20,52 @@ def test_defaults_are_client_go_s() -> None:
     )
 
 
-def test_reads_the_environment() -> None:
-    c = ElectionConfig.from_env(
-        {
-            "KSR_LEASE_DURATION": "3",
-            "KSR_RENEW_DEADLINE": "2.0",
-            "KSR_RETRY_PERIOD": "0.5",
-            "LEADER_ELECTION_LOCK_NAME": "my-lock",
-        }
-    )
-    assert (c.lease_duration, c.renew_deadline, c.retry_period, c.lock_name) == (3.0, 2.0, 0.5, "my-lock")
+@pytest.mark.parametrize(
+    "text, seconds",
+    [("15", 15.0), ("2.5", 2.5), ("15s", 15.0), (" 15s ", 15.0), ("500ms", 0.5), ("5m", 300.0), ("1h", 3600.0)],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_seconds(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "abc", "15x", "s", "-1", "0", "0s", "nan", "inf", "1e400", "15 s s"])
+def test_bad_durations_say_what_is_expected(text: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_seconds(text)
+    assert str(caught.value) == f"must be a number of seconds > 0, got {text!r}"
 
 
 @pytest.mark.parametrize(
-    "env,message",
+    "fields, variable, problem",
     [
-        ({"KSR_RENEW_DEADLINE": "20"}, "KSR_LEASE_DURATION (15.0) must be greater than KSR_RENEW_DEADLINE (20.0)"),
-        ({"KSR_LEASE_DURATION": "10"}, "KSR_LEASE_DURATION (10.0) must be greater than KSR_RENEW_DEADLINE (10.0)"),
+        ({"renew_deadline": 20.0}, "KSR_LEASE_DURATION", "must be greater than KSR_RENEW_DEADLINE (20), got 15"),
+        ({"lease_duration": 10.0}, "KSR_LEASE_DURATION", "must be greater than KSR_RENEW_DEADLINE (10), got 10"),
         (
-            {"KSR_RETRY_PERIOD": "9"},
-            "KSR_RENEW_DEADLINE (10.0) must be greater than KSR_RETRY_PERIOD x 1.2 (9.0 x 1.2 = 10.8)",
+            {"retry_period": 9.0},
+            "KSR_RENEW_DEADLINE",
+            "must be greater than KSR_RETRY_PERIOD x 1.2 (9 x 1.2 = 10.8), got 10",
         ),
         (
-            {"KSR_RENEW_DEADLINE": "2.4", "KSR_RETRY_PERIOD": "2"},
-            "KSR_RENEW_DEADLINE (2.4) must be greater than KSR_RETRY_PERIOD x 1.2 (2.0 x 1.2 = 2.4)",
+            {"renew_deadline": 2.4, "retry_period": 2.0},
+            "KSR_RENEW_DEADLINE",
+            "must be greater than KSR_RETRY_PERIOD x 1.2 (2 x 1.2 = 2.4), got 2.4",
         ),
-        ({"KSR_LEASE_DURATION": "abc"}, "KSR_LEASE_DURATION must be a number of seconds, got 'abc'"),
-        ({"KSR_RETRY_PERIOD": "-1"}, "KSR_RETRY_PERIOD must be a positive number of seconds, got -1.0"),
-        ({"KSR_RENEW_DEADLINE": "0"}, "KSR_RENEW_DEADLINE must be a positive number of seconds, got 0.0"),
-        ({"KSR_LEASE_DURATION": "nan"}, "KSR_LEASE_DURATION must be a positive number of seconds, got nan"),
-        ({"LEADER_ELECTION_LOCK_NAME": "Not_A_Name"}, "LEADER_ELECTION_LOCK_NAME must be a DNS-1123 subdomain"),
+        ({"retry_period": -1.0}, "KSR_RETRY_PERIOD", "must be a number of seconds > 0, got -1.0"),
+        ({"renew_deadline": 0.0}, "KSR_RENEW_DEADLINE", "must be a number of seconds > 0, got 0.0"),
+        ({"lease_duration": float("nan")}, "KSR_LEASE_DURATION", "must be a number of seconds > 0, got nan"),
+        ({"jitter": 0.5}, "jitter", "must be at least 1.0, got 0.5"),
+        (
+            {"lock_name": "Not_A_Name"},
+            "LEADER_ELECTION_LOCK_NAME",
+            "must be a DNS-1123 subdomain (lowercase letters, digits, '-' and '.'), got 'Not_A_Name'",
+        ),
     ],
 )
-def test_invalid_settings_name_the_variable(env: dict[str, str], message: str) -> None:
+def test_invalid_settings_carry_the_variable(fields: dict[str, object], variable: str, problem: str) -> None:
     with pytest.raises(ElectionConfigError) as info:
-        ElectionConfig.from_env(env)
-    assert message in str(info.value)
+        ElectionConfig(**fields)  # type: ignore[arg-type]
+    assert (info.value.variable, info.value.problem) == (variable, problem)
+    assert str(info.value) == f"{variable}: {problem}"
     assert isinstance(info.value, ValueError)
 
 

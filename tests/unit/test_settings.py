@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import sys
+import typing
 from pathlib import Path
 
 import pytest
@@ -48,6 +51,9 @@ def test_defaults() -> None:
     assert s.election.lock_name == "ksr-leader"
     assert (s.election.lease_duration, s.election.renew_deadline, s.election.retry_period) == (15.0, 10.0, 2.0)
     assert s.test_crash_at is None
+    assert (s.streams.stream_maxlen, s.callbacks.backoff_base, s.callbacks.backoff_cap) == (100000, 1.0, 300.0)
+    assert (s.server.shutdown_grace, s.kube.create_horizon, s.server.log_level) == (20.0, 300.0, "INFO")
+    assert (s.server.http_host, s.server.http_workers, s.server.http_threads) == ("0.0.0.0", 2, 4)
 
 
 def test_settings_are_frozen() -> None:
@@ -142,6 +148,136 @@ def test_masked_lists_every_documented_variable() -> None:
         assert f"`{name}`" in documented, name
 
 
+def test_election_variables_are_read() -> None:
+    s = Settings.from_env(
+        {
+            **BARE,
+            "KSR_LEASE_DURATION": "3",
+            "KSR_RENEW_DEADLINE": "2.0",
+            "KSR_RETRY_PERIOD": "0.5",
+            "LEADER_ELECTION_LOCK_NAME": "my-lock",
+            "KSR_BLOCK_MS": "500",
+        }
+    )
+    e = s.election
+    assert (e.lease_duration, e.renew_deadline, e.retry_period, e.lock_name) == (3.0, 2.0, 0.5, "my-lock")
+
+
+def test_every_duration_takes_the_same_forms() -> None:
+    """One parser for every duration: the election's variables take `15s` as POLLING_INTERVAL does."""
+    s = Settings.from_env(
+        {
+            **BARE,
+            "KSR_LEASE_DURATION": "15s",
+            "KSR_RENEW_DEADLINE": "10s",
+            "KSR_RETRY_PERIOD": "1500ms",
+            "POLLING_INTERVAL": "15s",
+            "KSR_CREATE_HORIZON": "5m",
+            "KSR_CALLBACK_RETRY_HORIZON": "2h",
+        }
+    )
+    assert (s.election.lease_duration, s.election.renew_deadline, s.election.retry_period) == (15.0, 10.0, 1.5)
+    assert (s.kube.polling_interval, s.kube.create_horizon, s.callbacks.retry_horizon) == (15.0, 300.0, 7200.0)
+
+
+def test_block_ms_must_fit_between_lease_and_renew_deadline() -> None:
+    env = {**BARE, "KSR_LEASE_DURATION": "4", "KSR_RENEW_DEADLINE": "3", "KSR_RETRY_PERIOD": "0.5"}
+    assert Settings.from_env({**env, "KSR_BLOCK_MS": "1000"}).streams.block_ms == 1000
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**env, "KSR_BLOCK_MS": "1001"})
+    assert caught.value.variable == "KSR_BLOCK_MS"
+    assert caught.value.problem == (
+        "must not be longer than KSR_LEASE_DURATION - KSR_RENEW_DEADLINE (4s - 3s = 1s), got 1001 ms"
+    )
+
+
+def test_masked_lists_every_declared_variable_in_order() -> None:
+    from runner.settings.variables import VARIABLES
+
+    masked = Settings.from_env(BARE).masked()
+    assert list(masked) == [v.name for v in VARIABLES]
+    # the ones `ksr config` used to miss
+    assert {
+        "KSR_STREAM_MAXLEN": 100000,
+        "KSR_CALLBACK_BACKOFF_BASE": 1.0,
+        "KSR_CALLBACK_BACKOFF_CAP": 300.0,
+        "KSR_SHUTDOWN_GRACE": 20.0,
+        "KSR_LOG_LEVEL": "INFO",
+        "KSR_HTTP_WORKERS": 2,
+        "KSR_CREATE_HORIZON": 300.0,
+        "KSR_TEST_CRASH_AT": None,
+    }.items() <= masked.items()
+
+
+def test_masked_shows_the_tree_s_values() -> None:
+    s = Settings.from_env({**BARE, "KSR_ALLOWED_IMAGES": "a/, b/", "KSR_RUNTIME_DIR": "/run/ksr"}, KSR_GROUP="g2")
+    masked = s.masked()
+    assert (masked["KSR_GROUP"], masked["KSR_ALLOWED_IMAGES"], masked["KSR_RUNTIME_DIR"]) == ("g2", "a/,b/", "/run/ksr")
+    assert masked["PROMETHEUS_MULTIPROC_DIR"] == "/run/ksr/metrics"
+
+
+def test_every_field_of_the_tree_has_its_variable() -> None:
+    """A field without a declaration would be neither parsed, shown nor documented."""
+    from election.config import ElectionConfig
+    from runner.settings.variables import VARIABLES
+
+    def leaves(cls: type, prefix: str) -> set[str]:
+        out: set[str] = set()
+        for name, hint in typing.get_type_hints(cls).items():
+            if hint is ElectionConfig or getattr(hint, "__module__", None) == Settings.__module__:
+                out |= leaves(hint, f"{prefix}{name}.")  # a subtree
+            else:
+                out.add(prefix + name)
+        return out
+
+    tree = leaves(Settings, "")
+    assert tree - {v.path for v in VARIABLES} == {"election.jitter"}  # a constant, not a setting
+    assert {v.path for v in VARIABLES} <= tree
+    assert len({v.name for v in VARIABLES}) == len(VARIABLES)
+
+
+def test_the_configuration_doc_is_generated_from_the_declarations() -> None:
+    from runner.settings import doc
+
+    documented = doc.current_tables(doc.DOC_PATH.read_text())
+    assert documented == doc.render_tables(), "run: python -m runner.settings.doc --write"
+
+
+def test_gunicorn_reads_its_variables_through_the_declarations(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "KSR_HTTP_HOST": "127.0.0.1",
+        "HTTP_SERVER_PORT": "9123",
+        "KSR_HTTP_WORKERS": "3",
+        "KSR_HTTP_THREADS": "",
+        "KSR_LOG_FORMAT": "json",
+        "KSR_LOG_LEVEL": "warning",
+    }.items():
+        monkeypatch.setenv(name, value)
+    sys.modules.pop("probes.gunicorn_conf", None)
+    conf = importlib.import_module("probes.gunicorn_conf")
+    assert (conf.bind, conf.workers, conf.threads) == ("127.0.0.1:9123", 3, 4)
+    assert conf.logconfig_dict["root"]["level"] == "WARNING"
+    assert conf.logconfig_dict["handlers"]["ksr"]["formatter"] == "json"
+
+    monkeypatch.setenv("KSR_HTTP_WORKERS", "two")
+    sys.modules.pop("probes.gunicorn_conf", None)
+    with pytest.raises(ConfigError) as caught:
+        importlib.import_module("probes.gunicorn_conf")
+    assert caught.value.variable == "KSR_HTTP_WORKERS" and "got 'two'" in caught.value.problem
+    sys.modules.pop("probes.gunicorn_conf", None)
+
+
+def test_runtime_paths_follow_the_same_declarations(tmp_path: Path) -> None:
+    from runner.process.statusboard import runtime_paths
+
+    env = {**BARE, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "m")}
+    paths = runtime_paths(env)
+    s = Settings.from_env(env)
+    assert (paths.runtime_dir, paths.metrics_dir) == (tmp_path / "ksr-runtime", tmp_path / "m")
+    assert (s.server.runtime_dir, s.server.metrics_dir) == (paths.runtime_dir, paths.metrics_dir)
+    assert runtime_paths({"KSR_RUNTIME_DIR": str(tmp_path / "r")}).status_file == tmp_path / "r" / "status.json"
+
+
 @pytest.mark.parametrize(
     "env, variable, fragment",
     [
@@ -177,6 +313,19 @@ def test_masked_lists_every_documented_variable() -> None:
         ({"KSR_LEASE_DURATION": "5"}, "KSR_LEASE_DURATION", "KSR_RENEW_DEADLINE"),
         ({"KSR_RETRY_PERIOD": "soon"}, "KSR_RETRY_PERIOD", "'soon'"),
         ({"LEADER_ELECTION_LOCK_NAME": "Not_Valid"}, "LEADER_ELECTION_LOCK_NAME", "DNS-1123"),
+        ({"KSR_LEASE_DURATION": "15x"}, "KSR_LEASE_DURATION", "must be a number of seconds > 0, got '15x'"),
+        ({"KSR_RENEW_DEADLINE": "20s"}, "KSR_LEASE_DURATION", "must be greater than KSR_RENEW_DEADLINE (20), got 15"),
+        ({"KSR_RETRY_PERIOD": "9"}, "KSR_RENEW_DEADLINE", "KSR_RETRY_PERIOD x 1.2"),
+        ({"KSR_BLOCK_MS": "6000"}, "KSR_BLOCK_MS", "KSR_LEASE_DURATION - KSR_RENEW_DEADLINE"),
+        ({"KSR_CREATE_HORIZON": "0"}, "KSR_CREATE_HORIZON", "> 0"),
+        ({"KSR_CREATE_HORIZON": "soon"}, "KSR_CREATE_HORIZON", "got 'soon'"),
+        ({"KSR_CALLBACK_BACKOFF_CAP": "0.5"}, "KSR_CALLBACK_BACKOFF_CAP", ">= KSR_CALLBACK_BACKOFF_BASE"),
+        ({"KSR_SHUTDOWN_GRACE": "-3"}, "KSR_SHUTDOWN_GRACE", "> 0"),
+        ({"KSR_STREAM_MAXLEN": "-1"}, "KSR_STREAM_MAXLEN", ">= 0"),
+        ({"KSR_LOG_LEVEL": "verbose"}, "KSR_LOG_LEVEL", "DEBUG|INFO|WARNING|ERROR|CRITICAL"),
+        ({"KSR_HTTP_WORKERS": "0"}, "KSR_HTTP_WORKERS", ">= 1"),
+        ({"KSR_HTTP_THREADS": "many"}, "KSR_HTTP_THREADS", "got 'many'"),
+        ({"KSR_ALLOWED_NAMESPACES": " , "}, "KSR_ALLOWED_NAMESPACES", "at least one namespace"),
     ],
 )
 def test_errors_name_the_variable(env: dict[str, str], variable: str, fragment: str) -> None:
