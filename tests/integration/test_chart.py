@@ -22,6 +22,8 @@ from kubernetes import watch
 from prometheus_client import CollectorRegistry
 
 from runner.metrics import Metrics
+from runner.settings import Settings
+from runner.settings.variables import VARIABLES
 from tests.support.ports import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -169,6 +171,8 @@ def test_helm_lint(helm: list[str], tmp_path: Path, values: dict[str, Any]) -> N
         ({"config": {"streams": ["ksr:jobs:x:dead"]}}, "config/streams/0"),
         ({"config": {"allowedNamespaces": ["*", "other"]}}, '"*" must be alone'),
         ({"config": {"lease": {"durationSeconds": 5}}}, "durationSeconds must exceed"),
+        ({"config": {"lease": {"durationSeconds": 11}}}, "KSR_BLOCK_MS (config.extraEnv, default 2000) must not"),
+        ({"config": {"extraEnv": {"KSR_BLOCK_MS": 5001}}}, "KSR_BLOCK_MS (config.extraEnv, default 2000) must not"),
         ({"shutdownGraceSeconds": 28}, "terminationGracePeriodSeconds must exceed"),
         ({"redis": {"url": ""}}, "set redis.url or secrets.existingSecret"),
         ({"replicas": 3}, "additional properties 'replicas' not allowed"),
@@ -222,6 +226,30 @@ def test_defaults_render_what_the_runner_expects(helm: list[str], tmp_path: Path
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
     assert pod["topologySpreadConstraints"][0]["topologyKey"] == "kubernetes.io/hostname"
+
+
+@pytest.mark.parametrize("values", [{}, EVERYTHING], ids=["defaults", "everything-on"])
+def test_the_chart_sets_only_declared_variables_and_the_runner_accepts_them(
+    helm: list[str], tmp_path: Path, values: dict[str, Any]
+) -> None:
+    docs = documents(template(helm, tmp_path, namespace="jobs-ns", values=values))
+    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    deploy = next(d for d in docs if d["kind"] == "Deployment")
+    (c,) = deploy["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
+    declared = {v.name for v in VARIABLES}
+    # a misspelt key in the chart would be silently ignored by the runner
+    assert set(config) - declared == set()
+    assert {e["name"] for e in c["env"]} - declared == {"TMPDIR"}  # the platform's, not ours
+    settings = Settings.from_env(
+        {**config, **env, "POD_NAME": "ksr-0", "POD_NAMESPACE": "jobs-ns", "KUBERNETES_SERVICE_HOST": "10.96.0.1"}
+    )
+    assert (settings.lock, settings.kube.executor, settings.policy.allowed_namespaces) == (
+        "lease",
+        "kubernetes",
+        ("jobs-ns",),
+    )
+    assert settings.server.runtime_dir == Path("/run/ksr")
 
 
 def test_crd_kinds_render_and_match_the_service_and_rule_file(helm: list[str], tmp_path: Path) -> None:

@@ -68,6 +68,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if le (float64 $lease.renewDeadlineSeconds) (mulf 1.2 (float64 $lease.retryPeriodSeconds)) }}
 {{- fail "config.lease.renewDeadlineSeconds must exceed 1.2 x config.lease.retryPeriodSeconds" }}
 {{- end }}
+{{- $blockMs := float64 (dig "KSR_BLOCK_MS" 2000 .Values.config.extraEnv) }}
+{{- if gt $blockMs (mulf 1000.0 (subf (float64 $lease.durationSeconds) (float64 $lease.renewDeadlineSeconds))) }}
+{{- fail "KSR_BLOCK_MS (config.extraEnv, default 2000) must not exceed config.lease.durationSeconds - config.lease.renewDeadlineSeconds, in ms" }}
+{{- end }}
 {{- if ge (addf (float64 .Values.shutdownGraceSeconds) 5.0) (float64 .Values.terminationGracePeriodSeconds) }}
 {{- fail "terminationGracePeriodSeconds must exceed shutdownGraceSeconds + 5 (the children's grace)" }}
 {{- end }}
@@ -97,3 +101,16 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   name: {{ include "ksr.serviceAccountName" . }}
   namespace: {{ .Release.Namespace }}
 {{- end }}
+
+{{/*
+A value for the environment, as text. YAML numbers reach templates as float64, and toString
+writes a large whole number with an exponent (1209600 -> "1.2096e+06"), which the runner's
+integer settings refuse; whole numbers are written as integers.
+*/}}
+{{- define "ksr.envValue" -}}
+{{- if and (kindIs "float64" .) (eq . (floor .)) -}}
+{{- int64 . | toString -}}
+{{- else -}}
+{{- toString . -}}
+{{- end -}}
+{{- end -}}
