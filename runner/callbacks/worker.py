@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import uuid
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 from rq.worker import SimpleWorker
 
 from runner.settings import Settings
+from runner.settings.variables import POD_NAME
 
 # Retries and ordering waits are scheduled jobs, moved to the queue by whichever worker
 # holds RQ's scheduler lock. When that worker dies with its pod the lock lapses after 61 s,
@@ -26,7 +26,7 @@ class CallbackWorker(SimpleWorker):
     collides with the registration its killed predecessor left behind (RQ refuses a live name)."""
 
     def __init__(self, queues: Any, name: str | None = None, *args: Any, **kwargs: Any) -> None:
-        pod = os.environ.get("POD_NAME") or socket.gethostname()
+        pod = POD_NAME.read()
         super().__init__(queues, name or f"{pod}.{os.getpid()}.{uuid.uuid4().hex[:6]}", *args, **kwargs)
 
 
