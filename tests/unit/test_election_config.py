@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from election.config import ElectionConfig
 from election.durations import parse_seconds
@@ -79,3 +83,14 @@ def test_is_frozen() -> None:
 def test_request_timeout_stays_well_inside_the_deadline(renew: float, retry: float, expected: float) -> None:
     c = ElectionConfig(lease_duration=renew * 2, renew_deadline=renew, retry_period=retry)
     assert c.request_timeout == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=20) | st.from_regex(r"\A[-+]?[0-9.e]{1,8}(ms|s|m|h)?\Z", fullmatch=True))
+def test_a_duration_is_a_positive_finite_number_or_a_value_error(text: str) -> None:
+    try:
+        value = parse_seconds(text)
+    except ValueError as e:
+        assert str(e).startswith("must be a number of seconds > 0, got ")
+    else:
+        assert math.isfinite(value) and value > 0

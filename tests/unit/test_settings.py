@@ -9,9 +9,13 @@ import typing
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from runner.errors import ConfigError
 from runner.settings import Settings
+from runner.settings.variables import VARIABLES
 
 # An environment with no cluster config: no KUBERNETES_SERVICE_HOST, no KUBECONFIG, a HOME
 # without ~/.kube/config.
@@ -192,8 +196,6 @@ def test_block_ms_must_fit_between_lease_and_renew_deadline() -> None:
 
 
 def test_masked_lists_every_declared_variable_in_order() -> None:
-    from runner.settings.variables import VARIABLES
-
     masked = Settings.from_env(BARE).masked()
     assert list(masked) == [v.name for v in VARIABLES]
     # the ones `ksr config` used to miss
@@ -219,7 +221,6 @@ def test_masked_shows_the_tree_s_values() -> None:
 def test_every_field_of_the_tree_has_its_variable() -> None:
     """A field without a declaration would be neither parsed, shown nor documented."""
     from election.config import ElectionConfig
-    from runner.settings.variables import VARIABLES
 
     def leaves(cls: type, prefix: str) -> set[str]:
         out: set[str] = set()
@@ -348,3 +349,16 @@ def test_a_misspelt_crash_step_is_refused():
         Settings.from_env({"KSR_TEST_CRASH_AT": "after_clam"})
     assert caught.value.variable == "KSR_TEST_CRASH_AT"
     assert Settings.from_env({"KSR_TEST_CRASH_AT": "after_claim"}).test_crash_at == "after_claim"
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(
+    name=st.sampled_from([v.name for v in VARIABLES]),
+    text=st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"), max_size=40),
+)
+def test_any_text_in_any_variable_parses_or_names_the_variable(name: str, text: str) -> None:
+    """Whatever an operator writes, the outcome is settings or a ConfigError naming a variable."""
+    try:
+        Settings.from_env({**BARE, name: text})
+    except ConfigError as e:
+        assert e.variable in {v.name for v in VARIABLES}
