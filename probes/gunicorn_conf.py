@@ -15,6 +15,7 @@ from typing import Any
 from prometheus_client import multiprocess
 
 from runner.logs import dict_config
+from runner.process.lifeline import die_with_parent
 from runner.settings.variables import HTTP_HOST, HTTP_PORT, HTTP_THREADS, HTTP_WORKERS, LOG_FORMAT, LOG_LEVEL
 
 bind = f"{HTTP_HOST.read()}:{HTTP_PORT.read()}"
@@ -35,6 +36,11 @@ proc_name = "ksr-probes"
 control_socket_disable = True
 accesslog = None  # probes every few seconds would drown the runner's log lines
 logconfig_dict = dict_config(LOG_FORMAT.read(), LOG_LEVEL.read())
+
+
+def on_starting(server: Any) -> None:
+    # The master, and the workers it forks, end with the supervisor even if it is SIGKILLed.
+    die_with_parent()
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from rq.worker import SimpleWorker
 
+from runner.process.lifeline import die_with_parent
 from runner.settings import Settings
 from runner.settings.variables import POD_NAME
 
@@ -26,6 +27,7 @@ class CallbackWorker(SimpleWorker):
     collides with the registration its killed predecessor left behind (RQ refuses a live name)."""
 
     def __init__(self, queues: Any, name: str | None = None, *args: Any, **kwargs: Any) -> None:
+        die_with_parent()  # this worker and its scheduler process end with the supervisor
         pod = POD_NAME.read()
         super().__init__(queues, name or f"{pod}.{os.getpid()}.{uuid.uuid4().hex[:6]}", *args, **kwargs)
 

@@ -84,7 +84,9 @@ def _submit_samples(settings: Settings, webhook: str) -> list[str]:
     "--port",
     type=int,
     default=8080,
+    envvar="HTTP_SERVER_PORT",
     show_default=True,
+    show_envvar=True,
     help="Port of the probes and status page (0, or taken: a free one is picked).",
 )
 @click.option("--samples/--no-samples", default=False, help="Submit the sample jobs (runner/samples).")

@@ -9,7 +9,9 @@ One pod, one container, these processes:
 
 Children run in sessions of their own, so the supervisor alone decides when they stop, and a
 dead child's leftovers (gunicorn workers orphaned by a killed master) are killed with its
-process group. A child that dies is restarted after an exponential backoff (capped; reset
+process group. They die with the supervisor even when it is SIGKILLed (lifeline.py). The
+supervisor holds the runtime directory's lock for its lifetime (runtime_lock.py): a second
+`ksr run` on the same directory is refused before it wipes anything. A child that dies is restarted after an exponential backoff (capped; reset
 once it has run for a while).
 
 The runner dying must not be hidden: the supervisor marks it failed on the status board,
@@ -34,6 +36,8 @@ from typing import Any
 
 from election.clock import SYSTEM_CLOCK, Clock
 from runner import metrics
+from runner.process.lifeline import ENV_PARENT_PID
+from runner.process.runtime_lock import DirectoryLock
 from runner.process.statusboard import (
     ENV_RUNTIME_DIR,
     RuntimePaths,
@@ -141,7 +145,10 @@ class Supervisor:
         self._runner_error: str | None = None
 
     def _prepare_runtime(self) -> None:
-        self.paths.runtime_dir.mkdir(parents=True, exist_ok=True)
+        # Before the wipe: a second live user of these directories is refused, not wiped.
+        self._locks = [DirectoryLock(self.paths.runtime_dir, variable=ENV_RUNTIME_DIR)]
+        if not self.paths.metrics_dir.resolve().is_relative_to(self.paths.runtime_dir.resolve()):
+            self._locks.append(DirectoryLock(self.paths.metrics_dir, variable=metrics.ENV_MULTIPROC_DIR))
         metrics.setup_multiprocess(self.paths.metrics_dir, wipe=True)
         os.environ[ENV_RUNTIME_DIR] = str(self.paths.runtime_dir)  # the children find the board here
         self.paths.status_file.unlink(missing_ok=True)
@@ -167,6 +174,8 @@ class Supervisor:
             return self._shutdown(thread, died_before_stop=died)
         finally:
             restore()
+            for lock in self._locks:
+                lock.release()
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -212,7 +221,7 @@ class Supervisor:
     # -- children -------------------------------------------------------------------------------
 
     def _start(self, child: _Child) -> None:
-        env = {**os.environ, **child.spec.env}
+        env = {**os.environ, **child.spec.env, ENV_PARENT_PID: str(os.getpid())}  # see lifeline.py
         try:
             child.proc = subprocess.Popen(
                 list(child.spec.argv), env=env, stdin=subprocess.DEVNULL, start_new_session=True

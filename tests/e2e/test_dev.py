@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import urllib.request
 
 from tests.support.pipeline import ROOT
+from tests.support.ports import free_port, wait_for
+from tests.support.procs import kill_tree
 
 
 def test_ksr_dev_runs_the_samples_end_to_end(tmp_path):
@@ -86,3 +90,31 @@ def test_ksr_dev_sends_the_samples_to_the_cluster_of_kubeconfig(tmp_path, kube):
         batch.delete_collection_namespaced_job(
             "default", label_selector="app.kubernetes.io/managed-by=kube-stream-runner", propagation_policy="Background"
         )
+
+
+def test_ksr_dev_serves_on_http_server_port_without_port_option(tmp_path):
+    port = free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("REDIS_URL", "KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KSR_LOCK", "KSR_EXECUTOR")
+    }
+    env.update(HOME=str(tmp_path), KSR_RUNTIME_DIR=str(tmp_path / "runtime"), HTTP_SERVER_PORT=str(port))
+    out = tmp_path / "dev.log"
+    with open(out, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "runner.cli", "dev"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_for(lambda: _status_of(f"http://127.0.0.1:{port}/healthz") == 200, timeout=60, what=f"ksr dev on {port}")
+        assert f"status page http://127.0.0.1:{port}/" in out.read_text()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, out.read_text()[-3000:]
+    finally:
+        kill_tree(proc.pid)
+        proc.wait(10)
+
+
+def _status_of(url: str) -> int:
+    with urllib.request.urlopen(url, timeout=2) as r:
+        return int(r.status)

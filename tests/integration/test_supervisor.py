@@ -6,17 +6,22 @@ see probe_stack.py) on the test's own redis-server.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from runner.process.supervisor import Backoff
+from tests.support.pipeline import base_env, ksr_run
 from tests.support.ports import free_port, wait_for
 from tests.support.probe_stack import ProbeStack
+from tests.support.procs import descendants, kill_tree
 from tests.support.redis_server import RedisServer
 
 GRACE = 5.0  # KSR_SHUTDOWN_GRACE of the stacks
@@ -128,3 +133,83 @@ def test_dead_rq_worker_is_restarted(make_stack):
 @pytest.mark.parametrize("failures,delay", [(0, 0.5), (1, 1.0), (3, 4.0), (6, 30.0), (100, 30.0)])
 def test_backoff_doubles_up_to_the_cap(failures, delay):
     assert Backoff(base=0.5, cap=30.0).delay(failures) == delay
+
+
+def test_children_die_with_a_sigkilled_supervisor(make_stack):
+    """Outside a container nobody kills the rest of the tree: each child, and each process
+    it forks (gunicorn workers, RQ's scheduler), must follow its parent."""
+    stack = make_stack()
+
+    # gunicorn master + 2 workers, the RQ worker and its scheduler process
+    def full_tree() -> list[int] | None:
+        found = descendants(stack.pid)
+        return found if len(found) >= 5 else None
+
+    tree = wait_for(full_tree, timeout=30, what="the full tree")
+    stack.signal(signal.SIGKILL)  # the main process only
+    wait_for(
+        lambda: not [p for p in tree if alive(p)],
+        timeout=10,
+        what=f"every descendant of the killed supervisor gone ({tree})",
+    )
+
+
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def test_second_runner_on_one_runtime_dir_is_refused_and_a_dead_ones_lock_is_not(private_redis, tmp_path):
+    runtime = tmp_path / "runtime"
+    env = base_env(
+        redis_url=private_redis.url,
+        namespace="default",
+        kubeconfig=None,
+        HOME=str(tmp_path),
+        KSR_RUNTIME_DIR=str(runtime),
+        KSR_HTTP_HOST="127.0.0.1",
+    )
+    first_port = free_port()
+    first = ksr_run({**env, "POD_NAME": "first", "HTTP_SERVER_PORT": str(first_port)}, log_path=tmp_path / "first.log")
+    started: list[subprocess.Popen[bytes]] = [first]
+    try:
+        wait_for(lambda: _healthy(first_port), timeout=60, what="the first runner up")
+        metric_files = sorted(p.name for p in (runtime / "metrics").glob("*.db"))
+        assert metric_files
+
+        second = subprocess.Popen(
+            [sys.executable, "-m", "runner.cli", "run"],
+            env={**os.environ, **env, "POD_NAME": "second", "HTTP_SERVER_PORT": str(free_port())},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        started.append(second)
+        try:
+            out, err = second.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("a second `ksr run` on the same KSR_RUNTIME_DIR was not refused within 30s")
+        assert second.returncode == 2, err[-2000:]
+        lines = (out + err).strip().splitlines()
+        assert len(lines) == 1, out + err
+        assert "KSR_RUNTIME_DIR" in lines[0] and str(runtime) in lines[0] and str(first.pid) in lines[0]
+        # The first one keeps its files and its board.
+        assert set(metric_files) <= {p.name for p in (runtime / "metrics").glob("*.db")}
+        status = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{first_port}/status", timeout=5).read())
+        assert status["identity"] == "first" and status["runner"]["state"] == "running"
+
+        kill_tree(first.pid)  # a crash: the kernel drops its lock
+        first.wait(10)
+        third_port = free_port()
+        third = ksr_run(
+            {**env, "POD_NAME": "third", "HTTP_SERVER_PORT": str(third_port)}, log_path=tmp_path / "third.log"
+        )
+        started.append(third)
+        wait_for(lambda: _healthy(third_port), timeout=60, what="a restart on the dead runner's directory")
+    finally:
+        for proc in started:
+            kill_tree(proc.pid)  # its children live in sessions of their own: the whole tree
+            proc.wait(10)
