@@ -592,7 +592,8 @@ RUNTIME_DIR = Variable(
         "`<parent of PROMETHEUS_MULTIPROC_DIR>/ksr-runtime` if that is set, else `<tmp>/ksr-runtime-<uid>`",
     ),
     unit="path",
-    help="The status board (`status.json`) the runner writes and the probes read. `ksr run` wipes it at start.",
+    help="The status board (`status.json`) the runner writes and the probes read. `ksr run` wipes it at start "
+    "and locks it (`ksr.lock`) for its lifetime: one `ksr run` per directory, a second one exits 2.",
 )
 MULTIPROC_DIR = Variable(
     name="PROMETHEUS_MULTIPROC_DIR",
