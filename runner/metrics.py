@@ -26,7 +26,7 @@ import re
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -38,6 +38,8 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+from runner.signals import StreamStatsLike
 
 __all__ = [
     "ENV_MULTIPROC_DIR",
@@ -64,17 +66,6 @@ _FAILED = frozenset({"invalid", "dead_lettered"})  # done with, and no Job came 
 DISPATCH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 JOB_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 43200, 86400)
 KUBE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
-
-
-class StreamStatsLike(Protocol):
-    @property
-    def length(self) -> int: ...
-    @property
-    def pending(self) -> int: ...
-    @property
-    def lag(self) -> int | None: ...
-    @property
-    def dead(self) -> int: ...
 
 
 class Metrics:

@@ -22,9 +22,10 @@ def serve(settings: Settings, *, on_started: callable | None = None) -> int:  # 
     supervisor = Supervisor(settings, children=default_children(settings))
 
     def runner_main(stop: threading.Event) -> None:
+        from runner.observers import BoardObserver
         from runner.pipeline.loop import Runner
 
-        Runner(settings, board=supervisor.board).run(stop)
+        Runner(settings, observers=[BoardObserver(supervisor.board)]).run(stop)
 
     if on_started is not None:
         on_started(supervisor)

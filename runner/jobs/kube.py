@@ -1,8 +1,9 @@
 """The Kubernetes API as the pipeline uses it: create Jobs idempotently, list and watch
 Jobs and Pods by label as raw JSON, with retries for transient errors.
 
-Errors are translated once, here (`kube_error_from`); every request is counted in
-`ksr_kube_requests_total` by verb and code.
+Errors are translated once, here (`kube_error_from`); every request is reported as a
+`KubeRequest` signal (verb, code, latency), which the metrics observer counts in
+`ksr_kube_requests_total`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from typing import Any, TypeVar, cast
 from kubernetes import client as k8s
 
 from election.clock import SYSTEM_CLOCK, Clock
-from runner import metrics as metrics_mod
 from runner.errors import (
     KsrError,
     KubeApiError,
@@ -27,6 +27,7 @@ from runner.errors import (
     kube_error_from,
 )
 from runner.jobs.manifest import MESSAGE_ID_ANNOTATION, managed_selector
+from runner.signals import KubeRequest, Signals
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class KubeApi:
         api_client: k8s.ApiClient,
         *,
         timeout: float,
+        signals: Signals,
         clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
         backoff_base: float = 0.2,
@@ -71,6 +73,7 @@ class KubeApi:
         self._base = backoff_base
         self._cap = backoff_cap
         self._max_attempts = max_attempts
+        self.signals = signals
 
     # -- the retry loop ---------------------------------------------------------------
     def call(self, verb: str, fn: Callable[[], T], *, keep_going: Callable[[], bool] = _always) -> T:
@@ -84,7 +87,7 @@ class KubeApi:
                 result = fn()
             except Exception as e:  # translated right here, the boundary
                 err = e if isinstance(e, KubeApiError) else kube_error_from(e)
-                metrics_mod.get().observe_kube_request(verb, err.status or None, time.monotonic() - started)
+                self.signals.emit(KubeRequest(verb, err.status or None, time.monotonic() - started))
                 if not err.retryable or (self._max_attempts and attempt >= self._max_attempts):
                     raise err from e
                 delay = min(self._cap, self._base * 2 ** min(attempt - 1, 16)) * (0.5 + self._rng.random() / 2)
@@ -93,7 +96,7 @@ class KubeApi:
                 log.warning("kubernetes %s failed (%s), retry %d in %.2fs", verb, err, attempt, delay)
                 self._clock.sleep(delay)
                 continue
-            metrics_mod.get().observe_kube_request(verb, _code_of(verb), time.monotonic() - started)
+            self.signals.emit(KubeRequest(verb, _code_of(verb), time.monotonic() - started))
             return result
 
     # -- Jobs --------------------------------------------------------------------------
@@ -206,7 +209,7 @@ class KubeApi:
             )
         except Exception as e:
             raise kube_error_from(e) from e
-        metrics_mod.get().observe_kube_request("watch", 200, 0.0)
+        self.signals.emit(KubeRequest("watch", 200, 0.0))
         buffer = b""
         try:
             for chunk in resp.stream(amt=None, decode_content=False):

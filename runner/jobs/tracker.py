@@ -18,10 +18,10 @@ from typing import Any, Protocol
 
 import redis
 
-from runner import metrics as metrics_mod
 from runner.callbacks.courier import owed_key, owed_member
 from runner.logs import log_context
 from runner.settings import Settings
+from runner.signals import JobFinished, Signals
 from runner.store.events import append_event
 from runner.store.state import TERMINAL_STATES, StateStore, callbacks_sent
 
@@ -45,6 +45,7 @@ class Tracker:
         settings: Settings,
         term: Callable[[], int | None] = lambda: None,
         on_finished: Callable[[], None] = lambda: None,
+        signals: Signals,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.redis = redis_client
@@ -53,6 +54,7 @@ class Tracker:
         self.settings = settings
         self._term = term
         self._on_finished = on_finished
+        self.signals = signals
         self._now = wall_clock
         self.owed_key = owed_key(settings)
         # Transitions of one message must not interleave (pod and Job watchers race).
@@ -161,10 +163,7 @@ class Tracker:
         self._emit(message_id, status, detail, record)
         state = _TERMINAL_STATE[status]
         self.state.finish(message_id, state, term=self._term())
-        m = metrics_mod.get()
-        m.jobs_finished.labels(outcome=state).inc()
-        if duration is not None:
-            m.job_duration.observe(duration)
+        self.signals.emit(JobFinished(outcome=state, duration=duration))
         with log_context(message_id=message_id, job_name=record.get("job_name", "")):
             log.info("job %s ended: %s %s", record.get("job_name"), state, detail)
         self._on_finished()

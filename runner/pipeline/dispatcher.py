@@ -20,7 +20,6 @@ from typing import Any
 
 import redis
 
-from runner import metrics as metrics_mod
 from runner.errors import InvalidMessage, KsrError, KubeApiError, PolicyRefused
 from runner.jobs.executors import Executor
 from runner.jobs.kube import JobRef, Stopped
@@ -29,6 +28,7 @@ from runner.logs import log_context
 from runner.pipeline.message import Message, parse_entry
 from runner.pipeline.policy import check_policy
 from runner.settings import Settings
+from runner.signals import Dispatched, MessageHandled, Signals
 from runner.store.deadletter import dead_letter, is_poison
 from runner.store.state import TERMINAL_STATES, ClaimStatus, StaleTerm, StateStore
 from runner.store.streams import Entry, StreamReader
@@ -52,6 +52,7 @@ class Dispatcher:
         tracker: Tracker,
         settings: Settings,
         holds_term: Callable[[int], bool],
+        signals: Signals,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.redis = redis_client
@@ -61,6 +62,7 @@ class Dispatcher:
         self.tracker = tracker
         self.settings = settings
         self._holds_term = holds_term
+        self.signals = signals
         self._now = wall_clock
         self._pool = ThreadPoolExecutor(max_workers=settings.kube.worker_pool_size, thread_name_prefix="create")
         self._stop = threading.Event()  # set by the caller's stop: in-flight retries give up
@@ -99,7 +101,7 @@ class Dispatcher:
             except KsrError as e:  # Redis or the apiserver away: the entry stays pending
                 log.warning("entry %s left pending: %s", entry.entry_id, e)
                 outcome = "retried"
-            metrics_mod.get().count_message(outcome)
+            self.signals.emit(MessageHandled(outcome))
             return outcome
 
     def _process(self, entry: Entry, term: int) -> str:
@@ -177,7 +179,7 @@ class Dispatcher:
             self._crash_point("after_callback")
             self._crash_point("before_ack")
             self.reader.ack(entry)
-            metrics_mod.get().dispatch_latency.observe(max(0.0, now - _entry_time(entry.entry_id)))
+            self.signals.emit(Dispatched(latency=now - _entry_time(entry.entry_id)))
             log.info(
                 "job %s/%s %s for message %s",
                 ref.namespace,

@@ -2,9 +2,10 @@
 read -> dispatch loop, with the watcher following the Jobs it created.
 
 `Runner.run(stop)` is what `ksr run` (under the supervisor) and `ksr dev` call in the
-main process. Its loop beats the status board every iteration, so the liveness probe
-fails when it is stuck; Redis or apiserver outages are logged, recorded and retried,
-never fatal.
+main process. Its loop beats every iteration (a `Beat` signal: the status board and the
+heartbeat metric), so the liveness probe fails when it is stuck; Redis or apiserver outages
+are logged, recorded and retried, never fatal. Everything metrics and the board show
+leaves through `self.signals` (runner.signals), never written from here.
 """
 
 from __future__ import annotations
@@ -12,26 +13,28 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import redis
 from kubernetes import client as k8s
 
 from election.clock import SYSTEM_CLOCK, Clock
-from election.elector import Elector
+from election.elector import Elector, ElectorStatus
 from election.lease_lock import LeaseLock
 from election.lock import Lock
 from election.redis_lock import RedisLock
-from runner import metrics as metrics_mod
 from runner.callbacks.enqueue import CallbackQueue
 from runner.errors import KsrError
 from runner.jobs.executors import Executor, KubernetesExecutor, LocalExecutor
 from runner.jobs.kube import KubeApi, Stopped
 from runner.jobs.tracker import Tracker
 from runner.jobs.watcher import KubeWatcher
+from runner.observers import MetricsObserver
 from runner.pipeline.dispatcher import Dispatcher
-from runner.process.statusboard import StatusBoard
+from runner.pipeline.leadership import LeadershipView
 from runner.settings import Settings
+from runner.signals import ActiveJobs, Beat, ErrorRecorded, GroupRecreated, Observer, Signals, StreamsSampled
 from runner.store.state import StaleTerm, StateStore
 from runner.store.streams import StreamReader
 
@@ -55,13 +58,16 @@ class Runner:
         self,
         settings: Settings,
         *,
-        board: StatusBoard | None = None,
+        observers: Sequence[Observer] = (),
         api_client: k8s.ApiClient | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        """`observers` subscribe to the runner's signals beside the metrics (`ksr run`
+        adds the status board's)."""
         self.settings = settings
-        self.board = board
         self.clock = clock
+        self.signals = Signals([MetricsObserver(), *observers], clock=clock)
+        self._leadership = LeadershipView()
         self.redis = redis_client(settings)
         s = settings
         self.reader = StreamReader(
@@ -72,9 +78,7 @@ class Runner:
             count=s.streams.read_count,
             block_ms=s.streams.block_ms,
         )
-        self.reader.on_group_recreated.append(
-            lambda stream: metrics_mod.get().group_recreated.labels(stream=stream).inc()
-        )
+        self.reader.on_group_recreated.append(lambda stream: self.signals.emit(GroupRecreated(stream)))
         self.state = StateStore(
             self.redis, ttl_seconds=s.state.ttl_seconds, prefix=s.state.key_prefix, active_key=s.state.active_key
         )
@@ -90,6 +94,7 @@ class Runner:
             settings=s,
             term=lambda: self._tenure,
             on_finished=self._capacity.set,
+            signals=self.signals,
         )
         self.api: KubeApi | None = None
         self.watcher: KubeWatcher | None = None
@@ -100,7 +105,7 @@ class Runner:
                 from election.lease_lock import api_client_from_kubeconfig
 
                 api_client = api_client_from_kubeconfig()
-            self.api = KubeApi(api_client, timeout=s.kube.client_timeout)
+            self.api = KubeApi(api_client, timeout=s.kube.client_timeout, signals=self.signals)
         if s.kube.executor == "kubernetes":
             assert self.api is not None
             executor = KubernetesExecutor(self.api, s)
@@ -113,7 +118,6 @@ class Runner:
             identity=s.identity.pod_name,
             config=s.election,
             clock=clock,
-            on_new_leader=self._on_new_leader,
         )
         self.dispatcher = Dispatcher(
             redis_client=self.redis,
@@ -123,6 +127,7 @@ class Runner:
             tracker=self.tracker,
             settings=s,
             holds_term=self.elector.holds_term,
+            signals=self.signals,
         )
         self._elector_stop = threading.Event()
         self._elector_thread: threading.Thread | None = None
@@ -144,10 +149,6 @@ class Runner:
         return RedisLock.from_url(
             s.redis.url, name=s.election.lock_name, request_timeout=min(5.0, s.election.renew_deadline / 2)
         )
-
-    def _on_new_leader(self, identity: str) -> None:
-        log.info("the leader is now %s", identity)
-        metrics_mod.get().leader_transitions.inc()
 
     # -- the loop ----------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -177,8 +178,9 @@ class Runner:
             self._shutdown()
 
     def _tick(self, stop: threading.Event) -> None:
-        self._beat()
-        term = self.elector.term if self.elector.is_leading() else None
+        status = self.elector.status()  # one reading: what the signals say is what we act on
+        self._beat(status)
+        term = status.term if status.leading else None
         if self.term is not None and term != self.term:
             self._step_down()
         if term is None:
@@ -198,13 +200,11 @@ class Runner:
         if entries and not stop.is_set():
             self.dispatcher.process_batch(entries, term, stop=stop)
 
-    def _beat(self) -> None:
-        if self.board is not None:
-            self.board.beat("main")
-            alive = self._elector_thread is not None and self._elector_thread.is_alive()
-            self.board.observe_elector(self.elector, running=alive)
-        metrics_mod.get().heartbeat("main", time.time())
-        metrics_mod.get().leader.set(1 if self.term is not None else 0)
+    def _beat(self, status: ElectorStatus) -> None:
+        self.signals.emit(Beat("main", time.time()))
+        alive = self._elector_thread is not None and self._elector_thread.is_alive()
+        for signal in self._leadership.changes(status, running=alive):
+            self.signals.emit(signal)
 
     # -- leadership --------------------------------------------------------------------
     def _take_over(self, term: int) -> None:
@@ -280,19 +280,15 @@ class Runner:
             if self.settings.streams.stream_maxlen:
                 for stream in self.settings.streams.streams:  # never past what the group still owes
                     self.reader.trim(stream, self.settings.streams.stream_maxlen)
-            metrics_mod.get().set_stream_stats(self.reader.stats())
-            active = int(self.redis.scard(self.settings.state.active_key))
-            metrics_mod.get().active_jobs.set(active)
-            if self.board is not None:
-                self.board.set_active_jobs(active)
+            self.signals.emit(StreamsSampled(self.reader.stats()))
+            self.signals.emit(ActiveJobs(int(self.redis.scard(self.settings.state.active_key))))
 
     def _backpressured(self) -> bool:
         cap = self.settings.kube.max_active_jobs
         return cap > 0 and int(self.redis.scard(self.settings.state.active_key)) >= cap
 
     def _record_error(self, text: str) -> None:
-        if self.board is not None:
-            self.board.record_error(text)
+        self.signals.emit(ErrorRecorded(text))
 
     # -- shutdown ----------------------------------------------------------------------
     def _shutdown(self) -> None:
@@ -307,5 +303,8 @@ class Runner:
         if self._elector_thread is not None:
             self._elector_thread.join(self.settings.election.renew_deadline)
         self.term = None
-        metrics_mod.get().leader.set(0)
+        # Released (or about to expire): say so whatever the elector thread last showed.
+        leadership = self._leadership.observe(leading=False, leader=self.elector.leader, term=self.elector.term)
+        if leadership is not None:
+            self.signals.emit(leadership)
         log.info("runner stopped")

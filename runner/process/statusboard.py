@@ -27,10 +27,9 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from election.clock import SYSTEM_CLOCK, Clock
-from runner.metrics import Metrics
 from runner.settings.variables import MULTIPROC_DIR, RUNTIME_DIR
 
 __all__ = [
@@ -61,22 +60,10 @@ def runtime_paths(env: Mapping[str, str] | None = None) -> RuntimePaths:
     return RuntimePaths(runtime_dir=runtime, metrics_dir=MULTIPROC_DIR.read(env), status_file=runtime / STATUS_FILE)
 
 
-class ElectorLike(Protocol):
-    """What `observe_elector` reads (election.Elector has it)."""
-
-    @property
-    def term(self) -> int | None: ...
-
-    @property
-    def leader(self) -> str | None: ...
-
-    def is_leading(self) -> bool: ...
-
-    def healthy(self) -> bool: ...
-
-
 class StatusBoard:
     """The runner's side. Thread-safe; every method is cheap enough to call from a hot loop.
+    The runner writes it through `runner.observers.BoardObserver`; the supervisor writes its
+    own fields (runner state, children) and clears leadership when the runner is gone.
 
     Runner states: "starting" -> "running" -> "stopping" -> "stopped", or "failed" (the
     runner raised or returned on its own; liveness fails from then on).
@@ -89,18 +76,15 @@ class StatusBoard:
         clock: Clock = SYSTEM_CLOCK,
         identity: str = "",
         min_interval: float = 0.5,
-        metrics: Metrics | None = None,
     ) -> None:
         self.path = Path(path)
         self._clock = clock
         self._min_interval = min_interval
-        self._metrics = metrics
         self._mutex = threading.Lock()
         self._errors: deque[dict[str, Any]] = deque(maxlen=MAX_ERRORS)
         self._loops: dict[str, dict[str, float]] = {}
         self._last_write: float | None = None
         self._write_failed = False
-        self._last_leader_key: tuple[str | None, int | None] | None = None
         self._state: dict[str, Any] = {
             "schema": SCHEMA,
             "identity": identity,
@@ -121,12 +105,9 @@ class StatusBoard:
     def beat(self, loop: str) -> None:
         """`loop` is alive. Liveness fails when a loop that beat once stops beating, until
         `stop_loop(loop)` says it stopped on purpose."""
-        wall = time.time()
         with self._mutex:
-            self._loops[loop] = {"monotonic": self._clock.monotonic(), "wall": wall}
+            self._loops[loop] = {"monotonic": self._clock.monotonic(), "wall": time.time()}
             self._write_locked(force=False)
-        if self._metrics is not None:
-            self._metrics.heartbeat(loop, wall)
 
     def stop_loop(self, loop: str) -> None:
         """`loop` ended on purpose (e.g. the reader when leadership ends): stop judging it."""
@@ -136,39 +117,22 @@ class StatusBoard:
 
     def set_leadership(self, *, leading: bool, leader: str | None, term: int | None) -> None:
         with self._mutex:
-            key = (leader, term)
             changed = (leading, leader, term) != (self._state["leading"], self._state["leader"], self._state["term"])
-            # A transition: a new holder or a new term after the first observation (a
-            # release clears the holder and keeps the term: not one).
-            transition = leader is not None and self._last_leader_key is not None and key != self._last_leader_key
-            if leader is not None:
-                self._last_leader_key = key
             self._state.update(leading=leading, leader=leader, term=term)
             if changed:
                 self._write_locked(force=True)
-        if self._metrics is not None:
-            self._metrics.leader.set(1 if leading else 0)
-            if transition:
-                self._metrics.leader_transitions.inc()
 
     def set_elector_running(self, running: bool) -> None:
         self._set_field("elector", {**self._state["elector"], "running": running})
 
-    def set_elector_healthy(self, healthy: bool) -> None:
-        self._set_field("elector", {**self._state["elector"], "healthy": healthy})
-
-    def observe_elector(self, elector: ElectorLike, *, running: bool) -> None:
-        """Copy the elector's view to the board (call it from a loop about once a second)."""
-        self.set_leadership(leading=elector.is_leading(), leader=elector.leader, term=elector.term)
-        self._set_field("elector", {"running": running, "healthy": elector.healthy()})
+    def set_elector(self, *, running: bool, healthy: bool) -> None:
+        self._set_field("elector", {"running": running, "healthy": healthy})
 
     def set_active_jobs(self, n: int) -> None:
         with self._mutex:
             if self._state["active_jobs"] != n:
                 self._state["active_jobs"] = n
                 self._write_locked(force=False)
-        if self._metrics is not None:
-            self._metrics.active_jobs.set(n)
 
     def record_error(self, text: str) -> None:
         """Keep `text` among the last 20 errors shown by /status and the page."""

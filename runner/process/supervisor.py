@@ -138,9 +138,7 @@ class Supervisor:
         self.stop_event = threading.Event()
         self._children = [_Child(spec) for spec in children]
         self._prepare_runtime()
-        self.board = StatusBoard(
-            self.paths.status_file, clock=clock, identity=settings.identity.pod_name, metrics=metrics.get()
-        )
+        self.board = StatusBoard(self.paths.status_file, clock=clock, identity=settings.identity.pod_name)
         self.board.flush()  # the probes find a board ("starting") from their first request
         self._runner_error: str | None = None
 

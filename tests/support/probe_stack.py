@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -30,10 +31,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def main() -> int:
-    from runner import metrics
     from runner.logs import setup_logging
+    from runner.observers import BoardObserver, MetricsObserver
+    from runner.pipeline.leadership import LeadershipView
     from runner.process.supervisor import Supervisor, default_children
     from runner.settings import Settings
+    from runner.signals import ActiveJobs, Beat, Dispatched, ErrorRecorded, KubeRequest, MessageHandled, Signals
 
     setup_logging(os.environ.get("KSR_LOG_FORMAT") or "auto", "INFO")
     settings = Settings.from_env()
@@ -42,7 +45,10 @@ def main() -> int:
     me = settings.identity.pod_name
 
     def runner_main(stop: threading.Event) -> None:
-        board, m = supervisor.board, metrics.get()
+        # The same seam as the real runner: signals, and the observers of `ksr run`.
+        board = supervisor.board
+        signals = Signals([MetricsObserver(), BoardObserver(board)])
+        view = LeadershipView()
         board.set_elector_running(True)
         jobs = 0
         for _ in range(10_000_000):  # bounded; one turn per 0.1 s
@@ -54,18 +60,20 @@ def main() -> int:
             if (control / "leader").exists():
                 name, _, number = (control / "leader").read_text().strip().partition(" ")
                 leader, term = name, int(number or 0)
-            board.set_leadership(leading=leader == me, leader=leader, term=term)
+            leadership = view.observe(leading=leader == me, leader=leader, term=term)
+            if leadership is not None:
+                signals.emit(leadership)
             if (control / "error").exists():
-                board.record_error((control / "error").read_text().strip())
+                signals.emit(ErrorRecorded((control / "error").read_text().strip()))
                 (control / "error").unlink()
             # some metric activity, so /metrics has every kind of series
-            m.count_message("dispatched")
-            m.dispatch_latency.observe(0.05)
-            m.observe_kube_request("create", 201, 0.01)
+            signals.emit(MessageHandled("dispatched"))
+            signals.emit(Dispatched(latency=0.05))
+            signals.emit(KubeRequest("create", 201, 0.01))
             jobs = (jobs + 1) % 7
-            board.set_active_jobs(jobs)
-            board.beat("reader")
-            board.beat("watcher")
+            signals.emit(ActiveJobs(jobs))
+            signals.emit(Beat("reader", time.time()))
+            signals.emit(Beat("watcher", time.time()))
             stop.wait(0.1)
         if (control / "ignore-stop").exists():
             threading.Event().wait(3600)

@@ -1,0 +1,209 @@
+"""The one seam between the pipeline and its side channels (metrics, the status board).
+
+The pipeline (runner loop, dispatcher, tracker, Kubernetes client, stream reader) says what
+happened by emitting a signal, a small frozen dataclass below; observers subscribed to a
+`Signals` turn them into metrics (`runner.observers.MetricsObserver`) and status-board
+fields (`runner.observers.BoardObserver`). The core never writes a metric or the board
+itself, so each series has exactly one writer. dramatiq's middleware and client-go's
+leader-election callbacks are the model.
+
+An observer that raises is logged with its traceback and skipped: a side channel never
+stops the pipeline. Observers run synchronously in the emitting thread (the loop, a create
+worker, a watch thread), so they must be quick and thread-safe.
+
+Not to be confused with OS signals (the supervisor's SIGTERM handling) or with the Redis
+events stream (`runner.store.events`), which producers read.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from election.clock import SYSTEM_CLOCK, Clock
+
+__all__ = [
+    "ActiveJobs",
+    "Beat",
+    "Dispatched",
+    "ElectorState",
+    "ErrorRecorded",
+    "GroupRecreated",
+    "JobFinished",
+    "KubeRequest",
+    "Leadership",
+    "MessageHandled",
+    "Observer",
+    "Signal",
+    "Signals",
+    "StreamsSampled",
+]
+
+log = logging.getLogger(__name__)
+
+# A subscriber failing on every beat would log a traceback several times a second.
+REPEAT_LOG_INTERVAL = 60.0
+
+
+class StreamStatsLike(Protocol):
+    @property
+    def length(self) -> int: ...
+    @property
+    def pending(self) -> int: ...
+    @property
+    def lag(self) -> int | None: ...
+    @property
+    def dead(self) -> int: ...
+
+
+# -- the signals ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Beat:
+    """Loop `loop` is alive (every turn of it)."""
+
+    loop: str
+    wall: float  # Unix time of the beat
+
+
+@dataclass(frozen=True)
+class Leadership:
+    """This replica's view of the election changed (emitted on change only)."""
+
+    leading: bool
+    leader: str | None  # the holder seen, None while nobody holds the lock
+    term: int | None
+    transition: bool  # a new holder or a new term since the previous holder seen
+
+
+@dataclass(frozen=True)
+class ElectorState:
+    """The elector thread's state changed."""
+
+    running: bool
+    healthy: bool
+
+
+@dataclass(frozen=True)
+class MessageHandled:
+    """One stream entry reached `outcome` (runner.metrics.MESSAGE_OUTCOMES)."""
+
+    outcome: str
+
+
+@dataclass(frozen=True)
+class Dispatched:
+    """A Job was created (or adopted) for an entry and the entry acked."""
+
+    latency: float  # seconds from the entry id's time to the Job created
+
+
+@dataclass(frozen=True)
+class JobFinished:
+    """A Job reached a terminal state: completed, failed or exception."""
+
+    outcome: str
+    duration: float | None  # seconds from created to finished, when known
+
+
+@dataclass(frozen=True)
+class ActiveJobs:
+    """The leader counted the active set."""
+
+    count: int
+
+
+@dataclass(frozen=True)
+class StreamsSampled:
+    """The leader sampled length, pending, lag and dead letters of every stream."""
+
+    stats: Mapping[str, StreamStatsLike]
+
+
+@dataclass(frozen=True)
+class GroupRecreated:
+    """The consumer group on `stream` had vanished and was recreated."""
+
+    stream: str
+
+
+@dataclass(frozen=True)
+class KubeRequest:
+    """One Kubernetes API request ended."""
+
+    verb: str
+    code: int | None  # HTTP status; None when no answer came
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ErrorRecorded:
+    """An error worth showing to operators (the board keeps the last ones)."""
+
+    text: str
+
+
+Signal = (
+    Beat
+    | Leadership
+    | ElectorState
+    | MessageHandled
+    | Dispatched
+    | JobFinished
+    | ActiveJobs
+    | StreamsSampled
+    | GroupRecreated
+    | KubeRequest
+    | ErrorRecorded
+)
+
+
+class Observer(Protocol):
+    """A subscriber: called with every signal; ignores the ones it has no use for."""
+
+    def __call__(self, signal: Signal) -> None: ...
+
+
+# -- the emitter ---------------------------------------------------------------------------
+
+
+class Signals:
+    """Fans each signal out to the observers, in subscription order. Thread-safe."""
+
+    def __init__(self, observers: Iterable[Observer] = (), *, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._observers: tuple[Observer, ...] = tuple(observers)
+        self._clock = clock
+        self._mutex = threading.Lock()
+        self._last_logged: dict[tuple[int, type], float] = {}
+
+    @property
+    def observers(self) -> tuple[Observer, ...]:
+        return self._observers
+
+    def subscribe(self, observer: Observer) -> None:
+        with self._mutex:
+            self._observers = (*self._observers, observer)  # emitters iterate a snapshot
+
+    def emit(self, signal: Signal) -> None:
+        for observer in self._observers:
+            try:
+                observer(signal)
+            except Exception:  # a side channel must never stop the pipeline
+                self._failed(observer, signal)
+
+    def _failed(self, observer: Observer, signal: Signal) -> None:
+        key = (id(observer), type(signal))
+        now = self._clock.monotonic()
+        with self._mutex:
+            last = self._last_logged.get(key)
+            loud = last is None or now - last >= REPEAT_LOG_INTERVAL
+            if loud:
+                self._last_logged[key] = now
+        if loud:
+            log.exception("observer %r failed on %r; the pipeline goes on", observer, signal)
+        else:
+            log.debug("observer %r failed again on %r", observer, signal, exc_info=True)
