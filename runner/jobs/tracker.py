@@ -125,10 +125,10 @@ class Tracker:
                 return
             if status != EXCEPTION:  # a Job that completed or failed had a pod that started
                 self._ensure_started(message_id, record, *pod)
-            if status == COMPLETED:
-                if duration is None:
+                if duration is None:  # the watcher knows none for a failed Job; the local executor does
                     duration = max(0.0, self._now() - created_at(record, default=self._now()))
-                detail = {"duration": round(duration, 3)}
+                if status == COMPLETED:
+                    detail = {"duration": round(duration, 3)}
             self._finish(message_id, status, detail, record, duration)
 
     def _live(self, message_id: str) -> dict[str, str] | None:

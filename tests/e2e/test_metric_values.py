@@ -1,9 +1,9 @@
 """The values, not just the names, of the metrics the Grafana dashboard and the alerts read,
 after a known workload on real `ksr run` processes (Redis lock, local executor).
 
-Every metric in charts/kube-stream-runner/dashboards/ and alerts/ is asserted here, except
-the Kubernetes API series (ksr_kube_request*), which need the Kubernetes executor: their
-values are checked in test_replicas.py.
+Every metric in charts/kube-stream-runner/dashboards/ and alerts/ is asserted here; the
+Kubernetes API series (ksr_kube_request*) with the Kubernetes executor on the real control
+plane (kwok runs the Jobs; its stages fail pods of service `ksr-test-fail`).
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import signal
 import time
+
+import pytest
 
 from tests.support.messages import message
 from tests.support.pipeline import base_env, xadd
@@ -158,3 +160,41 @@ def test_two_leader_changes_count_two_and_a_former_leader_zeroes_its_leader_gaug
         for pod in (a, b, a2):
             if pod is not None:
                 pod.kill_container()
+
+
+@pytest.mark.kube
+def test_kubernetes_api_and_job_metrics_count_the_requests_the_workload_made(
+    redis_server, redis_client, kube, namespace, receiver, tmp_path
+):
+    env = base_env(redis_url=redis_server.url, namespace=namespace, kubeconfig=kube.kubeconfig, HOME=str(tmp_path))
+    pod = Pod(env, tmp_path, "kube-values-0")
+    try:
+        wait_for(pod.leading, timeout=60, what="leadership")
+        ok = [f"kok-{i}" for i in range(3)]
+        for mid in ok:
+            xadd(redis_client, DEFAULT, message(mid, namespace, webhook=receiver.url))
+        xadd(redis_client, DEFAULT, message("kfail-0", namespace, service="ksr-test-fail", webhook=receiver.url))
+        expected = {**{m: [0, 1, 2] for m in ok}, "kfail-0": [0, 1, 3]}
+        wait_for(lambda: receiver.statuses() == expected, timeout=120, what="every callback delivered")
+
+        def settled() -> Samples | None:
+            s = scrape(pod.port)
+            done = s.value("ksr_jobs_finished_total", outcome="failed") == 1 and s.get("ksr_active_jobs") == 0
+            return s if done else None
+
+        s = wait_for(settled, timeout=30, what="the metrics to reflect the finished workload")
+        assert s.by_label("ksr_jobs_finished_total", "outcome") == {"completed": 3, "failed": 1}
+        assert s.get("ksr_job_duration_seconds_count") == 4
+        assert s.by_label("ksr_messages_total", "outcome") == {"dispatched": 4}
+        assert s.get("ksr_dispatch_latency_seconds_count") == 4
+        requests = {tuple(sorted(k)): v for k, v in s.labelled("ksr_kube_requests_total").items()}
+        # one create per message, all answered 201; the watcher lists and watches, all 200;
+        # nothing refused, throttled or unanswered (what KsrKubeApiErrors/Forbidden look for)
+        assert requests[(("code", "201"), ("verb", "create"))] == 4
+        assert {code for ((_, code), (_, _)) in requests} == {"200", "201"}
+        assert {verb for ((_, _), (_, verb)) in requests} >= {"create", "list", "watch"}
+        assert s.get("ksr_kube_request_duration_seconds_count", verb="create") == 4
+        assert s.get("ksr_kube_request_duration_seconds_bucket", verb="create", le="+Inf") == 4
+        assert s.get("ksr_leader") == 1 and s.get("ksr_leader_transitions_total") == 0
+    finally:
+        pod.kill_container()
