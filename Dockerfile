@@ -23,7 +23,7 @@ RUN mkdir runner election probes \
  && printf '__version__ = "0"\n' > runner/__init__.py \
  && /opt/ksr/bin/pip install --no-compile . \
  && /opt/ksr/bin/pip uninstall -y kube-stream-runner \
- && rm -rf build *.egg-info runner election probes
+ && rm -rf build ./*.egg-info runner election probes
 COPY runner ./runner
 COPY election ./election
 COPY probes ./probes
