@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test setup testbed unit lint clean
+.PHONY: run test setup testbed image unit lint clean
 
 # A virtualenv with the package (editable) and the test tools; redone when packaging changes.
 $(BIN)/ksr: setup.cfg pyproject.toml
@@ -20,11 +20,16 @@ setup: $(BIN)/ksr
 testbed:
 	$(PYTHON) scripts/kube-testenv build
 
+# The container image: Docker when its engine answers, else podman on a Debian base (docs/deploy.md).
+image:
+	docker info >/dev/null 2>&1 || scripts/install-system-deps podman runc mmdebstrap
+	scripts/build-image
+
 run: setup
 	$(BIN)/ksr dev --samples $(RUN_ARGS)
 
 test: setup testbed lint
-	scripts/install-system-deps promtool wrk chromium
+	scripts/install-system-deps promtool prometheus wrk chromium podman runc mmdebstrap
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS) tests
 
 unit: $(BIN)/ksr
