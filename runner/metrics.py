@@ -1,4 +1,5 @@
-"""Every Prometheus metric of kube-stream-runner, in one place, safe across processes.
+"""Every Prometheus metric of kube-stream-runner, in one place, safe across processes, and
+their one writer: `MetricsObserver`, subscribed to the pipeline's signals (runner.signals).
 
 `ksr run` has several processes writing metrics (the runner, gunicorn workers, the RQ
 worker), so prometheus_client runs in multiprocess mode: each process writes mmap files in
@@ -24,7 +25,7 @@ import math
 import os
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +40,25 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from runner.signals import StreamStatsLike
+from runner.signals import (
+    ActiveJobs,
+    Beat,
+    Dispatched,
+    GroupRecreated,
+    JobFinished,
+    KubeRequest,
+    Leadership,
+    MessageHandled,
+    Signal,
+    StreamsSampled,
+    StreamStatsLike,
+)
 
 __all__ = [
     "ENV_MULTIPROC_DIR",
     "MESSAGE_OUTCOMES",
     "Metrics",
+    "MetricsObserver",
     "cleanup_dead_processes",
     "get",
     "multiprocess_dir",
@@ -200,6 +214,61 @@ class Metrics:
 
     def heartbeat(self, loop: str, wall_time: float) -> None:
         self.loop_heartbeat.labels(loop=loop).set(wall_time)
+
+
+# -- the writer -----------------------------------------------------------------------------
+
+
+class MetricsObserver:
+    """The only writer of the metrics above, except `ksr_callbacks_total` (the courier, in
+    the RQ worker process): runner.signals in, metrics out. This process's metrics are
+    resolved on each signal (`get()` must come after the supervisor prepared the
+    multiprocess directory)."""
+
+    def __init__(self, metrics: Callable[[], Metrics] | None = None) -> None:
+        self._metrics = metrics or get
+        self._sampled: set[str] = set()  # streams whose gauges this replica has set
+
+    def __repr__(self) -> str:
+        return "MetricsObserver()"
+
+    def __call__(self, signal: Signal) -> None:
+        m = self._metrics()
+        match signal:
+            case Beat(loop=loop, wall=wall):
+                m.heartbeat(loop, wall)
+            case Leadership(leading=leading, transition=transition):
+                m.leader.set(1 if leading else 0)
+                if transition:
+                    m.leader_transitions.inc()
+                if not leading:
+                    self._zero_leader_gauges(m)
+            case MessageHandled(outcome=outcome):
+                m.count_message(outcome)
+            case Dispatched(latency=latency):
+                m.dispatch_latency.observe(max(0.0, latency))
+            case JobFinished(outcome=outcome, duration=duration):
+                m.jobs_finished.labels(outcome=outcome).inc()
+                if duration is not None:
+                    m.job_duration.observe(duration)
+            case ActiveJobs(count=count):
+                m.active_jobs.set(count)
+            case StreamsSampled(stats=stats):
+                self._sampled.update(stats)
+                m.set_stream_stats(stats)
+            case GroupRecreated(stream=stream):
+                m.group_recreated.labels(stream=stream).inc()
+            case KubeRequest(verb=verb, code=code, seconds=seconds):
+                m.observe_kube_request(verb, code, seconds)
+
+    def _zero_leader_gauges(self, m: Metrics) -> None:
+        # Only the leader samples streams and counts active Jobs. A former leader's last
+        # values would otherwise linger beside the new leader's (and skew max() and sum()
+        # on the dashboard). Zero rather than remove: prometheus_client's multiprocess mode
+        # cannot remove a series.
+        m.active_jobs.set(0)
+        if self._sampled:
+            m.set_stream_stats(dict.fromkeys(self._sampled, {"length": 0, "pending": 0, "lag": 0, "dead": 0}))
 
 
 # -- process-wide instance ------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 The pipeline (runner loop, dispatcher, tracker, Kubernetes client, stream reader) says what
 happened by emitting a signal, a small frozen dataclass below; observers subscribed to a
-`Signals` turn them into metrics (`runner.observers.MetricsObserver`) and status-board
-fields (`runner.observers.BoardObserver`). The core never writes a metric or the board
+`Signals` turn them into metrics (`runner.metrics.MetricsObserver`) and status-board
+fields (`runner.process.statusboard.BoardObserver`). The core never writes a metric or the board
 itself, so each series has exactly one writer. dramatiq's middleware and client-go's
 leader-election callbacks are the model.
 

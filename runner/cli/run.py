@@ -22,8 +22,8 @@ def serve(settings: Settings, *, on_started: callable | None = None) -> int:  # 
     supervisor = Supervisor(settings, children=default_children(settings))
 
     def runner_main(stop: threading.Event) -> None:
-        from runner.observers import BoardObserver
         from runner.pipeline.loop import Runner
+        from runner.process.statusboard import BoardObserver
 
         Runner(settings, observers=[BoardObserver(supervisor.board)]).run(stop)
 

@@ -30,7 +30,7 @@ from runner.jobs.executors import Executor, KubernetesExecutor, LocalExecutor
 from runner.jobs.kube import KubeApi, Stopped
 from runner.jobs.tracker import Tracker
 from runner.jobs.watcher import KubeWatcher
-from runner.observers import MetricsObserver
+from runner.metrics import MetricsObserver
 from runner.pipeline.dispatcher import Dispatcher
 from runner.pipeline.leadership import LeadershipView
 from runner.settings import Settings

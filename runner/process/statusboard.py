@@ -31,8 +31,10 @@ from typing import Any
 
 from election.clock import SYSTEM_CLOCK, Clock
 from runner.settings.variables import MULTIPROC_DIR, RUNTIME_DIR
+from runner.signals import ActiveJobs, Beat, ElectorState, ErrorRecorded, Leadership, Signal
 
 __all__ = [
+    "BoardObserver",
     "ENV_RUNTIME_DIR",
     "RuntimePaths",
     "StatusBoard",
@@ -62,7 +64,7 @@ def runtime_paths(env: Mapping[str, str] | None = None) -> RuntimePaths:
 
 class StatusBoard:
     """The runner's side. Thread-safe; every method is cheap enough to call from a hot loop.
-    The runner writes it through `runner.observers.BoardObserver`; the supervisor writes its
+    The runner writes it through `BoardObserver` (below); the supervisor writes its
     own fields (runner state, children) and clears leadership when the runner is gone.
 
     Runner states: "starting" -> "running" -> "stopping" -> "stopped", or "failed" (the
@@ -179,6 +181,29 @@ class StatusBoard:
             return
         self._write_failed = False
         self._last_write = now
+
+
+class BoardObserver:
+    """How the runner writes the board: runner.signals in, board fields out."""
+
+    def __init__(self, board: StatusBoard) -> None:
+        self.board = board
+
+    def __repr__(self) -> str:
+        return f"BoardObserver({self.board.path})"
+
+    def __call__(self, signal: Signal) -> None:
+        match signal:
+            case Beat(loop=loop):
+                self.board.beat(loop)
+            case Leadership(leading=leading, leader=leader, term=term):
+                self.board.set_leadership(leading=leading, leader=leader, term=term)
+            case ElectorState(running=running, healthy=healthy):
+                self.board.set_elector(running=running, healthy=healthy)
+            case ActiveJobs(count=count):
+                self.board.set_active_jobs(count)
+            case ErrorRecorded(text=text):
+                self.board.record_error(text)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -1,4 +1,4 @@
-"""runner.signals, runner.pipeline.leadership and runner.observers: the seam between the
+"""runner.signals, runner.pipeline.leadership and the two observers (metrics, board): the seam between the
 pipeline and its side channels, with a fresh metrics registry and a board in tmp_path."""
 
 from __future__ import annotations
@@ -10,10 +10,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from election.clock import FakeClock
-from runner.metrics import Metrics
-from runner.observers import BoardObserver, MetricsObserver
+from runner.metrics import Metrics, MetricsObserver
 from runner.pipeline.leadership import LeadershipView
-from runner.process.statusboard import StatusBoard, read_status
+from runner.process.statusboard import BoardObserver, StatusBoard, read_status
 from runner.signals import (
     ActiveJobs,
     Beat,
