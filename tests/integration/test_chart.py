@@ -378,6 +378,35 @@ def _allowed(
     return bool(review.status.allowed)
 
 
+# The kubernetes client's method names say the verb and the resource; every lister is also
+# used with watch=True (runner/jobs/kube.py, KubeApi.watch).
+_API_CALL = re.compile(
+    r"\.(create|read|replace|patch|delete|list)_(?:namespaced_)?(job|pod|lease)(?:_for_all_namespaces)?\("
+)
+_VERBS_OF = {
+    "create": {"create"},
+    "read": {"get"},
+    "replace": {"update"},
+    "patch": {"patch"},
+    "delete": {"delete"},
+    "list": {"list", "watch"},
+}
+
+
+def test_chart_grants_exactly_the_verbs_the_code_calls(helm: list[str], tmp_path: Path) -> None:
+    called: dict[str, set[str]] = {}
+    for source in [*(ROOT / "runner").rglob("*.py"), *(ROOT / "election").rglob("*.py")]:
+        for verb, resource in _API_CALL.findall(source.read_text()):
+            called.setdefault(f"{resource}s", set()).update(_VERBS_OF[verb])
+    granted: dict[str, set[str]] = {}
+    for doc in documents(template(helm, tmp_path)):
+        if doc["kind"] in ("Role", "ClusterRole"):
+            for rule in doc["rules"]:
+                for resource in rule["resources"]:
+                    granted.setdefault(resource, set()).update(rule["verbs"])
+    assert granted == called
+
+
 @pytest.mark.kube
 def test_chart_rbac_is_enough_for_the_runner_and_no_more(
     kube: Any, namespace: str, helm: list[str], tmp_path: Path
@@ -433,6 +462,7 @@ def test_chart_rbac_is_enough_for_the_runner_and_no_more(
         # Outside the grant.
         refused = {
             "list secrets": lambda: core.list_namespaced_secret(namespace),
+            "get a pod": lambda: core.read_namespaced_pod("x", namespace),  # nothing reads one pod
             "create pods": lambda: core.create_namespaced_pod(
                 namespace, {"metadata": {"name": "x"}, "spec": {"containers": [{"name": "x", "image": "busybox"}]}}
             ),

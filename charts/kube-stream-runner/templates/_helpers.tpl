@@ -86,14 +86,15 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
-{{/* What the runner does with Jobs and their Pods in a namespace it may create Jobs in. */}}
+{{/* What the runner does with Jobs and their Pods in a namespace it may create Jobs in:
+exactly the calls of runner/jobs/kube.py (tests/integration/test_chart.py compares them). */}}
 {{- define "ksr.jobRules" -}}
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [create, get, list, watch, delete]
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list, watch]
+  verbs: [list, watch]
 {{- end }}
 
 {{- define "ksr.subject" -}}
