@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from runner.errors import KsrError
-from runner.jobs.kube import KubeApi, Stopped
+from runner.jobs.kube import KubeApi, Stopped, WatchStream
 from runner.jobs.manifest import MESSAGE_ID_ANNOTATION
 from runner.jobs.tracker import Tracker, created_at
 from runner.settings import Settings
@@ -31,6 +31,7 @@ FATAL_WAITING = frozenset(
 )
 WATCH_SECONDS = 240
 DELETED_GRACE = 5.0  # a Job younger than this may simply not be listed yet
+STOP_TIMEOUT = 2.0  # seconds for all watch threads together to end after stop()
 
 
 def message_id_of(obj: dict[str, Any]) -> str | None:
@@ -63,6 +64,8 @@ class KubeWatcher:
         self._stop = threading.Event()
         self._keep_going: Callable[[], bool] = lambda: False  # until started
         self._threads: list[threading.Thread] = []
+        self._streams: set[WatchStream] = set()  # open watches, cut short by stop()
+        self._streams_mutex = threading.Lock()
         self._pod_notes: dict[str, str] = {}  # message id -> why its pod is not running (for 99s)
         self._pod_failures: dict[str, str] = {}  # message id -> how its container ended
 
@@ -83,11 +86,20 @@ class KubeWatcher:
                 t.start()
                 self._threads.append(t)
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """End every watch together: their reads are cut short, so this takes milliseconds
+        whatever the number of namespaces; `timeout` bounds the whole wait, not each thread."""
         self._stop.set()
+        with self._streams_mutex:
+            streams = list(self._streams)
+        for stream in streams:
+            stream.abort()
+        deadline = time.monotonic() + timeout
         for t in self._threads:
-            t.join(timeout)  # a thread blocked in a watch read ends when the server ends it
+            t.join(max(0.0, deadline - time.monotonic()))
         self._threads = [t for t in self._threads if t.is_alive()]
+        if self._threads:  # they are fenced by their own stop event and end on their next read
+            log.warning("%d watch threads still running after %gs", len(self._threads), timeout)
 
     # -- watching ----------------------------------------------------------------------
     def _watch_loop(
@@ -104,21 +116,16 @@ class KubeWatcher:
                     )
                     for obj in items:
                         handle(obj)
-                for event in self.api.watch(kind, namespace, rv, timeout_seconds=WATCH_SECONDS):
+                stream = self.api.watch(kind, namespace, rv, timeout_seconds=WATCH_SECONDS)
+                with self._streams_mutex:
                     if stop.is_set():
                         return
-                    obj = event.get("object") or {}
-                    if event.get("type") == "ERROR":
-                        if obj.get("code") == 410:  # our resourceVersion is too old: relist
-                            log.info("watch %s: 410 Gone, relisting", kind)
-                        rv = None
-                        break
-                    rv = obj.get("metadata", {}).get("resourceVersion") or rv
-                    if event.get("type") == "BOOKMARK":
-                        continue
-                    if not keep_going():
-                        return
-                    handle(obj, deleted=event.get("type") == "DELETED")
+                    self._streams.add(stream)
+                try:
+                    rv = self._follow(stream, kind, handle, rv, stop, keep_going)
+                finally:
+                    with self._streams_mutex:
+                        self._streams.discard(stream)
                 failures = 0
             except Stopped:
                 return
@@ -132,6 +139,32 @@ class KubeWatcher:
                 log.exception("watch %s crashed; restarting", kind)
                 rv = None
                 stop.wait(1.0)
+
+    def _follow(
+        self,
+        stream: WatchStream,
+        kind: str,
+        handle: Callable[..., None],
+        rv: str,
+        stop: threading.Event,
+        keep_going: Callable[[], bool],
+    ) -> str | None:
+        """Handle one watch's events; returns the resourceVersion to go on from (None: relist)."""
+        for event in stream:
+            if stop.is_set():
+                break
+            obj = event.get("object") or {}
+            if event.get("type") == "ERROR":
+                if obj.get("code") == 410:  # our resourceVersion is too old: relist
+                    log.info("watch %s: 410 Gone, relisting", kind)
+                return None
+            rv = obj.get("metadata", {}).get("resourceVersion") or rv
+            if event.get("type") == "BOOKMARK":
+                continue
+            if not keep_going():
+                raise Stopped(f"watch {kind}")
+            handle(obj, deleted=event.get("type") == "DELETED")
+        return rv
 
     # -- interpreting ------------------------------------------------------------------
     def handle_pod(self, pod: dict[str, Any], deleted: bool = False) -> None:

@@ -292,16 +292,19 @@ class Runner:
 
     # -- shutdown ----------------------------------------------------------------------
     def _shutdown(self) -> None:
-        """Stop reading (the loop has ended), finish in-flight creates, release the Lease."""
+        """Stop reading (the loop has ended), finish in-flight creates, release the Lease,
+        then stop watching. The release comes as early as it safely can: the next leader
+        takes over at its next retry, while our watches (fenced by the term from the
+        moment of the release) wind down."""
         log.info("runner stopping")
         self.dispatcher.close()
-        if self.watcher is not None:
-            self.watcher.stop()
         if self.local is not None:
-            self.local.stop()
+            self.local.stop()  # before the release: the next leader settles what it finds lost
         self._elector_stop.set()
         if self._elector_thread is not None:
             self._elector_thread.join(self.settings.election.renew_deadline)
+        if self.watcher is not None:
+            self.watcher.stop()
         self.term = None
         # Released (or about to expire): say so whatever the elector thread last showed.
         leadership = self._leadership.observe(leading=False, leader=self.elector.leader, term=self.elector.term)
