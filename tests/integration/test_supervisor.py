@@ -177,8 +177,11 @@ def test_second_runner_on_one_runtime_dir_is_refused_and_a_dead_ones_lock_is_not
     started: list[subprocess.Popen[bytes]] = [first]
     try:
         wait_for(lambda: _healthy(first_port), timeout=60, what="the first runner up")
-        metric_files = sorted(p.name for p in (runtime / "metrics").glob("*.db"))
-        assert metric_files
+        metric_files = wait_for(
+            lambda: sorted(p.name for p in (runtime / "metrics").glob("*.db")),
+            timeout=30,
+            what="the first runner's metric files",
+        )
 
         second = subprocess.Popen(
             [sys.executable, "-m", "runner.cli", "run"],
