@@ -8,6 +8,7 @@ KSR_TESTS_ALLOW_SKIP=1 and not under CI.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -86,3 +87,17 @@ def receiver() -> Iterator[Receiver]:
     r = Receiver().start()
     yield r
     r.close()
+
+
+@pytest.fixture(scope="session")
+def image() -> str:
+    """The image built from the Dockerfile by scripts/build-image with podman (cached)."""
+    from tests.support import containers
+
+    if shutil.which("podman") is None:
+        containers.unavailable("podman is not installed (make test installs it with scripts/install-system-deps)")
+    base = containers.build_image("--base-only")  # mmdebstrap + import: no container run yet
+    tried = containers.podman("run", "--rm", "--network=host", base, "true", check=False)
+    if tried.returncode != 0:
+        containers.unavailable(tried.stderr.strip()[-2000:])
+    return containers.build_image()
