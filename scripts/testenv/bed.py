@@ -28,6 +28,9 @@ STAGES = HERE / "kwok-stages.yaml"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 CONTROLLERS = (
     "job-controller",
+    # Deployments for `helm install --wait` (kwok runs their pods as a kubelet would).
+    "deployment-controller",
+    "replicaset-controller",
     "ttl-after-finished-controller",
     "garbage-collector-controller",
     "namespace-controller",
