@@ -23,6 +23,7 @@ from redis.retry import Retry
 from runner import metrics
 from runner.process.statusboard import read_status, runtime_paths
 from runner.settings import Settings
+from runner.store.replies import text
 
 __all__ = ["create_app", "liveness", "readiness_from_board"]
 
@@ -140,7 +141,7 @@ def stream_stats(client: redis.Redis, streams: tuple[str, ...], group: str) -> d
                 raise reply
         ours: dict[Any, Any] = {}
         if not isinstance(groups, Exception):  # no such stream yet
-            ours = next((g for g in groups if _s(g.get("name")) == group), {})
+            ours = next((g for g in groups if text(g.get("name")) == group), {})
         lag = ours.get("lag")
         out[stream] = {
             "length": int(length),
@@ -149,10 +150,6 @@ def stream_stats(client: redis.Redis, streams: tuple[str, ...], group: str) -> d
             "dead": int(dead),
         }
     return out
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _iso(wall: float | None) -> str | None:

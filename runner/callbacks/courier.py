@@ -6,11 +6,9 @@ ordering wait is a new RQ job scheduled with `enqueue_at`.
 
 What is written to Redis besides RQ's own keys (docs/callbacks.md has the table), all in the
 state record `<CACHE_JOB_KEY_PREFIX><id>` and only when that record exists (a record we
-created here would look like a claimed message to `StateStore.claim`):
-
-    cbd_<status>   delivered | gone | failed | expired: the callback is finished
-    cbj_<status>   RQ job id of the latest job of that callback's chain (idempotent enqueue)
-    cbd_gone_url   the URL that answered 410: nothing more is sent to it for this message
+created here would look like a claimed message to `StateStore.claim`): the callback's
+outcome once it finished, the RQ job id of its chain's latest job (idempotent enqueue) and
+the URL that answered 410 (runner.store.record names these fields).
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -41,13 +39,12 @@ from runner.callbacks.http import (
 )
 from runner.settings import Settings
 from runner.store import scripts
+from runner.store.record import Field, StateRecord
 from runner.store.streams import redis_errors
 
 log = logging.getLogger(__name__)
 
-FINAL_OUTCOMES = frozenset({"delivered", "gone", "failed", "expired"})
 ORDER_WAIT = 0.5  # seconds before re-checking an earlier status; RQ's scheduler rounds up to ~1 s
-GONE_URL_FIELD = "cbd_gone_url"
 _RQ_SAFE = re.compile(r"[A-Za-z0-9-]")
 
 
@@ -97,28 +94,14 @@ def rq_job_id(message_id: str, status: int, *suffix: object) -> str:
     return "".join(c if _RQ_SAFE.match(c) else "".join(f"_{b:02x}" for b in c.encode("utf-8")) for c in text)
 
 
-def text_of(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)
-
-
-def read_record(conn: redis.Redis, key: str) -> dict[str, str]:
+def read_record(conn: redis.Redis, key: str) -> StateRecord:
     with redis_errors():
-        raw = conn.hgetall(key)
-    return {text_of(k): text_of(v) for k, v in raw.items()}
+        return StateRecord.from_reply(conn.hgetall(key))
 
 
-def owed(record: Mapping[str, str]) -> list[int]:
-    """Statuses enqueued (`cb_<s>`) whose callback has not finished (`cbd_<s>`), ascending.
-
-    For takeover recovery: re-enqueue these (enqueue is idempotent, so a chain still
-    running is left alone)."""
-    marked = {int(k[3:]) for k in record if k.startswith("cb_") and k[3:].isdigit()}
-    return sorted(s for s in marked if record.get(f"cbd_{s}") not in FINAL_OUTCOMES)
-
-
-def _pending_before(record: Mapping[str, str], status: int) -> list[int]:
+def _pending_before(record: StateRecord, status: int) -> list[int]:
     """Earlier statuses of this message that are enqueued but not finished."""
-    return [s for s in owed(record) if s < status]
+    return [s for s in record.callbacks(owed=True) if s < status]
 
 
 def owed_key(settings: Settings) -> str:
@@ -137,7 +120,7 @@ def job_timeout(settings: Settings) -> int:
 
 def job_options(settings: Settings) -> dict[str, Any]:
     return {
-        "result_ttl": 3600,  # finished jobs are only kept for inspection: cbd_<s> is the record
+        "result_ttl": 3600,  # finished jobs are only kept for inspection: the state record has the outcome
         "failure_ttl": 7 * 24 * 3600,  # a crashed job stays visible in `rq info` for a week
         "description": "ksr callback",
     }
@@ -178,11 +161,11 @@ class Courier:
         message_id, status, url = p["id"], int(p["status"]), p["url"]
         key = self.settings.state.record_key(message_id)
         record = read_record(self.conn, key)
-        done = record.get(f"cbd_{status}")
-        if done in FINAL_OUTCOMES:
+        done = record.callback_outcome(status)
+        if done is not None:
             log.debug("callback %s:%s already %s", message_id, status, done)
-            return str(done)
-        if record.get(GONE_URL_FIELD) == url:
+            return done
+        if record.gone_url == url:
             log.info("callback %s:%s not sent: %s answered 410 earlier", message_id, status, url)
             return self._finish(key, p, "gone")
         horizon_end = p["first"] + self.settings.callbacks.retry_horizon
@@ -237,9 +220,9 @@ class Courier:
         return "retry"
 
     def _finish(self, key: str, p: CallbackPayload, outcome: str, *, gone_url: str | None = None) -> str:
-        fields = [f"cbd_{int(p['status'])}", outcome]
+        fields = [Field.outcome(p["status"]), outcome]
         if gone_url is not None:
-            fields += [GONE_URL_FIELD, gone_url]
+            fields += [Field.GONE_URL, gone_url]
         _count(int(p["status"]), outcome)  # first: whoever sees the outcome recorded finds it counted
         with redis_errors():
             if not self._hset_if_exists(keys=[key], args=fields):
@@ -261,7 +244,7 @@ class Courier:
                 job_timeout=job_timeout(self.settings),
                 **job_options(self.settings),
             )
-            self._hset_if_exists(keys=[key], args=[f"cbj_{int(p['status'])}", job_id])
+            self._hset_if_exists(keys=[key], args=[Field.chain(p["status"]), job_id])
             self.conn.zadd(owed_key(self.settings), {owed_member(p["id"], p["status"]): self.clock()})
 
 

@@ -6,7 +6,6 @@ The runner calls `CallbackQueue.enqueue` after `StateStore.mark_callback_sent`; 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -19,7 +18,6 @@ from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 
 from runner.callbacks.courier import (
-    FINAL_OUTCOMES,
     CallbackPayload,
     deliver,
     job_options,
@@ -28,10 +26,11 @@ from runner.callbacks.courier import (
     owed_member,
     read_record,
     rq_job_id,
-    text_of,
 )
 from runner.settings import Settings
 from runner.store import scripts
+from runner.store.record import Field
+from runner.store.replies import text
 from runner.store.streams import redis_errors
 
 log = logging.getLogger(__name__)
@@ -64,11 +63,11 @@ class CallbackQueue:
         status = int(status)
         key = self.settings.state.record_key(message_id)
         record = read_record(self.redis, key)
-        if record.get(f"cbd_{status}") in FINAL_OUTCOMES:
-            log.debug("callback %s:%s already finished (%s)", message_id, status, record[f"cbd_{status}"])
+        if record.callback_outcome(status) is not None:
+            log.debug("callback %s:%s already finished (%s)", message_id, status, record.callback_outcome(status))
             return False
         first_id = rq_job_id(message_id, status)
-        for job_id in dict.fromkeys([record.get(f"cbj_{status}") or first_id, first_id]):
+        for job_id in dict.fromkeys([record.callback_chain(status) or first_id, first_id]):
             if _live(self.redis, job_id, stale_after=job_timeout(self.settings) + 10):
                 log.debug("callback %s:%s: job %s is still live", message_id, status, job_id)
                 return False
@@ -95,7 +94,7 @@ class CallbackQueue:
             except DuplicateJobError:
                 log.debug("callback %s:%s enqueued concurrently by someone else", message_id, status)
                 return False
-            self._hset_if_exists(keys=[key], args=[f"cbj_{status}", first_id])
+            self._hset_if_exists(keys=[key], args=[Field.chain(status), first_id])
             self.redis.zadd(owed_key(self.settings), {owed_member(message_id, status): self.clock()})
         log.info("callback %s:%s enqueued", message_id, status)
         return True
@@ -111,14 +110,14 @@ class CallbackQueue:
         with redis_errors():
             members = self.redis.zrangebyscore(key, "-inf", stale, start=0, num=limit)
         for raw in members:
-            member = text_of(raw)
+            member = text(raw)
             status_text, _, message_id = member.partition(":")
+            status = int(status_text)
             record = read_record(self.redis, self.settings.state.record_key(message_id))
-            if not record or record.get(f"cbd_{status_text}") in FINAL_OUTCOMES:
+            if not record or record.callback_outcome(status) is not None:
                 self.redis.zrem(key, member)
                 continue
-            detail = json.loads(record.get(f"detail_{status_text}") or "{}")
-            if self.enqueue(message_id, int(status_text), detail, record.get("webhook") or None):
+            if self.enqueue(message_id, status, record.callback_detail(status), record.webhook):
                 log.warning("callback %s re-enqueued: its previous delivery never finished", member)
                 count += 1
             else:

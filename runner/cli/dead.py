@@ -53,7 +53,9 @@ from runner.store.deadletter import (
     purge_dead,
     replay_dead,
 )
-from runner.store.state import TERMINAL_STATES, StateStore
+from runner.store.record import StateRecord
+from runner.store.replies import text, text_fields
+from runner.store.state import StateStore
 
 __all__ = ["ReplayDecision", "dead", "decide_replay"]
 
@@ -77,23 +79,21 @@ class ReplayDecision:
 
 
 def decide_replay(
-    entry: DeadEntry, record: dict[str, str] | None, *, ttl_seconds: int, force: bool, now: float | None = None
+    entry: DeadEntry, record: StateRecord | None, *, ttl_seconds: int, force: bool, now: float | None = None
 ) -> ReplayDecision:
     """Whether a (valid) dead entry may be replayed, given its message's state record. Pure."""
     if record is not None:
-        if record.get("job_name"):
+        if record.has_job:
             return ReplayDecision(
                 False,
                 False,
-                f"message already has Job {record.get('namespace', '?')}/{record['job_name']} "
-                f"(state {record.get('state', '?')}); the runner would drop the replay as a "
+                f"message already has Job {record.namespace or '?'}/{record.job_name} "
+                f"(state {record.state or '?'}); the runner would drop the replay as a "
                 "duplicate: submit it under a new id to run it again",
             )
-        if record.get("state") in TERMINAL_STATES:
-            return ReplayDecision(True, True, f"state record ({record.get('state')}, no Job) released")
-        return ReplayDecision(
-            True, False, f"state record {record.get('state', '?')} without a Job: the runner resumes it"
-        )
+        if record.is_terminal:
+            return ReplayDecision(True, True, f"state record ({record.state}, no Job) released")
+        return ReplayDecision(True, False, f"state record {record.state or '?'} without a Job: the runner resumes it")
     born_ms = entry_time_ms(entry.original_id) or entry.dead_at or 0
     age = (time.time() if now is None else now) - born_ms / 1000
     if age < ttl_seconds:
@@ -129,14 +129,12 @@ def _doc(entry: DeadEntry, *, full: bool = False) -> dict[str, Any]:
         "dead_at": format_ms_time(entry.dead_at),
     }
     if full:
-        text = entry.payload.decode("utf-8", "replace")
+        payload = text(entry.payload)
         try:
-            doc["payload"] = json.loads(text)
+            doc["payload"] = json.loads(payload)
         except ValueError:
-            doc["payload"] = text
-        doc["extra_fields"] = {
-            k.decode("utf-8", "replace"): v.decode("utf-8", "replace") for k, v in entry.extra_fields.items()
-        }
+            doc["payload"] = payload
+        doc["extra_fields"] = text_fields(entry.extra_fields)
     return doc
 
 
@@ -192,7 +190,8 @@ def show(dead_id: str, stream: str | None, as_json: bool) -> None:
     entry = _find(obj.redis(), chosen_streams(settings, stream), dead_id)
     doc = _doc(entry, full=True)
     message_id = doc["message_id"]
-    doc["state_record"] = state_store(obj.redis(), settings).get(message_id) if message_id else None
+    record = state_store(obj.redis(), settings).get(message_id) if message_id else None
+    doc["state_record"] = None if record is None else dict(record)  # the raw fields, as JSON
     if as_json:
         emit_json(doc)
         return

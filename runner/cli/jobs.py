@@ -36,13 +36,13 @@ def jobs_list(as_json: bool) -> None:
     records = state_store(obj.redis(), obj.settings()).active_records()
     rows: list[dict[str, Any]] = []
     for message_id, record in sorted(records.items()):
-        age = age_of_ms(record.get("created_at") or record.get("claimed_at"))
+        age = age_of_ms(record.created_at_ms or record.claimed_at_ms)
         row: dict[str, Any] = {
             "message_id": message_id,
-            "job_name": record.get("job_name"),
-            "namespace": record.get("namespace"),
-            "state": record.get("state", "(record gone)"),
-            "stream": record.get("stream"),
+            "job_name": record.job_name or None,
+            "namespace": record.namespace or None,
+            "state": record.state or "(record gone)",
+            "stream": record.stream or None,
             "age_seconds": None if age is None else round(age, 1),
         }
         rows.append(row)

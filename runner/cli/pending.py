@@ -34,6 +34,7 @@ from runner.cli._output import (
     print_table,
 )
 from runner.store import scripts
+from runner.store.replies import text
 from runner.store.streams import StreamReader, redis_errors
 
 __all__ = ["PendingRow", "collect", "pending", "replay_entry"]
@@ -126,9 +127,7 @@ def replay_entry(client: redis.Redis, group: str, row: PendingRow, *, min_idle_m
         outcome, new_id = scripts.load(client, "replay_pending")(
             keys=[row.stream], args=[group, row.entry_id, int(min_idle_ms)]
         )
-    text = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
-    new = new_id.decode() if isinstance(new_id, bytes) else str(new_id)
-    return text, (new or None)
+    return text(outcome), (text(new_id) or None)
 
 
 # -- commands -----------------------------------------------------------------------------------

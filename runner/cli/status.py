@@ -29,6 +29,8 @@ from runner.cli._output import DURATION, emit_json, format_age, print_table
 from runner.cli.dead import state_store
 from runner.settings import Settings
 from runner.store.events import read_events
+from runner.store.record import Field
+from runner.store.replies import text
 from runner.store.streams import redis_errors
 
 log = logging.getLogger(__name__)
@@ -181,8 +183,8 @@ class _EventFeed:
     def _stream_of(self, message_id: str) -> str:
         if message_id not in self._streams:
             with redis_errors():
-                value = self.client.hget(self.settings.state.record_key(message_id), "stream")
-            self._streams[message_id] = value.decode() if isinstance(value, bytes) else "(unknown)"
+                value = self.client.hget(self.settings.state.record_key(message_id), Field.STREAM)
+            self._streams[message_id] = "(unknown)" if value is None else text(value)
         return self._streams[message_id]
 
     def poll(self) -> None:

@@ -25,6 +25,7 @@ from runner.errors import InvalidMessage
 from runner.pipeline.message import Message, parse_message
 from runner.pipeline.policy import check_policy
 from runner.settings import Settings
+from runner.store.replies import text
 from runner.store.streams import redis_errors
 
 __all__ = ["Item", "default_stream", "read_items", "submit", "validate"]
@@ -204,7 +205,7 @@ def submit(
                 ids = pipe.execute()
             for item, entry_id in zip(chunk, ids):
                 assert item.message is not None
-                results.append({"stream": stream, "entry_id": _s(entry_id), "id": item.message.id})
+                results.append({"stream": stream, "entry_id": text(entry_id), "id": item.message.id})
             bar.update(len(chunk))
     log.info("submitted %d messages to %s", len(results), stream)
     if as_json:
@@ -244,10 +245,6 @@ def _invalid_doc(item: Item) -> dict[str, Any]:
         "id": item.message.id if item.message else _raw_id(item.payload),
         "errors": [{"field": f, "problem": p} for f, p in item.error.problems],
     }
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, (bytes, bytearray)) else str(value)
 
 
 class _NoBar:

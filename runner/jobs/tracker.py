@@ -23,7 +23,8 @@ from runner.logs import log_context
 from runner.settings import Settings
 from runner.signals import JobFinished, Signals
 from runner.store.events import append_event
-from runner.store.state import TERMINAL_STATES, StateStore, callbacks_sent
+from runner.store.record import StateRecord
+from runner.store.state import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class Tracker:
     # -- what the executors report ----------------------------------------------------
     def created(self, message_id: str, *, job_name: str, job_uid: str) -> None:
         with self._mutex:
-            record = self.state.get(message_id) or {}
+            record = self.state.get(message_id) or StateRecord()
             self._emit(message_id, CREATED, {"jobId": job_uid, "jobName": job_name}, record)
 
     def pod_started(self, message_id: str, *, pod_name: str, pod_uid: str) -> None:
@@ -112,7 +113,7 @@ class Tracker:
                 return
             self._ensure_created(message_id, record)
             if status == STARTED:
-                if record.get("state") in ("created", "claimed"):
+                if record.state in ("created", "claimed"):
                     self.state.set_state(
                         message_id,
                         "running",
@@ -126,49 +127,47 @@ class Tracker:
             if status != EXCEPTION:  # a Job that completed or failed had a pod that started
                 self._ensure_started(message_id, record, *pod)
                 if duration is None:  # the watcher knows none for a failed Job; the local executor does
-                    duration = max(0.0, self._now() - created_at(record, default=self._now()))
+                    duration = max(0.0, self._now() - record.created_at(default=self._now()))
                 if status == COMPLETED:
                     detail = {"duration": round(duration, 3)}
             self._finish(message_id, status, detail, record, duration)
 
-    def _live(self, message_id: str) -> dict[str, str] | None:
+    def _live(self, message_id: str) -> StateRecord | None:
         """The record while the Job is still ours to follow; None once it ended or vanished."""
         record = self.state.get(message_id)
-        if record is None or record.get("state") in TERMINAL_STATES or not record.get("job_name"):
+        if record is None or record.is_terminal or not record.has_job:
             return None
         return record
 
-    def _ensure_created(self, message_id: str, record: dict[str, str]) -> None:
+    def _ensure_created(self, message_id: str, record: StateRecord) -> None:
         """Every later transition implies 0: a leader that died between recording the Job
         and enqueueing callback 0 must not leave the producer without it."""
-        if CREATED not in callbacks_sent(record):
-            self._emit(
-                message_id, CREATED, {"jobId": record.get("job_uid", ""), "jobName": record.get("job_name", "")}, record
-            )
+        if CREATED not in record.callbacks():
+            self._emit(message_id, CREATED, {"jobId": record.job_uid, "jobName": record.job_name}, record)
 
-    def _ensure_started(self, message_id: str, record: dict[str, str], pod_name: str, pod_uid: str) -> None:
+    def _ensure_started(self, message_id: str, record: StateRecord, pod_name: str, pod_uid: str) -> None:
         """A pod that ran to its end has started, even if we never saw it Running."""
-        if STARTED in callbacks_sent(record):
+        if STARTED in record.callbacks():
             return
         self._emit(
             message_id,
             STARTED,
-            {"podId": pod_uid or record.get("pod_uid", ""), "podName": pod_name or record.get("pod_name", "")},
+            {"podId": pod_uid or record.pod_uid, "podName": pod_name or record.pod_name},
             record,
         )
 
     def _finish(
-        self, message_id: str, status: int, detail: dict[str, Any], record: dict[str, str], duration: float | None
+        self, message_id: str, status: int, detail: dict[str, Any], record: StateRecord, duration: float | None
     ) -> None:
         self._emit(message_id, status, detail, record)
         state = _TERMINAL_STATE[status]
         self.state.finish(message_id, state, term=self._term())
         self.signals.emit(JobFinished(outcome=state, duration=duration))
-        with log_context(message_id=message_id, job_name=record.get("job_name", "")):
-            log.info("job %s ended: %s %s", record.get("job_name"), state, detail)
+        with log_context(message_id=message_id, job_name=record.job_name):
+            log.info("job %s ended: %s %s", record.job_name, state, detail)
         self._on_finished()
 
-    def _emit(self, message_id: str, status: int, detail: dict[str, Any], record: dict[str, str]) -> bool:
+    def _emit(self, message_id: str, status: int, detail: dict[str, Any], record: StateRecord) -> bool:
         if not self.state.mark_callback_sent(
             message_id,
             status,
@@ -178,21 +177,14 @@ class Tracker:
             owed_member=owed_member(message_id, status),
         ):
             return False
-        self.callbacks.enqueue(message_id, status, detail, record.get("webhook") or None)
+        self.callbacks.enqueue(message_id, status, detail, record.webhook)
         append_event(
             self.redis,
             message_id=message_id,
             status=status,
             detail=detail,
-            job_name=record.get("job_name"),
+            job_name=record.job_name or None,
             stream=self.settings.streams.events_stream,
             maxlen=self.settings.streams.events_maxlen,
         )
-        record.setdefault(f"cb_{status}", "1")
         return True
-
-
-def created_at(record: dict[str, str], *, default: float) -> float:
-    """When the Job was recorded, in seconds (the state store keeps milliseconds)."""
-    value = record.get("created_at")
-    return int(value) / 1000.0 if value else default

@@ -19,8 +19,9 @@ from typing import Any
 from runner.errors import KsrError
 from runner.jobs.kube import KubeApi, Stopped, WatchStream
 from runner.jobs.manifest import MESSAGE_ID_ANNOTATION
-from runner.jobs.tracker import Tracker, created_at
+from runner.jobs.tracker import Tracker
 from runner.settings import Settings
+from runner.store.record import StateRecord
 from runner.store.state import StateStore
 
 log = logging.getLogger(__name__)
@@ -224,11 +225,11 @@ class KubeWatcher:
 
     def _abort(self, mid: str, code: str, message: str, keep_going: Callable[[], bool] | None = None) -> None:
         """Status 99, then delete the Job (first the 99: its DELETED event must not win the race)."""
-        record = self.state.get(mid) or {}
+        record = self.state.get(mid) or StateRecord()
         self.tracker.exception(mid, code=code, message=message)
         self._forget(mid)
-        if record.get("job_name") and record.get("namespace"):
-            self.api.delete_job(record["namespace"], record["job_name"], keep_going=keep_going or self._keep_going)
+        if record.job_name and record.namespace:
+            self.api.delete_job(record.namespace, record.job_name, keep_going=keep_going or self._keep_going)
 
     def _forget(self, mid: str) -> None:
         self._pod_notes.pop(mid, None)
@@ -252,7 +253,7 @@ class KubeWatcher:
                     seen.add(mid)
                 self.handle_job(job)
         for mid, record in self.state.active_records().items():
-            if not record.get("job_name") or record.get("executor", "kubernetes") != "kubernetes":
+            if not record.has_job or record.executor != "kubernetes":
                 continue
             try:
                 self._settle(mid, record, seen, listed_at, keep_going)
@@ -260,12 +261,12 @@ class KubeWatcher:
                 log.warning("reconcile of message %s failed: %s", mid, e)
 
     def _settle(
-        self, mid: str, record: dict[str, str], seen: set[str], listed_at: float, keep_going: Callable[[], bool]
+        self, mid: str, record: StateRecord, seen: set[str], listed_at: float, keep_going: Callable[[], bool]
     ) -> None:
-        created = created_at(record, default=listed_at)
+        created = record.created_at(default=listed_at)
         if mid not in seen and created < listed_at - DELETED_GRACE:
             self.tracker.exception(mid, code="JobDeleted", message="the Job no longer exists")
-        elif record.get("state") == "created" and listed_at - created > self.settings.kube.pod_start_timeout:
+        elif record.state == "created" and listed_at - created > self.settings.kube.pod_start_timeout:
             why = self._pod_notes.get(mid, "no pod was scheduled")
             self._abort(
                 mid,

@@ -30,7 +30,7 @@ from runner.pipeline.policy import check_policy
 from runner.settings import Settings
 from runner.signals import Dispatched, MessageHandled, Signals
 from runner.store.deadletter import dead_letter, is_poison
-from runner.store.state import TERMINAL_STATES, ClaimStatus, StaleTerm, StateStore
+from runner.store.state import ClaimStatus, StaleTerm, StateStore
 from runner.store.streams import Entry, StreamReader
 
 log = logging.getLogger(__name__)
@@ -127,19 +127,14 @@ class Dispatcher:
         claim = self.state.claim(message.id, stream=entry.stream, entry_id=entry.entry_id, term=term)
         if claim.status is ClaimStatus.DUPLICATE:
             record = claim.record
-            if record.get("job_name") and record.get("state") not in TERMINAL_STATES:
+            if record.has_job and not record.is_terminal:
                 # Recorded, then a failure before callback 0 (or the local launch): finish the
                 # step now; both are no-ops when they had happened.
-                self.tracker.created(message.id, job_name=record["job_name"], job_uid=record.get("job_uid", ""))
+                self.tracker.created(message.id, job_name=record.job_name, job_uid=record.job_uid)
                 self.executor.launched(
-                    JobRef(
-                        name=record["job_name"],
-                        namespace=record.get("namespace", ""),
-                        uid=record.get("job_uid", ""),
-                        adopted=True,
-                    )
+                    JobRef(name=record.job_name, namespace=record.namespace, uid=record.job_uid, adopted=True)
                 )
-            log.info("message %s is a duplicate (job %s): acked", message.id, claim.record.get("job_name", "-"))
+            log.info("message %s is a duplicate (job %s): acked", message.id, record.job_name or "-")
             self.reader.ack(entry)
             return "duplicate"
         self._crash_point("after_claim")

@@ -246,7 +246,7 @@ class Runner:
         assert self.local is not None
         running = self.local.running()
         for mid, record in self.state.active_records().items():
-            if record.get("job_name") and record["job_name"] not in running:
+            if record.has_job and record.job_name not in running:
                 self.tracker.exception(
                     mid, code="RunnerRestarted", message="the local process was lost when its runner stopped"
                 )

@@ -28,6 +28,7 @@ from typing import Any, Literal
 import redis
 
 from runner.store import scripts
+from runner.store.replies import text
 from runner.store.streams import DEAD_SUFFIX, Entry, redis_errors
 
 __all__ = [
@@ -117,7 +118,7 @@ def dead_letter(
         fields["deliveries"],
         fields["error"],
     )
-    return _s(dead_id)
+    return text(dead_id)
 
 
 def list_dead(
@@ -157,8 +158,8 @@ def replay_dead(
         )
     if new_id is None:
         return None
-    log.info("replayed dead entry %s of %s as %s", dead_id, stream, _s(new_id))
-    return _s(new_id)
+    log.info("replayed dead entry %s of %s as %s", dead_id, stream, text(new_id))
+    return text(new_id)
 
 
 def purge_dead(
@@ -184,18 +185,14 @@ def purge_dead(
     return removed
 
 
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, (bytes, bytearray)) else str(value)
-
-
 def _parse(dead_id: Any, fields: Any) -> DeadEntry:
     return DeadEntry(
-        dead_id=_s(dead_id),
-        original_stream=_s(fields.get(b"original_stream", b"")),
-        original_id=_s(fields.get(b"original_id", b"")),
+        dead_id=text(dead_id),
+        original_stream=text(fields.get(b"original_stream", b"")),
+        original_id=text(fields.get(b"original_id", b"")),
         payload=fields.get(b"payload", b""),
-        reason=_s(fields.get(b"reason", b"")),
-        error=fields.get(b"error", b"").decode("utf-8", "replace"),
+        reason=text(fields.get(b"reason", b"")),
+        error=text(fields.get(b"error", b"")),
         deliveries=int(fields.get(b"deliveries", b"0") or 0),
         dead_at=int(fields.get(b"dead_at", b"0") or 0),
         extra_fields={k[len(_EXTRA) :]: v for k, v in fields.items() if k.startswith(_EXTRA)},

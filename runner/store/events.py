@@ -22,6 +22,7 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 
+from runner.store.replies import text
 from runner.store.streams import redis_errors
 
 __all__ = ["DEFAULT_MAXLEN", "EVENTS_STREAM", "Event", "append_event", "read_events"]
@@ -65,7 +66,7 @@ def append_event(
         result = redis_or_pipeline.xadd(stream, fields, maxlen=maxlen, approximate=True)
     if isinstance(redis_or_pipeline, Pipeline):
         return None
-    return _s(result)
+    return text(result)
 
 
 def read_events(
@@ -98,21 +99,17 @@ def _entries(reply: Any) -> list[Any]:
     return []
 
 
-def _s(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)
-
-
 def _parse(event_id: Any, fields: Any) -> Event:
     job = fields.get(b"job")
     try:
         detail = json.loads(fields.get(b"detail", b"{}"))
     except ValueError:  # written by someone else: keep the raw text
-        detail = {"raw": _s(fields.get(b"detail"))}
+        detail = {"raw": text(fields.get(b"detail"))}
     return Event(
-        event_id=_s(event_id),
-        message_id=_s(fields.get(b"id", b"")),
+        event_id=text(event_id),
+        message_id=text(fields.get(b"id", b"")),
         status=int(fields.get(b"status", b"-1")),
         detail=detail if isinstance(detail, dict) else {"value": detail},
-        job_name=None if job is None else _s(job),
+        job_name=None if job is None else text(job),
         ts=int(fields.get(b"ts", b"0")),
     )

@@ -4,14 +4,9 @@
 exists, follows it through its states and, once terminal, keeps a TTL so that late
 duplicates are still recognised. `ksr:active` holds the ids whose Jobs have not ended.
 
-Record fields (all strings):
-
-    state         claimed | created | running | completed | failed | exception | dead
-    stream, entry_id, claimed_at (ms), term      written by claim()
-    job_name, namespace, job_uid, created_at      written by record_job()
-    updated_at, finished_at (ms)                  written by set_state()/finish()
-    cb_<status>   ms when the callback for that status was enqueued (mark_callback_sent)
-    ...           anything else the caller passes as keyword fields
+The fields, their names and their parsing are runner.store.record's: readers get a
+`StateRecord`. Keyword fields the callers pass (`webhook`, `pod_name`, ...) are stored as
+they are.
 
 Fencing: every mutating method takes the caller's `term` (the Lease's leaseTransitions).
 A term lower than the stored `ksr:term` is refused with StaleTerm inside the same Lua
@@ -20,7 +15,7 @@ cannot write after a new one advanced the term.
 `term=None` skips the check (tools, tests, the watcher of the current leader may pass it).
 
 An expired record looks exactly like an absent one: claim() answers NEW. Refusing to run
-a replayed message whose record expired unless `--force` is given is the CLI's job.
+a replayed message whose record expired unless `--force` is given is runner.store.replay's job.
 """
 
 from __future__ import annotations
@@ -36,6 +31,8 @@ import redis
 
 from runner.errors import KsrError
 from runner.store import scripts
+from runner.store.record import TERMINAL_STATES, Field, StateRecord
+from runner.store.replies import text
 from runner.store.streams import redis_errors
 
 __all__ = [
@@ -44,12 +41,10 @@ __all__ = [
     "ClaimStatus",
     "StaleTerm",
     "StateStore",
-    "callbacks_sent",
 ]
 
 log = logging.getLogger(__name__)
 
-TERMINAL_STATES = frozenset({"completed", "failed", "exception", "dead"})
 _PAGE = 500
 
 
@@ -71,23 +66,7 @@ class ClaimStatus(enum.Enum):
 @dataclass(frozen=True)
 class ClaimResult:
     status: ClaimStatus
-    record: dict[str, str]
-
-
-def _s(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)
-
-
-def _record(flat: Any) -> dict[str, str]:
-    if isinstance(flat, dict):
-        return {_s(k): _s(v) for k, v in flat.items()}
-    it = iter(flat or [])
-    return {_s(k): _s(v) for k, v in zip(it, it)}
-
-
-def callbacks_sent(record: dict[str, str]) -> set[int]:
-    """The callback statuses already enqueued for this record (its cb_<status> fields)."""
-    return {int(k[3:]) for k in record if k.startswith("cb_") and k[3:].isdigit()}
+    record: StateRecord
 
 
 class StateStore:
@@ -124,7 +103,7 @@ class StateStore:
     def _run(self, script: Any, keys: list[str], args: list[Any], term: int | None) -> list[Any]:
         with redis_errors():
             reply = script(keys=[self.term_key, *keys], args=["" if term is None else int(term), *args])
-        if _s(reply[0]) == "STALE":
+        if text(reply[0]) == "STALE":
             raise StaleTerm(int(term or 0), int(reply[1]))
         return list(reply)
 
@@ -138,7 +117,7 @@ class StateStore:
         """
         terminal = "," + ",".join(sorted(TERMINAL_STATES)) + ","
         reply = self._run(self._claim, [self.key(message_id)], [stream, entry_id, self._now_ms(), terminal], term)
-        return ClaimResult(ClaimStatus(_s(reply[0])), _record(reply[1]))
+        return ClaimResult(ClaimStatus(text(reply[0])), StateRecord.from_reply(reply[1]))
 
     def record_job(
         self,
@@ -158,32 +137,36 @@ class StateStore:
             message_id,
             "record",
             term,
-            state="created",
-            job_name=job_name,
-            namespace=namespace,
-            job_uid=job_uid,
-            created_at=self._now_ms(),
-            **fields,
+            {
+                Field.STATE: "created",
+                Field.JOB_NAME: job_name,
+                Field.NAMESPACE: namespace,
+                Field.JOB_UID: job_uid,
+                Field.CREATED_AT: self._now_ms(),
+                **fields,
+            },
         )
 
     def set_state(self, message_id: str, state: str, *, term: int | None = None, **fields: Any) -> None:
         """A non-terminal transition (e.g. running, with pod fields). No TTL is set."""
         if state in TERMINAL_STATES:
             raise ValueError(f"{state} is terminal: use finish()")
-        self._write(message_id, "set", term, state=state, updated_at=self._now_ms(), **fields)
+        self._write(message_id, "set", term, {Field.STATE: state, Field.UPDATED_AT: self._now_ms(), **fields})
 
     def finish(self, message_id: str, state: str, *, term: int | None = None, **fields: Any) -> None:
         """A terminal transition: leave the active set, keep the record for ttl_seconds."""
         if state not in TERMINAL_STATES:
             raise ValueError(f"{state} is not terminal: one of {sorted(TERMINAL_STATES)}")
         now = self._now_ms()
-        self._write(message_id, "finish", term, state=state, updated_at=now, finished_at=now, **fields)
+        self._write(
+            message_id, "finish", term, {Field.STATE: state, Field.UPDATED_AT: now, Field.FINISHED_AT: now, **fields}
+        )
 
     def release(self, message_id: str, *, term: int | None = None) -> None:
         """Forget `message_id` entirely (the next claim is NEW): for --force replays."""
         self._run(self._release, [self.key(message_id), self.active_key], [message_id], term)
 
-    def _write(self, message_id: str, mode: str, term: int | None, **fields: Any) -> None:
+    def _write(self, message_id: str, mode: str, term: int | None, fields: dict[str, Any]) -> None:
         flat = [x for k, v in fields.items() if v is not None for x in (k, _field(v))]
         self._run(
             self._update, [self.key(message_id), self.active_key], [message_id, mode, self.ttl_seconds, *flat], term
@@ -200,7 +183,7 @@ class StateStore:
         owed_member: str = "",
     ) -> bool:
         """True for the first caller only: that caller enqueues the callback for `status`.
-        With it, atomically, `detail` is kept as `detail_<status>` and `owed_member` is added
+        With it, atomically, `detail` is kept (StateRecord.callback_detail) and `owed_member` is added
         to the sorted set `owed_key` (see runner.callbacks.owed_key).
 
         A missing record (expired, or Redis lost it) answers True: the callback is sent
@@ -208,24 +191,24 @@ class StateStore:
         """
         keys = [self.key(message_id), owed_key or self.key(message_id)]  # no index: a placeholder
         args = [
-            f"cb_{int(status)}",
+            Field.marked(status),
             self._now_ms(),
-            f"detail_{int(status)}",
+            Field.detail(status),
             detail,
             owed_member if owed_key else "",
             f"{self.clock():.3f}",
         ]
         reply = self._run(self._mark, keys, args, term)
-        if _s(reply[0]) == "MISSING":
+        if text(reply[0]) == "MISSING":
             log.warning("no state record for %s when marking callback %s; sending it anyway", message_id, status)
             return True
         return int(reply[1]) == 1
 
     # -- reading ---------------------------------------------------------------------------
 
-    def get(self, message_id: str) -> dict[str, str] | None:
+    def get(self, message_id: str) -> StateRecord | None:
         with redis_errors():
-            record = _record(self.redis.hgetall(self.key(message_id)))
+            record = StateRecord.from_reply(self.redis.hgetall(self.key(message_id)))
         return record or None
 
     def ttl(self, message_id: str) -> int:
@@ -235,19 +218,19 @@ class StateStore:
 
     def active_ids(self) -> set[str]:
         with redis_errors():
-            return {_s(m) for m in self.redis.smembers(self.active_key)}
+            return {text(m) for m in self.redis.smembers(self.active_key)}
 
-    def active_records(self) -> dict[str, dict[str, str]]:
-        """Every active id with its record ({} when the record itself is gone)."""
+    def active_records(self) -> dict[str, StateRecord]:
+        """Every active id with its record (an empty one when the record itself is gone)."""
         ids = sorted(self.active_ids())
-        out: dict[str, dict[str, str]] = {}
+        out: dict[str, StateRecord] = {}
         with redis_errors():
             for start in range(0, len(ids), _PAGE):
                 chunk = ids[start : start + _PAGE]
                 pipe = self.redis.pipeline(transaction=False)
                 for message_id in chunk:
                     pipe.hgetall(self.key(message_id))
-                out.update(zip(chunk, (_record(r) for r in pipe.execute())))
+                out.update(zip(chunk, (StateRecord.from_reply(r) for r in pipe.execute())))
         return out
 
     # -- fencing ---------------------------------------------------------------------------

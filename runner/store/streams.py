@@ -23,6 +23,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from runner.errors import RedisUnavailable, redis_error_from
+from runner.store.replies import text
 
 __all__ = [
     "DEAD_SUFFIX",
@@ -97,10 +98,6 @@ def _next_id(entry_id: str) -> str:
     return f"{ms}-{seq + 1}"
 
 
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, (bytes, bytearray)) else str(value)
-
-
 def _stream_replies(response: Any) -> list[tuple[str, list[tuple[Any, dict[bytes, bytes]]]]]:
     """XREADGROUP's answer as [(stream, entries)], whichever shape redis-py hands back."""
     if not response:
@@ -111,7 +108,7 @@ def _stream_replies(response: Any) -> list[tuple[str, list[tuple[Any, dict[bytes
         # the RESP3 legacy shape wraps the list once more
         if entries and isinstance(entries[0], list):
             entries = entries[0]
-        out.append((_s(stream), list(entries or [])))
+        out.append((text(stream), list(entries or [])))
     return out
 
 
@@ -215,7 +212,7 @@ class StreamReader:
                 if not raw:
                     del self._pending_cursor[stream]  # drained until the next rescan
                     break
-                self._pending_cursor[stream] = _s(raw[-1][0])
+                self._pending_cursor[stream] = text(raw[-1][0])
                 entries = self._with_counts(stream, raw, from_pending=True)
                 if entries:
                     return entries
@@ -251,13 +248,13 @@ class StreamReader:
 
     @staticmethod
     def _fresh(stream: str, raw: list[tuple[Any, dict[bytes, bytes]]]) -> list[Entry]:
-        return [Entry(stream, _s(i), dict(f), 1, False) for i, f in raw]
+        return [Entry(stream, text(i), dict(f), 1, False) for i, f in raw]
 
     def _with_counts(
         self, stream: str, raw: list[tuple[Any, dict[bytes, bytes]]], *, from_pending: bool
     ) -> list[Entry]:
         """Entries with the group's delivery counter; deleted ones (no fields) are acked."""
-        gone = [_s(i) for i, f in raw if not f]
+        gone = [text(i) for i, f in raw if not f]
         if gone:
             self.redis.xack(stream, self.group, *gone)
             log.warning(
@@ -266,7 +263,7 @@ class StreamReader:
                 stream,
                 ", ".join(gone[:10]),
             )
-        live = [(_s(i), dict(f)) for i, f in raw if f]
+        live = [(text(i), dict(f)) for i, f in raw if f]
         if not live:
             return []
         counts = self._delivery_counts(stream, [i for i, _ in live])
@@ -290,10 +287,10 @@ class StreamReader:
             if not rows:
                 break
             for row in rows:
-                entry_id = _s(row["message_id"])
+                entry_id = text(row["message_id"])
                 if entry_id in wanted:
                     counts[entry_id] = int(row["times_delivered"])
-            low = "(" + _s(rows[-1]["message_id"])
+            low = "(" + text(rows[-1]["message_id"])
         return counts
 
     # -- acking and takeover -----------------------------------------------------------
@@ -333,9 +330,9 @@ class StreamReader:
             try:
                 with self._translate():
                     reply = self.redis.xautoclaim(stream, self.group, self.consumer, min_idle_ms, cursor, count=page)
-                    cursor = _s(reply[0])
+                    cursor = text(reply[0])
                     raw = list(reply[1] or [])
-                    deleted = [_s(i) for i in (reply[2] if len(reply) > 2 else [])]
+                    deleted = [text(i) for i in (reply[2] if len(reply) > 2 else [])]
                     if deleted:
                         # Redis 7 already dropped them from the PEL; the ack is for older servers.
                         self.redis.xack(stream, self.group, *deleted)
@@ -373,7 +370,7 @@ class StreamReader:
             )
         return [
             PendingInfo(
-                _s(r["message_id"]), _s(r["consumer"]), int(r["time_since_delivered"]), int(r["times_delivered"])
+                text(r["message_id"]), text(r["consumer"]), int(r["time_since_delivered"]), int(r["times_delivered"])
             )
             for r in rows
         ]
@@ -383,9 +380,9 @@ class StreamReader:
             summary = self.redis.xpending(stream, self.group)
         return PendingSummary(
             count=int(summary["pending"]),
-            min_id=_s(summary["min"]) if summary["min"] else None,
-            max_id=_s(summary["max"]) if summary["max"] else None,
-            consumers={_s(c["name"]): int(c["pending"]) for c in summary["consumers"]},
+            min_id=text(summary["min"]) if summary["min"] else None,
+            max_id=text(summary["max"]) if summary["max"] else None,
+            consumers={text(c["name"]): int(c["pending"]) for c in summary["consumers"]},
         )
 
     def stats(self) -> dict[str, StreamStats]:
@@ -404,7 +401,7 @@ class StreamReader:
                 raise length if isinstance(length, Exception) else dead
             ours: dict[str, Any] = {}
             if not isinstance(groups, Exception):  # no such stream: nothing to report
-                ours = next((g for g in groups if _s(g["name"]) == self.group), {})
+                ours = next((g for g in groups if text(g["name"]) == self.group), {})
             lag = ours.get("lag")
             out[stream] = StreamStats(
                 length=int(length),
@@ -448,11 +445,11 @@ class StreamReader:
             return None  # no group yet: every entry is still to be delivered
         floors = []
         for g in groups:
-            floors.append(id_key(_next_id(_s(g["last-delivered-id"]))))
+            floors.append(id_key(_next_id(text(g["last-delivered-id"]))))
             if int(g["pending"]):
-                oldest = self.redis.xpending(stream, _s(g["name"]))["min"]
+                oldest = self.redis.xpending(stream, text(g["name"]))["min"]
                 if oldest:
-                    floors.append(id_key(_s(oldest)))
+                    floors.append(id_key(text(oldest)))
         return min(floors)
 
     def _cutoff(self, stream: str, excess: int, floor: tuple[int, int]) -> str | None:
@@ -463,11 +460,11 @@ class StreamReader:
             if not page:
                 return None
             for raw_id, _ in page:
-                entry_id = _s(raw_id)
+                entry_id = text(raw_id)
                 if seen == excess or id_key(entry_id) >= floor:
                     return entry_id if seen else None
                 seen += 1
-            start = "(" + _s(page[-1][0])
+            start = "(" + text(page[-1][0])
 
     # -- errors ------------------------------------------------------------------------
 

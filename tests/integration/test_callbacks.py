@@ -25,12 +25,13 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from rq import Queue, Worker
 from rq.registry import ScheduledJobRegistry
 
-from runner.callbacks.courier import Backoff, owed, rq_job_id
+from runner.callbacks.courier import Backoff, rq_job_id
 from runner.callbacks.enqueue import CallbackQueue
 from runner.callbacks.http import callback_body, verify
 from runner.callbacks.worker import worker_command, worker_env
 from runner.errors import ConfigError
 from runner.settings import Settings
+from runner.store.record import StateRecord
 from runner.store.state import StateStore
 from tests.support.ports import free_port, wait_for
 from tests.support.redis_server import RedisServer
@@ -259,7 +260,7 @@ def test_signed_callback_is_delivered_with_headers_and_body(
     assert len(got.headers["webhook-signature"].split()) == 2  # one per configured key
     assert verify(got.body, got.headers, [KEYS[0]]) and verify(got.body, got.headers, [KEYS[1]])
     assert not verify(got.body, got.headers, [b"another-key"])
-    assert owed(state.get("m-1") or {}) == []
+    assert (state.get("m-1") or StateRecord()).callbacks(owed=True) == []
     assert callback_counts(env) == {("0", "delivered"): 1.0}
 
 
@@ -390,7 +391,7 @@ def test_callbacks_arrive_in_order_after_an_outage(
     receiver.up()
     until_outcome(state, "m-9", 2, "delivered", workers)
     assert receiver.statuses() == [0, 1, 2]
-    assert owed(state.get("m-9") or {}) == []
+    assert (state.get("m-9") or StateRecord()).callbacks(owed=True) == []
 
 
 # -- pure helpers -----------------------------------------------------------------------------
@@ -403,22 +404,6 @@ def test_rq_job_ids_are_valid_and_distinct() -> None:
     assert len(ids) == 5 and all(
         set(i) <= set("abcdef0123456789_-ABCDEFGHIJKLMNOPQRSTUVWXYZ" + "ghijklmnopqrstuvwxyz") for i in ids
     )
-
-
-def test_owed_lists_enqueued_but_unfinished_statuses() -> None:
-    rec = {
-        "state": "completed",
-        "cb_0": "1",
-        "cb_1": "2",
-        "cb_2": "3",
-        "cbd_0": "delivered",
-        "cbd_1": "expired",
-        "cbj_2": "x",
-        "cbd_gone_url": "http://a/",
-    }
-    assert owed(rec) == [2]
-    assert owed({"cb_99": "1", "cb_3": "1", "cbd_3": "gone"}) == [99]
-    assert owed({}) == []
 
 
 def test_worker_command_runs_the_scheduler_and_keeps_the_password_out_of_argv() -> None:

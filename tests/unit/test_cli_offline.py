@@ -15,6 +15,7 @@ from runner.cli.status import RateWindow, eta_seconds
 from runner.cli.submit import default_stream, read_items
 from runner.settings import Settings
 from runner.store.deadletter import DeadEntry
+from runner.store.record import StateRecord
 from tests.support.messages import VALID, variant
 
 
@@ -127,7 +128,8 @@ OLD = f"{int((NOW - 7200) * 1000)}-0"
 def test_decide_replay(
     original_id: str, record: dict[str, str] | None, force: bool, allowed: bool, release: bool, says: str
 ) -> None:
-    decision = decide_replay(_dead(original_id), record, ttl_seconds=3600, force=force, now=NOW)
+    state = None if record is None else StateRecord(record)
+    decision = decide_replay(_dead(original_id), state, ttl_seconds=3600, force=force, now=NOW)
     assert (decision.allowed, decision.release) == (allowed, release)
     assert says in decision.reason
 

@@ -1,0 +1,212 @@
+"""The state record `ksr:msg:<id>`: every field name of that hash, and its parsing.
+
+`StateStore` (runner.store.state) writes the record; everyone else reads it as a
+`StateRecord`, never as a dict of strings. The hash holds strings only:
+
+    state          claimed | created | running | completed | failed | exception | dead
+    stream, entry_id, claimed_at (ms), term          claim()
+    job_name, namespace, job_uid, created_at (ms)    record_job(); with webhook, service, executor
+    pod_name, pod_uid, started_at (s, 3 decimals)    the tracker, when the pod starts
+    updated_at, finished_at (ms)                     set_state() / finish()
+    cb_<s>         ms the callback for status <s> was marked sent (first caller wins)
+    detail_<s>     its detail JSON, kept so takeover can send it again
+    cbj_<s>        RQ job id of the latest job of that callback's chain
+    cbd_<s>        delivered | gone | failed | expired: the callback is finished
+    cbd_gone_url   the URL that answered 410: nothing more is sent to it for this message
+
+The Lua scripts of runner/store/lua/ use the same names (claim.lua tests `state` and
+`job_name`). Absent text fields read as "", absent or unreadable numbers as None: one odd
+record must not stop the loops that read every active record.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from runner.store.replies import text_fields
+
+__all__ = ["FINAL_OUTCOMES", "TERMINAL_STATES", "Field", "StateRecord"]
+
+TERMINAL_STATES = frozenset({"completed", "failed", "exception", "dead"})
+FINAL_OUTCOMES = frozenset({"delivered", "gone", "failed", "expired"})  # values of cbd_<s>
+
+
+class Field:
+    """The names of the record's fields."""
+
+    STATE = "state"
+    STREAM = "stream"
+    ENTRY_ID = "entry_id"
+    CLAIMED_AT = "claimed_at"
+    TERM = "term"
+    JOB_NAME = "job_name"
+    NAMESPACE = "namespace"
+    JOB_UID = "job_uid"
+    CREATED_AT = "created_at"
+    UPDATED_AT = "updated_at"
+    FINISHED_AT = "finished_at"
+    WEBHOOK = "webhook"
+    SERVICE = "service"
+    EXECUTOR = "executor"
+    POD_NAME = "pod_name"
+    POD_UID = "pod_uid"
+    STARTED_AT = "started_at"
+    GONE_URL = "cbd_gone_url"
+
+    @staticmethod
+    def marked(status: int) -> str:
+        return f"cb_{int(status)}"
+
+    @staticmethod
+    def detail(status: int) -> str:
+        return f"detail_{int(status)}"
+
+    @staticmethod
+    def chain(status: int) -> str:
+        return f"cbj_{int(status)}"
+
+    @staticmethod
+    def outcome(status: int) -> str:
+        return f"cbd_{int(status)}"
+
+
+_MARKED = Field.marked(0)[:-1]  # "cb_"
+
+
+class StateRecord(Mapping[str, str]):
+    """One state record, read-only. It is a Mapping of the raw fields (for display, JSON
+    output and equality with a dict); code reads the typed properties below."""
+
+    __slots__ = ("_fields",)
+
+    def __init__(self, fields: Mapping[str, str] | None = None) -> None:
+        self._fields = dict(fields or {})
+
+    @classmethod
+    def from_reply(cls, reply: Any) -> StateRecord:
+        """From HGETALL (a dict of bytes) or a Lua reply (a flat list)."""
+        return cls(text_fields(reply))
+
+    # -- Mapping -----------------------------------------------------------------------
+    def __getitem__(self, name: str) -> str:
+        return self._fields[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def __repr__(self) -> str:
+        return f"StateRecord({self._fields!r})"
+
+    # -- the message and its Job -------------------------------------------------------
+    @property
+    def state(self) -> str:
+        return self._text(Field.STATE)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    @property
+    def stream(self) -> str:
+        return self._text(Field.STREAM)
+
+    @property
+    def entry_id(self) -> str:
+        return self._text(Field.ENTRY_ID)
+
+    @property
+    def term(self) -> int | None:
+        return self._int(Field.TERM)
+
+    @property
+    def job_name(self) -> str:
+        return self._text(Field.JOB_NAME)
+
+    @property
+    def has_job(self) -> bool:
+        return bool(self.job_name)
+
+    @property
+    def namespace(self) -> str:
+        return self._text(Field.NAMESPACE)
+
+    @property
+    def job_uid(self) -> str:
+        return self._text(Field.JOB_UID)
+
+    @property
+    def webhook(self) -> str | None:
+        return self._text(Field.WEBHOOK) or None
+
+    @property
+    def executor(self) -> str:
+        """Who runs the Job; records from before the local executor existed are Kubernetes'."""
+        return self._text(Field.EXECUTOR) or "kubernetes"
+
+    @property
+    def pod_name(self) -> str:
+        return self._text(Field.POD_NAME)
+
+    @property
+    def pod_uid(self) -> str:
+        return self._text(Field.POD_UID)
+
+    @property
+    def claimed_at_ms(self) -> int | None:
+        return self._int(Field.CLAIMED_AT)
+
+    @property
+    def created_at_ms(self) -> int | None:
+        return self._int(Field.CREATED_AT)
+
+    def created_at(self, *, default: float) -> float:
+        """When the Job was recorded, in Unix seconds (`default` when it was not)."""
+        ms = self.created_at_ms
+        return ms / 1000.0 if ms else default
+
+    # -- callbacks ---------------------------------------------------------------------
+    def callbacks(self, *, owed: bool = False) -> list[int]:
+        """Statuses whose callback was marked sent (`cb_<s>`), ascending. With `owed`, only
+        those not finished yet (no final `cbd_<s>`): takeover re-enqueues these, and a later
+        status waits for them."""
+        marked = sorted(
+            int(k[len(_MARKED) :]) for k in self._fields if k.startswith(_MARKED) and k[len(_MARKED) :].isdigit()
+        )
+        return [s for s in marked if not owed or self.callback_outcome(s) is None]
+
+    def callback_outcome(self, status: int) -> str | None:
+        """delivered | gone | failed | expired once the callback finished, else None."""
+        value = self._fields.get(Field.outcome(status))
+        return value if value in FINAL_OUTCOMES else None
+
+    def callback_chain(self, status: int) -> str | None:
+        """The RQ job id of the latest job of the callback's chain."""
+        return self._fields.get(Field.chain(status)) or None
+
+    def callback_detail(self, status: int) -> dict[str, Any]:
+        """The detail kept when the callback was marked ({} when none or unreadable)."""
+        try:
+            detail = json.loads(self._fields.get(Field.detail(status)) or "{}")
+        except ValueError:
+            return {}
+        return detail if isinstance(detail, dict) else {}
+
+    @property
+    def gone_url(self) -> str | None:
+        """The webhook URL that answered 410 for this message."""
+        return self._fields.get(Field.GONE_URL) or None
+
+    # -- parsing -----------------------------------------------------------------------
+    def _text(self, name: str) -> str:
+        return self._fields.get(name, "")
+
+    def _int(self, name: str) -> int | None:
+        try:
+            return int(self._fields[name])
+        except (KeyError, ValueError):
+            return None
