@@ -53,20 +53,6 @@ class DurationType(click.ParamType):
 DURATION = DurationType()
 
 
-def format_age(seconds: float | None) -> str:
-    """3s, 4m12s, 2h05m, 3d04h: short and sortable by eye."""
-    if seconds is None:
-        return "-"
-    s = max(0, int(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
-
-
 def format_ms_time(ms: int | None) -> str:
     if not ms:
         return "-"
@@ -83,12 +69,6 @@ def age_of_ms(ms: int | str | None, *, now: float | None = None) -> float | None
     if not value:
         return None
     return max(0.0, (time.time() if now is None else now) - value / 1000)
-
-
-def entry_time_ms(entry_id: str) -> int | None:
-    """The milliseconds part of a stream entry id, or None if it is not one."""
-    head = entry_id.partition("-")[0]
-    return int(head) if head.isdigit() else None
 
 
 # -- payloads -----------------------------------------------------------------------------------

@@ -1,24 +1,13 @@
 """`ksr dead list|show|replay|purge`: the dead-letter streams `<stream>:dead`.
 
-Replay re-validates the payload with the current settings (schema and policy) and refuses
-what is still invalid, then consults the state store before moving the entry back:
-
-- a record with a Job: the message already ran; the runner would drop the replay as a
-  duplicate, so it is refused (submit it under a new id to run it again);
-- a record without a Job in a terminal state (e.g. the apiserver refused the Job): the
-  record is released so the replay can run;
-- no record, and the message is younger than KSR_STATE_TTL: it never got one (it was
-  dead-lettered before the claim, e.g. invalid or refused by policy): safe to replay;
-- no record, and the message is older than KSR_STATE_TTL: the record may have expired, so
-  whether a Job already ran for it cannot be told any more: refused without --force.
+Replay re-validates the payload with the current settings and consults the message's state
+record before moving the entry back; those rules are runner.store.replay's.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
-from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -35,78 +24,24 @@ from runner.cli._context import (
 from runner.cli._output import (
     dry_run_footer,
     emit_json,
-    entry_time_ms,
-    format_age,
     format_ms_time,
     message_id_of,
     print_table,
 )
-from runner.errors import InvalidMessage
-from runner.pipeline.message import parse_message
-from runner.pipeline.policy import check_policy
-from runner.settings import Settings
 from runner.store.deadletter import (
     DeadEntry,
     dead_stream,
     get_dead,
     list_dead,
     purge_dead,
-    replay_dead,
 )
-from runner.store.record import StateRecord
+from runner.store.replay import replay_dead_entry
 from runner.store.replies import text, text_fields
 from runner.store.state import StateStore
 
-__all__ = ["ReplayDecision", "dead", "decide_replay"]
+__all__ = ["dead"]
 
 log = logging.getLogger(__name__)
-
-
-def state_store(client: redis.Redis, settings: Settings) -> StateStore:
-    return StateStore(
-        client,
-        ttl_seconds=settings.state.ttl_seconds,
-        prefix=settings.state.key_prefix,
-        active_key=settings.state.active_key,
-    )
-
-
-@dataclass(frozen=True)
-class ReplayDecision:
-    allowed: bool
-    release: bool  # release the state record first so the replayed message is not a duplicate
-    reason: str
-
-
-def decide_replay(
-    entry: DeadEntry, record: StateRecord | None, *, ttl_seconds: int, force: bool, now: float | None = None
-) -> ReplayDecision:
-    """Whether a (valid) dead entry may be replayed, given its message's state record. Pure."""
-    if record is not None:
-        if record.has_job:
-            return ReplayDecision(
-                False,
-                False,
-                f"message already has Job {record.namespace or '?'}/{record.job_name} "
-                f"(state {record.state or '?'}); the runner would drop the replay as a "
-                "duplicate: submit it under a new id to run it again",
-            )
-        if record.is_terminal:
-            return ReplayDecision(True, True, f"state record ({record.state}, no Job) released")
-        return ReplayDecision(True, False, f"state record {record.state or '?'} without a Job: the runner resumes it")
-    born_ms = entry_time_ms(entry.original_id) or entry.dead_at or 0
-    age = (time.time() if now is None else now) - born_ms / 1000
-    if age < ttl_seconds:
-        return ReplayDecision(True, False, "no state record: the message never got one")
-    if force:
-        return ReplayDecision(True, False, "no state record and older than KSR_STATE_TTL; replayed with --force")
-    return ReplayDecision(
-        False,
-        False,
-        f"no state record and the message is {format_age(age)} old, older than KSR_STATE_TTL "
-        f"({ttl_seconds}s): its record may have expired, so a Job may already have run for it "
-        "and a replay could not be deduplicated; pass --force to replay anyway",
-    )
 
 
 def _find(client: redis.Redis, streams: list[str], dead_id: str) -> DeadEntry:
@@ -190,7 +125,7 @@ def show(dead_id: str, stream: str | None, as_json: bool) -> None:
     entry = _find(obj.redis(), chosen_streams(settings, stream), dead_id)
     doc = _doc(entry, full=True)
     message_id = doc["message_id"]
-    record = state_store(obj.redis(), settings).get(message_id) if message_id else None
+    record = StateStore.from_settings(obj.redis(), settings).get(message_id) if message_id else None
     doc["state_record"] = None if record is None else dict(record)  # the raw fields, as JSON
     if as_json:
         emit_json(doc)
@@ -223,35 +158,20 @@ def replay(dead_ids: tuple[str, ...], stream: str | None, force: bool, as_json: 
     settings = obj.settings()
     client = obj.redis()
     streams = chosen_streams(settings, stream)
-    store = state_store(client, settings)
+    store = StateStore.from_settings(client, settings)
     results: list[dict[str, Any]] = []
     refused = []
     for dead_id in dead_ids:
         entry = _find(client, streams, dead_id)
+        done = replay_dead_entry(client, settings, entry, force=force, store=store)
         doc: dict[str, Any] = {
             "dead_id": dead_id,
             "stream": entry.original_stream,
-            "message_id": None,
-            "replayed": False,
-            "new_entry_id": None,
+            "message_id": done.message_id or message_id_of(entry.payload),
+            "replayed": done.replayed,
+            "new_entry_id": done.new_entry_id,
+            "reason": done.reason,
         }
-        try:
-            message = parse_message(entry.payload, max_bytes=settings.streams.max_message_bytes)
-            check_policy(message, settings)
-        except InvalidMessage as e:
-            doc.update(message_id=message_id_of(entry.payload), reason=f"still invalid: {e}")
-        else:
-            doc["message_id"] = message.id
-            decision = decide_replay(entry, store.get(message.id), ttl_seconds=settings.state.ttl_seconds, force=force)
-            doc["reason"] = decision.reason
-            if decision.allowed:
-                if decision.release:
-                    store.release(message.id)
-                new_id = replay_dead(client, entry.original_stream, dead_id)
-                if new_id is None:
-                    doc["reason"] = "gone: replayed or purged by someone else meanwhile"
-                else:
-                    doc.update(replayed=True, new_entry_id=new_id)
         results.append(doc)
         if not doc["replayed"]:
             refused.append(doc)

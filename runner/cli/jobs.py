@@ -8,8 +8,9 @@ from typing import Any
 import click
 
 from runner.cli._context import cli_context, json_option
-from runner.cli._output import age_of_ms, emit_json, format_age, print_table
-from runner.cli.dead import state_store
+from runner.cli._output import age_of_ms, emit_json, print_table
+from runner.durations import format_age
+from runner.store.state import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def jobs() -> None:
 def jobs_list(as_json: bool) -> None:
     """Active Jobs: message id, Job name, namespace, state, age."""
     obj = cli_context()
-    records = state_store(obj.redis(), obj.settings()).active_records()
+    records = StateStore.from_settings(obj.redis(), obj.settings()).active_records()
     rows: list[dict[str, Any]] = []
     for message_id, record in sorted(records.items()):
         age = age_of_ms(record.created_at_ms or record.claimed_at_ms)

@@ -29,15 +29,14 @@ from runner.cli._output import (
     DURATION,
     dry_run_footer,
     emit_json,
-    format_age,
     message_id_of,
     print_table,
 )
-from runner.store import scripts
-from runner.store.replies import text
+from runner.durations import format_age
+from runner.store.replay import replay_pending
 from runner.store.streams import StreamReader, redis_errors
 
-__all__ = ["PendingRow", "collect", "pending", "replay_entry"]
+__all__ = ["PendingRow", "collect", "pending"]
 
 log = logging.getLogger(__name__)
 
@@ -119,15 +118,6 @@ def _with_payloads(client: redis.Redis, infos: list[tuple[str, Any]]) -> list[Pe
             )
         )
     return rows
-
-
-def replay_entry(client: redis.Redis, group: str, row: PendingRow, *, min_idle_ms: int = 0) -> tuple[str, str | None]:
-    """(outcome, new entry id): REPLAYED, GONE (acked, nothing to replay) or NOTPENDING."""
-    with redis_errors():
-        outcome, new_id = scripts.load(client, "replay_pending")(
-            keys=[row.stream], args=[group, row.entry_id, int(min_idle_ms)]
-        )
-    return text(outcome), (text(new_id) or None)
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -252,7 +242,9 @@ def replay(
     for row in rows:
         doc: dict[str, Any] = {**asdict(row), "outcome": "would-replay", "new_entry_id": None}
         if yes:
-            outcome, new_id = replay_entry(obj.redis(), group, row, min_idle_ms=_ms(idle_over) or 0)
+            outcome, new_id = replay_pending(
+                obj.redis(), stream=row.stream, group=group, entry_id=row.entry_id, min_idle_ms=_ms(idle_over) or 0
+            )
             doc.update(outcome=outcome.lower().replace("notpending", "not-pending"), new_entry_id=new_id)
         results.append(doc)
     _report(results, as_json, yes, "replay")

@@ -25,12 +25,13 @@ from election.errors import ElectionError
 from election.record import LeaderRecord
 from election.redis_lock import RedisLock
 from runner.cli._context import CliContext, cli_context, json_option
-from runner.cli._output import DURATION, emit_json, format_age, print_table
-from runner.cli.dead import state_store
+from runner.cli._output import DURATION, emit_json, print_table
+from runner.durations import format_age
 from runner.settings import Settings
 from runner.store.events import read_events
 from runner.store.record import Field
 from runner.store.replies import text
+from runner.store.state import StateStore
 from runner.store.streams import redis_errors
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ def gather_status(obj: CliContext) -> dict[str, Any]:
         "streams": {
             s: {"length": st.length, "pending": st.pending, "lag": st.lag, "dead": st.dead} for s, st in stats.items()
         },
-        "active_jobs": len(state_store(client, settings).active_ids()),
+        "active_jobs": len(StateStore.from_settings(client, settings).active_ids()),
         "group": settings.streams.group,
         "redis": settings.redis.masked_url,
     }

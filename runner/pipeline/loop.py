@@ -79,9 +79,7 @@ class Runner:
             block_ms=s.streams.block_ms,
         )
         self.reader.on_group_recreated.append(lambda stream: self.signals.emit(GroupRecreated(stream)))
-        self.state = StateStore(
-            self.redis, ttl_seconds=s.state.ttl_seconds, prefix=s.state.key_prefix, active_key=s.state.active_key
-        )
+        self.state = StateStore.from_settings(self.redis, s)
         self.callbacks = CallbackQueue(self.redis, s)
         self.term: int | None = None  # the term we lead in, None while following
         self._tenure: int | None = None  # the last term we led in: fences late writes after a step-down

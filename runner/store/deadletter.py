@@ -148,9 +148,10 @@ def replay_dead(
 ) -> str | None:
     """XADD the original fields back to `stream` and delete the dead entry (one Lua step).
 
-    Returns the new entry id, or None when no such dead entry exists. Whether a message
-    whose state record has expired may run again (`--force`) is the CLI's decision: the
-    pipeline treats a replayed id with a recorded Job as a duplicate.
+    Returns the new entry id, or None when no such dead entry exists. Whether the entry may
+    be replayed at all (still valid? a Job already? a record that may have expired?) is
+    runner.store.replay's decision: the pipeline treats a replayed id with a recorded Job as
+    a duplicate.
     """
     with redis_errors():
         new_id = scripts.load(redis_client, "replay_dead")(

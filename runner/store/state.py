@@ -30,6 +30,7 @@ from typing import Any
 import redis
 
 from runner.errors import KsrError
+from runner.settings import Settings
 from runner.store import scripts
 from runner.store.record import TERMINAL_STATES, Field, StateRecord
 from runner.store.replies import text
@@ -93,6 +94,12 @@ class StateStore:
         self._mark = scripts.load(redis_client, "mark_callback", fenced=True)
         self._release = scripts.load(redis_client, "release", fenced=True)
         self._advance = scripts.load(redis_client, "advance_term")
+
+    @classmethod
+    def from_settings(cls, redis_client: redis.Redis, settings: Settings) -> StateStore:
+        """The store with the key names and TTL of `settings` (KSR_STATE_TTL, CACHE_JOB_KEY_PREFIX)."""
+        s = settings.state
+        return cls(redis_client, ttl_seconds=s.ttl_seconds, prefix=s.key_prefix, active_key=s.active_key)
 
     def key(self, message_id: str) -> str:
         return self.prefix + message_id

@@ -32,6 +32,7 @@ __all__ = [
     "PendingSummary",
     "StreamReader",
     "StreamStats",
+    "entry_time_ms",
     "id_key",
     "redis_errors",
 ]
@@ -91,6 +92,12 @@ def id_key(entry_id: str) -> tuple[int, int]:
     """A stream id as a sortable (milliseconds, sequence) pair."""
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
+
+
+def entry_time_ms(entry_id: str) -> int | None:
+    """The milliseconds part of a stream entry id, or None if it is not one."""
+    head = entry_id.partition("-")[0]
+    return int(head) if head.isdigit() else None
 
 
 def _next_id(entry_id: str) -> str:

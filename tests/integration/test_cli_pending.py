@@ -9,6 +9,7 @@ import redis
 from click.testing import CliRunner
 
 from runner.cli import main
+from runner.store.replay import replay_pending
 from runner.store.streams import StreamReader
 from tests.support.redis_server import RedisServer
 
@@ -86,11 +87,8 @@ def test_replay_yes_readds_and_acks(env: dict[str, str], redis_client: redis.Red
 
 def test_replay_of_an_entry_acked_meanwhile_is_left_alone(env: dict[str, str], redis_client: redis.Redis) -> None:
     (entry_id,) = leave_pending(redis_client, b'{"id": "m-1"}')
-    from runner.cli.pending import PendingRow, replay_entry
-
-    row = PendingRow(STREAM, entry_id, "m-1", "pod-a", 0, 1, True)
     redis_client.xack(STREAM, "ksr", entry_id)  # the leader finished it
-    assert replay_entry(redis_client, "ksr", row) == ("NOTPENDING", None)
+    assert replay_pending(redis_client, stream=STREAM, group="ksr", entry_id=entry_id) == ("NOTPENDING", None)
     assert redis_client.xlen(STREAM) == 1
 
 

@@ -7,7 +7,8 @@ from click.testing import CliRunner
 
 from runner import __version__
 from runner.cli import main
-from runner.cli._output import format_age, message_id_of, parse_duration
+from runner.cli._output import message_id_of, parse_duration
+from runner.durations import format_age
 from tests.support.ports import free_port
 
 

@@ -10,12 +10,12 @@ import pytest
 from click.testing import CliRunner
 
 from runner.cli import main
-from runner.cli.dead import decide_replay
 from runner.cli.status import RateWindow, eta_seconds
 from runner.cli.submit import default_stream, read_items
 from runner.settings import Settings
 from runner.store.deadletter import DeadEntry
 from runner.store.record import StateRecord
+from runner.store.replay import decide_replay
 from tests.support.messages import VALID, variant
 
 
