@@ -26,6 +26,7 @@ __all__ = [
     "parse_target",
     "refusal_reason",
     "resolve_allowed",
+    "sealed_range",
 ]
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,12 @@ _CGNAT = ipaddress.IPv4Network("100.64.0.0/10")
 _ULA = ipaddress.IPv6Network("fc00::/7")
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _METADATA = ipaddress.IPv4Address("169.254.169.254")
+_LINK_LOCAL: tuple[IPNetwork, ...] = (ipaddress.IPv4Network("169.254.0.0/16"), ipaddress.IPv6Network("fe80::/10"))
+# Cloud metadata endpoints outside link-local: AWS over IPv6, Alibaba Cloud.
+_METADATA_ELSEWHERE = {
+    ipaddress.IPv6Address("fd00:ec2::254"): "the AWS metadata address (IPv6)",
+    ipaddress.IPv4Address("100.100.100.200"): "the Alibaba Cloud metadata address",
+}
 
 
 @dataclass(frozen=True)
@@ -88,8 +95,60 @@ class Allowlist:
     def allows_address(self, address: IPAddress) -> bool:
         return any(address.version == n.version and address in n for n in self.networks)
 
+    def opens(self, address: IPAddress, sealed: IPNetwork) -> bool:
+        """Whether a listed network inside the sealed range `sealed` holds `address`: a
+        broad CIDR (0.0.0.0/0, a CGNAT pod range) never opens link-local or metadata."""
+        return any(_inside(n, sealed) and address.version == n.version and address in n for n in self.networks)
+
     def entries(self) -> list[str]:
         return sorted(self.hosts) + ["*" + s for s in self.suffixes] + [str(n) for n in self.networks]
+
+
+def _inside(inner: IPNetwork, outer: IPNetwork) -> bool:
+    if isinstance(inner, ipaddress.IPv4Network) and isinstance(outer, ipaddress.IPv4Network):
+        return inner.subnet_of(outer)
+    if isinstance(inner, ipaddress.IPv6Network) and isinstance(outer, ipaddress.IPv6Network):
+        return inner.subnet_of(outer)
+    return False
+
+
+def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries (mapped, 6to4, Teredo, NAT64), if any."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return None
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def sealed_range(address: IPAddress) -> tuple[str, IPNetwork] | None:
+    """Why no webhook may reach `address` whatever host the allow list names, with the range
+    that must itself be listed to open it; None for every other address.
+
+    Link-local addresses and the clouds' metadata endpoints hand out credentials to whoever
+    asks from inside the node: an allowed host name that resolves there (DNS rebinding, a
+    careless record) must not make the runner ask.
+    """
+    inner = _embedded_ipv4(address)
+    if inner is not None:
+        found = sealed_range(inner)
+        if found is not None:
+            single = ipaddress.ip_network(address)
+            return f"an IPv6 address embedding {inner}, which is {found[0]}", single
+        return None
+    if address in _METADATA_ELSEWHERE:
+        return _METADATA_ELSEWHERE[address], ipaddress.ip_network(address)
+    for network in _LINK_LOCAL:
+        if address.version == network.version and address in network:
+            what = "the cloud metadata address (link-local)" if address == _METADATA else "a link-local address"
+            return what, network
+    return None
 
 
 def refusal_reason(address: IPAddress) -> str | None:
@@ -217,6 +276,13 @@ def check_url(url: str, allow: Allowlist, *, resolver: Resolver | None = None) -
         if not addresses:
             raise HostUnresolvable(url, f"host {host!r} resolved to no addresses", temporary=True)
 
+    for addr in addresses:
+        sealed = sealed_range(addr)
+        if sealed is not None and not allow.opens(addr, sealed[1]):
+            where = str(addr) if literal is not None else f"{host!r} resolves to {addr}"
+            raise WebhookRefused(
+                url, f"{where}, {sealed[0]}; only {sealed[1]} or a range inside it in KSR_WEBHOOK_ALLOW permits it"
+            )
     if not allow.allows_host(host):
         # Any refused address refuses the URL: a name mixing public and private answers is
         # exactly what a DNS-rebinding attacker would serve.

@@ -143,3 +143,46 @@ def test_localhost_via_the_system_resolver() -> None:
     assert ipaddress.ip_address("127.0.0.1") in resolve_allowed(
         "http://localhost:1/", Allowlist.parse(["localhost"])
     ) or ipaddress.ip_address("::1") in resolve_allowed("http://localhost:1/", Allowlist.parse(["localhost"]))
+
+
+ALWAYS_REFUSED = [
+    ("169.254.169.254", "metadata"),  # AWS, GCP, Azure, OpenStack
+    ("169.254.170.2", "link-local"),  # ECS task metadata
+    ("169.254.1.1", "link-local"),
+    ("fe80::1", "link-local"),
+    ("fd00:ec2::254", "metadata"),  # AWS IMDS over IPv6
+    ("100.100.100.200", "metadata"),  # Alibaba Cloud
+    ("::ffff:169.254.169.254", "169.254.169.254"),  # the same, IPv4-mapped
+    ("64:ff9b::a9fe:a9fe", "169.254.169.254"),  # the same, through NAT64
+]
+
+
+@pytest.mark.parametrize(("address", "fragment"), ALWAYS_REFUSED)
+def test_an_allowed_host_never_reaches_link_local_or_metadata_addresses(address: str, fragment: str) -> None:
+    answers = fixed({"hook.svc.cluster.local": ["93.184.216.34", address]})
+    for allow in (["hook.svc.cluster.local"], ["*.svc.cluster.local"], ["0.0.0.0/0", "::/0"], ["100.64.0.0/10"]):
+        with pytest.raises(WebhookRefused, match=fragment):
+            check_url("http://hook.svc.cluster.local/", Allowlist.parse(allow), resolver=answers)
+
+
+@pytest.mark.parametrize(("address", "fragment"), ALWAYS_REFUSED)
+def test_a_broad_cidr_does_not_open_link_local_or_metadata_literals(address: str, fragment: str) -> None:
+    host = f"[{address}]" if ":" in address else address
+    with pytest.raises(WebhookRefused, match=fragment):
+        check_url(f"http://{host}/", Allowlist.parse(["0.0.0.0/0", "::/0", "100.64.0.0/10"]))
+
+
+@pytest.mark.parametrize(
+    ("address", "listed"),
+    [
+        ("169.254.169.254", "169.254.169.254"),
+        ("169.254.169.254", "169.254.0.0/16"),
+        ("169.254.170.2", "169.254.170.0/24"),
+        ("fe80::1", "fe80::/10"),
+        ("100.100.100.200", "100.100.100.200/32"),
+    ],
+)
+def test_listing_the_range_itself_opens_it(address: str, listed: str) -> None:
+    answers = fixed({"hook.test": [address]})
+    allow = Allowlist.parse(["hook.test", listed])
+    assert [str(a) for a in resolve_allowed("http://hook.test/", allow, resolver=answers)] == [address]
