@@ -22,6 +22,10 @@ def _listing(items: tuple[str, ...]) -> str:
     return ", ".join(items) if items else "none"
 
 
+def _own(kind: str, name: str, namespace: str) -> str:
+    return f"{kind} {name!r} in namespace {namespace!r} belongs to the runner itself (KSR_PROTECTED_NAMES)"
+
+
 def check_policy(message: Message, settings: Settings, *, resolver: Resolver | None = None) -> None:
     """Raise PolicyRefused listing every rule the message breaks; return None if allowed.
 
@@ -47,13 +51,21 @@ def check_policy(message: Message, settings: Settings, *, resolver: Resolver | N
             )
         )
     for i, ref in enumerate(job.env_ref):
-        if not policy.envref_allowed(ref.name):
+        if policy.protected(job.namespace, ref.name):
+            problems.append((f"job.envRef[{i}].name", _own(ref.type, ref.name, job.namespace)))
+        elif not policy.envref_allowed(ref.name, job.namespace):
+            strict = job.namespace in policy.strict_envref_namespaces
             problems.append(
                 (
                     f"job.envRef[{i}].name",
-                    f"{ref.type} {ref.name!r} is not allowed (allowed: {_listing(policy.allowed_envrefs)})",
+                    f"{ref.type} {ref.name!r} is not allowed in namespace {job.namespace!r} "
+                    f"(KSR_STRICT_ENVREF_NAMESPACES; listed in KSR_ALLOWED_ENVREFS: {_listing(policy.allowed_envrefs)})"
+                    if strict
+                    else f"{ref.type} {ref.name!r} is not allowed (allowed: {_listing(policy.allowed_envrefs)})",
                 )
             )
+    if job.volume is not None and policy.protected(job.namespace, job.volume.pvc):
+        problems.append(("job.volume.pvc", _own("claim", job.volume.pvc, job.namespace)))
     if job.service_account is not None and not policy.service_account_allowed(job.service_account):
         allowed = ("default", *policy.allowed_service_accounts)
         problems.append(

@@ -104,6 +104,9 @@ class PolicySettings:
     allowed_envrefs: tuple[str, ...]  # ConfigMap/Secret names; empty = any
     allowed_service_accounts: tuple[str, ...]  # beyond "default"; "*" = any
     webhook_allow: Allowlist  # exempt from the private-address refusal
+    # the runner's own ConfigMaps/Secrets/claims, "name" (anywhere) or "namespace/name"
+    protected_names: tuple[str, ...]
+    strict_envref_namespaces: tuple[str, ...]  # envRefs there must be listed, even with an empty list
 
     def namespace_allowed(self, namespace: str) -> bool:
         return ANY in self.allowed_namespaces or namespace in self.allowed_namespaces
@@ -111,8 +114,14 @@ class PolicySettings:
     def image_allowed(self, image: str) -> bool:
         return not self.allowed_images or any(image.startswith(p) for p in self.allowed_images)
 
-    def envref_allowed(self, name: str) -> bool:
-        return not self.allowed_envrefs or ANY in self.allowed_envrefs or name in self.allowed_envrefs
+    def envref_allowed(self, name: str, namespace: str | None = None) -> bool:
+        listed = ANY in self.allowed_envrefs or name in self.allowed_envrefs
+        if namespace is not None and namespace in self.strict_envref_namespaces:
+            return listed
+        return not self.allowed_envrefs or listed
+
+    def protected(self, namespace: str, name: str) -> bool:
+        return name in self.protected_names or f"{namespace}/{name}" in self.protected_names
 
     def service_account_listed(self, name: str) -> bool:
         """Explicitly allowed: such a pod gets its token mounted."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 import socket
 import tempfile
 from collections.abc import Mapping
@@ -107,6 +108,20 @@ def _namespaces(value: str) -> tuple[str, ...]:
 
 def _webhook_allow(value: str) -> Allowlist:
     return Allowlist.parse(items(value))  # its ValueError names the bad entry
+
+
+_DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+def _protected_names(value: str) -> tuple[str, ...]:
+    """`name` (in every namespace) or `namespace/name`."""
+    out: list[str] = []
+    for entry in items(value):
+        parts = entry.split("/")
+        if len(parts) > 2 or not all(_DNS_NAME.match(part) for part in parts):
+            raise ValueError(f"entries are 'name' or 'namespace/name', got {entry!r}")
+        out.append(entry)
+    return tuple(dict.fromkeys(out))
 
 
 def _signing_keys(value: str) -> tuple[bytes, ...]:
@@ -386,6 +401,28 @@ ALLOWED_ENVREFS = Variable(
     help="ConfigMap/Secret names a message's `envRef` may name. Empty allows any, because producers "
     "routinely reference their own config; set it when the namespace holds Secrets that Jobs must not read.",
 )
+STRICT_ENVREF_NAMESPACES = Variable(
+    name="KSR_STRICT_ENVREF_NAMESPACES",
+    path="policy.strict_envref_namespaces",
+    parse=items,
+    default=(),
+    default_doc="empty",
+    unit="list",
+    help="Namespaces where an `envRef` must be listed in `KSR_ALLOWED_ENVREFS` even when that list is "
+    "empty (`*` there lists every name). The chart sets the release namespace: Jobs beside the runner "
+    "read only the ConfigMaps/Secrets an operator listed.",
+)
+PROTECTED_NAMES = Variable(
+    name="KSR_PROTECTED_NAMES",
+    path="policy.protected_names",
+    parse=_protected_names,
+    default=(),
+    default_doc="empty",
+    unit="list",
+    help="The runner's own ConfigMaps, Secrets and claims: `name` (refused in every namespace) or "
+    "`namespace/name`. No `envRef` and no `volume.pvc` may name one, whatever `KSR_ALLOWED_ENVREFS` says "
+    "(`*` included). The chart fills it with its own resources' names.",
+)
 ALLOWED_SERVICE_ACCOUNTS = Variable(
     name="KSR_ALLOWED_SERVICE_ACCOUNTS",
     path="policy.allowed_service_accounts",
@@ -407,7 +444,9 @@ WEBHOOK_ALLOW = Variable(
     unit="list",
     help="Hosts (`receiver.ns.svc`), wildcard suffixes (`*.svc.cluster.local`), IP addresses or CIDRs "
     "exempt from the private-address refusal of webhook URLs (see [messages.md](messages.md#webhook-urls)). "
-    "Tests with receivers on `127.0.0.1` list it here.",
+    "Tests with receivers on `127.0.0.1` list it here. Link-local addresses and cloud metadata endpoints "
+    "stay refused for every host unless a CIDR inside that range is listed (`169.254.169.254`, "
+    "`169.254.0.0/16`); `0.0.0.0/0` does not open them.",
 )
 
 WEBHOOK_SECRET = Variable(
@@ -648,7 +687,15 @@ SECTIONS: tuple[Section, ...] = (
     ),
     Section(
         "Policy (on top of message validation)",
-        (ALLOWED_NAMESPACES, ALLOWED_IMAGES, ALLOWED_ENVREFS, ALLOWED_SERVICE_ACCOUNTS, WEBHOOK_ALLOW),
+        (
+            ALLOWED_NAMESPACES,
+            ALLOWED_IMAGES,
+            ALLOWED_ENVREFS,
+            STRICT_ENVREF_NAMESPACES,
+            PROTECTED_NAMES,
+            ALLOWED_SERVICE_ACCOUNTS,
+            WEBHOOK_ALLOW,
+        ),
     ),
     Section(
         "Callbacks",

@@ -252,6 +252,67 @@ def test_the_chart_sets_only_declared_variables_and_the_runner_accepts_them(
     assert settings.server.runtime_dir == Path("/run/ksr")
 
 
+def _settings_of(docs: list[dict[str, Any]], namespace: str) -> Any:
+    """The runner's settings as a pod of the rendered Deployment would load them."""
+    from runner.settings import Settings
+
+    (config,) = [d for d in docs if d["kind"] == "ConfigMap" and not d["metadata"]["name"].endswith("-dashboard")]
+    return Settings.from_env({**config["data"], "POD_NAME": "ksr-0", "POD_NAMESPACE": namespace})
+
+
+def _refusal(settings: Any, namespace: str, **job: Any) -> dict[str, str]:
+    """The policy's problems for a message with `job` fields in `namespace` ({} = allowed)."""
+    from runner.errors import PolicyRefused
+    from runner.pipeline.message import parse_message
+    from runner.pipeline.policy import check_policy
+    from tests.support.messages import message
+
+    doc = message("own-secrets", namespace, webhook="http://93.184.216.34/hook", **job)
+    try:
+        check_policy(parse_message(json.dumps(doc)), settings, resolver=lambda host, port: [])
+    except PolicyRefused as e:
+        return dict(e.problems)
+    return {}
+
+
+def test_chart_defaults_refuse_envrefs_to_the_runners_own_config_and_secret(helm: list[str], tmp_path: Path) -> None:
+    docs = documents(template(helm, tmp_path, namespace="ksr-ns", values={"secrets": {"existingSecret": "ksr-creds"}}))
+    settings = _settings_of(docs, "ksr-ns")
+    (deploy,) = [d for d in docs if d["kind"] == "Deployment"]
+    (container,) = deploy["spec"]["template"]["spec"]["containers"]
+    own = {ref["configMapRef"]["name"] for ref in container["envFrom"]} | {
+        e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    assert own == {"ksr-kube-stream-runner", "ksr-creds"}  # what holds REDIS_URL and KSR_WEBHOOK_SECRET
+    for name in sorted(own):
+        for kind in ("secret", "configmap"):
+            problems = _refusal(settings, "ksr-ns", envRef=[{"name": name, "type": kind}])
+            assert "belongs to the runner itself" in problems["job.envRef[0].name"], (name, kind, problems)
+        assert "belongs to the runner itself" in _refusal(
+            settings, "ksr-ns", volume={"mountPath": "/d", "pvc": name}
+        ).get("job.volume.pvc", ""), name
+    # Any other name in the release namespace is refused too until listed.
+    assert "KSR_STRICT_ENVREF_NAMESPACES" in _refusal(
+        settings, "ksr-ns", envRef=[{"name": "app-config", "type": "configmap"}]
+    ).get("job.envRef[0].name", "")
+
+
+def test_chart_envref_allow_list_opens_names_but_never_the_runners_own(helm: list[str], tmp_path: Path) -> None:
+    values = {
+        "config": {
+            "allowedNamespaces": ["ksr-ns", "jobs"],
+            "allowedEnvRefs": ["*"],
+            "protectedNames": ["jobs/shared-creds"],
+        }
+    }
+    settings = _settings_of(documents(template(helm, tmp_path, namespace="ksr-ns", values=values)), "ksr-ns")
+    assert _refusal(settings, "ksr-ns", envRef=[{"name": "app-config", "type": "configmap"}]) == {}
+    assert _refusal(settings, "ksr-ns", envRef=[{"name": "shared-creds", "type": "secret"}]) == {}
+    for namespace, name in (("ksr-ns", "ksr-kube-stream-runner"), ("jobs", "shared-creds")):
+        problems = _refusal(settings, namespace, envRef=[{"name": name, "type": "secret"}])
+        assert "belongs to the runner itself" in problems["job.envRef[0].name"], (namespace, name)
+
+
 def test_crd_kinds_render_and_match_the_service_and_rule_file(helm: list[str], tmp_path: Path) -> None:
     docs = documents(template(helm, tmp_path, namespace="mon", values=EVERYTHING))
     (service,) = [d for d in docs if d["kind"] == "Service"]

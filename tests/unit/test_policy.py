@@ -129,3 +129,65 @@ def test_every_refusal_is_reported() -> None:
     with pytest.raises(PolicyRefused) as caught:
         check(doc, settings(KSR_ALLOWED_IMAGES="good/"))
     assert [f for f, _ in caught.value.problems] == ["job.namespace", "job.image", "webhook.url"]
+
+
+# -- the runner's own ConfigMaps and Secrets (issue 10 §7) -------------------------------------
+
+OWN = {
+    "POD_NAMESPACE": "ksr",
+    "KSR_ALLOWED_NAMESPACES": "ksr,jobs",
+    "KSR_PROTECTED_NAMES": "ksr-runner,jobs/shared-creds",
+}
+
+
+def in_namespace(namespace: str, **job: Any) -> dict[str, Any]:
+    doc = variant("job.namespace", namespace)
+    doc["job"].update(job)
+    return doc
+
+
+@pytest.mark.parametrize("allowed", ["", "ksr-runner", "*"])
+@pytest.mark.parametrize("kind", ["secret", "configmap"])
+def test_envref_naming_the_runners_own_config_is_refused_whatever_the_allow_list(allowed: str, kind: str) -> None:
+    env = {**OWN, "KSR_ALLOWED_ENVREFS": allowed}
+    doc = in_namespace("ksr", envRef=[{"name": "ksr-runner", "type": kind}])
+    with pytest.raises(PolicyRefused) as caught:
+        check(doc, settings(**env))
+    assert dict(caught.value.problems)["job.envRef[0].name"] == (
+        f"{kind} 'ksr-runner' in namespace 'ksr' belongs to the runner itself (KSR_PROTECTED_NAMES)"
+    )
+
+
+def test_a_volume_claim_naming_a_protected_name_is_refused() -> None:
+    doc = in_namespace("jobs", envRef=[], volume={"mountPath": "/data", "pvc": "shared-creds"})
+    with pytest.raises(PolicyRefused) as caught:
+        check(doc, settings(**OWN))
+    assert "KSR_PROTECTED_NAMES" in dict(caught.value.problems)["job.volume.pvc"]
+
+
+def test_a_qualified_protected_name_holds_in_its_namespace_only() -> None:
+    # "ksr-runner" is protected in every namespace, "jobs/shared-creds" in "jobs" only.
+    with pytest.raises(PolicyRefused):
+        check(in_namespace("jobs", envRef=[{"name": "ksr-runner", "type": "secret"}]), settings(**OWN))
+    check(in_namespace("ksr", envRef=[], volume={"mountPath": "/d", "pvc": "shared-creds"}), settings(**OWN))
+
+
+def test_strict_namespaces_need_envrefs_listed_even_when_the_list_is_empty() -> None:
+    strict = settings(**OWN, KSR_STRICT_ENVREF_NAMESPACES="ksr")
+    with pytest.raises(PolicyRefused) as caught:
+        check(in_namespace("ksr", envRef=[{"name": "cm", "type": "configmap"}]), strict)
+    assert dict(caught.value.problems)["job.envRef[0].name"] == (
+        "configmap 'cm' is not allowed in namespace 'ksr' (KSR_STRICT_ENVREF_NAMESPACES; listed in "
+        "KSR_ALLOWED_ENVREFS: none)"
+    )
+    check(in_namespace("jobs", envRef=[{"name": "cm", "type": "configmap"}]), strict)  # not strict there
+    listed = settings(**OWN, KSR_STRICT_ENVREF_NAMESPACES="ksr", KSR_ALLOWED_ENVREFS="cm")
+    check(in_namespace("ksr", envRef=[{"name": "cm", "type": "configmap"}]), listed)
+
+
+def test_an_allowed_host_resolving_to_the_metadata_address_is_refused() -> None:
+    s = settings(KSR_WEBHOOK_ALLOW="metadata.example,*.example")
+    with pytest.raises(PolicyRefused) as caught:
+        check(variant("webhook", {"url": "http://metadata.example/h"}), s)
+    assert "169.254.169.254, the cloud metadata address" in dict(caught.value.problems)["webhook.url"]
+    check(variant("webhook", {"url": "http://metadata.example/h"}), settings(KSR_WEBHOOK_ALLOW="169.254.169.254"))

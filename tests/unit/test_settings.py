@@ -362,3 +362,27 @@ def test_any_text_in_any_variable_parses_or_names_the_variable(name: str, text: 
         Settings.from_env({**BARE, name: text})
     except ConfigError as e:
         assert e.variable in {v.name for v in VARIABLES}
+
+
+def test_protected_names_and_strict_envref_namespaces() -> None:
+    s = Settings.from_env(
+        {
+            **BARE,
+            "POD_NAMESPACE": "ksr",
+            "KSR_PROTECTED_NAMES": "ksr-runner, jobs/creds",
+            "KSR_STRICT_ENVREF_NAMESPACES": "ksr",
+        }
+    )
+    assert s.policy.protected_names == ("ksr-runner", "jobs/creds")
+    assert s.policy.protected("ksr", "ksr-runner") and s.policy.protected("jobs", "ksr-runner")
+    assert s.policy.protected("jobs", "creds") and not s.policy.protected("ksr", "creds")
+    assert s.policy.strict_envref_namespaces == ("ksr",)
+    assert s.masked()["KSR_PROTECTED_NAMES"] == "ksr-runner,jobs/creds"
+    defaults = Settings.from_env(BARE)
+    assert defaults.policy.protected_names == () and defaults.policy.strict_envref_namespaces == ()
+
+
+@pytest.mark.parametrize("value", ["a/b/c", "Bad_Name", "ns/"])
+def test_protected_names_must_be_names(value: str) -> None:
+    with pytest.raises(ConfigError, match="^KSR_PROTECTED_NAMES: "):
+        Settings.from_env({**BARE, "KSR_PROTECTED_NAMES": value})

@@ -55,6 +55,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- join "," (uniq $ns) }}
 {{- end }}
 
+{{/* The runner's own ConfigMaps and Secrets, which no message may envRef or mount. */}}
+{{- define "ksr.protectedNames" -}}
+{{- $fullname := include "ksr.fullname" . }}
+{{- $names := list $fullname (printf "%s-dashboard" $fullname) }}
+{{- with .Values.secrets.existingSecret }}{{ $names = append $names . }}{{ end }}
+{{- join "," (uniq (concat $names .Values.config.protectedNames)) }}
+{{- end }}
+
 {{- define "ksr.clusterWide" -}}
 {{- if has "*" (splitList "," (include "ksr.jobNamespaces" .)) }}true{{- end }}
 {{- end }}
