@@ -33,6 +33,7 @@ from runner.signals import KubeRequest, Signals
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+_PATCH_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class JobRef:
     namespace: str
     uid: str
     adopted: bool = False  # it existed already (made before a crash) and is ours
+    gone: bool = False  # it existed (409) and has been deleted since: never made again
 
 
 class Stopped(KsrError):
@@ -120,8 +122,11 @@ class KubeApi:
             return JobRef(name=name, namespace=ns, uid=job["metadata"]["uid"])
         except KubeConflict:
             existing = self.get_job(ns, name, keep_going=keep_going)
-            if existing is None:  # deleted in between: try once more from the top
-                return self.create_job(manifest, message_id=message_id, keep_going=keep_going)
+            if existing is None:
+                # The 409 proves our Job existed; it has ended and been deleted since. A second
+                # create would run the message twice: record it as gone (its end is unknown).
+                log.warning("job %s/%s existed for message %s and is gone: not created again", ns, name, message_id)
+                return JobRef(name=name, namespace=ns, uid="", adopted=True, gone=True)
             owner = (existing["metadata"].get("annotations") or {}).get(MESSAGE_ID_ANNOTATION)
             if owner != message_id:
                 raise KubeConflict(
@@ -155,6 +160,43 @@ class KubeApi:
             )
         except KubeNotFound:
             pass
+
+    def remove_finalizer(
+        self, job: dict[str, Any], finalizer: str, *, keep_going: Callable[[], bool] = _always
+    ) -> None:
+        """Take `finalizer` off `job`. A JSON patch that first tests the entry is still at the
+        index seen, so a concurrent change to the list (the garbage collector's own
+        finalizers) is never clobbered; on a mismatch the Job is read again. 404: done."""
+        ns, name = job["metadata"]["namespace"], job["metadata"]["name"]
+        for _ in range(_PATCH_ATTEMPTS):
+            finalizers = job["metadata"].get("finalizers") or []
+            if finalizer not in finalizers:
+                return
+            at = f"/metadata/finalizers/{finalizers.index(finalizer)}"
+            patch = [{"op": "test", "path": at, "value": finalizer}, {"op": "remove", "path": at}]
+            try:
+                self.call(
+                    "patch",
+                    lambda: self.batch.patch_namespaced_job(
+                        name,
+                        ns,
+                        cast(Any, patch),
+                        _content_type="application/json-patch+json",
+                        _request_timeout=self.timeout,
+                    ),
+                    keep_going=keep_going,
+                )
+                return
+            except KubeNotFound:
+                return
+            except KubeApiError as e:
+                if e.status not in (409, 422):  # 422: the test failed, the list has moved
+                    raise
+            fresh = self.get_job(ns, name, keep_going=keep_going)
+            if fresh is None:
+                return
+            job = fresh
+        raise KubeConflict(409, "Conflict", f"finalizers of jobs.batch {name!r} in {ns} kept changing")
 
     def list_jobs(
         self, namespace: str | None, *, selector: str | None = None, keep_going: Callable[[], bool] = _always

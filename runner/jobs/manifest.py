@@ -16,6 +16,7 @@ __all__ = [
     "APP_LABEL",
     "CONTAINER_NAME",
     "ENTRY_ID_ANNOTATION",
+    "FINALIZER",
     "GPU_RESOURCE",
     "HASH_LABEL",
     "HASH_LENGTH",
@@ -39,6 +40,10 @@ MESSAGE_ID_ANNOTATION = "kube-stream-runner/message-id"
 STREAM_ANNOTATION = "kube-stream-runner/stream"
 ENTRY_ID_ANNOTATION = "kube-stream-runner/stream-entry-id"
 GPU_RESOURCE = "nvidia.com/gpu"
+# Holds a finished Job (and its status) until its outcome is in the state store: the
+# ttl-after-finished controller, or anyone, may delete it meanwhile, and the Job then only
+# gets a deletionTimestamp. The watcher takes it off once the end is recorded.
+FINALIZER = "kube-stream-runner/outcome"
 CONTAINER_NAME = "job"
 VOLUME_NAME = "data"
 # 16 hex digits = 64 bits: two ids sharing a prefixName collide with negligible probability,
@@ -183,6 +188,7 @@ def build_job(
             "namespace": job.namespace,
             "labels": labels,
             "annotations": annotations,
+            "finalizers": [FINALIZER],
         },
         "spec": spec,
     }

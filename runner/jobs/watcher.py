@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from runner.errors import KsrError
+from runner.errors import KsrError, KubeApiError
 from runner.jobs.kube import KubeApi, Stopped, WatchStream
-from runner.jobs.manifest import MESSAGE_ID_ANNOTATION
+from runner.jobs.manifest import FINALIZER, MESSAGE_ID_ANNOTATION
 from runner.jobs.tracker import Tracker
 from runner.settings import Settings
 from runner.store.record import StateRecord
@@ -116,7 +116,7 @@ class KubeWatcher:
                         namespace, keep_going=keep_going
                     )
                     for obj in items:
-                        handle(obj)
+                        handle(obj, keep_going=keep_going)
                 stream = self.api.watch(kind, namespace, rv, timeout_seconds=WATCH_SECONDS)
                 with self._streams_mutex:
                     if stop.is_set():
@@ -164,11 +164,13 @@ class KubeWatcher:
                 continue
             if not keep_going():
                 raise Stopped(f"watch {kind}")
-            handle(obj, deleted=event.get("type") == "DELETED")
+            handle(obj, deleted=event.get("type") == "DELETED", keep_going=keep_going)
         return rv
 
     # -- interpreting ------------------------------------------------------------------
-    def handle_pod(self, pod: dict[str, Any], deleted: bool = False) -> None:
+    def handle_pod(
+        self, pod: dict[str, Any], deleted: bool = False, keep_going: Callable[[], bool] | None = None
+    ) -> None:
         mid = message_id_of(pod)
         if mid is None or deleted:
             return
@@ -199,11 +201,28 @@ class KubeWatcher:
             return
         self.tracker.pod_started(mid, pod_name=meta["name"], pod_uid=meta.get("uid", ""))
 
-    def handle_job(self, job: dict[str, Any], deleted: bool = False) -> None:
+    def handle_job(
+        self, job: dict[str, Any], deleted: bool = False, keep_going: Callable[[], bool] | None = None
+    ) -> None:
+        """Report the Job's end, if it has one, then release it (take our finalizer off).
+
+        A Job being deleted (deletionTimestamp: our finalizer holds it) still carries its
+        status, so the ttl-after-finished controller deleting a finished Job while Redis was
+        away costs nothing: the end is read here when Redis answers again."""
         mid = message_id_of(job)
         if mid is None:
             return
-        status = job.get("status") or {}
+        if self._report_end(mid, job.get("status") or {}):
+            self._forget(mid)
+        elif deleted or job.get("metadata", {}).get("deletionTimestamp"):
+            # deleted before it finished, by someone else or by our own abort (a 99 already)
+            self.tracker.exception(mid, code="JobDeleted", message="the Job was deleted before it finished")
+        else:
+            return
+        if not deleted:
+            self._release(mid, job, keep_going or self._keep_going)
+
+    def _report_end(self, mid: str, status: dict[str, Any]) -> bool:
         for cond in status.get("conditions") or []:
             if cond.get("status") != "True":
                 continue
@@ -211,17 +230,30 @@ class KubeWatcher:
                 start, end = parse_time(status.get("startTime")), parse_time(status.get("completionTime"))
                 duration = (end - start) if start and end else None
                 self.tracker.completed(mid, duration=duration)
-                self._forget(mid)
-                return
+                return True
             if cond.get("type") == "Failed":
                 message = cond.get("message") or "the Job failed"
                 if mid in self._pod_failures:
                     message = f"{message}; {self._pod_failures[mid]}"
                 self.tracker.failed(mid, code=cond.get("reason") or "Failed", message=message)
-                self._forget(mid)
-                return
-        if deleted:  # gone without an end we saw (a finished one was settled above)
-            self.tracker.exception(mid, code="JobDeleted", message="the Job was deleted before it finished")
+                return True
+        return False
+
+    def _release(self, mid: str, job: dict[str, Any], keep_going: Callable[[], bool]) -> None:
+        """Take our finalizer off an ended Job once the state store holds its end (or holds
+        nothing of it any more: then there is nothing left to keep it for). A Redis error
+        leaves it on, for the next event or reconcile."""
+        if FINALIZER not in (job.get("metadata", {}).get("finalizers") or []):
+            return
+        record = self.state.get(mid)
+        if record is not None and not record.is_terminal:
+            return  # e.g. claimed, its create about to be resumed: the Job must stay
+        try:
+            self.api.remove_finalizer(job, FINALIZER, keep_going=keep_going)
+        except Stopped:
+            raise
+        except KubeApiError as e:  # one Job must not hold up the others; retried next time
+            log.warning("cannot remove the finalizer of job %s: %s", job["metadata"].get("name"), e)
 
     def _abort(self, mid: str, code: str, message: str, keep_going: Callable[[], bool] | None = None) -> None:
         """Status 99, then delete the Job (first the 99: its DELETED event must not win the race)."""
@@ -251,7 +283,7 @@ class KubeWatcher:
                 mid = message_id_of(job)
                 if mid:
                     seen.add(mid)
-                self.handle_job(job)
+                self.handle_job(job, keep_going=keep_going)
         for mid, record in self.state.active_records().items():
             if not record.has_job or record.executor != "kubernetes":
                 continue

@@ -21,9 +21,12 @@ from kubernetes import client as k8s
 from kubernetes import watch
 from prometheus_client import CollectorRegistry
 
+from runner.jobs.kube import KubeApi
+from runner.jobs.manifest import FINALIZER
 from runner.metrics import Metrics
 from runner.settings import Settings
 from runner.settings.variables import VARIABLES
+from runner.signals import Signals
 from tests.support.ports import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -384,9 +387,13 @@ def test_pod_security_check_is_not_vacuous(kube: Any, namespace: str, helm: list
     assert done.returncode != 0 and "violates PodSecurity" in done.stderr, done.stderr
 
 
-def _job(name: str) -> dict[str, Any]:
+def _job(name: str, *finalizers: str) -> dict[str, Any]:
     return {
-        "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "kube-stream-runner"}},
+        "metadata": {
+            "name": name,
+            "labels": {"app.kubernetes.io/managed-by": "kube-stream-runner"},
+            "finalizers": list(finalizers),
+        },
         "spec": {
             "backoffLimit": 0,
             "ttlSecondsAfterFinished": 60,
@@ -509,7 +516,7 @@ def test_chart_rbac_is_enough_for_the_runner_and_no_more(
         # Jobs and Pods: what runner/jobs/kube.py does, in every allowed namespace.
         for ns in (namespace, other):
             name = f"ksr-rbac-{uuid.uuid4().hex[:6]}"
-            batch.create_namespaced_job(ns, _job(name))
+            batch.create_namespaced_job(ns, _job(name, FINALIZER))
             assert batch.read_namespaced_job(name, ns).metadata.name == name
             selector = "app.kubernetes.io/managed-by=kube-stream-runner"
             assert name in [j.metadata.name for j in batch.list_namespaced_job(ns, label_selector=selector).items]
@@ -518,7 +525,14 @@ def test_chart_rbac_is_enough_for_the_runner_and_no_more(
                 assert (
                     _status(lambda: watch.Watch().stream(lister, ns, label_selector=selector, timeout_seconds=1)) == 200
                 )
+            # The finalizer: held by a deletion, then taken off (a JSON patch, as kube.py does).
             batch.delete_namespaced_job(name, ns, propagation_policy="Background")
+            held = batch.read_namespaced_job(name, ns)
+            assert held.metadata.deletion_timestamp is not None and held.metadata.finalizers == [FINALIZER]
+            KubeApi(api, timeout=10, signals=Signals([])).remove_finalizer(
+                {"metadata": {"namespace": ns, "name": name, "finalizers": [FINALIZER]}}, FINALIZER
+            )
+            wait_for(lambda: _status(lambda: batch.read_namespaced_job(name, ns)) == 404, timeout=15, what="Job gone")
 
         # Outside the grant.
         refused = {
@@ -531,7 +545,8 @@ def test_chart_rbac_is_enough_for_the_runner_and_no_more(
             "list jobs everywhere": lambda: batch.list_job_for_all_namespaces(),
             "get another Lease": lambda: coord.read_namespaced_lease("someone-elses", namespace),
             "delete the Lease": lambda: coord.delete_namespaced_lease("ksr-leader", namespace),
-            "update a Job": lambda: batch.patch_namespaced_job("x", namespace, {"metadata": {"labels": {"a": "b"}}}),
+            "update a Job": lambda: batch.replace_namespaced_job("x", namespace, _job("x")),
+            "patch a Job's status": lambda: batch.patch_namespaced_job_status("x", namespace, {"status": {}}),
         }
         assert {what: _status(call) for what, call in refused.items()} == {what: 403 for what in refused}
     finally:

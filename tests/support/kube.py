@@ -93,6 +93,19 @@ def new_namespace(kube: KubeBed) -> str:
 
 
 def delete_namespace(kube: KubeBed, name: str) -> None:
+    """Delete the namespace, first taking the runner's finalizer off the Jobs a stopped
+    runner left held (they would keep the namespace Terminating)."""
+    from runner.jobs.kube import KubeApi
+    from runner.jobs.manifest import FINALIZER
+    from runner.signals import Signals
+
+    api = KubeApi(kube.api_client(), timeout=10, max_attempts=3, signals=Signals([]))
+    try:
+        jobs, _ = api.list_jobs(name)
+        for job in jobs:
+            api.remove_finalizer(job, FINALIZER)
+    except Exception as e:  # a namespace already gone, an apiserver stopped by the test
+        print(f"finalizers in {name} left: {e}", file=sys.stderr)
     try:
         client.CoreV1Api(kube.api_client()).delete_namespace(name)
     except client.ApiException as e:

@@ -56,7 +56,15 @@ class RedisServer:
         wait_for(lambda: self.client().ping(), timeout=10, what=f"redis-server on port {self.port}")
         return self
 
-    def stop(self) -> None:
+    def stop(self, *, save: bool = False) -> None:
+        """SIGTERM: the data is lost (no persistence). `save`: SHUTDOWN SAVE instead, so the
+        next start() loads it again, as a Redis with persistence restarts."""
+        if save and self.proc and self.proc.poll() is None:
+            try:
+                self.client().shutdown(save=True)
+            except redis.ConnectionError:
+                pass  # the server closes the connection as it goes
+            self.proc.wait(timeout=10)
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:

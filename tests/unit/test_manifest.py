@@ -46,6 +46,7 @@ def test_golden_design_example() -> None:
                 "kube-stream-runner/stream": "ksr:jobs:default",
                 "kube-stream-runner/stream-entry-id": "1700000000000-0",
             },
+            "finalizers": ["kube-stream-runner/outcome"],
         },
         "spec": {
             "backoffLimit": 0,

@@ -95,11 +95,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/* What the runner does with Jobs and their Pods in a namespace it may create Jobs in:
-exactly the calls of runner/jobs/kube.py (tests/integration/test_chart.py compares them). */}}
+exactly the calls of runner/jobs/kube.py (tests/integration/test_chart.py compares them).
+patch: only to take its finalizer off a Job whose end is recorded. */}}
 {{- define "ksr.jobRules" -}}
 - apiGroups: [batch]
   resources: [jobs]
-  verbs: [create, get, list, watch, delete]
+  verbs: [create, get, list, watch, delete, patch]
 - apiGroups: [""]
   resources: [pods]
   verbs: [list, watch]
