@@ -230,6 +230,23 @@ class Elector:
         finally:
             self._fire(events)
 
+    def advance_term(self, term: int, *, at_least: int) -> int | None:
+        """Move the record's term to `at_least` if we still hold tenure `term`; returns the
+        term we now hold (`term` when it is already high enough), or None when we do not
+        hold `term` or the write failed (a conflict means someone else wrote: we step down).
+
+        For callers that keep their own highest term (the runner's fencing key): a lock
+        created afresh (deleted, renamed, another backend) starts again at 0. The write is
+        a compare-and-set on the version we last saw, like a renewal, so a deposed leader
+        cannot jump above the one that replaced it. The tenure goes on under the new term;
+        no callback fires (the caller has the answer)."""
+        events: list[_Event] = []
+        try:
+            with self._io:
+                return self._advance_term(term, at_least, events)
+        finally:
+            self._fire(events)
+
     def retry_delay(self) -> float:
         """A candidate's wait between attempts: uniform in [retry, retry * jitter)."""
         c = self._config
@@ -361,6 +378,48 @@ class Elector:
         with self._mutex:
             self._observe(stored, self._clock.monotonic(), events)
         return True
+
+    def _advance_term(self, term: int, at_least: int, events: list[_Event]) -> int | None:
+        now = self._clock.monotonic()
+        with self._mutex:
+            record = self._observed
+            if not (self._is_leading_at(now) and self._tenure_term == term):
+                return None
+        if at_least <= term:
+            return term
+        if record is None or record.holder != self._identity:
+            return None
+        wanted = replace(
+            record, lease_duration=self._config.lease_duration, renew_time=self._clock.now(), transitions=at_least
+        )
+        sent = self._clock.monotonic()
+        try:
+            stored = self._lock.update(wanted)
+        except ConflictError as e:
+            with self._mutex:
+                self._last_error = f"conflict: {e}"
+            self._step_down(f"lost the record to another writer ({e})", events)
+            return None
+        except LockError as e:
+            with self._mutex:
+                self._last_error = f"advance term: {e}"
+            logger.warning(
+                "%s could not move the term on %s to %d: %s", self._identity, self._lock.describe(), at_least, e
+            )
+            return None
+        with self._mutex:
+            self._observe(stored, self._clock.monotonic(), events)
+            self._renewed_at = sent
+            self._tenure_term = stored.transitions
+            self._last_error = None
+        logger.warning(
+            "%s moved the term on %s from %d to %d (the record had started again below a term already used)",
+            self._identity,
+            self._lock.describe(),
+            term,
+            stored.transitions,
+        )
+        return stored.transitions
 
     def _check_deadline(self, events: list[_Event]) -> None:
         now = self._clock.monotonic()

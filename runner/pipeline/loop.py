@@ -270,6 +270,7 @@ class Runner:
                 )
             if not self._claimed:
                 self.reader.rescan_pending()  # entries left unacked get another delivery
+            self._slow_tick()
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_INTERVAL
             self.callbacks.sweep()
@@ -280,6 +281,13 @@ class Runner:
                     self.reader.trim(stream, self.settings.streams.stream_maxlen)
             self.signals.emit(StreamsSampled(self.reader.stats()))
             self.signals.emit(ActiveJobs(int(self.redis.scard(self.settings.state.active_key))))
+
+    def _slow_tick(self) -> None:
+        """Tests only (KSR_TEST_SLOW_TICK): periodic work that takes this much longer."""
+        seconds = self.settings.test_slow_tick
+        if seconds:
+            log.warning("KSR_TEST_SLOW_TICK: periodic work takes %gs longer (term %s)", seconds, self.term)
+            self.clock.sleep(seconds)
 
     def _backpressured(self) -> bool:
         cap = self.settings.kube.max_active_jobs

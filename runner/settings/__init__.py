@@ -173,6 +173,7 @@ class Settings:
     lock: LockKind  # KSR_LOCK
     election: ElectionConfig  # KSR_LEASE_DURATION, KSR_RENEW_DEADLINE, KSR_RETRY_PERIOD, LEADER_ELECTION_LOCK_NAME
     test_crash_at: str | None  # KSR_TEST_CRASH_AT: tests only
+    test_slow_tick: float | None  # KSR_TEST_SLOW_TICK: tests only, seconds added to periodic work
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -221,6 +222,7 @@ def _build(values: Mapping[str, Any]) -> Settings:
         lock=values["lock"],
         election=election,
         test_crash_at=values["test_crash_at"],
+        test_slow_tick=values["test_slow_tick"],
     )
 
 
@@ -249,6 +251,11 @@ def _check(s: Settings) -> None:
         raise ConfigError(
             "POLLING_INTERVAL",
             f"must be shorter than KSR_STUCK_THRESHOLD ({s.server.stuck_threshold:g}s), got {s.kube.polling_interval:g}",
+        )
+    if s.test_slow_tick is not None and s.test_slow_tick >= s.server.stuck_threshold:
+        raise ConfigError(
+            "KSR_TEST_SLOW_TICK",
+            f"must be shorter than KSR_STUCK_THRESHOLD ({s.server.stuck_threshold:g}s), got {s.test_slow_tick:g}",
         )
     if s.callbacks.retry_horizon <= s.callbacks.timeout:
         raise ConfigError(

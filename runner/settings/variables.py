@@ -655,6 +655,17 @@ TEST_CRASH_AT = Variable(
     + "). Never set it in production.",
 )
 
+TEST_SLOW_TICK = Variable(
+    name="KSR_TEST_SLOW_TICK",
+    path="test_slow_tick",
+    parse=seconds,
+    default=None,
+    unit="s",
+    help="Makes every reconcile round of a leader's periodic work take this much longer, before it reads "
+    "(tests that end a leader's term inside that window). Shorter than `KSR_STUCK_THRESHOLD`. "
+    "Never set it in production.",
+)
+
 
 SECTIONS: tuple[Section, ...] = (
     Section(
@@ -732,7 +743,7 @@ SECTIONS: tuple[Section, ...] = (
             MULTIPROC_DIR,
         ),
     ),
-    Section("Tests only", (TEST_CRASH_AT,)),
+    Section("Tests only", (TEST_CRASH_AT, TEST_SLOW_TICK)),
 )
 
 VARIABLES: tuple[Variable, ...] = tuple(v for section in SECTIONS for v in section.variables)

@@ -536,3 +536,99 @@ def test_a_follower_warns_once_per_outage(caplog: pytest.LogCaptureFixture) -> N
             assert h.elector.status().last_error is None
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 2, [r.getMessage() for r in warnings]
+
+
+# -- advance_term: a lock created afresh starts at 0 while the runner's store kept a higher term
+
+
+def test_advance_term_moves_the_record_and_the_tenure_above_the_floor(caplog: pytest.LogCaptureFixture) -> None:
+    h = harness()
+    assert h.elector.step()
+    before = h.lock.get()
+    assert before is not None and before.transitions == 0
+    with caplog.at_level(logging.WARNING, logger="election.elector"):
+        assert h.elector.advance_term(0, at_least=3) == 3
+    after = h.lock.get()
+    assert after is not None
+    assert (after.holder, after.transitions, after.acquire_time) == (ME, 3, before.acquire_time)
+    assert after.version != before.version
+    assert h.elector.term == 3
+    assert h.elector.holds_term(3) and not h.elector.holds_term(0)
+    assert h.elector.status().tenure_term == 3
+    assert [r.levelname for r in caplog.records if "from 0 to 3" in r.getMessage()] == ["WARNING"]
+    h.clock.advance(CFG.retry_period)
+    assert h.elector.step()  # renewals keep the advanced term
+    renewed = h.lock.get()
+    assert renewed is not None and renewed.transitions == 3
+    assert h.events == [("new_leader", ME), ("started", 0)]  # the same tenure: no callbacks
+
+
+def test_advance_term_is_a_renewal_for_the_deadline() -> None:
+    h = harness()
+    assert h.elector.step()
+    h.clock.advance(CFG.renew_deadline - 1)
+    assert h.elector.advance_term(0, at_least=5) == 5
+    h.clock.advance(2)  # past the first renew's deadline, within the advance's
+    assert h.elector.holds_term(5)
+
+
+def test_advance_term_below_or_at_the_current_term_writes_nothing() -> None:
+    h = harness()
+    h.lock.put(rec(None, transitions=7))
+    assert h.elector.step() and h.elector.term == 8
+    calls = list(h.lock.calls)
+    assert h.elector.advance_term(8, at_least=8) == 8
+    assert h.elector.advance_term(8, at_least=2) == 8
+    assert h.lock.calls == calls
+
+
+@pytest.mark.parametrize(
+    "situation",
+    ["a follower", "another tenure's term", "past the renew deadline", "another writer took the record"],
+)
+def test_advance_term_refuses_anyone_not_holding_that_term(situation: str) -> None:
+    """A deposed leader must not jump above the new leader's term: it gets None, and the
+    record stays what the others wrote."""
+    h = harness()
+    term = 0
+    if situation == "a follower":
+        h.lock.put(rec(OTHER, transitions=4))
+        assert not h.elector.step()
+        term = 4
+    else:
+        assert h.elector.step()
+    if situation == "another tenure's term":
+        term = 1
+    elif situation == "past the renew deadline":
+        h.clock.advance(CFG.renew_deadline)
+    elif situation == "another writer took the record":
+        h.lock.put(rec(OTHER, transitions=1))
+    stored = h.lock.get()
+    assert h.elector.advance_term(term, at_least=9) is None
+    assert h.lock.get() == stored
+    assert not h.elector.holds_term(9)
+    if situation == "another writer took the record":
+        # the conflict went to the lock, and the leader stepped down at once
+        assert not h.elector.is_leading()
+        assert ("stopped", None) in h.events
+
+
+def test_advance_term_when_the_lock_is_unreachable_keeps_the_old_term() -> None:
+    h = harness()
+    assert h.elector.step()
+    h.lock.fail_ops = {"update": LockUnavailable("timeout")}
+    assert h.elector.advance_term(0, at_least=3) is None
+    assert h.elector.holds_term(0)
+    assert "timeout" in (h.elector.status().last_error or "")
+
+
+def test_after_an_advance_the_next_tenure_continues_above_it() -> None:
+    lock, clock = MemoryLock(), FakeClock()
+    a = harness(identity="a", lock=lock, clock=clock)
+    b = harness(identity="b", lock=lock, clock=clock)
+    assert a.elector.step()
+    assert not b.elector.step()
+    assert a.elector.advance_term(0, at_least=6) == 6
+    a.elector.release()
+    assert b.elector.step()
+    assert b.elector.term == 7

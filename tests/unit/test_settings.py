@@ -386,3 +386,16 @@ def test_protected_names_and_strict_envref_namespaces() -> None:
 def test_protected_names_must_be_names(value: str) -> None:
     with pytest.raises(ConfigError, match="^KSR_PROTECTED_NAMES: "):
         Settings.from_env({**BARE, "KSR_PROTECTED_NAMES": value})
+
+
+@pytest.mark.parametrize("raw", ["-1", "0", "soon", "60"])
+def test_a_slow_tick_that_is_not_a_positive_time_below_the_stuck_threshold_is_refused(raw):
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"KSR_TEST_SLOW_TICK": raw, "KSR_STUCK_THRESHOLD": "60"})
+    assert caught.value.variable == "KSR_TEST_SLOW_TICK"
+    assert raw in str(caught.value)
+
+
+def test_the_slow_tick_is_off_unless_set():
+    assert Settings.from_env({}).test_slow_tick is None
+    assert Settings.from_env({"KSR_TEST_SLOW_TICK": "2.5"}).test_slow_tick == 2.5
