@@ -31,7 +31,7 @@ from runner.jobs.kube import KubeApi, Stopped
 from runner.jobs.tracker import Tracker
 from runner.jobs.watcher import KubeWatcher
 from runner.metrics import MetricsObserver
-from runner.pipeline.dispatcher import Dispatcher
+from runner.pipeline.dispatcher import CREATE_DEADLINE, Dispatcher
 from runner.pipeline.leadership import LeadershipView
 from runner.settings import Settings
 from runner.signals import ActiveJobs, Beat, ErrorRecorded, GroupRecreated, Observer, Signals, StreamsSampled
@@ -130,6 +130,9 @@ class Runner:
         self._elector_stop = threading.Event()
         self._elector_thread: threading.Thread | None = None
         self._next_reconcile = 0.0
+        # Another consumer's entry idle this long is abandoned: its reader knows it lost the
+        # term (lease) and any create it started has given up (create deadline).
+        self._abandoned_ms = int((s.election.lease_duration + CREATE_DEADLINE) * 1000)
         self._next_stats = 0.0
         self._next_sweep = 0.0
         self._errors_in_a_row = 0
@@ -185,7 +188,7 @@ class Runner:
             stop.wait(0.2)
             return
         if self.term is None:
-            self._take_over(term)
+            term = self._take_over(term)
         self._periodic()
         if self._backpressured():
             self._capacity.wait(0.5)
@@ -193,10 +196,15 @@ class Runner:
             return
         # Entries reclaimed at takeover come first, straight from XAUTOCLAIM: reading them
         # again from our pending list would count one more delivery against each of them.
-        entries = self._claimed[: self.settings.streams.read_count] or self.reader.read_batch()
+        entries = self._claimed[: self.settings.streams.read_count] or self._read(term)
         del self._claimed[: len(entries)]
         if entries and not stop.is_set():
             self.dispatcher.process_batch(entries, term, stop=stop)
+
+    def _read(self, term: int) -> list[Any]:
+        # Periodic work may have taken seconds: a term that ended meanwhile must not read
+        # entries into our pending list, where only the next takeover would find them.
+        return self.reader.read_batch(keep_going=lambda: self.elector.holds_term(term))
 
     def _beat(self, status: ElectorStatus) -> None:
         self.signals.emit(Beat("main", time.time()))
@@ -205,14 +213,12 @@ class Runner:
             self.signals.emit(signal)
 
     # -- leadership --------------------------------------------------------------------
-    def _take_over(self, term: int) -> None:
+    def _take_over(self, term: int) -> int:
         """DESIGN "Takeover": (a) reclaim pending, (b) reconcile active set and Jobs,
-        (c) re-send owed callbacks, then (d) read."""
+        (c) re-send owed callbacks, then (d) read. Returns the term we lead in."""
         started = time.monotonic()
         log.info("leading in term %d: recovering before reading", term)
-        stored = self.state.advance_term(term)
-        if stored != term:  # someone has led in a later term: this one is over
-            raise StaleTerm(term, stored)
+        term = self._fence_above_stored(term)
         self.term = self._tenure = term
         keep_going = lambda: self.elector.holds_term(term)  # noqa: E731
         try:
@@ -239,6 +245,32 @@ class Runner:
             resent,
             time.monotonic() - started,
         )
+        return term
+
+    def _fence_above_stored(self, term: int) -> int:
+        """Raise `ksr:term` to `term`, or, when Redis keeps a higher one, move our term above it.
+
+        The stored term is the highest any leader used; a lock created afresh (the Lease
+        deleted or renamed, the Redis lock's key deleted, another KSR_LOCK) starts at 0
+        again. Only the holder of the lock can move its term (compare-and-set), so a
+        deposed leader still ends here with StaleTerm."""
+        stored = self.state.advance_term(term)
+        if stored == term:
+            return term
+        moved = self.elector.advance_term(term, at_least=stored + 1)
+        if moved is None:  # not leading any more, or the lock did not answer: next tick
+            raise StaleTerm(term, stored)
+        log.warning(
+            "term %d is below the stored term %d (the lock was created afresh: deleted, renamed, "
+            "or another KSR_LOCK): leading in term %d",
+            term,
+            stored,
+            moved,
+        )
+        stored = self.state.advance_term(moved)
+        if stored != moved:
+            raise StaleTerm(moved, stored)
+        return moved
 
     def _settle_lost_local_jobs(self) -> None:
         assert self.local is not None
@@ -269,6 +301,7 @@ class Runner:
                     lambda: term is not None and self.elector.holds_term(term) and time.monotonic() < deadline
                 )
             if not self._claimed:
+                self._reclaim_abandoned()
                 self.reader.rescan_pending()  # entries left unacked get another delivery
             self._slow_tick()
         if now >= self._next_sweep:
@@ -281,6 +314,15 @@ class Runner:
                     self.reader.trim(stream, self.settings.streams.stream_maxlen)
             self.signals.emit(StreamsSampled(self.reader.stats()))
             self.signals.emit(ActiveJobs(int(self.redis.scard(self.settings.state.active_key))))
+
+    def _reclaim_abandoned(self) -> None:
+        """Take over other consumers' entries idle past the bound: a deposed leader may
+        have read them after our takeover claimed everything (a pause between its term
+        check and its read)."""
+        term = self.term
+        if term is None or not self.elector.holds_term(term):
+            return
+        self._claimed = self.reader.claim_abandoned(min_idle_ms=self._abandoned_ms)
 
     def _slow_tick(self) -> None:
         """Tests only (KSR_TEST_SLOW_TICK): periodic work that takes this much longer."""

@@ -148,6 +148,7 @@ class StreamReader:
         self.on_group_recreated: list[Callable[[str], None]] = []
         # stream -> id after which this consumer's own pending entries are still to be read
         self._pending_cursor: dict[str, str] = {}
+        self._keep_going: Callable[[], bool] = lambda: True  # read_batch's, for its helpers
         self.rescan_pending()
 
     # -- groups ------------------------------------------------------------------------
@@ -186,11 +187,14 @@ class StreamReader:
         """Read this consumer's own pending entries again before any new ones."""
         self._pending_cursor = {stream: "0" for stream in self.streams}
 
-    def read_batch(self) -> list[Entry]:
+    def read_batch(self, keep_going: Callable[[], bool] = lambda: True) -> list[Entry]:
         """The next batch: own pending first, then new entries in strict priority.
 
-        Returns [] when nothing arrived within `block_ms`.
+        Returns [] when nothing arrived within `block_ms`, and without reading further once
+        `keep_going()` is false: it is asked before every XREADGROUP (a leader's term check:
+        what a reader gets lands in its own pending list, where nobody else looks).
         """
+        self._keep_going = keep_going
         for attempt in (1, 2):
             try:
                 with self._translate():
@@ -199,7 +203,7 @@ class StreamReader:
                         if batch:
                             return batch
                     batch = self._read_new()
-                    if batch or self.block_ms <= 0:
+                    if batch or self.block_ms <= 0 or not keep_going():
                         return batch
                     return self._read_new_blocking()
             except ResponseError as e:
@@ -210,7 +214,7 @@ class StreamReader:
 
     def _read_own_pending(self) -> list[Entry]:
         for stream in self.streams:
-            while stream in self._pending_cursor:
+            while stream in self._pending_cursor and self._keep_going():
                 cursor = self._pending_cursor[stream]
                 replies = _stream_replies(
                     self.redis.xreadgroup(self.group, self.consumer, {stream: cursor}, count=self.count)
@@ -229,6 +233,8 @@ class StreamReader:
         # One stream at a time, highest priority first, so a busy low stream never
         # delays a critical entry that is already there.
         for stream in self.streams:
+            if not self._keep_going():
+                return []
             replies = _stream_replies(self.redis.xreadgroup(self.group, self.consumer, {stream: ">"}, count=self.count))
             entries = [e for _, raw in replies for e in self._fresh(stream, raw)]
             if entries:
@@ -249,8 +255,9 @@ class StreamReader:
             by_stream.update(
                 _stream_replies(self.redis.xreadgroup(self.group, self.consumer, {stream: ">"}, count=self.count))
             )
-        # Everything returned is now in our pending list, so all of it is handed out,
-        # in priority order.
+        # Everything returned is now in our pending list, so all of it is handed out, in
+        # priority order (and the higher streams are read whatever keep_going says: what
+        # this read got is ours either way).
         return [e for s in self.streams for e in self._fresh(s, by_stream.get(s, []))]
 
     @staticmethod
@@ -330,6 +337,50 @@ class StreamReader:
         if claimed:
             log.info("claimed %d pending entries for %s", len(claimed), self.consumer)
         return claimed
+
+    def claim_abandoned(self, *, min_idle_ms: int, page: int = CLAIM_PAGE) -> list[Entry]:
+        """Take over other consumers' pending entries idle for at least `min_idle_ms`.
+
+        A leader calls it while it leads: a deposed leader may read entries after the next
+        leader's takeover claimed everything, and nobody else reads its pending list. Our
+        own entries are left to `rescan_pending` (a claim would count a delivery more). At
+        most `page` entries per consumer and stream per call; the rest at the next.
+        """
+        claimed: list[Entry] = []
+        for stream in self.streams:
+            try:
+                with self._translate():
+                    for consumer in self._pending_consumers(stream):
+                        if consumer == self.consumer:
+                            continue
+                        rows = self.redis.xpending_range(
+                            stream, self.group, min="-", max="+", count=page, consumername=consumer, idle=min_idle_ms
+                        )
+                        ids: list[Any] = [text(r["message_id"]) for r in rows]
+                        if not ids:
+                            continue
+                        # XCLAIM checks the idle time again: an entry its owner touched since stays.
+                        reply: Any = self.redis.xclaim(stream, self.group, self.consumer, min_idle_ms, ids)
+                        raw = [(i, f) for i, f in reply or [] if i is not None]  # Redis < 7: nil if deleted
+                        entries = self._with_counts(stream, raw, from_pending=True) if raw else []
+                        if entries:
+                            log.warning(
+                                "claimed %d entries of %s that %s has held for over %.0fs: %s",
+                                len(entries),
+                                stream,
+                                consumer,
+                                min_idle_ms / 1000,
+                                ", ".join(e.entry_id for e in entries[:10]),
+                            )
+                        claimed.extend(entries)
+            except ResponseError as e:
+                if not _is_lost_group(e):
+                    raise
+                self._recreate_groups(e)  # a new group has nothing pending
+        return claimed
+
+    def _pending_consumers(self, stream: str) -> list[str]:
+        return [text(c["name"]) for c in self.redis.xpending(stream, self.group)["consumers"]]
 
     def _autoclaim_stream(self, stream: str, *, min_idle_ms: int, page: int) -> Iterator[Entry]:
         cursor = "0-0"
