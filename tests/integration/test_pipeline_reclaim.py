@@ -31,9 +31,9 @@ def test_entries_abandoned_after_takeover_are_reclaimed_without_a_leader_change(
         assert term is not None
         # A deposed leader read both after this leader's takeover (so its XAUTOCLAIM did not
         # see them): one it has held for ten minutes, one it got just now.
-        redis_client.xclaim(STREAM, "ksr", GHOST, 0, [abandoned], idle=600_000, retrycount=1, force=True)
-        redis_client.xclaim(STREAM, "ksr", GHOST, 0, [young], idle=0, retrycount=1, force=True)
-        assert owners(redis_client) == {abandoned: (GHOST, 1), young: (GHOST, 1)}
+        for entry_id, idle in ((abandoned, 600_000), (young, 0)):
+            got = redis_client.xclaim(STREAM, "ksr", GHOST, 0, [entry_id], idle=idle, retrycount=1, force=True)
+            assert [i.decode() for i, _ in got] == [entry_id]
         wait_for(
             lambda: redis_client.hget("ksr:msg:abandoned", "state") == b"completed",
             timeout=20,

@@ -269,3 +269,55 @@ def test_trim_respects_every_group(redis_client: redis.Redis) -> None:
 
 def test_id_key_orders_numerically() -> None:
     assert sorted(["10-0", "9-5", "9-10"], key=id_key) == ["9-5", "9-10", "10-0"]
+
+
+def _owners(r: redis.Redis, stream: str) -> dict[str, tuple[str, int]]:
+    rows = r.xpending_range(stream, "ksr", min="-", max="+", count=100)
+    return {x["message_id"].decode(): (x["consumer"].decode(), int(x["times_delivered"])) for x in rows}
+
+
+def _held(r: redis.Redis, stream: str, consumer: str, ids: list[str], idle_ms: int) -> None:
+    """`consumer` holds `ids`, delivered once, `idle_ms` ago."""
+    r.xclaim(stream, "ksr", consumer, 0, ids, idle=idle_ms, retrycount=1, force=True)
+
+
+def test_claim_abandoned_takes_other_consumers_entries_idle_past_the_bound(redis_client: redis.Redis) -> None:
+    rd = reader(redis_client, "leader")
+    stream = STREAMS[1]
+    ids = add(redis_client, stream, 7)
+    _held(redis_client, stream, "deposed", ids[:3], idle_ms=60_000)
+    _held(redis_client, stream, "busy", ids[3:5], idle_ms=0)
+    _held(redis_client, stream, "leader", ids[5:], idle_ms=60_000)  # our own: the rescan's business
+
+    claimed = rd.claim_abandoned(min_idle_ms=30_000)
+
+    assert [(e.entry_id, e.deliveries, e.from_pending) for e in claimed] == [(i, 2, True) for i in ids[:3]]
+    assert _owners(redis_client, stream) == {
+        **{i: ("leader", 2) for i in ids[:3]},
+        **{i: ("busy", 1) for i in ids[3:5]},
+        **{i: ("leader", 1) for i in ids[5:]},
+    }
+    assert rd.claim_abandoned(min_idle_ms=30_000) == []  # just claimed: no longer idle
+
+
+def test_claim_abandoned_pages_per_consumer_and_acks_deleted_entries(redis_client: redis.Redis) -> None:
+    rd = reader(redis_client, "leader")
+    stream = STREAMS[2]
+    ids = add(redis_client, stream, 5)
+    _held(redis_client, stream, "deposed", ids, idle_ms=60_000)
+    redis_client.xdel(stream, ids[0])
+    first = rd.claim_abandoned(min_idle_ms=30_000, page=3)
+    second = rd.claim_abandoned(min_idle_ms=30_000, page=3)
+    assert [e.entry_id for e in first] == ids[1:3]  # the deleted one was dropped from the PEL
+    assert [e.entry_id for e in second] == ids[3:]
+    assert set(_owners(redis_client, stream)) == set(ids[1:])
+
+
+def test_read_batch_reads_nothing_once_keep_going_is_false(redis_client: redis.Redis) -> None:
+    rd = reader(redis_client, block_ms=200)
+    add(redis_client, STREAMS[0], 2)
+    started = time.monotonic()
+    assert rd.read_batch(keep_going=lambda: False) == []
+    assert time.monotonic() - started < 0.2  # no blocking read either
+    assert int(redis_client.xpending(STREAMS[0], "ksr")["pending"]) == 0  # nothing delivered to us
+    assert len(rd.read_batch()) == 2
