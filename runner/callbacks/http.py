@@ -3,7 +3,8 @@
 No queueing here (the RQ job function calls `send` and `next_delay`). One attempt:
 the URL goes through the SSRF guard, the connection goes to the very address the guard
 checked (no second DNS lookup), the Host header / TLS SNI / certificate check use the
-original host name, redirects are not followed, and the answer is classified:
+original host name, redirects are not followed, the whole attempt ends at a wall-clock
+deadline (however slowly the receiver trickles its answer), and the answer is classified:
 2xx delivered, 410 gone, 408/429/5xx and transport errors retry, anything else failed.
 """
 
@@ -13,18 +14,22 @@ import base64
 import enum
 import hashlib
 import hmac
+import http.client
 import json
 import logging
+import socket
+import ssl
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from email.message import Message
 from typing import Any, Protocol
 
-import urllib3
-import urllib3.exceptions
+import urllib3.util.connection
 
 from runner import __version__
-from runner.callbacks.netguard import Allowlist, IPAddress, Resolver, check_url
+from runner.callbacks.netguard import Allowlist, Resolver, Target, check_url
 from runner.errors import HostUnresolvable, WebhookRefused, parse_retry_after
 
 __all__ = [
@@ -156,18 +161,80 @@ def classify(status: int, headers: Mapping[str, str] | None = None) -> Outcome:
 # -- sending --------------------------------------------------------------------------------
 
 
-def _pool(
-    scheme: str, address: IPAddress, port: int, host: str, timeout: float, ca_certs: str | None
-) -> urllib3.HTTPConnectionPool:
-    kw: dict[str, Any] = dict(
-        host=str(address), port=port, timeout=urllib3.Timeout(total=timeout), retries=False, maxsize=1
-    )
-    if scheme == "https":
-        # Connect to the checked address, but present and verify the name from the URL.
-        return urllib3.HTTPSConnectionPool(
-            **kw, server_hostname=host, assert_hostname=host, cert_reqs="CERT_REQUIRED", ca_certs=ca_certs
-        )
-    return urllib3.HTTPConnectionPool(**kw)
+class _Deadline:
+    """The wall-clock limit of one attempt. Socket timeouts bound each read, not the
+    attempt: a receiver trickling a byte every few seconds never trips them. At the deadline
+    this shuts the socket down from a timer thread, so whatever call is blocked on it
+    returns at once."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at  # monotonic
+        self.sock: socket.socket | None = None
+        self.fired = False
+        self._mutex = threading.Lock()
+        self._timer = threading.Timer(max(0.0, at - time.monotonic()), self._fire)
+        self._timer.daemon = True
+
+    def remaining(self) -> float:
+        return max(0.001, self.at - time.monotonic())
+
+    def watch(self, sock: socket.socket) -> socket.socket:
+        with self._mutex:
+            self.sock = sock
+            if self.fired:
+                _hang_up(sock)
+        sock.settimeout(self.remaining())
+        return sock
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    def _fire(self) -> None:
+        with self._mutex:
+            self.fired = True
+            if self.sock is not None:
+                _hang_up(self.sock)
+
+
+def _hang_up(sock: socket.socket) -> None:
+    try:
+        # The plain socket's shutdown even for an SSLSocket: the TLS object may be in use
+        # by the blocked thread; the file descriptor is what must wake up.
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+
+
+def _exchange(
+    sock: socket.socket,
+    deadline: _Deadline,
+    target: Target,
+    body: bytes,
+    headers: Mapping[str, str],
+    ca_certs: str | None,
+) -> tuple[int, Message, bytes]:
+    """POST on a connected socket: (status, headers, the first bytes of the body)."""
+    if target.scheme == "https":
+        # Connected to the checked address, but present and verify the name from the URL.
+        context = ssl.create_default_context(cafile=ca_certs)
+        sock = deadline.watch(context.wrap_socket(sock, server_hostname=target.host, do_handshake_on_connect=False))
+        sock.do_handshake()  # type: ignore[attr-defined]
+    conn = http.client.HTTPConnection(target.host, target.port, timeout=deadline.remaining())
+    conn.sock = sock  # http.client sends on a socket it is given, it does not connect
+    try:
+        conn.request("POST", target.request_target, body=body, headers=dict(headers))
+        response = conn.getresponse()
+        try:
+            snippet = response.read(RESPONSE_SNIPPET)
+        except (OSError, http.client.HTTPException):
+            snippet = b""  # the status is what counts; the body is only for the log
+        return response.status, response.headers, snippet
+    finally:
+        conn.close()
 
 
 def send(
@@ -180,7 +247,9 @@ def send(
     resolver: Resolver | None = None,
     ca_certs: str | None = None,
 ) -> Outcome:
-    """One delivery attempt (POST). Never raises for network or HTTP trouble: see Outcome."""
+    """One delivery attempt (POST), over within `timeout` seconds of wall-clock time
+    (connect, TLS, request and answer together). Never raises for network or HTTP trouble:
+    see Outcome."""
     try:
         target = check_url(url, allow, resolver=resolver)
     except HostUnresolvable as e:
@@ -190,47 +259,38 @@ def send(
 
     request_headers = {k: v for k, v in headers.items() if k.lower() != "host"}
     request_headers["Host"] = target.host_header
-    deadline = time.monotonic() + timeout
+    timed_out = Outcome(OutcomeKind.RETRY, detail=f"no answer within the {timeout:g}s deadline")
     last = Outcome(OutcomeKind.RETRY, detail="no address answered")
-    for address in target.addresses:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return Outcome(OutcomeKind.RETRY, detail=f"timed out after {timeout:g}s")
-        pool = _pool(target.scheme, address, target.port, target.host, remaining, ca_certs)
-        try:
-            response = pool.urlopen(
-                "POST",
-                target.request_target,
-                body=body,
-                headers=request_headers,
-                redirect=False,
-                retries=False,
-                assert_same_host=False,
-                preload_content=False,
-            )
+    with _Deadline(time.monotonic() + timeout) as deadline:
+        for address in target.addresses:
+            if deadline.fired or time.monotonic() >= deadline.at:
+                return timed_out
             try:
-                snippet = response.read(RESPONSE_SNIPPET)
+                sock = deadline.watch(
+                    urllib3.util.connection.create_connection((str(address), target.port), timeout=deadline.remaining())
+                )
+            except OSError as e:
+                # Nothing was sent; the next address of the same host may answer.
+                log.debug("webhook %s: %s unreachable: %s", target.host, address, e)
+                last = Outcome(
+                    OutcomeKind.RETRY, detail=f"connect to {address} failed: {_short(e)}", address=str(address)
+                )
+                continue
+            try:
+                status, response_headers, snippet = _exchange(sock, deadline, target, body, request_headers, ca_certs)
+            except (OSError, http.client.HTTPException) as e:  # resets, TLS errors, the deadline
+                if deadline.fired:
+                    return Outcome(OutcomeKind.RETRY, detail=timed_out.detail, address=str(address))
+                return Outcome(OutcomeKind.RETRY, detail=f"{type(e).__name__}: {_short(e)}", address=str(address))
             finally:
-                response.release_conn()
-        except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError) as e:
-            # Nothing was sent; the next address of the same host may answer.
-            log.debug("webhook %s: %s unreachable: %s", target.host, address, e)
-            last = Outcome(OutcomeKind.RETRY, detail=f"connect to {address} failed: {_short(e)}", address=str(address))
-            continue
-        except urllib3.exceptions.HTTPError as e:  # read timeouts, resets, TLS errors
-            return Outcome(OutcomeKind.RETRY, detail=f"{type(e).__name__}: {_short(e)}", address=str(address))
-        finally:
-            pool.close()
-        outcome = classify(response.status, response.headers)
-        if outcome.kind is not OutcomeKind.DELIVERED and snippet:
-            text = snippet.decode("utf-8", "replace").strip()
-            outcome = Outcome(
-                outcome.kind, outcome.status, outcome.retry_after, f"{outcome.detail}: {text[:200]}", str(address)
-            )
-        else:
-            outcome = Outcome(outcome.kind, outcome.status, outcome.retry_after, outcome.detail, str(address))
-        log.debug("webhook %s via %s: %s", target.host, address, outcome)
-        return outcome
+                sock.close()
+            outcome = classify(status, response_headers)
+            detail = outcome.detail
+            if outcome.kind is not OutcomeKind.DELIVERED and snippet:
+                detail = f"{detail}: {snippet.decode('utf-8', 'replace').strip()[:200]}"
+            outcome = Outcome(outcome.kind, outcome.status, outcome.retry_after, detail, str(address))
+            log.debug("webhook %s via %s: %s", target.host, address, outcome)
+            return outcome
     return last
 
 

@@ -24,7 +24,8 @@ from runner.callbacks.http import (
     webhook_id,
 )
 from runner.callbacks.netguard import Allowlist
-from tests.support.ports import free_port
+from tests.support.ports import free_port, wait_for
+from tests.support.tarpit import Tarpit
 
 KEYS = [b"current-key", b"previous-key"]
 LOOPBACK = Allowlist.parse(["127.0.0.1"])
@@ -211,6 +212,25 @@ def test_timeout_and_refused_connection_are_retried(receiver: Receiver) -> None:
     assert time.monotonic() - started < 2.5
     outcome, _ = post(f"http://127.0.0.1:{free_port()}/ok")
     assert outcome.kind is OutcomeKind.RETRY and "connect" in outcome.detail
+
+
+@pytest.mark.timeout(30)  # today's failure mode is an attempt that never ends
+def test_a_trickling_receiver_is_cut_off_at_the_attempt_deadline() -> None:
+    """One byte every 2 s never trips a per-read timeout: the attempt must still end at
+    its wall-clock deadline, and hang up on the receiver then."""
+    tarpit = Tarpit(interval=2.0).start()
+    try:
+        started = time.monotonic()
+        outcome, _ = post(tarpit.url, timeout=3.0)
+        took = time.monotonic() - started
+        wait_for(lambda: len(tarpit.finished()) == 1, timeout=5, what="the tarpit seeing the hang-up")
+    finally:
+        tarpit.close()
+    assert outcome.kind is OutcomeKind.RETRY and outcome.status is None
+    assert "3s" in outcome.detail and "deadline" in outcome.detail
+    assert 3.0 <= took < 3.5
+    [conn] = tarpit.connections
+    assert conn.closed is not None and conn.closed - conn.accepted < 3.5
 
 
 @pytest.fixture
