@@ -23,10 +23,10 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from email.message import Message
 from typing import Any, Protocol
 
 import urllib3.util.connection
+from urllib3 import HTTPHeaderDict
 
 from runner import __version__
 from runner.callbacks.netguard import Allowlist, Resolver, Target, check_url
@@ -216,7 +216,7 @@ def _exchange(
     body: bytes,
     headers: Mapping[str, str],
     ca_certs: str | None,
-) -> tuple[int, Message, bytes]:
+) -> tuple[int, HTTPHeaderDict, bytes]:
     """POST on a connected socket: (status, headers, the first bytes of the body)."""
     if target.scheme == "https":
         # Connected to the checked address, but present and verify the name from the URL.
@@ -232,7 +232,7 @@ def _exchange(
             snippet = response.read(RESPONSE_SNIPPET)
         except (OSError, http.client.HTTPException):
             snippet = b""  # the status is what counts; the body is only for the log
-        return response.status, response.headers, snippet
+        return response.status, HTTPHeaderDict(response.headers.items()), snippet  # case-insensitive
     finally:
         conn.close()
 
