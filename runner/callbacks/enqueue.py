@@ -1,7 +1,8 @@
-"""Enqueueing callbacks: the runner's side of the RQ queue, at most one live chain per webhook-id.
+"""Enqueueing callbacks: at most one live RQ job per message, in status order.
 
-The runner calls `CallbackQueue.enqueue` after `StateStore.mark_callback_sent`; the leader's
-`sweep` re-enqueues a callback whose chain died with its worker.
+The runner calls `CallbackQueue.enqueue` after `StateStore.mark_callback_sent`; the courier
+calls it for the next status when one finishes (the chain); the leader's `sweep`
+re-enqueues a callback whose chain died with its worker.
 """
 
 from __future__ import annotations
@@ -17,16 +18,17 @@ from rq import Queue
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 
-from runner.callbacks.courier import (
+from runner.callbacks.chain import (
     CallbackPayload,
-    deliver,
+    attempt_job_id,
     job_options,
     job_timeout,
     owed_key,
     owed_member,
+    pending_before,
     read_record,
-    rq_job_id,
 )
+from runner.callbacks.lanes import queue_for
 from runner.settings import Settings
 from runner.store import scripts
 from runner.store.record import Field
@@ -35,11 +37,15 @@ from runner.store.streams import redis_errors
 
 log = logging.getLogger(__name__)
 
+DELIVER = "runner.callbacks.courier.deliver"  # by name: the courier imports this module
+# What _enqueue did: queued a job, found the callback waiting its turn, found a live job of
+# its chain, or nothing to do (no URL, finished).
+QUEUED, WAITING, LIVE, NOTHING = "queued", "waiting", "live", "nothing"
 _LIVE = frozenset({JobStatus.CREATED, JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED})
 
 
 class CallbackQueue:
-    """The runner's side: put a callback on the RQ queue, at most one live chain per webhook-id."""
+    """Put a callback on an RQ queue, at most one live chain per message."""
 
     def __init__(
         self, redis_client: redis.Redis, settings: Settings, *, clock: Callable[[], float] = time.time
@@ -47,65 +53,75 @@ class CallbackQueue:
         self.redis = redis_client
         self.settings = settings
         self.clock = clock
-        self.queue = Queue(settings.callbacks.queue, connection=redis_client)
         self._hset_if_exists = scripts.load(redis_client, "hset_if_exists")
 
     def enqueue(self, message_id: str, status: int, detail: dict[str, Any], url: str | None) -> bool:
-        """Enqueue the callback `<message_id>:<status>`; True if a job was enqueued.
+        """Enqueue the callback `<message_id>:<status>`; True if this call enqueued it, or if
+        it waits its turn behind an earlier status of the message that is still owed (the
+        courier enqueues it when that one finishes).
 
         False when there is no URL (the events stream still has the status), when the
         callback already finished, or when a job of its chain is still queued, scheduled or
-        running. So re-enqueueing after a crash, or from takeover recovery, is harmless.
+        running. So re-enqueueing after a crash, or from takeover recovery, is harmless,
+        and a message holds at most one live RQ job.
         """
+        return self._enqueue(message_id, status, detail, url) in (QUEUED, WAITING)
+
+    def _enqueue(self, message_id: str, status: int, detail: dict[str, Any], url: str | None) -> str:
         if not url:
             log.debug("callback %s:%s: message has no webhook URL, nothing to send", message_id, status)
-            return False
+            return NOTHING
         status = int(status)
         key = self.settings.state.record_key(message_id)
         record = read_record(self.redis, key)
         if record.callback_outcome(status) is not None:
             log.debug("callback %s:%s already finished (%s)", message_id, status, record.callback_outcome(status))
-            return False
-        first_id = rq_job_id(message_id, status)
-        for job_id in dict.fromkeys([record.callback_chain(status) or first_id, first_id]):
-            if _live(self.redis, job_id, stale_after=job_timeout(self.settings) + 10):
-                log.debug("callback %s:%s: job %s is still live", message_id, status, job_id)
-                return False
+            return NOTHING
+        earlier = pending_before(record, status)
+        if earlier:
+            log.debug("callback %s:%s waits for %s: enqueued when they finish", message_id, status, earlier)
+            return WAITING
+        attempt = record.callback_attempts(status) + 1  # attempts survive a killed worker and the sweep
+        job_id = attempt_job_id(message_id, status, attempt)
+        for candidate in dict.fromkeys([record.callback_chain(status) or job_id, job_id]):
+            if _live(self.redis, candidate, stale_after=stale_after(self.settings)):
+                log.debug("callback %s:%s: job %s is still live", message_id, status, candidate)
+                return LIVE
         payload: CallbackPayload = {
             "id": message_id,
             "status": status,
             "detail": dict(detail),
             "url": url,
-            "first": float(self.clock()),
-            "attempt": 1,
-            "waits": 0,
+            "first": record.callback_first_owed(status) or float(self.clock()),
+            "attempt": attempt,
         }
         with redis_errors():
-            _delete_job(self.redis, first_id)  # a finished or failed chain start: make room for the new one
+            _delete_job(self.redis, job_id)  # a dead job of that attempt: make room for the new one
+            queue = Queue(queue_for(self.redis, self.settings, url), connection=self.redis)
             try:
-                self.queue.enqueue_call(
-                    deliver,
+                queue.enqueue_call(
+                    DELIVER,
                     args=(payload,),
-                    job_id=first_id,
+                    job_id=job_id,
                     unique=True,
                     timeout=job_timeout(self.settings),
                     **job_options(self.settings),
                 )
             except DuplicateJobError:
                 log.debug("callback %s:%s enqueued concurrently by someone else", message_id, status)
-                return False
-            self._hset_if_exists(keys=[key], args=[Field.chain(status), first_id])
+                return LIVE
+            self._hset_if_exists(keys=[key], args=[Field.chain(status), job_id])
             self.redis.zadd(owed_key(self.settings), {owed_member(message_id, status): self.clock()})
-        log.info("callback %s:%s enqueued", message_id, status)
-        return True
+        log.info("callback %s:%s enqueued (attempt %d)", message_id, status, attempt)
+        return QUEUED
 
     def sweep(self, *, older_than: float | None = None, limit: int = 500) -> int:
         """Re-enqueue owed callbacks (marked sent, not finished) that have no live RQ job:
         one whose chain died with its worker (a pod killed mid-delivery), or that a crash
         between mark and enqueue never queued. Only those owed for `older_than` seconds
-        (default: one job timeout + 10 s; takeover passes 0). Returns how many."""
+        (default: `stale_after`; takeover passes 0). Returns how many."""
         key = owed_key(self.settings)
-        stale = self.clock() - (job_timeout(self.settings) + 10 if older_than is None else older_than)
+        stale = self.clock() - (stale_after(self.settings) if older_than is None else older_than)
         count = 0
         with redis_errors():
             members = self.redis.zrangebyscore(key, "-inf", stale, start=0, num=limit)
@@ -114,15 +130,22 @@ class CallbackQueue:
             status_text, _, message_id = member.partition(":")
             status = int(status_text)
             record = read_record(self.redis, self.settings.state.record_key(message_id))
-            if not record or record.callback_outcome(status) is not None:
-                self.redis.zrem(key, member)
+            url = record.webhook
+            if not record or not url or record.callback_outcome(status) is not None:
+                self.redis.zrem(key, member)  # nothing (more) to send
                 continue
-            if self.enqueue(message_id, status, record.callback_detail(status), record.webhook):
+            if self._enqueue(message_id, status, record.callback_detail(status), url) == QUEUED:
                 log.warning("callback %s re-enqueued: its previous delivery never finished", member)
                 count += 1
             else:
-                self.redis.zadd(key, {member: self.clock()})  # still live: look again later
+                self.redis.zadd(key, {member: self.clock()})  # live, or waiting its turn: look again later
         return count
+
+
+def stale_after(settings: Settings) -> float:
+    """Seconds after which a "started" job is a dead worker's: RQ itself would have stopped
+    it at its job timeout."""
+    return job_timeout(settings) + 2
 
 
 def _live(conn: redis.Redis, job_id: str, *, stale_after: float) -> bool:

@@ -135,6 +135,7 @@ class Outcome:
     retry_after: float | None = None  # seconds, from Retry-After
     detail: str = ""  # why, for logs and metrics
     address: str | None = None  # the address connected to
+    timed_out: bool = False  # the attempt ran into its deadline (a slow or silent receiver)
 
     @property
     def final(self) -> bool:
@@ -259,7 +260,7 @@ def send(
 
     request_headers = {k: v for k, v in headers.items() if k.lower() != "host"}
     request_headers["Host"] = target.host_header
-    timed_out = Outcome(OutcomeKind.RETRY, detail=f"no answer within the {timeout:g}s deadline")
+    timed_out = Outcome(OutcomeKind.RETRY, detail=f"no answer within the {timeout:g}s deadline", timed_out=True)
     last = Outcome(OutcomeKind.RETRY, detail="no address answered")
     with _Deadline(time.monotonic() + timeout) as deadline:
         for address in target.addresses:
@@ -280,7 +281,7 @@ def send(
                 status, response_headers, snippet = _exchange(sock, deadline, target, body, request_headers, ca_certs)
             except (OSError, http.client.HTTPException) as e:  # resets, TLS errors, the deadline
                 if deadline.fired:
-                    return Outcome(OutcomeKind.RETRY, detail=timed_out.detail, address=str(address))
+                    return Outcome(OutcomeKind.RETRY, detail=timed_out.detail, address=str(address), timed_out=True)
                 return Outcome(OutcomeKind.RETRY, detail=f"{type(e).__name__}: {_short(e)}", address=str(address))
             finally:
                 sock.close()
@@ -291,6 +292,8 @@ def send(
             outcome = Outcome(outcome.kind, outcome.status, outcome.retry_after, detail, str(address))
             log.debug("webhook %s via %s: %s", target.host, address, outcome)
             return outcome
+        if deadline.fired or time.monotonic() >= deadline.at:
+            return Outcome(OutcomeKind.RETRY, detail=f"{timed_out.detail} ({last.detail})", timed_out=True)
     return last
 
 

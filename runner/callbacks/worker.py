@@ -9,6 +9,7 @@ from typing import Any
 
 from rq.worker import SimpleWorker
 
+from runner.callbacks.lanes import queues
 from runner.process.lifeline import die_with_parent
 from runner.settings import Settings
 from runner.settings.variables import POD_NAME
@@ -18,7 +19,7 @@ from runner.settings.variables import POD_NAME
 # and the others only try to take it in their maintenance pass, which RQ runs every 600 s
 # and an idle worker reaches only between blocking reads of worker_ttl - 15 s (default 405).
 MAINTENANCE_INTERVAL = 30  # seconds
-WORKER_TTL = 35  # seconds: blocking reads of 20 s; a job (callback timeout + 30 s) fits
+WORKER_TTL = 35  # seconds: blocking reads of 20 s; a job (callback timeout + 10 s) fits
 
 
 class CallbackWorker(SimpleWorker):
@@ -53,7 +54,7 @@ def worker_command(settings: Settings) -> list[str]:
         str(WORKER_TTL),
         "--worker-class",
         f"{__name__}.CallbackWorker",
-        settings.callbacks.queue,
+        *queues(settings),  # the main queue first: see runner.callbacks.lanes
     ]
 
 

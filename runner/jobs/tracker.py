@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import redis
 
-from runner.callbacks.courier import owed_key, owed_member
+from runner.callbacks.chain import owed_key, owed_member
 from runner.logs import log_context
 from runner.settings import Settings
 from runner.signals import JobFinished, Signals
@@ -173,7 +173,9 @@ class Tracker:
             status,
             term=self._term(),
             detail=json.dumps(detail),
-            owed_key=self.owed_key,
+            # Only a callback that will be sent is owed: without a webhook the index would
+            # keep the member for ever.
+            owed_key=self.owed_key if record.webhook else "",
             owed_member=owed_member(message_id, status),
         ):
             return False

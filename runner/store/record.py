@@ -11,6 +11,7 @@
     cb_<s>         ms the callback for status <s> was marked sent (first caller wins)
     detail_<s>     its detail JSON, kept so takeover can send it again
     cbj_<s>        RQ job id of the latest job of that callback's chain
+    cba_<s>        attempts started (counted before each one, so a killed worker's counts)
     cbd_<s>        delivered | gone | failed | expired: the callback is finished
     cbd_gone_url   the URL that answered 410: nothing more is sent to it for this message
 
@@ -70,6 +71,10 @@ class Field:
     @staticmethod
     def outcome(status: int) -> str:
         return f"cbd_{int(status)}"
+
+    @staticmethod
+    def attempts(status: int) -> str:
+        return f"cba_{int(status)}"
 
 
 _MARKED = Field.marked(0)[:-1]  # "cb_"
@@ -187,6 +192,15 @@ class StateRecord(Mapping[str, str]):
     def callback_chain(self, status: int) -> str | None:
         """The RQ job id of the latest job of the callback's chain."""
         return self._fields.get(Field.chain(status)) or None
+
+    def callback_first_owed(self, status: int) -> float | None:
+        """Unix seconds the callback was marked sent (`cb_<s>`): its retry horizon counts from it."""
+        ms = self._int(Field.marked(status))
+        return ms / 1000.0 if ms and ms > 10**9 else None
+
+    def callback_attempts(self, status: int) -> int:
+        """Attempts started so far (`cba_<s>`)."""
+        return self._int(Field.attempts(status)) or 0
 
     def callback_detail(self, status: int) -> dict[str, Any]:
         """The detail kept when the callback was marked ({} when none or unreadable)."""

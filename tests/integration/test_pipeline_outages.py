@@ -10,7 +10,7 @@ from http.server import ThreadingHTTPServer
 
 import pytest
 
-from runner.callbacks.courier import rq_job_id
+from runner.callbacks.chain import rq_job_id
 from tests.support.kube import managed_jobs
 from tests.support.messages import message
 from tests.support.pipeline import base_env, rq_worker, runner_thread, xadd
