@@ -469,7 +469,7 @@ CALLBACK_QUEUE = Variable(
     parse=key_name,
     default="ksr-callbacks",
     unit="name",
-    help="RQ queue of callback deliveries.",
+    help="RQ queue of callback deliveries; its slow lane is `<name>-slow`.",
 )
 CALLBACK_TIMEOUT = Variable(
     name="KSR_CALLBACK_TIMEOUT",
@@ -477,7 +477,7 @@ CALLBACK_TIMEOUT = Variable(
     parse=seconds,
     default=10.0,
     unit="s",
-    help="Timeout of one delivery attempt (connect and response).",
+    help="Wall-clock deadline of one delivery attempt (connect, TLS, request and answer together, however slowly the receiver trickles). A receiver that runs into it is served from the slow lane for a while.",
 )
 CALLBACK_RETRY_HORIZON = Variable(
     name="KSR_CALLBACK_RETRY_HORIZON",
@@ -485,7 +485,7 @@ CALLBACK_RETRY_HORIZON = Variable(
     parse=seconds,
     default=3600.0,
     unit="s",
-    help="Retries stop this long after the first attempt. Must be longer than `KSR_CALLBACK_TIMEOUT`.",
+    help="Retries stop this long after the callback was first owed (`cb_<status>`; a re-enqueue by the sweep keeps it). Must be longer than `KSR_CALLBACK_TIMEOUT`.",
 )
 CALLBACK_MAX_ATTEMPTS = Variable(
     name="KSR_CALLBACK_MAX_ATTEMPTS",
@@ -493,7 +493,7 @@ CALLBACK_MAX_ATTEMPTS = Variable(
     parse=integer(minimum=1),
     default=12,
     unit="attempts",
-    help="Retries also stop after this many attempts, whichever comes first.",
+    help="Retries also stop after this many attempts, whichever comes first; counted in the state record before each attempt, so an attempt whose worker was killed counts.",
 )
 CALLBACK_BACKOFF_BASE = Variable(
     name="KSR_CALLBACK_BACKOFF_BASE",

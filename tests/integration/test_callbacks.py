@@ -536,3 +536,44 @@ def test_a_message_without_a_webhook_owes_no_callbacks(redis_server: RedisServer
         wait_for(lambda: redis_client.hget("ksr:msg:quiet-1", "state") == b"completed", timeout=30, what="the job done")
     assert redis_client.xlen("ksr:events") >= 3  # its statuses are still in the events stream
     assert redis_client.zrange("ksr:callbacks:owed", 0, -1) == []
+
+
+def test_a_tarpit_receiver_costs_one_deadline_per_attempt_and_does_not_delay_others(
+    receiver: Receiver, workers: Workers, callbacks: CallbackQueue, state: StateStore
+) -> None:
+    """Eight messages call back to a tarpit (one byte every 2 s, never an answer), one to a
+    healthy receiver, two workers (two replicas). Every tarpit attempt ends at its 3 s
+    deadline, every tarpit callback stops at KSR_CALLBACK_MAX_ATTEMPTS (2), and each of the
+    healthy message's callbacks arrives within one deadline of being enqueued."""
+    deadline = 3.0
+    tarpit = Tarpit(interval=2.0).start()
+    try:
+        receiver.up()
+        slow = [f"tarpit-{i}" for i in range(8)]
+        for mid in slow:
+            record(state, mid, 0)
+            state.redis.hset(state.key(mid), "webhook", tarpit.url)
+            assert callbacks.enqueue(mid, 0, {"jobId": "u", "jobName": "j"}, tarpit.url)
+        workers.start(count=2, KSR_CALLBACK_TIMEOUT=str(deadline), KSR_CALLBACK_MAX_ATTEMPTS="2")
+        wait_for(lambda: len(tarpit.connections) >= 2, timeout=30, what="both workers held by the tarpit")
+
+        record(state, "healthy")
+        delays = []
+        for status in (0, 1, 2):
+            assert state.mark_callback_sent("healthy", status)  # as the runner does, one after the other
+            enqueued = time.monotonic()
+            assert callbacks.enqueue("healthy", status, {"n": status}, receiver.url)
+            until_outcome(state, "healthy", status, "delivered", workers, timeout=60)
+            [got] = [r for r in receiver.requests if r.headers["webhook-id"] == f"healthy:{status}"]
+            delays.append(got.at - enqueued)
+        for mid in slow:
+            until_outcome(state, mid, 0, "expired", workers, timeout=120)
+    finally:
+        tarpit.close()
+    print(f"\nhealthy receiver's delays: {[round(d, 2) for d in delays]} s")
+    assert max(delays) <= deadline + 1.0, delays
+    assert receiver.statuses() == [0, 1, 2]
+    assert len(tarpit.connections) == 2 * len(slow)  # the limit, no attempt more
+    held = [c.closed - c.accepted for c in tarpit.connections if c.closed is not None]
+    assert len(held) == len(tarpit.connections)
+    assert all(deadline - 0.3 <= h <= deadline + 0.7 for h in held), held

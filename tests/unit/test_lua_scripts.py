@@ -18,6 +18,7 @@ def test_every_script_the_code_loads_is_there() -> None:
         "claim",
         "dead_letter",
         "fence",
+        "hincr_if_exists",
         "hset_if_exists",
         "mark_callback",
         "release",
