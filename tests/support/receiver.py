@@ -10,7 +10,8 @@ from typing import Any
 
 
 class Receiver:
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
+        """`port` 0 picks a free one; a given port lets a test refuse connections on it first."""
         self.requests: list[dict[str, Any]] = []
         self.answer = 200  # the code given to every request
         self._mutex = threading.Lock()
@@ -35,7 +36,7 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
