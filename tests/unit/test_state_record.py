@@ -73,3 +73,20 @@ def test_text_decodes_bytes_and_replaces_what_is_not_utf8() -> None:
     assert text(b"m-1") == "m-1" and text(7) == "7" and text(b"\xff") == "\ufffd"
     assert text_fields([b"a", b"1", b"b", b"2"]) == {"a": "1", "b": "2"} == text_fields({b"a": b"1", "b": 2})
     assert text_fields(None) == {}
+
+
+def test_attempts_and_first_owed_of_a_callback() -> None:
+    record = StateRecord({"cb_0": "1796116612269", "cba_0": "3", "cb_1": "1", "cba_1": "x"})
+    assert record.callback_attempts(0) == 3 and record.callback_first_owed(0) == 1796116612.269
+    assert record.callback_attempts(1) == 0 and record.callback_first_owed(1) is None  # unreadable, not a time
+    assert record.callback_attempts(2) == 0 and record.callback_first_owed(2) is None
+    assert record.callbacks() == [0, 1]  # cba_ is not a mark
+    assert Field.attempts(0) == "cba_0"
+
+
+def test_the_chain_gives_each_status_its_turn() -> None:
+    from runner.callbacks.chain import next_owed, pending_before
+
+    record = StateRecord({"cb_0": "1", "cbd_0": "delivered", "cb_1": "1", "cb_2": "1", "cb_99": "1", "cbd_99": "gone"})
+    assert pending_before(record, 2) == [1] and pending_before(record, 1) == []
+    assert next_owed(record, 0) == 1 and next_owed(record, 1) == 2 and next_owed(record, 2) is None
