@@ -123,7 +123,6 @@ class Courier:
         if queue == main_queue(self.settings) and is_slow(self.conn, self.settings, url):
             moved = rq_job_id(message_id, status, p["attempt"], "slow")
             self._schedule(key, p, 0.0, moved, slow_queue(self.settings))  # not an attempt
-
             return "moved"
 
         wid = webhook_id(message_id, status)
