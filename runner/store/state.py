@@ -37,7 +37,6 @@ from runner.store.replies import text
 from runner.store.streams import redis_errors
 
 __all__ = [
-    "TERMINAL_STATES",
     "ClaimResult",
     "ClaimStatus",
     "StaleTerm",
