@@ -14,7 +14,7 @@ $(BIN)/ksr: setup.cfg pyproject.toml
 	touch $@
 
 setup: $(BIN)/ksr
-	scripts/install-system-deps redis-server openssl
+	scripts/install-system-deps redis-server redis-sentinel openssl
 
 # The Kubernetes binaries, built from the Go module proxy once and cached.
 testbed:

@@ -6,6 +6,12 @@ only if absent; otherwise it replaces the fields only if `version` still matches
 it increments `version` and returns it. Redis runs a script atomically, so this is the same
 optimistic concurrency as the Lease's `resourceVersion`.
 
+With `min_replicas`, every write is followed by `WAIT` on the same connection, and a write
+that fewer replicas acknowledged within `wait_timeout` counts as failed (LockUnavailable):
+the elector then retries or steps down, as for any lost renewal. That narrows, but cannot
+close, the window in which a failover loses a write; the runner therefore refuses this
+lock with Sentinel (docs/redis.md) and takes the client from its connection factory.
+
 If Redis loses the key (restart without persistence), versions start again at 1; the elector
 recreates the record above the highest term it has seen, so terms stay increasing for any
 candidate that lived through it.
@@ -41,9 +47,20 @@ return {1, tostring(redis.call('HINCRBY', KEYS[1], 'version', 1))}
 
 
 class RedisLock:
-    def __init__(self, client: redis.Redis, *, name: str, prefix: str = DEFAULT_PREFIX) -> None:
-        """`client` should have short socket timeouts and no retries (see `from_url`)."""
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        name: str,
+        prefix: str = DEFAULT_PREFIX,
+        min_replicas: int = 0,
+        wait_timeout: float = 1.0,
+    ) -> None:
+        """`client` should have short socket timeouts and no retries (see `from_url`).
+        `min_replicas` must acknowledge each write within `wait_timeout` seconds (0: no WAIT)."""
         self._redis = client
+        self.min_replicas = min_replicas
+        self.wait_timeout_ms = max(1, int(wait_timeout * 1000))
         self.name = name
         self.key = f"{prefix}{name}"
         self._cas = client.register_script(_CAS)
@@ -81,7 +98,7 @@ class RedisLock:
         args: list[str] = [expected]
         for field, value in to_dict(record).items():
             args += [field, value]
-        ok, version = self._call(what, lambda: self._cas(keys=[self.key], args=args))
+        ok, version = self._call(what, lambda: self._replicated(what, args))
         version = version.decode() if isinstance(version, bytes) else str(version)
         if not ok:
             found = version or "none"
@@ -94,6 +111,20 @@ class RedisLock:
             transitions=record.transitions,
             version=version,
         )
+
+    def _replicated(self, what: str, args: list[str]) -> Any:
+        if self.min_replicas <= 0:
+            return self._cas(keys=[self.key], args=args)
+        pipe = self._redis.pipeline(transaction=False)  # WAIT counts this connection's writes
+        self._cas(keys=[self.key], args=args, client=pipe)
+        pipe.execute_command("WAIT", self.min_replicas, self.wait_timeout_ms)
+        reply, acked = pipe.execute()
+        if int(reply[0]) == 1 and int(acked) < self.min_replicas:
+            raise LockUnavailable(
+                f"{what} {self.describe()}: written but acknowledged by {int(acked)} of {self.min_replicas} "
+                f"replicas within {self.wait_timeout_ms} ms"
+            )
+        return reply
 
     def _call(self, what: str, fn: Any) -> Any:
         try:

@@ -17,12 +17,11 @@ from typing import Any
 
 import redis
 from flask import Flask, Response, jsonify, render_template
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from runner import metrics
 from runner.process.statusboard import read_status, runtime_paths
 from runner.settings import Settings
+from runner.store.connection import connect
 from runner.store.replies import text
 
 __all__ = ["create_app", "liveness", "readiness_from_board"]
@@ -114,15 +113,10 @@ def _version_api() -> Any:
     return client.VersionApi()
 
 
-def _redis_client(url: str) -> redis.Redis:
+def _redis_client(settings: Settings) -> redis.Redis:
     # No retries: a probe reports the outage, the runner's own client is the one that retries.
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=REDIS_TIMEOUT,
-        socket_connect_timeout=REDIS_TIMEOUT,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=0,
-    )
+    # With Sentinel every new connection asks for the primary: /readyz follows a failover.
+    return connect(settings.redis, socket_timeout=REDIS_TIMEOUT, connect_timeout=REDIS_TIMEOUT, retries=0)
 
 
 def stream_stats(client: redis.Redis, streams: tuple[str, ...], group: str) -> dict[str, dict[str, int | None]]:
@@ -170,7 +164,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     status_file = paths.status_file
     threshold = settings.server.stuck_threshold
-    client = _redis_client(settings.redis.url)
+    client = _redis_client(settings)
     kube_check: Callable[[], str | None] | None = None
     if settings.kube.executor == "kubernetes":
         kube_check = KubeCheck(timeout=min(KUBE_TIMEOUT, settings.kube.client_timeout))

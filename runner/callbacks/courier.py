@@ -49,6 +49,7 @@ from runner.callbacks.http import (
 from runner.callbacks.lanes import clear_slow, is_slow, main_queue, mark_slow, queue_for, slow_queue
 from runner.settings import Settings
 from runner.store import scripts
+from runner.store.connection import connect
 from runner.store.record import Field
 from runner.store.streams import redis_errors
 
@@ -78,7 +79,7 @@ def deliver(payload: CallbackPayload) -> str:
     """RQ job function: one attempt at one callback. Returns the outcome (RQ keeps no result)."""
     settings, backoff = _worker_config()
     job = get_current_job()
-    conn = job.connection if job is not None else redis.Redis.from_url(settings.redis.url)
+    conn = job.connection if job is not None else connect(settings.redis, socket_timeout=settings.callbacks.timeout + 5)
     origin = job.origin if job is not None else main_queue(settings)
     return Courier(conn, settings, backoff).run(payload, queue=origin)
 

@@ -36,28 +36,42 @@ class CallbackWorker(SimpleWorker):
 def worker_command(settings: Settings) -> list[str]:
     """argv of the RQ worker that delivers callbacks; run it with `worker_env(settings)`.
 
-    `--with-scheduler` is required: retries and ordering waits are scheduled jobs, and
-    without a scheduler they would never run. Every replica runs one; RQ's lock makes one
-    scheduler active per queue at a time.
+    It is `main()` below rather than `rq worker`: RQ's command line builds its own client
+    from a URL, and this one must be `runner.store.connection.connect`'s (TLS files, ACL
+    credentials from their variables, Sentinel). The scheduler is required: retries and
+    ordering waits are scheduled jobs, and without one they would never run. Every replica
+    runs one; RQ's lock makes one scheduler active per queue at a time.
     """
-    # --quiet: a line per callback at INFO is noise; our own module logs what matters.
-    return [
-        sys.executable,
-        "-m",
-        "rq.cli",
-        "worker",
-        "--with-scheduler",
-        "--quiet",
-        "--maintenance-interval",
-        str(MAINTENANCE_INTERVAL),
-        "--worker-ttl",
-        str(WORKER_TTL),
-        "--worker-class",
-        f"{__name__}.CallbackWorker",
-        *queues(settings),  # the main queue first: see runner.callbacks.lanes
-    ]
+    return [sys.executable, "-m", __name__, *queues(settings)]  # the main queue first: see runner.callbacks.lanes
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
-    """The Redis URL goes in the environment (`RQ_REDIS_URL`), not argv: no password in `ps`."""
-    return {"RQ_REDIS_URL": settings.redis.url, "POD_NAME": settings.identity.pod_name}
+    """The Redis URL goes in the environment, not argv: no password in `ps`. The worker
+    reads every other variable from the environment it inherits, as the runner did."""
+    return {"REDIS_URL": settings.redis.url, "POD_NAME": settings.identity.pod_name}
+
+
+def main(argv: list[str]) -> int:
+    """`python -m runner.callbacks.worker QUEUE...`: serve the queues, in priority order, until SIGTERM."""
+    from rq.logutils import setup_loghandlers
+
+    from runner.store.connection import connect, describe, preflight
+
+    settings = Settings.from_env()
+    # A blocking dequeue holds the socket for up to WORKER_TTL - 15 s: the timeout outlasts it.
+    conn = connect(settings.redis, socket_timeout=WORKER_TTL + 10, retries=3, health_check_interval=30)
+    preflight(conn, settings.redis)  # a configuration mistake ends the worker with its variable's name
+    setup_loghandlers("WARNING")  # a line per callback at INFO is noise; our own module logs what matters
+    worker = CallbackWorker(
+        argv or queues(settings),
+        connection=conn,
+        maintenance_interval=MAINTENANCE_INTERVAL,
+        worker_ttl=WORKER_TTL,
+    )
+    print(f"callback worker {worker.name} on {describe(settings.redis)}", file=sys.stderr)
+    worker.work(with_scheduler=True, logging_level="WARNING")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

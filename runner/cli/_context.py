@@ -16,14 +16,13 @@ from typing import Any, NoReturn
 
 import click
 import redis
-from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
 from runner.errors import ConfigError, KsrError, RedisUnavailable
 from runner.settings import Settings
+from runner.store.connection import connect, describe, preflight
 from runner.store.streams import StreamReader
 
 log = logging.getLogger(__name__)
@@ -132,9 +131,9 @@ class CliContext:
 
     def masked_url(self) -> str:
         if self._settings is not None:
-            return self._settings.redis.masked_url
+            return describe(self._settings.redis)
         try:
-            return self.settings().redis.masked_url
+            return describe(self.settings().redis)
         except KsrError:
             return "?"
 
@@ -143,19 +142,15 @@ class CliContext:
         if self._redis is None:
             settings = self.settings()
             try:
-                client = redis.Redis.from_url(
-                    settings.redis.url,
-                    socket_timeout=REDIS_TIMEOUT,
-                    socket_connect_timeout=REDIS_TIMEOUT,
-                    retry=Retry(NoBackoff(), 0),
-                    health_check_interval=0,
-                )
+                client = connect(settings.redis, socket_timeout=REDIS_TIMEOUT, connect_timeout=REDIS_TIMEOUT)
             except ValueError as e:
                 raise ConfigError("REDIS_URL", str(e)) from None
             try:
-                client.ping()
+                answered = preflight(client, settings.redis)  # a TLS or credential mistake names its variable
+                if not answered:
+                    client.ping()  # raises the outage's own error for the line below
             except (RedisConnectionError, RedisTimeoutError) as e:
-                raise CliFailure(f"redis unavailable at {settings.redis.masked_url}: {_redis_cause(e)}") from e
+                raise CliFailure(f"redis unavailable at {describe(settings.redis)}: {_redis_cause(e)}") from e
             self._redis = client
         return self._redis
 

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-import redis
 
 from runner.cli._context import cli_context
 from runner.settings import Settings
+from runner.store.connection import connect
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "dev-jobs.jsonl"
 STATUS_NAMES = {0: "created", 1: "pod started", 2: "completed", 3: "failed", 99: "exception"}
@@ -67,7 +67,7 @@ def _port_free(port: int) -> bool:
 
 
 def _submit_samples(settings: Settings, webhook: str) -> list[str]:
-    conn = redis.Redis.from_url(settings.redis.url)
+    conn = connect(settings.redis, socket_timeout=5.0)
     stream = next((s for s in settings.streams.streams if s.endswith("default")), settings.streams.streams[0])
     ids = []
     for line in SAMPLES.read_text().splitlines():

@@ -6,9 +6,12 @@ import sys
 import threading
 
 import click
+import redis
 
 from runner.cli._context import cli_context
 from runner.settings import Settings
+from runner.store.state import TERM_KEY
+from runner.store.streams import GROUP_START_ID
 
 
 def serve(settings: Settings, *, on_started: callable | None = None) -> int:  # type: ignore[valid-type]
@@ -18,6 +21,7 @@ def serve(settings: Settings, *, on_started: callable | None = None) -> int:  # 
     from runner.process.supervisor import Supervisor, default_children
 
     setup_logging(settings.server.log_format, settings.server.log_level)
+    check_redis(settings)
     # The supervisor first: it prepares the metrics directory before any metric exists.
     supervisor = Supervisor(settings, children=default_children(settings))
 
@@ -30,6 +34,36 @@ def serve(settings: Settings, *, on_started: callable | None = None) -> int:  # 
     if on_started is not None:
         on_started(supervisor)
     return supervisor.run(runner_main)
+
+
+def check_redis(settings: Settings) -> None:
+    """At start, before any child: a TLS, credential or ACL mistake is one ConfigError
+    naming its variable. An unreachable Redis passes: the runner waits for it."""
+    from runner.store.connection import connect, preflight, require
+
+    r = settings.redis
+    client = connect(r, socket_timeout=5.0, connect_timeout=5.0)
+    try:
+        if not preflight(client, r):
+            return
+        # One call of each kind the pipeline needs, on its own keys (docs/redis.md, minimal ACL).
+        stream = settings.streams.streams[0]
+        require(r, f"read the stream {stream}", lambda: client.xlen(stream))
+        require(r, f"create the group on {stream}", lambda: _ensure_group(client, stream, settings.streams.group))
+        script = "return redis.call('GET', KEYS[1])"
+        require(r, "run the state store's scripts", lambda: client.eval(script, 1, TERM_KEY))
+        queue = f"rq:queue:{settings.callbacks.queue}"
+        require(r, "use the callback queue", lambda: client.llen(queue))
+    finally:
+        client.close()
+
+
+def _ensure_group(client: redis.Redis, stream: str, group: str) -> None:
+    try:
+        client.xgroup_create(stream, group, id=GROUP_START_ID, mkstream=True)
+    except redis.ResponseError as e:
+        if not str(e).startswith("BUSYGROUP"):
+            raise
 
 
 @click.command()

@@ -35,6 +35,7 @@ from runner.pipeline.dispatcher import CREATE_DEADLINE, Dispatcher
 from runner.pipeline.leadership import LeadershipView
 from runner.settings import Settings
 from runner.signals import ActiveJobs, Beat, ErrorRecorded, GroupRecreated, Observer, Signals, StreamsSampled
+from runner.store.connection import connect
 from runner.store.state import StaleTerm, StateStore
 from runner.store.streams import StreamReader
 
@@ -48,9 +49,7 @@ ERROR_BACKOFF_CAP = 10.0
 def redis_client(settings: Settings) -> redis.Redis:
     # A blocking XREADGROUP holds the socket for block_ms: the timeout must outlast it.
     timeout = settings.streams.block_ms / 1000.0 + 5.0
-    return redis.Redis.from_url(
-        settings.redis.url, socket_timeout=timeout, socket_connect_timeout=5.0, health_check_interval=30
-    )
+    return connect(settings.redis, socket_timeout=timeout, connect_timeout=5.0, retries=3, health_check_interval=30)
 
 
 class Runner:
@@ -147,8 +146,13 @@ class Runner:
                 name=s.election.lock_name,
                 request_timeout=min(s.kube.client_timeout, s.election.renew_deadline / 2),
             )
-        return RedisLock.from_url(
-            s.redis.url, name=s.election.lock_name, request_timeout=min(5.0, s.election.renew_deadline / 2)
+        # Its own client: request_timeout bounds every call, so no retries inside redis-py.
+        timeout = min(5.0, s.election.renew_deadline / 2)
+        return RedisLock(
+            connect(s.redis, socket_timeout=timeout, connect_timeout=timeout, retries=0),
+            name=s.election.lock_name,
+            min_replicas=s.redis.min_replicas,
+            wait_timeout=s.redis.wait_timeout,
         )
 
     # -- the loop ----------------------------------------------------------------------

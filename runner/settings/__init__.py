@@ -51,7 +51,25 @@ class IdentitySettings:
 
 @dataclass(frozen=True)
 class RedisSettings:
-    url: str = field(repr=False)  # REDIS_URL, password included: hand to redis.from_url only
+    """How to reach Redis; `runner.store.connection.connect` is the one reader of it."""
+
+    url: str = field(repr=False)  # REDIS_URL, password included: hand to connect() only
+    username: str | None = None  # KSR_REDIS_USERNAME: wins over the URL's user
+    password: str | None = field(default=None, repr=False)  # KSR_REDIS_PASSWORD: wins over the URL's
+    tls_ca: Path | None = None  # KSR_REDIS_TLS_CA
+    tls_cert: Path | None = None  # KSR_REDIS_TLS_CERT
+    tls_key: Path | None = None  # KSR_REDIS_TLS_KEY
+    sentinels: tuple[tuple[str, int], ...] = ()  # KSR_REDIS_SENTINELS; () = REDIS_URL's host
+    master: str = "mymaster"  # KSR_REDIS_MASTER: the Sentinel service name
+    sentinel_username: str | None = None  # KSR_REDIS_SENTINEL_USERNAME
+    sentinel_password: str | None = field(default=None, repr=False)  # KSR_REDIS_SENTINEL_PASSWORD
+    sentinel_tls: bool = False  # KSR_REDIS_SENTINEL_TLS
+    min_replicas: int = 0  # KSR_REDIS_MIN_REPLICAS: WAIT for this many on the writes exactly-once needs
+    wait_timeout: float = 1.0  # KSR_REDIS_WAIT_TIMEOUT, seconds per WAIT
+
+    @property
+    def tls(self) -> bool:
+        return self.url.startswith("rediss://")
 
     @property
     def masked_url(self) -> str:
@@ -228,6 +246,7 @@ def _build(values: Mapping[str, Any]) -> Settings:
 
 def _check(s: Settings) -> None:
     """Rules that involve several variables; the error names the one to change."""
+    _check_redis(s)
     if s.streams.events_stream in s.streams.streams:
         raise ConfigError("KSR_EVENTS_STREAM", f"{s.streams.events_stream!r} is also one of KSR_STREAMS")
     # A blocking read or a poll longer than the liveness threshold would fail the probe of a
@@ -266,4 +285,25 @@ def _check(s: Settings) -> None:
         raise ConfigError(
             "KSR_CALLBACK_BACKOFF_CAP",
             f"must be >= KSR_CALLBACK_BACKOFF_BASE ({s.callbacks.backoff_base:g}s), got {s.callbacks.backoff_cap:g}",
+        )
+
+
+def _check_redis(s: Settings) -> None:
+    r = s.redis
+    if (r.tls_cert is None) != (r.tls_key is None):
+        missing = "KSR_REDIS_TLS_KEY" if r.tls_key is None else "KSR_REDIS_TLS_CERT"
+        raise ConfigError(missing, "KSR_REDIS_TLS_CERT and KSR_REDIS_TLS_KEY go together")
+    if not r.tls and not r.sentinel_tls:
+        for variable, value in (("KSR_REDIS_TLS_CA", r.tls_ca), ("KSR_REDIS_TLS_CERT", r.tls_cert)):
+            if value is not None:
+                raise ConfigError(variable, "is set but REDIS_URL is not rediss:// (nor KSR_REDIS_SENTINEL_TLS true)")
+    if r.sentinels and r.url.startswith("unix:"):
+        raise ConfigError("REDIS_URL", "a unix:// URL cannot be combined with KSR_REDIS_SENTINELS")
+    # Sentinel's failover is asynchronous: a promoted replica can lack the last lock
+    # renewals and term, so two replicas could both believe they lead (docs/redis.md).
+    if r.sentinels and s.lock == "redis":
+        raise ConfigError(
+            "KSR_LOCK",
+            "KSR_LOCK=redis cannot be used with KSR_REDIS_SENTINELS: a failover can lose the lock's last "
+            "writes and elect two leaders; use KSR_LOCK=lease (docs/redis.md)",
         )

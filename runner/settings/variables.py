@@ -142,6 +142,39 @@ def _signing_keys(value: str) -> tuple[bytes, ...]:
     return tuple(keys)
 
 
+def _sentinels(value: str) -> tuple[tuple[str, int], ...]:
+    """`host:port,host:port`; IPv6 hosts in brackets (`[::1]:26379`)."""
+    out: list[tuple[str, int]] = []
+    for item in items(value):
+        host, sep, port = item.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"each entry must be host:port, got {item!r}")
+        out.append((host, int(port)))
+    if not out:
+        raise ValueError("must name at least one sentinel as host:port")
+    return tuple(out)
+
+
+def _show_sentinels(value: tuple[tuple[str, int], ...]) -> str:
+    return ",".join(f"{host}:{port}" for host, port in value)
+
+
+def _flag(value: str) -> bool:
+    lowered = value.lower()
+    if lowered not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError(f"must be true or false, got {value!r}")
+    return lowered in ("true", "1", "yes")
+
+
+def _file(value: str) -> Path:
+    """A file that must exist when the settings are read (a TLS CA, certificate or key)."""
+    found = Path(value)
+    if not found.is_file():
+        raise ValueError(f"no such file: {value}")
+    return found
+
+
 def _log_level(value: str) -> str:
     level = value.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
@@ -192,6 +225,114 @@ REDIS_URL = Variable(
     show=mask_redis_url,
     help="Redis for streams, state store, events and the RQ callback queue. `redis://`, `rediss://` (TLS) "
     "or `unix://`. Its password is the secret part: `ksr config` shows it as `***`.",
+)
+REDIS_USERNAME = Variable(
+    name="KSR_REDIS_USERNAME",
+    path="redis.username",
+    parse=text,
+    default=None,
+    unit="name",
+    default_doc="the URL's user",
+    help="ACL user; wins over the user in `REDIS_URL` (the chart fills it from a Secret). "
+    "The minimal ACL is in docs/redis.md.",
+)
+REDIS_PASSWORD = Variable(
+    name="KSR_REDIS_PASSWORD",
+    path="redis.password",
+    parse=text,
+    default=None,
+    unit="text",
+    secret=True,
+    default_doc="the URL's password",
+    help="Password of the ACL user (or of `requirepass`); wins over the password in `REDIS_URL`.",
+)
+REDIS_TLS_CA = Variable(
+    name="KSR_REDIS_TLS_CA",
+    path="redis.tls_ca",
+    parse=_file,
+    default=None,
+    unit="path",
+    default_doc="the system's CAs",
+    help="PEM file of the CA that signed the server's certificate, for `rediss://`. The server name "
+    "(the URL's host, or the address Sentinel names) is always checked against the certificate.",
+)
+REDIS_TLS_CERT = Variable(
+    name="KSR_REDIS_TLS_CERT",
+    path="redis.tls_cert",
+    parse=_file,
+    default=None,
+    unit="path",
+    help="PEM client certificate for servers that require one (`tls-auth-clients yes`); with `KSR_REDIS_TLS_KEY`.",
+)
+REDIS_TLS_KEY = Variable(
+    name="KSR_REDIS_TLS_KEY",
+    path="redis.tls_key",
+    parse=_file,
+    default=None,
+    unit="path",
+    help="PEM private key of `KSR_REDIS_TLS_CERT`.",
+)
+REDIS_SENTINELS = Variable(
+    name="KSR_REDIS_SENTINELS",
+    path="redis.sentinels",
+    parse=_sentinels,
+    default=(),
+    unit="list",
+    show=_show_sentinels,
+    help="Sentinels as `host:port,...`: the primary of `KSR_REDIS_MASTER` is asked of them (redis-py's "
+    "`redis.sentinel`) and followed across failovers. `REDIS_URL` then gives only the scheme "
+    "(`rediss://` for TLS to the data nodes), the database and the credentials; its host is not used.",
+)
+REDIS_MASTER = Variable(
+    name="KSR_REDIS_MASTER",
+    path="redis.master",
+    parse=key_name,
+    default="mymaster",
+    unit="name",
+    help="The Sentinel service (master) name; used only with `KSR_REDIS_SENTINELS`.",
+)
+REDIS_SENTINEL_USERNAME = Variable(
+    name="KSR_REDIS_SENTINEL_USERNAME",
+    path="redis.sentinel_username",
+    parse=text,
+    default=None,
+    unit="name",
+    help="ACL user on the sentinels themselves (Sentinel's own `user`), if they require one.",
+)
+REDIS_SENTINEL_PASSWORD = Variable(
+    name="KSR_REDIS_SENTINEL_PASSWORD",
+    path="redis.sentinel_password",
+    parse=text,
+    default=None,
+    unit="text",
+    secret=True,
+    help="Password of the sentinels (Sentinel's `requirepass`), not of the data nodes.",
+)
+REDIS_SENTINEL_TLS = Variable(
+    name="KSR_REDIS_SENTINEL_TLS",
+    path="redis.sentinel_tls",
+    parse=_flag,
+    default=False,
+    unit="bool",
+    help="The sentinels speak TLS (with the same `KSR_REDIS_TLS_*` files).",
+)
+REDIS_MIN_REPLICAS = Variable(
+    name="KSR_REDIS_MIN_REPLICAS",
+    path="redis.min_replicas",
+    parse=integer(minimum=0, maximum=16),
+    default=Derived(lambda env: 1 if _set(env, "KSR_REDIS_SENTINELS") else 0, "`1` with Sentinel, else `0`"),
+    unit="count",
+    help="Replicas that must acknowledge (`WAIT`) the writes exactly-once rests on: the claim, the "
+    "Job's record, the term and the Redis lock. `0` never waits.",
+)
+REDIS_WAIT_TIMEOUT = Variable(
+    name="KSR_REDIS_WAIT_TIMEOUT",
+    path="redis.wait_timeout",
+    parse=seconds,
+    default=1.0,
+    unit="s",
+    help="How long one `WAIT` may take. A claim or record short of replicas is logged and goes on "
+    "(replays are harmless, docs/redis.md); a Redis lock write short of them counts as failed.",
 )
 STREAMS = Variable(
     name="KSR_STREAMS",
@@ -672,6 +813,18 @@ SECTIONS: tuple[Section, ...] = (
         "Redis and streams",
         (
             REDIS_URL,
+            REDIS_USERNAME,
+            REDIS_PASSWORD,
+            REDIS_TLS_CA,
+            REDIS_TLS_CERT,
+            REDIS_TLS_KEY,
+            REDIS_SENTINELS,
+            REDIS_MASTER,
+            REDIS_SENTINEL_USERNAME,
+            REDIS_SENTINEL_PASSWORD,
+            REDIS_SENTINEL_TLS,
+            REDIS_MIN_REPLICAS,
+            REDIS_WAIT_TIMEOUT,
             STREAMS,
             GROUP,
             READ_COUNT,

@@ -33,6 +33,7 @@ from runner.errors import KsrError
 from runner.settings import Settings
 from runner.store import scripts
 from runner.store.record import TERMINAL_STATES, Field, StateRecord
+from runner.store.replication import Replication
 from runner.store.replies import text
 from runner.store.streams import redis_errors
 
@@ -45,6 +46,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+TERM_KEY = "ksr:term"  # the stored leader term, the fencing token
 _PAGE = 500
 
 
@@ -77,9 +79,11 @@ class StateStore:
         ttl_seconds: int,
         prefix: str = "ksr:msg:",
         active_key: str = "ksr:active",
-        term_key: str = "ksr:term",
+        term_key: str = TERM_KEY,
         clock: Callable[[], float] = time.time,
+        replication: Replication | None = None,
     ) -> None:
+        """`replication` WAITs after the claim, the Job's record and the term (KSR_REDIS_MIN_REPLICAS)."""
         if ttl_seconds < 1:
             raise ValueError("ttl_seconds must be >= 1")
         self.redis = redis_client
@@ -88,6 +92,7 @@ class StateStore:
         self.term_key = term_key
         self.ttl_seconds = ttl_seconds
         self.clock = clock
+        self.replication = replication or Replication()
         self._claim = scripts.load(redis_client, "claim", fenced=True)
         self._update = scripts.load(redis_client, "update", fenced=True)
         self._mark = scripts.load(redis_client, "mark_callback", fenced=True)
@@ -98,7 +103,13 @@ class StateStore:
     def from_settings(cls, redis_client: redis.Redis, settings: Settings) -> StateStore:
         """The store with the key names and TTL of `settings` (KSR_STATE_TTL, CACHE_JOB_KEY_PREFIX)."""
         s = settings.state
-        return cls(redis_client, ttl_seconds=s.ttl_seconds, prefix=s.key_prefix, active_key=s.active_key)
+        return cls(
+            redis_client,
+            ttl_seconds=s.ttl_seconds,
+            prefix=s.key_prefix,
+            active_key=s.active_key,
+            replication=Replication(replicas=settings.redis.min_replicas, timeout=settings.redis.wait_timeout),
+        )
 
     def key(self, message_id: str) -> str:
         return self.prefix + message_id
@@ -106,9 +117,15 @@ class StateStore:
     def _now_ms(self) -> str:
         return str(int(self.clock() * 1000))
 
-    def _run(self, script: Any, keys: list[str], args: list[Any], term: int | None) -> list[Any]:
+    def _run(self, script: Any, keys: list[str], args: list[Any], term: int | None, *, durable: str = "") -> list[Any]:
+        """Run a fenced script; `durable` names a write that must reach the replicas."""
+        keys = [self.term_key, *keys]
+        args = ["" if term is None else int(term), *args]
         with redis_errors():
-            reply = script(keys=[self.term_key, *keys], args=["" if term is None else int(term), *args])
+            if durable:
+                reply = self.replication.run(self.redis, script, keys=keys, args=args, what=durable)
+            else:
+                reply = script(keys=keys, args=args)
         if text(reply[0]) == "STALE":
             raise StaleTerm(int(term or 0), int(reply[1]))
         return list(reply)
@@ -122,7 +139,9 @@ class StateStore:
         dead-lettered) also answers DUPLICATE; use release() to let it run again.
         """
         terminal = "," + ",".join(sorted(TERMINAL_STATES)) + ","
-        reply = self._run(self._claim, [self.key(message_id)], [stream, entry_id, self._now_ms(), terminal], term)
+        reply = self._run(
+            self._claim, [self.key(message_id)], [stream, entry_id, self._now_ms(), terminal], term, durable="claim"
+        )
         return ClaimResult(ClaimStatus(text(reply[0])), StateRecord.from_reply(reply[1]))
 
     def record_job(
@@ -175,7 +194,11 @@ class StateStore:
     def _write(self, message_id: str, mode: str, term: int | None, fields: dict[str, Any]) -> None:
         flat = [x for k, v in fields.items() if v is not None for x in (k, _field(v))]
         self._run(
-            self._update, [self.key(message_id), self.active_key], [message_id, mode, self.ttl_seconds, *flat], term
+            self._update,
+            [self.key(message_id), self.active_key],
+            [message_id, mode, self.ttl_seconds, *flat],
+            term,
+            durable="the Job's record" if mode == "record" else "",
         )
 
     def mark_callback_sent(
@@ -249,7 +272,9 @@ class StateStore:
     def advance_term(self, term: int) -> int:
         """Raise the stored term to `term` (never lowers it); returns the stored term."""
         with redis_errors():
-            return int(self._advance(keys=[self.term_key], args=[int(term)]))
+            return int(
+                self.replication.run(self.redis, self._advance, keys=[self.term_key], args=[int(term)], what="the term")
+            )
 
     def fence(self, term: int) -> None:
         """Raise StaleTerm when `term` is older than the stored one (a read-only check)."""

@@ -35,6 +35,7 @@ from runner.errors import ConfigError
 from runner.settings import Settings
 from runner.store.record import StateRecord
 from runner.store.state import StateStore
+from tests.support.pipeline import rq_worker
 from tests.support.ports import free_port, wait_for
 from tests.support.redis_server import RedisServer
 from tests.support.tarpit import Tarpit
@@ -501,14 +502,17 @@ def test_rq_job_ids_are_valid_and_distinct() -> None:
     )
 
 
-def test_worker_command_runs_the_scheduler_and_keeps_the_password_out_of_argv() -> None:
+def test_worker_command_runs_the_scheduler_and_keeps_the_password_out_of_argv(redis_server, redis_client) -> None:
     settings = Settings.from_env({"REDIS_URL": "redis://:s3cret@127.0.0.1:6379/0", "POD_NAME": "p-1"})
     argv = worker_command(settings)
-    assert (
-        argv[1:4] == ["-m", "rq.cli", "worker"] and "--with-scheduler" in argv and argv[-2:] == [QUEUE, QUEUE + "-slow"]
-    )
+    # Our entry point, so that the worker's client comes from runner.store.connection.
+    assert argv[1:] == ["-m", "runner.callbacks.worker", QUEUE, QUEUE + "-slow"]
     assert not any("s3cret" in a for a in argv)
-    assert worker_env(settings)["RQ_REDIS_URL"] == "redis://:s3cret@127.0.0.1:6379/0"
+    assert worker_env(settings)["REDIS_URL"] == "redis://:s3cret@127.0.0.1:6379/0"
+    # The scheduler runs: the worker takes RQ's scheduler lock of the queue.
+    env = {"REDIS_URL": redis_server.url, "POD_NAME": "p-1", "KSR_LOCK": "redis", "KSR_EXECUTOR": "local"}
+    with rq_worker(env):
+        wait_for(lambda: redis_client.exists(f"rq:scheduler-lock:{QUEUE}") == 1, timeout=20, what="the scheduler lock")
 
 
 @pytest.mark.parametrize(

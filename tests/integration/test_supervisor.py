@@ -121,7 +121,7 @@ def test_dead_rq_worker_is_restarted(make_stack):
     wait_for(
         lambda: (
             subprocess.run(["ps", "-o", "args=", "-p", str(new_pid)], capture_output=True, text=True).stdout.find(
-                "rq.cli worker"
+                "runner.callbacks.worker"
             )
             >= 0
         ),

@@ -12,12 +12,15 @@ from pathlib import Path
 import redis
 
 from tests.support.ports import free_port, wait_for
+from tests.support.tls import Pki
 
 
 class RedisServer:
     """One redis-server process; `stop()`/`start()` again keep the same port (for outage tests)."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, args: tuple[str, ...] = (), tls: Pki | None = None) -> None:
+        """`args` are added to redis-server's; with `tls` the port speaks only TLS and
+        requires a client certificate signed by `tls.ca`."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not on PATH (make test installs it: apt-get install redis-server)")
@@ -25,19 +28,33 @@ class RedisServer:
         self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="ksr-redis-"))
         self.proc: subprocess.Popen[bytes] | None = None
+        self.extra_args = args
+        self.tls = tls
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
-    def client(self, db: int = 0) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, db=db, socket_timeout=5)
+    def client(self, db: int = 0, **kw: object) -> redis.Redis:
+        if self.tls is not None:
+            kw.update(
+                ssl=True,
+                ssl_ca_certs=str(self.tls.ca),
+                ssl_certfile=str(self.tls.client_cert),
+                ssl_keyfile=str(self.tls.client_key),
+            )
+        return redis.Redis(host="127.0.0.1", port=self.port, db=db, socket_timeout=5, **kw)  # type: ignore[arg-type]
 
     def start(self) -> RedisServer:
+        if self.tls is not None:
+            t = self.tls
+            ports = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(t.server_cert),
+                     "--tls-key-file", str(t.server_key), "--tls-ca-cert-file", str(t.ca), "--tls-auth-clients", "yes"]  # fmt: skip
+        else:
+            ports = ["--port", str(self.port)]
         args = [
             self.binary,
-            "--port",
-            str(self.port),
+            *ports,
             "--bind",
             "127.0.0.1",
             "--dir",
@@ -50,6 +67,7 @@ class RedisServer:
             "yes",
             "--databases",
             "16",
+            *self.extra_args,
         ]
         log = open(self.dir / "redis.log", "ab")
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
