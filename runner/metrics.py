@@ -256,6 +256,8 @@ class MetricsObserver:
             case StreamsSampled(stats=stats):
                 self._sampled.update(stats)
                 m.set_stream_stats(stats)
+                for stream in stats:  # a labelled counter has no series until its child exists
+                    m.group_recreated.labels(stream=stream)
             case GroupRecreated(stream=stream):
                 m.group_recreated.labels(stream=stream).inc()
             case KubeRequest(verb=verb, code=code, seconds=seconds):

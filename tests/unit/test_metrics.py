@@ -194,3 +194,18 @@ def test_cleanup_dead_processes_drops_live_gauges_only(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [f"counter_{dead_pid}.db", f"gauge_livemax_{os.getpid()}.db"]
     )
+
+
+def test_sampled_streams_export_a_zero_group_recreated_counter(fresh):
+    """The dashboard's "consumer groups recreated" panel has a series per stream before
+    any group was ever recreated (a labelled counter is absent until its child exists)."""
+    from runner.signals import GroupRecreated, StreamsSampled
+
+    m, registry = fresh
+    observer = metrics.MetricsObserver(lambda: m)
+    row = {"length": 1, "pending": 0, "lag": 0, "dead": 0}
+    observer(StreamsSampled({"ksr:jobs:a": row, "ksr:jobs:b": row}))
+    assert value(registry, "ksr_redis_group_recreated_total", stream="ksr:jobs:a") == 0
+    assert value(registry, "ksr_redis_group_recreated_total", stream="ksr:jobs:b") == 0
+    observer(GroupRecreated("ksr:jobs:b"))
+    assert value(registry, "ksr_redis_group_recreated_total", stream="ksr:jobs:b") == 1
