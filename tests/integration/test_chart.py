@@ -625,6 +625,24 @@ RULE_TESTS = [
             {"eval_time": "3m", "alertname": "KsrTwoLeaders", "exp_alerts": []},
         ],
     },
+    {  # every replica's scrape fails (crash loop, all pods stopped): the gauges go stale, up is 0
+        "interval": "1m",
+        "input_series": [
+            {"series": f'ksr_leader{{{S}, instance="a"}}', "values": "1 1 stale"},
+            {"series": f'ksr_leader{{{S}, instance="b"}}', "values": "0 0 stale"},
+            {"series": f'up{{{S}, instance="a"}}', "values": "1 1 0x10"},
+            {"series": f'up{{{S}, instance="b"}}', "values": "1 1 0x10"},
+            {"series": 'up{namespace="ns", job="other", instance="c"}', "values": "0x12"},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "3m", "alertname": "KsrNoLeader", "exp_alerts": []},
+            {
+                "eval_time": "5m",
+                "alertname": "KsrNoLeader",
+                "exp_alerts": [{"exp_labels": {"severity": "critical", "namespace": "ns", "job": "ksr"}}],
+            },
+        ],
+    },
     {  # two leaders for more than a minute; a one-scrape overlap does not fire
         "interval": "1m",
         "input_series": [
