@@ -14,7 +14,7 @@ from runner.process.lifeline import die_with_parent
 from runner.settings import Settings
 from runner.settings.variables import POD_NAME
 
-# Retries and ordering waits are scheduled jobs, moved to the queue by whichever worker
+# Retries are scheduled jobs, moved to their queue by whichever worker
 # holds RQ's scheduler lock. When that worker dies with its pod the lock lapses after 61 s,
 # and the others only try to take it in their maintenance pass, which RQ runs every 600 s
 # and an idle worker reaches only between blocking reads of worker_ttl - 15 s (default 405).
@@ -38,9 +38,9 @@ def worker_command(settings: Settings) -> list[str]:
 
     It is `main()` below rather than `rq worker`: RQ's command line builds its own client
     from a URL, and this one must be `runner.store.connection.connect`'s (TLS files, ACL
-    credentials from their variables, Sentinel). The scheduler is required: retries and
-    ordering waits are scheduled jobs, and without one they would never run. Every replica
-    runs one; RQ's lock makes one scheduler active per queue at a time.
+    credentials from their variables, Sentinel). The scheduler is required: retries are
+    scheduled jobs, and without one they would never run. Every replica runs one; RQ's
+    lock makes one scheduler active per queue at a time.
     """
     return [sys.executable, "-m", __name__, *queues(settings)]  # the main queue first: see runner.callbacks.lanes
 

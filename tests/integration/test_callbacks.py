@@ -37,6 +37,7 @@ from runner.store.record import StateRecord
 from runner.store.state import StateStore
 from tests.support.pipeline import rq_worker
 from tests.support.ports import free_port, wait_for
+from tests.support.procs import kill_tree
 from tests.support.redis_server import RedisServer
 from tests.support.tarpit import Tarpit
 
@@ -186,9 +187,9 @@ class Workers:
                 proc.wait(5)
 
     def kill(self) -> None:
-        """SIGKILL every worker, as when a pod dies mid-delivery."""
+        """SIGKILL every worker and its scheduler process, as when a pod dies mid-delivery."""
         for proc in self.procs:
-            proc.kill()
+            kill_tree(proc.pid)
             proc.wait(5)
         self.procs = []
 

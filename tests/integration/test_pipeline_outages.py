@@ -157,7 +157,7 @@ def test_retries_go_on_when_the_worker_holding_the_scheduler_lock_is_killed(
     redis_server, redis_client, kube, namespace, receiver
 ):
     """Two replicas' RQ workers; the first holds RQ's scheduler lock (61 s TTL) and dies by
-    SIGKILL, as in a killed pod. Retries and ordering waits are scheduled jobs: the survivor
+    SIGKILL, as in a killed pod. Retries are scheduled jobs: the survivor
     must take the scheduler over once the lock expires, or callbacks stall."""
     env = base_env(
         redis_url=redis_server.url, namespace=namespace, kubeconfig=kube.kubeconfig, KSR_CALLBACK_MAX_ATTEMPTS="200"
