@@ -218,8 +218,6 @@ class Elector:
             self._fire(events)  # outside the I/O lock: a callback may call release()
         return self.is_leading()
 
-    try_acquire_or_renew = step
-
     def release(self) -> bool:
         """Give up leadership: stop leading at once, then clear the holder so another
         candidate takes over at its next retry. Returns whether we were leading."""

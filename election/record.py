@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from election.errors import LockError
@@ -35,9 +35,6 @@ class LeaderRecord:
     renew_time: _dt.datetime | None = None
     transitions: int = 0
     version: str | None = None
-
-    def without_version(self) -> LeaderRecord:
-        return replace(self, version=None)
 
 
 def format_time(t: _dt.datetime | None) -> str | None:

@@ -26,7 +26,6 @@ __all__ = [
     "ContextFilter",
     "JsonFormatter",
     "TextFormatter",
-    "current_context",
     "dict_config",
     "log_context",
     "setup_logging",
@@ -50,10 +49,6 @@ def log_context(**fields: Any) -> Iterator[None]:
         yield
     finally:
         _context.reset(token)
-
-
-def current_context() -> dict[str, Any]:
-    return dict(_context.get())
 
 
 class ContextFilter(logging.Filter):

@@ -15,11 +15,7 @@ from runner.cli._output import emit_json
 
 log = logging.getLogger(__name__)
 
-WINDOW_SECONDS = 60.0
-EVENTS_PAGE = 1000
 HEALTH_TIMEOUT = 3.0
-DONE, FAILED, DISPATCHED = "done", "failed", "dispatched"
-_OUTCOME = {0: DISPATCHED, 2: DONE, 3: FAILED, 99: FAILED}
 
 
 # -- health ---------------------------------------------------------------------------------------

@@ -255,14 +255,6 @@ class KubeApi:
 
         return WatchStream(open_response, on_open=lambda: self.signals.emit(KubeRequest("watch", 200, 0.0)))
 
-    def version(self) -> dict:
-        return self.call(
-            "get",
-            lambda: _json(
-                k8s.VersionApi(self.api_client).get_code(_preload_content=False, _request_timeout=self.timeout)
-            ),
-        )
-
 
 class WatchStream:
     """One watch request's events. `abort()`, from any thread, ends the iteration at once:

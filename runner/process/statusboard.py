@@ -105,17 +105,11 @@ class StatusBoard:
     # -- runner side -------------------------------------------------------------------------
 
     def beat(self, loop: str) -> None:
-        """`loop` is alive. Liveness fails when a loop that beat once stops beating, until
-        `stop_loop(loop)` says it stopped on purpose."""
+        """`loop` is alive. Liveness fails when a loop that beat once stops beating (the
+        runner's loop beats whether it leads or follows)."""
         with self._mutex:
             self._loops[loop] = {"monotonic": self._clock.monotonic(), "wall": time.time()}
             self._write_locked(force=False)
-
-    def stop_loop(self, loop: str) -> None:
-        """`loop` ended on purpose (e.g. the reader when leadership ends): stop judging it."""
-        with self._mutex:
-            if self._loops.pop(loop, None) is not None:
-                self._write_locked(force=True)
 
     def set_leadership(self, *, leading: bool, leader: str | None, term: int | None) -> None:
         with self._mutex:

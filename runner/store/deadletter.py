@@ -45,7 +45,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-REASONS = ("invalid", "policy", "api_rejected", "poison", "webhook_refused", "deleted")
+REASONS = ("invalid", "policy", "api_rejected", "poison")
 DEFAULT_MAXLEN = 100_000
 ERROR_MAX_CHARS = 8192  # an apiserver message can be long; the dead letter needs the gist
 _EXTRA = b"field:"

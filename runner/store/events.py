@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from redis.client import Pipeline
 
 from runner.store.replies import text
 from runner.store.streams import redis_errors
@@ -42,7 +41,7 @@ class Event:
 
 
 def append_event(
-    redis_or_pipeline: redis.Redis | Pipeline,
+    redis_client: redis.Redis,
     *,
     message_id: str,
     status: int,
@@ -51,9 +50,8 @@ def append_event(
     stream: str = EVENTS_STREAM,
     maxlen: int = DEFAULT_MAXLEN,
     now: float | None = None,
-) -> str | None:
-    """XADD one transition. Returns the event id, or None when given a pipeline (the
-    caller's MULTI then carries it together with its own writes)."""
+) -> str:
+    """XADD one transition; returns the event id."""
     fields: dict[Any, Any] = {
         "id": message_id,
         "status": int(status),
@@ -63,9 +61,7 @@ def append_event(
     if job_name:
         fields["job"] = job_name
     with redis_errors():
-        result = redis_or_pipeline.xadd(stream, fields, maxlen=maxlen, approximate=True)
-    if isinstance(redis_or_pipeline, Pipeline):
-        return None
+        result = redis_client.xadd(stream, fields, maxlen=maxlen, approximate=True)
     return text(result)
 
 

@@ -35,14 +35,6 @@ def test_append_and_read(redis_client: redis.Redis) -> None:
     assert [e.status for e in read_events(redis_client, after=first)] == [3]
 
 
-def test_events_in_a_callers_transaction(redis_client: redis.Redis) -> None:
-    pipe = redis_client.pipeline(transaction=True)
-    pipe.hset("ksr:msg:m2", "state", "running")
-    assert append_event(pipe, message_id="m2", status=1, detail={"podName": "p"}) is None
-    pipe.execute()
-    assert [e.status for e in read_events(redis_client)] == [1]
-
-
 def test_events_capped_by_length(redis_client: redis.Redis) -> None:
     for i in range(2000):
         append_event(redis_client, message_id=f"m{i}", status=2, detail={"duration": i}, maxlen=500)
