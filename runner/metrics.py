@@ -43,12 +43,16 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from runner.signals import (
     ActiveJobs,
     Beat,
+    Cancelled,
     Dispatched,
     GroupRecreated,
     JobFinished,
     KubeRequest,
     Leadership,
     MessageHandled,
+    ScheduledMoved,
+    ScheduledWaiting,
+    ScheduleTick,
     Signal,
     StreamsSampled,
     StreamStatsLike,
@@ -72,8 +76,10 @@ ENV_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 # ksr_messages_total{outcome}; how each outcome feeds the two series operators of
 # queue-to-Job workers already graph (docs/operations.md has the table).
-MESSAGE_OUTCOMES = ("dispatched", "duplicate", "invalid", "dead_lettered", "retried")
-_PROCESSED = frozenset({"dispatched", "duplicate", "invalid", "dead_lettered"})  # acked: done with
+MESSAGE_OUTCOMES = ("dispatched", "duplicate", "invalid", "dead_lettered", "retried", "scheduled", "cancelled")
+_PROCESSED = frozenset(
+    {"dispatched", "duplicate", "invalid", "dead_lettered", "scheduled", "cancelled"}
+)  # acked: done with
 _FAILED = frozenset({"invalid", "dead_lettered"})  # done with, and no Job came of it
 
 # Entry id time -> Job created: milliseconds when idle, minutes when a backlog drains.
@@ -173,6 +179,25 @@ class Metrics:
             ["status", "outcome"],
             registry=r,
         )
+        # -- scheduling (the leader's scheduler thread; cancels from the tracker)
+        self.scheduled_waiting = Gauge(
+            "ksr_scheduled_waiting",
+            "Delayed messages held until they are due",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.scheduled_moved = Counter(
+            "ksr_scheduled_moved", "Delayed messages moved back into their stream when due", ["stream"], registry=r
+        )
+        self.schedule_ticks = Counter(
+            "ksr_schedule_ticks",
+            "Recurring schedule ticks, by entry and outcome (fired, missed, caught_up)",
+            ["entry", "outcome"],
+            registry=r,
+        )
+        self.cancellations = Counter(
+            "ksr_cancellations", "Messages cancelled, by stage (scheduled, pending, running)", ["stage"], registry=r
+        )
         # -- liveness
         self.loop_heartbeat = Gauge(
             "ksr_loop_heartbeat_timestamp_seconds",
@@ -262,6 +287,14 @@ class MetricsObserver:
                 m.group_recreated.labels(stream=stream).inc()
             case KubeRequest(verb=verb, code=code, seconds=seconds):
                 m.observe_kube_request(verb, code, seconds)
+            case ScheduledWaiting(count=count):
+                m.scheduled_waiting.set(count)
+            case ScheduledMoved(stream=stream, count=count):
+                m.scheduled_moved.labels(stream=stream).inc(count)
+            case ScheduleTick(entry=entry, outcome=outcome, count=count):
+                m.schedule_ticks.labels(entry=entry, outcome=outcome).inc(count)
+            case Cancelled(stage=stage):
+                m.cancellations.labels(stage=stage).inc()
 
     def _zero_leader_gauges(self, m: Metrics) -> None:
         # Only the leader samples streams and counts active Jobs. A former leader's last
@@ -269,6 +302,7 @@ class MetricsObserver:
         # on the dashboard). Zero rather than remove: prometheus_client's multiprocess mode
         # cannot remove a series.
         m.active_jobs.set(0)
+        m.scheduled_waiting.set(0)
         if self._sampled:
             m.set_stream_stats(dict.fromkeys(self._sampled, {"length": 0, "pending": 0, "lag": 0, "dead": 0}))
 

@@ -28,6 +28,7 @@ from election.clock import SYSTEM_CLOCK, Clock
 __all__ = [
     "ActiveJobs",
     "Beat",
+    "Cancelled",
     "Dispatched",
     "ElectorState",
     "ErrorRecorded",
@@ -37,6 +38,9 @@ __all__ = [
     "Leadership",
     "MessageHandled",
     "Observer",
+    "ScheduleTick",
+    "ScheduledMoved",
+    "ScheduledWaiting",
     "Signal",
     "Signals",
     "StreamsSampled",
@@ -141,6 +145,38 @@ class KubeRequest:
 
 
 @dataclass(frozen=True)
+class ScheduledWaiting:
+    """The leader counted the delayed messages held, and the earliest due time."""
+
+    count: int
+    next_due: float | None  # Unix time, None when nothing is held
+
+
+@dataclass(frozen=True)
+class ScheduledMoved:
+    """Delayed messages came due and were moved back into `stream`."""
+
+    stream: str
+    count: int
+
+
+@dataclass(frozen=True)
+class ScheduleTick:
+    """A recurring schedule's ticks: `outcome` is fired | missed | caught_up."""
+
+    entry: str
+    outcome: str
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    """A message was cancelled (its one 99 `Cancelled` sent) at `stage`: scheduled | pending | running."""
+
+    stage: str
+
+
+@dataclass(frozen=True)
 class ErrorRecorded:
     """An error worth showing to operators (the board keeps the last ones)."""
 
@@ -158,6 +194,10 @@ Signal = (
     | StreamsSampled
     | GroupRecreated
     | KubeRequest
+    | ScheduledWaiting
+    | ScheduledMoved
+    | ScheduleTick
+    | Cancelled
     | ErrorRecorded
 )
 

@@ -3,7 +3,9 @@
     ksr submit | validate            runner.cli.submit
     ksr pending list|replay|ack      runner.cli.pending
     ksr dead list|show|replay|purge  runner.cli.dead
-    ksr jobs list                    runner.cli.jobs
+    ksr jobs list|show               runner.cli.jobs
+    ksr cancel, ksr scheduled list,
+    ksr schedules list               runner.cli.schedule
     ksr status | health | config     runner.cli.status, runner.cli.health, runner.cli.config
     ksr run, ksr dev                 runner.cli.run, runner.cli.dev
 
@@ -51,7 +53,7 @@ def main(ctx: click.Context, redis_url: str | None, verbose: int) -> None:
 
 
 def _register() -> None:
-    from runner.cli import config, dead, dev, health, jobs, pending, run, status, submit
+    from runner.cli import config, dead, dev, health, jobs, pending, run, schedule, status, submit
 
     for command in (
         submit.submit,
@@ -59,6 +61,9 @@ def _register() -> None:
         pending.pending,
         dead.dead,
         jobs.jobs,
+        schedule.cancel,
+        schedule.scheduled,
+        schedule.schedules,
         status.status,
         health.health,
         config.config,

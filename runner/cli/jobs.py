@@ -1,4 +1,5 @@
-"""`ksr jobs list`: the Jobs in flight (the active set), looking, never touching."""
+"""`ksr jobs list`: the Jobs in flight (the active set); `ksr jobs show ID`: one message,
+wherever it is. Looking, never touching."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from typing import Any
 
 import click
 
-from runner.cli._context import cli_context, json_option
-from runner.cli._output import age_of_ms, emit_json, print_table
+from runner.cli._context import cli_context, fail, json_option
+from runner.cli._output import age_of_ms, emit_json, format_ms_time, print_table
+from runner.client import Client, Status
 from runner.durations import format_age
+from runner.store.record import StateRecord
 from runner.store.state import StateStore
 
 log = logging.getLogger(__name__)
@@ -49,3 +52,86 @@ def jobs_list(as_json: bool) -> None:
         [[r["message_id"], r["job_name"], r["namespace"], r["state"], format_age(r["age_seconds"])] for r in rows],
         empty="no active jobs",
     )
+
+
+# -- jobs show --------------------------------------------------------------------------------
+
+_TIMES = ("claimed_at", "created_at", "updated_at", "finished_at", "cancelled_at", "cancel_requested")
+
+
+def describe(status: Status) -> dict[str, Any]:
+    """What `ksr jobs show` prints: where the message is now and what its record says."""
+    record = StateRecord(status.record)
+    callbacks = []
+    for code in record.callbacks():
+        marked = record.callback_first_owed(code)
+        callbacks.append(
+            {
+                "status": code,
+                "enqueued_at": None if marked is None else format_ms_time(int(marked * 1000)),
+                "delivery": record.callback_outcome(code) or "in flight",
+                "attempts": record.callback_attempts(code),
+                "detail": record.callback_detail(code) or None,
+            }
+        )
+    error = next((c["detail"]["error"] for c in reversed(callbacks) if (c["detail"] or {}).get("error")), None)
+    where = {
+        "scheduled": f"scheduled for {format_ms_time(int((status.due or 0) * 1000))} in {status.stream}",
+        "pending": f"pending in stream {status.stream}" if status.stream else "pending",
+        "running": "running" if status.state == "running" else f"{status.state} (the Job exists)",
+        "finished": f"finished: {status.state}",
+        "unknown": "unknown: no record, not scheduled, not waiting in a stream",
+    }[status.where]
+    started = record.get("started_at")
+    return {
+        "id": status.id,
+        "where": status.where,
+        "now": where,
+        "state": status.state,
+        "stream": status.stream,
+        "entry_id": record.get("entry_id"),
+        "due": None if status.due is None else format_ms_time(int(status.due * 1000)),
+        "job_name": record.get("job_name"),
+        "namespace": record.get("namespace"),
+        "pod_name": record.get("pod_name") or None,
+        "callbacks": callbacks,
+        "times": {
+            **{k: format_ms_time(int(record[k])) for k in _TIMES if record.get(k, "").isdigit()},
+            **({"started_at": format_ms_time(int(float(started) * 1000))} if started else {}),
+        },
+        "error": error,
+        "cancel_stage": record.get("cancel_stage"),
+    }
+
+
+@jobs.command("show")
+@click.argument("message_id")
+@json_option
+def jobs_show(message_id: str, as_json: bool) -> None:
+    """One message by id: where it is now (scheduled for T, pending in stream S, running,
+    finished), its Job and pod, the callbacks sent and how their delivery went, timestamps,
+    and the error if any. Exit 1 when nothing is known of it."""
+    obj = cli_context()
+    status = Client(obj.settings(), redis_client=obj.redis()).status(message_id)
+    doc = describe(status)
+    if as_json:
+        emit_json(doc)
+    else:
+        click.echo(f"{message_id}: {doc['now']}")
+        for label, key in (
+            ("stream", "stream"),
+            ("entry", "entry_id"),
+            ("job", "job_name"),
+            ("namespace", "namespace"),
+            ("pod", "pod_name"),
+        ):
+            if doc[key]:
+                click.echo(f"  {label:<10} {doc[key]}")
+        for name, value in doc["times"].items():
+            click.echo(f"  {name:<10} {value}" if len(name) <= 10 else f"  {name} {value}")
+        for cb in doc["callbacks"]:
+            click.echo(f"  callback {cb['status']:<3} enqueued {cb['enqueued_at']}, delivery: {cb['delivery']}")
+        if doc["error"]:
+            click.echo(f"  error      {doc['error'].get('errorCode')}: {doc['error'].get('message')}")
+    if status.where == "unknown":
+        fail(f"no message {message_id} known (no record, not scheduled, not waiting in a stream)")

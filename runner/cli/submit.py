@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,8 +21,9 @@ from typing import IO, Any
 import click
 
 from runner.cli._context import cli_context, fail, json_option
-from runner.cli._output import emit_json
+from runner.cli._output import DURATION, emit_json
 from runner.errors import InvalidMessage
+from runner.pipeline.delay import due_time
 from runner.pipeline.message import Message, parse_message
 from runner.pipeline.policy import check_policy
 from runner.settings import Settings
@@ -93,12 +95,27 @@ def read_items(text: str, name: str) -> list[Item]:
 _NOT_JSON = object()
 
 
+def with_timing(payload: str, timing: dict[str, Any]) -> str:
+    """The payload with --at / --in applied (runAt / delaySeconds; the other one removed)."""
+    try:
+        doc = json.loads(payload)
+    except ValueError:
+        return payload  # parse_message reports it
+    if not isinstance(doc, dict):
+        return payload
+    for key in ("runAt", "delaySeconds"):
+        doc.pop(key, None)
+    return _compact({**doc, **timing})
+
+
 def check_items(items: list[Item], settings: Settings, *, policy: bool) -> list[Item]:
     """Validate every item in place; return the invalid ones."""
     max_bytes = settings.streams.max_message_bytes
+    now = time.time()
     for item in items:
         try:
             item.message = parse_message(item.payload, max_bytes=max_bytes)
+            due_time(item.message, added_at=now, now=now, max_ahead=settings.schedule.max_ahead)
             if policy:
                 check_policy(item.message, settings)
         except InvalidMessage as e:
@@ -121,10 +138,7 @@ def report_invalid(invalid: list[Item]) -> None:
 
 def default_stream(settings: Settings) -> str:
     """The "default" priority stream: the one whose last segment is `default`, else the first."""
-    for stream in settings.streams.streams:
-        if stream.rsplit(":", 1)[-1] == "default":
-            return stream
-    return settings.streams.streams[0]
+    return settings.streams.default_stream
 
 
 def _read_input(source: IO[bytes], name: str) -> str:
@@ -135,12 +149,17 @@ def _read_input(source: IO[bytes], name: str) -> str:
         fail(f"{name}: not UTF-8 ({e.reason} at byte {e.start})")
 
 
-def _load(source: IO[bytes], settings: Settings, *, policy: bool) -> tuple[list[Item], list[Item]]:
+def _load(
+    source: IO[bytes], settings: Settings, *, policy: bool, timing: dict[str, Any] | None = None
+) -> tuple[list[Item], list[Item]]:
     raw_name = str(getattr(source, "name", "-"))
     name = "stdin" if raw_name in ("<stdin>", "-") else raw_name
     items = read_items(_read_input(source, name), name)
     if not items:
         fail(f"{name}: no messages")
+    if timing:
+        for item in items:
+            item.payload = with_timing(item.payload, timing)
     return items, check_items(items, settings, policy=policy)
 
 
@@ -161,6 +180,21 @@ policy_option = click.option(
     default=None,
     help="Stream to add to (one of KSR_STREAMS); default: the 'default' priority stream.",
 )
+@click.option(
+    "--at",
+    "run_at",
+    metavar="TIME",
+    default=None,
+    help="Run no earlier than TIME (RFC 3339 with an offset, e.g. 2026-12-01T10:00:00+01:00): sets runAt.",
+)
+@click.option(
+    "--in",
+    "run_in",
+    metavar="DURATION",
+    type=DURATION,
+    default=None,
+    help="Run after DURATION (30s, 5m, 1h): sets delaySeconds.",
+)
 @policy_option
 @click.option("--skip-invalid", is_flag=True, help="Submit the valid messages even if some are invalid (still exit 1).")
 @click.option(
@@ -170,7 +204,14 @@ policy_option = click.option(
 )
 @json_option
 def submit(
-    source: IO[bytes], stream: str | None, policy: bool, skip_invalid: bool, progress: bool | None, as_json: bool
+    source: IO[bytes],
+    stream: str | None,
+    run_at: str | None,
+    run_in: float | None,
+    policy: bool,
+    skip_invalid: bool,
+    progress: bool | None,
+    as_json: bool,
 ) -> None:
     """Validate messages and add them to a stream.
 
@@ -187,7 +228,10 @@ def submit(
         raise click.BadParameter(
             f"{stream!r} is not one of KSR_STREAMS ({', '.join(settings.streams.streams)})", param_hint="'--stream'"
         )
-    items, invalid = _load(source, settings, policy=policy)
+    if run_at is not None and run_in is not None:
+        raise click.UsageError("give --at or --in, not both")
+    timing = {"runAt": run_at} if run_at is not None else {"delaySeconds": run_in} if run_in is not None else {}
+    items, invalid = _load(source, settings, policy=policy, timing=timing)
     report_invalid(invalid)
     if invalid and not skip_invalid:
         fail(f"{len(invalid)} of {len(items)} messages invalid; nothing submitted (--skip-invalid submits the rest)")

@@ -83,6 +83,14 @@ class LocalExecutor:
         with self._mutex:
             return set(self._running) | set(self._pending)
 
+    def kill(self, name: str) -> None:
+        """End the process of Job `name` (a cancel); its end is then no news to the tracker."""
+        with self._mutex:
+            self._pending.pop(name, None)
+            proc = self._running.get(name)
+        if proc is not None:
+            proc.terminate()
+
     def stop(self) -> None:
         with self._mutex:
             procs = list(self._running.values())

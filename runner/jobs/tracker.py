@@ -21,9 +21,9 @@ import redis
 from runner.callbacks.chain import owed_key, owed_member
 from runner.logs import log_context
 from runner.settings import Settings
-from runner.signals import JobFinished, Signals
+from runner.signals import Cancelled, JobFinished, Signals
 from runner.store.events import append_event
-from runner.store.record import StateRecord
+from runner.store.record import Field, StateRecord
 from runner.store.state import StateStore
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,31 @@ class Tracker:
 
     def exception(self, message_id: str, *, code: str, message: str) -> None:
         self._advance(message_id, EXCEPTION, {"error": {"errorCode": code, "message": message}})
+
+    def cancelled(self, message_id: str, *, stage: str, webhook: str | None = None) -> bool:
+        """Cancelled at `stage` (scheduled | pending | running): the record ends `cancelled`
+        and the producer gets one 99 `Cancelled`. True for the caller that sent it; False when
+        it was sent already or the message ended first. `webhook` is the message's, for a
+        record written before the message was read (it has none of its own)."""
+        detail = {"error": {"errorCode": "Cancelled", "message": f"cancelled while {stage}"}}
+        with self._mutex:
+            record = self.state.get(message_id)
+            if record is None:
+                return False
+            if webhook and not record.webhook:
+                record = StateRecord({**record, Field.WEBHOOK: webhook})
+            if record.state != "cancelled":
+                if record.is_terminal or not record.has_job:
+                    return False
+                self._ensure_created(message_id, record)
+                self.state.finish(message_id, "cancelled", term=self._term(), cancel_stage=stage)
+            if not self._emit(message_id, EXCEPTION, detail, record):
+                return False
+        self.signals.emit(Cancelled(stage))
+        self._on_finished()
+        with log_context(message_id=message_id):
+            log.info("message %s cancelled while %s", message_id, stage)
+        return True
 
     # -- internals ---------------------------------------------------------------------
     def _advance(

@@ -25,6 +25,7 @@ from runner.jobs.executors import Executor
 from runner.jobs.kube import JobRef, Stopped
 from runner.jobs.tracker import Tracker
 from runner.logs import log_context
+from runner.pipeline.delay import DelayGate
 from runner.pipeline.message import Message, parse_entry
 from runner.pipeline.policy import check_policy
 from runner.settings import Settings
@@ -53,9 +54,12 @@ class Dispatcher:
         settings: Settings,
         holds_term: Callable[[int], bool],
         signals: Signals,
+        delays: DelayGate | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        """`delays` holds messages carrying runAt / delaySeconds until they are due."""
         self.redis = redis_client
+        self.delays = delays
         self.reader = reader
         self.state = state
         self.executor = executor
@@ -116,15 +120,26 @@ class Dispatcher:
         try:
             message = parse_entry(entry.fields, max_bytes=self.settings.streams.max_message_bytes)
             check_policy(message, self.settings)
+            held = self.delays is not None and self.delays.hold(entry, message, term)
         except PolicyRefused as e:
             return self._dead(entry, "policy", str(e))
         except InvalidMessage as e:
             return self._dead(entry, "invalid", str(e))
+        if held:
+            self.reader.ack(entry)
+            return "scheduled"
         with log_context(message_id=message.id):
             return self._dispatch(entry, message, term)
 
     def _dispatch(self, entry: Entry, message: Message, term: int) -> str:
         claim = self.state.claim(message.id, stream=entry.stream, entry_id=entry.entry_id, term=term)
+        if claim.status is ClaimStatus.DUPLICATE and claim.record.get("state") == "cancelled":
+            # Cancelled before it was read (runner.pipeline.cancels): no Job, and the 99 is
+            # sent now that the webhook is known.
+            stage = claim.record.get("cancel_stage") or "pending"
+            self.tracker.cancelled(message.id, stage=stage, webhook=message.webhook_url)
+            self.reader.ack(entry)
+            return "cancelled"
         if claim.status is ClaimStatus.DUPLICATE:
             record = claim.record
             if record.has_job and not record.is_terminal:

@@ -31,11 +31,17 @@ from runner.jobs.kube import KubeApi, Stopped
 from runner.jobs.tracker import Tracker
 from runner.jobs.watcher import KubeWatcher
 from runner.metrics import MetricsObserver
+from runner.pipeline.cancels import Cancels
+from runner.pipeline.delay import DelayGate
 from runner.pipeline.dispatcher import CREATE_DEADLINE, Dispatcher
 from runner.pipeline.leadership import LeadershipView
+from runner.pipeline.scheduler import Scheduler
+from runner.schedules.config import load_schedules
+from runner.schedules.ticker import Ticker
 from runner.settings import Settings
 from runner.signals import ActiveJobs, Beat, ErrorRecorded, GroupRecreated, Observer, Signals, StreamsSampled
 from runner.store.connection import connect
+from runner.store.schedule import ScheduledStore
 from runner.store.state import StaleTerm, StateStore
 from runner.store.streams import StreamReader
 
@@ -116,6 +122,7 @@ class Runner:
             config=s.election,
             clock=clock,
         )
+        self.scheduler = self._scheduler()
         self.dispatcher = Dispatcher(
             redis_client=self.redis,
             reader=self.reader,
@@ -125,6 +132,7 @@ class Runner:
             settings=s,
             holds_term=self.elector.holds_term,
             signals=self.signals,
+            delays=DelayGate(self.scheduler.store, max_ahead=s.schedule.max_ahead, on_held=self.scheduler.wake),
         )
         self._elector_stop = threading.Event()
         self._elector_thread: threading.Thread | None = None
@@ -135,6 +143,21 @@ class Runner:
         self._next_stats = 0.0
         self._next_sweep = 0.0
         self._errors_in_a_row = 0
+
+    def _scheduler(self) -> Scheduler:
+        """Delayed messages, recurring schedules (KSR_SCHEDULES, refused here when invalid), cancels."""
+        s = self.settings
+        streams = s.streams.streams
+        schedules = load_schedules(s.schedule.schedules_file, streams=streams, default_stream=s.streams.default_stream)
+        store = ScheduledStore(self.redis, streams=streams, record_prefix=s.state.key_prefix)
+        beat = Ticker(self.redis, schedules, signals=self.signals, poll=s.schedule.poll) if schedules else None
+        if self.api is not None and s.kube.executor == "kubernetes":
+            api = self.api
+            delete_job = lambda namespace, name: api.delete_job(namespace, name)  # noqa: E731
+        else:
+            delete_job = lambda namespace, name: self.local.kill(name) if self.local else None  # noqa: E731
+        cancels = Cancels(redis_client=self.redis, state=self.state, tracker=self.tracker, delete_job=delete_job)
+        return Scheduler(store=store, beat=beat, cancels=cancels, poll=s.schedule.poll, signals=self.signals)
 
     def _lock(self, api_client: k8s.ApiClient | None) -> Lock:
         s = self.settings
@@ -241,6 +264,7 @@ class Runner:
             raise
         if self.watcher is not None:
             self.watcher.start(keep_going)
+        self.scheduler.start(term, keep_going)
         self._next_reconcile = time.monotonic() + self.settings.kube.polling_interval
         log.info(
             "term %d: reclaimed %d pending entries, re-sent %d callbacks in %.2fs",
@@ -287,6 +311,7 @@ class Runner:
 
     def _step_down(self) -> None:
         log.info("no longer leading (term %s): stopped dispatching", self.term)
+        self.scheduler.stop()
         if self.watcher is not None:
             self.watcher.stop()
         self.term = None
@@ -350,6 +375,7 @@ class Runner:
         moment of the release) wind down."""
         log.info("runner stopping")
         self.dispatcher.close()
+        self.scheduler.stop()  # before the release, like the dispatcher
         if self.local is not None:
             self.local.stop()  # before the release: the next leader settles what it finds lost
         self._elector_stop.set()

@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import MappingProxyType
 from typing import Any, TypeVar
 
@@ -45,6 +46,8 @@ RESOURCE_NAME = re.compile(
 )
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 ENVREF_TYPES = ("configmap", "secret")
+# Date, "T" (or a space), time with optional fraction, optional offset (its absence is reported apart).
+RFC3339 = re.compile(r"^\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)?$")
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,8 @@ class Message:
     job: JobSpec
     webhook_url: str | None
     raw: Mapping[str, Any] = field(repr=False)  # the parsed JSON as sent
+    run_at: float | None = None  # runAt as Unix time: run no earlier (runner.pipeline.delay)
+    delay_seconds: float | None = None  # delaySeconds: run this long after the entry was added
 
 
 # -- the checker ----------------------------------------------------------------------------
@@ -296,9 +301,18 @@ def parse_message(payload: bytes | str, *, max_bytes: int = 65536) -> Message:
     job_obj = c.obj(raw, "job", "job", required=True)
     job = _job(c, job_obj) if job_obj is not None else None
     webhook_url = _webhook(c, raw)
+    run_at, delay_seconds = _timing(c, raw)
     if c.problems or message_id is None or service is None or job is None:
         raise InvalidMessage.from_problems(c.problems or [("payload", "invalid")])
-    return Message(id=message_id, service=service, job=job, webhook_url=webhook_url, raw=MappingProxyType(raw))
+    return Message(
+        id=message_id,
+        service=service,
+        job=job,
+        webhook_url=webhook_url,
+        raw=MappingProxyType(raw),
+        run_at=run_at,
+        delay_seconds=delay_seconds,
+    )
 
 
 def _refuse_constant(name: str) -> Any:
@@ -316,6 +330,42 @@ def _webhook(c: _Checker, raw: Mapping[str, Any]) -> str | None:
         c.fail("webhook.url", f"must be an http:// or https:// URL with a host, got {url[:100]!r}")
         return None
     return url
+
+
+def _timing(c: _Checker, raw: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    """`runAt` (RFC 3339 with an offset) or `delaySeconds` (a number >= 0), never both.
+    How far ahead is allowed is a setting, checked where the due time is computed."""
+    at, delay = c.get(raw, "runAt"), c.get(raw, "delaySeconds")
+    if at is not MISSING and delay is not MISSING:
+        c.fail("runAt", "give either runAt or delaySeconds, not both")
+        return None, None
+    if at is not MISSING:
+        return parse_rfc3339(c, at), None
+    if delay is not MISSING:
+        if isinstance(delay, bool) or not isinstance(delay, (int, float)):
+            c.fail("delaySeconds", f"must be a number of seconds, got {_kind(delay)}")
+        elif not 0 <= delay < 1e9:
+            c.fail("delaySeconds", f"must be >= 0, got {delay!r}")
+        else:
+            return None, float(delay)
+    return None, None
+
+
+def parse_rfc3339(c: _Checker, value: Any, path: str = "runAt") -> float | None:
+    if not isinstance(value, str):
+        c.fail(path, f"must be an RFC 3339 date-time string, got {_kind(value)}")
+        return None
+    try:
+        when = datetime.fromisoformat(value) if RFC3339.match(value) else None
+    except ValueError:
+        when = None
+    if when is None:
+        c.fail(path, f"must be an RFC 3339 date-time such as 2026-12-01T10:00:00+01:00, got {value[:64]!r}")
+        return None
+    if when.tzinfo is None:
+        c.fail(path, f"must carry a UTC offset (Z or +01:00), got {value[:64]!r}")
+        return None
+    return when.timestamp()
 
 
 def _job(c: _Checker, job: Mapping[str, Any]) -> JobSpec | None:

@@ -29,6 +29,7 @@ __all__ = [
     "KubeSettings",
     "PolicySettings",
     "RedisSettings",
+    "ScheduleSettings",
     "ServerSettings",
     "Settings",
     "StateSettings",
@@ -88,6 +89,11 @@ class StreamSettings:
     events_stream: str  # KSR_EVENTS_STREAM
     events_maxlen: int  # KSR_EVENTS_MAXLEN: approximate cap (XADD MAXLEN ~)
     stream_maxlen: int  # KSR_STREAM_MAXLEN: the leader trims done entries beyond this; 0 = never
+
+    @property
+    def default_stream(self) -> str:
+        """The "default" priority stream: the one whose last segment is `default`, else the first."""
+        return next((s for s in self.streams if s.rsplit(":", 1)[-1] == "default"), self.streams[0])
 
 
 @dataclass(frozen=True)
@@ -179,6 +185,13 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
+class ScheduleSettings:
+    poll: float  # KSR_SCHEDULE_POLL, seconds: the scheduler's longest sleep
+    max_ahead: float  # KSR_SCHEDULE_MAX_AHEAD, seconds: how far ahead runAt / delaySeconds may be
+    schedules_file: Path | None  # KSR_SCHEDULES: YAML of cron entries (runner.schedules), None = none
+
+
+@dataclass(frozen=True)
 class Settings:
     identity: IdentitySettings
     redis: RedisSettings
@@ -188,6 +201,7 @@ class Settings:
     policy: PolicySettings
     callbacks: CallbackSettings
     server: ServerSettings
+    schedule: ScheduleSettings
     lock: LockKind  # KSR_LOCK
     election: ElectionConfig  # KSR_LEASE_DURATION, KSR_RENEW_DEADLINE, KSR_RETRY_PERIOD, LEADER_ELECTION_LOCK_NAME
     test_crash_at: str | None  # KSR_TEST_CRASH_AT: tests only
@@ -237,6 +251,7 @@ def _build(values: Mapping[str, Any]) -> Settings:
         policy=PolicySettings(**_section(values, "policy")),
         callbacks=CallbackSettings(**_section(values, "callbacks")),
         server=ServerSettings(**_section(values, "server")),
+        schedule=ScheduleSettings(**_section(values, "schedule")),
         lock=values["lock"],
         election=election,
         test_crash_at=values["test_crash_at"],
@@ -270,6 +285,11 @@ def _check(s: Settings) -> None:
         raise ConfigError(
             "POLLING_INTERVAL",
             f"must be shorter than KSR_STUCK_THRESHOLD ({s.server.stuck_threshold:g}s), got {s.kube.polling_interval:g}",
+        )
+    if s.schedule.poll >= s.server.stuck_threshold:
+        raise ConfigError(
+            "KSR_SCHEDULE_POLL",
+            f"must be shorter than KSR_STUCK_THRESHOLD ({s.server.stuck_threshold:g}s), got {s.schedule.poll:g}",
         )
     if s.test_slow_tick is not None and s.test_slow_tick >= s.server.stuck_threshold:
         raise ConfigError(

@@ -785,6 +785,35 @@ MULTIPROC_DIR = Variable(
     "`ksr run` wipes it at start.",
 )
 
+SCHEDULE_POLL = Variable(
+    name="KSR_SCHEDULE_POLL",
+    path="schedule.poll",
+    parse=seconds,
+    default=1.0,
+    unit="s",
+    help="The longest the leader's scheduler sleeps: due delayed messages and cron ticks are honoured within "
+    "this (it wakes at the next due time, or at once when a message is scheduled). Must be shorter than "
+    "`KSR_STUCK_THRESHOLD`.",
+)
+SCHEDULE_MAX_AHEAD = Variable(
+    name="KSR_SCHEDULE_MAX_AHEAD",
+    path="schedule.max_ahead",
+    parse=seconds,
+    default=30 * 24 * 3600.0,
+    default_doc="`2592000` (30 days)",
+    unit="s",
+    help="A message whose `runAt` / `delaySeconds` lies further ahead than this is invalid (dead-lettered).",
+)
+SCHEDULES = Variable(
+    name="KSR_SCHEDULES",
+    path="schedule.schedules_file",
+    parse=path,
+    default=None,
+    unit="path",
+    help="YAML file of recurring schedules (cron entries, docs/scheduling.md); read and checked at start, an "
+    "invalid entry is refused naming it (`schedules[2].cron: ...`). Unset: no recurring schedules.",
+)
+
 TEST_CRASH_AT = Variable(
     name="KSR_TEST_CRASH_AT",
     path="test_crash_at",
@@ -895,6 +924,10 @@ SECTIONS: tuple[Section, ...] = (
             RUNTIME_DIR,
             MULTIPROC_DIR,
         ),
+    ),
+    Section(
+        "Scheduling (delayed messages, recurring schedules)",
+        (SCHEDULE_POLL, SCHEDULE_MAX_AHEAD, SCHEDULES),
     ),
     Section("Tests only", (TEST_CRASH_AT, TEST_SLOW_TICK)),
 )

@@ -3,7 +3,8 @@
 `StateStore` (runner.store.state) writes the record; everyone else reads it as a
 `StateRecord`, never as a dict of strings. The hash holds strings only:
 
-    state          claimed | created | running | completed | failed | exception | dead
+    state          claimed | created | running | completed | failed | exception | dead | cancelled
+    cancel_stage, cancelled_at (ms), cancel_requested (ms)   a cancel (runner.store.schedule, docs/scheduling.md)
     stream, entry_id, claimed_at (ms), term          claim()
     job_name, namespace, job_uid, created_at (ms)    record_job(); with webhook, service, executor
     pod_name, pod_uid, started_at (s, 3 decimals)    the tracker, when the pod starts
@@ -30,7 +31,7 @@ from runner.store.replies import text_fields
 
 __all__ = ["FINAL_OUTCOMES", "TERMINAL_STATES", "Field", "StateRecord"]
 
-TERMINAL_STATES = frozenset({"completed", "failed", "exception", "dead"})
+TERMINAL_STATES = frozenset({"completed", "failed", "exception", "dead", "cancelled"})
 FINAL_OUTCOMES = frozenset({"delivered", "gone", "failed", "expired"})  # values of cbd_<s>
 
 

@@ -15,15 +15,19 @@ NAMES = sorted(p.name.removesuffix(".lua") for p in LUA.iterdir() if p.name.ends
 def test_every_script_the_code_loads_is_there() -> None:
     assert NAMES == [
         "advance_term",
+        "cancel",
         "claim",
         "dead_letter",
         "fence",
+        "fire_tick",
         "hincr_if_exists",
         "hset_if_exists",
         "mark_callback",
+        "move_due",
         "release",
         "replay_dead",
         "replay_pending",
+        "schedule",
         "update",
     ]
 

@@ -1,0 +1,121 @@
+"""`ksr cancel`, `ksr scheduled list` and `ksr schedules list`: the producer's scheduling
+seen from the command line (runner.client does the work; docs/scheduling.md)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from runner.cli._context import cli_context, fail, json_option
+from runner.cli._output import emit_json, print_table
+from runner.client import AlreadyFinished, Client
+from runner.schedules.config import load_schedules
+from runner.schedules.cron import in_zone
+from runner.schedules.ticker import last_fired
+
+__all__ = ["cancel", "scheduled", "schedules"]
+
+
+def client() -> Client:
+    obj = cli_context()
+    return Client(obj.settings(), redis_client=obj.redis())
+
+
+def iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="seconds")
+
+
+@click.command()
+@click.argument("message_id")
+@json_option
+def cancel(message_id: str, as_json: bool) -> None:
+    """Cancel a message wherever it is: scheduled, pending in a stream, or running (its Job
+    is deleted by the leader). The producer gets one callback 99 `Cancelled`. A finished
+    message is left alone (exit 1)."""
+    try:
+        done = client().cancel(message_id)
+    except AlreadyFinished as e:
+        fail(str(e))
+    if as_json:
+        emit_json({"id": message_id, "stage": done.stage})
+        return
+    click.echo(
+        {
+            "scheduled": f"cancelled {message_id} (it was scheduled)",
+            "pending": f"cancelled {message_id}: not read yet; the runner drops it when it does",
+            "running": f"cancel of {message_id} requested: the leader deletes its Job",
+        }[done.stage]
+    )
+
+
+@click.group()
+def scheduled() -> None:
+    """Delayed messages held until they are due."""
+
+
+@scheduled.command("list")
+@json_option
+def scheduled_list(as_json: bool) -> None:
+    """Held messages, the earliest due first: id, stream, due time, in how long."""
+    now = time.time()
+    rows: list[dict[str, Any]] = [
+        {"id": s.message_id, "stream": s.stream, "due": iso(s.due), "in_seconds": round(s.due - now, 3)}
+        for s in client().scheduled.listing()
+    ]
+    if as_json:
+        emit_json(rows)
+        return
+    print_table(
+        ["MESSAGE-ID", "STREAM", "DUE (UTC)", "IN"],
+        [[r["id"], r["stream"], r["due"], f"{max(0.0, r['in_seconds']):.0f}s"] for r in rows],
+        empty="no scheduled messages",
+    )
+
+
+@click.group()
+def schedules() -> None:
+    """Recurring schedules (KSR_SCHEDULES)."""
+
+
+@schedules.command("list")
+@json_option
+def schedules_list(as_json: bool) -> None:
+    """Each entry with its next run in its own time zone and in UTC, and the last tick handled."""
+    obj = cli_context()
+    settings = obj.settings()
+    entries = load_schedules(
+        settings.schedule.schedules_file,
+        streams=settings.streams.streams,
+        default_stream=settings.streams.default_stream,
+    )
+    last = last_fired(obj.redis(), [e.name for e in entries])
+    now = time.time()
+    rows: list[dict[str, Any]] = []
+    for e in entries:
+        tick = e.cron.next_after(now)
+        rows.append(
+            {
+                "name": e.name,
+                "cron": e.cron.expr,
+                "timezone": e.timezone,
+                "stream": e.stream,
+                "catch_up": e.catch_up,
+                "next_run": in_zone(tick, e.timezone),
+                "next_run_utc": iso(tick.timestamp()),
+                "last_tick_utc": iso(last[e.name]),
+            }
+        )
+    if as_json:
+        emit_json(rows)
+        return
+    print_table(
+        ["NAME", "CRON", "TZ", "NEXT (LOCAL)", "NEXT (UTC)", "LAST TICK (UTC)"],
+        [
+            [r["name"], r["cron"], r["timezone"], r["next_run"], r["next_run_utc"], r["last_tick_utc"] or "-"]
+            for r in rows
+        ],
+        empty="no schedules (KSR_SCHEDULES unset or empty)",
+    )

@@ -1,0 +1,232 @@
+"""The producer's side in Python: submit a message (now, at a time, or after a delay), look
+it up, wait for it to end, cancel it. docs/producer.md shows it in use.
+
+    from runner.client import Client
+    client = Client()                                   # settings from the environment
+    mid = client.submit(message, delay=30)              # validated here, before the XADD
+    client.status(mid).where                            # "scheduled"
+    client.wait(mid, timeout=600).state                 # "completed"
+    client.cancel(mid)                                  # or raises AlreadyFinished
+
+A message is validated with the runner's own code (schema, and the due time against
+KSR_SCHEDULE_MAX_AHEAD), so an invalid one raises InvalidMessage naming the field and never
+reaches a stream. `wait` blocks on the events stream (XREAD BLOCK); it never polls.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from runner.errors import KsrError
+from runner.pipeline.delay import due_time
+from runner.pipeline.message import parse_message
+from runner.settings import Settings
+from runner.store.connection import connect
+from runner.store.events import read_events
+from runner.store.record import TERMINAL_STATES
+from runner.store.schedule import ScheduledStore
+from runner.store.state import StateStore
+from runner.store.streams import redis_errors
+
+__all__ = ["AlreadyFinished", "Cancellation", "Client", "Status", "WaitTimeout", "rfc3339"]
+
+FINAL_STATUSES = frozenset({2, 3, 99})
+UNREAD_SCAN_LIMIT = 10_000  # entries looked through per stream to find an unread message
+_BLOCK_SLICE_MS = 5_000  # one XREAD waits at most this long (the socket timeout must outlast it)
+
+
+class AlreadyFinished(KsrError):
+    """Cancel of a message that has ended: nothing was changed."""
+
+    def __init__(self, message_id: str, state: str) -> None:
+        self.message_id = message_id
+        self.state = state
+        super().__init__(f"message {message_id} has already finished ({state}); nothing to cancel")
+
+
+class WaitTimeout(KsrError):
+    def __init__(self, message_id: str, timeout: float, status: Status) -> None:
+        self.status = status
+        super().__init__(f"message {message_id} did not finish within {timeout:g}s (now {status.where})")
+
+
+@dataclass(frozen=True)
+class Status:
+    """Where a message is now. `where`: scheduled | pending | running | finished | unknown."""
+
+    id: str
+    where: str
+    state: str | None = None  # the state record's state (runner.store.state), None without one
+    stream: str | None = None
+    due: float | None = None  # scheduled: Unix time it is due
+    record: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return self.where == "finished"
+
+
+@dataclass(frozen=True)
+class Cancellation:
+    id: str
+    stage: str  # scheduled | pending | running (the Job is being deleted by the leader)
+
+
+def rfc3339(when: datetime | float) -> str:
+    """A datetime (aware) or Unix time as RFC 3339 with an offset."""
+    if isinstance(when, datetime):
+        if when.tzinfo is None:
+            raise ValueError("at: a datetime without a time zone is ambiguous; give tzinfo")
+        return when.isoformat()
+    return datetime.fromtimestamp(when, tz=UTC).isoformat(timespec="milliseconds")
+
+
+class Client:
+    def __init__(self, settings: Settings | None = None, *, redis_client: redis.Redis | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        s = self.settings
+        self.redis = redis_client or connect(s.redis, socket_timeout=_BLOCK_SLICE_MS / 1000 + 5, retries=1)
+        self.state = StateStore(
+            self.redis, ttl_seconds=s.state.ttl_seconds, prefix=s.state.key_prefix, active_key=s.state.active_key
+        )
+        self.scheduled = ScheduledStore(self.redis, streams=s.streams.streams, record_prefix=s.state.key_prefix)
+
+    # -- submit ------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        message: Mapping[str, Any] | str,
+        *,
+        stream: str | None = None,
+        at: datetime | float | None = None,
+        delay: float | None = None,
+    ) -> str:
+        """XADD `message` (a dict or its JSON) to `stream` (default: the default priority
+        stream); `at` or `delay` (seconds) set its runAt / delaySeconds. Returns its id."""
+        doc = dict(json.loads(message) if isinstance(message, str) else message)
+        if at is not None:
+            doc["runAt"] = rfc3339(at)
+        if delay is not None:
+            doc["delaySeconds"] = delay
+        s = self.settings
+        stream = stream or s.streams.default_stream
+        if stream not in s.streams.streams:
+            raise KsrError(f"stream: {stream!r} is not one of KSR_STREAMS ({', '.join(s.streams.streams)})")
+        payload = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+        parsed = parse_message(payload, max_bytes=s.streams.max_message_bytes)
+        now = time.time()
+        due_time(parsed, added_at=now, now=now, max_ahead=s.schedule.max_ahead)
+        with redis_errors():
+            self.redis.xadd(stream, {"payload": payload})
+        return parsed.id
+
+    # -- status ------------------------------------------------------------------------------
+
+    def status(self, message_id: str) -> Status:
+        record = self.state.get(message_id)
+        if record is None:
+            held = self.scheduled.find(message_id)
+            if held is not None:
+                return Status(message_id, "scheduled", stream=held.stream, due=held.due)
+            stream = self._unread_in(message_id)
+            return Status(message_id, "pending" if stream else "unknown", stream=stream)
+        state = record.get("state", "")
+        where = "finished" if state in TERMINAL_STATES else "running" if record.get("job_name") else "pending"
+        return Status(message_id, where, state=state, stream=record.get("stream"), record=record)
+
+    def _unread_in(self, message_id: str) -> str | None:
+        """The stream holding `message_id` not yet delivered to the group (a bounded scan)."""
+        needle = json.dumps(message_id)
+        group = self.settings.streams.group
+        with redis_errors():
+            for stream in self.settings.streams.streams:
+                start = "-"
+                try:
+                    for g in self.redis.xinfo_groups(stream):
+                        if _s(g.get("name")) == group:
+                            start = "(" + _s(g.get("last-delivered-id"))
+                except redis.ResponseError:  # no stream yet
+                    continue
+                seen = 0
+                while seen < UNREAD_SCAN_LIMIT:
+                    rows = self.redis.xrange(stream, start, "+", count=500)
+                    if not rows:
+                        break
+                    for _, fields in rows:
+                        text = _s((fields or {}).get(b"payload", b""))
+                        if needle in text and _payload_id(text) == message_id:
+                            return stream
+                    seen += len(rows)
+                    start = "(" + _s(rows[-1][0])
+        return None
+
+    # -- wait --------------------------------------------------------------------------------
+
+    def wait(self, message_id: str, timeout: float) -> Status:
+        """Block until the message ends (callback status 2, 3 or 99 on the events stream);
+        returns its status, or raises WaitTimeout after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        events = self.settings.streams.events_stream
+        with redis_errors():
+            last = self.redis.xrevrange(events, "+", "-", count=1)
+        after = _s(last[0][0]) if last else "0-0"
+        status = self.status(message_id)  # after noting the position: no end can slip between
+        while not status.finished:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise WaitTimeout(message_id, timeout, status)
+            block = max(1, min(_BLOCK_SLICE_MS, int(left * 1000)))
+            batch = read_events(self.redis, stream=events, after=after, count=500, block_ms=block)
+            for event in batch:
+                after = event.event_id
+                if event.message_id == message_id and event.status in FINAL_STATUSES:
+                    return self._ended(message_id, event.status, event.detail)
+        return status
+
+    def _ended(self, message_id: str, code: int, detail: Mapping[str, Any]) -> Status:
+        """The status once its final event is out: the tracker appends the event just
+        before it ends the record, so the state may come from the event."""
+        status = self.status(message_id)
+        if status.finished:
+            return status
+        raw = detail.get("error")
+        error: Mapping[str, Any] = raw if isinstance(raw, dict) else {}
+        state = {2: "completed", 3: "failed"}.get(code) or (
+            "cancelled" if error.get("errorCode") == "Cancelled" else "exception"
+        )
+        return Status(message_id, "finished", state=state, stream=status.stream, record=status.record)
+
+    # -- cancel ------------------------------------------------------------------------------
+
+    def cancel(self, message_id: str) -> Cancellation:
+        """Cancel wherever it is; the producer gets one 99 `Cancelled`. Raises AlreadyFinished
+        (and changes nothing) when it has ended."""
+        outcome = self.scheduled.cancel(message_id, now=time.time(), ttl_seconds=self.settings.state.ttl_seconds)
+        if outcome.kind == "FINISHED":
+            raise AlreadyFinished(message_id, outcome.detail)
+        if outcome.kind == "CANCELLED":
+            return Cancellation(message_id, outcome.detail)
+        return Cancellation(message_id, "running")  # claimed, created or running: the leader ends it
+
+    def close(self) -> None:
+        self.redis.close()
+
+
+def _s(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)
+
+
+def _payload_id(text: str) -> str | None:
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return None
+    value = doc.get("id") if isinstance(doc, dict) else None
+    return value if isinstance(value, str) else None
