@@ -19,7 +19,10 @@ import redis
 from flask import Flask, Response, jsonify, render_template
 
 from runner import metrics
+from runner.errors import ConfigError, KsrError
 from runner.process.statusboard import read_status, runtime_paths
+from runner.schedules.config import load_schedules
+from runner.schedules.overview import scheduling_overview
 from runner.settings import Settings
 from runner.store.connection import connect
 from runner.store.replies import text
@@ -165,6 +168,16 @@ def create_app(settings: Settings | None = None) -> Flask:
     status_file = paths.status_file
     threshold = settings.server.stuck_threshold
     client = _redis_client(settings)
+    # Checked when the runner starts; here a bad file only blanks the page's schedules.
+    try:
+        schedules = load_schedules(
+            settings.schedule.schedules_file,
+            streams=settings.streams.streams,
+            default_stream=settings.streams.default_stream,
+        )
+        schedules_error = None
+    except ConfigError as e:
+        schedules, schedules_error = (), str(e)
     kube_check: Callable[[], str | None] | None = None
     if settings.kube.executor == "kubernetes":
         kube_check = KubeCheck(timeout=min(KUBE_TIMEOUT, settings.kube.client_timeout))
@@ -239,6 +252,12 @@ def create_app(settings: Settings | None = None) -> Flask:
             out["streams"] = stream_stats(client, settings.streams.streams, settings.streams.group)
         except redis.RedisError as e:
             out["streams_error"] = f"{type(e).__name__}: {e}"
+        try:
+            out["scheduling"] = scheduling_overview(client, streams=settings.streams.streams, schedules=schedules)
+        except (redis.RedisError, KsrError) as e:
+            out["scheduling"] = {"error": f"{type(e).__name__}: {e}"}
+        if schedules_error:
+            out["scheduling"]["error"] = schedules_error
         return out
 
     @app.get("/")

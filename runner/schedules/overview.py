@@ -1,0 +1,52 @@
+"""What `/status` (and the status page) shows of scheduling, read from Redis by any replica:
+delayed messages waiting and the next due time, and each recurring schedule with its next
+run (in its own time zone and in UTC) and the last tick handled."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from runner.schedules.config import Schedule
+from runner.schedules.cron import in_zone
+from runner.schedules.ticker import last_fired
+from runner.store.schedule import ScheduledStore
+
+__all__ = ["scheduling_overview"]
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="seconds")
+
+
+def scheduling_overview(
+    redis_client: redis.Redis, *, streams: Sequence[str], schedules: Sequence[Schedule], now: float | None = None
+) -> dict[str, Any]:
+    now = time.time() if now is None else now
+    store = ScheduledStore(redis_client, streams=streams)
+    next_due = store.next_due()
+    last = last_fired(redis_client, [s.name for s in schedules])
+    entries = []
+    for s in schedules:
+        tick = s.cron.next_after(now)
+        entries.append(
+            {
+                "name": s.name,
+                "cron": s.cron.expr,
+                "timezone": s.timezone,
+                "stream": s.stream,
+                "next_run": in_zone(tick, s.timezone),
+                "next_run_utc": _iso(tick.timestamp()),
+                "last_tick_utc": _iso(last[s.name]),
+            }
+        )
+    return {
+        "waiting": sum(store.waiting().values()),
+        "next_due": _iso(next_due),
+        "next_due_in": None if next_due is None else round(max(0.0, next_due - now), 3),
+        "schedules": entries,
+    }
