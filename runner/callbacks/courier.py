@@ -22,7 +22,8 @@ from functools import lru_cache
 import redis
 from rq import Queue, get_current_job
 
-from runner import metrics
+from runner import backoff, metrics
+from runner.backoff import UniformSource
 from runner.callbacks.chain import (
     CallbackPayload,
     attempt_job_id,
@@ -39,10 +40,8 @@ from runner.callbacks.enqueue import CallbackQueue
 from runner.callbacks.http import (
     Outcome,
     OutcomeKind,
-    UniformSource,
     build_headers,
     callback_body,
-    next_delay,
     send,
     webhook_id,
 )
@@ -155,8 +154,15 @@ class Courier:
             log.warning("callback %s failed for good (attempt %d): %s", wid, attempt, outcome.detail)
             return self._finish(key, p, "failed")
 
-        delay = next_delay(
-            attempt, base=self.backoff.base, cap=self.backoff.cap, rng=self.rng, retry_after=outcome.retry_after
+        # Full jitter spreads a recovering receiver's load; its Retry-After is a floor, not
+        # capped: the retry horizon is what bounds the total.
+        delay = backoff.delay(
+            attempt,
+            base=self.backoff.base,
+            cap=self.backoff.cap,
+            jitter="full",
+            rng=self.rng,
+            floor=outcome.retry_after,
         )
         horizon_end = (record.callback_first_owed(status) or p["first"]) + self.settings.callbacks.retry_horizon
         if attempt >= self.settings.callbacks.max_attempts or self.clock() + delay > horizon_end:

@@ -1,6 +1,6 @@
 """Callback delivery: the body, Standard Webhooks headers and signatures, one HTTP attempt.
 
-No queueing here (the RQ job function calls `send` and `next_delay`). One attempt:
+No queueing here (the RQ job function calls `send`; runner.backoff spaces its retries). One attempt:
 the URL goes through the SSRF guard, the connection goes to the very address the guard
 checked (no second DNS lookup), the Host header / TLS SNI / certificate check use the
 original host name, redirects are not followed, the whole attempt ends at a wall-clock
@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import urllib3.util.connection
 from urllib3 import HTTPHeaderDict
@@ -39,7 +39,6 @@ __all__ = [
     "build_headers",
     "callback_body",
     "classify",
-    "next_delay",
     "send",
     "signature",
     "verify",
@@ -300,24 +299,3 @@ def send(
 def _short(error: BaseException) -> str:
     text = str(error)
     return text if len(text) <= 300 else text[:300] + "..."
-
-
-# -- backoff --------------------------------------------------------------------------------
-
-
-class UniformSource(Protocol):
-    def uniform(self, a: float, b: float) -> float: ...
-
-
-def next_delay(attempt: int, *, base: float, cap: float, rng: UniformSource, retry_after: float | None = None) -> float:
-    """Seconds to wait before the next attempt, after `attempt` failed ones (1 = the first).
-
-    Exponential backoff with full jitter: uniform(0, min(cap, base * 2**(attempt-1))).
-    A Retry-After from the receiver is a floor (not capped: the caller's retry horizon is
-    what bounds the total).
-    """
-    ceiling = min(cap, base * (2 ** min(max(0, attempt - 1), 64)))  # bounded: no float overflow
-    delay = rng.uniform(0.0, ceiling)
-    if retry_after is not None and retry_after > delay:
-        delay = retry_after
-    return delay

@@ -20,6 +20,7 @@ from typing import Any, TypeVar, cast
 from kubernetes import client as k8s
 
 from election.clock import SYSTEM_CLOCK, Clock
+from runner import backoff
 from runner.errors import (
     KsrError,
     KubeApiError,
@@ -93,9 +94,10 @@ class KubeApi:
                 self.signals.emit(KubeRequest(verb, err.status or None, time.monotonic() - started))
                 if not err.retryable or (self._max_attempts and attempt >= self._max_attempts):
                     raise err from e
-                delay = min(self._cap, self._base * 2 ** min(attempt - 1, 16)) * (0.5 + self._rng.random() / 2)
-                if err.retry_after is not None:
-                    delay = max(delay, min(err.retry_after, 60.0))
+                retry_after = None if err.retry_after is None else min(err.retry_after, 60.0)
+                delay = backoff.delay(
+                    attempt, base=self._base, cap=self._cap, jitter="equal", rng=self._rng, floor=retry_after
+                )
                 log.warning("kubernetes %s failed (%s), retry %d in %.2fs", verb, err, attempt, delay)
                 self._clock.sleep(delay)
                 continue

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from runner import backoff
 from runner.errors import KsrError, KubeApiError
 from runner.jobs.kube import KubeApi, Stopped, WatchStream
 from runner.jobs.manifest import FINALIZER, MESSAGE_ID_ANNOTATION
@@ -133,7 +134,7 @@ class KubeWatcher:
             except (KsrError, OSError, ValueError) as e:
                 failures += 1
                 rv = None  # after an outage the apiserver may have compacted past us
-                delay = min(10.0, 0.5 * 2 ** min(failures, 5))
+                delay = backoff.delay(failures + 1, base=0.5, cap=10.0)
                 log.warning("watch %s in %s failed (%s); relisting in %.1fs", kind, namespace or "all", e, delay)
                 stop.wait(delay)
             except Exception:  # a bug must not silently end the watch

@@ -24,6 +24,7 @@ from election.elector import Elector, ElectorStatus
 from election.lease_lock import LeaseLock
 from election.lock import Lock
 from election.redis_lock import RedisLock
+from runner import backoff
 from runner.callbacks.enqueue import CallbackQueue
 from runner.errors import KsrError
 from runner.jobs.executors import Executor, KubernetesExecutor, LocalExecutor
@@ -198,7 +199,7 @@ class Runner:
                     self._errors_in_a_row = 0
                 except (KsrError, redis.RedisError, OSError) as e:
                     self._errors_in_a_row += 1
-                    delay = min(ERROR_BACKOFF_CAP, 0.25 * 2 ** min(self._errors_in_a_row, 6))
+                    delay = backoff.delay(self._errors_in_a_row + 1, base=0.25, cap=ERROR_BACKOFF_CAP)
                     log.warning("runner loop: %s (retrying in %.1fs)", e, delay)
                     self._record_error(str(e))
                     stop.wait(delay)

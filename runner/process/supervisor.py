@@ -35,7 +35,7 @@ from types import FrameType
 from typing import Any
 
 from election.clock import SYSTEM_CLOCK, Clock
-from runner import metrics
+from runner import backoff, metrics
 from runner.process.lifeline import ENV_PARENT_PID
 from runner.process.runtime_lock import DirectoryLock
 from runner.process.statusboard import (
@@ -79,7 +79,7 @@ class Backoff:
     reset_after: float = 30.0
 
     def delay(self, failures: int) -> float:
-        return min(self.cap, self.base * (2 ** min(failures, 30)))
+        return backoff.delay(failures + 1, base=self.base, cap=self.cap)
 
 
 def gunicorn_child(settings: Settings) -> ChildSpec:

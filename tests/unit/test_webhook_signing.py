@@ -5,16 +5,17 @@ from __future__ import annotations
 import base64
 import json
 import random
+from typing import Any
 
 import pytest
 
+from runner.backoff import delay as backoff_delay
 from runner.callbacks.http import (
     CallbackStatus,
     OutcomeKind,
     build_headers,
     callback_body,
     classify,
-    next_delay,
     signature,
     verify,
     webhook_id,
@@ -120,6 +121,11 @@ class Top:
 
     def uniform(self, a: float, b: float) -> float:
         return b
+
+
+def next_delay(attempt: int, *, base: float, cap: float, rng: Any, retry_after: float | None = None) -> float:
+    """The callbacks' policy (runner.callbacks.courier): full jitter, Retry-After a floor."""
+    return backoff_delay(attempt, base=base, cap=cap, jitter="full", rng=rng, floor=retry_after)
 
 
 def test_next_delay_exponential_with_cap() -> None:
