@@ -179,6 +179,8 @@ def test_helm_lint(helm: list[str], tmp_path: Path, values: dict[str, Any]) -> N
         ({"shutdownGraceSeconds": 28}, "terminationGracePeriodSeconds must exceed"),
         ({"redis": {"url": ""}}, "set redis.url or secrets.existingSecret"),
         ({"replicas": 3}, "additional properties 'replicas' not allowed"),
+        ({"schedules": [{"name": "x", "cron": "* * *", "message": {"service": "s", "job": {}}}]}, "/schedules/0/cron"),
+        ({"schedules": [{"name": "x", "cron": "* * * * *", "catchUp": "all", "message": {}}]}, "/schedules/0/catchUp"),
     ],
 )
 def test_bad_values_are_refused_with_a_reason(
@@ -229,6 +231,40 @@ def test_defaults_render_what_the_runner_expects(helm: list[str], tmp_path: Path
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
     assert pod["topologySpreadConstraints"][0]["topologyKey"] == "kubernetes.io/hostname"
+
+
+def test_schedules_render_into_a_mounted_configmap_the_runner_accepts(helm: list[str], tmp_path: Path) -> None:
+    from runner.schedules.config import parse_schedules
+
+    entry = {
+        "name": "nightly",
+        "cron": "30 2 * * *",
+        "timezone": "Europe/Berlin",
+        "catchUp": "latest",
+        "catchUpWindow": 600,
+        "message": {"service": "reports", "job": {"prefixName": "report", "namespace": "ksr", "image": "busybox"}},
+    }
+    docs = documents(template(helm, tmp_path, values={"schedules": [entry]}))
+    maps = {d["metadata"]["name"]: d["data"] for d in docs if d["kind"] == "ConfigMap"}
+    path = maps["ksr-kube-stream-runner"]["KSR_SCHEDULES"]
+    (parsed,) = parse_schedules(
+        yaml.safe_load(maps["ksr-kube-stream-runner-schedules"]["schedules.yaml"]),
+        streams=("ksr:jobs:critical", "ksr:jobs:default", "ksr:jobs:low"),
+        default_stream="ksr:jobs:default",
+    )
+    assert (parsed.name, parsed.cron.expr, parsed.timezone, parsed.catch_up_window) == (
+        "nightly",
+        "30 2 * * *",
+        "Europe/Berlin",
+        600.0,
+    )
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    mount = next(m for m in c["volumeMounts"] if m["name"] == "schedules")
+    assert path == mount["mountPath"] + "/schedules.yaml" and mount["readOnly"] is True
+    volume = next(v for v in pod["volumes"] if v["name"] == "schedules")
+    assert volume["configMap"]["name"] == "ksr-kube-stream-runner-schedules"
+    assert "ksr-kube-stream-runner-schedules" in maps["ksr-kube-stream-runner"]["KSR_PROTECTED_NAMES"].split(",")
 
 
 @pytest.mark.parametrize("values", [{}, EVERYTHING], ids=["defaults", "everything-on"])

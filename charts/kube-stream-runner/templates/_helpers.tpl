@@ -58,7 +58,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/* The runner's own ConfigMaps and Secrets, which no message may envRef or mount. */}}
 {{- define "ksr.protectedNames" -}}
 {{- $fullname := include "ksr.fullname" . }}
-{{- $names := list $fullname (printf "%s-dashboard" $fullname) }}
+{{- $names := list $fullname (printf "%s-dashboard" $fullname) (printf "%s-schedules" $fullname) }}
 {{- with .Values.secrets.existingSecret }}{{ $names = append $names . }}{{ end }}
 {{- join "," (uniq (concat $names .Values.config.protectedNames)) }}
 {{- end }}
