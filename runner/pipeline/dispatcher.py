@@ -194,7 +194,11 @@ class Dispatcher:
                 "job %s/%s %s for message %s",
                 ref.namespace,
                 ref.name,
-                "adopted" if ref.adopted else "created",
+                "recorded as gone (it existed; the reconcile reports 99)"
+                if ref.gone
+                else "adopted"
+                if ref.adopted
+                else "created",
                 message.id,
             )
             return "dispatched"
