@@ -139,7 +139,9 @@ class Metrics:
         # -- messages
         self.messages = Counter("ksr_messages", "Messages handled, by outcome", ["outcome"], registry=r)
         self.messages_processed = Counter(
-            "ksr_messages_processed", "Messages acked (dispatched, duplicate, invalid or dead-lettered)", registry=r
+            "ksr_messages_processed",
+            "Messages acked (dispatched, duplicate, invalid, dead-lettered, scheduled or cancelled)",
+            registry=r,
         )
         self.messages_failed = Counter(
             "ksr_messages_failed", "Messages acked without a Job (invalid or dead-lettered)", registry=r

@@ -41,6 +41,8 @@ def fresh() -> tuple[Metrics, CollectorRegistry]:
         ("invalid", 1, 1),
         ("dead_lettered", 1, 1),
         ("retried", 0, 0),
+        ("scheduled", 1, 0),  # held until due: acked, its Job comes later
+        ("cancelled", 1, 0),
     ],
 )
 def test_count_message_feeds_processed_and_failed(fresh, outcome, processed, failed):
@@ -49,6 +51,37 @@ def test_count_message_feeds_processed_and_failed(fresh, outcome, processed, fai
     assert value(registry, "ksr_messages_total", outcome=outcome) == 1
     assert value(registry, "ksr_messages_processed_total") == processed
     assert value(registry, "ksr_messages_failed_total") == failed
+
+
+def test_scheduling_signals_feed_their_series(fresh):
+    from runner.metrics import MetricsObserver
+    from runner.signals import Cancelled, Leadership, ScheduledMoved, ScheduledWaiting, ScheduleTick
+
+    m, registry = fresh
+    observe = MetricsObserver(lambda: m)
+    for signal in (
+        ScheduledWaiting(7, next_due=1.0),
+        ScheduledMoved("ksr:jobs:low", 3),
+        ScheduledMoved("ksr:jobs:low", 2),
+        ScheduleTick("nightly", "fired"),
+        ScheduleTick("nightly", "missed", 4),
+        ScheduleTick("nightly", "caught_up"),
+        Cancelled("scheduled"),
+        Cancelled("running"),
+        Cancelled("running"),
+    ):
+        observe(signal)
+    assert value(registry, "ksr_scheduled_waiting") == 7
+    assert value(registry, "ksr_scheduled_moved_total", stream="ksr:jobs:low") == 5
+    ticks = {
+        o: value(registry, "ksr_schedule_ticks_total", entry="nightly", outcome=o)
+        for o in ("fired", "missed", "caught_up")
+    }
+    assert ticks == {"fired": 1, "missed": 4, "caught_up": 1}
+    assert value(registry, "ksr_cancellations_total", stage="running") == 2
+    assert value(registry, "ksr_cancellations_total", stage="scheduled") == 1
+    observe(Leadership(leading=False, leader="other", term=2, transition=True))
+    assert value(registry, "ksr_scheduled_waiting") == 0  # only the leader's count stands
 
 
 def test_unknown_outcome_is_refused(fresh):
