@@ -876,3 +876,75 @@ def test_dashboard_is_valid_grafana_json_with_valid_promql(tmp_path: Path) -> No
     path = tmp_path / "dashboard-queries.yaml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     run([_tool("promtool"), "check", "rules", str(path)])
+
+
+# -- production Redis (docs/redis.md) -----------------------------------------------------------
+
+REDIS_VALUES: dict[str, Any] = {
+    "redis": {
+        "url": "rediss://redis/0",
+        "sentinels": ["sentinel-0.redis:26379", "sentinel-1.redis:26379", "sentinel-2.redis:26379"],
+        "masterName": "ksr",
+        "sentinelTls": True,
+        "tls": {"secretName": "redis-tls", "caKey": "ca.crt", "certKey": "tls.crt", "keyKey": "tls.key"},
+        "auth": {"existingSecret": "redis-auth", "usernameKey": "username", "sentinelPasswordKey": "sentinel"},
+    }
+}
+
+
+def test_redis_values_render_sentinel_tls_and_credentials_from_secrets(helm: list[str], tmp_path: Path) -> None:
+    docs = documents(template(helm, tmp_path, namespace="jobs-ns", values=REDIS_VALUES))
+    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    assert config["KSR_REDIS_SENTINELS"] == "sentinel-0.redis:26379,sentinel-1.redis:26379,sentinel-2.redis:26379"
+    assert (config["KSR_REDIS_MASTER"], config["KSR_REDIS_SENTINEL_TLS"]) == ("ksr", "true")
+    assert config["KSR_REDIS_TLS_CA"] == "/etc/ksr/redis-tls/ca.crt"
+    assert config["KSR_REDIS_TLS_KEY"] == "/etc/ksr/redis-tls/tls.key"
+    assert "password" not in json.dumps(config).lower()  # credentials never land in the ConfigMap
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    refs = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in c["env"]
+        if "valueFrom" in e and "secretKeyRef" in e["valueFrom"]
+    }
+    assert refs["KSR_REDIS_USERNAME"] == {"name": "redis-auth", "key": "username"}
+    assert refs["KSR_REDIS_PASSWORD"] == {"name": "redis-auth", "key": "password"}
+    assert refs["KSR_REDIS_SENTINEL_PASSWORD"] == {"name": "redis-auth", "key": "sentinel"}
+    mount = next(m for m in c["volumeMounts"] if m["name"] == "redis-tls")
+    assert (mount["mountPath"], mount["readOnly"]) == ("/etc/ksr/redis-tls", True)
+    assert next(v for v in pod["volumes"] if v["name"] == "redis-tls")["secret"]["secretName"] == "redis-tls"
+    assert {"redis-tls", "redis-auth"} <= set(config["KSR_PROTECTED_NAMES"].split(","))  # no message may mount them
+    # The runner accepts what a pod would see (the mounted files stand in here).
+    for name in ("ca.crt", "tls.crt", "tls.key"):
+        (tmp_path / name).write_text("pem")
+    files = {k: str(tmp_path / Path(v).name) for k, v in config.items() if k.startswith("KSR_REDIS_TLS_")}
+    secrets = {"KSR_REDIS_USERNAME": "ksr", "KSR_REDIS_PASSWORD": "pw", "KSR_REDIS_SENTINEL_PASSWORD": "spw"}
+    env = {
+        **config,
+        **files,
+        **secrets,
+        "POD_NAME": "ksr-0",
+        "POD_NAMESPACE": "jobs-ns",
+        "KUBERNETES_SERVICE_HOST": "10.96.0.1",
+    }
+    settings = Settings.from_env(env)
+    assert settings.lock == "lease" and settings.redis.min_replicas == 1
+    assert settings.redis.sentinels[0] == ("sentinel-0.redis", 26379) and settings.redis.sentinel_tls is True
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"redis": {"sentinels": ["s:26379"]}, "config": {"extraEnv": {"KSR_LOCK": "redis"}}},
+            "Lease lock is required",
+        ),
+        ({"redis": {"sentinels": ["no-port"]}}, "redis/sentinels/0"),
+        ({"redis": {"tls": {"secretName": "t", "certKey": "tls.crt"}}}, "redis.tls.certKey needs redis.tls.keyKey"),
+        ({"redis": {"minReplicas": -1}}, "redis/minReplicas"),
+    ],
+)
+def test_bad_redis_values_are_refused(helm: list[str], tmp_path: Path, values: dict[str, Any], message: str) -> None:
+    done = run([*helm, "template", "ksr", str(CHART), "-f", str(values_file(tmp_path, values))], check=False)
+    assert done.returncode != 0
+    assert message in done.stderr, done.stderr

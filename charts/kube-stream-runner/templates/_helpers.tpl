@@ -60,6 +60,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- $fullname := include "ksr.fullname" . }}
 {{- $names := list $fullname (printf "%s-dashboard" $fullname) (printf "%s-schedules" $fullname) }}
 {{- with .Values.secrets.existingSecret }}{{ $names = append $names . }}{{ end }}
+{{- with .Values.redis.tls.secretName }}{{ $names = append $names . }}{{ end }}
+{{- with .Values.redis.auth.existingSecret }}{{ $names = append $names . }}{{ end }}
 {{- join "," (uniq (concat $names .Values.config.protectedNames)) }}
 {{- end }}
 
@@ -91,6 +93,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- if not (or .Values.secrets.existingSecret .Values.redis.url) }}
 {{- fail "set redis.url or secrets.existingSecret (with the REDIS_URL key)" }}
+{{- end }}
+{{- if and .Values.redis.sentinels (eq (toString (.Values.config.extraEnv.KSR_LOCK | default "lease")) "redis") }}
+{{- fail "KSR_LOCK=redis cannot be used with redis.sentinels (KSR_REDIS_SENTINELS): the Lease lock is required (docs/redis.md)" }}
+{{- end }}
+{{- if and .Values.redis.tls.certKey (not .Values.redis.tls.keyKey) }}
+{{- fail "redis.tls.certKey needs redis.tls.keyKey" }}
 {{- end }}
 {{- end }}
 
