@@ -28,6 +28,7 @@ from runner.cli._context import CliContext, cli_context, json_option
 from runner.cli._output import DURATION, emit_json, print_table
 from runner.durations import format_age
 from runner.settings import Settings
+from runner.store.connection import describe
 from runner.store.events import read_events
 from runner.store.record import Field
 from runner.store.replies import text
@@ -102,7 +103,7 @@ def gather_status(obj: CliContext) -> dict[str, Any]:
         },
         "active_jobs": len(StateStore.from_settings(client, settings).active_ids()),
         "group": settings.streams.group,
-        "redis": settings.redis.masked_url,
+        "redis": describe(settings.redis),
     }
     doc.update(leader_info(settings, client))
     return doc

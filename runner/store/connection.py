@@ -119,11 +119,11 @@ def preflight(client: redis.Redis, r: RedisSettings) -> bool:
             raise ConfigError(_user_variable(r), f"the ACL user may not run PING ({e})") from None
         raise
     except MasterNotFoundError as e:
-        if "Error" in str(e):  # no sentinel answered at all: an outage, not a wrong name
-            return False
-        raise ConfigError(
-            "KSR_REDIS_MASTER", f"no sentinel of KSR_REDIS_SENTINELS knows it as a primary ({e})"
-        ) from None
+        # Also what a failover in progress looks like (the primary is down, none promoted
+        # yet): only a name that no answering sentinel monitors is a mistake.
+        if _sentinels_answer_without(r):
+            raise ConfigError("KSR_REDIS_MASTER", f"no sentinel of KSR_REDIS_SENTINELS monitors it ({e})") from None
+        return False
     except (redis.ConnectionError, redis.TimeoutError) as e:
         problem = _tls_problem(str(e), r)
         if problem is not None:
@@ -141,6 +141,32 @@ def require(r: RedisSettings, what: str, call: Any) -> Any:
                 _user_variable(r), f"the ACL user cannot {what} ({e}); docs/redis.md has the minimal ACL"
             ) from None
         raise
+
+
+def _sentinels_answer_without(r: RedisSettings) -> bool:
+    """True when some sentinel answers and none of those that answer monitors `r.master`."""
+    answered = False
+    tls = {"ssl": True, **_tls_options(r)} if r.sentinel_tls else {}
+    for host, port in r.sentinels:
+        probe = redis.Redis(
+            host=host,
+            port=port,
+            username=r.sentinel_username,
+            password=r.sentinel_password,
+            socket_timeout=2.0,
+            socket_connect_timeout=2.0,
+            retry=Retry(NoBackoff(), 0),
+            **tls,
+        )
+        try:
+            if r.master in probe.sentinel_masters():
+                return False
+            answered = True
+        except redis.RedisError:
+            continue
+        finally:
+            probe.close()
+    return answered
 
 
 def _credential_variable(r: RedisSettings) -> str:
