@@ -17,6 +17,7 @@ import redis
 from rq import Queue
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
+from rq.registry import DeferredJobRegistry, ScheduledJobRegistry
 
 from runner.callbacks.chain import (
     CallbackPayload,
@@ -149,8 +150,10 @@ def stale_after(settings: Settings) -> float:
 
 
 def _live(conn: redis.Redis, job_id: str, *, stale_after: float) -> bool:
-    """Queued, scheduled or deferred jobs are live; a started one only while it is younger
-    than its timeout (a worker killed mid-job leaves it "started" for good)."""
+    """Queued, scheduled or deferred jobs are live while their queue or registry still holds
+    them; a started one only while it is younger than its timeout (a worker killed mid-job
+    leaves it "started" for good). A Redis failover can keep a job's hash and lose its
+    queue entry (replication is asynchronous): such a job would never run."""
     with redis_errors():
         try:
             job = Job.fetch(job_id, connection=conn)
@@ -160,6 +163,14 @@ def _live(conn: redis.Redis, job_id: str, *, stale_after: float) -> bool:
         if status == JobStatus.STARTED and job.started_at is not None:
             started = job.started_at.replace(tzinfo=job.started_at.tzinfo or UTC).timestamp()
             return time.time() - started < stale_after
+        if status == JobStatus.QUEUED:
+            queue = Queue(job.origin, connection=conn)
+            # A worker moves a job to the intermediate list before it marks it started.
+            return any(conn.lpos(key, job_id) is not None for key in (queue.key, queue.intermediate_queue_key))
+        if status == JobStatus.SCHEDULED:
+            return job_id in ScheduledJobRegistry(job.origin, connection=conn)
+        if status == JobStatus.DEFERRED:
+            return job_id in DeferredJobRegistry(job.origin, connection=conn)
         return status in _LIVE
 
 

@@ -449,6 +449,27 @@ def test_attempts_survive_a_killed_worker_and_the_sweep(
         tarpit.close()
 
 
+@pytest.mark.parametrize("lost_from", ["queue", "scheduled"])
+def test_the_sweep_re_enqueues_a_callback_whose_queue_entry_a_failover_lost(
+    callbacks: CallbackQueue, state: StateStore, receiver: Receiver, redis_client: redis.Redis, lost_from: str
+) -> None:
+    """A Sentinel failover can promote a replica that has a callback's job hash (status
+    queued or scheduled) but not its member of the queue list or the scheduled set: no
+    worker would ever run it, and the sweep must not take it for live (the chaos test in
+    tests/e2e/test_sentinel_failover.py found callbacks stuck so)."""
+    record(state, "m-q", 0)
+    state.redis.hset(state.key("m-q"), "webhook", receiver.url)
+    assert callbacks.enqueue("m-q", 0, {"jobId": "u", "jobName": "j"}, receiver.url)
+    job_id = redis_client.hget("ksr:msg:m-q", "cbj_0").decode()
+    if lost_from == "scheduled":  # as a retry waiting its turn would be
+        assert redis_client.lrem(f"rq:queue:{QUEUE}", 0, job_id) == 1
+        redis_client.hset(f"rq:job:{job_id}", "status", "scheduled")
+    else:
+        assert redis_client.lrem(f"rq:queue:{QUEUE}", 0, job_id) == 1  # the lost LPUSH
+    assert callbacks.sweep(older_than=0) == 1
+    assert redis_client.lpos(f"rq:queue:{QUEUE}", redis_client.hget("ksr:msg:m-q", "cbj_0")) is not None
+
+
 def test_the_horizon_counts_from_when_the_callback_was_first_owed(
     receiver: Receiver, workers: Workers, env: dict[str, str], redis_client: redis.Redis
 ) -> None:
