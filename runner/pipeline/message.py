@@ -29,6 +29,7 @@ __all__ = [
     "Volume",
     "parse_entry",
     "parse_message",
+    "peek_message_id",
 ]
 
 T = TypeVar("T")
@@ -48,6 +49,11 @@ TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 ENVREF_TYPES = ("configmap", "secret")
 # Date, "T" (or a space), time with optional fraction, optional offset (its absence is reported apart).
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)?$")
+# A message nests four levels (job.resources.limits); unknown fields may add some. Python's
+# json recurses per level and raises RecursionError (not ValueError) near 1000: refuse first.
+MAX_DEPTH = 64
+# A JSON string (an unterminated one runs to the end, so the scan stays linear) or a bracket.
+_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*(?:"|\\?$)|[\[\]{}]', re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -254,28 +260,70 @@ class _Checker:
 # -- the message ----------------------------------------------------------------------------
 
 
+def peek_message_id(fields: Mapping[Any, Any], *, max_bytes: int = 65536) -> str | None:
+    """The message id an entry claims to carry, or None; never raises. For grouping entries
+    and releasing claims of entries that are not (or no longer) valid messages."""
+    try:
+        raw = _load_json(_payload_of(fields), max_bytes=max_bytes)
+    except InvalidMessage:
+        return None
+    value = raw.get("id") if isinstance(raw, dict) else None
+    return value if isinstance(value, str) and MESSAGE_ID.match(value) else None
+
+
 def parse_entry(fields: Mapping[Any, Any], *, max_bytes: int = 65536) -> Message:
     """Parse a stream entry's fields (bytes or str keys); the message is in `payload`."""
+    return parse_message(_payload_of(fields), max_bytes=max_bytes)
+
+
+def _payload_of(fields: Mapping[Any, Any]) -> bytes | str:
     for key in (b"payload", "payload"):
         if key in fields:
-            return parse_message(fields[key], max_bytes=max_bytes)
+            value = fields[key]
+            if isinstance(value, (bytes, str)):
+                return value
+            if isinstance(value, bytearray):
+                return bytes(value)
+            raise InvalidMessage("payload", f"must be bytes or text, got {type(value).__name__}")
     names = ", ".join(sorted(k.decode("utf-8", "replace") if isinstance(k, bytes) else str(k) for k in fields))
     raise InvalidMessage("payload", f"missing (the entry has {names or 'no fields'})")
 
 
-def parse_message(payload: bytes | str, *, max_bytes: int = 65536) -> Message:
-    """Parse and validate one message; raises InvalidMessage listing every problem found."""
-    data = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
+def _load_json(payload: bytes | str, *, max_bytes: int) -> Any:
+    """The JSON value of `payload`; InvalidMessage for anything else, whatever the bytes."""
+    data = payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else bytes(payload)
     if len(data) > max_bytes:
         raise InvalidMessage("payload", f"larger than {max_bytes} bytes ({len(data)})")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise InvalidMessage("payload", f"not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    depth = _nesting(text)
+    if depth > MAX_DEPTH:
+        raise InvalidMessage("payload", f"nested deeper than {MAX_DEPTH} levels ({depth})")
     try:
-        raw = json.loads(text, parse_constant=_refuse_constant)
+        return json.loads(text, parse_constant=_refuse_constant)
     except ValueError as e:
         raise InvalidMessage("payload", f"not valid JSON ({e})") from None
+    except RecursionError:  # the depth check should make this unreachable; keep the promise anyway
+        raise InvalidMessage("payload", "nested too deeply to parse") from None
+
+
+def _nesting(text: str) -> int:
+    """The deepest bracket nesting outside JSON strings (an upper bound for invalid JSON)."""
+    depth = deepest = 0
+    for token in _STRING_OR_BRACKET.findall(text):
+        if token in ("[", "{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in ("]", "}"):
+            depth = max(0, depth - 1)
+    return deepest
+
+
+def parse_message(payload: bytes | str, *, max_bytes: int = 65536) -> Message:
+    """Parse and validate one message; raises InvalidMessage listing every problem found."""
+    raw = _load_json(payload, max_bytes=max_bytes)
     if not isinstance(raw, dict):
         raise InvalidMessage("payload", f"must be a JSON object, got {_kind(raw)}")
 
