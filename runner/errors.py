@@ -83,6 +83,13 @@ class KubeApiError(KsrError):
         code = status if status is not None else "no response"
         super().__init__(f"Kubernetes API {code} {reason}: {message}")
 
+    @property
+    def temporary(self) -> bool:
+        """An answer that may change by itself: throttling, server trouble, no answer, or a
+        403 (a ResourceQuota that is full frees as Jobs end; RBAC or an admission webhook
+        being fixed). A create so refused waits; other answers are final for that message."""
+        return self.retryable or self.status == 403
+
 
 class KubeTransientError(KubeApiError):
     """429, 5xx, timeouts and connection errors: worth retrying (honour `retry_after`)."""

@@ -76,7 +76,20 @@ ENV_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 # ksr_messages_total{outcome}; how each outcome feeds the two series operators of
 # queue-to-Job workers already graph (docs/operations.md has the table).
-MESSAGE_OUTCOMES = ("dispatched", "duplicate", "invalid", "dead_lettered", "retried", "scheduled", "cancelled")
+# error: processing raised something unexpected (logged with its traceback); the entry stays
+# pending and the delivery counter ends it. waiting: the create was refused for now (quota,
+# 429, 5xx); the entry waits out of the stream (runner.store.waiting).
+MESSAGE_OUTCOMES = (
+    "dispatched",
+    "duplicate",
+    "invalid",
+    "dead_lettered",
+    "retried",
+    "scheduled",
+    "cancelled",
+    "waiting",
+    "error",
+)
 _PROCESSED = frozenset(
     {"dispatched", "duplicate", "invalid", "dead_lettered", "scheduled", "cancelled"}
 )  # acked: done with

@@ -29,7 +29,17 @@ log = logging.getLogger(__name__)
 class Executor(Protocol):
     name: str
 
-    def create(self, message: Message, *, stream: str, entry_id: str, keep_going: Callable[[], bool]) -> JobRef: ...
+    def create(
+        self,
+        message: Message,
+        *,
+        stream: str,
+        entry_id: str,
+        keep_going: Callable[[], bool],
+        deadline: float | None = None,
+    ) -> JobRef:
+        """Create idempotently; past `deadline` (monotonic) a transient error is raised."""
+        ...
 
     def launched(self, ref: JobRef) -> None:
         """Called once the Job is recorded (the local executor starts its process here)."""
@@ -42,9 +52,17 @@ class KubernetesExecutor:
         self.api = api
         self.settings = settings
 
-    def create(self, message: Message, *, stream: str, entry_id: str, keep_going: Callable[[], bool]) -> JobRef:
+    def create(
+        self,
+        message: Message,
+        *,
+        stream: str,
+        entry_id: str,
+        keep_going: Callable[[], bool],
+        deadline: float | None = None,
+    ) -> JobRef:
         manifest = build_job(message, self.settings, stream=stream, entry_id=entry_id)
-        return self.api.create_job(manifest, message_id=message.id, keep_going=keep_going)
+        return self.api.create_job(manifest, message_id=message.id, keep_going=keep_going, deadline=deadline)
 
     def launched(self, ref: JobRef) -> None:
         pass  # the Job runs by itself once created
@@ -64,7 +82,15 @@ class LocalExecutor:
         self._running: dict[str, subprocess.Popen[bytes]] = {}
         self._mutex = threading.Lock()
 
-    def create(self, message: Message, *, stream: str, entry_id: str, keep_going: Callable[[], bool]) -> JobRef:
+    def create(
+        self,
+        message: Message,
+        *,
+        stream: str,
+        entry_id: str,
+        keep_going: Callable[[], bool],
+        deadline: float | None = None,
+    ) -> JobRef:
         name = job_name(message.job.prefix_name, message.id)
         with self._mutex:
             adopted = name in self._running or name in self._pending

@@ -80,7 +80,12 @@ class KubeApi:
         self.signals = signals
 
     # -- the retry loop ---------------------------------------------------------------
-    def call(self, verb: str, fn: Callable[[], T], *, keep_going: Callable[[], bool] = _always) -> T:
+    def call(
+        self, verb: str, fn: Callable[[], T], *, keep_going: Callable[[], bool] = _always, deadline: float | None = None
+    ) -> T:
+        """`fn()` with transient errors retried while `keep_going()`; past `deadline` (the
+        clock's monotonic seconds) the last transient error is raised for the caller to
+        decide (the dispatcher then lets the create wait without holding a worker)."""
         attempt = 0
         while True:
             attempt += 1
@@ -98,6 +103,8 @@ class KubeApi:
                 delay = backoff.delay(
                     attempt, base=self._base, cap=self._cap, jitter="equal", rng=self._rng, floor=retry_after
                 )
+                if deadline is not None and self._clock.monotonic() + delay > deadline:
+                    raise err from e
                 log.warning("kubernetes %s failed (%s), retry %d in %.2fs", verb, err, attempt, delay)
                 self._clock.sleep(delay)
                 continue
@@ -106,7 +113,12 @@ class KubeApi:
 
     # -- Jobs --------------------------------------------------------------------------
     def create_job(
-        self, manifest: dict[str, Any], *, message_id: str, keep_going: Callable[[], bool] = _always
+        self,
+        manifest: dict[str, Any],
+        *,
+        message_id: str,
+        keep_going: Callable[[], bool] = _always,
+        deadline: float | None = None,
     ) -> JobRef:
         """Create the Job; when it exists already and carries this message id, adopt it."""
         ns = manifest["metadata"]["namespace"]
@@ -120,6 +132,7 @@ class KubeApi:
                     )
                 ),
                 keep_going=keep_going,
+                deadline=deadline,
             )
             return JobRef(name=name, namespace=ns, uid=job["metadata"]["uid"])
         except KubeConflict:

@@ -121,6 +121,13 @@ class Tracker:
             log.info("message %s cancelled while %s", message_id, stage)
         return True
 
+    def refused(self, message_id: str, *, webhook: str | None, code: str, message: str) -> None:
+        """The message's Job could never be created (the apiserver kept refusing it): 99 to
+        the producer. No Job, so no record to follow; the claim is released by the caller."""
+        with self._mutex:
+            record = StateRecord({**(self.state.get(message_id) or {}), "webhook": webhook or ""})
+            self._emit(message_id, EXCEPTION, {"error": {"errorCode": code, "message": message}}, record)
+
     # -- internals ---------------------------------------------------------------------
     def _advance(
         self,

@@ -4,42 +4,50 @@ The order is what makes a crash at any point harmless (DESIGN, data flow 3-6): t
 claim is set-if-absent, the Job name is deterministic and a 409 for our own message is
 adopted, and the entry is acked last. The leader's term is checked before every side
 effect; a lost term leaves the entry pending for the next leader.
+
+Whatever an entry holds, its processing ends in one of: dispatched, duplicate, dead-lettered
+(with a reason), waiting (a create refused for now, held in runner.store.waiting until
+KSR_CREATE_HORIZON), or left pending for a retry. Anything unexpected is logged with its
+traceback and leaves the entry pending; the group's delivery counter ends it as `poison`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+import random
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import redis
 
+from runner import backoff
 from runner.errors import InvalidMessage, KsrError, KubeApiError, PolicyRefused
 from runner.jobs.executors import Executor
 from runner.jobs.kube import JobRef, Stopped
-from runner.jobs.tracker import Tracker
+from runner.jobs.tracker import EXCEPTION, Tracker
 from runner.logs import log_context
 from runner.pipeline.delay import DelayGate
-from runner.pipeline.message import Message, parse_entry
+from runner.pipeline.message import Message, parse_entry, peek_message_id
 from runner.pipeline.policy import check_policy
 from runner.settings import Settings
 from runner.signals import Dispatched, MessageHandled, Signals
-from runner.store.deadletter import dead_letter, is_poison
+from runner.store.deadletter import Leftovers, dead_letter, is_poison
 from runner.store.state import ClaimStatus, StaleTerm, StateStore
 from runner.store.streams import Entry, StreamReader
+from runner.store.waiting import Waiting, WaitingCreates
 
 log = logging.getLogger(__name__)
 
 # An apiserver answer that retrying the same message cannot change: dead-letter it. A 403
-# is not among them: a ResourceQuota refusal passes, and the delivery counter decides.
+# is not among them: a ResourceQuota refusal passes (KubeApiError.temporary: it waits).
 _FINAL_STATUSES = {400, 404, 409, 422}
-CREATE_DEADLINE = 30.0  # seconds one create may keep retrying before the entry waits for a rescan
+CREATE_DEADLINE = 10.0  # seconds one create retries 429/5xx in line before the entry waits
+WAIT_BACKOFF_BASE = 1.0  # seconds before the second try of a refused create; doubles per try
+REFUSED_CODE = "CreateRefused"  # errorCode of the 99 sent when KSR_CREATE_HORIZON passes
 
 
 class Dispatcher:
@@ -55,7 +63,9 @@ class Dispatcher:
         holds_term: Callable[[int], bool],
         signals: Signals,
         delays: DelayGate | None = None,
+        waiting: WaitingCreates,
         wall_clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
     ) -> None:
         """`delays` holds messages carrying runAt / delaySeconds until they are due."""
         self.redis = redis_client
@@ -65,9 +75,11 @@ class Dispatcher:
         self.executor = executor
         self.tracker = tracker
         self.settings = settings
+        self.waiting = waiting
         self._holds_term = holds_term
         self.signals = signals
         self._now = wall_clock
+        self._rng = rng or random.Random()
         self._pool = ThreadPoolExecutor(max_workers=settings.kube.worker_pool_size, thread_name_prefix="create")
         self._stop = threading.Event()  # set by the caller's stop: in-flight retries give up
 
@@ -75,40 +87,58 @@ class Dispatcher:
         self._pool.shutdown(wait=True)
 
     # -- batches -----------------------------------------------------------------------
-    def process_batch(self, entries: list[Entry], term: int, *, stop: threading.Event | None = None) -> dict[str, int]:
+    def process_batch(
+        self,
+        entries: list[Entry],
+        term: int,
+        *,
+        stop: threading.Event | None = None,
+        waited: Mapping[str, Waiting] | None = None,
+    ) -> dict[str, int]:
         """Process `entries` in parallel (QUEUE_WORKER_POOL_SIZE); entries carrying the same
         message id go one after the other, so the second one sees the first one's record.
+        `waited` holds, by WaitingCreates.member, the entries that come back from the waiting creates.
         Returns the outcome counts; returns only when every entry is done (in-flight creates
         finish before a shutdown or a step-down goes on)."""
         self._stop = stop or threading.Event()
+        waited = waited or {}
         groups: dict[str, list[Entry]] = defaultdict(list)
         for entry in entries:
-            groups[_message_key(entry)].append(entry)
-        futures = [self._pool.submit(self._process_group, group, term) for group in groups.values()]
+            groups[_message_key(entry, self.settings.streams.max_message_bytes)].append(entry)
+        futures = [self._pool.submit(self._process_group, group, term, waited) for group in groups.values()]
         outcomes: dict[str, int] = defaultdict(int)
         for f in futures:
             for outcome in f.result():
                 outcomes[outcome] += 1
         return dict(outcomes)
 
-    def _process_group(self, group: list[Entry], term: int) -> list[str]:
-        return [self.process(entry, term) for entry in group]
+    def _process_group(self, group: list[Entry], term: int, waited: Mapping[str, Waiting]) -> list[str]:
+        return [self.process(entry, term, waited=waited.get(self.waiting.member(entry))) for entry in group]
 
     # -- one entry ---------------------------------------------------------------------
-    def process(self, entry: Entry, term: int) -> str:
+    def process(self, entry: Entry, term: int, *, waited: Waiting | None = None) -> str:
         with log_context(entry_id=entry.entry_id, stream=entry.stream):
             try:
-                outcome = self._process(entry, term)
+                outcome = self._process(entry, term, waited)
+                if waited is not None and outcome not in ("waiting", "retried"):
+                    self.waiting.forget(entry)  # done with, whichever way (a dead letter did it already)
             except (Stopped, StaleTerm) as e:
                 log.info("entry %s left pending: %s", entry.entry_id, e)
                 outcome = "retried"
             except KsrError as e:  # Redis or the apiserver away: the entry stays pending
                 log.warning("entry %s left pending: %s", entry.entry_id, e)
                 outcome = "retried"
+            except Exception:  # a bug, or bytes nobody foresaw: never the loop's end
+                log.exception(
+                    "entry %s of %s raised; left pending for the delivery counter", entry.entry_id, entry.stream
+                )
+                outcome = "error"
+                if waited is not None:
+                    self._rewait(entry, waited, term)
             self.signals.emit(MessageHandled(outcome))
             return outcome
 
-    def _process(self, entry: Entry, term: int) -> str:
+    def _process(self, entry: Entry, term: int, waited: Waiting | None) -> str:
         self._fence(term)  # even a dead letter is a side effect: a deposed leader must not write it
         if is_poison(entry.deliveries, self.settings.streams.max_deliveries):
             return self._dead(
@@ -129,9 +159,9 @@ class Dispatcher:
             self.reader.ack(entry)
             return "scheduled"
         with log_context(message_id=message.id):
-            return self._dispatch(entry, message, term)
+            return self._dispatch(entry, message, term, waited)
 
-    def _dispatch(self, entry: Entry, message: Message, term: int) -> str:
+    def _dispatch(self, entry: Entry, message: Message, term: int, waited: Waiting | None) -> str:
         claim = self.state.claim(message.id, stream=entry.stream, entry_id=entry.entry_id, term=term)
         if claim.status is ClaimStatus.DUPLICATE and claim.record.get("state") == "cancelled":
             # Cancelled before it was read (runner.pipeline.cancels): no Job, and the 99 is
@@ -152,22 +182,28 @@ class Dispatcher:
             log.info("message %s is a duplicate (job %s): acked", message.id, record.job_name or "-")
             self.reader.ack(entry)
             return "duplicate"
+        if waited is not None and EXCEPTION in claim.record.callbacks():
+            # The horizon passed and 99 went out, then the dead letter did not happen (a
+            # crash): finish giving up, never create after telling the producer 99.
+            return self._give_up(entry, message, waited.error, term, tell=False)
         self._crash_point("after_claim")
 
         self._fence(term)
-        deadline = time.monotonic() + CREATE_DEADLINE
         try:
             ref = self.executor.create(
                 message,
                 stream=entry.stream,
                 entry_id=entry.entry_id,
-                keep_going=lambda: self._holds_term(term) and not self._stop.is_set() and time.monotonic() < deadline,
+                keep_going=lambda: self._holds_term(term) and not self._stop.is_set(),
+                deadline=time.monotonic() + CREATE_DEADLINE,
             )
         except KubeApiError as e:
-            if e.status not in _FINAL_STATUSES:
-                raise
-            self.state.release(message.id, term=term)  # no Job: a corrected replay starts afresh
-            return self._dead(entry, "api_rejected", f"kubernetes answered {e.status} {e.reason}: {e.message}")
+            words = f"kubernetes answered {e.status or 'nothing'} {e.reason}: {e.message}"
+            if e.status in _FINAL_STATUSES:  # no Job: the dead letter releases the claim
+                return self._dead(entry, "api_rejected", words, message_id=message.id)
+            if e.temporary:
+                return self._wait(entry, message, words, term, waited, retry_after=e.retry_after)
+            raise
         self._crash_point("after_create")
 
         with log_context(job_name=ref.name):
@@ -203,8 +239,61 @@ class Dispatcher:
             )
             return "dispatched"
 
+    # -- creates that wait ---------------------------------------------------------------
+    def _wait(
+        self,
+        entry: Entry,
+        message: Message,
+        words: str,
+        term: int,
+        waited: Waiting | None,
+        *,
+        retry_after: float | None,
+    ) -> str:
+        """A create refused for now: wait with backoff, out of the stream, up to the horizon."""
+        horizon = self.settings.kube.create_horizon
+        now = self._now()
+        since = waited.since if waited is not None else now
+        if now - since >= horizon:
+            return self._give_up(entry, message, f"{words} (still refused after {horizon:g}s)", term, tell=True)
+        cap = self.settings.kube.create_backoff_cap
+        tries = (waited.tries if waited is not None else 0) + 1
+        floor = None if retry_after is None else min(retry_after, cap)
+        delay = backoff.delay(tries, base=WAIT_BACKOFF_BASE, cap=cap, jitter="equal", rng=self._rng, floor=floor)
+        due = min(now + delay, since + horizon)  # the last try falls on the horizon
+        self._fence(term)
+        self.waiting.defer(entry, message_id=message.id, due=due, error=words, term=term)
+        log.info("create for message %s refused for now, next try in %.1fs: %s", message.id, due - now, words)
+        return "waiting"
+
+    def _rewait(self, entry: Entry, waited: Waiting, term: int) -> None:
+        """A waiting entry whose retry raised: try again later (the horizon still ends it)."""
+        try:
+            self._fence(term)
+            due = min(
+                self._now() + self.settings.kube.create_backoff_cap, waited.since + self.settings.kube.create_horizon
+            )
+            message_id = peek_message_id(entry.fields, max_bytes=self.settings.streams.max_message_bytes) or ""
+            self.waiting.defer(entry, message_id=message_id, due=due, error=waited.error, term=term)
+        except Exception:
+            log.exception("waiting entry %s could not be rescheduled; it is retried at the next tick", entry.entry_id)
+
+    def _give_up(self, entry: Entry, message: Message, words: str, term: int, *, tell: bool) -> str:
+        """The horizon passed: 99 to the producer, then the dead letter, which releases the
+        claim, so a replay starts afresh. In this order: a crash in between re-sends 99
+        (receivers deduplicate by webhook-id), it never loses it."""
+        self._fence(term)
+        if tell:
+            self.tracker.refused(message.id, webhook=message.webhook_url, code=REFUSED_CODE, message=words)
+        return self._dead(entry, "create_refused", words, message_id=message.id)
+
     # -- helpers -----------------------------------------------------------------------
-    def _dead(self, entry: Entry, reason: str, error: str) -> str:
+    def _dead(self, entry: Entry, reason: str, error: str, *, message_id: str | None = None) -> str:
+        """Dead-letter `entry`, clearing in the same step what its message left: a claim with
+        no Job in it (whichever path got here), and its place among the waiting creates."""
+        if message_id is None:
+            message_id = peek_message_id(entry.fields, max_bytes=self.settings.streams.max_message_bytes)
+        member = self.waiting.member(entry)
         dead_letter(
             self.redis,
             entry,
@@ -212,6 +301,14 @@ class Dispatcher:
             reason=reason,
             error=error,
             deliveries=entry.deliveries,
+            leftovers=Leftovers(
+                message_id=message_id or "",
+                record_key=self.state.key(message_id or ""),
+                active_key=self.state.active_key,
+                waiting_index=self.waiting.index,
+                waiting_member=member,
+                waiting_key=self.waiting.key(member),
+            ),
         )
         log.warning("entry %s dead-lettered (%s): %s", entry.entry_id, reason, error)
         return "invalid" if reason in ("invalid", "policy") else "dead_lettered"
@@ -230,15 +327,9 @@ class Dispatcher:
             os._exit(70)
 
 
-def _message_key(entry: Entry) -> str:
-    """The message id if the payload has one (cheaply), else the entry id."""
-    try:
-        payload: Any = json.loads(entry.fields.get(b"payload") or b"")
-        if isinstance(payload, dict) and isinstance(payload.get("id"), str):
-            return payload["id"]
-    except ValueError:
-        pass
-    return f"entry:{entry.stream}:{entry.entry_id}"
+def _message_key(entry: Entry, max_bytes: int) -> str:
+    """The message id if the payload has one, else the entry id."""
+    return peek_message_id(entry.fields, max_bytes=max_bytes) or f"entry:{entry.stream}:{entry.entry_id}"
 
 
 def _entry_time(entry_id: str) -> float:

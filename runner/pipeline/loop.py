@@ -45,6 +45,7 @@ from runner.store.connection import connect
 from runner.store.schedule import ScheduledStore
 from runner.store.state import StaleTerm, StateStore
 from runner.store.streams import StreamReader
+from runner.store.waiting import WaitingCreates, waiting_index
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,13 @@ class Runner:
         self.reader.on_group_recreated.append(lambda stream: self.signals.emit(GroupRecreated(stream)))
         self.state = StateStore.from_settings(self.redis, s)
         self.callbacks = CallbackQueue(self.redis, s)
+        self.waiting = WaitingCreates(
+            self.redis,
+            index=waiting_index(s.state.active_key),
+            group=s.streams.group,
+            term_key=self.state.term_key,
+            clock=time.time,
+        )
         self.term: int | None = None  # the term we lead in, None while following
         self._tenure: int | None = None  # the last term we led in: fences late writes after a step-down
         self._claimed: list[Any] = []  # entries reclaimed at takeover, not yet dispatched
@@ -134,6 +142,7 @@ class Runner:
             holds_term=self.elector.holds_term,
             signals=self.signals,
             delays=DelayGate(self.scheduler.store, max_ahead=s.schedule.max_ahead, on_held=self.scheduler.wake),
+            waiting=self.waiting,
         )
         self._elector_stop = threading.Event()
         self._elector_thread: threading.Thread | None = None
@@ -224,10 +233,14 @@ class Runner:
             return
         # Entries reclaimed at takeover come first, straight from XAUTOCLAIM: reading them
         # again from our pending list would count one more delivery against each of them.
-        entries = self._claimed[: self.settings.streams.read_count] or self._read(term)
+        # Then the creates whose wait is over, then new entries.
+        count = self.settings.streams.read_count
+        entries = self._claimed[:count]
         del self._claimed[: len(entries)]
+        waited = {} if entries else {w.member: w for w in self.waiting.due(limit=count)}
+        entries = entries or [w.entry for w in waited.values()] or self._read(term)
         if entries and not stop.is_set():
-            self.dispatcher.process_batch(entries, term, stop=stop)
+            self.dispatcher.process_batch(entries, term, stop=stop, waited=waited)
 
     def _read(self, term: int) -> list[Any]:
         # Periodic work may have taken seconds: a term that ended meanwhile must not read

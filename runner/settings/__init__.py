@@ -117,6 +117,7 @@ class KubeSettings:
     polling_interval: float  # POLLING_INTERVAL, seconds between watcher resyncs/polls
     pod_start_timeout: float  # POD_START_TIMEOUT, seconds before a pod that never ran is 99
     create_horizon: float  # KSR_CREATE_HORIZON, seconds transient create refusals are retried
+    create_backoff_cap: float  # KSR_CREATE_BACKOFF_CAP, seconds, the longest wait between those tries
     max_active_jobs: int  # KSR_MAX_ACTIVE_JOBS, 0 = no cap
     worker_pool_size: int  # QUEUE_WORKER_POOL_SIZE, parallel Job creates
 
@@ -285,6 +286,11 @@ def _check(s: Settings) -> None:
         raise ConfigError(
             "POLLING_INTERVAL",
             f"must be shorter than KSR_STUCK_THRESHOLD ({s.server.stuck_threshold:g}s), got {s.kube.polling_interval:g}",
+        )
+    if s.kube.create_backoff_cap > s.kube.create_horizon:
+        raise ConfigError(
+            "KSR_CREATE_BACKOFF_CAP",
+            f"must not exceed KSR_CREATE_HORIZON ({s.kube.create_horizon:g}s), got {s.kube.create_backoff_cap:g}",
         )
     if s.schedule.poll >= s.server.stuck_threshold:
         raise ConfigError(

@@ -476,9 +476,19 @@ CREATE_HORIZON = Variable(
     parse=seconds,
     default=300.0,
     unit="s",
-    help="How long transient refusals of a Job create (quota `403`, `429`, `5xx`, timeouts) are retried, "
-    "with backoff and without spending the entry's deliveries, before the message is dead-lettered and "
-    "its producer gets a `99` callback with the apiserver's words.",
+    help="How long transient refusals of a Job create (any `403`, a full ResourceQuota among them; `429`, "
+    "`5xx`, timeouts) are retried, with backoff and without spending the entry's deliveries, from the first "
+    "refusal; then the message is dead-lettered (`create_refused`), its claim released, and its producer "
+    "gets a `99` callback `CreateRefused` with the apiserver's words.",
+)
+CREATE_BACKOFF_CAP = Variable(
+    name="KSR_CREATE_BACKOFF_CAP",
+    path="kube.create_backoff_cap",
+    parse=seconds,
+    default=30.0,
+    unit="s",
+    help="The longest wait between two tries of such a refused create (1 s, doubling, jittered; "
+    "`Retry-After` is a floor up to this cap). Must not exceed `KSR_CREATE_HORIZON`.",
 )
 MAX_ACTIVE_JOBS = Variable(
     name="KSR_MAX_ACTIVE_JOBS",
@@ -874,6 +884,7 @@ SECTIONS: tuple[Section, ...] = (
             POLLING_INTERVAL,
             POD_START_TIMEOUT,
             CREATE_HORIZON,
+            CREATE_BACKOFF_CAP,
             MAX_ACTIVE_JOBS,
             WORKER_POOL_SIZE,
         ),

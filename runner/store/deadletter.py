@@ -2,7 +2,10 @@
 
 An entry is moved there with the reason, the error (naming the field), the group's own
 delivery counter and its original id, and acked in the same Lua step (lua/dead_letter.lua),
-so it is neither lost nor left pending to be read again. The CLI lists, shows, replays and
+so it is neither lost nor left pending to be read again. The same step clears what the
+message left behind (`Leftovers`): its claim when no Job was recorded in it, so a replay
+starts afresh, and its place among the creates that wait (runner.store.waiting). The CLI
+lists, shows, replays and
 purges them.
 
 A dead entry's fields:
@@ -34,6 +37,7 @@ from runner.store.streams import DEAD_SUFFIX, Entry, redis_errors
 __all__ = [
     "REASONS",
     "DeadEntry",
+    "Leftovers",
     "dead_letter",
     "dead_stream",
     "get_dead",
@@ -45,7 +49,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-REASONS = ("invalid", "policy", "api_rejected", "poison")
+REASONS = ("invalid", "policy", "api_rejected", "create_refused", "poison")
 DEFAULT_MAXLEN = 100_000
 ERROR_MAX_CHARS = 8192  # an apiserver message can be long; the dead letter needs the gist
 _EXTRA = b"field:"
@@ -62,6 +66,18 @@ class DeadEntry:
     deliveries: int
     dead_at: int
     extra_fields: dict[bytes, bytes]
+
+
+@dataclass(frozen=True)
+class Leftovers:
+    """What a dead-lettered entry's message left in Redis, cleared in the dead letter's step."""
+
+    message_id: str  # "" when the entry carries no usable id: nothing was claimed for it
+    record_key: str  # its claim, deleted unless it records a Job
+    active_key: str
+    waiting_index: str = ""  # the set of creates that wait, and this entry's place in it
+    waiting_member: str = ""
+    waiting_key: str = ""
 
 
 def dead_stream(stream: str, suffix: str = DEAD_SUFFIX) -> str:
@@ -87,8 +103,10 @@ def dead_letter(
     stream_suffix: str = DEAD_SUFFIX,
     maxlen: int = DEFAULT_MAXLEN,
     now: float | None = None,
+    leftovers: Leftovers | None = None,
 ) -> str:
-    """Move `entry` to `<stream>:dead` and XACK it for `group`, atomically.
+    """Move `entry` to `<stream>:dead` and XACK it for `group`, atomically, clearing the
+    message's `leftovers` (claim without a Job, place among the waiting creates) with it.
 
     `deliveries` defaults to the entry's own (group) counter; `now` (Unix seconds) to the
     current time. The dead stream is capped near `maxlen`. Returns the dead entry id.
@@ -106,9 +124,26 @@ def dead_letter(
         if name != b"payload":
             fields[_EXTRA + name] = value
     flat = [x for pair in fields.items() for x in pair]
+    dead_key = dead_stream(entry.stream, stream_suffix)
+    left = leftovers or Leftovers(message_id="", record_key=dead_key, active_key=dead_key)
     with redis_errors():
         dead_id = scripts.load(redis_client, "dead_letter")(
-            keys=[dead_stream(entry.stream, stream_suffix), entry.stream], args=[group, entry.entry_id, maxlen, *flat]
+            keys=[
+                dead_key,
+                entry.stream,
+                left.record_key,
+                left.active_key,
+                left.waiting_index or dead_key,  # placeholders when there is nothing to clear
+                left.waiting_key or dead_key,
+            ],
+            args=[
+                group,
+                entry.entry_id,
+                maxlen,
+                left.message_id,
+                left.waiting_member if left.waiting_index else "",
+                *flat,
+            ],
         )
     log.info(
         "dead-lettered %s %s (%s, %d deliveries): %s",

@@ -31,6 +31,7 @@ CONTROLLERS = (
     # Deployments for `helm install --wait` (kwok runs their pods as a kubelet would).
     "deployment-controller",
     "replicaset-controller",
+    "resourcequota-controller",  # ResourceQuota usage: admission refuses quotas it never computed
     "ttl-after-finished-controller",
     "garbage-collector-controller",
     "namespace-controller",

@@ -18,6 +18,7 @@ def test_every_script_the_code_loads_is_there() -> None:
         "cancel",
         "claim",
         "dead_letter",
+        "defer_create",
         "fence",
         "fire_tick",
         "hincr_if_exists",

@@ -1,0 +1,117 @@
+"""Creates refused for now wait without using deliveries (issue 10 §6): a ResourceQuota
+that is full lets the messages wait until Jobs end and free it, while messages for other
+namespaces keep flowing; one that never frees ends, at KSR_CREATE_HORIZON, in a dead letter,
+a 99 to the producer with the apiserver's words, and no claim left behind. Real Redis, the
+real control plane (its ResourceQuota admission and controller) with kwok, a real RQ worker
+and a real receiver."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from runner.store.deadletter import list_dead, replay_dead
+from tests.support.kube import delete_namespace, job_message_ids, managed_jobs, new_namespace
+from tests.support.messages import message
+from tests.support.pipeline import base_env, rq_worker, runner_thread, xadd
+from tests.support.ports import wait_for
+
+pytestmark = pytest.mark.kube
+
+STREAM = "ksr:jobs:default"
+WAITING = "ksr:waiting"
+
+
+def _quota(kube: Any, namespace: str, jobs: int) -> None:
+    core = client.CoreV1Api(kube.api_client())
+    body = {"metadata": {"name": "jobs"}, "spec": {"hard": {"count/jobs.batch": str(jobs)}}}
+    try:
+        core.create_namespaced_resource_quota(namespace, body)
+    except client.ApiException as e:
+        if e.status != 409:
+            raise
+        core.patch_namespaced_resource_quota("jobs", namespace, body)
+
+    def computed() -> bool:  # admission refuses everything until the controller has counted
+        status = core.read_namespaced_resource_quota("jobs", namespace).status
+        return bool(status and status.hard and status.hard.get("count/jobs.batch") == str(jobs))
+
+    wait_for(computed, timeout=30, what=f"quota of {jobs} Jobs computed in {namespace}")
+
+
+def test_a_full_quota_makes_messages_wait_not_die(redis_server, redis_client, kube, namespace, receiver):
+    other = new_namespace(kube)
+    try:
+        env = base_env(
+            redis_url=redis_server.url,
+            namespace=namespace,
+            kubeconfig=kube.kubeconfig,
+            KSR_ALLOWED_NAMESPACES=f"{namespace},{other}",
+            KSR_MAX_DELIVERIES="2",  # a wait that used deliveries would be poison at once
+            KSR_CREATE_BACKOFF_CAP="2",
+        )
+        _quota(kube, namespace, 2)
+        # A Job counts against count/jobs.batch until it is deleted: the TTL frees the quota.
+        ids = [f"quota-{i}" for i in range(5)]
+        for mid in ids:
+            xadd(redis_client, STREAM, message(mid, namespace, webhook=receiver.url, ttlSecondsAfterFinished=31))
+        most = 0
+        with rq_worker(env), runner_thread(env, api_client=kube.api_client()):
+            wait_for(lambda: len(managed_jobs(kube, namespace)) == 2, timeout=60, what="2 Jobs, the quota")
+            # Waiting for quota in one namespace holds nothing else up.
+            xadd(redis_client, STREAM, message("elsewhere", other, webhook=receiver.url))
+            wait_for(lambda: job_message_ids(kube, other) == ["elsewhere"], timeout=30, what="the Job elsewhere")
+            assert len(managed_jobs(kube, namespace)) == 2, "the first 2 Jobs still hold the quota"
+            assert list_dead(redis_client, STREAM) == [], "waiting for quota is not poison"
+
+            def all_done() -> bool:
+                nonlocal most
+                most = max(most, len(managed_jobs(kube, namespace)))
+                return all(receiver.statuses().get(m) == [0, 1, 2] for m in ids)
+
+            wait_for(all_done, timeout=240, interval=0.5, what="callbacks 0, 1, 2 for all 5 messages")
+        assert most <= 2
+        assert [d.original_id for d in list_dead(redis_client, STREAM)] == []
+        assert redis_client.zcard(WAITING) == 0 and not redis_client.keys(WAITING + ":*")
+        assert redis_client.xpending(STREAM, "ksr")["pending"] == 0
+        records = {m: redis_client.hgetall(f"ksr:msg:{m}") for m in ids}
+        assert all(r[b"state"] == b"completed" and r[b"job_name"] for r in records.values()), records
+    finally:
+        delete_namespace(kube, other)
+
+
+def test_at_the_horizon_the_producer_hears_99_and_the_claim_is_gone(
+    redis_server, redis_client, kube, namespace, receiver
+):
+    env = base_env(
+        redis_url=redis_server.url,
+        namespace=namespace,
+        kubeconfig=kube.kubeconfig,
+        KSR_CREATE_HORIZON="6",
+        KSR_CREATE_BACKOFF_CAP="1",
+        KSR_MAX_DELIVERIES="1",
+    )
+    _quota(kube, namespace, 0)
+    entry_id = xadd(redis_client, STREAM, message("never", namespace, webhook=receiver.url))
+    with rq_worker(env), runner_thread(env, api_client=kube.api_client()):
+        wait_for(lambda: redis_client.hget("ksr:msg:never", "state") == b"claimed", timeout=30, what="the claim")
+        wait_for(lambda: receiver.statuses().get("never") == [99], timeout=60, what="callback 99")
+        (dead,) = wait_for(lambda: list_dead(redis_client, STREAM), timeout=30, what="the dead letter")
+        assert not redis_client.exists("ksr:msg:never"), "the claim is released"
+        assert redis_client.zcard(WAITING) == 0 and not redis_client.keys(WAITING + ":*")
+        assert redis_client.xpending(STREAM, "ksr")["pending"] == 0
+        assert managed_jobs(kube, namespace) == []
+        # Replayed once the quota allows it, the message starts afresh and runs.
+        _quota(kube, namespace, 1)
+        replay_dead(redis_client, STREAM, dead.dead_id)
+        wait_for(lambda: receiver.statuses().get("never") == [99, 0, 1, 2], timeout=90, what="the replay's callbacks")
+    (body,) = [b for b in receiver.bodies("never") if b["status"] == 99]
+    error = body["detail"]["error"]
+    assert error["errorCode"] == "CreateRefused"
+    assert "403" in error["message"] and "exceeded quota" in error["message"], error
+    assert "still refused after 6s" in error["message"]
+    assert dead.original_id == entry_id and dead.reason == "create_refused"
+    assert dead.error == error["message"]
+    assert dead.deliveries == 1, "waiting used no deliveries"
