@@ -8,6 +8,7 @@ import pytest
 import redis
 
 from runner.store.deadletter import (
+    Leftovers,
     dead_letter,
     get_dead,
     is_poison,
@@ -15,7 +16,9 @@ from runner.store.deadletter import (
     purge_dead,
     replay_dead,
 )
+from runner.store.state import StaleTerm, StateStore
 from runner.store.streams import StreamReader
+from runner.store.waiting import WaitingCreates
 
 STREAM = "t:jobs:default"
 
@@ -131,3 +134,59 @@ def test_dead_stream_is_capped(redis_client: redis.Redis, rd: StreamReader) -> N
     for e in rd.read_batch():
         dead_letter(redis_client, e, group="ksr", reason="invalid", error="e", maxlen=100)
     assert 100 <= redis_client.xlen(STREAM + ":dead") < 300
+
+
+def test_a_dead_letter_clears_a_claim_without_a_job_and_the_entry_s_wait(
+    redis_client: redis.Redis, rd: StreamReader
+) -> None:
+    state = StateStore(redis_client, ttl_seconds=3600)
+    waiting = WaitingCreates(redis_client, index="ksr:waiting", group="ksr", clock=lambda: 1700000000.0)
+    claimed, recorded = delivered(redis_client, rd, b'{"id": "claimed-only"}', b'{"id": "with-job"}')
+    state.claim("claimed-only", stream=STREAM, entry_id=claimed.entry_id)
+    state.claim("with-job", stream=STREAM, entry_id=recorded.entry_id)
+    state.record_job("with-job", job_name="job-1", namespace="ns", job_uid="u1")
+    waiting.defer(claimed, message_id="claimed-only", due=1700000001.0, error="403 exceeded quota", term=1)
+    assert rd.pending_summary(STREAM).count == 1  # the waiting one was acked as it moved
+    for entry, mid in ((claimed, "claimed-only"), (recorded, "with-job")):
+        member = waiting.member(entry)
+        dead_letter(
+            redis_client,
+            entry,
+            group="ksr",
+            reason="create_refused",
+            error="gave up",
+            leftovers=Leftovers(
+                message_id=mid,
+                record_key=state.key(mid),
+                active_key=state.active_key,
+                waiting_index=waiting.index,
+                waiting_member=member,
+                waiting_key=waiting.key(member),
+            ),
+        )
+    assert state.get("claimed-only") is None, "a claim without a Job is released: a replay starts afresh"
+    assert state.get("with-job")["job_name"] == "job-1", "a claim that records a Job stays"
+    assert state.active_ids() == {"with-job"}
+    assert redis_client.zcard("ksr:waiting") == 0 and not redis_client.keys("ksr:waiting:*")
+    assert rd.pending_summary(STREAM).count == 0
+    assert [d.original_id for d in list_dead(redis_client, STREAM)] == [claimed.entry_id, recorded.entry_id]
+
+
+def test_waiting_keeps_the_fields_and_the_first_refusal(redis_client: redis.Redis, rd: StreamReader) -> None:
+    now = [1700000000.0]
+    waiting = WaitingCreates(redis_client, index="ksr:waiting", group="ksr", clock=lambda: now[0])
+    (entry,) = delivered(redis_client, rd, b"\xff not utf-8", extra={"trace": b"\x00\x01"})
+    waiting.defer(entry, message_id="m", due=now[0] + 5, error="429 first", term=1)
+    assert rd.pending_summary(STREAM).count == 0
+    assert waiting.due(limit=10) == []
+    now[0] += 6
+    waiting.defer(entry, message_id="m", due=now[0] - 1, error="503 second", term=1)
+    (w,) = waiting.due(limit=10)
+    got = (w.entry.stream, w.entry.entry_id, w.entry.fields, w.entry.deliveries)
+    assert got == (entry.stream, entry.entry_id, entry.fields, entry.deliveries)  # byte for byte
+    assert (w.since, w.tries, w.error) == (1700000000.0, 2, "503 second")
+    redis_client.set("ksr:term", 5)
+    with pytest.raises(StaleTerm):
+        waiting.defer(entry, message_id="m", due=now[0], error="late", term=4)
+    waiting.forget(entry)
+    assert waiting.due(limit=10) == [] and not redis_client.keys("ksr:waiting*")
