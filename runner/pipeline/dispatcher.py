@@ -128,6 +128,8 @@ class Dispatcher:
             except KsrError as e:  # Redis or the apiserver away: the entry stays pending
                 log.warning("entry %s left pending: %s", entry.entry_id, e)
                 outcome = "retried"
+                if waited is not None:  # no delivery counter out there: back off, the horizon ends it
+                    self._rewait(entry, waited, term)
             except Exception:  # a bug, or bytes nobody foresaw: never the loop's end
                 log.exception(
                     "entry %s of %s raised; left pending for the delivery counter", entry.entry_id, entry.stream
@@ -267,12 +269,18 @@ class Dispatcher:
         return "waiting"
 
     def _rewait(self, entry: Entry, waited: Waiting, term: int) -> None:
-        """A waiting entry whose retry raised: try again later (the horizon still ends it)."""
+        """A waiting entry whose retry raised: try again one backoff cap later, not at every
+        tick (it has no delivery counter to end it; the horizon does)."""
         try:
             self._fence(term)
-            due = min(
-                self._now() + self.settings.kube.create_backoff_cap, waited.since + self.settings.kube.create_horizon
-            )
+            now, horizon = self._now(), self.settings.kube.create_horizon
+            if now - waited.since >= horizon:
+                error = (
+                    f"kept failing while waiting past KSR_CREATE_HORIZON={horizon:g}s (last refusal: {waited.error})"
+                )
+                self._dead(entry, "poison", error)
+                return
+            due = min(now + self.settings.kube.create_backoff_cap, waited.since + horizon)
             message_id = peek_message_id(entry.fields, max_bytes=self.settings.streams.max_message_bytes) or ""
             self.waiting.defer(entry, message_id=message_id, due=due, error=waited.error, term=term)
         except Exception:

@@ -115,3 +115,43 @@ def test_at_the_horizon_the_producer_hears_99_and_the_claim_is_gone(
     assert dead.original_id == entry_id and dead.reason == "create_refused"
     assert dead.error == error["message"]
     assert dead.deliveries == 1, "waiting used no deliveries"
+
+
+class _FailsAfterFirst:
+    """The runner's executor; after the first create (refused by the quota) every retry
+    raises what a bug would (test-only hook)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.calls = 0
+
+    def create(self, message: Any, **kw: Any) -> Any:
+        self.calls += 1
+        if self.calls > 1:
+            raise KeyError("a bug on the retry")
+        return self.inner.create(message, **kw)
+
+    def launched(self, ref: Any) -> None:
+        self.inner.launched(ref)
+
+
+def test_a_waiting_create_whose_retries_raise_ends_at_the_horizon(redis_server, redis_client, kube, namespace):
+    env = base_env(
+        redis_url=redis_server.url,
+        namespace=namespace,
+        kubeconfig=kube.kubeconfig,
+        KSR_CREATE_HORIZON="5",
+        KSR_CREATE_BACKOFF_CAP="1",
+    )
+    _quota(kube, namespace, 0)
+    with runner_thread(env, api_client=kube.api_client()) as runner:
+        hook = runner.dispatcher.executor = _FailsAfterFirst(runner.executor)
+        entry_id = xadd(redis_client, STREAM, message("waits-then-raises", namespace))
+        (dead,) = wait_for(lambda: list_dead(redis_client, STREAM), timeout=60, what="the dead letter")
+        assert runner._elector_thread.is_alive() and runner.term is not None
+    assert dead.original_id == entry_id and dead.reason == "poison"
+    assert "kept failing while waiting past KSR_CREATE_HORIZON=5s" in dead.error and "exceeded quota" in dead.error
+    assert 2 <= hook.calls <= 8, "retries backed off (about one per KSR_CREATE_BACKOFF_CAP), not one per tick"
+    assert not redis_client.exists("ksr:msg:waits-then-raises")
+    assert redis_client.zcard(WAITING) == 0 and redis_client.xpending(STREAM, "ksr")["pending"] == 0
