@@ -266,3 +266,40 @@ def test_readyz_follows_the_real_kubernetes_api(kube, private_redis: RedisServer
         wait_for(lambda: s.get("/readyz")[0] == 200, timeout=30, what="/readyz 200 again")
     finally:
         assert s.stop() == 0
+
+
+def test_status_and_its_page_show_the_next_due_time_and_the_schedules(private_redis: RedisServer, tmp_path: Path):
+    import json as _json
+
+    schedules = tmp_path / "schedules.yaml"
+    template = {"service": "s", "job": {"prefixName": "p", "namespace": "default", "image": "busybox"}}
+    entry = {"name": "nightly", "cron": "30 2 * * *", "timezone": "Europe/Berlin", "stream": "t:jobs:low"}
+    schedules.write_text(_json.dumps({"schedules": [{**entry, "message": template}]}))
+    r = private_redis.client()
+    due = int(time.time() + 3600) * 1000
+    r.zadd("t:jobs:low:scheduled", {"held-1": due, "held-2": due + 60_000})
+    r.hset("ksr:schedules:last", "nightly", 1_796_092_200_000 - 7_200_000)  # 2026-12-01T00:30:00Z
+    s = ProbeStack(
+        tmp_path / "sstack", redis_url=private_redis.url, port=free_port(), extra_env={"KSR_SCHEDULES": str(schedules)}
+    ).start()
+    try:
+        wait_for(lambda: s.get("/healthz")[0] == 200, timeout=60, what="the stack")
+        sched = s.json("/status")[1]["scheduling"]
+        assert sched["waiting"] == 2
+        assert sched["next_due"] == time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(due / 1000))
+        assert 3590 < sched["next_due_in"] <= 3600
+        (row,) = sched["schedules"]
+        assert (row["name"], row["cron"], row["timezone"], row["stream"]) == (
+            "nightly",
+            "30 2 * * *",
+            "Europe/Berlin",
+            "t:jobs:low",
+        )
+        assert row["next_run"][11:19] == "02:30:00" and row["last_tick_utc"] == "2026-12-01T00:30:00+00:00"
+        dom = chromium("--virtual-time-budget=3000", "--dump-dom", s.url + "/")
+        assert dom.returncode == 0, dom.stderr[-2000:]
+        assert 'id="scheduled-waiting">2</dd>' in dom.stdout
+        assert f'id="next-due">{sched["next_due"]} (in ' in dom.stdout
+        assert 'data-schedule="nightly"' in dom.stdout and row["next_run_utc"] in dom.stdout
+    finally:
+        assert s.stop() == 0
