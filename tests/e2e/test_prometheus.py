@@ -1,6 +1,7 @@
 """A real Prometheus scrapes two running `ksr run` replicas during a workload (Jobs that
 succeed and one that fails, a dead letter, callback retries, a leader change). Then every
-panel query of the dashboard, Grafana's variables substituted, returns at least one
+panel query of the dashboard (scheduling included: a delayed message, a cancelled one, a
+schedule ticking every minute), Grafana's variables substituted, returns at least one
 series; every alert rule evaluates; and KsrNoLeader fires once both replicas are stopped."""
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
+from runner.client import Client
+from runner.settings import Settings
 from tests.support.chart import CHART
 from tests.support.messages import message
 from tests.support.pipeline import base_env, xadd
@@ -62,9 +65,27 @@ def rules_with_short_for(directory: Path) -> Path:
     return path
 
 
+def schedules_file(directory: Path, namespace: str) -> Path:
+    """One recurring schedule ticking every minute, so the schedule panels have a tick."""
+    entry = {
+        "name": "prom-every-minute",
+        "cron": "* * * * *",
+        "stream": STREAM,
+        "message": {"service": "example", "job": {"prefixName": "tick", "namespace": namespace, "image": "busybox:1"}},
+    }
+    path = directory / "schedules.yaml"
+    path.write_text(yaml.safe_dump({"schedules": [entry]}))
+    return path
+
+
 def test_dashboard_and_alerts_answered_by_prometheus(redis_server, redis_client, kube, namespace, tmp_path):
     receiver = Receiver().start()
-    env = base_env(redis_url=redis_server.url, namespace=namespace, kubeconfig=kube.kubeconfig)
+    env = base_env(
+        redis_url=redis_server.url,
+        namespace=namespace,
+        kubeconfig=kube.kubeconfig,
+        KSR_SCHEDULES=str(schedules_file(tmp_path, namespace)),
+    )
     pods = [Pod(env, tmp_path, f"prom-{i}") for i in range(2)]
     prometheus = Prometheus(
         tmp_path / "prometheus",
@@ -111,6 +132,11 @@ def _workload_and_checks(pods, prometheus, receiver, redis_client, namespace, en
         xadd(redis_client, STREAM, message(mid, namespace, webhook=receiver.url))
     xadd(redis_client, STREAM, message("prom-fail", namespace, service="ksr-test-fail", webhook=receiver.url))
     xadd(redis_client, STREAM, "not json")  # a dead letter
+    xadd(redis_client, STREAM, {**message("prom-delayed", namespace), "delaySeconds": 1})  # held, then moved
+    xadd(redis_client, STREAM, {**message("prom-cancelled", namespace), "delaySeconds": 600})
+    producer = Client(Settings.from_env(env), redis_client=redis_client)
+    wait_for(lambda: producer.status("prom-cancelled").where == "scheduled", timeout=30, what="a held message")
+    producer.cancel("prom-cancelled")
     wait_for(lambda: len(receiver.requests) >= 8, timeout=60, what="callbacks refused and retried")
     receiver.answer = 200
     wait_for(
@@ -127,9 +153,12 @@ def _workload_and_checks(pods, prometheus, receiver, redis_client, namespace, en
         'ksr_callbacks_total{outcome="retry"} > 0': "callback retries",
         "ksr_stream_dead_letters > 0": "the dead letter",
         "increase(ksr_leader_transitions_total[5m]) > 0": "leader transitions",
+        "ksr_scheduled_moved_total > 0": "the delayed message moved",
+        'ksr_cancellations_total{stage="scheduled"} > 0': "the cancelled one",
+        'ksr_schedule_ticks_total{outcome="fired"} > 0': "a schedule tick (every minute)",
     }
     try:
-        wait_for(lambda: all(prometheus.query(q) for q in seen), timeout=60, what="the workload in Prometheus")
+        wait_for(lambda: all(prometheus.query(q) for q in seen), timeout=90, what="the workload in Prometheus")
     except TimeoutError:
         raise AssertionError(f"not in Prometheus: {[w for q, w in seen.items() if not prometheus.query(q)]}") from None
 
@@ -139,8 +168,18 @@ def _workload_and_checks(pods, prometheus, receiver, redis_client, namespace, en
     jobs = {s["metric"]["job"] for s in prometheus.query(f'group by (job) (ksr_leader{{namespace=~"{namespace}"}})')}
     assert jobs == {JOB}
     variables = {**GRAFANA, "$namespace": namespace, "$job": JOB}
-    empty = [(title, expr) for title, expr in dashboard_queries() if not prometheus.query(substitute(expr, variables))]
-    assert empty == [], "panels without a series after the workload"
+    queries = [(title, substitute(expr, variables)) for title, expr in dashboard_queries()]
+
+    def empty_panels() -> list[tuple[str, str]]:
+        return [(title, expr) for title, expr in queries if not prometheus.query(expr)]
+
+    # A series that appeared at the last scrape has one sample: rate() and increase() need
+    # two, so the scrapes get a few seconds to catch up.
+    try:
+        wait_for(lambda: not empty_panels(), timeout=15, interval=1, what="every panel answered")
+    except TimeoutError:
+        pass
+    assert empty_panels() == [], "panels without a series after the workload"
 
     # Every alert rule evaluates without error.
     wait_for(lambda: all(r.get("lastEvaluation", "").startswith("2") for r in prometheus.rules()), timeout=30)
