@@ -116,6 +116,8 @@ class Tracker:
             if not self._emit(message_id, EXCEPTION, detail, record):
                 return False
         self.signals.emit(Cancelled(stage))
+        if record.has_job:
+            self.signals.emit(JobFinished(outcome="cancelled", duration=None))
         self._on_finished()
         with log_context(message_id=message_id):
             log.info("message %s cancelled while %s", message_id, stage)

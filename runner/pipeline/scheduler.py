@@ -98,6 +98,10 @@ class Scheduler:
                 log.warning("scheduler: %s (retrying in %.1fs)", e, self.poll)
                 self.signals.emit(ErrorRecorded(f"scheduler: {e}"))
                 sleep = self.poll
+            except Exception as e:  # a bug must not stop delayed messages for the rest of the term
+                log.exception("scheduler turn failed; going on")
+                self.signals.emit(ErrorRecorded(f"scheduler: {type(e).__name__}: {e}"))
+                sleep = self.poll
             self._wake.wait(sleep)
             self._wake.clear()
         log.info("scheduler stopped (term %d)", term)
