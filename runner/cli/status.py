@@ -27,6 +27,9 @@ from election.redis_lock import RedisLock
 from runner.cli._context import CliContext, cli_context, json_option
 from runner.cli._output import DURATION, emit_json, print_table
 from runner.durations import format_age
+from runner.errors import ConfigError
+from runner.schedules.config import load_schedules
+from runner.schedules.overview import scheduling_overview
 from runner.settings import Settings
 from runner.store.connection import describe
 from runner.store.events import read_events
@@ -106,6 +109,15 @@ def gather_status(obj: CliContext) -> dict[str, Any]:
         "redis": describe(settings.redis),
     }
     doc.update(leader_info(settings, client))
+    try:
+        schedules = load_schedules(
+            settings.schedule.schedules_file,
+            streams=settings.streams.streams,
+            default_stream=settings.streams.default_stream,
+        )
+        doc["scheduling"] = scheduling_overview(client, streams=settings.streams.streams, schedules=schedules)
+    except ConfigError as e:  # the runner refuses it at start; here it is only reported
+        doc["scheduling"] = {"error": str(e)}
     return doc
 
 
@@ -118,6 +130,12 @@ def _print_status(doc: dict[str, Any]) -> None:
         leader += ", expired)" if doc.get("leader_expired") else ")"
     click.echo(f"leader:      {leader}  [{doc['leader_source']}]")
     click.echo(f"active jobs: {doc['active_jobs']}")
+    sched = doc.get("scheduling") or {}
+    if "waiting" in sched:
+        due = f", next due {sched['next_due']}" if sched.get("next_due") else ""
+        click.echo(f"scheduled:   {sched['waiting']} waiting{due}; {len(sched['schedules'])} recurring schedules")
+    elif sched.get("error"):
+        click.echo(f"scheduled:   {sched['error']}")
     click.echo(f"redis:       {doc['redis']}  group {doc['group']}")
     click.echo("")
     print_table(

@@ -35,6 +35,9 @@ def test_submit_in_then_list_show_and_cancel_a_scheduled_message(env, redis_clie
         rows = wait_for(lambda: json.loads(ksr(env, "scheduled", "list", "--json").stdout), timeout=20, what="held")
         assert [(r["id"], r["stream"]) for r in rows] == [("later-1", "ksr:jobs:default")]
         assert 3590 < rows[0]["in_seconds"] <= 3600
+        status = json.loads(ksr(env, "status", "--json").stdout)["scheduling"]
+        assert (status["waiting"], status["next_due"], status["schedules"]) == (1, rows[0]["due"], [])
+        assert f"scheduled:   1 waiting, next due {rows[0]['due']}; 0 recurring" in ksr(env, "status").stdout
         shown = json.loads(ksr(env, "jobs", "show", "later-1", "--json").stdout)
         assert shown["where"] == "scheduled" and shown["due"] == rows[0]["due"]
         assert shown["now"] == f"scheduled for {rows[0]['due']} in ksr:jobs:default"
