@@ -18,6 +18,7 @@ from rq import Queue
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import DeferredJobRegistry, ScheduledJobRegistry
+from rq.worker import Worker
 
 from runner.callbacks.chain import (
     CallbackPayload,
@@ -139,7 +140,9 @@ class CallbackQueue:
                 log.warning("callback %s re-enqueued: its previous delivery never finished", member)
                 count += 1
             else:
-                self.redis.zadd(key, {member: self.clock()})  # live, or waiting its turn: look again later
+                # Live, or waiting its turn: due again at the next sweep, behind the older ones
+                # (a score of now would let a chain that dies meanwhile wait a whole stale period).
+                self.redis.zadd(key, {member: stale})
         return count
 
 
@@ -151,9 +154,14 @@ def stale_after(settings: Settings) -> float:
 
 def _live(conn: redis.Redis, job_id: str, *, stale_after: float) -> bool:
     """Queued, scheduled or deferred jobs are live while their queue or registry still holds
-    them; a started one only while it is younger than its timeout (a worker killed mid-job
-    leaves it "started" for good). A Redis failover can keep a job's hash and lose its
-    queue entry (replication is asynchronous): such a job would never run."""
+    them; a started one while its worker is registered and it is younger than its timeout.
+
+    A Redis failover can keep a job's hash and lose its queue entry (replication is
+    asynchronous): such a job would never run. A worker that dies between taking a job
+    (into RQ's intermediate list) and marking it started leaves it "queued" there until
+    RQ's own cleanup fails it a minute or two later; a worker killed mid-job leaves it
+    "started" for good. Those are dead now. The price is a rare second attempt when a live
+    worker is within the moment between the two steps: the webhook-id makes it harmless."""
     with redis_errors():
         try:
             job = Job.fetch(job_id, connection=conn)
@@ -162,11 +170,11 @@ def _live(conn: redis.Redis, job_id: str, *, stale_after: float) -> bool:
         status = job.get_status(refresh=False)
         if status == JobStatus.STARTED and job.started_at is not None:
             started = job.started_at.replace(tzinfo=job.started_at.tzinfo or UTC).timestamp()
-            return time.time() - started < stale_after
+            worker = job.worker_name
+            worker_alive = bool(worker) and bool(conn.exists(f"{Worker.redis_worker_namespace_prefix}{worker}"))
+            return worker_alive and time.time() - started < stale_after
         if status == JobStatus.QUEUED:
-            queue = Queue(job.origin, connection=conn)
-            # A worker moves a job to the intermediate list before it marks it started.
-            return any(conn.lpos(key, job_id) is not None for key in (queue.key, queue.intermediate_queue_key))
+            return conn.lpos(Queue(job.origin, connection=conn).key, job_id) is not None
         if status == JobStatus.SCHEDULED:
             return job_id in ScheduledJobRegistry(job.origin, connection=conn)
         if status == JobStatus.DEFERRED:
