@@ -14,15 +14,6 @@ import click
 
 log = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-REDIS_TIMEOUT = 5.0  # seconds for connect and for each reply: an operator is waiting
-# The consumer name the CLI would use in the group. The CLI only inspects and acks; it never
-# reads with XREADGROUP, so this name never shows up in the group's consumer list.
-CLI_CONSUMER = "ksr-cli"
-
-
 # -- durations and times ----------------------------------------------------------------------
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}

@@ -13,21 +13,8 @@ from typing import Any
 import click
 import redis
 
-from runner.cli._context import (
-    chosen_streams,
-    cli_context,
-    fail,
-    json_option,
-    stream_option,
-    yes_option,
-)
-from runner.cli._output import (
-    dry_run_footer,
-    emit_json,
-    format_ms_time,
-    message_id_of,
-    print_table,
-)
+from runner.cli._context import chosen_streams, cli_context, fail, json_option, stream_option, yes_option
+from runner.cli._output import dry_run_footer, emit_json, format_ms_time, message_id_of, print_table
 from runner.store.deadletter import (
     DeadEntry,
     dead_stream,

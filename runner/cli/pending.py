@@ -8,6 +8,7 @@ entry back at the end of its stream with a fresh delivery counter (replay), or d
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from dataclasses import asdict, dataclass
@@ -17,21 +18,8 @@ import click
 import redis
 from redis.exceptions import ResponseError
 
-from runner.cli._context import (
-    chosen_streams,
-    cli_context,
-    fail,
-    json_option,
-    stream_option,
-    yes_option,
-)
-from runner.cli._output import (
-    DURATION,
-    dry_run_footer,
-    emit_json,
-    message_id_of,
-    print_table,
-)
+from runner.cli._context import chosen_streams, cli_context, fail, json_option, stream_option, yes_option
+from runner.cli._output import DURATION, dry_run_footer, emit_json, message_id_of, print_table
 from runner.durations import format_age
 from runner.store.replay import replay_pending
 from runner.store.streams import StreamReader, redis_errors
@@ -213,21 +201,40 @@ def _ms(seconds: float | None) -> int | None:
     return None if seconds is None else int(seconds * 1000)
 
 
+def _acting_on_selection(act: Any) -> Any:
+    """A replay/ack command: entry ids or filters/--all choose the rows, --yes acts, --json prints.
+
+    `act(rows, idle_over, yes)` returns one result document a row; the table or JSON is ours.
+    """
+
+    @functools.wraps(act)
+    def command(
+        ids: tuple[str, ...],
+        stream: str | None,
+        consumer: str | None,
+        idle_over: float | None,
+        all_: bool,
+        yes: bool,
+        as_json: bool,
+    ) -> None:
+        rows = _select(ids, stream, consumer, idle_over, all_)
+        _report(act(rows, idle_over, yes), as_json, yes, act.__name__)
+
+    options = [
+        click.argument("ids", nargs=-1, metavar="[ENTRY_ID]..."),
+        *filters,
+        click.option("--all", "all_", is_flag=True, help="Every pending entry (within the filters)."),
+        yes_option,
+        json_option,
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @pending.command()
-@click.argument("ids", nargs=-1, metavar="[ENTRY_ID]...")
-@_with_filters
-@click.option("--all", "all_", is_flag=True, help="Every pending entry (within the filters).")
-@yes_option
-@json_option
-def replay(
-    ids: tuple[str, ...],
-    stream: str | None,
-    consumer: str | None,
-    idle_over: float | None,
-    all_: bool,
-    yes: bool,
-    as_json: bool,
-) -> None:
+@_acting_on_selection
+def replay(rows: list[PendingRow], idle_over: float | None, yes: bool) -> list[dict[str, Any]]:
     """Put pending entries back at the end of their stream, acking the old ones.
 
     Each replay re-adds the entry's fields to the same stream and XACKs the old entry in one
@@ -236,7 +243,6 @@ def replay(
     id and no second Job is made. Dry run unless --yes.
     """
     obj = cli_context()
-    rows = _select(ids, stream, consumer, idle_over, all_)
     group = obj.settings().streams.group
     results: list[dict[str, Any]] = []
     for row in rows:
@@ -247,31 +253,18 @@ def replay(
             )
             doc.update(outcome=outcome.lower().replace("notpending", "not-pending"), new_entry_id=new_id)
         results.append(doc)
-    _report(results, as_json, yes, "replay")
+    return results
 
 
 @pending.command()
-@click.argument("ids", nargs=-1, metavar="[ENTRY_ID]...")
-@_with_filters
-@click.option("--all", "all_", is_flag=True, help="Every pending entry (within the filters).")
-@yes_option
-@json_option
-def ack(
-    ids: tuple[str, ...],
-    stream: str | None,
-    consumer: str | None,
-    idle_over: float | None,
-    all_: bool,
-    yes: bool,
-    as_json: bool,
-) -> None:
+@_acting_on_selection
+def ack(rows: list[PendingRow], idle_over: float | None, yes: bool) -> list[dict[str, Any]]:
     """Acknowledge pending entries without running them. Dry run unless --yes.
 
     An acked entry is never delivered again: its message runs only if a Job was already
     made for it. Use it for entries you know are done or unwanted.
     """
     obj = cli_context()
-    rows = _select(ids, stream, consumer, idle_over, all_)
     group = obj.settings().streams.group
     results: list[dict[str, Any]] = []
     for row in rows:
@@ -281,7 +274,7 @@ def ack(
                 acked = int(obj.redis().xack(row.stream, group, row.entry_id))
             doc["outcome"] = "acked" if acked else "not-pending"
         results.append(doc)
-    _report(results, as_json, yes, "ack")
+    return results
 
 
 def _report(results: list[dict[str, Any]], as_json: bool, yes: bool, verb: str) -> None:
