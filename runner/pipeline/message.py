@@ -153,18 +153,30 @@ class _Checker:
         value = obj.get(key, MISSING)
         return MISSING if value is None else value  # null is "not given"
 
-    def obj(
-        self, parent: Mapping[str, Any], key: str, path: str, *, required: bool = False
-    ) -> Mapping[str, Any] | None:
+    def text_or_empty(self, parent: Mapping[str, Any], key: str) -> Any:
+        """The value, or "" when it is absent or null (an empty value is a valid one)."""
+        value = self.get(parent, key)
+        return "" if value is MISSING else value
+
+    def _typed(
+        self, parent: Mapping[str, Any], key: str, path: str, kind: type, expected: str, *, required: bool = False
+    ) -> Any:
+        """The value if given and of `kind`; else MISSING, with the problem noted."""
         value = self.get(parent, key)
         if value is MISSING:
             if required:
                 self.fail(path, "required")
-            return None
-        if not isinstance(value, dict):
-            self.fail(path, f"must be an object, got {_kind(value)}")
-            return None
+            return MISSING
+        if not isinstance(value, kind):
+            self.fail(path, f"must be {expected}, got {_kind(value)}")
+            return MISSING
         return value
+
+    def obj(
+        self, parent: Mapping[str, Any], key: str, path: str, *, required: bool = False
+    ) -> Mapping[str, Any] | None:
+        value = self._typed(parent, key, path, dict, "an object", required=required)
+        return None if value is MISSING else value
 
     def string(
         self,
@@ -177,13 +189,8 @@ class _Checker:
         pattern: re.Pattern[str] | None = None,
         what: str = "",
     ) -> str | None:
-        value = self.get(parent, key)
+        value = self._typed(parent, key, path, str, "a string", required=required)
         if value is MISSING:
-            if required:
-                self.fail(path, "required")
-            return None
-        if not isinstance(value, str):
-            self.fail(path, f"must be a string, got {_kind(value)}")
             return None
         if not value:
             self.fail(path, "must not be empty")
@@ -214,20 +221,12 @@ class _Checker:
         return value
 
     def boolean(self, parent: Mapping[str, Any], key: str, path: str) -> bool | None:
-        value = self.get(parent, key)
-        if value is MISSING:
-            return None
-        if not isinstance(value, bool):
-            self.fail(path, f"must be true or false, got {_kind(value)}")
-            return None
-        return value
+        value = self._typed(parent, key, path, bool, "true or false")
+        return None if value is MISSING else value
 
     def strings(self, parent: Mapping[str, Any], key: str, path: str) -> tuple[str, ...]:
-        value = self.get(parent, key)
+        value = self._typed(parent, key, path, list, "an array of strings")
         if value is MISSING:
-            return ()
-        if not isinstance(value, list):
-            self.fail(path, f"must be an array of strings, got {_kind(value)}")
             return ()
         bad = [i for i, item in enumerate(value) if not isinstance(item, str)]
         if bad:
@@ -239,11 +238,8 @@ class _Checker:
         self, parent: Mapping[str, Any], key: str, path: str, read: Callable[[Mapping[str, Any], str], T | None]
     ) -> tuple[T, ...]:
         """An array of objects, each read by `read(obj, path_of_item)`."""
-        value = self.get(parent, key)
+        value = self._typed(parent, key, path, list, "an array")
         if value is MISSING:
-            return ()
-        if not isinstance(value, list):
-            self.fail(path, f"must be an array, got {_kind(value)}")
             return ()
         out: list[T] = []
         for i, item in enumerate(value):
@@ -484,9 +480,7 @@ def _env_var(c: _Checker, obj: Mapping[str, Any], path: str) -> EnvVar | None:
         pattern=ENV_NAME,
         what="an environment variable name (letters, digits, - . _; not starting with a digit)",
     )
-    value = obj.get("value", "")
-    if value is None:
-        value = ""
+    value = c.text_or_empty(obj, "value")
     if not isinstance(value, str):
         c.fail(f"{path}.value", f"must be a string, got {_kind(value)}")
         return None
@@ -549,9 +543,7 @@ def _node_selector(c: _Checker, job: Mapping[str, Any]) -> NodeSelector | None:
         pattern=_LABEL_KEY,
         what="a label key such as kubernetes.io/hostname",
     )
-    value = sel.get("matchValue", "")
-    if value is None:
-        value = ""
+    value = c.text_or_empty(sel, "matchValue")
     if not isinstance(value, str) or len(value) > 63 or not LABEL_VALUE.match(value):
         c.fail(
             "job.nodeSelector.matchValue", f"must be a label value (at most 63 letters, digits, - _ .), got {value!r}"
