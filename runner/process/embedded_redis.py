@@ -13,6 +13,24 @@ from pathlib import Path
 import redis
 
 from runner.errors import ConfigError, RedisUnavailable
+from runner.process.children import stop_child
+
+
+def server_command(binary: str, directory: Path, port_args: list[str], extra: tuple[str, ...] = ()) -> list[str]:
+    """redis-server on loopback only, its files in `directory`, no persistence."""
+    return [
+        binary,
+        *port_args,
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(directory),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        *extra,
+    ]
 
 
 class EmbeddedRedis:
@@ -38,19 +56,7 @@ class EmbeddedRedis:
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
         log = open(self.dir / "redis.log", "ab")
         self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.dir),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
+            server_command(self.binary, self.dir, ["--port", str(self.port)]),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -70,12 +76,7 @@ class EmbeddedRedis:
                 time.sleep(0.05)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_child(self.proc)
         self.proc = None
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from runner.callbacks.worker import worker_command, worker_env
+from runner.process.children import stop_child
 from runner.settings import Settings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -59,12 +60,7 @@ def rq_worker(env: Mapping[str, str]) -> Iterator[subprocess.Popen[bytes]]:
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_child(proc)
 
 
 @contextmanager

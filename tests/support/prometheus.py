@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from runner.process.children import stop_child
 from tests.support.ports import free_port, wait_for
 
 
@@ -102,10 +103,5 @@ class Prometheus:
         return list(self._get("/api/v1/alerts")["alerts"])
 
     def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_child(self.proc, grace=20)
         self.log.close()

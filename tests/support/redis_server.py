@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import tempfile
 from pathlib import Path
 
 import redis
 
+from runner.process.children import stop_child
+from runner.process.embedded_redis import server_command
 from tests.support.ports import free_port, wait_for
 from tests.support.tls import Pki
 
@@ -51,23 +52,9 @@ class RedisServer:
                      "--tls-key-file", str(t.server_key), "--tls-ca-cert-file", str(t.ca), "--tls-auth-clients", "yes"]  # fmt: skip
         else:
             ports = ["--port", str(self.port)]
-        args = [
-            self.binary,
-            *ports,
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(self.dir),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--protected-mode",
-            "yes",
-            "--databases",
-            "16",
-            *self.extra_args,
-        ]
+        args = server_command(
+            self.binary, self.dir, ports, ("--protected-mode", "yes", "--databases", "16", *self.extra_args)
+        )
         log = open(self.dir / "redis.log", "ab")
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         wait_for(lambda: self.client().ping(), timeout=10, what=f"redis-server on port {self.port}")
@@ -82,13 +69,8 @@ class RedisServer:
             except redis.ConnectionError:
                 pass  # the server closes the connection as it goes
             self.proc.wait(timeout=10)
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            stop_child(self.proc)
         self.proc = None
 
     def close(self) -> None:
