@@ -289,14 +289,17 @@ class Elector:
 
         wall = self._clock.now()
         renewing = False
+        # A term of ours from now on, over the stored record's version (none when there is none).
+        new_term = LeaderRecord(
+            holder=self._identity,
+            lease_duration=cfg.lease_duration,
+            acquire_time=wall,
+            renew_time=wall,
+            transitions=next_term,
+            version=None if current is None else current.version,
+        )
         if current is None:
-            wanted = LeaderRecord(
-                holder=self._identity,
-                lease_duration=cfg.lease_duration,
-                acquire_time=wall,
-                renew_time=wall,
-                transitions=next_term,
-            )
+            wanted = new_term
         elif current.holder and current.holder != self._identity and not self._expired(current, seen_at):
             if leading:
                 self._step_down(f"{current.holder} holds the lock now", events)
@@ -309,14 +312,7 @@ class Elector:
             if renewing:
                 wanted = replace(current, lease_duration=cfg.lease_duration, renew_time=wall)
             else:
-                wanted = LeaderRecord(
-                    holder=self._identity,
-                    lease_duration=cfg.lease_duration,
-                    acquire_time=wall,
-                    renew_time=wall,
-                    transitions=next_term,
-                    version=current.version,
-                )
+                wanted = new_term
 
         sent = self._clock.monotonic()
         try:
