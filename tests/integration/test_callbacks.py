@@ -421,7 +421,7 @@ def test_later_statuses_wait_for_an_earlier_one_without_piling_up_jobs(
         callbacks.enqueue("m-w", status, detail, receiver.url)
     workers.start()
     wait_for(lambda: field_of(state, "m-w", "cbj_0") == rq_job_id("m-w", 0, 6), timeout=30, what="0 refused five times")
-    assert rq_job_keys(redis_client) <= 1
+    assert rq_job_keys(redis_client) <= 2  # the next attempt, and for a moment the one that scheduled it
     receiver.up()
     until_outcome(state, "m-w", 2, "delivered", workers)
     assert receiver.statuses() == [0, 1, 2]
@@ -468,6 +468,25 @@ def test_the_sweep_re_enqueues_a_callback_whose_queue_entry_a_failover_lost(
         assert redis_client.lrem(f"rq:queue:{QUEUE}", 0, job_id) == 1  # the lost LPUSH
     assert callbacks.sweep(older_than=0) == 1
     assert redis_client.lpos(f"rq:queue:{QUEUE}", redis_client.hget("ksr:msg:m-q", "cbj_0")) is not None
+
+
+def test_a_job_its_worker_dequeued_but_never_started_is_sent_again(
+    receiver: Receiver, workers: Workers, callbacks: CallbackQueue, state: StateStore, redis_client: redis.Redis
+) -> None:
+    """A worker killed between RQ's dequeue (the job moved to the queue's intermediate
+    list) and the job's start leaves it "queued" in no queue: the sweep must not take that
+    for a live job for ever (later statuses of the message wait behind it)."""
+    record(state, "m-d", 0, 1)
+    redis_client.hset(state.key("m-d"), "webhook", receiver.url)
+    assert callbacks.enqueue("m-d", 0, {"jobId": "u", "jobName": "j"}, receiver.url)
+    assert callbacks.enqueue("m-d", 1, {"podId": "p", "podName": "n"}, receiver.url)  # waits its turn
+    queue = Queue(QUEUE, connection=redis_client)
+    assert redis_client.lmove(queue.key, queue.intermediate_queue_key) == rq_job_id("m-d", 0).encode()  # RQ's dequeue
+    wait_for(lambda: callbacks.sweep() == 1, timeout=40, interval=1, what="the sweep re-enqueueing it")
+    receiver.up()
+    workers.start()
+    until_outcome(state, "m-d", 1, "delivered", workers)
+    assert receiver.statuses() == [0, 1]
 
 
 def test_the_horizon_counts_from_when_the_callback_was_first_owed(
