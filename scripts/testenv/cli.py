@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--dir", type=Path, default=default_dir(), help="state directory (default: %(default)s)")
+        if name == "up":
+            p.add_argument("--bench", action="store_true", help="raise the controllers' client limits (benchmarks)")
     args = parser.parse_args(argv)
 
     if args.command == "build":
@@ -34,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "bin":
         print(build.bin_dir())
     elif args.command == "up":
-        started = bed.up(args.dir, progress=lambda m: print(f"kube-testenv: {m}", file=sys.stderr))
+        started = bed.up(
+            args.dir, progress=lambda m: print(f"kube-testenv: {m}", file=sys.stderr), bench=args.bench
+        )
         print(f"export KUBECONFIG={started.kubeconfig}")
     elif args.command == "down":
         stopped = bed.down(args.dir)

@@ -1,0 +1,522 @@
+#!/usr/bin/env python3
+"""The real path (stream -> Job on the real apiserver) against its limit on this machine.
+
+Starts its own redis-server and its own control plane (`bed.up(bench=True)`: the
+controllers' client limits raised, so the bed is not the bottleneck), and one `ksr run`
+leader (a real process tree: runner, gunicorn, RQ worker). Every time is taken in this
+process from the Job's watch event (ADDED), so the baseline and the runner are measured
+by the same observer; both create from processes of their own.
+
+  (a) baseline: the same Jobs (the runner's manifests) created straight through the
+      runner's client (`KubeApi`), QUEUE_WORKER_POOL_SIZE threads: the path's limit.
+  (b) end to end: N messages XADDed up front; seconds until every Job exists.
+  (c) latency XADD (or create call) -> Job ADDED, at fixed offered rates.
+  (d) the leader's RSS while a 100,000-entry backlog drains; Redis bytes per finished message.
+  (e) handover (SIGTERM of the leader, a standby, 3 namespaces watched) and failover (SIGKILL).
+
+Phases are interleaved (base, ours, base, ours, ...) and medians printed; the (b)/(a)
+ratio is the last line.
+
+    scripts/bench_dispatch.py                       # everything, defaults below
+    scripts/bench_dispatch.py --parts b --n 2000 --rounds 3
+    scripts/bench_dispatch.py --parts c --rates 5,20,50 --seconds 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+ANNOTATION = "kube-stream-runner/message-id"
+STREAM = "ksr:jobs:default"
+
+
+# -- the observer: a raw watch of Jobs, first ADDED time per message id ------------------
+class JobWatch:
+    """Watches Jobs in `namespace` (raw JSON, no model objects: cheap enough to keep up)."""
+
+    def __init__(self, api_client: Any, namespace: str) -> None:
+        from kubernetes import client
+
+        self.batch = client.BatchV1Api(api_client)
+        self.namespace = namespace
+        self.seen: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise TimeoutError(f"the watch of Jobs in {namespace} did not start")
+
+    def _run(self) -> None:
+        rv = None
+        while not self._stop.is_set():
+            if rv is None:
+                listed = json.loads(self.batch.list_namespaced_job(self.namespace, _preload_content=False).data)
+                rv = listed["metadata"]["resourceVersion"]
+                now = time.time()
+                for item in listed["items"]:
+                    self._add(item, now)
+            resp = self.batch.list_namespaced_job(
+                self.namespace,
+                watch=True,
+                resource_version=rv,
+                timeout_seconds=300,
+                allow_watch_bookmarks=True,
+                _preload_content=False,
+            )
+            self._ready.set()
+            try:
+                for line in resp:  # urllib3 yields chunks; split them into lines
+                    for raw in line.splitlines():
+                        if not raw.strip():
+                            continue
+                        event = json.loads(raw)
+                        if event["type"] == "ERROR":
+                            rv = None
+                            break
+                        rv = event["object"]["metadata"]["resourceVersion"]
+                        if event["type"] == "ADDED":
+                            self._add(event["object"], time.time())
+                    if self._stop.is_set():
+                        break
+            finally:
+                resp.release_conn()
+
+    def _add(self, job: dict[str, Any], at: float) -> None:
+        mid = (job["metadata"].get("annotations") or {}).get(ANNOTATION)
+        if mid:
+            with self._lock:
+                self.seen.setdefault(mid, at)
+
+    def times(self, ids: list[str], timeout: float) -> dict[str, float]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if all(i in self.seen for i in ids):
+                    return {i: self.seen[i] for i in ids}
+            time.sleep(0.02)
+        with self._lock:
+            missing = [i for i in ids if i not in self.seen]
+        raise TimeoutError(f"{len(missing)} of {len(ids)} Jobs not seen after {timeout}s (e.g. {missing[:3]})")
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+# -- the baseline, in a process of its own ----------------------------------------------
+def baseline_main(argv: list[str]) -> int:
+    """`bench_dispatch.py _baseline NS POOL RATE COUNT`: reads message ids on stdin (one
+    line, JSON), builds the runner's manifests, prints `ready`, waits for `go`, creates
+    (all at once when RATE is 0, else at RATE per second) and prints each create's start."""
+    namespace, pool, rate = argv[0], int(argv[1]), float(argv[2])
+    from election.lease_lock import api_client_from_kubeconfig
+    from runner.jobs.kube import KubeApi
+    from runner.jobs.manifest import FINALIZER, build_job
+    from runner.pipeline.message import parse_entry
+    from runner.settings import Settings
+    from runner.signals import Signals
+    from tests.support.messages import message
+
+    ids = json.loads(sys.stdin.readline())
+    settings = Settings.from_env(dict(os.environ))
+    api = KubeApi(api_client_from_kubeconfig(), timeout=settings.kube.client_timeout, signals=Signals([]))
+    manifests = []
+    for i, mid in enumerate(ids):
+        msg = parse_entry({b"payload": json.dumps(message(mid, namespace)).encode()})
+        manifest = build_job(msg, settings, stream=STREAM, entry_id=f"{i + 1}-0")
+        # Nobody here takes the runner's finalizer off again; creating with or without it costs the same.
+        manifest["metadata"]["finalizers"] = [f for f in manifest["metadata"].get("finalizers", []) if f != FINALIZER]
+        manifests.append((mid, manifest))
+    print("ready", flush=True)
+    sys.stdin.readline()
+    started: dict[str, float] = {}
+    with ThreadPoolExecutor(max_workers=pool) as workers:
+        t0 = time.monotonic()
+        futures = []
+        for n, (mid, manifest) in enumerate(manifests):
+            if rate:
+                delay = t0 + n / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            started[mid] = time.time()
+            futures.append(workers.submit(api.create_job, manifest, message_id=mid))
+        for f in futures:
+            f.result()
+    print(json.dumps(started), flush=True)
+    return 0
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        from testenv import bed as testbed
+        from tests.support.redis_server import RedisServer
+
+        self.args = args
+        self.workdir = workdir
+        self.redis_server = RedisServer().start()
+        self.redis = self.redis_server.client()
+        self.bed = testbed.up(workdir / "bed", progress=lambda m: print(f"  bed: {m}", flush=True), bench=True)
+        os.environ["KUBECONFIG"] = str(self.bed.kubeconfig)
+        from kubernetes import client, config
+
+        self.api_client = config.new_client_from_config(config_file=str(self.bed.kubeconfig))
+        self.core = client.CoreV1Api(self.api_client)
+        self.batch = client.BatchV1Api(self.api_client)
+        self.namespaces = {k: self._namespace(k) for k in ("base", "ours", "extra-1", "extra-2")}
+        self.env = self._env()
+        self.pods: list[Any] = []
+
+    def _namespace(self, kind: str) -> str:
+        from tests.support.ports import wait_for
+
+        name = f"bench-{kind}-{uuid.uuid4().hex[:6]}"
+        self.core.create_namespace({"metadata": {"name": name}})
+        wait_for(lambda: self.core.read_namespaced_service_account("default", name), timeout=60, what="default SA")
+        return name
+
+    def _env(self, **extra: str) -> dict[str, str]:
+        from tests.support.pipeline import base_env
+
+        env = base_env(
+            redis_url=self.redis_server.url,
+            namespace=self.namespaces["ours"],
+            kubeconfig=str(self.bed.kubeconfig),
+            KSR_ALLOWED_NAMESPACES=",".join(v for k, v in self.namespaces.items() if k != "base"),
+            QUEUE_WORKER_POOL_SIZE=str(self.args.pool),
+            KSR_MAX_ACTIVE_JOBS=str(self.args.max_active),
+            KSR_LOG_LEVEL="WARNING",
+        )
+        for timing in ("KSR_LEASE_DURATION", "KSR_RENEW_DEADLINE", "KSR_RETRY_PERIOD", "KSR_BLOCK_MS"):
+            del env[timing]  # the defaults, as deployed
+        env.update(extra)
+        return env
+
+    # -- processes ---------------------------------------------------------------------
+    def pod(self, name: str, **extra: str) -> Any:
+        from tests.support.pods import Pod
+
+        p = Pod({**self.env, **extra}, self.workdir, name)
+        self.pods.append(p)
+        return p
+
+    def leader(self, **extra: str) -> Any:
+        from tests.support.ports import wait_for
+
+        p = self.pod(f"bench-{uuid.uuid4().hex[:5]}", **extra)
+        wait_for(p.leading, timeout=90, what=f"{p.name} to lead")
+        return p
+
+    def baseline(self, ids: list[str], rate: float) -> tuple[float, dict[str, float]]:
+        """Start the baseline process, then time it: (monotonic start, create start per id)."""
+        proc = subprocess.Popen(
+            [sys.executable, __file__, "_baseline", self.namespaces["base"], str(self.args.pool), str(rate)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={**os.environ, **self.env, "POD_NAMESPACE": self.namespaces["base"]},
+            text=True,
+        )
+        assert proc.stdin and proc.stdout
+        proc.stdin.write(json.dumps(ids) + "\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "ready"
+        t0 = time.time()
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        started = json.loads(proc.stdout.readline())
+        if proc.wait(60) != 0:
+            raise RuntimeError("the baseline process failed")
+        return t0, started
+
+    def ours(self, ids: list[str], rate: float) -> tuple[float, dict[str, float]]:
+        from tests.support.messages import message
+
+        ns = self.namespaces["ours"]
+        payloads = [json.dumps(message(mid, ns)) for mid in ids]
+        t0 = time.time()
+        sent: dict[str, float] = {}
+        if not rate:
+            pipe = self.redis.pipeline(transaction=False)
+            for mid, payload in zip(ids, payloads):
+                pipe.xadd(STREAM, {"payload": payload})
+            pipe.execute()
+            return t0, {mid: t0 for mid in ids}
+        start = time.monotonic()
+        for n, (mid, payload) in enumerate(zip(ids, payloads)):
+            delay = start + n / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            sent[mid] = time.time()
+            self.redis.xadd(STREAM, {"payload": payload})
+        return t0, sent
+
+    def settle(self, kind: str) -> None:
+        """Between phases: the runner has seen every Job end, and the phase's Jobs are gone."""
+        from tests.support.ports import wait_for
+
+        ns = self.namespaces[kind]
+        if kind == "ours":
+            wait_for(lambda: self.redis.scard("ksr:active") == 0, timeout=300, interval=0.5, what="active set empty")
+        self.batch.delete_collection_namespaced_job(ns, propagation_policy="Background")
+
+        def gone() -> bool:
+            jobs = self.batch.list_namespaced_job(ns, _preload_content=False)
+            pods = self.core.list_namespaced_pod(ns, _preload_content=False)
+            return not json.loads(jobs.data)["items"] and not json.loads(pods.data)["items"]
+
+        wait_for(gone, timeout=300, interval=0.5, what=f"the Jobs and Pods of {ns} gone")
+
+    def phase(self, kind: str, count: int, rate: float) -> tuple[float, list[float]]:
+        """(seconds from start to the last Job, per-Job latencies from its send)."""
+        ids = [f"{kind}-{uuid.uuid4().hex[:12]}" for _ in range(count)]
+        watch = JobWatch(self.api_client, self.namespaces[kind])
+        try:
+            t0, sent = (self.baseline if kind == "base" else self.ours)(ids, rate)
+            seen = watch.times(ids, timeout=max(120.0, count / 5))
+        finally:
+            watch.close()
+        self.settle(kind)
+        return max(seen.values()) - t0, [seen[i] - sent[i] for i in ids]
+
+    def close(self) -> None:
+        from testenv import bed as testbed
+
+        for p in self.pods:
+            p.stop()
+        testbed.down(self.workdir / "bed")
+        self.redis_server.close()
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def throughput(bench: Bench, args: argparse.Namespace) -> dict[str, float]:
+    print(f"(a)/(b) {args.n} Jobs, pool {args.pool}, {args.rounds} rounds interleaved", flush=True)
+    times: dict[str, list[float]] = {"base": [], "ours": []}
+    for n in range(args.rounds):
+        for kind in ("base", "ours"):
+            seconds, _ = bench.phase(kind, args.n, 0)
+            times[kind].append(seconds)
+            print(f"  round {n + 1} {kind:4}: {seconds:6.2f} s  {args.n / seconds:6.1f} Jobs/s", flush=True)
+    base, ours = statistics.median(times["base"]), statistics.median(times["ours"])
+    print(f"  median base {base:.2f} s ({args.n / base:.1f}/s), ours {ours:.2f} s ({args.n / ours:.1f}/s)")
+    return {"base": base, "ours": ours}
+
+
+def latency(bench: Bench, args: argparse.Namespace) -> None:
+    print(f"(c) latency send -> Job ADDED, {args.seconds:.0f} s per phase, {args.latency_rounds} rounds", flush=True)
+    for rate in args.rates:
+        pooled: dict[str, list[list[float]]] = {"base": [], "ours": []}
+        for _ in range(args.latency_rounds):
+            for kind in ("base", "ours"):
+                _, lat = bench.phase(kind, int(rate * args.seconds), rate)
+                pooled[kind].append(lat)
+        row = []
+        for kind in ("base", "ours"):
+            p = {q: statistics.median(pct(r, q) * 1000 for r in pooled[kind]) for q in (0.5, 0.95, 0.99)}
+            row.append(f"{kind} p50 {p[0.5]:6.1f} p95 {p[0.95]:6.1f} p99 {p[0.99]:6.1f} ms")
+        print(f"  {rate:4.0f}/s  " + "   ".join(row), flush=True)
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def tree_rss_kb(mark_pids: Callable[[], list[int]]) -> int:
+    total = 0
+    for pid in mark_pids():
+        try:
+            total += rss_kb(pid)
+        except OSError:
+            pass
+    return total
+
+
+def memory(bench: Bench, args: argparse.Namespace, leader: Any) -> None:
+    from tests.support.messages import message
+    from tests.support.pods import _marked
+    from tests.support.ports import wait_for
+    from tests.support.receiver import Receiver
+
+    print("(d) Redis bytes per finished message (with a webhook, callbacks 0, 1, 2 delivered)", flush=True)
+    receiver = Receiver().start()
+    ns = bench.namespaces["ours"]
+    ids = [f"mem-{uuid.uuid4().hex[:12]}" for _ in range(200)]
+    try:
+        before = bench.redis.info("memory")["used_memory"]
+        pipe = bench.redis.pipeline(transaction=False)
+        for mid in ids:
+            pipe.xadd(STREAM, {"payload": json.dumps(message(mid, ns, webhook=receiver.url))})
+        pipe.execute()
+        wait_for(
+            lambda: all(receiver.statuses().get(i) == [0, 1, 2] for i in ids)
+            and bench.redis.scard("ksr:active") == 0
+            and not bench.redis.zcard("ksr:callbacks:owed"),
+            timeout=300,
+            interval=0.5,
+            what="every callback delivered",
+        )
+        bench.redis.xtrim(STREAM, maxlen=0)  # the job stream's entries are trimmed in time; not counted
+        after = bench.redis.info("memory")["used_memory"]
+        record = statistics.median(bench.redis.memory_usage(f"ksr:msg:{i}") or 0 for i in ids)
+        events = bench.redis.xlen("ksr:events")
+        events_bytes = bench.redis.memory_usage("ksr:events", samples=0) or 0
+        rq_keys = sum(1 for _ in bench.redis.scan_iter("rq:job:*"))
+        ttl = bench.redis.ttl(f"ksr:msg:{ids[0]}")
+        print(
+            f"  used_memory +{(after - before) / len(ids):.0f} B/message; state record {record:.0f} B "
+            f"(TTL {ttl} s, KSR_STATE_TTL); ksr:events {events} entries, {events_bytes / max(events, 1):.0f} B each "
+            f"(capped by KSR_EVENTS_MAXLEN); rq:job:* keys left {rq_keys}",
+            flush=True,
+        )
+    finally:
+        receiver.close()
+        bench.settle("ours")
+
+    print(f"(d) leader RSS while a {args.backlog}-entry backlog drains ({args.memory_seconds:.0f} s)", flush=True)
+    pipe = bench.redis.pipeline(transaction=False)
+    for n in range(args.backlog):
+        pipe.xadd("ksr:jobs:low", {"payload": json.dumps(message(f"backlog-{n}", ns))})
+        if n % 5000 == 4999:
+            pipe.execute()
+    pipe.execute()
+    samples: list[tuple[float, int, int]] = []
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < args.memory_seconds:
+        samples.append((time.monotonic() - t0, rss_kb(leader.proc.pid), tree_rss_kb(lambda: _marked(leader.mark))))
+        time.sleep(2)
+    lag = bench.redis.xinfo_groups("ksr:jobs:low")[0].get("lag")
+    runner_mb = [s[1] / 1024 for s in samples]
+    print(
+        f"  runner RSS first {runner_mb[0]:.1f} MB, max {max(runner_mb):.1f} MB, last {runner_mb[-1]:.1f} MB; "
+        f"whole pod last {samples[-1][2] / 1024:.1f} MB; backlog left {lag}",
+        flush=True,
+    )
+    half = len(runner_mb) // 2
+    print(
+        f"  median RSS first half {statistics.median(runner_mb[:half]):.1f} MB, "
+        f"second half {statistics.median(runner_mb[half:]):.1f} MB",
+        flush=True,
+    )
+    leader.stop()
+    for stream in ("ksr:jobs:low",):
+        bench.redis.delete(stream)
+
+
+def handover(bench: Bench, args: argparse.Namespace) -> None:
+    from tests.support.messages import message
+    from tests.support.pods import Pod
+    from tests.support.ports import wait_for
+
+    target_ns = bench.namespaces["extra-2"]
+    print(f"(e) handover and failover, default timings, 3 namespaces watched, {args.handover_rounds} rounds", flush=True)
+    results: dict[str, list[float]] = {"SIGTERM": [], "SIGKILL": []}
+
+    def job_exists(mid: str) -> bool:
+        jobs = json.loads(bench.batch.list_namespaced_job(target_ns, _preload_content=False).data)["items"]
+        return any((j["metadata"].get("annotations") or {}).get(ANNOTATION) == mid for j in jobs)
+
+    leader: Pod = bench.leader()
+    try:
+        for n in range(args.handover_rounds):
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                standby = bench.pod(f"standby-{uuid.uuid4().hex[:5]}")
+                wait_for(
+                    lambda: (standby.status() or {}).get("leader") == leader.name,
+                    timeout=90,
+                    what="the standby to see the leader",
+                )
+                time.sleep(2 * 2.0 * 1.2)  # a few retry periods: the standby's retry phase is random to the signal
+                sent = time.monotonic()
+                mid = f"handover-{uuid.uuid4().hex[:8]}"
+                if sig == signal.SIGTERM:
+                    leader.proc.send_signal(signal.SIGTERM)
+                    wait_for(
+                        lambda: (leader.status() or {}).get("runner", {}).get("state") != "running",
+                        timeout=10,
+                        what="the leader to stop",
+                    )
+                else:
+                    leader.kill_container()
+                bench.redis.xadd(STREAM, {"payload": json.dumps(message(mid, target_ns))})
+                wait_for(lambda: job_exists(mid), timeout=90, interval=0.05, what="the standby's Job")
+                took = time.monotonic() - sent
+                results[sig.name].append(took)
+                print(f"  round {n + 1} {sig.name}: next Job after {took:.2f} s", flush=True)
+                leader.stop()
+                leader = standby
+    finally:
+        leader.stop()
+    for name, values in results.items():
+        print(f"  median {name}: {statistics.median(values):.2f} s (min {min(values):.2f}, max {max(values):.2f})")
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "_baseline":
+        return baseline_main(sys.argv[2:])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", default="b,c,d,e", help="which of b (with a), c, d, e to run")
+    parser.add_argument("--n", type=int, default=2000, help="messages per throughput phase")
+    parser.add_argument("--rounds", type=int, default=3, help="throughput rounds (base, ours each)")
+    parser.add_argument("--pool", type=int, default=10, help="QUEUE_WORKER_POOL_SIZE, and the baseline's threads")
+    parser.add_argument(
+        "--max-active", type=int, default=5000, help="KSR_MAX_ACTIVE_JOBS for (b) and (c); (d) uses the default"
+    )
+    parser.add_argument("--rates", type=lambda s: [float(x) for x in s.split(",")], default=[5.0, 20.0, 50.0])
+    parser.add_argument("--seconds", type=float, default=30.0, help="seconds per latency phase")
+    parser.add_argument("--latency-rounds", type=int, default=2)
+    parser.add_argument("--backlog", type=int, default=100_000)
+    parser.add_argument("--memory-seconds", type=float, default=60.0)
+    parser.add_argument("--handover-rounds", type=int, default=3)
+    args = parser.parse_args()
+    parts = set(args.parts.split(","))
+    print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}", flush=True)
+    ratio = None
+    with tempfile.TemporaryDirectory(prefix="ksr-bench-") as tmp:
+        bench = Bench(args, Path(tmp))
+        try:
+            if parts & {"b", "c"}:
+                leader = bench.leader()
+                if "b" in parts:
+                    medians = throughput(bench, args)
+                    ratio = medians["base"] / medians["ours"]
+                if "c" in parts:
+                    latency(bench, args)
+                leader.stop()
+            if "d" in parts:
+                bench.env = bench._env(KSR_MAX_ACTIVE_JOBS="500")
+                memory(bench, args, bench.leader())
+            if "e" in parts:
+                handover(bench, args)
+        finally:
+            bench.close()
+    if ratio is not None:
+        print(f"ratio (b)/(a) throughput: {ratio:.2f} (target >= 0.95)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
