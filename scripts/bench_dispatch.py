@@ -372,9 +372,11 @@ def memory(bench: Bench, args: argparse.Namespace, leader: Any) -> None:
             pipe.xadd(STREAM, {"payload": json.dumps(message(mid, ns, webhook=receiver.url))})
         pipe.execute()
         wait_for(
-            lambda: all(receiver.statuses().get(i) == [0, 1, 2] for i in ids)
-            and bench.redis.scard("ksr:active") == 0
-            and not bench.redis.zcard("ksr:callbacks:owed"),
+            lambda: (
+                all(receiver.statuses().get(i) == [0, 1, 2] for i in ids)
+                and bench.redis.scard("ksr:active") == 0
+                and not bench.redis.zcard("ksr:callbacks:owed")
+            ),
             timeout=300,
             interval=0.5,
             what="every callback delivered",
@@ -432,7 +434,9 @@ def handover(bench: Bench, args: argparse.Namespace) -> None:
     from tests.support.ports import wait_for
 
     target_ns = bench.namespaces["extra-2"]
-    print(f"(e) handover and failover, default timings, 3 namespaces watched, {args.handover_rounds} rounds", flush=True)
+    print(
+        f"(e) handover and failover, default timings, 3 namespaces watched, {args.handover_rounds} rounds", flush=True
+    )
     results: dict[str, list[float]] = {"SIGTERM": [], "SIGKILL": []}
 
     def job_exists(mid: str) -> bool:

@@ -13,6 +13,7 @@ import json
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 
 CREATED, STARTED, COMPLETED, FAILED, EXCEPTION = 0, 1, 2, 3, 99
 _TERMINAL_STATE = {COMPLETED: "completed", FAILED: "failed", EXCEPTION: "exception"}
+
+
+_LOCK_STRIPES = 64
 
 
 class CallbackSink(Protocol):
@@ -58,12 +62,17 @@ class Tracker:
         self.signals = signals
         self._now = wall_clock
         self.owed_key = owed_key(settings)
-        # Transitions of one message must not interleave (pod and Job watchers race).
-        self._mutex = threading.Lock()
+        # Transitions of one message must not interleave (pod and Job watchers race); those
+        # of different messages may: one lock for all would serialise every create thread and
+        # watch on each other's Redis round trips (measured: docs/benchmarks.md).
+        self._mutexes = [threading.Lock() for _ in range(_LOCK_STRIPES)]
 
     # -- what the executors report ----------------------------------------------------
+    def _mutex(self, message_id: str) -> threading.Lock:
+        return self._mutexes[zlib.crc32(message_id.encode()) % _LOCK_STRIPES]
+
     def created(self, message_id: str, *, job_name: str, job_uid: str) -> None:
-        with self._mutex:
+        with self._mutex(message_id):
             record = self.state.get(message_id) or StateRecord()
             self._emit(message_id, CREATED, {"jobId": job_uid, "jobName": job_name}, record)
 
@@ -102,7 +111,7 @@ class Tracker:
         it was sent already or the message ended first. `webhook` is the message's, for a
         record written before the message was read (it has none of its own)."""
         detail = {"error": {"errorCode": "Cancelled", "message": f"cancelled while {stage}"}}
-        with self._mutex:
+        with self._mutex(message_id):
             record = self.state.get(message_id)
             if record is None:
                 return False
@@ -141,7 +150,7 @@ class Tracker:
         duration: float | None = None,
     ) -> None:
         """Move a live Job to `status`, emitting first the earlier statuses it implies."""
-        with self._mutex:
+        with self._mutex(message_id):
             record = self._live(message_id)
             if record is None:
                 return

@@ -275,16 +275,22 @@ class KubeWatcher:
         keep_going = keep_going or self._keep_going
         listed_at = self._now()
         seen: set[str] = set()
+        # Read before listing: a Job created after this read is the watch's (or the next
+        # relist's). Only Jobs still followed, or still holding our finalizer, need the
+        # handlers: each costs Redis round trips, and finished Jobs stay listed until their TTL.
+        active = self.state.active_ids()
         for ns in self.namespaces:
             jobs, _ = self.api.list_jobs(ns, keep_going=keep_going)
             pods, _ = self.api.list_pods(ns, keep_going=keep_going)
             for pod in pods:
-                self.handle_pod(pod)
+                if message_id_of(pod) in active:
+                    self.handle_pod(pod)
             for job in jobs:
                 mid = message_id_of(job)
                 if mid:
                     seen.add(mid)
-                self.handle_job(job, keep_going=keep_going)
+                if mid in active or FINALIZER in (job.get("metadata", {}).get("finalizers") or []):
+                    self.handle_job(job, keep_going=keep_going)
         for mid, record in self.state.active_records().items():
             if not record.has_job or record.executor != "kubernetes":
                 continue

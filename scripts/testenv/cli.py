@@ -36,9 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "bin":
         print(build.bin_dir())
     elif args.command == "up":
-        started = bed.up(
-            args.dir, progress=lambda m: print(f"kube-testenv: {m}", file=sys.stderr), bench=args.bench
-        )
+        started = bed.up(args.dir, progress=lambda m: print(f"kube-testenv: {m}", file=sys.stderr), bench=args.bench)
         print(f"export KUBECONFIG={started.kubeconfig}")
     elif args.command == "down":
         stopped = bed.down(args.dir)

@@ -1,0 +1,103 @@
+"""The tracker and the watcher's relist under load: different messages' transitions do not
+wait for each other, and the relist reads the state store only for Jobs still ours to follow."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from runner.jobs.manifest import FINALIZER, MESSAGE_ID_ANNOTATION
+from runner.jobs.tracker import Tracker
+from runner.jobs.watcher import KubeWatcher
+from runner.settings import Settings
+from runner.signals import Signals
+from runner.store.record import StateRecord
+
+SETTINGS = Settings.from_env({"POD_NAME": "r0", "KSR_ALLOWED_NAMESPACES": "ns"})
+
+
+class State:
+    """The state store's reads, counted; `slow` blocks until released."""
+
+    def __init__(self, slow: str = "") -> None:
+        self.slow = slow
+        self.inside = threading.Event()
+        self.release = threading.Event()
+        self.gets: list[str] = []
+
+    def get(self, message_id: str) -> StateRecord | None:
+        self.gets.append(message_id)
+        if message_id == self.slow:
+            self.inside.set()
+            self.release.wait(10)
+        return None  # nothing recorded (or its record expired)
+
+    def mark_callback_sent(self, *args: Any, **kwargs: Any) -> bool:
+        return False
+
+    def active_ids(self) -> set[str]:
+        return set()
+
+    def active_records(self) -> dict[str, StateRecord]:
+        return {}
+
+
+def tracker(state: State) -> Tracker:
+    return Tracker(redis_client=None, state=state, callbacks=None, settings=SETTINGS, signals=Signals([]))  # type: ignore[arg-type]
+
+
+def test_a_slow_transition_of_one_message_does_not_hold_up_another():
+    state = State(slow="slow")
+    t = tracker(state)
+    slow = threading.Thread(target=t.created, args=("slow",), kwargs={"job_name": "j1", "job_uid": "u1"})
+    slow.start()
+    try:
+        assert state.inside.wait(5)
+        fast = threading.Thread(target=t.created, args=("fast",), kwargs={"job_name": "j2", "job_uid": "u2"})
+        fast.start()
+        fast.join(2)
+        assert not fast.is_alive(), "message fast waited for message slow's transition"
+    finally:
+        state.release.set()
+        slow.join(5)
+
+
+def _finished(mid: str, kind: str, finalizers: list[str] | None = None) -> dict[str, Any]:
+    meta = {"name": f"{kind}-{mid}", "uid": mid, "annotations": {MESSAGE_ID_ANNOTATION: mid}}
+    if finalizers:
+        meta["finalizers"] = finalizers
+    if kind == "job":
+        return {"metadata": meta, "status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    return {"metadata": meta, "status": {"phase": "Succeeded"}}
+
+
+class Api:
+    def __init__(self, jobs: list[dict[str, Any]], pods: list[dict[str, Any]]) -> None:
+        self.jobs, self.pods = jobs, pods
+        self.finalizers_removed: list[str] = []
+
+    def list_jobs(self, namespace: str | None, **kw: Any) -> tuple[list[dict[str, Any]], str]:
+        return self.jobs, "1"
+
+    def list_pods(self, namespace: str | None, **kw: Any) -> tuple[list[dict[str, Any]], str]:
+        return self.pods, "1"
+
+    def remove_finalizer(self, job: dict[str, Any], finalizer: str, **kw: Any) -> None:
+        self.finalizers_removed.append(job["metadata"]["uid"])
+
+
+def test_the_relist_reads_nothing_for_finished_jobs_that_are_no_longer_ours():
+    ids = [f"m{n}" for n in range(200)]
+    api = Api([_finished(m, "job") for m in ids], [_finished(m, "pod") for m in ids])
+    state = State()
+    watcher = KubeWatcher(api=api, tracker=tracker(state), state=state, settings=SETTINGS)  # type: ignore[arg-type]
+    watcher.reconcile(lambda: True)
+    assert state.gets == []
+
+
+def test_the_relist_still_releases_a_finished_job_holding_our_finalizer():
+    api = Api([_finished("held", "job", [FINALIZER]), _finished("done", "job")], [])
+    state = State()
+    watcher = KubeWatcher(api=api, tracker=tracker(state), state=state, settings=SETTINGS)  # type: ignore[arg-type]
+    watcher.reconcile(lambda: True)
+    assert api.finalizers_removed == ["held"]
