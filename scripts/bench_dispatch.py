@@ -205,8 +205,14 @@ class Bench:
             KSR_MAX_ACTIVE_JOBS=str(self.args.max_active),
             KSR_LOG_LEVEL="WARNING",
         )
-        for timing in ("KSR_LEASE_DURATION", "KSR_RENEW_DEADLINE", "KSR_RETRY_PERIOD", "KSR_BLOCK_MS"):
-            del env[timing]  # the defaults, as deployed
+        for default in (
+            "KSR_LEASE_DURATION",
+            "KSR_RENEW_DEADLINE",
+            "KSR_RETRY_PERIOD",
+            "KSR_BLOCK_MS",
+            "POLLING_INTERVAL",
+        ):
+            del env[default]  # the defaults, as deployed
         env.update(extra)
         return env
 
@@ -255,7 +261,7 @@ class Bench:
         sent: dict[str, float] = {}
         if not rate:
             pipe = self.redis.pipeline(transaction=False)
-            for mid, payload in zip(ids, payloads):
+            for payload in payloads:
                 pipe.xadd(STREAM, {"payload": payload})
             pipe.execute()
             return t0, {mid: t0 for mid in ids}
@@ -496,6 +502,8 @@ def main() -> int:
     parser.add_argument("--memory-seconds", type=float, default=60.0)
     parser.add_argument("--handover-rounds", type=int, default=3)
     args = parser.parse_args()
+    # A SIGTERM (e.g. `timeout`) still stops the bed and the pods this run started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parts = set(args.parts.split(","))
     print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}", flush=True)
     ratio = None
