@@ -163,11 +163,11 @@ class Campaign:
             mid = f"chaos-{n}-{uuid.uuid4().hex[:6]}"
             stream = STREAMS[n % 3]
             if n % self.plan.invalid_every == 3:
-                doc = message(mid, self.namespace, webhook=url, ttlSecondsAfterFinished=3600)
+                doc = message(mid, self.namespace, webhook=url, ttlSecondsAfterFinished=1800)
                 del doc["job"]["image"]  # invalid: job.image is required
                 self.invalid.append(mid)
             else:
-                doc = message(mid, self.namespace, webhook=url, ttlSecondsAfterFinished=3600)
+                doc = message(mid, self.namespace, webhook=url, ttlSecondsAfterFinished=1800)
                 self.valid.append(mid)
             payload = json.dumps(doc)
             self.payloads[mid] = payload

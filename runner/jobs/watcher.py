@@ -87,6 +87,9 @@ class KubeWatcher:
                 )
                 t.start()
                 self._threads.append(t)
+        t = threading.Thread(target=self._reconcile_loop, args=(stop, self._keep_going), daemon=True, name="reconcile")
+        t.start()
+        self._threads.append(t)
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """End every watch together: their reads are cut short, so this takes milliseconds
@@ -102,6 +105,22 @@ class KubeWatcher:
         self._threads = [t for t in self._threads if t.is_alive()]
         if self._threads:  # they are fenced by their own stop event and end on their next read
             log.warning("%d watch threads still running after %gs", len(self._threads), timeout)
+
+    def _reconcile_loop(self, stop: threading.Event, keep_going: Callable[[], bool]) -> None:
+        """The periodic relist, in a thread of its own: listing and handling thousands of
+        Jobs takes seconds, which the read -> dispatch loop must not wait for."""
+        interval = self.settings.kube.polling_interval
+        while not stop.wait(interval):
+            deadline = time.monotonic() + max(10.0, 2 * interval)  # an apiserver outage: give up, next round
+            try:
+                self.reconcile(lambda: keep_going() and time.monotonic() < deadline)
+            except Stopped:
+                if not keep_going():
+                    return
+            except (KsrError, OSError, ValueError) as e:
+                log.warning("reconcile failed (%s); again in %gs", e, interval)
+            except Exception:  # a bug must not silently end the relist
+                log.exception("reconcile crashed; again in %gs", interval)
 
     # -- watching ----------------------------------------------------------------------
     def _watch_loop(

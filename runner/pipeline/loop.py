@@ -336,13 +336,7 @@ class Runner:
         now = time.monotonic()
         if now >= self._next_reconcile:
             self._next_reconcile = now + self.settings.kube.polling_interval
-            if self.watcher is not None:
-                term = self.term
-                # Bounded: an apiserver outage must not stop the loop's heartbeat.
-                deadline = now + max(10.0, 2 * self.settings.kube.polling_interval)
-                self.watcher.reconcile(
-                    lambda: term is not None and self.elector.holds_term(term) and time.monotonic() < deadline
-                )
+            # The watcher relists Jobs and Pods in a thread of its own (KubeWatcher.start).
             if not self._claimed:
                 self._reclaim_abandoned()
                 self.reader.rescan_pending()  # entries left unacked get another delivery
