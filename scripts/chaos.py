@@ -241,7 +241,12 @@ class Campaign:
     def streams_idle(self) -> bool:
         r = self.redis_server.client()
         for stream in STREAMS:
-            for group in r.xinfo_groups(stream) if r.exists(stream) else []:
+            if not r.exists(stream):
+                continue
+            groups = r.xinfo_groups(stream)
+            if not groups:  # after a restart without data: not recreated (read) yet
+                return False
+            for group in groups:
                 if group["pending"] or group.get("lag"):
                     return False
         return r.scard("ksr:active") == 0
@@ -252,8 +257,14 @@ class Campaign:
             return all(2 in statuses.get(mid, []) for mid in self.valid) and self.streams_idle()
 
         wait_for(done, timeout=self.plan.settle_timeout, interval=1.0, what="every valid message to finish")
-        if replayed:  # the replayed entries have been read and acked (streams idle): adoption is done
-            return
+        if replayed:  # read and acked again: every valid message recorded anew (its Job adopted)
+            r = self.redis_server.client()
+            wait_for(
+                lambda: all(r.exists(f"ksr:msg:{mid}") for mid in self.valid) and self.streams_idle(),
+                timeout=self.plan.settle_timeout,
+                interval=1.0,
+                what="every replayed message recorded",
+            )
 
     def statuses(self) -> dict[str, list[int]]:
         """Per message id, callback statuses in arrival order over every receiver, deduplicated by webhook-id."""
