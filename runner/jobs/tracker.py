@@ -135,7 +135,7 @@ class Tracker:
     def refused(self, message_id: str, *, webhook: str | None, code: str, message: str) -> None:
         """The message's Job could never be created (the apiserver kept refusing it): 99 to
         the producer. No Job, so no record to follow; the claim is released by the caller."""
-        with self._mutex:
+        with self._mutex(message_id):
             record = StateRecord({**(self.state.get(message_id) or {}), "webhook": webhook or ""})
             self._emit(message_id, EXCEPTION, {"error": {"errorCode": code, "message": message}}, record)
 
