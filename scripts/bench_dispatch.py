@@ -281,11 +281,20 @@ class Bench:
         ns = self.namespaces[kind]
         if kind == "ours":
             wait_for(lambda: self.redis.scard("ksr:active") == 0, timeout=300, interval=0.5, what="active set empty")
-        self.batch.delete_collection_namespaced_job(ns, propagation_policy="Background")
+
+        def delete() -> bool:
+            # Its answer lists every deleted Job (megabytes): not read; retried when cut short.
+            resp = self.batch.delete_collection_namespaced_job(
+                ns, propagation_policy="Background", _preload_content=False, _request_timeout=120
+            )
+            resp.release_conn()
+            return True
+
+        wait_for(delete, timeout=300, interval=1.0, what=f"the Jobs of {ns} deleted")
 
         def gone() -> bool:
-            jobs = self.batch.list_namespaced_job(ns, _preload_content=False)
-            pods = self.core.list_namespaced_pod(ns, _preload_content=False)
+            jobs = self.batch.list_namespaced_job(ns, limit=1, _preload_content=False)
+            pods = self.core.list_namespaced_pod(ns, limit=1, _preload_content=False)
             return not json.loads(jobs.data)["items"] and not json.loads(pods.data)["items"]
 
         wait_for(gone, timeout=300, interval=0.5, what=f"the Jobs and Pods of {ns} gone")
@@ -299,6 +308,8 @@ class Bench:
             seen = watch.times(ids, timeout=max(120.0, count / 5))
         finally:
             watch.close()
+        if not rate:
+            print(f"    {kind}: {max(seen.values()) - t0:.2f} s; settling", flush=True)
         self.settle(kind)
         return max(seen.values()) - t0, [seen[i] - sent[i] for i in ids]
 
