@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -67,6 +68,17 @@ def _wait_blocked(r: redis.Redis) -> None:
     )
 
 
+def _read_across(rd: StreamReader, r: redis.Redis, act: Callable[[], object]) -> list:
+    """What rd.read_batch() returned in a thread when `act()` ran while the read was blocked."""
+    result: list = []
+    t = threading.Thread(target=lambda: result.append(rd.read_batch()))
+    t.start()
+    _wait_blocked(r)
+    act()
+    t.join(timeout=10)
+    return result
+
+
 @pytest.mark.parametrize("stream", STREAMS)
 def test_blocking_read_wakes_for_any_stream(redis_client: redis.Redis, redis_server, stream: str) -> None:
     rd = reader(redis_server.client(), block_ms=4000)
@@ -83,15 +95,10 @@ def test_blocking_read_wakes_for_any_stream(redis_client: redis.Redis, redis_ser
 
 def test_blocking_read_returns_several_streams_in_priority_order(redis_client: redis.Redis, redis_server) -> None:
     rd = reader(redis_server.client(), block_ms=4000)
-    result: list = []
-    t = threading.Thread(target=lambda: result.append(rd.read_batch()))
-    t.start()
-    _wait_blocked(redis_client)
     pipe = redis_client.pipeline(transaction=True)  # both land before the reader wakes
     pipe.xadd(STREAMS[2], {"payload": "low"})
     pipe.xadd(STREAMS[0], {"payload": "critical"})
-    pipe.execute()
-    t.join(timeout=10)
+    result = _read_across(rd, redis_client, pipe.execute)
     assert [e.stream for e in result[0]] == [STREAMS[0], STREAMS[2]]
 
 
@@ -153,12 +160,7 @@ def test_nogroup_at_run_time_recreates_the_group(redis_client: redis.Redis) -> N
 def test_group_destroyed_while_blocked(redis_client: redis.Redis, redis_server) -> None:
     # Redis 7 wakes the blocked read with an error; the retry then blocks once more.
     rd = reader(redis_server.client(), block_ms=1000)
-    result: list = []
-    t = threading.Thread(target=lambda: result.append(rd.read_batch()))
-    t.start()
-    _wait_blocked(redis_client)
-    redis_client.delete(STREAMS[2])
-    t.join(timeout=10)
+    result = _read_across(rd, redis_client, lambda: redis_client.delete(STREAMS[2]))
     assert result == [[]]
     assert rd.groups_recreated == 1 and redis_client.exists(STREAMS[2])
 
