@@ -264,19 +264,19 @@ class StreamReader:
     def _fresh(stream: str, raw: list[tuple[Any, dict[bytes, bytes]]]) -> list[Entry]:
         return [Entry(stream, text(i), dict(f), 1, False) for i, f in raw]
 
+    def _ack_vanished(self, stream: str, entry_ids: list[str], how: str) -> None:
+        """Ack pending entries whose stream entries are gone (nothing is left to run), and say so."""
+        if entry_ids:
+            self.redis.xack(stream, self.group, *entry_ids)
+            log.warning(
+                "acked %d pending entries of %s that %s: %s", len(entry_ids), stream, how, ", ".join(entry_ids[:10])
+            )
+
     def _with_counts(
         self, stream: str, raw: list[tuple[Any, dict[bytes, bytes]]], *, from_pending: bool
     ) -> list[Entry]:
         """Entries with the group's delivery counter; deleted ones (no fields) are acked."""
-        gone = [text(i) for i, f in raw if not f]
-        if gone:
-            self.redis.xack(stream, self.group, *gone)
-            log.warning(
-                "acked %d pending entries of %s whose stream entries were deleted: %s",
-                len(gone),
-                stream,
-                ", ".join(gone[:10]),
-            )
+        self._ack_vanished(stream, [text(i) for i, f in raw if not f], "were deleted")
         live = [(text(i), dict(f)) for i, f in raw if f]
         if not live:
             return []
@@ -390,16 +390,9 @@ class StreamReader:
                     reply = self.redis.xautoclaim(stream, self.group, self.consumer, min_idle_ms, cursor, count=page)
                     cursor = text(reply[0])
                     raw = list(reply[1] or [])
+                    # Redis 7 already dropped these from the PEL; the ack is for older servers.
                     deleted = [text(i) for i in (reply[2] if len(reply) > 2 else [])]
-                    if deleted:
-                        # Redis 7 already dropped them from the PEL; the ack is for older servers.
-                        self.redis.xack(stream, self.group, *deleted)
-                        log.warning(
-                            "%d pending entries of %s no longer exist (trimmed or deleted); acked: %s",
-                            len(deleted),
-                            stream,
-                            ", ".join(deleted[:10]),
-                        )
+                    self._ack_vanished(stream, deleted, "no longer exist (trimmed or deleted)")
                     entries = self._with_counts(stream, raw, from_pending=True) if raw else []
             except ResponseError as e:
                 if not _is_lost_group(e):
