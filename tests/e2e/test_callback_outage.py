@@ -72,16 +72,9 @@ def test_a_receiver_down_for_minutes_costs_bounded_redis_memory(redis_server, re
         receiver = Receiver(port=port).start()
         try:
             back = time.monotonic()
-            try:
-                wait_for(
-                    lambda: all(receiver.statuses().get(m) == [0, 1, 2] for m in ids),
-                    timeout=300,
-                    interval=1,
-                    what="callbacks 0, 1, 2 of every message",
-                )
-            except TimeoutError:
-                got = receiver.statuses()
-                pytest.fail(f"after the outage: { {m: got.get(m) for m in ids if got.get(m) != [0, 1, 2]} }")
+            receiver.wait_for_callbacks(
+                ids, timeout=300, interval=1, what="callbacks 0, 1, 2 of every message after the outage"
+            )
             caught_up = time.monotonic() - back
             wait_for(lambda: rq_job_keys(redis_client) == 0, timeout=30, what="no RQ job left")
         finally:

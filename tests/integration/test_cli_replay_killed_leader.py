@@ -54,11 +54,7 @@ def test_replay_of_entries_left_pending_by_a_killed_leader(redis_server, redis_c
         successor = Pod(env, tmp_path, "leader-b")  # its own RQ worker delivers the callbacks
         try:
             wait_for(successor.leading, timeout=60, what="leader-b leading")
-            wait_for(
-                lambda: all(receiver.statuses().get(m) == [0, 1, 2] for m in ids),
-                timeout=120,
-                what="callbacks 0, 1, 2 for the replayed messages",
-            )
+            receiver.wait_for_callbacks(ids, timeout=120, what="callbacks 0, 1, 2 for the replayed messages")
         finally:
             successor.kill_container()
         assert job_message_ids(kube, namespace) == ids

@@ -64,18 +64,12 @@ def test_crash_at_step_gives_one_job_per_message_and_every_callback(
             survivor = standby
         # The crashed leader's Lease (4 s) must expire first, unless it is its own.
         wait_for(survivor.leading, timeout=60, what=f"{survivor.name} leading after the crash")
-        try:
-            wait_for(
-                lambda: all(receiver.statuses().get(m) == [0, 1, 2] for m in ids),
-                timeout=120,
-                what="callbacks 0, 1, 2 for every message",
-            )
-        except TimeoutError:
-            got = receiver.statuses()
-            pytest.fail(
-                f"callbacks after a crash at {step} ({how}): "
-                f"{ {m: got.get(m) for m in ids} }\n{_rq_state(redis_client)}\n{survivor.tail()}"
-            )
+        receiver.wait_for_callbacks(
+            ids,
+            timeout=120,
+            what=f"callbacks 0, 1, 2 for every message after a crash at {step} ({how})",
+            explain=lambda: f"{_rq_state(redis_client)}\n{survivor.tail()}",
+        )
         wait_for(lambda: redis_client.xpending(STREAM, "ksr")["pending"] == 0, timeout=30, what="every entry acked")
         owners = sorted(j.metadata.annotations["kube-stream-runner/message-id"] for j in managed_jobs(kube, namespace))
         assert owners == sorted(ids), "exactly one Job per message"

@@ -178,11 +178,7 @@ def test_malformed_and_refused_messages_are_dead_lettered_while_valid_ones_flow(
         except TimeoutError:
             got = dead()
             pytest.fail(f"not dead-lettered: {[v[0] for k, v in expected.items() if k not in got]}")
-        wait_for(
-            lambda: all(receiver.statuses().get(m) == [0, 1, 2] for m in valid),
-            timeout=120,
-            what="callbacks 0, 1, 2 for every valid message",
-        )
+        receiver.wait_for_callbacks(valid, timeout=120, what="callbacks 0, 1, 2 for every valid message")
     letters = dead()
     assert set(letters) == set(expected), "exactly the bad entries are dead-lettered"
     problems = []
@@ -223,10 +219,8 @@ def test_apiserver_422_is_dead_lettered_with_its_words(redis_server, redis_clien
     xadd(redis_client, STREAMS[1], message("after-422", namespace, webhook=receiver.url))
     with rq_worker(env), runner_thread(env, api_client=kube.api_client()):
         wait_for(lambda: list_dead(redis_client, STREAMS[1]), timeout=60, what="the 422 dead letter")
-        wait_for(
-            lambda: all(receiver.statuses().get(m) == [0, 1, 2] for m in ("before-422", "after-422")),
-            timeout=90,
-            what="callbacks of the messages around the refused one",
+        receiver.wait_for_callbacks(
+            ("before-422", "after-422"), timeout=90, what="callbacks of the messages around the refused one"
         )
     (d,) = list_dead(redis_client, STREAMS[1])
     assert d.original_id == bad_id

@@ -62,15 +62,7 @@ def test_apiserver_down_20s_mid_stream_loses_and_duplicates_nothing(
             kube.start_apiserver()
         outage = time.monotonic() - stopped_at
         wait_for(runner.elector.is_leading, timeout=60, what="the runner leading again by itself")
-        try:
-            wait_for(
-                lambda: all(receiver.statuses().get(m) == [0, 1, 2] for m in ids),
-                timeout=180,
-                what="callbacks 0, 1, 2 for all 24 messages",
-            )
-        except TimeoutError:
-            got = receiver.statuses()
-            pytest.fail(f"after the outage: { {m: got.get(m) for m in ids if got.get(m) != [0, 1, 2]} }")
+        receiver.wait_for_callbacks(ids, timeout=180, what="callbacks 0, 1, 2 for all 24 messages after the outage")
         wait_for(lambda: redis_client.xpending(STREAM, "ksr")["pending"] == 0, timeout=30, what="all acked")
     assert outage >= 20
     assert owners(kube, namespace) == ids, "one Job per message, none lost, none duplicated"
@@ -119,10 +111,8 @@ def test_receiver_down_30s_every_callback_retried_and_delivered(redis_server, re
         assert all(redis_client.hget(f"ksr:msg:{m}", "cbd_0") is None for m in ids), "none given up"
         _up_again(receiver)
         up_at = time.monotonic()
-        wait_for(
-            lambda: all(receiver.statuses().get(m) == [0, 1, 2] for m in ids),
-            timeout=60,
-            what="callbacks 0, 1, 2 for every message after the receiver is back",
+        receiver.wait_for_callbacks(
+            ids, timeout=60, what="callbacks 0, 1, 2 for every message after the receiver is back"
         )
         back_after = time.monotonic() - up_at
     for mid in ids:

@@ -10,14 +10,13 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from prometheus_client.parser import text_string_to_metric_families
 
-from runner import metrics as metrics_mod
 from runner.store.deadletter import list_dead
 from tests.support.kube import job_message_ids
 from tests.support.messages import message
 from tests.support.pipeline import base_env, runner_thread, xadd
 from tests.support.ports import wait_for
+from tests.support.scrape import in_process
 
 pytestmark = pytest.mark.kube
 
@@ -31,12 +30,7 @@ def _lease(kube: Any, namespace: str) -> tuple[str, int]:
 
 
 def _messages_total(outcome: str) -> float:
-    body, _ = metrics_mod.render()
-    for family in text_string_to_metric_families(body.decode()):
-        for sample in family.samples:
-            if sample.name == "ksr_messages_total" and sample.labels.get("outcome") == outcome:
-                return sample.value
-    return 0.0
+    return in_process().value("ksr_messages_total", outcome=outcome)
 
 
 def _replicas(stack: ExitStack, env: dict[str, str], kube: Any, n: int = 2) -> list[Any]:

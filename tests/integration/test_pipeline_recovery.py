@@ -11,14 +11,13 @@ import re
 import time
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from runner import metrics as metrics_mod
 from runner.store.deadletter import list_dead
 from tests.support.kube import job_message_ids, managed_jobs
 from tests.support.messages import message
 from tests.support.pipeline import base_env, rq_worker, runner_thread, xadd
 from tests.support.ports import wait_for
+from tests.support.scrape import in_process
 
 pytestmark = pytest.mark.kube
 
@@ -28,12 +27,7 @@ STREAMS = ("ksr:jobs:critical", "ksr:jobs:default", "ksr:jobs:low")
 
 def message_count(outcome: str) -> float:
     """ksr_messages_total{outcome} of this process (the runner runs in a thread here)."""
-    text, _ = metrics_mod.render()
-    for family in text_string_to_metric_families(text.decode()):
-        for sample in family.samples:
-            if sample.name == "ksr_messages_total" and sample.labels.get("outcome") == outcome:
-                return sample.value
-    return 0.0
+    return in_process().value("ksr_messages_total", outcome=outcome)
 
 
 def pending(redis_client, stream: str = STREAM) -> int:
@@ -56,11 +50,7 @@ def test_same_id_three_times_gives_one_job_and_a_late_replay_none(
         wait_for(lambda: redis_client.hget("ksr:msg:dup-spread", "job_name"), timeout=60, what="Job of dup-spread")
         xadd(redis_client, STREAM, spread)
         xadd(redis_client, STREAM, spread)
-        wait_for(
-            lambda: all(receiver.statuses().get(m) == [0, 1, 2] for m in ("dup-burst", "dup-spread")),
-            timeout=90,
-            what="callbacks 0, 1, 2 of both messages",
-        )
+        receiver.wait_for_callbacks(("dup-burst", "dup-spread"), timeout=90, what="callbacks 0, 1, 2 of both messages")
         wait_for(
             lambda: pending(redis_client) == 0 and message_count("duplicate") - before >= 4,
             timeout=30,
@@ -131,11 +121,7 @@ def test_5000_entries_left_pending_by_a_dead_consumer_are_recovered_on_takeover(
         wait_for(lambda: pending(redis_client) == 0, timeout=300, interval=0.2, what="every pending entry done")
         drained = time.monotonic() - started
         wait_for(lambda: len(managed_jobs(kube, namespace)) >= 21, timeout=60, what="21 Jobs")
-        wait_for(
-            lambda: all(receiver.statuses().get(m) == [0, 1, 2] for m in real),
-            timeout=120,
-            what="callbacks 0, 1, 2 of the 20 real messages",
-        )
+        receiver.wait_for_callbacks(real, timeout=120, what="callbacks 0, 1, 2 of the 20 real messages")
     summary = redis_client.xpending(STREAM, "ksr")
     assert summary["pending"] == 0 and not summary["consumers"]
     assert job_message_ids(kube, namespace) == sorted(["shared", *real])

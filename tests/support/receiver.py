@@ -5,8 +5,13 @@ from __future__ import annotations
 import json
 import threading
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+import pytest
+
+from tests.support.ports import wait_for
 
 
 class Receiver:
@@ -68,3 +73,25 @@ class Receiver:
     def bodies(self, message_id: str) -> list[dict[str, Any]]:
         with self._mutex:
             return [r["body"] for r in self.requests if r["body"]["id"] == message_id]
+
+    def incomplete(self, ids: Iterable[str]) -> dict[str, list[int] | None]:
+        """The messages of `ids` that have not had callbacks 0, 1, 2 (exactly), with what they had."""
+        got = self.statuses()
+        return {m: got.get(m) for m in ids if got.get(m) != [0, 1, 2]}
+
+    def wait_for_callbacks(
+        self,
+        ids: Iterable[str],
+        *,
+        timeout: float,
+        what: str,
+        interval: float = 0.05,
+        explain: Callable[[], str] | None = None,
+    ) -> None:
+        """Until every message of `ids` had callbacks 0, 1, 2; else fail naming the ones that did not
+        (and what `explain()` adds: logs, RQ state)."""
+        ids = list(ids)
+        try:
+            wait_for(lambda: not self.incomplete(ids), timeout=timeout, interval=interval, what=what)
+        except TimeoutError as e:
+            pytest.fail(f"{e}; incomplete: {self.incomplete(ids)}" + (f"\n{explain()}" if explain else ""))

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from runner import metrics
+
 
 class Samples:
     """Every sample of one scrape: (name, labels) -> value."""
@@ -35,6 +37,12 @@ class Samples:
     def by_label(self, name: str, label: str) -> Mapping[str, float]:
         """Samples of `name` keyed by one label's value (the metric's only label)."""
         return {dict(labels)[label]: v for labels, v in self.labelled(name).items() if label in dict(labels)}
+
+
+def in_process() -> Samples:
+    """This process's metrics, for a runner that runs in a thread of the test."""
+    body, _ = metrics.render()
+    return Samples(body.decode())
 
 
 def scrape(port: int, host: str = "127.0.0.1") -> Samples:
