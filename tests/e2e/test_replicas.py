@@ -12,7 +12,7 @@ from kubernetes import client
 from tests.support.kube import job_message_ids
 from tests.support.messages import message
 from tests.support.pipeline import base_env, xadd
-from tests.support.pods import Pod
+from tests.support.pods import leader_of, replica_pods
 from tests.support.ports import wait_for
 from tests.support.receiver import Receiver
 
@@ -23,16 +23,14 @@ pytestmark = pytest.mark.kube
 def replicas(redis_server, redis_client, kube, namespace, tmp_path):
     receiver = Receiver().start()
     env = base_env(redis_url=redis_server.url, namespace=namespace, kubeconfig=kube.kubeconfig)
-    started = [Pod(env, tmp_path, f"replica-{i}") for i in range(3)]
-    yield started, receiver
-    for r in started:
-        r.kill_container()
+    with replica_pods(env, tmp_path) as pods:
+        yield pods, receiver
     receiver.close()
 
 
 def test_leader_killed_mid_stream_gives_exactly_one_job_per_message(replicas, kube, namespace, redis_client):
     reps, receiver = replicas
-    leader = wait_for(lambda: next((r for r in reps if r.leading()), None), timeout=60, what="a leader")
+    leader = leader_of(reps, 60)
     assert sum(r.leading() for r in reps) == 1
     ids = [f"e2e-{i:02d}" for i in range(30)]
     for mid in ids[:15]:
@@ -43,24 +41,18 @@ def test_leader_killed_mid_stream_gives_exactly_one_job_per_message(replicas, ku
         xadd(redis_client, "ksr:jobs:default", message(mid, namespace, webhook=receiver.url))
     survivors = [r for r in reps if r is not leader]
     wait_for(lambda: any(r.leading() for r in survivors), timeout=30, what="a new leader")
-    try:
-        wait_for(
-            lambda: all(receiver.statuses().get(m) == [0, 1, 2] for m in ids),
-            timeout=180,
-            what="callbacks 0, 1, 2 for all 30 messages",
-        )
-    except TimeoutError:
-        got = receiver.statuses()
-        print({m: got.get(m) for m in ids if got.get(m) != [0, 1, 2]})
-        for r in survivors:
-            print(r.name, r.log.read_text()[-4000:])
-        raise
+    receiver.wait_for_callbacks(
+        ids,
+        timeout=180,
+        what="callbacks 0, 1, 2 for all 30 messages",
+        explain=lambda: "\n".join(f"{r.name} {r.log.read_text()[-4000:]}" for r in survivors),
+    )
     assert job_message_ids(kube, namespace) == ids  # exactly one Job per message
 
 
 def test_sigterm_exits_zero_and_releases_the_lease(replicas, kube, namespace):
     reps, _ = replicas
-    leader = wait_for(lambda: next((r for r in reps if r.leading()), None), timeout=60, what="a leader")
+    leader = leader_of(reps, 60)
     leader.proc.send_signal(signal.SIGTERM)
     assert leader.proc.wait(30) == 0
     lease = client.CoordinationV1Api(kube.api_client()).read_namespaced_lease("ksr-leader", namespace)

@@ -15,7 +15,7 @@ import pytest
 from tests.support.kube import job_message_ids
 from tests.support.messages import message
 from tests.support.pipeline import base_env
-from tests.support.pods import Pod
+from tests.support.pods import leader_of, replica_pods
 from tests.support.ports import wait_for
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
@@ -34,14 +34,8 @@ def replicas(redis_server, redis_client, kube, namespace, tmp_path):
     env = base_env(
         redis_url=redis_server.url, namespace=namespace, kubeconfig=kube.kubeconfig, KSR_SCHEDULES=str(schedules)
     )
-    started = [Pod(env, tmp_path, f"replica-{i}") for i in range(3)]
-    yield started
-    for r in started:
-        r.kill_container()
-
-
-def _leader(pods: list[Pod], timeout: float) -> Pod:
-    return wait_for(lambda: next((p for p in pods if p.leading()), None), timeout=timeout, what="a leader")
+    with replica_pods(env, tmp_path) as pods:
+        yield pods
 
 
 def _until(ts: float) -> None:
@@ -50,18 +44,18 @@ def _until(ts: float) -> None:
 
 def test_one_job_per_tick_across_sigkilled_leaders(replicas, kube, namespace):
     alive = list(replicas)
-    leader = _leader(alive, 60)
+    leader = leader_of(alive, 60)
     first = math.ceil(time.time() / 60 + 0.1) * 60  # a tick at least 6 s away: seen first by this leader
     ticks = [first, first + 60, first + 120]
     wait_for(lambda: _tick_id(ticks[0]) in job_message_ids(kube, namespace), timeout=90, what="tick 1's Job")
     leader.kill_container()  # right after a tick: the next leader fires tick 2 on time
     alive.remove(leader)
-    leader = _leader(alive, 30)
+    leader = leader_of(alive, 30)
     wait_for(lambda: _tick_id(ticks[1]) in job_message_ids(kube, namespace), timeout=90, what="tick 2's Job")
     _until(ticks[2] - 1.5)
     leader.kill_container()  # tick 3 passes with no leader: caught up by the last replica
     alive.remove(leader)
-    _leader(alive, 30)
+    leader_of(alive, 30)
     try:
         wait_for(lambda: _tick_id(ticks[2]) in job_message_ids(kube, namespace), timeout=60, what="tick 3's Job")
     except TimeoutError:

@@ -12,7 +12,7 @@ from runner.store.events import read_events
 from tests.support.kube import job_message_ids
 from tests.support.messages import message
 from tests.support.pipeline import base_env, xadd
-from tests.support.pods import Pod
+from tests.support.pods import leader_of, replica_pods
 from tests.support.ports import wait_for
 
 pytestmark = pytest.mark.kube
@@ -24,19 +24,13 @@ CLOCK_RESOLUTION = 0.001  # due and event times are kept in milliseconds
 @pytest.fixture
 def replicas(redis_server, redis_client, kube, namespace, tmp_path):
     env = base_env(redis_url=redis_server.url, namespace=namespace, kubeconfig=kube.kubeconfig, KSR_SCHEDULE_POLL="1")
-    started = [Pod(env, tmp_path, f"replica-{i}") for i in range(3)]
-    yield started
-    for r in started:
-        r.kill_container()
-
-
-def _leader(pods: list[Pod], timeout: float) -> Pod:
-    return wait_for(lambda: next((p for p in pods if p.leading()), None), timeout=timeout, what="a leader")
+    with replica_pods(env, tmp_path) as pods:
+        yield pods
 
 
 def test_fifty_delayed_messages_survive_two_sigkilled_leaders(replicas, kube, namespace, redis_client):
     alive = list(replicas)
-    leader = _leader(alive, 60)
+    leader = leader_of(alive, 60)
     due: dict[str, float] = {}
     for i in range(50):  # due from 2 s to 12 s from now, over every priority stream
         mid = f"delayed-{i:02d}"
@@ -47,7 +41,7 @@ def test_fifty_delayed_messages_survive_two_sigkilled_leaders(replicas, kube, na
         wait_for(lambda kill_at=kill_at: time.time() - start >= kill_at, timeout=30, what=f"{kill_at}s in")
         leader.kill_container()
         alive.remove(leader)
-        leader = _leader(alive, 30)
+        leader = leader_of(alive, 30)
     try:
         wait_for(lambda: len(job_message_ids(kube, namespace)) >= 50, timeout=180, what="50 Jobs")
     except TimeoutError:

@@ -10,6 +10,8 @@ import signal
 import subprocess
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,22 @@ from tests.support.pipeline import ksr_run
 from tests.support.ports import free_port, wait_for
 
 MARK = "KSR_TEST_POD_MARK"
+
+
+@contextmanager
+def replica_pods(env: dict[str, str], tmp_path: Path, count: int = 3) -> Iterator[list[Pod]]:
+    """`count` pods of one deployment (replica-0, ...); every container killed at the end."""
+    pods = [Pod(env, tmp_path, f"replica-{i}") for i in range(count)]
+    try:
+        yield pods
+    finally:
+        for pod in pods:
+            pod.kill_container()
+
+
+def leader_of(pods: list[Pod], timeout: float) -> Pod:
+    """The pod that leads, once one does."""
+    return wait_for(lambda: next((p for p in pods if p.leading()), None), timeout=timeout, what="a leader")
 
 
 def _marked(mark: str) -> list[int]:
