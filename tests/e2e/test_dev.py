@@ -15,24 +15,33 @@ from tests.support.ports import free_port, wait_for
 from tests.support.procs import kill_tree
 
 
-def test_ksr_dev_runs_the_samples_end_to_end(tmp_path):
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("REDIS_URL", "KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KSR_LOCK", "KSR_EXECUTOR")
-    }
-    env["HOME"] = str(tmp_path)  # no ~/.kube/config: no cluster
-    env["KSR_RUNTIME_DIR"] = str(tmp_path / "runtime")
+def _dev_env(tmp_path, *, cluster: bool = False, **extra: str) -> dict[str, str]:
+    """This environment without a Redis, lock or executor choice; HOME in tmp_path, so there is
+    no ~/.kube/config (and, unless `cluster`, no cluster either)."""
+    dropped = ("REDIS_URL", "KSR_LOCK", "KSR_EXECUTOR") + (() if cluster else ("KUBECONFIG", "KUBERNETES_SERVICE_HOST"))
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
+    env.update(HOME=str(tmp_path), KSR_RUNTIME_DIR=str(tmp_path / "runtime"), **extra)
+    return env
+
+
+def _run_samples(env: dict[str, str], *, seconds: int) -> str:
+    """`ksr dev --samples --exit-when-done`; its stdout once it exited 0."""
     proc = subprocess.run(
-        [sys.executable, "-m", "runner.cli", "dev", "--port", "0", "--samples", "--exit-when-done", "--timeout", "90"],
+        [sys.executable, "-m", "runner.cli", "dev", "--port", "0", "--samples", "--exit-when-done"]
+        + ["--timeout", str(seconds)],
         env=env,
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=150,
+        timeout=seconds + 60,
     )
     out = proc.stdout
     assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
+    return out
+
+
+def test_ksr_dev_runs_the_samples_end_to_end(tmp_path):
+    out = _run_samples(_dev_env(tmp_path), seconds=90)
     assert "started a private redis-server" in out
     assert "LOCAL executor" in out
     callbacks = re.findall(r"^callback  (\S+)  (\d+) ", out, flags=re.M)
@@ -49,37 +58,16 @@ def test_ksr_dev_runs_the_samples_end_to_end(tmp_path):
 def test_ksr_dev_sends_the_samples_to_the_cluster_of_kubeconfig(tmp_path, kube):
     from kubernetes import client
 
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "KSR_LOCK", "KSR_EXECUTOR")}
-    env.update(
-        HOME=str(tmp_path),
+    env = _dev_env(
+        tmp_path,
+        cluster=True,
         KUBECONFIG=kube.kubeconfig,
-        KSR_RUNTIME_DIR=str(tmp_path / "runtime"),
         POD_NAMESPACE="default",
         LEADER_ELECTION_LOCK_NAME=f"ksr-dev-{tmp_path.name[-8:]}",
     )
     batch = client.BatchV1Api(kube.api_client())
     try:
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "runner.cli",
-                "dev",
-                "--port",
-                "0",
-                "--samples",
-                "--exit-when-done",
-                "--timeout",
-                "120",
-            ],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-        out = proc.stdout
-        assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
+        out = _run_samples(env, seconds=120)
         assert "Kubernetes executor" in out and "LOCAL" not in out
         finals = dict(re.findall(r"^callback  (\S+)  (2|3|99) ", out, flags=re.M))
         assert set(finals) == {"sample-hello", "sample-env", "sample-sleep", "sample-fail"}
@@ -94,12 +82,7 @@ def test_ksr_dev_sends_the_samples_to_the_cluster_of_kubeconfig(tmp_path, kube):
 
 def test_ksr_dev_serves_on_http_server_port_without_port_option(tmp_path):
     port = free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("REDIS_URL", "KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KSR_LOCK", "KSR_EXECUTOR")
-    }
-    env.update(HOME=str(tmp_path), KSR_RUNTIME_DIR=str(tmp_path / "runtime"), HTTP_SERVER_PORT=str(port))
+    env = _dev_env(tmp_path, HTTP_SERVER_PORT=str(port))
     out = tmp_path / "dev.log"
     with open(out, "wb") as log:
         proc = subprocess.Popen(
