@@ -99,6 +99,13 @@ def one_leader(cands: list[Candidate], *, timeout: float = 30.0) -> Candidate:
     return wait_for(single, timeout=timeout, what="exactly one leader")
 
 
+def three_with_a_leader(spawn: Callable[[str], Candidate]) -> tuple[list[Candidate], Candidate, list[Candidate]]:
+    """Three candidates once one of them leads: all of them, the leader, the other two."""
+    cands = start_three(spawn)
+    leader = one_leader(cands)
+    return cands, leader, [c for c in cands if c is not leader]
+
+
 def first_start_after(cands: list[Candidate], t: float) -> dict | None:
     rows = [r for c in cands if (r := c.started_after(t))]
     return min(rows, key=lambda r: r["at"]) if rows else None
@@ -152,9 +159,7 @@ def test_never_two_leaders_at_one_instant(backend: Backend, spawn: Callable[[str
 def test_sigkill_the_leader_another_leads_within_lease_plus_retry(
     backend: Backend, spawn: Callable[[str], Candidate]
 ) -> None:
-    cands = start_three(spawn)
-    leader = one_leader(cands)
-    others = [c for c in cands if c is not leader]
+    cands, leader, others = three_with_a_leader(spawn)
     term = leader.last()["tenure_term"]  # type: ignore[index]
 
     killed_at = time.monotonic()
@@ -172,9 +177,7 @@ def test_sigkill_the_leader_another_leads_within_lease_plus_retry(
 def test_sigterm_the_leader_releases_and_another_leads_within_a_retry(
     backend: Backend, spawn: Callable[[str], Candidate]
 ) -> None:
-    cands = start_three(spawn)
-    leader = one_leader(cands)
-    others = [c for c in cands if c is not leader]
+    cands, leader, others = three_with_a_leader(spawn)
 
     termed_at = time.monotonic()
     assert leader.terminate() == 0
@@ -190,8 +193,7 @@ def test_sigterm_the_leader_releases_and_another_leads_within_a_retry(
 def test_server_outage_leader_stops_leading_in_time_and_election_resumes(
     backend: Backend, spawn: Callable[[str], Candidate]
 ) -> None:
-    cands = start_three(spawn)
-    leader = one_leader(cands)
+    cands, leader, _ = three_with_a_leader(spawn)
     term_before = leader.last()["tenure_term"]  # type: ignore[index]
     pids = [c.pid for c in cands]
 
@@ -225,9 +227,7 @@ def test_server_outage_leader_stops_leading_in_time_and_election_resumes(
 def test_sigstop_the_leader_past_its_lease_its_fencing_check_fails_on_waking(
     backend: Backend, spawn: Callable[[str], Candidate]
 ) -> None:
-    cands = start_three(spawn)
-    leader = one_leader(cands)
-    others = [c for c in cands if c is not leader]
+    cands, leader, others = three_with_a_leader(spawn)
     old_term = leader.last()["tenure_term"]  # type: ignore[index]
 
     frozen_at = time.monotonic()
