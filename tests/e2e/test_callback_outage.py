@@ -41,6 +41,7 @@ def used_memory(redis_client) -> int:
     return int(redis_client.info("memory")["used_memory"])
 
 
+@pytest.mark.timeout(1200)  # a 5-minute outage plus set-up and catch-up: about 325 s alone, twice that under load
 def test_a_receiver_down_for_minutes_costs_bounded_redis_memory(redis_server, redis_client):
     port = free_port()  # nothing listens here until the outage ends
     url = f"http://127.0.0.1:{port}/hook"
