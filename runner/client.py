@@ -26,11 +26,12 @@ import redis
 
 from runner.errors import KsrError
 from runner.pipeline.delay import due_time
-from runner.pipeline.message import parse_message
+from runner.pipeline.message import parse_message, payload_id
 from runner.settings import Settings
 from runner.store.connection import connect
 from runner.store.events import read_events
 from runner.store.record import TERMINAL_STATES
+from runner.store.replies import text
 from runner.store.schedule import ScheduledStore
 from runner.store.state import StateStore
 from runner.store.streams import redis_errors
@@ -150,8 +151,8 @@ class Client:
                 start = "-"
                 try:
                     for g in self.redis.xinfo_groups(stream):
-                        if _s(g.get("name")) == group:
-                            start = "(" + _s(g.get("last-delivered-id"))
+                        if text(g.get("name")) == group:
+                            start = "(" + text(g.get("last-delivered-id"))
                 except redis.ResponseError:  # no stream yet
                     continue
                 seen = 0
@@ -160,11 +161,11 @@ class Client:
                     if not rows:
                         break
                     for _, fields in rows:
-                        text = _s((fields or {}).get(b"payload", b""))
-                        if needle in text and _payload_id(text) == message_id:
+                        payload = text((fields or {}).get(b"payload", b""))
+                        if needle in payload and payload_id(payload) == message_id:
                             return stream
                     seen += len(rows)
-                    start = "(" + _s(rows[-1][0])
+                    start = "(" + text(rows[-1][0])
         return None
 
     # -- wait --------------------------------------------------------------------------------
@@ -176,7 +177,7 @@ class Client:
         events = self.settings.streams.events_stream
         with redis_errors():
             last = self.redis.xrevrange(events, "+", "-", count=1)
-        after = _s(last[0][0]) if last else "0-0"
+        after = text(last[0][0]) if last else "0-0"
         status = self.status(message_id)  # after noting the position: no end can slip between
         while not status.finished:
             left = deadline - time.monotonic()
@@ -217,16 +218,3 @@ class Client:
 
     def close(self) -> None:
         self.redis.close()
-
-
-def _s(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)
-
-
-def _payload_id(text: str) -> str | None:
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        return None
-    value = doc.get("id") if isinstance(doc, dict) else None
-    return value if isinstance(value, str) else None

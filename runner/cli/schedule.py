@@ -4,7 +4,6 @@ seen from the command line (runner.client does the work; docs/scheduling.md)."""
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -13,8 +12,7 @@ from runner.cli._context import cli_context, fail, json_option
 from runner.cli._output import emit_json, print_table
 from runner.client import AlreadyFinished, Client
 from runner.schedules.config import load_schedules
-from runner.schedules.cron import in_zone
-from runner.schedules.ticker import last_fired
+from runner.schedules.overview import iso, schedule_rows
 
 __all__ = ["cancel", "scheduled", "schedules"]
 
@@ -22,10 +20,6 @@ __all__ = ["cancel", "scheduled", "schedules"]
 def client() -> Client:
     obj = cli_context()
     return Client(obj.settings(), redis_client=obj.redis())
-
-
-def iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="seconds")
 
 
 @click.command()
@@ -91,23 +85,7 @@ def schedules_list(as_json: bool) -> None:
         streams=settings.streams.streams,
         default_stream=settings.streams.default_stream,
     )
-    last = last_fired(obj.redis(), [e.name for e in entries])
-    now = time.time()
-    rows: list[dict[str, Any]] = []
-    for e in entries:
-        tick = e.cron.next_after(now)
-        rows.append(
-            {
-                "name": e.name,
-                "cron": e.cron.expr,
-                "timezone": e.timezone,
-                "stream": e.stream,
-                "catch_up": e.catch_up,
-                "next_run": in_zone(tick, e.timezone),
-                "next_run_utc": iso(tick.timestamp()),
-                "last_tick_utc": iso(last[e.name]),
-            }
-        )
+    rows = schedule_rows(obj.redis(), entries, now=time.time())
     if as_json:
         emit_json(rows)
         return

@@ -24,7 +24,7 @@ from runner.cli._context import cli_context, fail, json_option
 from runner.cli._output import DURATION, emit_json
 from runner.errors import InvalidMessage
 from runner.pipeline.delay import due_time
-from runner.pipeline.message import Message, parse_message
+from runner.pipeline.message import Message, parse_message, payload_id
 from runner.pipeline.policy import check_policy
 from runner.settings import Settings
 from runner.store.replies import text
@@ -49,17 +49,8 @@ class Item:
 
     @property
     def label(self) -> str:
-        message_id = self.message.id if self.message else _raw_id(self.payload)
+        message_id = self.message.id if self.message else payload_id(self.payload)
         return f"{self.where} (id {message_id})" if message_id else self.where
-
-
-def _raw_id(payload: str) -> str | None:
-    try:
-        doc = json.loads(payload)
-    except ValueError:
-        return None
-    value = doc.get("id") if isinstance(doc, dict) else None
-    return value if isinstance(value, str) else None
 
 
 def _compact(doc: Any) -> str:
@@ -286,7 +277,7 @@ def _invalid_doc(item: Item) -> dict[str, Any]:
     assert item.error is not None
     return {
         "where": item.where,
-        "id": item.message.id if item.message else _raw_id(item.payload),
+        "id": item.message.id if item.message else payload_id(item.payload),
         "errors": [{"field": f, "problem": p} for f, p in item.error.problems],
     }
 

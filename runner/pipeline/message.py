@@ -256,6 +256,17 @@ class _Checker:
 # -- the message ----------------------------------------------------------------------------
 
 
+def payload_id(payload: str) -> str | None:
+    """The `id` a payload's JSON carries, as written and not validated, or None; never raises.
+    For naming a message in an error line or finding one by id in a stream."""
+    try:
+        doc = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    value = doc.get("id") if isinstance(doc, dict) else None
+    return value if isinstance(value, str) else None
+
+
 def peek_message_id(fields: Mapping[Any, Any], *, max_bytes: int = 65536) -> str | None:
     """The message id an entry claims to carry, or None; never raises. For grouping entries
     and releasing claims of entries that are not (or no longer) valid messages."""

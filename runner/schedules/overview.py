@@ -16,10 +16,10 @@ from runner.schedules.cron import in_zone
 from runner.schedules.ticker import last_fired
 from runner.store.schedule import ScheduledStore
 
-__all__ = ["scheduling_overview"]
+__all__ = ["iso", "schedule_rows", "scheduling_overview"]
 
 
-def _iso(ts: float | None) -> str | None:
+def iso(ts: float | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="seconds")
 
 
@@ -29,24 +29,30 @@ def scheduling_overview(
     now = time.time() if now is None else now
     store = ScheduledStore(redis_client, streams=streams)
     next_due = store.next_due()
+    return {
+        "waiting": sum(store.waiting().values()),
+        "next_due": iso(next_due),
+        "next_due_in": None if next_due is None else round(max(0.0, next_due - now), 3),
+        "schedules": schedule_rows(redis_client, schedules, now=now),
+    }
+
+
+def schedule_rows(redis_client: redis.Redis, schedules: Sequence[Schedule], *, now: float) -> list[dict[str, Any]]:
+    """Each schedule with its next run after `now` (local and UTC) and the last tick handled."""
     last = last_fired(redis_client, [s.name for s in schedules])
-    entries = []
+    rows = []
     for s in schedules:
         tick = s.cron.next_after(now)
-        entries.append(
+        rows.append(
             {
                 "name": s.name,
                 "cron": s.cron.expr,
                 "timezone": s.timezone,
                 "stream": s.stream,
+                "catch_up": s.catch_up,
                 "next_run": in_zone(tick, s.timezone),
-                "next_run_utc": _iso(tick.timestamp()),
-                "last_tick_utc": _iso(last[s.name]),
+                "next_run_utc": iso(tick.timestamp()),
+                "last_tick_utc": iso(last[s.name]),
             }
         )
-    return {
-        "waiting": sum(store.waiting().values()),
-        "next_due": _iso(next_due),
-        "next_due_in": None if next_due is None else round(max(0.0, next_due - now), 3),
-        "schedules": entries,
-    }
+    return rows
