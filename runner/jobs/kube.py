@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _PATCH_ATTEMPTS = 5
+LIST_PAGE = 500  # items a list request asks for (client-go's reflector pages by 500 too)
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,10 @@ class KubeApi:
         backoff_base: float = 0.2,
         backoff_cap: float = 5.0,
         max_attempts: int = 0,
+        list_page: int = LIST_PAGE,
     ) -> None:
-        """`max_attempts` 0 retries transient errors for as long as `keep_going()` says."""
+        """`max_attempts` 0 retries transient errors for as long as `keep_going()` says;
+        `list_page` is the number of items one list request asks for."""
         self.api_client = api_client
         self.batch = k8s.BatchV1Api(api_client)
         self.core = k8s.CoreV1Api(api_client)
@@ -77,6 +80,7 @@ class KubeApi:
         self._base = backoff_base
         self._cap = backoff_cap
         self._max_attempts = max_attempts
+        self.list_page = list_page
         self.signals = signals
 
     # -- the retry loop ---------------------------------------------------------------
@@ -216,23 +220,63 @@ class KubeApi:
     def list_jobs(
         self, namespace: str | None, *, selector: str | None = None, keep_going: Callable[[], bool] = _always
     ) -> tuple[list[dict], str]:
-        return self._list("jobs", namespace, selector or managed_selector(), keep_going)
+        return self._list("jobs", namespace, selector, keep_going)
 
     def list_pods(
         self, namespace: str | None, *, selector: str | None = None, keep_going: Callable[[], bool] = _always
     ) -> tuple[list[dict], str]:
-        return self._list("pods", namespace, selector or managed_selector(), keep_going)
+        return self._list("pods", namespace, selector, keep_going)
+
+    def job_pages(
+        self, namespace: str | None, *, selector: str | None = None, keep_going: Callable[[], bool] = _always
+    ) -> Iterator[tuple[list[dict], str]]:
+        return self._pages("jobs", namespace, selector, keep_going)
+
+    def pod_pages(
+        self, namespace: str | None, *, selector: str | None = None, keep_going: Callable[[], bool] = _always
+    ) -> Iterator[tuple[list[dict], str]]:
+        return self._pages("pods", namespace, selector, keep_going)
 
     def _list(
-        self, kind: str, namespace: str | None, selector: str, keep_going: Callable[[], bool]
+        self, kind: str, namespace: str | None, selector: str | None, keep_going: Callable[[], bool]
     ) -> tuple[list[dict], str]:
+        items: list[dict] = []
+        rv = ""
+        for page, page_rv in self._pages(kind, namespace, selector, keep_going):
+            items.extend(page)
+            rv = page_rv
+        return items, rv
+
+    def _pages(
+        self, kind: str, namespace: str | None, selector: str | None, keep_going: Callable[[], bool]
+    ) -> Iterator[tuple[list[dict], str]]:
+        """The list, `list_page` items a request, each page with the list's resourceVersion
+        (every page is of the first one's snapshot). A relist holds one page, however many
+        Jobs are kept until their TTL. A continue token that expired meanwhile (410) is
+        raised like any error: the caller lists again."""
         fn = self._lister(kind, namespace)
-        body = self.call(
-            "list",
-            lambda: _json(fn(label_selector=selector, _preload_content=False, _request_timeout=self.timeout)),
-            keep_going=keep_going,
-        )
-        return body.get("items") or [], (body.get("metadata") or {}).get("resourceVersion", "")
+        token: str | None = None
+        rv = ""
+        while True:  # ends with the last page: the apiserver sends no continue token
+            kwargs = {"limit": self.list_page, **({"_continue": token} if token else {})}
+            body = self.call(
+                "list",
+                lambda: _json(
+                    fn(
+                        label_selector=selector or managed_selector(),
+                        _preload_content=False,
+                        _request_timeout=self.timeout,
+                        **kwargs,
+                    )
+                ),
+                keep_going=keep_going,
+            )
+            meta = body.get("metadata") or {}
+            rv = rv or meta.get("resourceVersion", "")
+            token = meta.get("continue") or None
+            yield body.get("items") or [], rv
+            if token is None:
+                return
 
     def _lister(self, kind: str, namespace: str | None) -> Callable[..., Any]:
         if kind == "jobs":

@@ -70,6 +70,7 @@ class KubeWatcher:
         self._streams_mutex = threading.Lock()
         self._pod_notes: dict[str, str] = {}  # message id -> why its pod is not running (for 99s)
         self._pod_failures: dict[str, str] = {}  # message id -> how its container ended
+        self._inactive_notes: set[str] = set()  # noted, and not active at the last relist
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self, keep_going: Callable[[], bool]) -> None:
@@ -132,11 +133,7 @@ class KubeWatcher:
         while not stop.is_set():
             try:
                 if rv is None:
-                    items, rv = (self.api.list_jobs if kind == "jobs" else self.api.list_pods)(
-                        namespace, keep_going=keep_going
-                    )
-                    for obj in items:
-                        handle(obj, keep_going=keep_going)
+                    rv = self._relist(kind, namespace, handle, keep_going)
                 stream = self.api.watch(kind, namespace, rv, timeout_seconds=WATCH_SECONDS)
                 with self._streams_mutex:
                     if stop.is_set():
@@ -160,6 +157,19 @@ class KubeWatcher:
                 log.exception("watch %s crashed; restarting", kind)
                 rv = None
                 stop.wait(1.0)
+
+    def _relist(
+        self, kind: str, namespace: str | None, handle: Callable[..., None], keep_going: Callable[[], bool]
+    ) -> str:
+        """Handle every listed object, page by page; the list's resourceVersion, to watch from."""
+        rv = ""
+        for items, page_rv in (self.api.job_pages if kind == "jobs" else self.api.pod_pages)(
+            namespace, keep_going=keep_going
+        ):
+            rv = page_rv
+            for obj in items:
+                handle(obj, keep_going=keep_going)
+        return rv
 
     def _follow(
         self,
@@ -298,18 +308,21 @@ class KubeWatcher:
         # relist's). Only Jobs still followed, or still holding our finalizer, need the
         # handlers: each costs Redis round trips, and finished Jobs stay listed until their TTL.
         active = self.state.active_ids()
+        self._prune_notes(active)
+        # Page by page: finished Jobs and their pods stay listed until their TTL, so a whole
+        # list grows with the messages of the last TTL, not with the active set.
         for ns in self.namespaces:
-            jobs, _ = self.api.list_jobs(ns, keep_going=keep_going)
-            pods, _ = self.api.list_pods(ns, keep_going=keep_going)
-            for pod in pods:
-                if message_id_of(pod) in active:
-                    self.handle_pod(pod)
-            for job in jobs:
-                mid = message_id_of(job)
-                if mid:
-                    seen.add(mid)
-                if mid in active or FINALIZER in (job.get("metadata", {}).get("finalizers") or []):
-                    self.handle_job(job, keep_going=keep_going)
+            for pods, _ in self.api.pod_pages(ns, keep_going=keep_going):
+                for pod in pods:
+                    if message_id_of(pod) in active:
+                        self.handle_pod(pod)
+            for jobs, _ in self.api.job_pages(ns, keep_going=keep_going):
+                for job in jobs:
+                    mid = message_id_of(job)
+                    if mid:
+                        seen.add(mid)
+                    if mid in active or FINALIZER in (job.get("metadata", {}).get("finalizers") or []):
+                        self.handle_job(job, keep_going=keep_going)
         for mid, record in self.state.active_records().items():
             if not record.has_job or record.executor != "kubernetes":
                 continue
@@ -317,6 +330,17 @@ class KubeWatcher:
                 self._settle(mid, record, seen, listed_at, keep_going)
             except KsrError as e:  # one record must not hold up the others
                 log.warning("reconcile of message %s failed: %s", mid, e)
+
+    def _prune_notes(self, active: set[str]) -> None:
+        """Drop the notes of messages no longer active. The pod watch and the Job watch are
+        separate streams, so a pod's event (its finalizer taken off, its deletion) often comes
+        after its Job's end and notes it again. A note is dropped the second relist in a row
+        that finds its message inactive: a pod can be noted before its message joins the
+        active set (the create answers before the Job is recorded)."""
+        inactive = {mid for notes in (self._pod_notes, self._pod_failures) for mid in list(notes) if mid not in active}
+        for mid in inactive & self._inactive_notes:
+            self._forget(mid)
+        self._inactive_notes = inactive - self._inactive_notes
 
     def _settle(
         self, mid: str, record: StateRecord, seen: set[str], listed_at: float, keep_going: Callable[[], bool]

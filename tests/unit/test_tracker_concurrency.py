@@ -4,6 +4,7 @@ wait for each other, and the relist reads the state store only for Jobs still ou
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from runner.jobs.manifest import FINALIZER, MESSAGE_ID_ANNOTATION
@@ -81,6 +82,12 @@ class Api:
 
     def list_pods(self, namespace: str | None, **kw: Any) -> tuple[list[dict[str, Any]], str]:
         return self.pods, "1"
+
+    def job_pages(self, namespace: str | None, **kw: Any) -> Iterator[tuple[list[dict[str, Any]], str]]:
+        yield self.jobs, "1"
+
+    def pod_pages(self, namespace: str | None, **kw: Any) -> Iterator[tuple[list[dict[str, Any]], str]]:
+        yield self.pods, "1"
 
     def remove_finalizer(self, job: dict[str, Any], finalizer: str, **kw: Any) -> None:
         self.finalizers_removed.append(job["metadata"]["uid"])
