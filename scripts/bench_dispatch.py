@@ -38,7 +38,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -422,27 +422,135 @@ def memory(bench: Bench, args: argparse.Namespace, leader: Any) -> None:
         if n % 5000 == 4999:
             pipe.execute()
     pipe.execute()
-    samples: list[tuple[float, int, int]] = []
+    snaps = Snapshots(bench.workdir / "tracemalloc", args.tracemalloc_at)
+    samples: list[RssSample] = []
     t0 = time.monotonic()
     while time.monotonic() - t0 < args.memory_seconds:
-        samples.append((time.monotonic() - t0, rss_kb(leader.proc.pid), tree_rss_kb(lambda: _marked(leader.mark))))
+        at = time.monotonic() - t0
+        lag = bench.redis.xinfo_groups("ksr:jobs:low")[0].get("lag") or 0
+        samples.append(
+            RssSample(
+                at=at,
+                runner_kb=rss_kb(leader.proc.pid),
+                pod_kb=tree_rss_kb(lambda: _marked(leader.mark)),
+                active=int(bench.redis.scard("ksr:active")),
+                read=args.backlog - lag,
+                load=os.getloadavg()[0],
+            )
+        )
+        snaps.maybe_request(at, samples[-1].read)
         time.sleep(2)
-    lag = bench.redis.xinfo_groups("ksr:jobs:low")[0].get("lag")
-    runner_mb = [s[1] / 1024 for s in samples]
-    print(
-        f"  runner RSS first {runner_mb[0]:.1f} MB, max {max(runner_mb):.1f} MB, last {runner_mb[-1]:.1f} MB; "
-        f"whole pod last {samples[-1][2] / 1024:.1f} MB; backlog left {lag}",
-        flush=True,
-    )
-    half = len(runner_mb) // 2
-    print(
-        f"  median RSS first half {statistics.median(runner_mb[:half]):.1f} MB, "
-        f"second half {statistics.median(runner_mb[half:]):.1f} MB",
-        flush=True,
-    )
+    snaps.report()
     leader.stop()
     for stream in ("ksr:jobs:low",):
         bench.redis.delete(stream)
+    rss_verdict(samples, cap=500)
+
+
+class RssSample(NamedTuple):
+    at: float  # seconds into the drain
+    runner_kb: int  # the runner process (the main process of `ksr run`)
+    pod_kb: int  # every process of the pod
+    active: int  # ksr:active
+    read: int  # backlog entries read so far (the group's lag gone)
+    load: float
+
+
+def rss_verdict(samples: list[RssSample], *, cap: int) -> None:
+    """Per-minute medians, then one line: first, max, the slope once the active set is full."""
+    mb = [s.runner_kb / 1024 for s in samples]
+    print("  minute  runner MB (median)  pod MB  active  read    load", flush=True)
+    for minute in range(int(samples[-1].at // 60) + 1):
+        rows = [s for s in samples if minute * 60 <= s.at < (minute + 1) * 60]
+        if rows:
+            print(
+                f"  {minute:6d}  {statistics.median(r.runner_kb for r in rows) / 1024:18.1f}"
+                f"  {statistics.median(r.pod_kb for r in rows) / 1024:6.1f}"
+                f"  {statistics.median(r.active for r in rows):6.0f}  {rows[-1].read:6d}"
+                f"  {statistics.median(r.load for r in rows):5.1f}",
+                flush=True,
+            )
+    full = next((i for i, s in enumerate(samples) if s.active >= cap * 0.95), None)
+    slope = per_k = float("nan")
+    if full is not None and len(samples) - full >= 10:
+        tail = samples[full:]
+        slope = statistics.linear_regression([s.at / 60 for s in tail], [s.runner_kb / 1024 for s in tail]).slope
+        read = tail[-1].read - tail[0].read
+        if read:
+            per_k = (tail[-1].runner_kb - tail[0].runner_kb) / 1024 / read * 1000
+    print(
+        f"  rss_first={mb[0]:.1f}MB rss_max={max(mb):.1f}MB rss_last={mb[-1]:.1f}MB "
+        f"pod_last={samples[-1].pod_kb / 1024:.1f}MB slope_MB_per_min={slope:.2f} "
+        f"(from the active set full at {samples[full].at if full is not None else float('nan'):.0f}s) "
+        f"MB_per_1000_read={per_k:.3f} read={samples[-1].read} "
+        f"{'under' if max(mb) < 150 else 'OVER'} 150MB",
+        flush=True,
+    )
+
+
+class Snapshots:
+    """tracemalloc snapshots of the leader's runner at chosen seconds of the drain (the
+    leader runs with scripts/memtrace on PYTHONPATH), and the diff of the last to the first."""
+
+    def __init__(self, directory: Path, at: list[float]) -> None:
+        self.dir = directory
+        self.at = sorted(at)
+        self.read: dict[str, int] = {}
+
+    @staticmethod
+    def env(directory: Path) -> dict[str, str]:
+        directory.mkdir(parents=True, exist_ok=True)
+        return {"KSR_BENCH_TRACEMALLOC": str(directory), "PYTHONPATH": str(ROOT / "scripts" / "memtrace")}
+
+    def maybe_request(self, at: float, read: int) -> None:
+        while self.at and at >= self.at[0]:
+            label = f"t{self.at.pop(0):.0f}"
+            self.read[label] = read
+            (self.dir / f"{label}.request").write_text("")
+
+    def report(self) -> None:
+        import tracemalloc
+
+        from tests.support.ports import wait_for
+
+        labels = list(self.read)
+        if len(labels) < 2:
+            return
+        wait_for(
+            lambda: all((self.dir / f"{x}.json").exists() or (self.dir / f"{x}.error").exists() for x in labels),
+            timeout=300,
+            interval=1.0,
+            what="the tracemalloc snapshots",
+        )
+        first, last = labels[0], labels[-1]
+        facts = {x: json.loads((self.dir / f"{x}.json").read_text()) for x in (first, last)}
+        read = self.read[last] - self.read[first]
+        print(f"  tracemalloc {first} -> {last}: {read} entries read between them", flush=True)
+        for x in (first, last):
+            f = facts[x]
+            print(
+                f"    {x}: rss {f['rss_kb'] / 1024:.1f} MB, traced {f['traced'] / 2**20:.1f} MB "
+                f"(tracemalloc's own {f['overhead'] / 2**20:.1f} MB)",
+                flush=True,
+            )
+        grown = sorted(
+            ((n, facts[last]["types"].get(n, 0) - facts[first]["types"].get(n, 0)) for n in facts[last]["types"]),
+            key=lambda r: -abs(r[1]),
+        )[:12]
+        print("    live objects by type, change: " + ", ".join(f"{n} {d:+d}" for n, d in grown), flush=True)
+        a = tracemalloc.Snapshot.load(str(self.dir / f"{first}.snap"))
+        b = tracemalloc.Snapshot.load(str(self.dir / f"{last}.snap"))
+        for key, top in (("lineno", 20), ("traceback", 6)):
+            print(f"    top {top} by {key}:", flush=True)
+            for stat in b.compare_to(a, key)[:top]:
+                print(
+                    f"      {stat.size_diff / 1024:+9.1f} KiB {stat.count_diff:+7d} blocks "
+                    f"(now {stat.size / 1024:.1f} KiB)",
+                    flush=True,
+                )
+                frames = stat.traceback.format(limit=None if key == "traceback" else 1, most_recent_first=True)
+                for line in frames[: 14 if key == "traceback" else 2]:
+                    print(f"        {line.strip()}", flush=True)
 
 
 def handover(bench: Bench, args: argparse.Namespace) -> None:
@@ -511,6 +619,13 @@ def main() -> int:
     parser.add_argument("--latency-rounds", type=int, default=2)
     parser.add_argument("--backlog", type=int, default=100_000)
     parser.add_argument("--memory-seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--tracemalloc-at",
+        type=lambda s: [float(x) for x in s.split(",")],
+        default=[],
+        help="(d): seconds of the drain at which to snapshot the leader's runner (e.g. 120,540); "
+        "traces the leader, so its RSS figures are not the product's",
+    )
     parser.add_argument("--handover-rounds", type=int, default=3)
     args = parser.parse_args()
     # A SIGTERM (e.g. `timeout`) still stops the bed and the pods this run started.
@@ -531,7 +646,8 @@ def main() -> int:
                 leader.stop()
             if "d" in parts:
                 bench.env = bench._env(KSR_MAX_ACTIVE_JOBS="500")
-                memory(bench, args, bench.leader())
+                trace = Snapshots.env(bench.workdir / "tracemalloc") if args.tracemalloc_at else {}
+                memory(bench, args, bench.leader(**trace))
             if "e" in parts:
                 handover(bench, args)
         finally:
