@@ -496,6 +496,8 @@ class Snapshots:
         self.dir = directory
         self.at = sorted(at)
         self.read: dict[str, int] = {}
+        if self.at:
+            (self.dir / "start.request").write_text("")  # tracing from the drain's start
 
     @staticmethod
     def env(directory: Path) -> dict[str, str]:

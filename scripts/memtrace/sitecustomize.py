@@ -4,8 +4,10 @@ PYTHONPATH for the leader it starts, with KSR_BENCH_TRACEMALLOC=<dir>.
 
 The process that reads the variable first (the `ksr run` main process: the runner) takes it
 out of its environment, so its children (gunicorn, the RQ worker) are not traced. A daemon
-thread then answers each `<dir>/<label>.request` with `<dir>/<label>.snap` (the snapshot)
-and `<dir>/<label>.json` (RSS, traced bytes, live objects by type)."""
+thread then answers `<dir>/start.request` by starting tracemalloc (not earlier: tracing
+the imports slows the start thirty-fold), and each `<dir>/<label>.request` with
+`<dir>/<label>.snap` (the snapshot) and `<dir>/<label>.json` (RSS, traced bytes, live
+objects by type). The diff of two snapshots taken after the start shows what grew."""
 
 from __future__ import annotations
 
@@ -35,6 +37,9 @@ def _answer(path: str, label: str) -> None:
     import json
     import tracemalloc
 
+    if label == "start":
+        tracemalloc.start(_FRAMES)
+        return
     gc.collect()
     snapshot = tracemalloc.take_snapshot()
     snapshot.dump(os.path.join(path, f"{label}.snap.tmp"))
@@ -71,7 +76,5 @@ def _serve(path: str) -> None:
 
 if _DIR:
     import threading
-    import tracemalloc
 
-    tracemalloc.start(_FRAMES)
     threading.Thread(target=_serve, args=(_DIR,), name="bench-tracemalloc", daemon=True).start()
