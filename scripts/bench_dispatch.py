@@ -471,17 +471,20 @@ def rss_verdict(samples: list[RssSample], *, cap: int) -> None:
                 flush=True,
             )
     full = next((i for i, s in enumerate(samples) if s.active >= cap * 0.95), None)
-    slope = per_k = float("nan")
-    if full is not None and len(samples) - full >= 10:
-        tail = samples[full:]
-        slope = statistics.linear_regression([s.at / 60 for s in tail], [s.runner_kb / 1024 for s in tail]).slope
-        read = tail[-1].read - tail[0].read
-        if read:
-            per_k = (tail[-1].runner_kb - tail[0].runner_kb) / 1024 / read * 1000
+
+    def slope(rows: list[RssSample]) -> float:
+        if len(rows) < 10:
+            return float("nan")
+        return statistics.linear_regression([r.at / 60 for r in rows], [r.runner_kb / 1024 for r in rows]).slope
+
+    tail = samples[full:] if full is not None else []
+    read = tail[-1].read - tail[0].read if tail else 0
+    per_k = (tail[-1].runner_kb - tail[0].runner_kb) / 1024 / read * 1000 if read else float("nan")
     print(
         f"  rss_first={mb[0]:.1f}MB rss_max={max(mb):.1f}MB rss_last={mb[-1]:.1f}MB "
-        f"pod_last={samples[-1].pod_kb / 1024:.1f}MB slope_MB_per_min={slope:.2f} "
-        f"(from the active set full at {samples[full].at if full is not None else float('nan'):.0f}s) "
+        f"pod_last={samples[-1].pod_kb / 1024:.1f}MB slope_MB_per_min={slope(tail):.2f} "
+        f"(from the active set full at {tail[0].at if tail else float('nan'):.0f}s; "
+        f"second half {slope(samples[len(samples) // 2 :]):.2f}) "
         f"MB_per_1000_read={per_k:.3f} read={samples[-1].read} "
         f"{'under' if max(mb) < 150 else 'OVER'} 150MB",
         flush=True,
