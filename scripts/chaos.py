@@ -83,6 +83,7 @@ class Campaign:
     payloads: dict[str, str] = field(default_factory=dict)
     faults: list[str] = field(default_factory=list)
     generation: int = 0
+    unsettled: int = 0  # waits for the campaign to settle that ran out of time
 
     def __post_init__(self) -> None:
         self.receiver_port = free_port()  # kept across the outage
@@ -256,14 +257,52 @@ class Campaign:
             statuses = self.statuses()
             return all(2 in statuses.get(mid, []) for mid in self.valid) and self.streams_idle()
 
-        wait_for(done, timeout=self.plan.settle_timeout, interval=1.0, what="every valid message to finish")
-        if replayed:  # read and acked again: every valid message recorded anew (its Job adopted)
-            r = self.redis_server.client()
-            wait_for(
-                lambda: all(r.exists(f"ksr:msg:{mid}") for mid in self.valid) and self.streams_idle(),
-                timeout=self.plan.settle_timeout,
-                interval=1.0,
-                what="every replayed message recorded",
+        r = self.redis_server.client()
+        try:
+            wait_for(done, timeout=self.plan.settle_timeout, interval=1.0, what="every valid message to finish")
+            if replayed:  # read and acked again: every valid message recorded anew (its Job adopted)
+                wait_for(
+                    lambda: all(r.exists(f"ksr:msg:{mid}") for mid in self.valid) and self.streams_idle(),
+                    timeout=self.plan.settle_timeout,
+                    interval=1.0,
+                    what="every replayed message recorded",
+                )
+        except TimeoutError as e:  # go on to the checks, which say what is missing
+            self.unsettled += 1
+            self.log(f"  {e}")
+            self.diagnose()
+
+    def diagnose(self, most: int = 12) -> None:
+        """What became of the messages that did not finish: enough to tell which step lost them."""
+        r = self.redis_server.client()
+        statuses = self.statuses()
+        jobs = {
+            (j["metadata"].get("annotations") or {}).get(ANNOTATION): j
+            for j in self.bed.request("GET", f"/apis/batch/v1/namespaces/{self.namespace}/jobs", timeout=30)[1].get(
+                "items", []
+            )
+        }
+        stuck = [mid for mid in self.valid if 2 not in statuses.get(mid, [])]
+        self.log(f"  unfinished: {len(stuck)} of {len(self.valid)}; active set {r.scard('ksr:active')}")
+        owed = {m.decode() for m in r.zrange("ksr:callbacks:owed", 0, -1)}
+        for stream in STREAMS:
+            if r.exists(stream):
+                for g in r.xinfo_groups(stream):
+                    self.log(f"  {stream}: pending {g['pending']} lag {g.get('lag')} last {g['last-delivered-id']!r}")
+        for mid in stuck[:most]:
+            record = {k.decode(): v.decode("utf-8", "replace") for k, v in r.hgetall(f"ksr:msg:{mid}").items()}
+            job = jobs.get(mid)
+            job_view = (
+                None
+                if job is None
+                else {
+                    "status": {k: job["status"].get(k) for k in ("active", "succeeded", "failed")},
+                    "finalizers": job["metadata"].get("finalizers"),
+                }
+            )
+            self.log(
+                f"  {mid}: callbacks {statuses.get(mid, [])} active {bool(r.sismember('ksr:active', mid))}"
+                f" owed {sorted(o for o in owed if o.startswith(mid))} job {job_view} record {record}"
             )
 
     def statuses(self) -> dict[str, list[int]]:
@@ -311,6 +350,7 @@ class Campaign:
             "dead_mismatch": len(dead ^ set(self.invalid)),
             "pending": pending,
             "active": int(r.scard("ksr:active")),
+            "unsettled": self.unsettled,
         }
 
     def close(self) -> int:
@@ -334,6 +374,7 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--kill-interval", type=float, default=5.0)
     parser.add_argument("--receiver-down", type=float, default=30.0)
+    parser.add_argument("--keep", type=Path, help="copy the replicas' logs and runtime directories here at the end")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     plan = Plan(
@@ -358,6 +399,8 @@ def main() -> int:
             results = campaign.run()
         finally:
             orphans = campaign.close() if campaign is not None else 0
+            if args.keep is not None:
+                shutil.copytree(work, args.keep, dirs_exist_ok=True, ignore=shutil.ignore_patterns("bed", "*.sock"))
             testbed.down(work / "bed")
             redis_server.close()
     results["orphans"] = orphans
