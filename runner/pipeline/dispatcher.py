@@ -142,7 +142,7 @@ class Dispatcher:
 
     def _process(self, entry: Entry, term: int, waited: Waiting | None) -> str:
         self._fence(term)  # even a dead letter is a side effect: a deposed leader must not write it
-        if is_poison(entry.deliveries, self.settings.streams.max_deliveries):
+        if is_poison(entry.deliveries, self.settings.streams.max_deliveries) and not self._dispatched(entry):
             return self._dead(
                 entry,
                 "poison",
@@ -162,6 +162,24 @@ class Dispatcher:
             return "scheduled"
         with log_context(message_id=message.id):
             return self._dispatch(entry, message, term, waited)
+
+    def _dispatched(self, entry: Entry) -> bool:
+        """True when the entry's message already has its Job recorded: then the deliveries
+        were hand-overs (a leader killed before the ack, again and again), not an entry that
+        breaks its processing, and a dead letter would orphan a running Job. The duplicate
+        path acks it instead."""
+        message_id = peek_message_id(entry.fields, max_bytes=self.settings.streams.max_message_bytes)
+        record = self.state.get(message_id) if message_id else None
+        if record is None or not record.has_job:
+            return False
+        log.warning(
+            "entry %s was delivered %d times, but message %s has its Job (%s): finished, not poison",
+            entry.entry_id,
+            entry.deliveries,
+            message_id,
+            record.job_name,
+        )
+        return True
 
     def _dispatch(self, entry: Entry, message: Message, term: int, waited: Waiting | None) -> str:
         claim = self.state.claim(message.id, stream=entry.stream, entry_id=entry.entry_id, term=term)

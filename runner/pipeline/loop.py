@@ -97,7 +97,6 @@ class Runner:
         )
         self.term: int | None = None  # the term we lead in, None while following
         self._tenure: int | None = None  # the last term we led in: fences late writes after a step-down
-        self._claimed: list[Any] = []  # entries reclaimed at takeover, not yet dispatched
         self._capacity = threading.Event()  # set when a Job ends: backpressure may lift
         self.tracker = Tracker(
             redis_client=self.redis,
@@ -231,14 +230,10 @@ class Runner:
             self._capacity.wait(0.5)
             self._capacity.clear()
             return
-        # Entries reclaimed at takeover come first, straight from XAUTOCLAIM: reading them
-        # again from our pending list would count one more delivery against each of them.
-        # Then the creates whose wait is over, then new entries.
-        count = self.settings.streams.read_count
-        entries = self._claimed[:count]
-        del self._claimed[: len(entries)]
-        waited = {} if entries else {w.member: w for w in self.waiting.due(limit=count)}
-        entries = entries or [w.entry for w in waited.values()] or self._read(term)
+        # The creates whose wait is over, then what the reader has: our own pending entries
+        # (those claimed at takeover among them), then new ones.
+        waited = {w.member: w for w in self.waiting.due(limit=self.settings.streams.read_count)}
+        entries = [w.entry for w in waited.values()] or self._read(term)
         if entries and not stop.is_set():
             self.dispatcher.process_batch(entries, term, stop=stop, waited=waited)
 
@@ -266,7 +261,7 @@ class Runner:
             self.reader.ensure_groups()
             if not keep_going():
                 raise Stopped(f"term {term} ended during takeover")
-            self._claimed = self.reader.autoclaim_all(min_idle_ms=0)
+            claimed = self.reader.take_over()
             if self.watcher is not None:
                 self.watcher.reconcile(keep_going)
             elif self.local is not None:
@@ -274,7 +269,6 @@ class Runner:
             resent = self.callbacks.sweep(older_than=0)
         except BaseException:
             self.term = None  # recovery runs again at the next tick
-            self._claimed = []
             raise
         if self.watcher is not None:
             self.watcher.start(keep_going)
@@ -283,7 +277,7 @@ class Runner:
         log.info(
             "term %d: reclaimed %d pending entries, re-sent %d callbacks in %.2fs",
             term,
-            len(self._claimed),
+            claimed,
             resent,
             time.monotonic() - started,
         )
@@ -329,7 +323,6 @@ class Runner:
         if self.watcher is not None:
             self.watcher.stop()
         self.term = None
-        self._claimed = []
 
     # -- periodic work -----------------------------------------------------------------
     def _periodic(self) -> None:
@@ -337,9 +330,8 @@ class Runner:
         if now >= self._next_reconcile:
             self._next_reconcile = now + self.settings.kube.polling_interval
             # The watcher relists Jobs and Pods in a thread of its own (KubeWatcher.start).
-            if not self._claimed:
-                self._reclaim_abandoned()
-                self.reader.rescan_pending()  # entries left unacked get another delivery
+            self._reclaim_abandoned()
+            self.reader.rescan_pending()  # entries left unacked get another delivery
             self._slow_tick()
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_INTERVAL
@@ -359,7 +351,7 @@ class Runner:
         term = self.term
         if term is None or not self.elector.holds_term(term):
             return
-        self._claimed = self.reader.claim_abandoned(min_idle_ms=self._abandoned_ms)
+        self.reader.claim_abandoned(min_idle_ms=self._abandoned_ms)
 
     def _slow_tick(self) -> None:
         """Tests only (KSR_TEST_SLOW_TICK): periodic work that takes this much longer."""

@@ -386,7 +386,8 @@ MAX_DELIVERIES = Variable(
     default=5,
     unit="deliveries",
     help="An entry the group has delivered this many times without an ack is poison: dead-lettered "
-    "(the group's own delivery counter decides).",
+    "(the group's own delivery counter decides; a takeover's claim is no delivery, and a message whose "
+    "Job is recorded is never poison).",
 )
 MAX_MESSAGE_BYTES = Variable(
     name="KSR_MAX_MESSAGE_BYTES",

@@ -23,6 +23,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from runner.errors import RedisUnavailable, redis_error_from
+from runner.store import scripts
 from runner.store.replies import text
 
 __all__ = [
@@ -149,6 +150,7 @@ class StreamReader:
         # stream -> id after which this consumer's own pending entries are still to be read
         self._pending_cursor: dict[str, str] = {}
         self._keep_going: Callable[[], bool] = lambda: True  # read_batch's, for its helpers
+        self._take_over_script = scripts.load(redis_client, "take_over")
         self.rescan_pending()
 
     # -- groups ------------------------------------------------------------------------
@@ -325,28 +327,32 @@ class StreamReader:
                 pipe.xack(stream, self.group, *ids)
             return sum(int(n) for n in pipe.execute())
 
-    def autoclaim_all(self, *, min_idle_ms: int = 0, page: int = CLAIM_PAGE) -> list[Entry]:
-        """Take over every pending entry of the group (idle >= min_idle_ms), all streams.
+    def take_over(self, *, page: int = CLAIM_PAGE) -> int:
+        """Make every pending entry of the group ours (a new leader's takeover); returns how many.
 
-        XAUTOCLAIM is paged until its cursor comes back "0-0". Ids whose entries were
-        trimmed or deleted cannot be processed: they are acked and logged.
+        XAUTOCLAIM JUSTID, paged until its cursor comes back "0-0": a claim that returns only
+        ids counts no delivery. The entries are then read from our own pending list, which
+        counts one, just before they are processed: a leader that dies during its recovery
+        has delivered nothing, so leader churn alone never makes an entry poison. Ids whose
+        entries were trimmed or deleted cannot be processed: they are acked and logged.
         """
-        claimed: list[Entry] = []
+        claimed = 0
         for stream in self.streams:
-            claimed.extend(self._autoclaim_stream(stream, min_idle_ms=min_idle_ms, page=page))
+            claimed += self._take_over_stream(stream, page=page)
         if claimed:
-            log.info("claimed %d pending entries for %s", len(claimed), self.consumer)
+            log.info("claimed %d pending entries for %s", claimed, self.consumer)
+        self.rescan_pending()
         return claimed
 
-    def claim_abandoned(self, *, min_idle_ms: int, page: int = CLAIM_PAGE) -> list[Entry]:
-        """Take over other consumers' pending entries idle for at least `min_idle_ms`.
+    def claim_abandoned(self, *, min_idle_ms: int, page: int = CLAIM_PAGE) -> int:
+        """Make other consumers' pending entries idle for at least `min_idle_ms` ours; returns how many.
 
         A leader calls it while it leads: a deposed leader may read entries after the next
-        leader's takeover claimed everything, and nobody else reads its pending list. Our
-        own entries are left to `rescan_pending` (a claim would count a delivery more). At
-        most `page` entries per consumer and stream per call; the rest at the next.
+        leader's takeover claimed everything, and nobody else reads its pending list. As in
+        `take_over`, the claim counts no delivery; reading them from our pending list does.
+        At most `page` entries per consumer and stream per call; the rest at the next.
         """
-        claimed: list[Entry] = []
+        claimed = 0
         for stream in self.streams:
             try:
                 with self._translate():
@@ -360,48 +366,48 @@ class StreamReader:
                         if not ids:
                             continue
                         # XCLAIM checks the idle time again: an entry its owner touched since stays.
-                        reply: Any = self.redis.xclaim(stream, self.group, self.consumer, min_idle_ms, ids)
-                        raw = [(i, f) for i, f in reply or [] if i is not None]  # Redis < 7: nil if deleted
-                        entries = self._with_counts(stream, raw, from_pending=True) if raw else []
-                        if entries:
+                        reply: Any = self.redis.xclaim(stream, self.group, self.consumer, min_idle_ms, ids, justid=True)
+                        taken = [text(i) for i in reply or []]
+                        if taken:
                             log.warning(
                                 "claimed %d entries of %s that %s has held for over %.0fs: %s",
-                                len(entries),
+                                len(taken),
                                 stream,
                                 consumer,
                                 min_idle_ms / 1000,
-                                ", ".join(e.entry_id for e in entries[:10]),
+                                ", ".join(taken[:10]),
                             )
-                        claimed.extend(entries)
+                        claimed += len(taken)
             except ResponseError as e:
                 if not _is_lost_group(e):
                     raise
                 self._recreate_groups(e)  # a new group has nothing pending
+        if claimed:
+            self.rescan_pending()
         return claimed
 
     def _pending_consumers(self, stream: str) -> list[str]:
         return [text(c["name"]) for c in self.redis.xpending(stream, self.group)["consumers"]]
 
-    def _autoclaim_stream(self, stream: str, *, min_idle_ms: int, page: int) -> Iterator[Entry]:
+    def _take_over_stream(self, stream: str, *, page: int) -> int:
         cursor = "0-0"
+        claimed = 0
         while True:
             try:
                 with self._translate():
-                    reply = self.redis.xautoclaim(stream, self.group, self.consumer, min_idle_ms, cursor, count=page)
+                    reply = self._take_over_script(keys=[stream], args=[self.group, self.consumer, cursor, page])
                     cursor = text(reply[0])
-                    raw = list(reply[1] or [])
+                    claimed += len(reply[1] or [])
                     # Redis 7 already dropped these from the PEL; the ack is for older servers.
                     deleted = [text(i) for i in (reply[2] if len(reply) > 2 else [])]
                     self._ack_vanished(stream, deleted, "no longer exist (trimmed or deleted)")
-                    entries = self._with_counts(stream, raw, from_pending=True) if raw else []
             except ResponseError as e:
                 if not _is_lost_group(e):
                     raise
                 self._recreate_groups(e)
-                return  # a new group has nothing pending
-            yield from entries
+                return claimed  # a new group has nothing pending
             if cursor == "0-0":
-                return
+                return claimed
 
     # -- inspection (CLI, status) --------------------------------------------------------
 

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from runner.errors import RedisUnavailable
-from runner.store.streams import StreamReader, id_key
+from runner.store.streams import Entry, StreamReader, id_key
 from tests.support.ports import wait_for
 
 STREAMS = ["t:jobs:critical", "t:jobs:default", "t:jobs:low"]
@@ -165,8 +165,18 @@ def test_group_destroyed_while_blocked(redis_client: redis.Redis, redis_server) 
     assert rd.groups_recreated == 1 and redis_client.exists(STREAMS[2])
 
 
-def test_autoclaim_recovers_5000_pending_entries(redis_client: redis.Redis) -> None:
-    rd = reader(redis_client, "leader")
+def _read_all(rd: StreamReader) -> list[Entry]:
+    entries: list[Entry] = []
+    for _ in range(1000):  # bounded: each batch is at least one entry
+        batch = rd.read_batch()
+        if not batch:
+            return entries
+        entries.extend(batch)
+    raise AssertionError("the reader never ran dry")
+
+
+def test_take_over_claims_5000_pending_entries_and_counts_the_read_not_the_claim(redis_client: redis.Redis) -> None:
+    rd = reader(redis_client, "leader", count=1000)
     pipe = redis_client.pipeline(transaction=False)
     for i in range(5000):
         pipe.xadd(STREAMS[1], {"payload": str(i)})
@@ -174,28 +184,22 @@ def test_autoclaim_recovers_5000_pending_entries(redis_client: redis.Redis) -> N
     redis_client.xreadgroup("ksr", "dead-pod", {STREAMS[1]: ">"}, count=5000)
     fill_pending(redis_client, STREAMS[0], 3, consumer="dead-pod")
     started = time.monotonic()
-    claimed = rd.autoclaim_all()
+    assert rd.take_over() == 5003
     assert time.monotonic() - started < 10
-    assert len(claimed) == 5003
-    assert [e.entry_id for e in claimed if e.stream == STREAMS[1]] == ids
-    assert all(e.deliveries >= 2 and e.from_pending for e in claimed)
-    summary = rd.pending_summary(STREAMS[1])
-    assert summary.count == 5000 and summary.consumers == {"leader": 5000}
+    rows = redis_client.xpending_range(STREAMS[1], "ksr", min="-", max="+", count=5000)
+    assert {(r["consumer"], r["times_delivered"]) for r in rows} == {(b"leader", 1)}, "a claim is no delivery"
+    entries = _read_all(rd)
+    assert [e.entry_id for e in entries if e.stream == STREAMS[1]] == ids
+    assert len(entries) == 5003
+    assert all(e.deliveries == 2 and e.from_pending for e in entries)
 
 
-def test_autoclaim_min_idle_leaves_fresh_entries(redis_client: redis.Redis) -> None:
-    fill_pending(redis_client, STREAMS[1], 4)
-    rd = reader(redis_client, "leader")
-    assert rd.autoclaim_all(min_idle_ms=60_000) == []
-    assert rd.pending_summary(STREAMS[1]).consumers == {"dead": 4}
-
-
-def test_autoclaim_acks_deleted_entries(redis_client: redis.Redis, caplog) -> None:
+def test_take_over_acks_deleted_entries(redis_client: redis.Redis, caplog) -> None:
     ids = fill_pending(redis_client, STREAMS[1], 10)
     redis_client.xdel(STREAMS[1], *ids[2:5])
     rd = reader(redis_client, "leader")
-    claimed = rd.autoclaim_all(page=4)  # several pages, deletions spread over them
-    assert [e.entry_id for e in claimed] == ids[:2] + ids[5:]
+    assert rd.take_over(page=4) == 7  # several pages, deletions spread over them
+    assert [e.entry_id for e in _read_all(rd)] == ids[:2] + ids[5:]
     assert rd.pending_summary(STREAMS[1]).count == 7
     assert "no longer exist" in caplog.text
 
@@ -291,28 +295,31 @@ def test_claim_abandoned_takes_other_consumers_entries_idle_past_the_bound(redis
     _held(redis_client, stream, "busy", ids[3:5], idle_ms=0)
     _held(redis_client, stream, "leader", ids[5:], idle_ms=60_000)  # our own: the rescan's business
 
-    claimed = rd.claim_abandoned(min_idle_ms=30_000)
+    assert rd.claim_abandoned(min_idle_ms=30_000) == 3
 
-    assert [(e.entry_id, e.deliveries, e.from_pending) for e in claimed] == [(i, 2, True) for i in ids[:3]]
-    assert _owners(redis_client, stream) == {
-        **{i: ("leader", 2) for i in ids[:3]},
-        **{i: ("busy", 1) for i in ids[3:5]},
-        **{i: ("leader", 1) for i in ids[5:]},
-    }
-    assert rd.claim_abandoned(min_idle_ms=30_000) == []  # just claimed: no longer idle
+    assert (
+        _owners(redis_client, stream)
+        == {
+            **{i: ("leader", 1) for i in ids[:3]},  # claimed, not yet delivered again
+            **{i: ("busy", 1) for i in ids[3:5]},
+            **{i: ("leader", 1) for i in ids[5:]},
+        }
+    )
+    assert rd.claim_abandoned(min_idle_ms=30_000) == 0  # just claimed: no longer idle
+    entries = rd.read_batch()  # ours now, read from our own pending list: one delivery each
+    assert [(e.entry_id, e.deliveries, e.from_pending) for e in entries] == [(i, 2, True) for i in ids[:3] + ids[5:]]
 
 
-def test_claim_abandoned_pages_per_consumer_and_acks_deleted_entries(redis_client: redis.Redis) -> None:
+def test_claim_abandoned_pages_per_consumer_and_drops_deleted_entries(redis_client: redis.Redis) -> None:
     rd = reader(redis_client, "leader")
     stream = STREAMS[2]
     ids = add(redis_client, stream, 5)
     _held(redis_client, stream, "deposed", ids, idle_ms=60_000)
     redis_client.xdel(stream, ids[0])
-    first = rd.claim_abandoned(min_idle_ms=30_000, page=3)
-    second = rd.claim_abandoned(min_idle_ms=30_000, page=3)
-    assert [e.entry_id for e in first] == ids[1:3]  # the deleted one was dropped from the PEL
-    assert [e.entry_id for e in second] == ids[3:]
+    assert rd.claim_abandoned(min_idle_ms=30_000, page=3) == 2  # the deleted one was dropped from the PEL
+    assert rd.claim_abandoned(min_idle_ms=30_000, page=3) == 2
     assert set(_owners(redis_client, stream)) == set(ids[1:])
+    assert [e.entry_id for e in rd.read_batch()] == ids[1:]  # our own pending list, first
 
 
 def test_read_batch_reads_nothing_once_keep_going_is_false(redis_client: redis.Redis) -> None:

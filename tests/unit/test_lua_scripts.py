@@ -29,6 +29,7 @@ def test_every_script_the_code_loads_is_there() -> None:
         "replay_dead",
         "replay_pending",
         "schedule",
+        "take_over",
         "update",
     ]
 
