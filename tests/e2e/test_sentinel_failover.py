@@ -20,6 +20,7 @@ import redis
 
 from runner.settings import Settings
 from runner.store.connection import connect
+from tests.support.diagnose import explain_missing
 from tests.support.fixtures import _unavailable
 from tests.support.kube import managed_jobs
 from tests.support.messages import message
@@ -148,18 +149,13 @@ def test_three_primary_kills_lose_nothing_and_duplicate_no_job(bed, kube, namesp
         assert len(producer.replicated) == MESSAGES
         ids = sorted(producer.replicated)
 
-        def complete() -> bool:
-            got = receiver.statuses()
-            return all(got.get(m) == [0, 1, 2] for m in ids)
-
-        try:
-            wait_for(complete, timeout=420, interval=1.0, what=f"callbacks 0, 1, 2 for all {MESSAGES} messages")
-        except TimeoutError:
-            got = receiver.statuses()
-            print({m: got.get(m) for m in ids if got.get(m) != [0, 1, 2]})
-            for p in pods:
-                print(p.name, p.tail(4000))
-            raise
+        receiver.wait_for_callbacks(
+            ids,
+            timeout=420,
+            interval=1.0,
+            what=f"callbacks 0, 1, 2 for all {MESSAGES} messages",
+            explain=lambda: _explain(client, settings, list(receiver.incomplete(ids)), bed, kube, namespace, pods),
+        )
         jobs = Counter(j.metadata.annotations["kube-stream-runner/message-id"] for j in managed_jobs(kube, namespace))
         lost = [m for m in ids if jobs[m] == 0]
         duplicates = {m: n for m, n in jobs.items() if n > 1}
@@ -168,7 +164,7 @@ def test_three_primary_kills_lose_nothing_and_duplicate_no_job(bed, kube, namesp
             f"lost={len(lost)} duplicates={len(duplicates)} pending={pending} resent_xadds={producer.resent} "
             f"promotion_s={[round(x, 1) for x in promotions]} reconnect_s={[round(x, 1) for x in reconnects]}"
         )
-        assert lost == [] and duplicates == {}
+        assert lost == [] and duplicates == {}, _explain(client, settings, lost, bed, kube, namespace, pods)
         assert set(jobs) == set(ids)
         assert pending == 0
         assert health_failures == []  # /healthz stayed live through every failover
@@ -177,6 +173,20 @@ def test_three_primary_kills_lose_nothing_and_duplicate_no_job(bed, kube, namesp
             p.kill_container()
         receiver.close()
         client.close()
+
+
+def _explain(client, settings, ids, bed, kube, namespace, pods) -> str:
+    """Everything the stores and logs hold about `ids`, for the failure message."""
+    return explain_missing(
+        client,
+        settings,
+        ids,
+        kube=kube,
+        namespace=namespace,
+        data_nodes=[s.client() for s in bed.servers if s.running],
+        sentinel_logs=sorted(bed.dir.glob("sentinel-*.log")),
+        pod_logs=[(p.name, p.log) for p in pods],
+    )
 
 
 class _ProbeWatch(threading.Thread):
