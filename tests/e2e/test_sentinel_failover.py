@@ -39,9 +39,9 @@ PRODUCE_DEADLINE = 180.0  # seconds for the producer to get every XADD replicate
 
 
 @pytest.fixture
-def bed():
+def bed(tmp_path):
     try:
-        started = SentinelBed().start()
+        started = SentinelBed(tmp_path / "sentinel").start()  # its logs stay with the test's
     except Exception as e:
         _unavailable("redis-sentinel", str(e))
     yield started
@@ -184,7 +184,7 @@ def _explain(client, settings, ids, bed, kube, namespace, pods) -> str:
         kube=kube,
         namespace=namespace,
         data_nodes=[s.client() for s in bed.servers if s.running],
-        sentinel_logs=sorted(bed.dir.glob("sentinel-*.log")),
+        node_logs=[*sorted(bed.dir.glob("sentinel-*.log")), *(s.log for s in bed.servers)],
         pod_logs=[(p.name, p.log) for p in pods],
     )
 

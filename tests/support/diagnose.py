@@ -5,7 +5,7 @@ Per message (the first `detail` of them in full, every one in the summary): its 
 (on the primary and on each data node, which shows a lagging or freshly synced replica), the
 active set, the owed index, the RQ jobs of its chain (status, queue list, registries), its
 Jobs (conditions, finalizers, deletion), its stream entry and whether the group still owes
-it, and its events. Then the sentinels' view of the primary, the replication links, and each
+it, and its events. Then the replication links, the sentinels' and servers' log tails, and each
 pod's log tail and the lines that name a missing message.
 """
 
@@ -37,7 +37,7 @@ def explain_missing(
     kube: KubeBed | None = None,
     namespace: str = "",
     data_nodes: Iterable[redis.Redis] = (),
-    sentinel_logs: Iterable[Path] = (),
+    node_logs: Iterable[Path] = (),
     pod_logs: Iterable[tuple[str, Path]] = (),
     detail: int = 8,
 ) -> str:
@@ -60,8 +60,8 @@ def explain_missing(
     for node in nodes:
         port = node.connection_pool.connection_kwargs.get("port")
         out.append(f"  :{port} {_guard(lambda n=node: _replication(n), '?')}")
-    for path in sentinel_logs:
-        out.append(f"=== {path.name} (tail)")
+    for path in node_logs:
+        out.append(f"=== {path.parent.name}/{path.name} (tail)")
         out.append(_tail(path, 25))
     wanted = set(ids[:detail])
     for name, path in pod_logs:

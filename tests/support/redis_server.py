@@ -18,15 +18,25 @@ from tests.support.tls import Pki
 class RedisServer:
     """One redis-server process; `stop()`/`start()` again keep the same port (for outage tests)."""
 
-    def __init__(self, port: int | None = None, *, args: tuple[str, ...] = (), tls: Pki | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        args: tuple[str, ...] = (),
+        tls: Pki | None = None,
+        directory: Path | None = None,
+    ) -> None:
         """`args` are added to redis-server's; with `tls` the port speaks only TLS and
-        requires a client certificate signed by `tls.ca`."""
+        requires a client certificate signed by `tls.ca`. `directory` keeps its files (the
+        log) after close(); by default they are in a temporary directory removed then."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not on PATH (make test installs it: apt-get install redis-server)")
         self.binary = binary
         self.port = port or free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="ksr-redis-"))
+        self._keep = directory is not None
+        self.dir = directory or Path(tempfile.mkdtemp(prefix="ksr-redis-"))
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.proc: subprocess.Popen[bytes] | None = None
         self.extra_args = args
         self.tls = tls
@@ -55,7 +65,7 @@ class RedisServer:
         args = server_command(
             self.binary, self.dir, ports, ("--protected-mode", "yes", "--databases", "16", *self.extra_args)
         )
-        log = open(self.dir / "redis.log", "ab")
+        log = open(self.log, "ab")
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         wait_for(lambda: self.client().ping(), timeout=10, what=f"redis-server on port {self.port}")
         return self
@@ -75,7 +85,12 @@ class RedisServer:
 
     def close(self) -> None:
         self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if not self._keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "redis.log"
 
     @property
     def running(self) -> bool:

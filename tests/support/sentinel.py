@@ -26,13 +26,17 @@ SYNC_NOW = ("--repl-diskless-sync-delay", "0")  # a replica that asks for a full
 
 
 class SentinelBed:
-    def __init__(self) -> None:
+    def __init__(self, directory: Path | None = None) -> None:
+        """`directory` keeps every log (sentinels', servers') after close(), for a failure's
+        explanation; by default a temporary directory is removed then."""
         binary = shutil.which("redis-sentinel")
         if binary is None:
             raise RuntimeError("redis-sentinel is not on PATH (make setup installs it: scripts/install-system-deps)")
         self.sentinel_binary = binary
-        self.dir = Path(tempfile.mkdtemp(prefix="ksr-sentinel-"))
-        self.servers = [RedisServer() for _ in range(3)]
+        self._keep = directory is not None
+        self.dir = directory or Path(tempfile.mkdtemp(prefix="ksr-sentinel-"))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.servers = [RedisServer(directory=self.dir / f"server-{n}" if self._keep else None) for n in range(3)]
         self.sentinel_ports = [free_port() for _ in range(3)]
         self.sentinel_procs: list[subprocess.Popen[bytes]] = []
 
@@ -68,7 +72,8 @@ class SentinelBed:
                 proc.wait(10)
         for server in self.servers:
             server.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if not self._keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     # -- what it looks like ---------------------------------------------------------------
     @property
