@@ -55,7 +55,7 @@ def explain_missing(
             out.append(f"  {name}: {value}")
         for node in nodes:
             where = node.connection_pool.connection_kwargs.get("port")
-            out.append(f"  record on :{where}: {_guard(lambda n=node: _record(n, settings, mid), '?')}")
+            out.append(f"  record on :{where}: {_guard(lambda n=node: dict(_record(n, settings, mid)), '?')}")
     out.append("=== where Redis is")
     for node in nodes:
         port = node.connection_pool.connection_kwargs.get("port")
