@@ -71,10 +71,45 @@ class Tracker:
     def _mutex(self, message_id: str) -> threading.Lock:
         return self._mutexes[zlib.crc32(message_id.encode()) % _LOCK_STRIPES]
 
-    def created(self, message_id: str, *, job_name: str, job_uid: str) -> None:
+    def created(self, message_id: str, *, job_name: str, job_uid: str, webhook: str | None = None) -> None:
+        """`webhook` is the message's own: the record read here can lack it (a failover lost
+        the Job's record after it was written), and callback 0 marked without its URL would
+        be owed to nobody and hold up every later status of the message."""
         with self._mutex(message_id):
             record = self.state.get(message_id) or StateRecord()
+            if webhook and not record.webhook:
+                record = StateRecord({**record, Field.WEBHOOK: webhook})
             self._emit(message_id, CREATED, {"jobId": job_uid, "jobName": job_name}, record)
+
+    def recorded_again(
+        self, message_id: str, *, job_name: str, namespace: str, job_uid: str, webhook: str | None, service: str
+    ) -> bool:
+        """A Job of ours that the state store does not know: a failover lost its record and
+        the entry was acked (or lost) too, so no replay will come. Record it from the Job, so
+        it is followed to its end, and enqueue what the record still owes (a callback marked
+        before the loss may have no RQ job or owed entry). False when a record of a Job, or
+        an end, is there by now."""
+        with self._mutex(message_id):
+            record = self.state.get(message_id)
+            if record is not None and (record.has_job or record.is_terminal):
+                return False
+            self.state.record_job(
+                message_id,
+                job_name=job_name,
+                namespace=namespace,
+                job_uid=job_uid,
+                term=self._term(),
+                webhook=webhook or (record.webhook if record else None) or "",
+                service=service,
+                executor="kubernetes",
+            )
+            self._ensure_created(message_id, self.state.get(message_id) or StateRecord())
+            record = self.state.get(message_id) or StateRecord()
+            for status in record.callbacks(owed=True):  # idempotent; in order, behind 0
+                self.callbacks.enqueue(message_id, status, record.callback_detail(status), record.webhook)
+        with log_context(message_id=message_id, job_name=job_name):
+            log.warning("job %s had no record of it in the state store (a failover lost it): recorded again", job_name)
+        return True
 
     def pod_started(self, message_id: str, *, pod_name: str, pod_uid: str) -> None:
         self._advance(message_id, STARTED, {"podId": pod_uid, "podName": pod_name}, pod=(pod_name, pod_uid))

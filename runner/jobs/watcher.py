@@ -19,11 +19,13 @@ from typing import Any
 from runner import backoff
 from runner.errors import KsrError, KubeApiError
 from runner.jobs.kube import KubeApi, Stopped, WatchStream
-from runner.jobs.manifest import FINALIZER, MESSAGE_ID_ANNOTATION
+from runner.jobs.manifest import ENTRY_ID_ANNOTATION, FINALIZER, MESSAGE_ID_ANNOTATION, STREAM_ANNOTATION
 from runner.jobs.tracker import Tracker
+from runner.pipeline.message import parse_entry
 from runner.settings import Settings
 from runner.store.record import StateRecord
 from runner.store.state import StateStore
+from runner.store.streams import redis_errors
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,9 @@ FATAL_WAITING = frozenset(
 WATCH_SECONDS = 240
 DELETED_GRACE = 5.0  # a Job younger than this may simply not be listed yet
 STOP_TIMEOUT = 2.0  # seconds for all watch threads together to end after stop()
+# A Job holding our finalizer with no record of it this long is one a failover lost: far
+# longer than a create takes from the apiserver's answer (its retries included) to its record.
+UNRECORDED_GRACE = 30.0
 
 
 def message_id_of(obj: dict[str, Any]) -> str | None:
@@ -71,6 +76,7 @@ class KubeWatcher:
         self._pod_notes: dict[str, str] = {}  # message id -> why its pod is not running (for 99s)
         self._pod_failures: dict[str, str] = {}  # message id -> how its container ended
         self._inactive_notes: set[str] = set()  # noted, and not active at the last relist
+        self._unrecorded: dict[str, float] = {}  # message id -> when its Job was first listed without a record
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self, keep_going: Callable[[], bool]) -> None:
@@ -270,13 +276,13 @@ class KubeWatcher:
         return False
 
     def _release(self, mid: str, job: dict[str, Any], keep_going: Callable[[], bool]) -> None:
-        """Take our finalizer off an ended Job once the state store holds its end (or holds
-        nothing of it any more: then there is nothing left to keep it for). A Redis error
-        leaves it on, for the next event or reconcile."""
+        """Take our finalizer off an ended Job once the state store holds its end. A Redis
+        error leaves it on, for the next event or reconcile; so does a record that is missing
+        (a failover lost it: the relist records the Job again, `_record_if_lost`)."""
         if FINALIZER not in (job.get("metadata", {}).get("finalizers") or []):
             return
         record = self.state.get(mid)
-        if record is not None and not record.is_terminal:
+        if record is None or not record.is_terminal:
             return  # e.g. claimed, its create about to be resumed: the Job must stay
         try:
             self.api.remove_finalizer(job, FINALIZER, keep_going=keep_going)
@@ -321,8 +327,13 @@ class KubeWatcher:
                     mid = message_id_of(job)
                     if mid:
                         seen.add(mid)
-                    if mid in active or FINALIZER in (job.get("metadata", {}).get("finalizers") or []):
+                    held = FINALIZER in (job.get("metadata", {}).get("finalizers") or [])
+                    if held and mid and mid not in active:
+                        self._record_if_lost(mid, job)
+                    if mid in active or held:
                         self.handle_job(job, keep_going=keep_going)
+        for mid in set(self._unrecorded) - seen:
+            del self._unrecorded[mid]
         for mid, record in self.state.active_records().items():
             if not record.has_job or record.executor != "kubernetes":
                 continue
@@ -341,6 +352,46 @@ class KubeWatcher:
         for mid in inactive & self._inactive_notes:
             self._forget(mid)
         self._inactive_notes = inactive - self._inactive_notes
+
+    def _record_if_lost(self, mid: str, job: dict[str, Any]) -> None:
+        """A Job holding our finalizer whose message is not active: ended and not yet
+        released, or one whose record a failover lost after the entry was acked (nothing
+        replays it then). The second kind, once it has been so for UNRECORDED_GRACE, is
+        recorded again from the Job; its webhook comes from the record or the stream entry."""
+        record = self.state.get(mid)
+        if record is not None and (record.has_job or record.is_terminal):
+            self._unrecorded.pop(mid, None)
+            return
+        first = self._unrecorded.setdefault(mid, self._now())
+        if self._now() - first < UNRECORDED_GRACE:
+            return
+        meta = job["metadata"]
+        webhook = (record.webhook if record is not None else None) or self._entry_webhook(meta)
+        self.tracker.recorded_again(
+            mid,
+            job_name=meta["name"],
+            namespace=meta["namespace"],
+            job_uid=meta.get("uid", ""),
+            webhook=webhook,
+            service=(meta.get("labels") or {}).get("app", ""),
+        )
+        self._unrecorded.pop(mid, None)
+
+    def _entry_webhook(self, meta: dict[str, Any]) -> str | None:
+        """The webhook of the stream entry the Job was made from (its annotations name it),
+        while the stream still holds it."""
+        annotations = meta.get("annotations") or {}
+        stream, entry_id = annotations.get(STREAM_ANNOTATION), annotations.get(ENTRY_ID_ANNOTATION)
+        if not stream or not entry_id:
+            return None
+        with redis_errors():
+            rows: Any = self.state.redis.xrange(stream, entry_id, entry_id, count=1)
+        if not rows:
+            return None
+        try:
+            return parse_entry(rows[0][1], max_bytes=self.settings.streams.max_message_bytes).webhook_url
+        except KsrError:
+            return None
 
     def _settle(
         self, mid: str, record: StateRecord, seen: set[str], listed_at: float, keep_going: Callable[[], bool]

@@ -195,7 +195,9 @@ class Dispatcher:
             if record.has_job and not record.is_terminal:
                 # Recorded, then a failure before callback 0 (or the local launch): finish the
                 # step now; both are no-ops when they had happened.
-                self.tracker.created(message.id, job_name=record.job_name, job_uid=record.job_uid)
+                self.tracker.created(
+                    message.id, job_name=record.job_name, job_uid=record.job_uid, webhook=message.webhook_url
+                )
                 self.executor.launched(
                     JobRef(name=record.job_name, namespace=record.namespace, uid=record.job_uid, adopted=True)
                 )
@@ -240,7 +242,7 @@ class Dispatcher:
                 executor=self.executor.name,
             )
             self._crash_point("after_record")
-            self.tracker.created(message.id, job_name=ref.name, job_uid=ref.uid)
+            self.tracker.created(message.id, job_name=ref.name, job_uid=ref.uid, webhook=message.webhook_url)
             self.executor.launched(ref)
             self._crash_point("after_callback")
             self._crash_point("before_ack")

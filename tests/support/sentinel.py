@@ -108,6 +108,14 @@ class SentinelBed:
             out[s.port] = {k: v for k, v in info.items() if k in keep or k.startswith("slave")}
         return out
 
+    def failovers(self) -> int:
+        """Promotions the first sentinel logged so far: the kills' and any it started itself
+        (a primary slower than DOWN_AFTER_MS to answer looks down)."""
+        try:
+            return (self.dir / "sentinel-0.log").read_text(errors="replace").count("+switch-master")
+        except OSError:
+            return -1
+
     def server_on(self, port: int) -> RedisServer:
         return next(s for s in self.servers if s.port == port)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from runner.jobs.manifest import FINALIZER, MESSAGE_ID_ANNOTATION
 from runner.jobs.tracker import Tracker
-from runner.jobs.watcher import KubeWatcher
+from runner.jobs.watcher import UNRECORDED_GRACE, KubeWatcher
 from runner.settings import Settings
 from runner.signals import Signals
 from runner.store.record import StateRecord
@@ -18,10 +18,12 @@ SETTINGS = Settings.from_env({"POD_NAME": "r0", "KSR_ALLOWED_NAMESPACES": "ns"})
 
 
 class State:
-    """The state store's reads, counted; `slow` blocks until released."""
+    """The state store's reads, counted; `slow` blocks until released. The ids in `ended`
+    have a record of their Job's end; every other id has no record."""
 
-    def __init__(self, slow: str = "") -> None:
+    def __init__(self, slow: str = "", ended: frozenset[str] = frozenset()) -> None:
         self.slow = slow
+        self.ended = ended
         self.inside = threading.Event()
         self.release = threading.Event()
         self.gets: list[str] = []
@@ -31,7 +33,9 @@ class State:
         if message_id == self.slow:
             self.inside.set()
             self.release.wait(10)
-        return None  # nothing recorded (or its record expired)
+        if message_id in self.ended:
+            return StateRecord({"state": "completed", "job_name": f"job-{message_id}"})
+        return None  # nothing recorded (or a failover lost the record)
 
     def mark_callback_sent(self, *args: Any, **kwargs: Any) -> bool:
         return False
@@ -104,7 +108,46 @@ def test_the_relist_reads_nothing_for_finished_jobs_that_are_no_longer_ours():
 
 def test_the_relist_still_releases_a_finished_job_holding_our_finalizer():
     api = Api([_finished("held", "job", [FINALIZER]), _finished("done", "job")], [])
-    state = State()
+    state = State(ended=frozenset({"held"}))  # its end recorded, the finalizer not yet off
     watcher = KubeWatcher(api=api, tracker=tracker(state), state=state, settings=SETTINGS)  # type: ignore[arg-type]
     watcher.reconcile(lambda: True)
     assert api.finalizers_removed == ["held"]
+
+
+class Recorder:
+    """The tracker, as far as the watcher's recovery of a lost record goes."""
+
+    def __init__(self) -> None:
+        self.again: list[dict[str, Any]] = []
+
+    def recorded_again(self, message_id: str, **job: Any) -> bool:
+        self.again.append({"id": message_id, **job})
+        return True
+
+    def completed(self, message_id: str, **kw: Any) -> None:
+        pass
+
+
+def test_a_job_holding_our_finalizer_without_a_record_is_kept_then_recorded_again_after_the_grace():
+    job = _finished("lost", "job", [FINALIZER])
+    job["metadata"].update(namespace="ns", labels={"app": "example"})
+    api = Api([job], [])
+    state, recorder, now = State(), Recorder(), [1000.0]
+    watcher = KubeWatcher(api=api, tracker=recorder, state=state, settings=SETTINGS, wall_clock=lambda: now[0])  # type: ignore[arg-type]
+    watcher.reconcile(lambda: True)
+    now[0] += UNRECORDED_GRACE - 1  # a create whose record is still on its way
+    watcher.reconcile(lambda: True)
+    assert (api.finalizers_removed, recorder.again) == ([], [])  # kept: its end is nowhere else
+    now[0] += 1
+    watcher.reconcile(lambda: True)
+    assert recorder.again == [
+        {
+            "id": "lost",
+            "job_name": "job-lost",
+            "namespace": "ns",
+            "job_uid": "lost",
+            "webhook": None,
+            "service": "example",
+        }
+    ]
+    assert api.finalizers_removed == []  # released once the end is recorded, at a later pass
