@@ -1,8 +1,9 @@
 """Sentinel chaos: a primary, two replicas and three sentinels (real processes); three
 `ksr run` replicas on the Lease lock and the real control plane, dispatching 500 messages
-that producers XADD and then `WAIT` for both replicas; the primary is SIGKILLed mid-stream three times and
-Sentinel promotes a replica each time. Afterwards: exactly one Job per message, every
-callback sequence complete, the PEL empty; /healthz never failed, /readyz came back.
+that producers XADD and then `WAIT` for both replicas; the primary is SIGKILLed mid-stream
+three times and Sentinel promotes a replica each time, then a live primary is failed over
+(demoted). Afterwards: exactly one Job per message, every callback sequence complete, the
+PEL empty; /healthz never failed, /readyz came back.
 
 Prints `lost=0 duplicates=0` and the measured times (docs/redis.md quotes them)."""
 
@@ -34,6 +35,7 @@ pytestmark = pytest.mark.kube
 
 MESSAGES = 500
 KILL_AFTER = (120, 250, 380)  # produced messages before each SIGKILL of the primary
+FORCED_AFTER = 450  # then a failover of the live primary (SENTINEL FAILOVER)
 STREAM = "ksr:jobs:default"
 PRODUCE_DEADLINE = 180.0  # seconds for the producer to get every XADD replicated
 
@@ -144,6 +146,12 @@ def test_three_primary_kills_lose_nothing_and_duplicate_no_job(bed, kube, namesp
                 f"killed primary {old}: {new} promoted after {promoted:.1f}s; /readyz failed on "
                 f"{sorted(watch.unready)} until {reconnects[-1]:.1f}s after the kill"
             )
+        # A failover of a live primary, as Sentinel starts by itself when a primary answers late:
+        # it is demoted, not dead, so what still talks to it gets READONLY, not a refusal.
+        wait_for(lambda: len(producer.replicated) >= FORCED_AFTER or producer.error, timeout=120, what="messages")
+        old, new, promoted = bed.force_failover()
+        promotions.append(promoted)
+        print(f"forced a failover of the live primary {old}: {new} promoted after {promoted:.1f}s")
         producer.join(PRODUCE_DEADLINE)
         assert producer.error is None, producer.error
         assert len(producer.replicated) == MESSAGES

@@ -139,6 +139,28 @@ class SentinelBed:
         return True
 
     # -- chaos ----------------------------------------------------------------------------
+    def force_failover(self, *, timeout: float = 60.0) -> tuple[int, int, float]:
+        """`SENTINEL FAILOVER`: promote a replica while the primary is alive, as Sentinel does
+        by itself when a primary answers too late. The old primary is demoted and resyncs,
+        losing what it had not replicated; clients still connected to it get READONLY.
+        Returns (old port, new port, seconds until the sentinels name the new one)."""
+        old = self.primary_port()
+        assert old is not None, "no primary"
+        started = time.monotonic()
+        self.sentinel(0).sentinel_failover(MASTER)
+        new = wait_for(
+            lambda: p if (p := self.primary_port()) not in (None, old) else None,
+            timeout=timeout,
+            what=f"Sentinel to promote a replica of {old}",
+        )
+        promoted_after = time.monotonic() - started
+        try:
+            wait_for(lambda: self._replicas_online(new) == 2, timeout=timeout, what=f"{old} a replica of {new}")
+        except TimeoutError as e:
+            raise TimeoutError(f"{e}; replication: {self.replication()}") from None
+        wait_for(self._sentinels_agree, timeout=timeout, what="the sentinels to see both replicas again")
+        return old, new, promoted_after
+
     def kill_primary(self, *, timeout: float = 60.0) -> tuple[int, int, float]:
         """SIGKILL the primary, wait for Sentinel to promote a replica, bring the killed
         server back as a replica. Returns (old port, new port, seconds until promotion)."""
