@@ -3,8 +3,8 @@ the tracker.
 
 Watches (raw JSON, from a resourceVersion) give the latency; a periodic reconcile (a full
 list of Jobs and Pods, every POLLING_INTERVAL) is the relist after a 410 Gone or an
-apiserver restart, and is what notices Jobs deleted from outside and pods that never
-started within POD_START_TIMEOUT.
+apiserver restart, and is what notices Jobs deleted from outside, pods that never
+started within POD_START_TIMEOUT, and Jobs whose record a failover lost (recorded again).
 """
 
 from __future__ import annotations
