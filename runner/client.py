@@ -31,6 +31,7 @@ from runner.settings import Settings
 from runner.store.connection import connect
 from runner.store.events import read_events
 from runner.store.record import TERMINAL_STATES
+from runner.store.replication import add_replicated
 from runner.store.replies import text
 from runner.store.schedule import ScheduledStore
 from runner.store.state import StateStore
@@ -125,7 +126,7 @@ class Client:
         now = time.time()
         due_time(parsed, added_at=now, now=now, max_ahead=s.schedule.max_ahead)
         with redis_errors():
-            self.redis.xadd(stream, {"payload": payload})
+            add_replicated(self.redis, stream, [payload], replicas=s.redis.min_replicas, timeout=s.redis.wait_timeout)
         return parsed.id
 
     # -- status ------------------------------------------------------------------------------

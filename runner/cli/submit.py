@@ -27,7 +27,7 @@ from runner.pipeline.delay import due_time
 from runner.pipeline.message import Message, parse_message, payload_id
 from runner.pipeline.policy import check_policy
 from runner.settings import Settings
-from runner.store.replies import text
+from runner.store.replication import NotReplicated, add_replicated
 from runner.store.streams import redis_errors
 
 __all__ = ["Item", "default_stream", "read_items", "submit", "validate"]
@@ -230,17 +230,26 @@ def submit(
     client = obj.redis()
     results: list[dict[str, str]] = []
     show = progress if progress is not None else (len(valid) >= PROGRESS_MIN and sys.stderr.isatty())
+    short: list[NotReplicated] = []
     with _progress(show, len(valid), f"submitting to {stream}") as bar:
         for start in range(0, len(valid), XADD_CHUNK):
             chunk = valid[start : start + XADD_CHUNK]
+            payloads = [item.payload for item in chunk]
             with redis_errors():
-                pipe = client.pipeline(transaction=False)
-                for item in chunk:
-                    pipe.xadd(stream, {"payload": item.payload})
-                ids = pipe.execute()
+                try:
+                    ids = add_replicated(
+                        client,
+                        stream,
+                        payloads,
+                        replicas=settings.redis.min_replicas,
+                        timeout=settings.redis.wait_timeout,
+                    )
+                except NotReplicated as e:  # added all the same: report them, then fail
+                    short.append(e)
+                    ids = e.entry_ids
             for item, entry_id in zip(chunk, ids):
                 assert item.message is not None
-                results.append({"stream": stream, "entry_id": text(entry_id), "id": item.message.id})
+                results.append({"stream": stream, "entry_id": entry_id, "id": item.message.id})
             bar.update(len(chunk))
     log.info("submitted %d messages to %s", len(results), stream)
     if as_json:
@@ -248,6 +257,13 @@ def submit(
     else:
         for row in results:
             click.echo(row["entry_id"])
+    if short:
+        fail(
+            f"{sum(len(e.entry_ids) for e in short)} of {len(results)} submitted messages reached only "
+            f"{min(e.acked for e in short)} of {settings.redis.min_replicas} replicas within "
+            f"{settings.redis.wait_timeout:g}s (KSR_REDIS_MIN_REPLICAS, KSR_REDIS_WAIT_TIMEOUT): "
+            "a failover could lose them; submit them again, the runner drops duplicates"
+        )
     if invalid:
         fail(f"{len(invalid)} of {len(items)} messages invalid and skipped; {len(results)} submitted to {stream}")
 

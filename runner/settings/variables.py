@@ -323,7 +323,8 @@ REDIS_MIN_REPLICAS = Variable(
     default=Derived(lambda env: 1 if _set(env, "KSR_REDIS_SENTINELS") else 0, "`1` with Sentinel, else `0`"),
     unit="count",
     help="Replicas that must acknowledge (`WAIT`) the writes exactly-once rests on: the claim, the "
-    "Job's record, the term and the Redis lock. `0` never waits.",
+    "Job's record, the term and the Redis lock; and, for `ksr submit` and `Client.submit`, the new "
+    "entries (short: an error, the entries added all the same). `0` never waits.",
 )
 REDIS_WAIT_TIMEOUT = Variable(
     name="KSR_REDIS_WAIT_TIMEOUT",

@@ -19,7 +19,9 @@ from typing import Any
 import redis
 from redis.commands.core import Script
 
-__all__ = ["Replication"]
+from runner.errors import KsrError
+
+__all__ = ["NotReplicated", "Replication", "add_replicated"]
 
 log = logging.getLogger(__name__)
 
@@ -58,3 +60,36 @@ class Replication:
                     self.short_writes,
                 )
         return reply
+
+
+class NotReplicated(KsrError):
+    """Entries added to the primary that fewer replicas than required acknowledged in time:
+    a failover now could lose them. Re-sending them is safe (the runner drops a message id
+    it has seen), so the producer can retry."""
+
+    def __init__(self, entry_ids: Sequence[str], acked: int, replicas: int, timeout: float) -> None:
+        self.entry_ids = list(entry_ids)
+        self.acked = acked
+        super().__init__(
+            f"{len(self.entry_ids)} entries reached {acked} of {replicas} replicas within {timeout:g}s "
+            "(KSR_REDIS_MIN_REPLICAS, KSR_REDIS_WAIT_TIMEOUT): a failover could lose them; "
+            "re-send them, the runner drops duplicates"
+        )
+
+
+def add_replicated(
+    client: redis.Redis, stream: str, payloads: Sequence[str], *, replicas: int, timeout: float
+) -> list[str]:
+    """XADD each payload to `stream` (one pipeline) and, when `replicas` > 0, WAIT for that
+    many replicas on the same connection; the new entry ids. Raises NotReplicated when
+    fewer acknowledged within `timeout` (the entries are in the stream either way)."""
+    pipe = client.pipeline(transaction=False)
+    for payload in payloads:
+        pipe.xadd(stream, {"payload": payload})
+    if replicas > 0:
+        pipe.execute_command("WAIT", replicas, max(1, int(timeout * 1000)))
+    replies = pipe.execute()
+    ids = [r.decode() if isinstance(r, bytes) else str(r) for r in replies[: len(payloads)]]
+    if replicas > 0 and int(replies[-1]) < replicas:
+        raise NotReplicated(ids, int(replies[-1]), replicas, timeout)
+    return ids

@@ -7,6 +7,7 @@ replica within the bound docs/redis.md states."""
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import subprocess
 import sys
@@ -18,11 +19,13 @@ import pytest
 from election.errors import LockUnavailable
 from election.record import LeaderRecord
 from election.redis_lock import RedisLock
+from runner.client import Client
 from runner.settings import Settings
 from runner.store.connection import connect
-from runner.store.replication import Replication
+from runner.store.replication import NotReplicated, Replication
 from runner.store.state import ClaimStatus, StateStore
 from tests.support.fixtures import _unavailable
+from tests.support.messages import message
 from tests.support.pipeline import ROOT
 from tests.support.ports import wait_for
 from tests.support.sentinel import MASTER, SentinelBed
@@ -108,6 +111,36 @@ def test_claims_records_and_terms_are_on_the_replicas_when_they_return(bed):
     assert 0.2 <= time.monotonic() - started < 3.0
     assert short.replication.short_writes == 1
     client.close()
+
+
+def _on_every_replica_stream(bed: SentinelBed, stream: str, entry_id: str) -> bool:
+    primary = bed.primary_port()
+    return all(s.client().xrange(stream, entry_id, entry_id) for s in bed.servers if s.port != primary)
+
+
+def test_the_producer_api_and_ksr_submit_wait_for_the_replicas(bed, tmp_path):
+    settings = Settings.from_env(env_of(bed, KSR_REDIS_MIN_REPLICAS="2"))
+    producer = Client(settings)
+    mid = producer.submit(message(f"produce-{uuid.uuid4().hex[:8]}", "default"))
+    (entry_id, _), *_ = producer.redis.xrevrange("ksr:jobs:default", count=1)
+    assert json.loads(producer.redis.xrange("ksr:jobs:default", entry_id, entry_id)[0][1][b"payload"])["id"] == mid
+    assert _on_every_replica_stream(bed, "ksr:jobs:default", entry_id.decode())  # WAIT 2 returned
+    # More replicas than exist: the entry is added all the same, and the producer is told.
+    short = Client(Settings.from_env(env_of(bed, KSR_REDIS_MIN_REPLICAS="3", KSR_REDIS_WAIT_TIMEOUT="0.2")))
+    with pytest.raises(NotReplicated, match=r"reached 2 of 3 replicas within 0.2s \(KSR_REDIS_MIN_REPLICAS") as e:
+        short.submit(message("produce-short", "default"))
+    (short_id,) = e.value.entry_ids
+    assert short.redis.xrange("ksr:jobs:default", short_id, short_id)
+    path = tmp_path / "jobs.jsonl"
+    path.write_text(json.dumps(message("submit-short", "default")) + "\n")
+    result = ksr(env_of(bed, KSR_REDIS_MIN_REPLICAS="3", KSR_REDIS_WAIT_TIMEOUT="0.2"), "submit", str(path))
+    assert result.returncode == 1, result.stderr
+    (printed,) = result.stdout.split()  # the entry id: it was added
+    assert short.redis.xrange("ksr:jobs:default", printed, printed)
+    assert "1 of 1 submitted messages reached only 2 of 3 replicas" in result.stderr
+    assert "KSR_REDIS_MIN_REPLICAS" in result.stderr
+    producer.close()
+    short.close()
 
 
 def test_a_redis_lock_write_short_of_its_replicas_counts_as_failed(bed):
