@@ -1,6 +1,6 @@
 """Enqueueing callbacks: at most one live RQ job per message, in status order.
 
-The runner calls `CallbackQueue.enqueue` after `StateStore.mark_callback_sent`; the courier
+The runner calls `CallbackQueue.enqueue` after `StateStore.mark_callback`; the courier
 calls it for the next status when one finishes (the chain); the leader's `sweep`
 re-enqueues a callback whose chain died with its worker.
 """
@@ -14,6 +14,7 @@ from datetime import UTC
 from typing import Any
 
 import redis
+from redis.exceptions import NoScriptError
 from rq import Queue
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
@@ -33,7 +34,7 @@ from runner.callbacks.chain import (
 from runner.callbacks.lanes import queue_for
 from runner.settings import Settings
 from runner.store import scripts
-from runner.store.record import Field
+from runner.store.record import Field, StateRecord
 from runner.store.replies import text
 from runner.store.streams import redis_errors
 
@@ -57,7 +58,15 @@ class CallbackQueue:
         self.clock = clock
         self._hset_if_exists = scripts.load(redis_client, "hset_if_exists")
 
-    def enqueue(self, message_id: str, status: int, detail: dict[str, Any], url: str | None) -> bool:
+    def enqueue(
+        self,
+        message_id: str,
+        status: int,
+        detail: dict[str, Any],
+        url: str | None,
+        *,
+        record: StateRecord | None = None,
+    ) -> bool:
         """Enqueue the callback `<message_id>:<status>`; True if this call enqueued it, or if
         it waits its turn behind an earlier status of the message that is still owed (the
         courier enqueues it when that one finishes).
@@ -66,16 +75,28 @@ class CallbackQueue:
         callback already finished, or when a job of its chain is still queued, scheduled or
         running. So re-enqueueing after a crash, or from takeover recovery, is harmless,
         and a message holds at most one live RQ job.
-        """
-        return self._enqueue(message_id, status, detail, url) in (QUEUED, WAITING)
 
-    def _enqueue(self, message_id: str, status: int, detail: dict[str, Any], url: str | None) -> str:
+        `record` is the message's state record when the caller has just read it (the mark's
+        reply: StateStore.mark_callback); without it, it is read here.
+        """
+        return self._enqueue(message_id, status, detail, url, record=record) in (QUEUED, WAITING)
+
+    def _enqueue(
+        self,
+        message_id: str,
+        status: int,
+        detail: dict[str, Any],
+        url: str | None,
+        *,
+        record: StateRecord | None = None,
+    ) -> str:
         if not url:
             log.debug("callback %s:%s: message has no webhook URL, nothing to send", message_id, status)
             return NOTHING
         status = int(status)
         key = self.settings.state.record_key(message_id)
-        record = read_record(self.redis, key)
+        if record is None:
+            record = read_record(self.redis, key)
         if record.callback_outcome(status) is not None:
             log.debug("callback %s:%s already finished (%s)", message_id, status, record.callback_outcome(status))
             return NOTHING
@@ -85,10 +106,7 @@ class CallbackQueue:
             return WAITING
         attempt = record.callback_attempts(status) + 1  # attempts survive a killed worker and the sweep
         job_id = attempt_job_id(message_id, status, attempt)
-        for candidate in dict.fromkeys([record.callback_chain(status) or job_id, job_id]):
-            if _live(self.redis, candidate, stale_after=stale_after(self.settings)):
-                log.debug("callback %s:%s: job %s is still live", message_id, status, candidate)
-                return LIVE
+        chain = record.callback_chain(status)
         payload: CallbackPayload = {
             "id": message_id,
             "status": status,
@@ -98,24 +116,52 @@ class CallbackQueue:
             "attempt": attempt,
         }
         with redis_errors():
-            _delete_job(self.redis, job_id)  # a dead job of that attempt: make room for the new one
             queue = Queue(queue_for(self.redis, self.settings, url), connection=self.redis)
-            try:
-                queue.enqueue_call(
-                    DELIVER,
-                    args=(payload,),
-                    job_id=job_id,
-                    unique=True,
-                    timeout=job_timeout(self.settings),
-                    **job_options(self.settings),
-                )
-            except DuplicateJobError:
-                log.debug("callback %s:%s enqueued concurrently by someone else", message_id, status)
-                return LIVE
-            self._hset_if_exists(keys=[key], args=[Field.chain(status), job_id])
-            self.redis.zadd(owed_key(self.settings), {owed_member(message_id, status): self.clock()})
+            # Usually no job of this chain exists yet (a callback just marked): enqueue at once,
+            # RQ's `unique` refusing an id that exists. Otherwise look first: a live job of the
+            # chain stays the only one; a dead one of this attempt makes room for the new one.
+            if not (chain in (None, job_id) and self._put(queue, job_id, payload, message_id, status)):
+                for candidate in dict.fromkeys([chain or job_id, job_id]):
+                    if _live(self.redis, candidate, stale_after=stale_after(self.settings)):
+                        log.debug("callback %s:%s: job %s is still live", message_id, status, candidate)
+                        return LIVE
+                _delete_job(self.redis, job_id)
+                if not self._put(queue, job_id, payload, message_id, status):
+                    log.debug("callback %s:%s enqueued concurrently by someone else", message_id, status)
+                    return LIVE
         log.info("callback %s:%s enqueued (attempt %d)", message_id, status, attempt)
         return QUEUED
+
+    def _put(self, queue: Queue, job_id: str, payload: CallbackPayload, message_id: str, status: int) -> bool:
+        """Enqueue job `job_id` unless a job of that id exists (False), and with it note the
+        job as its chain's latest (`cbj_<s>`) and refresh the callback's owed score."""
+        key = self.settings.state.record_key(message_id)
+        pipe = self.redis.pipeline(transaction=False)
+        try:
+            queue.enqueue_call(
+                DELIVER,
+                args=(payload,),
+                job_id=job_id,
+                unique=True,  # its own atomic script, run at once; RQ's bookkeeping goes into `pipe`
+                timeout=job_timeout(self.settings),
+                pipeline=pipe,
+                **job_options(self.settings),
+            )
+        except DuplicateJobError:
+            return False
+        chain_args = [Field.chain(status), job_id]
+        at = len(pipe)
+        # EVALSHA without redis-py's script registration: that would cost a SCRIPT EXISTS first.
+        pipe.evalsha(self._hset_if_exists.sha, 1, key, *chain_args)
+        pipe.zadd(owed_key(self.settings), {owed_member(message_id, status): self.clock()})
+        replies = pipe.execute(raise_on_error=False)
+        if isinstance(replies[at], NoScriptError):  # a Redis that lost its script cache
+            self._hset_if_exists(keys=[key], args=chain_args)
+            replies[at] = 1
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return True
 
     def sweep(self, *, older_than: float | None = None, limit: int = 500) -> int:
         """Re-enqueue owed callbacks (marked sent, not finished) that have no live RQ job:
@@ -136,7 +182,7 @@ class CallbackQueue:
             if not record or not url or record.callback_outcome(status) is not None:
                 self.redis.zrem(key, member)  # nothing (more) to send
                 continue
-            if self._enqueue(message_id, status, record.callback_detail(status), url) == QUEUED:
+            if self._enqueue(message_id, status, record.callback_detail(status), url, record=record) == QUEUED:
                 log.warning("callback %s re-enqueued: its previous delivery never finished", member)
                 count += 1
             else:

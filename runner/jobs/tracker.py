@@ -1,7 +1,13 @@
 """A Job's life after creation, whoever runs it: each transition (0 created, 1 pod
 started, 2 completed, 3 failed, 99 exception) is recorded in the state store, its
 callback enqueued exactly once (the state store's first-caller-wins mark), and appended
-to the events stream. Terminal transitions leave the active set.
+to the events stream (in the mark's Lua step). Terminal transitions leave the active set.
+
+Each transition is two steps: mark (one script: the mark, the callback's detail, its place
+in the owed index, its event), then send (enqueue, for the caller that marked it). A crash
+between the two leaves the callback owed, and the owed sweep enqueues it
+(runner.callbacks.enqueue). The dispatcher's record of a new Job carries the mark of 0
+(`record_created`), and it sends it after its own crash point.
 
 The Kubernetes watcher and the local executor both report here, so the states and
 callbacks are the same whatever runs the Job.
@@ -15,17 +21,16 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
-
-import redis
 
 from runner.callbacks.chain import owed_key, owed_member
 from runner.logs import log_context
 from runner.settings import Settings
 from runner.signals import Cancelled, JobFinished, Signals
-from runner.store.events import append_event
+from runner.store.events import new_event
 from runner.store.record import Field, StateRecord
-from runner.store.state import StateStore
+from runner.store.state import CallbackMark, Marked, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +42,32 @@ _LOCK_STRIPES = 64
 
 
 class CallbackSink(Protocol):
-    def enqueue(self, message_id: str, status: int, detail: dict[str, Any], url: str | None) -> bool: ...
+    def enqueue(
+        self,
+        message_id: str,
+        status: int,
+        detail: dict[str, Any],
+        url: str | None,
+        *,
+        record: StateRecord | None = None,
+    ) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A marked callback, ready to send (Tracker.send)."""
+
+    message_id: str
+    status: int
+    detail: dict[str, Any]
+    url: str | None
+    marked: Marked
 
 
 class Tracker:
     def __init__(
         self,
         *,
-        redis_client: redis.Redis,
         state: StateStore,
         callbacks: CallbackSink,
         settings: Settings,
@@ -53,7 +76,6 @@ class Tracker:
         signals: Signals,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        self.redis = redis_client
         self.state = state
         self.callbacks = callbacks
         self.settings = settings
@@ -70,6 +92,48 @@ class Tracker:
     # -- what the executors report ----------------------------------------------------
     def _mutex(self, message_id: str) -> threading.Lock:
         return self._mutexes[zlib.crc32(message_id.encode()) % _LOCK_STRIPES]
+
+    def record_created(
+        self,
+        message_id: str,
+        *,
+        job_name: str,
+        namespace: str,
+        job_uid: str,
+        term: int,
+        webhook: str | None,
+        **fields: Any,
+    ) -> Transition:
+        """The Job exists: record it and mark callback 0, in one step (StateStore.record_job).
+        Extra keyword fields go into the record. The caller sends the returned transition."""
+        detail = {"jobId": job_uid, "jobName": job_name}
+        with self._mutex(message_id):
+            marked = self.state.record_job(
+                message_id,
+                job_name=job_name,
+                namespace=namespace,
+                job_uid=job_uid,
+                term=term,
+                callback=self._callback_mark(message_id, CREATED, detail, webhook=webhook, job_name=job_name),
+                with_record=bool(webhook),
+                webhook=webhook or "",
+                **fields,
+            )
+        return Transition(message_id, CREATED, detail, webhook or None, marked)
+
+    def send(self, transition: Transition) -> bool:
+        """Enqueue a marked callback if this process marked it; True when it did."""
+        if not transition.marked.first:
+            return False
+        with self._mutex(transition.message_id):
+            self.callbacks.enqueue(
+                transition.message_id,
+                transition.status,
+                transition.detail,
+                transition.url,
+                record=transition.marked.record,
+            )
+        return True
 
     def created(self, message_id: str, *, job_name: str, job_uid: str, webhook: str | None = None) -> None:
         """`webhook` is the message's own: the record read here can lack it (a failover lost
@@ -246,25 +310,31 @@ class Tracker:
         self._on_finished()
 
     def _emit(self, message_id: str, status: int, detail: dict[str, Any], record: StateRecord) -> bool:
-        if not self.state.mark_callback_sent(
-            message_id,
-            status,
-            term=self._term(),
+        """Mark and send (the caller holds the message's mutex); True when this call marked it."""
+        callback = self._callback_mark(message_id, status, detail, webhook=record.webhook, job_name=record.job_name)
+        marked = self.state.mark_callback(message_id, callback, term=self._term(), with_record=bool(record.webhook))
+        if not marked.first:
+            return False
+        self.callbacks.enqueue(message_id, status, detail, record.webhook, record=marked.record)
+        return True
+
+    def _callback_mark(
+        self, message_id: str, status: int, detail: dict[str, Any], *, webhook: str | None, job_name: str
+    ) -> CallbackMark:
+        return CallbackMark(
+            status=status,
             detail=json.dumps(detail),
             # Only a callback that will be sent is owed: without a webhook the index would
             # keep the member for ever.
-            owed_key=self.owed_key if record.webhook else "",
+            owed_key=self.owed_key if webhook else "",
             owed_member=owed_member(message_id, status),
-        ):
-            return False
-        self.callbacks.enqueue(message_id, status, detail, record.webhook)
-        append_event(
-            self.redis,
-            message_id=message_id,
-            status=status,
-            detail=detail,
-            job_name=record.job_name or None,
-            stream=self.settings.streams.events_stream,
-            maxlen=self.settings.streams.events_maxlen,
+            event=new_event(
+                message_id=message_id,
+                status=status,
+                detail=detail,
+                job_name=job_name or None,
+                stream=self.settings.streams.events_stream,
+                maxlen=self.settings.streams.events_maxlen,
+                now=self._now(),
+            ),
         )
-        return True

@@ -3,7 +3,11 @@
 The order is what makes a crash at any point harmless (DESIGN, data flow 3-6): the
 claim is set-if-absent, the Job name is deterministic and a 409 for our own message is
 adopted, and the entry is acked last. The leader's term is checked before every side
-effect; a lost term leaves the entry pending for the next leader.
+effect; a lost term leaves the entry pending for the next leader. On the elector
+(`holds_term`, no I/O) before each step; in Redis (`ksr:term`) inside each fenced script
+(the claim, the record), and by one read of its own before what no script fences: the
+apiserver create and a dead letter. So a dispatched message costs five Redis round trips
+without a webhook, eight with one (docs/benchmarks.md).
 
 Whatever an entry holds, its processing ends in one of: dispatched, duplicate, dead-lettered
 (with a reason), waiting (a create refused for now, held in runner.store.waiting until
@@ -141,22 +145,23 @@ class Dispatcher:
             return outcome
 
     def _process(self, entry: Entry, term: int, waited: Waiting | None) -> str:
-        self._fence(term)  # even a dead letter is a side effect: a deposed leader must not write it
+        self._leading(term)
         if is_poison(entry.deliveries, self.settings.streams.max_deliveries) and not self._dispatched(entry):
             return self._dead(
                 entry,
                 "poison",
                 f"delivered {entry.deliveries} times without being done "
                 f"(KSR_MAX_DELIVERIES={self.settings.streams.max_deliveries})",
+                term=term,
             )
         try:
             message = parse_entry(entry.fields, max_bytes=self.settings.streams.max_message_bytes)
             check_policy(message, self.settings)
-            held = self.delays is not None and self.delays.hold(entry, message, term)
+            held = self.delays is not None and self.delays.hold(entry, message, term)  # a fenced script
         except PolicyRefused as e:
-            return self._dead(entry, "policy", str(e))
+            return self._dead(entry, "policy", str(e), term=term)
         except InvalidMessage as e:
-            return self._dead(entry, "invalid", str(e))
+            return self._dead(entry, "invalid", str(e), term=term)
         if held:
             self.reader.ack(entry)
             return "scheduled"
@@ -182,6 +187,7 @@ class Dispatcher:
         return True
 
     def _dispatch(self, entry: Entry, message: Message, term: int, waited: Waiting | None) -> str:
+        # Fenced in its script, like every state-store write.
         claim = self.state.claim(message.id, stream=entry.stream, entry_id=entry.entry_id, term=term)
         if claim.status is ClaimStatus.DUPLICATE and claim.record.get("state") == "cancelled":
             # Cancelled before it was read (runner.pipeline.cancels): no Job, and the 99 is
@@ -210,7 +216,7 @@ class Dispatcher:
             return self._give_up(entry, message, waited.error, term, tell=False)
         self._crash_point("after_claim")
 
-        self._fence(term)
+        self._fence(term)  # the create is outside Redis: no script can fence it
         try:
             ref = self.executor.create(
                 message,
@@ -222,27 +228,29 @@ class Dispatcher:
         except KubeApiError as e:
             words = f"kubernetes answered {e.status or 'nothing'} {e.reason}: {e.message}"
             if e.status in _FINAL_STATUSES:  # no Job: the dead letter releases the claim
-                return self._dead(entry, "api_rejected", words, message_id=message.id)
+                return self._dead(entry, "api_rejected", words, term=term, message_id=message.id)
             if e.temporary:
                 return self._wait(entry, message, words, term, waited, retry_after=e.retry_after)
             raise
         self._crash_point("after_create")
 
         with log_context(job_name=ref.name):
-            self._fence(term)
+            self._leading(term)
             now = self._now()
-            self.state.record_job(
+            # The record, callback 0's mark and its event: one fenced script. A crash before
+            # the send leaves callback 0 owed, and the owed sweep enqueues it.
+            created = self.tracker.record_created(
                 message.id,
                 job_name=ref.name,
                 namespace=ref.namespace,
                 job_uid=ref.uid,
                 term=term,
-                webhook=message.webhook_url or "",
+                webhook=message.webhook_url,
                 service=message.service,
                 executor=self.executor.name,
             )
             self._crash_point("after_record")
-            self.tracker.created(message.id, job_name=ref.name, job_uid=ref.uid, webhook=message.webhook_url)
+            self.tracker.send(created)
             self.executor.launched(ref)
             self._crash_point("after_callback")
             self._crash_point("before_ack")
@@ -298,7 +306,7 @@ class Dispatcher:
                 error = (
                     f"kept failing while waiting past KSR_CREATE_HORIZON={horizon:g}s (last refusal: {waited.error})"
                 )
-                self._dead(entry, "poison", error)
+                self._dead(entry, "poison", error, term=term)
                 return
             due = min(now + self.settings.kube.create_backoff_cap, waited.since + horizon)
             message_id = peek_message_id(entry.fields, max_bytes=self.settings.streams.max_message_bytes) or ""
@@ -313,12 +321,13 @@ class Dispatcher:
         self._fence(term)
         if tell:
             self.tracker.refused(message.id, webhook=message.webhook_url, code=REFUSED_CODE, message=words)
-        return self._dead(entry, "create_refused", words, message_id=message.id)
+        return self._dead(entry, "create_refused", words, term=term, message_id=message.id)
 
     # -- helpers -----------------------------------------------------------------------
-    def _dead(self, entry: Entry, reason: str, error: str, *, message_id: str | None = None) -> str:
+    def _dead(self, entry: Entry, reason: str, error: str, *, term: int, message_id: str | None = None) -> str:
         """Dead-letter `entry`, clearing in the same step what its message left: a claim with
         no Job in it (whichever path got here), and its place among the waiting creates."""
+        self._fence(term)  # the dead letter's script is not fenced: a deposed leader must not write it
         if message_id is None:
             message_id = peek_message_id(entry.fields, max_bytes=self.settings.streams.max_message_bytes)
         member = self.waiting.member(entry)
@@ -341,9 +350,15 @@ class Dispatcher:
         log.warning("entry %s dead-lettered (%s): %s", entry.entry_id, reason, error)
         return "invalid" if reason in ("invalid", "policy") else "dead_lettered"
 
-    def _fence(self, term: int) -> None:
+    def _leading(self, term: int) -> None:
+        """Stopped unless the elector still holds `term` (no I/O: the Lease as last renewed)."""
         if not self._holds_term(term):
             raise Stopped(f"no longer leading in term {term}")
+
+    def _fence(self, term: int) -> None:
+        """`_leading`, and the term stored in Redis (StaleTerm once a newer leader raised it):
+        before a side effect that no fenced script covers."""
+        self._leading(term)
         self.state.fence(term)
 
     def _crash_point(self, step: str) -> None:

@@ -99,7 +99,6 @@ class Runner:
         self._tenure: int | None = None  # the last term we led in: fences late writes after a step-down
         self._capacity = threading.Event()  # set when a Job ends: backpressure may lift
         self.tracker = Tracker(
-            redis_client=self.redis,
             state=self.state,
             callbacks=self.callbacks,
             settings=s,

@@ -1,7 +1,9 @@
 """The events stream `ksr:events`: every status transition, for producers without a webhook.
 
-One entry per transition (the pipeline appends it next to enqueueing the callback), capped
-near `maxlen` entries (`MAXLEN ~`, so Redis trims whole nodes cheaply). Fields:
+One entry per transition, capped near `maxlen` entries (`MAXLEN ~`, so Redis trims whole
+nodes cheaply). The tracker's is appended in the same Lua step as the callback's mark
+(`NewEvent` travels with `StateStore.mark_callback` / `record_job`); `append_event` writes
+one on its own. Fields:
 
     id       the message id
     status   0 | 1 | 2 | 3 | 99, as in the callback
@@ -24,7 +26,7 @@ import redis
 from runner.store.replies import text
 from runner.store.streams import redis_errors
 
-__all__ = ["DEFAULT_MAXLEN", "EVENTS_STREAM", "Event", "append_event", "read_events"]
+__all__ = ["DEFAULT_MAXLEN", "EVENTS_STREAM", "Event", "NewEvent", "append_event", "new_event", "read_events"]
 
 EVENTS_STREAM = "ksr:events"
 DEFAULT_MAXLEN = 100_000
@@ -40,6 +42,37 @@ class Event:
     ts: int
 
 
+@dataclass(frozen=True)
+class NewEvent:
+    """One transition to append: its `fields` in order, to `stream` capped near `maxlen`."""
+
+    stream: str
+    maxlen: int
+    fields: dict[str, str | int]
+
+
+def new_event(
+    *,
+    message_id: str,
+    status: int,
+    detail: dict[str, Any],
+    job_name: str | None = None,
+    stream: str = EVENTS_STREAM,
+    maxlen: int = DEFAULT_MAXLEN,
+    now: float | None = None,
+) -> NewEvent:
+    """The entry for one transition; `now` (Unix seconds) defaults to the current time."""
+    fields: dict[str, str | int] = {
+        "id": message_id,
+        "status": int(status),
+        "detail": json.dumps(detail, separators=(",", ":"), sort_keys=True),
+        "ts": int((time.time() if now is None else now) * 1000),
+    }
+    if job_name:
+        fields["job"] = job_name
+    return NewEvent(stream=stream, maxlen=maxlen, fields=fields)
+
+
 def append_event(
     redis_client: redis.Redis,
     *,
@@ -52,16 +85,12 @@ def append_event(
     now: float | None = None,
 ) -> str:
     """XADD one transition; returns the event id."""
-    fields: dict[Any, Any] = {
-        "id": message_id,
-        "status": int(status),
-        "detail": json.dumps(detail, separators=(",", ":"), sort_keys=True),
-        "ts": int((time.time() if now is None else now) * 1000),
-    }
-    if job_name:
-        fields["job"] = job_name
+    new = new_event(
+        message_id=message_id, status=status, detail=detail, job_name=job_name, stream=stream, maxlen=maxlen, now=now
+    )
     with redis_errors():
-        result = redis_client.xadd(stream, fields, maxlen=maxlen, approximate=True)
+        fields: dict[Any, Any] = dict(new.fields)
+        result = redis_client.xadd(new.stream, fields, maxlen=new.maxlen, approximate=True)
     return text(result)
 
 

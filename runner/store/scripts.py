@@ -3,6 +3,8 @@
 Each `.lua` file starts with a comment naming its KEYS, ARGV and reply. The scripts that
 write the state store are fenced: `fence.lua` (the term check) is put in front of them, so
 KEYS[1] and ARGV[1] are always the term key and the caller's term (or '').
+A `lib_*.lua` file defines Lua functions that several scripts share (`uses`); it is put
+after the fence and before the script.
 `register_script` sends EVALSHA and loads the script on NOSCRIPT, so a Redis that lost its
 script cache (a restart) is handled where the script is called.
 """
@@ -21,12 +23,14 @@ FENCE = "fence"
 
 
 @functools.cache
-def source(name: str, *, fenced: bool = False) -> str:
-    """The text of `lua/<name>.lua`, behind fence.lua when `fenced`."""
+def source(name: str, *, fenced: bool = False, uses: tuple[str, ...] = ()) -> str:
+    """The text of `lua/<name>.lua`, behind fence.lua when `fenced` and the `uses` libraries."""
     text = resources.files(__package__).joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
-    return source(FENCE) + text if fenced else text
+    if not fenced and not uses:
+        return text
+    return (source(FENCE) if fenced else "") + "".join(source(lib) for lib in uses) + text
 
 
-def load(client: redis.Redis, name: str, *, fenced: bool = False) -> Script:
+def load(client: redis.Redis, name: str, *, fenced: bool = False, uses: tuple[str, ...] = ()) -> Script:
     """The script `name` registered with `client`: call it with keys=[...], args=[...]."""
-    return client.register_script(source(name, fenced=fenced))
+    return client.register_script(source(name, fenced=fenced, uses=uses))

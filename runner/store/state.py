@@ -11,8 +11,14 @@ they are.
 Fencing: every mutating method takes the caller's `term` (the Lease's leaseTransitions).
 A term lower than the stored `ksr:term` is refused with StaleTerm inside the same Lua
 script as the write (runner/store/lua/fence.lua in front of each), so a deposed leader
-cannot write after a new one advanced the term.
+cannot write after a new one advanced the term, and no separate read of the term is
+needed before a write (`fence()` is for side effects outside Redis: the apiserver create).
 `term=None` skips the check (tools, tests, the watcher of the current leader may pass it).
+
+Callbacks: a `CallbackMark` is marked sent first-caller-wins, and with it, in the same
+script, its detail kept, its place in the owed index and its event on the events stream
+(lua/lib_mark.lua). Recording the Job carries the mark of callback 0 (`record_job`), so the
+dispatcher's step after the create is one round trip.
 
 An expired record looks exactly like an absent one: claim() answers NEW. Refusing to run
 a replayed message whose record expired unless `--force` is given is runner.store.replay's job.
@@ -32,14 +38,17 @@ import redis
 from runner.errors import KsrError
 from runner.settings import Settings
 from runner.store import scripts
+from runner.store.events import NewEvent
 from runner.store.record import TERMINAL_STATES, Field, StateRecord
 from runner.store.replication import Replication
 from runner.store.replies import text
 from runner.store.streams import redis_errors
 
 __all__ = [
+    "CallbackMark",
     "ClaimResult",
     "ClaimStatus",
+    "Marked",
     "StaleTerm",
     "StateStore",
 ]
@@ -71,6 +80,26 @@ class ClaimResult:
     record: StateRecord
 
 
+@dataclass(frozen=True)
+class CallbackMark:
+    """Callback `status` to mark sent, and what goes with the mark: its `detail` (JSON) kept
+    for recovery (StateRecord.callback_detail), `owed_member` added to the sorted set
+    `owed_key` ('' : not indexed, the message has no webhook; see runner.callbacks.owed_key),
+    and its `event` appended to the events stream."""
+
+    status: int
+    detail: str = "{}"
+    owed_key: str = ""
+    owed_member: str = ""
+    event: NewEvent | None = None
+
+
+@dataclass(frozen=True)
+class Marked:
+    first: bool  # this call marked the callback: it is the one that enqueues it
+    record: StateRecord | None = None  # the record after the mark, when asked for
+
+
 class StateStore:
     def __init__(
         self,
@@ -95,7 +124,8 @@ class StateStore:
         self.replication = replication or Replication()
         self._claim = scripts.load(redis_client, "claim", fenced=True)
         self._update = scripts.load(redis_client, "update", fenced=True)
-        self._mark = scripts.load(redis_client, "mark_callback", fenced=True)
+        self._record = scripts.load(redis_client, "record_job", fenced=True, uses=("lib_mark",))
+        self._mark = scripts.load(redis_client, "mark_callback", fenced=True, uses=("lib_mark",))
         self._release = scripts.load(redis_client, "release", fenced=True)
         self._advance = scripts.load(redis_client, "advance_term")
 
@@ -152,25 +182,29 @@ class StateStore:
         namespace: str,
         job_uid: str,
         term: int | None = None,
+        callback: CallbackMark | None = None,
+        with_record: bool = False,
         **fields: Any,
-    ) -> None:
-        """The Job exists: record it (state=created) and add the id to the active set, atomically.
+    ) -> Marked:
+        """The Job exists: record it (state=created), add the id to the active set and mark
+        `callback` (see mark_callback), atomically. With `with_record`, the record after
+        it is returned too.
 
         Extra keyword fields (e.g. `webhook`, `service`) are stored as they are.
         """
-        self._write(
-            message_id,
-            "record",
-            term,
-            {
-                Field.STATE: "created",
-                Field.JOB_NAME: job_name,
-                Field.NAMESPACE: namespace,
-                Field.JOB_UID: job_uid,
-                Field.CREATED_AT: self._now_ms(),
-                **fields,
-            },
-        )
+        now = self._now_ms()
+        record = {
+            Field.STATE: "created",
+            Field.JOB_NAME: job_name,
+            Field.NAMESPACE: namespace,
+            Field.JOB_UID: job_uid,
+            Field.CREATED_AT: now,
+            **fields,
+        }
+        keys = [self.key(message_id), self.active_key, *self._mark_keys(message_id, callback)]
+        args = [message_id, "1" if with_record else "", *self._mark_args(callback, now), *_flat(record)]
+        reply = self._run(self._record, keys, args, term, durable="the Job's record")
+        return Marked(first=int(reply[1]) == 1, record=StateRecord.from_reply(reply[2]) if with_record else None)
 
     def set_state(self, message_id: str, state: str, *, term: int | None = None, **fields: Any) -> None:
         """A non-terminal transition (e.g. running, with pod fields). No TTL is set."""
@@ -192,14 +226,33 @@ class StateStore:
         self._run(self._release, [self.key(message_id), self.active_key], [message_id], term)
 
     def _write(self, message_id: str, mode: str, term: int | None, fields: dict[str, Any]) -> None:
-        flat = [x for k, v in fields.items() if v is not None for x in (k, _field(v))]
         self._run(
             self._update,
             [self.key(message_id), self.active_key],
-            [message_id, mode, self.ttl_seconds, *flat],
+            [message_id, mode, self.ttl_seconds, *_flat(fields)],
             term,
-            durable="the Job's record" if mode == "record" else "",
         )
+
+    def mark_callback(
+        self, message_id: str, callback: CallbackMark, *, term: int | None = None, with_record: bool = False
+    ) -> Marked:
+        """Mark `callback` sent; `first` is true for the first caller only: that caller
+        enqueues it. With the mark, atomically, its detail is kept, it joins the owed index
+        and its event is appended (see CallbackMark). With `with_record`, the record after
+        the mark is returned too.
+
+        A missing record (expired, or Redis lost it) answers first: the callback is sent
+        at least once, and receivers deduplicate by webhook-id.
+        """
+        keys = self._mark_keys(message_id, callback)
+        args = ["1" if with_record else "", *self._mark_args(callback, self._now_ms())]
+        reply = self._run(self._mark, [self.key(message_id), *keys], args, term)
+        if text(reply[0]) == "MISSING":
+            log.warning(
+                "no state record for %s when marking callback %s; sending it anyway", message_id, callback.status
+            )
+            return Marked(first=True, record=StateRecord() if with_record else None)
+        return Marked(first=int(reply[1]) == 1, record=StateRecord.from_reply(reply[2]) if with_record else None)
 
     def mark_callback_sent(
         self,
@@ -211,27 +264,34 @@ class StateStore:
         owed_key: str = "",
         owed_member: str = "",
     ) -> bool:
-        """True for the first caller only: that caller enqueues the callback for `status`.
-        With it, atomically, `detail` is kept (StateRecord.callback_detail) and `owed_member` is added
-        to the sorted set `owed_key` (see runner.callbacks.owed_key).
+        """mark_callback without an event: True for the first caller only."""
+        callback = CallbackMark(status=status, detail=detail, owed_key=owed_key, owed_member=owed_member)
+        return self.mark_callback(message_id, callback, term=term).first
 
-        A missing record (expired, or Redis lost it) answers True: the callback is sent
-        at least once, and receivers deduplicate by webhook-id.
-        """
-        keys = [self.key(message_id), owed_key or self.key(message_id)]  # no index: a placeholder
-        args = [
-            Field.marked(status),
-            self._now_ms(),
-            Field.detail(status),
-            detail,
-            owed_member if owed_key else "",
+    def _mark_keys(self, message_id: str, callback: CallbackMark | None) -> list[str]:
+        """The owed index and the events stream of lib_mark.lua; the record's key where unused."""
+        placeholder = self.key(message_id)
+        if callback is None:
+            return [placeholder, placeholder]
+        return [callback.owed_key or placeholder, callback.event.stream if callback.event else placeholder]
+
+    def _mark_args(self, callback: CallbackMark | None, now_ms: str) -> list[Any]:
+        """The mark's ARGV (lua/lib_mark.lua); a mark field of '' when there is none."""
+        if callback is None:
+            return ["", "", "", "", "", "", "", 0]
+        event = callback.event
+        items = [x for k, v in event.fields.items() for x in (k, v)] if event else []
+        return [
+            Field.marked(callback.status),
+            now_ms,
+            Field.detail(callback.status),
+            callback.detail,
+            callback.owed_member if callback.owed_key else "",
             f"{self.clock():.3f}",
+            event.maxlen if event else 0,
+            len(items),
+            *items,
         ]
-        reply = self._run(self._mark, keys, args, term)
-        if text(reply[0]) == "MISSING":
-            log.warning("no state record for %s when marking callback %s; sending it anyway", message_id, status)
-            return True
-        return int(reply[1]) == 1
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -281,6 +341,11 @@ class StateStore:
         current = self.current_term()
         if current is not None and term < current:
             raise StaleTerm(term, current)
+
+
+def _flat(fields: dict[str, Any]) -> list[Any]:
+    """Field/value pairs for HSET, leaving out None."""
+    return [x for k, v in fields.items() if v is not None for x in (k, _field(v))]
 
 
 def _field(value: Any) -> Any:

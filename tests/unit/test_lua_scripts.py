@@ -23,8 +23,10 @@ def test_every_script_the_code_loads_is_there() -> None:
         "fire_tick",
         "hincr_if_exists",
         "hset_if_exists",
+        "lib_mark",
         "mark_callback",
         "move_due",
+        "record_job",
         "release",
         "replay_dead",
         "replay_pending",
@@ -51,3 +53,8 @@ def test_fenced_scripts_run_the_term_check_first() -> None:
     fenced = scripts.source("claim", fenced=True)
     assert fenced.startswith(scripts.source("fence")) and fenced.endswith(scripts.source("claim"))
     assert scripts.source("claim") is scripts.source("claim")  # read once
+
+
+def test_a_library_goes_between_the_fence_and_the_script() -> None:
+    text = scripts.source("record_job", fenced=True, uses=("lib_mark",))
+    assert text == scripts.source("fence") + scripts.source("lib_mark") + scripts.source("record_job")

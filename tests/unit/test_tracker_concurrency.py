@@ -13,6 +13,7 @@ from runner.jobs.watcher import UNRECORDED_GRACE, KubeWatcher
 from runner.settings import Settings
 from runner.signals import Signals
 from runner.store.record import StateRecord
+from runner.store.state import Marked
 
 SETTINGS = Settings.from_env({"POD_NAME": "r0", "KSR_ALLOWED_NAMESPACES": "ns"})
 
@@ -37,8 +38,8 @@ class State:
             return StateRecord({"state": "completed", "job_name": f"job-{message_id}"})
         return None  # nothing recorded (or a failover lost the record)
 
-    def mark_callback_sent(self, *args: Any, **kwargs: Any) -> bool:
-        return False
+    def mark_callback(self, *args: Any, **kwargs: Any) -> Marked:
+        return Marked(first=False)
 
     def active_ids(self) -> set[str]:
         return set()
@@ -48,7 +49,7 @@ class State:
 
 
 def tracker(state: State) -> Tracker:
-    return Tracker(redis_client=None, state=state, callbacks=None, settings=SETTINGS, signals=Signals([]))  # type: ignore[arg-type]
+    return Tracker(state=state, callbacks=None, settings=SETTINGS, signals=Signals([]))  # type: ignore[arg-type]
 
 
 def test_a_slow_transition_of_one_message_does_not_hold_up_another():
