@@ -6,8 +6,8 @@ adopted, and the entry is acked last. The leader's term is checked before every 
 effect; a lost term leaves the entry pending for the next leader. On the elector
 (`holds_term`, no I/O) before each step; in Redis (`ksr:term`) inside each fenced script
 (the claim, the record), and by one read of its own before what no script fences: the
-apiserver create and a dead letter. So a dispatched message costs five Redis round trips
-without a webhook, eight with one (docs/benchmarks.md).
+apiserver create and a dead letter. So a dispatched message costs four Redis round trips
+without a webhook (and a share of the batch's read), seven with one (docs/pipeline.md).
 
 Whatever an entry holds, its processing ends in one of: dispatched, duplicate, dead-lettered
 (with a reason), waiting (a create refused for now, held in runner.store.waiting until

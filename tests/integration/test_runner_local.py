@@ -61,21 +61,21 @@ def test_backpressure_holds_reading_at_the_cap(redis_server, redis_client):
 
 
 def test_a_failure_between_record_and_launch_still_runs_the_local_job(redis_server, redis_client, monkeypatch):
-    """Redis fails once right after the Job is recorded (before callback 0 and the local
-    launch): the entry stays pending, comes back as a duplicate, and the job still runs."""
+    """Redis fails once right after the Job is recorded (before callback 0 is enqueued and the
+    local launch): the entry stays pending, comes back as a duplicate, and the job still runs."""
     from runner.errors import RedisUnavailable
     from runner.jobs.tracker import Tracker
 
-    real_created = Tracker.created
+    real_send = Tracker.send
     failures = []
 
-    def created_failing_once(self, message_id, **kw):
+    def send_failing_once(self, transition):
         if not failures:
-            failures.append(message_id)
+            failures.append(transition.message_id)
             raise RedisUnavailable("injected: Redis went away after the record")
-        return real_created(self, message_id, **kw)
+        return real_send(self, transition)
 
-    monkeypatch.setattr(Tracker, "created", created_failing_once)
+    monkeypatch.setattr(Tracker, "send", send_failing_once)
     env = env_for(redis_server, POLLING_INTERVAL="0.5")
     with runner_thread(env):
         xadd(redis_client, "ksr:jobs:default", message("late-launch", "default", command=["true"]))
