@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import random
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 import redis
 
@@ -52,6 +54,26 @@ _FINAL_STATUSES = {400, 404, 409, 422}
 CREATE_DEADLINE = 10.0  # seconds one create retries 429/5xx in line before the entry waits
 WAIT_BACKOFF_BASE = 1.0  # seconds before the second try of a refused create; doubles per try
 REFUSED_CODE = "CreateRefused"  # errorCode of the 99 sent when KSR_CREATE_HORIZON passes
+
+
+@dataclass
+class Refill:
+    """Where free create threads take more entries from while a batch is in flight: `read`
+    (the streams' next entries, without blocking), for `budget` entries at most (the room
+    KSR_MAX_ACTIVE_JOBS leaves) and until `until` (monotonic), when the loop's own work
+    (heartbeat, relist, sweep, backpressure) is due again."""
+
+    read: Callable[[], list[Entry]]
+    budget: int
+    until: float
+    clock: Callable[[], float] = time.monotonic
+
+    def next(self) -> list[Entry]:
+        if self.budget <= 0 or self.clock() >= self.until:
+            return []
+        batch = self.read()
+        self.budget -= len(batch)
+        return batch
 
 
 class Dispatcher:
@@ -98,23 +120,61 @@ class Dispatcher:
         *,
         stop: threading.Event | None = None,
         waited: Mapping[str, Waiting] | None = None,
+        refill: Refill | None = None,
     ) -> dict[str, int]:
         """Process `entries` in parallel (QUEUE_WORKER_POOL_SIZE); entries carrying the same
         message id go one after the other, so the second one sees the first one's record.
         `waited` holds, by WaitingCreates.member, the entries that come back from the waiting creates.
+        With `refill`, a create thread that frees up takes the next entries from it while the
+        others are still busy, so the pool does not wait for the slowest create of each batch.
         Returns the outcome counts; returns only when every entry is done (in-flight creates
         finish before a shutdown or a step-down goes on)."""
         self._stop = stop or threading.Event()
         waited = waited or {}
-        groups: dict[str, list[Entry]] = defaultdict(list)
-        for entry in entries:
-            groups[_message_key(entry, self.settings.streams.max_message_bytes)].append(entry)
-        futures = [self._pool.submit(self._process_group, group, term, waited) for group in groups.values()]
+        finished: queue.SimpleQueue[str] = queue.SimpleQueue()
+        running: dict[str, Future[list[str]]] = {}  # by message key: one group of it at a time
+        later: dict[str, list[Entry]] = defaultdict(list)  # entries whose message is in flight
+
+        def submit(key: str, group: list[Entry]) -> None:
+            def done(_: Future[list[str]]) -> None:
+                finished.put(key)
+
+            running[key] = self._pool.submit(self._process_group, group, term, waited)
+            running[key].add_done_callback(done)
+
+        def add(batch: list[Entry]) -> None:
+            groups: dict[str, list[Entry]] = defaultdict(list)
+            for entry in batch:
+                groups[_message_key(entry, self.settings.streams.max_message_bytes)].append(entry)
+            for key, group in groups.items():
+                if key in running:
+                    later[key].extend(group)
+                else:
+                    submit(key, group)
+
+        add(entries)
         outcomes: dict[str, int] = defaultdict(int)
-        for f in futures:
-            for outcome in f.result():
+        while running:
+            key = finished.get()
+            for outcome in running.pop(key).result():
                 outcomes[outcome] += 1
+            if key in later:
+                submit(key, later.pop(key))
+            if refill is not None and len(running) < self.settings.kube.worker_pool_size:
+                more = [] if self._stop.is_set() else self._refill(refill)
+                if more:
+                    add(more)
+                else:
+                    refill = None  # nothing more there (or the budget is spent): finish these
         return dict(outcomes)
+
+    @staticmethod
+    def _refill(refill: Refill) -> list[Entry]:
+        try:
+            return refill.next()
+        except Exception as e:  # Redis away, say: finish what is in flight; the loop's next read sees it
+            log.warning("reading more entries while creating failed: %s", e)
+            return []
 
     def _process_group(self, group: list[Entry], term: int, waited: Mapping[str, Waiting]) -> list[str]:
         return [self.process(entry, term, waited=waited.get(self.waiting.member(entry))) for entry in group]

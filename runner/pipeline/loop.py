@@ -11,6 +11,7 @@ leaves through `self.signals` (runner.signals), never written from here.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -34,7 +35,7 @@ from runner.jobs.watcher import KubeWatcher
 from runner.metrics import MetricsObserver
 from runner.pipeline.cancels import Cancels
 from runner.pipeline.delay import DelayGate
-from runner.pipeline.dispatcher import CREATE_DEADLINE, Dispatcher
+from runner.pipeline.dispatcher import CREATE_DEADLINE, Dispatcher, Refill
 from runner.pipeline.leadership import LeadershipView
 from runner.pipeline.scheduler import Scheduler
 from runner.schedules.config import load_schedules
@@ -50,6 +51,9 @@ from runner.store.waiting import WaitingCreates, waiting_index
 log = logging.getLogger(__name__)
 
 STATS_INTERVAL = 5.0
+# Seconds a tick's creates go on reading new entries as threads free up (Dispatcher's
+# Refill); then the tick ends once those in flight are done, and its periodic work runs.
+REFILL_SECONDS = 1.0
 SWEEP_INTERVAL = 15.0  # owed callbacks whose worker died
 ERROR_BACKOFF_CAP = 10.0
 
@@ -225,16 +229,31 @@ class Runner:
         if self.term is None:
             term = self._take_over(term)
         self._periodic()
-        if self._backpressured():
+        room = self._room()
+        if room <= 0:
             self._capacity.wait(0.5)
             self._capacity.clear()
             return
         # The creates whose wait is over, then what the reader has: our own pending entries
-        # (those claimed at takeover among them), then new ones.
+        # (those claimed at takeover among them), then new ones. While new ones are created,
+        # free create threads go on reading new entries of the same or a higher priority
+        # (for up to REFILL_SECONDS, within the room KSR_MAX_ACTIVE_JOBS leaves).
         waited = {w.member: w for w in self.waiting.due(limit=self.settings.streams.read_count)}
-        entries = [w.entry for w in waited.values()] or self._read(term)
+        entries = [w.entry for w in waited.values()]
+        refill = None
+        if not entries:
+            entries = self._read(term)
+            if entries and not entries[0].from_pending:  # new entries of one stream
+                through = entries[0].stream
+                refill = Refill(
+                    read=lambda: self.reader.read_more(
+                        through=through, keep_going=lambda: self.elector.holds_term(term)
+                    ),
+                    budget=room - len(entries),
+                    until=time.monotonic() + REFILL_SECONDS,
+                )
         if entries and not stop.is_set():
-            self.dispatcher.process_batch(entries, term, stop=stop, waited=waited)
+            self.dispatcher.process_batch(entries, term, stop=stop, waited=waited, refill=refill)
 
     def _read(self, term: int) -> list[Any]:
         # Periodic work may have taken seconds: a term that ended meanwhile must not read
@@ -359,9 +378,12 @@ class Runner:
             log.warning("KSR_TEST_SLOW_TICK: periodic work takes %gs longer (term %s)", seconds, self.term)
             self.clock.sleep(seconds)
 
-    def _backpressured(self) -> bool:
+    def _room(self) -> int:
+        """How many more Jobs KSR_MAX_ACTIVE_JOBS allows now (no cap: as many as there are)."""
         cap = self.settings.kube.max_active_jobs
-        return cap > 0 and int(self.redis.scard(self.settings.state.active_key)) >= cap
+        if cap <= 0:
+            return sys.maxsize
+        return cap - int(self.redis.scard(self.settings.state.active_key))
 
     def _record_error(self, text: str) -> None:
         self.signals.emit(ErrorRecorded(text))

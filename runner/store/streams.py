@@ -214,6 +214,14 @@ class StreamReader:
                 self._recreate_groups(e)
         return []  # unreachable; keeps mypy content
 
+    def read_more(self, *, through: str, keep_going: Callable[[], bool] = lambda: True) -> list[Entry]:
+        """New entries of the streams up to `through` in priority order, without blocking: what
+        free create threads take while a batch read from `through` is still being created
+        (never a lower priority: those wait until the batch is done). [] when there are none."""
+        self._keep_going = keep_going
+        with self._translate():
+            return self._read_new(self.streams[: self.streams.index(through) + 1])
+
     def _read_own_pending(self) -> list[Entry]:
         for stream in self.streams:
             while stream in self._pending_cursor and self._keep_going():
@@ -231,10 +239,10 @@ class StreamReader:
                     return entries
         return []
 
-    def _read_new(self) -> list[Entry]:
+    def _read_new(self, streams: Sequence[str] | None = None) -> list[Entry]:
         # One stream at a time, highest priority first, so a busy low stream never
         # delays a critical entry that is already there.
-        for stream in self.streams:
+        for stream in self.streams if streams is None else streams:
             if not self._keep_going():
                 return []
             replies = _stream_replies(self.redis.xreadgroup(self.group, self.consumer, {stream: ">"}, count=self.count))

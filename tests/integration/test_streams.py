@@ -52,6 +52,20 @@ def test_strict_priority_across_streams(redis_client: redis.Redis) -> None:
     assert batches[3] == []
 
 
+def test_read_more_never_reads_a_lower_priority_and_never_blocks(redis_client: redis.Redis) -> None:
+    rd = reader(redis_client, count=10, block_ms=5000)
+    default = add(redis_client, STREAMS[1], 2)
+    add(redis_client, STREAMS[2], 2)
+    started = time.monotonic()
+    assert rd.read_more(through=STREAMS[0]) == []  # only low and default wait: a critical batch takes neither
+    assert time.monotonic() - started < 4.0, "read_more blocked"
+    assert [e.entry_id for e in rd.read_more(through=STREAMS[1])] == default
+    critical = add(redis_client, STREAMS[0], 1)
+    assert [e.entry_id for e in rd.read_more(through=STREAMS[1])] == critical  # higher first
+    assert rd.read_more(through=STREAMS[1]) == []
+    assert len(rd.read_more(through=STREAMS[2])) == 2
+
+
 def test_count_limits_a_batch_and_critical_overtakes(redis_client: redis.Redis) -> None:
     rd = reader(redis_client, count=2)
     add(redis_client, STREAMS[2], 5)
