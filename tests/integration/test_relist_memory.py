@@ -54,7 +54,6 @@ def test_the_relist_holds_one_page_not_every_job_kept_until_its_ttl(kube, namesp
     api.list_page = PAGE
     state = StateStore.from_settings(redis_client, settings)
     tracker = Tracker(
-        redis_client=redis_client,
         state=state,
         callbacks=CallbackQueue(redis_client, settings),
         settings=settings,

@@ -48,7 +48,7 @@ def _pod(mid: str, state: dict[str, Any]) -> dict[str, Any]:
 def test_notes_of_messages_no_longer_active_are_dropped_by_the_relist():
     ended = [f"ended-{n}" for n in range(1000)]
     state = State(active={"live"})
-    tracker = Tracker(redis_client=None, state=state, callbacks=None, settings=SETTINGS, signals=Signals([]))  # type: ignore[arg-type]
+    tracker = Tracker(state=state, callbacks=None, settings=SETTINGS, signals=Signals([]))  # type: ignore[arg-type]
     watcher = KubeWatcher(api=Api(), tracker=tracker, state=state, settings=SETTINGS)  # type: ignore[arg-type]
     for mid in [*ended, "live"]:
         watcher.handle_pod(_pod(mid, {"waiting": {"reason": "ContainerCreating"}}))
