@@ -68,8 +68,12 @@ class Refill:
     until: float
     clock: Callable[[], float] = time.monotonic
 
+    @property
+    def spent(self) -> bool:
+        return self.budget <= 0 or self.clock() >= self.until
+
     def next(self) -> list[Entry]:
-        if self.budget <= 0 or self.clock() >= self.until:
+        if self.spent:
             return []
         batch = self.read()
         self.budget -= len(batch)
@@ -161,20 +165,22 @@ class Dispatcher:
             if key in later:
                 submit(key, later.pop(key))
             if refill is not None and len(running) < self.settings.kube.worker_pool_size:
-                more = [] if self._stop.is_set() else self._refill(refill)
-                if more:
-                    add(more)
+                # Asked again at each create that ends, also after an empty read: an entry
+                # that arrives meanwhile then waits for one create, not for all in flight.
+                more = None if self._stop.is_set() or refill.spent else self._refill(refill)
+                if more is None:
+                    refill = None  # finish those in flight; the loop's next tick reads on
                 else:
-                    refill = None  # nothing more there (or the budget is spent): finish these
+                    add(more)
         return dict(outcomes)
 
     @staticmethod
-    def _refill(refill: Refill) -> list[Entry]:
+    def _refill(refill: Refill) -> list[Entry] | None:
         try:
             return refill.next()
         except Exception as e:  # Redis away, say: finish what is in flight; the loop's next read sees it
             log.warning("reading more entries while creating failed: %s", e)
-            return []
+            return None
 
     def _process_group(self, group: list[Entry], term: int, waited: Mapping[str, Waiting]) -> list[str]:
         return [self.process(entry, term, waited=waited.get(self.waiting.member(entry))) for entry in group]

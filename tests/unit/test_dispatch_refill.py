@@ -45,6 +45,7 @@ class Recording(Dispatcher):
         )
         self.hold = hold
         self.release = threading.Event()
+        self.releases = {entry_id: threading.Event() for entry_id in hold}  # per entry, besides `release`
         self.started: list[str] = []
         self.ended: list[str] = []
         self._lock = threading.Lock()
@@ -53,7 +54,7 @@ class Recording(Dispatcher):
         with self._lock:
             self.started.append(e.entry_id)
         if e.entry_id in self.hold:
-            assert self.release.wait(10)
+            assert wait_for(lambda: self.release.is_set() or self.releases[e.entry_id].is_set(), timeout=10)
         with self._lock:
             self.ended.append(e.entry_id)
         return "dispatched"
@@ -113,4 +114,22 @@ def test_the_refill_stops_at_its_budget_and_its_deadline() -> None:
         now[0] = 2.0
         assert d.process_batch([entry(n) for n in range(100, 104)], 1, refill=late) == {"dispatched": 4}
     finally:
+        d.close()
+
+
+def test_an_entry_that_arrives_after_an_empty_read_waits_for_one_create_not_all() -> None:
+    d = Recording(hold={"1-0", "2-0"})
+    try:
+        first = [entry(0), entry(1), entry(2)]
+        reads = [[], [entry(3)]]  # nothing at the first read (after 3-0 ends), then 4-0
+        batch = threading.Thread(target=d.process_batch, args=(first, 1), kwargs={"refill": refill_of(reads)})
+        batch.start()
+        wait_for(lambda: "3-0" in d.ended, timeout=10, what="entry 3-0 done")
+        d.releases["1-0"].set()  # one create ends: the next read finds 4-0
+        wait_for(lambda: "4-0" in d.ended, timeout=10, what="entry 4-0 done while 2-0 is still in flight")
+        assert "2-0" not in d.ended
+        d.release.set()
+        batch.join(10)
+    finally:
+        d.release.set()
         d.close()
