@@ -276,12 +276,7 @@ class Campaign:
         """What became of the messages that did not finish: enough to tell which step lost them."""
         r = self.redis_server.client()
         statuses = self.statuses()
-        jobs = {
-            (j["metadata"].get("annotations") or {}).get(ANNOTATION): j
-            for j in self.bed.request("GET", f"/apis/batch/v1/namespaces/{self.namespace}/jobs", timeout=30)[1].get(
-                "items", []
-            )
-        }
+        jobs = {_message_id(j): j for j in self._listed_jobs()}
         stuck = [mid for mid in self.valid if 2 not in statuses.get(mid, [])]
         self.log(f"  unfinished: {len(stuck)} of {len(self.valid)}; active set {r.scard('ksr:active')}")
         owed = {m.decode() for m in r.zrange("ksr:callbacks:owed", 0, -1)}
@@ -329,11 +324,14 @@ class Campaign:
                     ids.add("?")
         return ids
 
-    def jobs(self) -> dict[str, int]:
+    def _listed_jobs(self) -> list[dict[str, Any]]:
         _, body = self.bed.request("GET", f"/apis/batch/v1/namespaces/{self.namespace}/jobs", timeout=30)
+        return list(body.get("items", []))
+
+    def jobs(self) -> dict[str, int]:
         counts: dict[str, int] = {}
-        for job in body.get("items", []):
-            mid = (job["metadata"].get("annotations") or {}).get(ANNOTATION, "?")
+        for job in self._listed_jobs():
+            mid = _message_id(job)
             counts[mid] = counts.get(mid, 0) + 1
         return counts
 
@@ -360,6 +358,10 @@ class Campaign:
         for receiver in self.receivers[-1:]:
             receiver.close()
         return sum(len(_marked(mark)) for mark in self.killed_marks)
+
+
+def _message_id(job: dict[str, Any]) -> str:
+    return str((job["metadata"].get("annotations") or {}).get(ANNOTATION, "?"))
 
 
 def summary_line(results: dict[str, int]) -> str:

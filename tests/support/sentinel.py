@@ -148,17 +148,9 @@ class SentinelBed:
         assert old is not None, "no primary"
         started = time.monotonic()
         self.sentinel(0).sentinel_failover(MASTER)
-        new = wait_for(
-            lambda: p if (p := self.primary_port()) not in (None, old) else None,
-            timeout=timeout,
-            what=f"Sentinel to promote a replica of {old}",
-        )
+        new = self._promoted_from(old, timeout=timeout, what=f"Sentinel to promote a replica of {old}")
         promoted_after = time.monotonic() - started
-        try:
-            wait_for(lambda: self._replicas_online(new) == 2, timeout=timeout, what=f"{old} a replica of {new}")
-        except TimeoutError as e:
-            raise TimeoutError(f"{e}; replication: {self.replication()}") from None
-        wait_for(self._sentinels_agree, timeout=timeout, what="the sentinels to see both replicas again")
+        self._settled(new, timeout=timeout, what=f"{old} a replica of {new}")
         return old, new, promoted_after
 
     def kill_primary(self, *, timeout: float = 60.0) -> tuple[int, int, float]:
@@ -172,17 +164,23 @@ class SentinelBed:
         victim.proc.wait(10)
         victim.proc = None
         killed_at = time.monotonic()
-        new = wait_for(
-            lambda: p if (p := self.primary_port()) not in (None, old) else None,
-            timeout=timeout,
-            what=f"Sentinel to promote a replica after killing {old}",
-        )
+        new = self._promoted_from(old, timeout=timeout, what=f"Sentinel to promote a replica after killing {old}")
         promoted_after = time.monotonic() - killed_at
         victim.extra_args = (*SYNC_NOW, "--replicaof", "127.0.0.1", str(new))
         victim.start()
+        self._settled(new, timeout=timeout, what=f"{old} back as a replica of {new}")
+        return old, new, promoted_after
+
+    def _promoted_from(self, old: int, *, timeout: float, what: str) -> int:
+        """The port the sentinels name as primary once it is no longer `old`."""
+        return int(
+            wait_for(lambda: p if (p := self.primary_port()) not in (None, old) else None, timeout=timeout, what=what)
+        )
+
+    def _settled(self, new: int, *, timeout: float, what: str) -> None:
+        """Both other servers replicate `new`, and every sentinel sees them."""
         try:
-            wait_for(lambda: self._replicas_online(new) == 2, timeout=timeout, what=f"{old} back as a replica of {new}")
+            wait_for(lambda: self._replicas_online(new) == 2, timeout=timeout, what=what)
         except TimeoutError as e:
             raise TimeoutError(f"{e}; replication: {self.replication()}") from None
         wait_for(self._sentinels_agree, timeout=timeout, what="the sentinels to see both replicas again")
-        return old, new, promoted_after
