@@ -48,6 +48,16 @@ ANNOTATION = "kube-stream-runner/message-id"
 STREAM = "ksr:jobs:default"
 
 
+CONTROL_PLANE_CPUS = {0}  # --pin: etcd, kube-apiserver, the controllers, kwok
+CREATOR_CPUS = {1}  # --pin: Redis, the observer, the baseline and the runner alike
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of `pid` (and what it starts later) on `cpus`."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        os.sched_setaffinity(int(task.name), cpus)
+
+
 # -- the observer: a raw watch of Jobs, first ADDED time per message id ------------------
 class JobWatch:
     """Watches Jobs in `namespace` (raw JSON, no model objects: cheap enough to keep up)."""
@@ -172,9 +182,14 @@ class Bench:
 
         self.args = args
         self.workdir = workdir
+        if args.pin:  # the control plane starts (and its children inherit) core 0
+            pin(os.getpid(), CONTROL_PLANE_CPUS)
         self.redis_server = RedisServer().start()
         self.redis = self.redis_server.client()
         self.bed = testbed.up(workdir / "bed", progress=lambda m: print(f"  bed: {m}", flush=True), bench=True)
+        if args.pin:  # the rest (Redis, this observer, the baseline, the runner's pods) core 1
+            for pid in (os.getpid(), self.redis_server.proc.pid):
+                pin(pid, CREATOR_CPUS)
         os.environ["KUBECONFIG"] = str(self.bed.kubeconfig)
         from kubernetes import client, config
 
@@ -310,8 +325,17 @@ class Bench:
             watch.close()
         if not rate:
             print(f"    {kind}: {max(seen.values()) - t0:.2f} s; settling", flush=True)
+        if self.args.dump:
+            self._dump(kind, rate, sent, seen)
         self.settle(kind)
         return max(seen.values()) - t0, [seen[i] - sent[i] for i in ids]
+
+    def _dump(self, kind: str, rate: float, sent: dict[str, float], seen: dict[str, float]) -> None:
+        """One JSON line per phase: each message's send time and its Job's ADDED time (wall
+        clock), to see when in a phase the slow ones were sent (--dump)."""
+        row = {"kind": kind, "rate": rate, "at": time.time(), "sent": sent, "seen": seen}
+        with open(self.args.dump, "a") as f:
+            f.write(json.dumps(row) + "\n")
 
     def close(self) -> None:
         from testenv import bed as testbed
@@ -632,11 +656,20 @@ def main() -> int:
         "traces the leader, so its RSS figures are not the product's",
     )
     parser.add_argument("--handover-rounds", type=int, default=3)
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="the control plane on core 0, everything else on core 1: the apiserver as on a cluster, "
+        "with cores the creators do not share",
+    )
+    parser.add_argument("--dump", help="append each phase's send and ADDED times to this file (JSON lines)")
     args = parser.parse_args()
     # A SIGTERM (e.g. `timeout`) still stops the bed and the pods this run started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parts = set(args.parts.split(","))
     print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}", flush=True)
+    if args.pin and not CONTROL_PLANE_CPUS | CREATOR_CPUS <= os.sched_getaffinity(0):
+        parser.error(f"--pin needs cores {sorted(CONTROL_PLANE_CPUS | CREATOR_CPUS)}")
     ratio = None
     with tempfile.TemporaryDirectory(prefix="ksr-bench-") as tmp:
         bench = Bench(args, Path(tmp))
