@@ -1,10 +1,12 @@
 """Follows the Jobs we created, and their Pods, by label, and reports their transitions to
 the tracker.
 
-Watches (raw JSON, from a resourceVersion) give the latency; a periodic reconcile (a full
-list of Jobs and Pods, every POLLING_INTERVAL) is the relist after a 410 Gone or an
-apiserver restart, and is what notices Jobs deleted from outside, pods that never
-started within POD_START_TIMEOUT, and Jobs whose record a failover lost (recorded again).
+Watches (raw JSON, from a resourceVersion) give the latency; each relists when it starts
+and after a 410 Gone or a failure. A periodic resync (every POLLING_INTERVAL) feeds the
+followed objects through the handlers again and is what notices Jobs deleted from outside,
+pods that never started within POD_START_TIMEOUT, and Jobs whose record a failover lost
+(recorded again). It reads what the watches have seen (runner.jobs.view) while every watch
+is current, and lists from the apiserver otherwise (at a takeover, after a watch failed).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import datetime as _dt
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from runner import backoff
@@ -21,6 +23,7 @@ from runner.errors import KsrError, KubeApiError
 from runner.jobs.kube import KubeApi, Stopped, WatchStream
 from runner.jobs.manifest import ENTRY_ID_ANNOTATION, FINALIZER, MESSAGE_ID_ANNOTATION, STREAM_ANNOTATION
 from runner.jobs.tracker import Tracker
+from runner.jobs.view import Kept, Part, WatchedView
 from runner.pipeline.message import parse_entry
 from runner.settings import Settings
 from runner.store.record import StateRecord
@@ -77,6 +80,7 @@ class KubeWatcher:
         self._pod_failures: dict[str, str] = {}  # message id -> how its container ended
         self._inactive_notes: set[str] = set()  # noted, and not active at the last relist
         self._unrecorded: dict[str, float] = {}  # message id -> when its Job was first listed without a record
+        self._view = WatchedView(())  # the started watches' view; none current before start()
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self, keep_going: Callable[[], bool]) -> None:
@@ -84,6 +88,7 @@ class KubeWatcher:
         own, so a thread of an earlier start that is still blocked in a watch never resumes."""
         self._stop = stop = threading.Event()
         self._keep_going = lambda: keep_going() and not stop.is_set()
+        self._view = WatchedView((kind, ns) for ns in self.namespaces for kind in ("jobs", "pods"))
         for ns in self.namespaces:
             for kind in ("jobs", "pods"):
                 t = threading.Thread(
@@ -102,6 +107,7 @@ class KubeWatcher:
         """End every watch together: their reads are cut short, so this takes milliseconds
         whatever the number of namespaces; `timeout` bounds the whole wait, not each thread."""
         self._stop.set()
+        self._view = WatchedView(())  # a later takeover lists afresh
         with self._streams_mutex:
             streams = list(self._streams)
         for stream in streams:
@@ -134,19 +140,20 @@ class KubeWatcher:
         self, kind: str, namespace: str | None, stop: threading.Event, keep_going: Callable[[], bool]
     ) -> None:
         handle = self.handle_job if kind == "jobs" else self.handle_pod
+        view, part = self._view, (kind, namespace)
         rv: str | None = None
         failures = 0
         while not stop.is_set():
             try:
                 if rv is None:
-                    rv = self._relist(kind, namespace, handle, keep_going)
+                    rv = self._relist(part, view, handle, keep_going)
                 stream = self.api.watch(kind, namespace, rv, timeout_seconds=WATCH_SECONDS)
                 with self._streams_mutex:
                     if stop.is_set():
                         return
                     self._streams.add(stream)
                 try:
-                    rv = self._follow(stream, kind, handle, rv, stop, keep_going)
+                    rv = self._follow(stream, part, view, handle, rv, stop, keep_going)
                 finally:
                     with self._streams_mutex:
                         self._streams.discard(stream)
@@ -154,33 +161,44 @@ class KubeWatcher:
             except Stopped:
                 return
             except (KsrError, OSError, ValueError) as e:
+                view.stale(part)
                 failures += 1
                 rv = None  # after an outage the apiserver may have compacted past us
                 delay = backoff.delay(failures + 1, base=0.5, cap=10.0)
                 log.warning("watch %s in %s failed (%s); relisting in %.1fs", kind, namespace or "all", e, delay)
                 stop.wait(delay)
             except Exception:  # a bug must not silently end the watch
+                view.stale(part)
                 log.exception("watch %s crashed; restarting", kind)
                 rv = None
                 stop.wait(1.0)
 
     def _relist(
-        self, kind: str, namespace: str | None, handle: Callable[..., None], keep_going: Callable[[], bool]
+        self, part: Part, view: WatchedView, handle: Callable[..., None], keep_going: Callable[[], bool]
     ) -> str:
-        """Handle every listed object, page by page; the list's resourceVersion, to watch from."""
+        """Handle every listed object, page by page, and make the view's part what was
+        listed; the list's resourceVersion, to watch from."""
+        kind, namespace = part
         rv = ""
+        listed: list[Kept] = []
+        view.stale(part)  # until the list is whole
         for items, page_rv in (self.api.job_pages if kind == "jobs" else self.api.pod_pages)(
             namespace, keep_going=keep_going
         ):
             rv = page_rv
             for obj in items:
                 handle(obj, keep_going=keep_going)
+                kept = view.keep(kind, obj)
+                if kept is not None:
+                    listed.append(kept)
+        view.replace(part, listed)
         return rv
 
     def _follow(
         self,
         stream: WatchStream,
-        kind: str,
+        part: Part,
+        view: WatchedView,
         handle: Callable[..., None],
         rv: str,
         stop: threading.Event,
@@ -192,15 +210,18 @@ class KubeWatcher:
                 break
             obj = event.get("object") or {}
             if event.get("type") == "ERROR":
+                view.stale(part)
                 if obj.get("code") == 410:  # our resourceVersion is too old: relist
-                    log.info("watch %s: 410 Gone, relisting", kind)
+                    log.info("watch %s: 410 Gone, relisting", part[0])
                 return None
             rv = obj.get("metadata", {}).get("resourceVersion") or rv
             if event.get("type") == "BOOKMARK":
                 continue
             if not keep_going():
-                raise Stopped(f"watch {kind}")
-            handle(obj, deleted=event.get("type") == "DELETED", keep_going=keep_going)
+                raise Stopped(f"watch {part[0]}")
+            deleted = event.get("type") == "DELETED"
+            view.apply(part, obj, deleted=deleted)
+            handle(obj, deleted=deleted, keep_going=keep_going)
         return rv
 
     # -- interpreting ------------------------------------------------------------------
@@ -305,33 +326,33 @@ class KubeWatcher:
 
     # -- the periodic relist -----------------------------------------------------------
     def reconcile(self, keep_going: Callable[[], bool] | None = None) -> None:
-        """List every Job and Pod of ours, feed them through the handlers, then settle
-        the active records nothing answered for: deleted Jobs and pods that never started."""
+        """Feed every followed Job and Pod of ours through the handlers, then settle the
+        active records nothing answered for: deleted Jobs and pods that never started. From
+        the watches' view while it is current; else listed from the apiserver."""
         keep_going = keep_going or self._keep_going
         listed_at = self._now()
-        seen: set[str] = set()
         # Read before listing: a Job created after this read is the watch's (or the next
         # relist's). Only Jobs still followed, or still holding our finalizer, need the
         # handlers: each costs Redis round trips, and finished Jobs stay listed until their TTL.
         active = self.state.active_ids()
         self._prune_notes(active)
-        # Page by page: finished Jobs and their pods stay listed until their TTL, so a whole
-        # list grows with the messages of the last TTL, not with the active set.
-        for ns in self.namespaces:
-            for pods, _ in self.api.pod_pages(ns, keep_going=keep_going):
-                for pod in pods:
-                    if message_id_of(pod) in active:
-                        self.handle_pod(pod)
-            for jobs, _ in self.api.job_pages(ns, keep_going=keep_going):
-                for job in jobs:
-                    mid = message_id_of(job)
-                    if mid:
-                        seen.add(mid)
-                    held = FINALIZER in (job.get("metadata", {}).get("finalizers") or [])
-                    if held and mid and mid not in active:
-                        self._record_if_lost(mid, job)
-                    if mid in active or held:
-                        self.handle_job(job, keep_going=keep_going)
+        view = self._view
+        if view.current:
+            pods, _ = view.objects("pods")
+            jobs, seen = view.objects("jobs")
+            self._resync([pods], [jobs], active, keep_going)
+        else:
+            seen = set()
+            # Page by page: finished Jobs and their pods stay listed until their TTL, so a
+            # whole list grows with the messages of the last TTL, not with the active set.
+            for ns in self.namespaces:
+                self._resync(
+                    (pods for pods, _ in self.api.pod_pages(ns, keep_going=keep_going)),
+                    (jobs for jobs, _ in self.api.job_pages(ns, keep_going=keep_going)),
+                    active,
+                    keep_going,
+                    seen=seen,
+                )
         for mid in set(self._unrecorded) - seen:
             del self._unrecorded[mid]
         for mid, record in self.state.active_records().items():
@@ -341,6 +362,32 @@ class KubeWatcher:
                 self._settle(mid, record, seen, listed_at, keep_going)
             except KsrError as e:  # one record must not hold up the others
                 log.warning("reconcile of message %s failed: %s", mid, e)
+
+    def _resync(
+        self,
+        pod_pages: Iterable[list[dict[str, Any]]],
+        job_pages: Iterable[list[dict[str, Any]]],
+        active: set[str],
+        keep_going: Callable[[], bool],
+        *,
+        seen: set[str] | None = None,
+    ) -> None:
+        """The handlers for the pods and Jobs of active messages, and for Jobs holding our
+        finalizer; with `seen`, every Job's message id is added to it."""
+        for pods in pod_pages:
+            for pod in pods:
+                if message_id_of(pod) in active:
+                    self.handle_pod(pod)
+        for jobs in job_pages:
+            for job in jobs:
+                mid = message_id_of(job)
+                if mid and seen is not None:
+                    seen.add(mid)
+                held = FINALIZER in (job.get("metadata", {}).get("finalizers") or [])
+                if held and mid and mid not in active:
+                    self._record_if_lost(mid, job)
+                if mid in active or held:
+                    self.handle_job(job, keep_going=keep_going)
 
     def _prune_notes(self, active: set[str]) -> None:
         """Drop the notes of messages no longer active. The pod watch and the Job watch are
@@ -397,7 +444,7 @@ class KubeWatcher:
         self, mid: str, record: StateRecord, seen: set[str], listed_at: float, keep_going: Callable[[], bool]
     ) -> None:
         created = record.created_at(default=listed_at)
-        if mid not in seen and created < listed_at - DELETED_GRACE:
+        if mid not in seen and created < listed_at - DELETED_GRACE and not self._exists(record, keep_going):
             self.tracker.exception(mid, code="JobDeleted", message="the Job no longer exists")
         elif record.state == "created" and listed_at - created > self.settings.kube.pod_start_timeout:
             why = self._pod_notes.get(mid, "no pod was scheduled")
@@ -407,3 +454,9 @@ class KubeWatcher:
                 f"pod not started within {self.settings.kube.pod_start_timeout:g}s ({why})",
                 keep_going,
             )
+
+    def _exists(self, record: StateRecord, keep_going: Callable[[], bool]) -> bool:
+        """Asked of the apiserver before a Job missing from a list or the view is settled as
+        deleted: a watch that lags behind a loaded apiserver has not seen it yet."""
+        assert record.job_name and record.namespace
+        return self.api.get_job(record.namespace, record.job_name, keep_going=keep_going) is not None
