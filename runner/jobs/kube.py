@@ -388,8 +388,9 @@ def _json(response: Any) -> Any:
 
 def _drain(response: Any) -> None:
     """Read a `_preload_content=False` response whose body we do not need: the client's
-    model objects for a whole Job cost more CPU than the request (a finalizer patch per Job)."""
-    response.read()
+    model objects for a whole Job cost more CPU than the request (a finalizer patch per Job).
+    Read to its end, so its connection goes back to the pool."""
+    _ = response.data
 
 
 def _code_of(verb: str) -> int:
