@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -46,16 +47,6 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 ANNOTATION = "kube-stream-runner/message-id"
 STREAM = "ksr:jobs:default"
-
-
-CONTROL_PLANE_CPUS = {0}  # --pin: etcd, kube-apiserver, the controllers, kwok
-CREATOR_CPUS = {1}  # --pin: Redis, the observer, the baseline and the runner alike
-
-
-def pin(pid: int, cpus: set[int]) -> None:
-    """Every thread of `pid` (and what it starts later) on `cpus`."""
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        os.sched_setaffinity(int(task.name), cpus)
 
 
 # -- the observer: a raw watch of Jobs, first ADDED time per message id ------------------
@@ -182,14 +173,9 @@ class Bench:
 
         self.args = args
         self.workdir = workdir
-        if args.pin:  # the control plane starts (and its children inherit) core 0
-            pin(os.getpid(), CONTROL_PLANE_CPUS)
         self.redis_server = RedisServer().start()
         self.redis = self.redis_server.client()
         self.bed = testbed.up(workdir / "bed", progress=lambda m: print(f"  bed: {m}", flush=True), bench=True)
-        if args.pin:  # the rest (Redis, this observer, the baseline, the runner's pods) core 1
-            for pid in (os.getpid(), self.redis_server.proc.pid):
-                pin(pid, CREATOR_CPUS)
         os.environ["KUBECONFIG"] = str(self.bed.kubeconfig)
         from kubernetes import client, config
 
@@ -318,17 +304,35 @@ class Bench:
         """(seconds from start to the last Job, per-Job latencies from its send)."""
         ids = [f"{kind}-{uuid.uuid4().hex[:12]}" for _ in range(count)]
         watch = JobWatch(self.api_client, self.namespaces[kind])
+        before = self.cpu(kind)
         try:
             t0, sent = (self.baseline if kind == "base" else self.ours)(ids, rate)
             seen = watch.times(ids, timeout=max(120.0, count / 5))
         finally:
             watch.close()
         if not rate:
+            used = {k: v - before.get(k, 0.0) for k, v in self.cpu(kind).items()}
             print(f"    {kind}: {max(seen.values()) - t0:.2f} s; settling", flush=True)
+            print("      CPU ms per Job: " + ", ".join(f"{k} {v * 1000 / count:.1f}" for k, v in used.items()))
         if self.args.dump:
             self._dump(kind, rate, sent, seen)
         self.settle(kind)
         return max(seen.values()) - t0, [seen[i] - sent[i] for i in ids]
+
+    def cpu(self, kind: str) -> dict[str, float]:
+        """CPU seconds so far of the bed's processes and of the creator: the baseline process
+        (a child waited for, in RUSAGE_CHILDREN) or the runner's pods (every process of them)."""
+        from tests.support.pods import _marked
+
+        used = {name: cpu_seconds(info["pid"]) for name, info in self.bed.procs.items() if info.get("pid")}
+        assert self.redis_server.proc is not None
+        used["redis-server"] = cpu_seconds(self.redis_server.proc.pid)
+        if kind == "base":
+            children = resource.getrusage(resource.RUSAGE_CHILDREN)
+            used["creator"] = children.ru_utime + children.ru_stime
+        else:
+            used["creator"] = sum(cpu_seconds(pid) for p in self.pods for pid in _marked(p.mark))
+        return used
 
     def _dump(self, kind: str, rate: float, sent: dict[str, float], seen: dict[str, float]) -> None:
         """One JSON line per phase: each message's send time and its Job's ADDED time (wall
@@ -344,6 +348,15 @@ class Bench:
             p.stop()
         testbed.down(self.workdir / "bed")
         self.redis_server.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of `pid`, all its threads (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -656,20 +669,12 @@ def main() -> int:
         "traces the leader, so its RSS figures are not the product's",
     )
     parser.add_argument("--handover-rounds", type=int, default=3)
-    parser.add_argument(
-        "--pin",
-        action="store_true",
-        help="the control plane on core 0, everything else on core 1: the apiserver as on a cluster, "
-        "with cores the creators do not share",
-    )
     parser.add_argument("--dump", help="append each phase's send and ADDED times to this file (JSON lines)")
     args = parser.parse_args()
     # A SIGTERM (e.g. `timeout`) still stops the bed and the pods this run started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parts = set(args.parts.split(","))
     print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}", flush=True)
-    if args.pin and not CONTROL_PLANE_CPUS | CREATOR_CPUS <= os.sched_getaffinity(0):
-        parser.error(f"--pin needs cores {sorted(CONTROL_PLANE_CPUS | CREATOR_CPUS)}")
     ratio = None
     with tempfile.TemporaryDirectory(prefix="ksr-bench-") as tmp:
         bench = Bench(args, Path(tmp))
