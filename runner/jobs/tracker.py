@@ -175,8 +175,10 @@ class Tracker:
             log.warning("job %s had no record of it in the state store (a failover lost it): recorded again", job_name)
         return True
 
-    def pod_started(self, message_id: str, *, pod_name: str, pod_uid: str) -> None:
-        self._advance(message_id, STARTED, {"podId": pod_uid, "podName": pod_name}, pod=(pod_name, pod_uid))
+    def pod_started(self, message_id: str, *, pod_name: str, pod_uid: str) -> bool:
+        """True when the message is running and its 1 is marked (by this call or before);
+        False when there is no live record (not recorded yet, or ended)."""
+        return self._advance(message_id, STARTED, {"podId": pod_uid, "podName": pod_name}, pod=(pod_name, pod_uid))
 
     def completed(
         self, message_id: str, *, duration: float | None = None, pod_name: str = "", pod_uid: str = ""
@@ -247,12 +249,13 @@ class Tracker:
         *,
         pod: tuple[str, str] = ("", ""),
         duration: float | None = None,
-    ) -> None:
-        """Move a live Job to `status`, emitting first the earlier statuses it implies."""
+    ) -> bool:
+        """Move a live Job to `status`, emitting first the earlier statuses it implies.
+        False when the record is not live (not recorded yet, ended, vanished)."""
         with self._mutex(message_id):
             record = self._live(message_id)
             if record is None:
-                return
+                return False
             self._ensure_created(message_id, record)
             if status == STARTED:
                 if record.state in ("created", "claimed"):
@@ -264,8 +267,9 @@ class Tracker:
                         pod_uid=pod[1],
                         started_at=f"{self._now():.3f}",
                     )
-                self._emit(message_id, STARTED, detail, record)
-                return
+                if STARTED not in record.callbacks():  # marked before: every later pod event of it
+                    self._emit(message_id, STARTED, detail, record)
+                return True
             if status != EXCEPTION:  # a Job that completed or failed had a pod that started
                 self._ensure_started(message_id, record, *pod)
                 if duration is None:  # the watcher knows none for a failed Job; the local executor does
@@ -273,6 +277,7 @@ class Tracker:
                 if status == COMPLETED:
                     detail = {"duration": round(duration, 3)}
             self._finish(message_id, status, detail, record, duration)
+            return True
 
     def _live(self, message_id: str) -> StateRecord | None:
         """The record while the Job is still ours to follow; None once it ended or vanished."""

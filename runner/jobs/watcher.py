@@ -78,6 +78,7 @@ class KubeWatcher:
         self._streams_mutex = threading.Lock()
         self._pod_notes: dict[str, str] = {}  # message id -> why its pod is not running (for 99s)
         self._pod_failures: dict[str, str] = {}  # message id -> how its container ended
+        self._running: set[str] = set()  # message ids whose start the tracker has: later pod events skip it
         self._inactive_notes: set[str] = set()  # noted, and not active at the last relist
         self._unrecorded: dict[str, float] = {}  # message id -> when its Job was first listed without a record
         self._view = WatchedView(())  # the started watches' view; none current before start()
@@ -89,6 +90,7 @@ class KubeWatcher:
         self._stop = stop = threading.Event()
         self._keep_going = lambda: keep_going() and not stop.is_set()
         self._view = WatchedView((kind, ns) for ns in self.namespaces for kind in ("jobs", "pods"))
+        self._running = set()  # what a record said in an earlier term may be lost since (a failover)
         for ns in self.namespaces:
             for kind in ("jobs", "pods"):
                 t = threading.Thread(
@@ -256,7 +258,12 @@ class KubeWatcher:
                 if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
                     self._pod_notes[mid] = f"{cond.get('reason')}: {cond.get('message', '')}"
             return
-        self.tracker.pod_started(mid, pod_name=meta["name"], pod_uid=meta.get("uid", ""))
+        # A pod has several events once started (ready, ended, its finalizer off): each would
+        # cost the tracker two Redis round trips to learn that it knew already.
+        if mid not in self._running and self.tracker.pod_started(
+            mid, pod_name=meta["name"], pod_uid=meta.get("uid", "")
+        ):
+            self._running.add(mid)
 
     def handle_job(
         self, job: dict[str, Any], deleted: bool = False, keep_going: Callable[[], bool] | None = None
@@ -323,6 +330,7 @@ class KubeWatcher:
     def _forget(self, mid: str) -> None:
         self._pod_notes.pop(mid, None)
         self._pod_failures.pop(mid, None)
+        self._running.discard(mid)
 
     # -- the periodic relist -----------------------------------------------------------
     def reconcile(self, keep_going: Callable[[], bool] | None = None) -> None:
@@ -395,7 +403,8 @@ class KubeWatcher:
         after its Job's end and notes it again. A note is dropped the second relist in a row
         that finds its message inactive: a pod can be noted before its message joins the
         active set (the create answers before the Job is recorded)."""
-        inactive = {mid for notes in (self._pod_notes, self._pod_failures) for mid in list(notes) if mid not in active}
+        noted = (self._pod_notes, self._pod_failures, self._running)
+        inactive = {mid for notes in noted for mid in list(notes) if mid not in active}
         for mid in inactive & self._inactive_notes:
             self._forget(mid)
         self._inactive_notes = inactive - self._inactive_notes
@@ -423,6 +432,7 @@ class KubeWatcher:
             service=(meta.get("labels") or {}).get("app", ""),
         )
         self._unrecorded.pop(mid, None)
+        self._running.discard(mid)  # the new record is "created": its pod's start is due again
 
     def _entry_webhook(self, meta: dict[str, Any]) -> str | None:
         """The webhook of the stream entry the Job was made from (its annotations name it),

@@ -60,3 +60,30 @@ def test_notes_of_messages_no_longer_active_are_dropped_by_the_relist():
 
     assert list(watcher._pod_notes) == ["live"]
     assert watcher._pod_failures == {"live": "container job exited 1 (Error)"}
+
+
+class StartTracker:
+    """Counts the starts the watcher reports; live once `recorded` (the create's record)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.recorded = False
+
+    def pod_started(self, message_id: str, **kw: Any) -> bool:
+        self.calls += 1
+        return self.recorded
+
+
+def test_a_started_pods_later_events_do_not_ask_the_tracker_again_once_it_had_a_record():
+    tracker = StartTracker()
+    state = State(active={"m"})
+    watcher = KubeWatcher(api=Api(), tracker=tracker, state=state, settings=SETTINGS)  # type: ignore[arg-type]
+    running = _pod("m", {"running": {}})
+    watcher.handle_pod(running)  # before the Job is recorded (the create answered first): asked again later
+    tracker.recorded = True
+    for _ in range(4):  # running, ready, succeeded, its finalizer taken off
+        watcher.handle_pod(running)
+    assert tracker.calls == 2
+    watcher._forget("m")  # its Job ended
+    watcher.handle_pod(running)
+    assert tracker.calls == 3
