@@ -20,6 +20,11 @@ ratio is the last line.
     scripts/bench_dispatch.py                       # everything, defaults below
     scripts/bench_dispatch.py --parts b --n 2000 --rounds 3
     scripts/bench_dispatch.py --parts c --rates 5,20,50 --seconds 30
+    scripts/bench_dispatch.py --parts c --rates 20 --trace-creates   # where a latency goes
+
+Each throughput phase prints the CPU per Job of every bed process and of the creator (the
+baseline process, or the runner's whole pod): both sides keep the two cores busy, so the
+ratio is the ratio of what each costs per Job.
 """
 
 from __future__ import annotations
@@ -184,6 +189,10 @@ class Bench:
         self.batch = client.BatchV1Api(self.api_client)
         self.namespaces = {k: self._namespace(k) for k in ("base", "ours", "extra-1", "extra-2")}
         self.env = self._env()
+        self.creates = workdir / "creates"  # --trace-creates: scripts/createtrace writes here
+        if args.trace_creates:
+            self.creates.mkdir()
+            self.env.update(KSR_BENCH_CREATES=str(self.creates), PYTHONPATH=str(ROOT / "scripts" / "createtrace"))
         self.pods: list[Any] = []
 
     def _namespace(self, kind: str) -> str:
@@ -316,6 +325,8 @@ class Bench:
             print("      CPU ms per Job: " + ", ".join(f"{k} {v * 1000 / count:.1f}" for k, v in used.items()))
         if self.args.dump:
             self._dump(kind, rate, sent, seen)
+        if self.args.trace_creates and rate:
+            print(f"      {kind}: " + self._split(sent, seen), flush=True)
         self.settle(kind)
         return max(seen.values()) - t0, [seen[i] - sent[i] for i in ids]
 
@@ -333,6 +344,24 @@ class Bench:
         else:
             used["creator"] = sum(cpu_seconds(pid) for p in self.pods for pid in _marked(p.mark))
         return used
+
+    def _split(self, sent: dict[str, float], seen: dict[str, float]) -> str:
+        """p50/p99 of the three parts of send -> ADDED: before the create call, the call,
+        and from its start to the observer's ADDED (--trace-creates)."""
+        calls: dict[str, tuple[float, float]] = {}
+        for path in self.creates.glob("*.txt"):
+            for line in path.read_text().splitlines():
+                mid, start, end = line.split()
+                if mid in sent:
+                    calls[mid] = (float(start), float(end))
+        parts = {
+            "send->create": [calls[m][0] - sent[m] for m in calls],
+            "create call": [calls[m][1] - calls[m][0] for m in calls],
+            "create->ADDED": [seen[m] - calls[m][0] for m in calls],
+        }
+        return ", ".join(
+            f"{name} p50 {pct(v, 0.5) * 1000:.1f} p99 {pct(v, 0.99) * 1000:.1f} ms" for name, v in parts.items() if v
+        )
 
     def _dump(self, kind: str, rate: float, sent: dict[str, float], seen: dict[str, float]) -> None:
         """One JSON line per phase: each message's send time and its Job's ADDED time (wall
@@ -645,6 +674,13 @@ def handover(bench: Bench, args: argparse.Namespace) -> None:
         print(f"  median {name}: {statistics.median(values):.2f} s (min {min(values):.2f}, max {max(values):.2f})")
 
 
+def _exit_once(*_: Any) -> None:
+    """SIGTERM: exit through the clean-up. A second one (`timeout` forwarding the signal
+    to a process that got it already) must not cut the clean-up short and leave a bed running."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(143)
+
+
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "_baseline":
         return baseline_main(sys.argv[2:])
@@ -669,10 +705,16 @@ def main() -> int:
         "traces the leader, so its RSS figures are not the product's",
     )
     parser.add_argument("--handover-rounds", type=int, default=3)
+    parser.add_argument(
+        "--trace-creates",
+        action="store_true",
+        help="(c): time every create call (scripts/createtrace) and split each phase's latency into "
+        "the wait before the create, the call, and the watch's delivery",
+    )
     parser.add_argument("--dump", help="append each phase's send and ADDED times to this file (JSON lines)")
     args = parser.parse_args()
     # A SIGTERM (e.g. `timeout`) still stops the bed and the pods this run started.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGTERM, _exit_once)
     parts = set(args.parts.split(","))
     print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}", flush=True)
     ratio = None

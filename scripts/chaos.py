@@ -368,6 +368,13 @@ def summary_line(results: dict[str, int]) -> str:
     return " ".join(f"{k}={v}" for k, v in results.items())
 
 
+def _exit_once(*_: object) -> None:
+    """SIGTERM: exit through the clean-up. A second one (`timeout` forwarding the signal
+    to a process that got it already) must not cut the clean-up short and leave a bed running."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(143)
+
+
 def main() -> int:
     from testenv import bed as testbed
 
@@ -378,7 +385,7 @@ def main() -> int:
     parser.add_argument("--receiver-down", type=float, default=30.0)
     parser.add_argument("--keep", type=Path, help="copy the replicas' logs and runtime directories here at the end")
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGTERM, _exit_once)
     plan = Plan(
         messages=args.messages, kills=args.kills, kill_interval=args.kill_interval, receiver_down=args.receiver_down
     )
