@@ -8,8 +8,9 @@ reads the view only while every part is current; otherwise it lists, as at a tak
 Only what the handlers read is kept (metadata and status, never the spec), and only of the
 objects that can still change an outcome: a Job that has not ended or still holds our
 finalizer, a Pod that has not ended. Of the other Jobs (ended and released, kept until
-their TTL) the view keeps the message id alone, so "is there a Job for this message" is
-still answered, and the memory grows with the active set, not with the last TTL's Jobs.
+their TTL) the view keeps the message id and the name alone, so "is there a Job for this
+message" is still answered, and the memory grows with the active set, not with the last
+TTL's Jobs.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ from typing import Any
 from runner.jobs.manifest import FINALIZER, MESSAGE_ID_ANNOTATION
 
 Part = tuple[str, str | None]  # (kind, namespace): one watch's share
-Kept = tuple[str, tuple[str, dict[str, Any] | None]]  # key, (message id, the slim object or None once settled)
+# What the view keeps of one object: (message id, the slim object or None once settled,
+# namespace, name); and by what key (its uid).
+Seen = tuple[str, dict[str, Any] | None, str, str]
+Kept = tuple[str, Seen]
 _KEPT_METADATA = ("name", "namespace", "uid", "resourceVersion", "labels", "finalizers", "deletionTimestamp")
 
 
@@ -51,8 +55,7 @@ def _followed(obj: dict[str, Any], kind: str) -> bool:
 class WatchedView:
     def __init__(self, parts: Iterable[Part]) -> None:
         self._mutex = threading.Lock()
-        # per part: uid (or namespace/name) -> (message id, the slim object or None once settled)
-        self._objects: dict[Part, dict[str, tuple[str, dict[str, Any] | None]]] = {p: {} for p in parts}
+        self._objects: dict[Part, dict[str, Seen]] = {p: {} for p in parts}  # per part, by uid
         self._current: set[Part] = set()
 
     @property
@@ -65,12 +68,14 @@ class WatchedView:
     @staticmethod
     def keep(kind: str, obj: dict[str, Any]) -> Kept | None:
         """What the view keeps of `obj`; None for what it drops (not ours, an ended pod)."""
-        mid = ((obj.get("metadata") or {}).get("annotations") or {}).get(MESSAGE_ID_ANNOTATION)
+        meta = obj.get("metadata") or {}
+        mid = (meta.get("annotations") or {}).get(MESSAGE_ID_ANNOTATION)
         if not mid:
             return None
+        ref = (meta.get("namespace", ""), meta.get("name", ""))
         if _followed(obj, kind):
-            return _key(obj), (mid, slim(obj))
-        return (_key(obj), (mid, None)) if kind == "jobs" else None  # an ended pod: nothing more to learn
+            return _key(obj), (mid, slim(obj), *ref)
+        return (_key(obj), (mid, None, *ref)) if kind == "jobs" else None  # an ended pod: nothing more to learn
 
     def replace(self, part: Part, kept: Iterable[Kept]) -> None:
         """A relist's whole result for one part (what `keep` made of it): current from now on."""
@@ -93,18 +98,20 @@ class WatchedView:
         with self._mutex:
             self._current.discard(part)
 
-    def objects(self, kind: str) -> tuple[list[dict[str, Any]], set[str]]:
-        """The followed objects of `kind`, and the message ids of every one seen (settled too)."""
-        followed, ids = [], set()
+    def objects(self, kind: str) -> tuple[list[dict[str, Any]], dict[str, tuple[str, str]]]:
+        """The followed objects of `kind`, and the settled ones' (namespace, name) by message id."""
+        followed: list[dict[str, Any]] = []
+        settled: dict[str, tuple[str, str]] = {}
         with self._mutex:
             for (k, _), objects in self._objects.items():
                 if k != kind:
                     continue
-                for mid, obj in objects.values():
-                    ids.add(mid)
-                    if obj is not None:
+                for mid, obj, namespace, name in objects.values():
+                    if obj is None:
+                        settled[mid] = (namespace, name)
+                    else:
                         followed.append(obj)
-        return followed, ids
+        return followed, settled
 
 
 def _key(obj: dict[str, Any]) -> str:

@@ -347,7 +347,14 @@ class KubeWatcher:
         view = self._view
         if view.current:
             pods, _ = view.objects("pods")
-            jobs, seen = view.objects("jobs")
+            jobs, settled = view.objects("jobs")
+            seen = {mid for mid in map(message_id_of, jobs) if mid} | set(settled)
+            # An ended, released Job whose message is active again: a replay adopted it after
+            # its record was lost. No event will come for it, so it is read here, for its end.
+            for mid in active & settled.keys():
+                job = self.api.get_job(*settled[mid], keep_going=keep_going)
+                if job is not None:
+                    jobs.append(job)
             self._resync([pods], [jobs], active, keep_going)
         else:
             seen = set()

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from runner.jobs.view import WatchedView
+from runner.jobs.watcher import message_id_of
 from tests.support.messages import message
 from tests.support.pipeline import base_env, runner_thread, xadd
 from tests.support.ports import wait_for
@@ -38,7 +39,11 @@ def _pending_job(runner: Any, redis_client: Any, namespace: str, mid: str) -> No
     xadd(redis_client, STREAM, message(mid, namespace, service="ksr-test-pending"))
     wait_for(lambda: redis_client.hget(f"ksr:msg:{mid}", "job_uid"), timeout=60, what="the Job recorded")
     view = runner.watcher._view
-    wait_for(lambda: view.current and mid in view.objects("jobs")[1], timeout=30, what="the Job in the view")
+    wait_for(lambda: view.current and _followed(view, mid), timeout=30, what="the Job in the view")
+
+
+def _followed(view: WatchedView, mid: str) -> bool:
+    return any(message_id_of(job) == mid for job in view.objects("jobs")[0])
 
 
 def test_the_resync_lists_nothing_while_every_watch_is_current(kube, namespace, redis_client, redis_server):
@@ -74,3 +79,26 @@ def test_a_job_missing_from_a_lagging_view_is_asked_for_before_it_counts_as_dele
         watcher.reconcile(lambda: True)
         assert redis_client.hget("ksr:msg:view-2", "state") == b"created"
         assert not redis_client.hexists("ksr:msg:view-2", "error_code")
+
+
+def test_a_replay_that_adopts_an_ended_released_job_still_reports_its_end(kube, namespace, redis_client, redis_server):
+    """The state store lost (Redis restarted without its data), the producer sends again: the
+    create adopts the Job, which ended and was released long ago, so no watch event will
+    come for it. The view keeps such a Job by name only; the resync reads it and reports."""
+    env = base_env(redis_url=redis_server.url, namespace=namespace, kubeconfig=kube.kubeconfig)
+    mid = "view-replayed"
+    record = f"ksr:msg:{mid}"
+    with runner_thread(env, api_client=kube.api_client()) as runner:
+        xadd(redis_client, STREAM, message(mid, namespace))
+        wait_for(lambda: redis_client.hget(record, "state") == b"completed", timeout=90, what="the Job's end")
+        view = runner.watcher._view
+        wait_for(lambda: mid in view.objects("jobs")[1], timeout=30, what="the Job ended and released in the view")
+        redis_client.delete(record)  # lost with the state store
+        xadd(redis_client, STREAM, message(mid, namespace))
+        wait_for(lambda: redis_client.hget(record, "job_uid"), timeout=60, what="the replay's Job adopted")
+        wait_for(
+            lambda: redis_client.hget(record, "state") == b"completed",
+            timeout=30,
+            what="the adopted Job's end reported again",
+        )
+        assert not redis_client.sismember("ksr:active", mid)

@@ -39,8 +39,8 @@ def test_a_view_is_current_only_once_every_watch_has_listed_and_until_one_fails(
 def test_it_keeps_metadata_and_status_of_followed_objects_and_only_our_annotations() -> None:
     view = WatchedView([JOBS])
     view.apply(JOBS, obj("m1", active=1), deleted=False)
-    (kept,), ids = view.objects("jobs")
-    assert ids == {"m1"}
+    (kept,), settled = view.objects("jobs")
+    assert settled == {}
     assert set(kept) == {"metadata", "status"} and kept["status"] == {"active": 1}
     assert kept["metadata"]["annotations"] == {MESSAGE_ID_ANNOTATION: "m1"}
     assert "managedFields" not in kept["metadata"] and kept["metadata"]["uid"] == "uid-m1"
@@ -55,14 +55,14 @@ def test_an_ended_released_job_is_kept_as_its_message_id_and_an_ended_pod_not_at
     view.apply(JOBS, obj("held", finalizers=[FINALIZER], **COMPLETE), deleted=False)
     view.apply(PODS, obj("p", phase="Running"), deleted=False)
     view.apply(PODS, obj("p", phase="Succeeded"), deleted=False)
-    followed, ids = view.objects("jobs")
-    assert ids == {"done", "held"}  # the Job without our annotation is not ours
+    followed, settled = view.objects("jobs")
+    assert settled == {"done": ("ns", "job-done")}  # the Job without our annotation is not ours
     assert [o["metadata"]["name"] for o in followed] == ["job-held"]  # ended, still holding our finalizer
-    assert view.objects("pods") == ([], set())
+    assert view.objects("pods") == ([], {})
 
 
 def test_a_deleted_object_leaves_the_view() -> None:
     view = WatchedView([JOBS])
     view.apply(JOBS, obj("m1"), deleted=False)
     view.apply(JOBS, obj("m1"), deleted=True)
-    assert view.objects("jobs") == ([], set())
+    assert view.objects("jobs") == ([], {})
