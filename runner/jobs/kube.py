@@ -28,7 +28,7 @@ from runner.errors import (
     KubeNotFound,
     kube_error_from,
 )
-from runner.jobs.manifest import MESSAGE_ID_ANNOTATION, managed_selector
+from runner.jobs.manifest import managed_selector, message_id_of
 from runner.signals import KubeRequest, Signals
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ class KubeApi:
                 # create would run the message twice: record it as gone (its end is unknown).
                 log.warning("job %s/%s existed for message %s and is gone: not created again", ns, name, message_id)
                 return JobRef(name=name, namespace=ns, uid="", adopted=True, gone=True)
-            owner = (existing["metadata"].get("annotations") or {}).get(MESSAGE_ID_ANNOTATION)
+            owner = message_id_of(existing)
             if owner != message_id:
                 raise KubeConflict(
                     409, "AlreadyExists", f"jobs.batch {name!r} exists in {ns} and belongs to message {owner!r}"

@@ -52,6 +52,16 @@ HASH_LENGTH = 16
 MAX_NAME = 63
 
 
+def message_id_of(obj: dict[str, Any]) -> str | None:
+    """The message id a Job (or its Pod) carries; None for objects that are not ours."""
+    return ((obj.get("metadata") or {}).get("annotations") or {}).get(MESSAGE_ID_ANNOTATION)
+
+
+def holds_finalizer(job: dict[str, Any]) -> bool:
+    """The Job still carries our outcome finalizer: its end is not yet recorded and released."""
+    return FINALIZER in ((job.get("metadata") or {}).get("finalizers") or [])
+
+
 def message_hash(message_id: str) -> str:
     """Short stable hash of a message id: Job name suffix and the message-hash label value."""
     return hashlib.sha256(message_id.encode("utf-8")).hexdigest()[:HASH_LENGTH]

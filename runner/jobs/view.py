@@ -19,7 +19,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from runner.jobs.manifest import FINALIZER, MESSAGE_ID_ANNOTATION
+from runner.jobs.manifest import holds_finalizer, message_id_of
 
 Part = tuple[str, str | None]  # (kind, namespace): one watch's share
 # What the view keeps of one object: (message id, the slim object or None once settled,
@@ -48,8 +48,7 @@ def _ended(obj: dict[str, Any], kind: str) -> bool:
 
 
 def _followed(obj: dict[str, Any], kind: str) -> bool:
-    held = kind == "jobs" and FINALIZER in ((obj.get("metadata") or {}).get("finalizers") or [])
-    return held or not _ended(obj, kind)
+    return (kind == "jobs" and holds_finalizer(obj)) or not _ended(obj, kind)
 
 
 class WatchedView:
@@ -68,10 +67,10 @@ class WatchedView:
     @staticmethod
     def keep(kind: str, obj: dict[str, Any]) -> Kept | None:
         """What the view keeps of `obj`; None for what it drops (not ours, an ended pod)."""
-        meta = obj.get("metadata") or {}
-        mid = (meta.get("annotations") or {}).get(MESSAGE_ID_ANNOTATION)
+        mid = message_id_of(obj)
         if not mid:
             return None
+        meta = obj["metadata"]
         ref = (meta.get("namespace", ""), meta.get("name", ""))
         if _followed(obj, kind):
             return _key(obj), (mid, slim(obj), *ref)

@@ -21,7 +21,13 @@ from typing import Any
 from runner import backoff
 from runner.errors import KsrError, KubeApiError
 from runner.jobs.kube import KubeApi, Stopped, WatchStream
-from runner.jobs.manifest import ENTRY_ID_ANNOTATION, FINALIZER, MESSAGE_ID_ANNOTATION, STREAM_ANNOTATION
+from runner.jobs.manifest import (
+    ENTRY_ID_ANNOTATION,
+    FINALIZER,
+    STREAM_ANNOTATION,
+    holds_finalizer,
+    message_id_of,
+)
 from runner.jobs.tracker import Tracker
 from runner.jobs.view import Kept, Part, WatchedView
 from runner.pipeline.message import parse_entry
@@ -42,10 +48,6 @@ STOP_TIMEOUT = 2.0  # seconds for all watch threads together to end after stop()
 # A Job holding our finalizer with no record of it this long is one a failover lost: far
 # longer than a create takes from the apiserver's answer (its retries included) to its record.
 UNRECORDED_GRACE = 30.0
-
-
-def message_id_of(obj: dict[str, Any]) -> str | None:
-    return (obj.get("metadata", {}).get("annotations") or {}).get(MESSAGE_ID_ANNOTATION)
 
 
 def parse_time(value: str | None) -> float | None:
@@ -182,8 +184,7 @@ class KubeWatcher:
         listed; the list's resourceVersion, to watch from."""
         kind, namespace = part
         rv = ""
-        listed: list[Kept] = []
-        view.stale(part)  # until the list is whole
+        listed: list[Kept] = []  # the part stays stale (not yet listed, or its watch failed) until replaced
         for items, page_rv in (self.api.job_pages if kind == "jobs" else self.api.pod_pages)(
             namespace, keep_going=keep_going
         ):
@@ -307,7 +308,7 @@ class KubeWatcher:
         """Take our finalizer off an ended Job once the state store holds its end. A Redis
         error leaves it on, for the next event or reconcile; so does a record that is missing
         (a failover lost it: the relist records the Job again, `_record_if_lost`)."""
-        if FINALIZER not in (job.get("metadata", {}).get("finalizers") or []):
+        if not holds_finalizer(job):
             return
         record = self.state.get(mid)
         if record is None or not record.is_terminal:
@@ -348,14 +349,14 @@ class KubeWatcher:
         if view.current:
             pods, _ = view.objects("pods")
             jobs, settled = view.objects("jobs")
-            seen = {mid for mid in map(message_id_of, jobs) if mid} | set(settled)
+            seen = set(settled)  # and, below, every followed Job's
             # An ended, released Job whose message is active again: a replay adopted it after
             # its record was lost. No event will come for it, so it is read here, for its end.
             for mid in active & settled.keys():
                 job = self.api.get_job(*settled[mid], keep_going=keep_going)
                 if job is not None:
                     jobs.append(job)
-            self._resync([pods], [jobs], active, keep_going)
+            self._resync([pods], [jobs], active, keep_going, seen)
         else:
             seen = set()
             # Page by page: finished Jobs and their pods stay listed until their TTL, so a
@@ -366,7 +367,7 @@ class KubeWatcher:
                     (jobs for jobs, _ in self.api.job_pages(ns, keep_going=keep_going)),
                     active,
                     keep_going,
-                    seen=seen,
+                    seen,
                 )
         for mid in set(self._unrecorded) - seen:
             del self._unrecorded[mid]
@@ -384,11 +385,10 @@ class KubeWatcher:
         job_pages: Iterable[list[dict[str, Any]]],
         active: set[str],
         keep_going: Callable[[], bool],
-        *,
-        seen: set[str] | None = None,
+        seen: set[str],
     ) -> None:
         """The handlers for the pods and Jobs of active messages, and for Jobs holding our
-        finalizer; with `seen`, every Job's message id is added to it."""
+        finalizer; every Job's message id is added to `seen`."""
         for pods in pod_pages:
             for pod in pods:
                 if message_id_of(pod) in active:
@@ -396,9 +396,9 @@ class KubeWatcher:
         for jobs in job_pages:
             for job in jobs:
                 mid = message_id_of(job)
-                if mid and seen is not None:
+                if mid:
                     seen.add(mid)
-                held = FINALIZER in (job.get("metadata", {}).get("finalizers") or [])
+                held = holds_finalizer(job)
                 if held and mid and mid not in active:
                     self._record_if_lost(mid, job)
                 if mid in active or held:
