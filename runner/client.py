@@ -25,8 +25,8 @@ from typing import Any
 import redis
 
 from runner.errors import KsrError
+from runner.message import parse_message, payload_id
 from runner.pipeline.delay import due_time
-from runner.pipeline.message import parse_message, payload_id
 from runner.settings import Settings
 from runner.store.connection import connect
 from runner.store.events import read_events

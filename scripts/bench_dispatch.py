@@ -137,7 +137,7 @@ def baseline_main(argv: list[str]) -> int:
     from election.lease_lock import api_client_from_kubeconfig
     from runner.jobs.kube import KubeApi
     from runner.jobs.manifest import FINALIZER, build_job
-    from runner.pipeline.message import parse_entry
+    from runner.message import parse_entry
     from runner.settings import Settings
     from runner.signals import Signals
     from tests.support.messages import message

@@ -1,7 +1,7 @@
 """`ksr submit` and `ksr validate`: job messages from a file or stdin, checked before XADD.
 
 Input: one JSON message, a JSON list of messages, or JSON Lines (one message a line; blank
-lines are skipped). The schema (runner.pipeline.message) is always checked; the runner's policy
+lines are skipped). The schema (runner.message) is always checked; the runner's policy
 (runner.pipeline.policy: namespaces, images, envRefs, webhook hosts) only with --check-policy, since
 it depends on the settings of the runner that will read the stream, which may not be the
 environment `ksr` runs in.
@@ -23,8 +23,8 @@ import click
 from runner.cli._context import cli_context, fail, json_option
 from runner.cli._output import DURATION, emit_json
 from runner.errors import InvalidMessage
+from runner.message import Message, parse_message, payload_id
 from runner.pipeline.delay import due_time
-from runner.pipeline.message import Message, parse_message, payload_id
 from runner.pipeline.policy import check_policy
 from runner.settings import Settings
 from runner.store.replication import NotReplicated, add_replicated

@@ -20,7 +20,7 @@ from runner.jobs.kube import JobRef, KubeApi
 from runner.jobs.manifest import build_job, job_name
 from runner.jobs.tracker import Tracker
 from runner.logs import log_context
-from runner.pipeline.message import Message
+from runner.message import Message
 from runner.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from runner.pipeline.message import Message
+from runner.message import Message
 from runner.settings import Settings
 
 __all__ = [

@@ -30,7 +30,7 @@ from runner.jobs.manifest import (
 )
 from runner.jobs.tracker import Tracker
 from runner.jobs.view import Kept, Part, WatchedView
-from runner.pipeline.message import parse_entry
+from runner.message import parse_entry
 from runner.settings import Settings
 from runner.store.record import StateRecord
 from runner.store.state import StateStore

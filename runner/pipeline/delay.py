@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 from runner.errors import InvalidMessage
-from runner.pipeline.message import Message
+from runner.message import Message
 from runner.store.schedule import ScheduledStore
 from runner.store.streams import Entry
 

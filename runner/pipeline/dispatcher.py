@@ -36,8 +36,8 @@ from runner.jobs.executors import Executor
 from runner.jobs.kube import JobRef, Stopped
 from runner.jobs.tracker import EXCEPTION, Tracker
 from runner.logs import log_context
+from runner.message import Message, parse_entry, peek_message_id
 from runner.pipeline.delay import DelayGate
-from runner.pipeline.message import Message, parse_entry, peek_message_id
 from runner.pipeline.policy import check_policy
 from runner.settings import Settings
 from runner.signals import Dispatched, MessageHandled, Signals

@@ -1,4 +1,4 @@
-"""What this runner allows, on top of a well-formed message (runner.pipeline.message).
+"""What this runner allows, on top of a well-formed message (runner.message).
 
 A refusal is a PolicyRefused (an InvalidMessage), so the message is dead-lettered with every
 reason, each naming its field path.
@@ -10,7 +10,7 @@ import logging
 
 from runner.callbacks.netguard import Resolver, check_url
 from runner.errors import HostUnresolvable, PolicyRefused, WebhookRefused
-from runner.pipeline.message import Message
+from runner.message import Message
 from runner.settings import Settings
 
 __all__ = ["check_policy"]

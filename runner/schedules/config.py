@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from runner.errors import ConfigError, InvalidMessage
-from runner.pipeline.message import parse_message
+from runner.message import parse_message
 from runner.schedules.cron import Cron, CronSimError
 
 __all__ = ["CATCH_UP", "Schedule", "load_schedules", "parse_schedules"]

@@ -31,7 +31,7 @@ import redis
 
 from runner.durations import format_age
 from runner.errors import InvalidMessage
-from runner.pipeline.message import parse_message
+from runner.message import parse_message
 from runner.pipeline.policy import check_policy
 from runner.settings import Settings
 from runner.store import scripts

@@ -302,7 +302,7 @@ def _settings_of(docs: list[dict[str, Any]], namespace: str) -> Any:
 def _refusal(settings: Any, namespace: str, **job: Any) -> dict[str, str]:
     """The policy's problems for a message with `job` fields in `namespace` ({} = allowed)."""
     from runner.errors import PolicyRefused
-    from runner.pipeline.message import parse_message
+    from runner.message import parse_message
     from runner.pipeline.policy import check_policy
     from tests.support.messages import message
 

@@ -13,7 +13,7 @@ import pytest
 from kubernetes import client as k8s
 
 from runner.jobs.manifest import FINALIZER, build_job
-from runner.pipeline.message import parse_message
+from runner.message import parse_message
 from runner.settings import Settings
 from runner.store.state import StateStore
 from tests.support.kube import job_message_ids

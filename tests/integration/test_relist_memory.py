@@ -17,7 +17,7 @@ from runner.jobs.kube import KubeApi
 from runner.jobs.manifest import FINALIZER, build_job
 from runner.jobs.tracker import Tracker
 from runner.jobs.watcher import KubeWatcher
-from runner.pipeline.message import parse_entry
+from runner.message import parse_entry
 from runner.settings import Settings
 from runner.signals import KubeRequest, Signals
 from runner.store.state import StateStore

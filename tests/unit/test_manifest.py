@@ -16,7 +16,7 @@ from runner.jobs.manifest import (
     message_hash,
     message_selector,
 )
-from runner.pipeline.message import parse_message
+from runner.message import parse_message
 from runner.settings import Settings
 from tests.support.messages import DELETE, VALID, variant
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from runner.errors import InvalidMessage
-from runner.pipeline.message import (
+from runner.message import (
     EnvRef,
     EnvVar,
     NodeSelector,

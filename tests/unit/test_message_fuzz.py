@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from runner.errors import InvalidMessage
 from runner.jobs.manifest import build_job
-from runner.pipeline.message import MAX_DEPTH, Message, parse_entry, parse_message, peek_message_id
+from runner.message import MAX_DEPTH, Message, parse_entry, parse_message, peek_message_id
 from runner.settings import Settings
 from tests.support.messages import VALID
 

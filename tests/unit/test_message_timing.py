@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from runner.errors import InvalidMessage
+from runner.message import parse_message
 from runner.pipeline.delay import due_time
-from runner.pipeline.message import parse_message
 from tests.support.messages import VALID
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from runner.errors import InvalidMessage, PolicyRefused
-from runner.pipeline.message import parse_message
+from runner.message import parse_message
 from runner.pipeline.policy import check_policy
 from runner.settings import Settings
 from tests.support.messages import VALID, variant
