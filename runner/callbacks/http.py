@@ -29,7 +29,8 @@ import urllib3.util.connection
 from urllib3 import HTTPHeaderDict
 
 from runner import __version__
-from runner.callbacks.netguard import Allowlist, Resolver, Target, check_url
+from runner.allowlist import Allowlist
+from runner.callbacks.netguard import Resolver, Target, check_url
 from runner.errors import HostUnresolvable, WebhookRefused, parse_retry_after
 
 __all__ = [

@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import re
 import socket
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from runner.allowlist import HOSTNAME, Allowlist, IPAddress, IPNetwork
 from runner.errors import HostUnresolvable, WebhookRefused
 
 __all__ = [
-    "Allowlist",
-    "IPAddress",
     "Resolver",
     "Target",
     "check_url",
@@ -31,14 +29,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # (host, port) -> addresses as strings; injectable so unit tests need no DNS.
 Resolver = Callable[[str, int], Sequence[str]]
 
-_HOSTNAME = re.compile(
-    r"^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*$"
-)
 _CGNAT = ipaddress.IPv4Network("100.64.0.0/10")
 _ULA = ipaddress.IPv6Network("fc00::/7")
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
@@ -49,67 +42,6 @@ _METADATA_ELSEWHERE = {
     ipaddress.IPv6Address("fd00:ec2::254"): "the AWS metadata address (IPv6)",
     ipaddress.IPv4Address("100.100.100.200"): "the Alibaba Cloud metadata address",
 }
-
-
-@dataclass(frozen=True)
-class Allowlist:
-    """Hosts and networks exempt from the private-address refusal (KSR_WEBHOOK_ALLOW).
-
-    Entries: a hostname (`receiver.ns.svc`), a wildcard suffix (`*.example.internal`), an IP
-    address or a CIDR. An allowed hostname exempts every address it resolves to.
-    """
-
-    hosts: frozenset[str] = frozenset()
-    suffixes: tuple[str, ...] = ()
-    networks: tuple[IPNetwork, ...] = ()
-
-    @classmethod
-    def parse(cls, entries: Iterable[str]) -> Allowlist:
-        """Raises ValueError naming the bad entry."""
-        hosts: set[str] = set()
-        suffixes: list[str] = []
-        networks: list[IPNetwork] = []
-        for raw in entries:
-            entry = raw.strip().lower().rstrip(".")
-            if not entry:
-                continue
-            if entry.startswith("*."):
-                if not _HOSTNAME.match(entry[2:]):
-                    raise ValueError(f"{raw!r} is not a valid wildcard host")
-                suffixes.append(entry[1:])  # keep the dot: "*.a.b" matches "x.a.b", not "xa.b"
-                continue
-            try:
-                networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
-                continue
-            except ValueError:
-                pass
-            if "/" in entry or not _HOSTNAME.match(entry):
-                raise ValueError(f"{raw!r} is neither a host name, an IP address nor a CIDR")
-            hosts.add(entry)
-        return cls(frozenset(hosts), tuple(suffixes), tuple(networks))
-
-    def allows_host(self, host: str) -> bool:
-        host = host.lower().rstrip(".")
-        return host in self.hosts or any(host.endswith(s) for s in self.suffixes)
-
-    def allows_address(self, address: IPAddress) -> bool:
-        return any(address.version == n.version and address in n for n in self.networks)
-
-    def opens(self, address: IPAddress, sealed: IPNetwork) -> bool:
-        """Whether a listed network inside the sealed range `sealed` holds `address`: a
-        broad CIDR (0.0.0.0/0, a CGNAT pod range) never opens link-local or metadata."""
-        return any(_inside(n, sealed) and address.version == n.version and address in n for n in self.networks)
-
-    def entries(self) -> list[str]:
-        return sorted(self.hosts) + ["*" + s for s in self.suffixes] + [str(n) for n in self.networks]
-
-
-def _inside(inner: IPNetwork, outer: IPNetwork) -> bool:
-    if isinstance(inner, ipaddress.IPv4Network) and isinstance(outer, ipaddress.IPv4Network):
-        return inner.subnet_of(outer)
-    if isinstance(inner, ipaddress.IPv6Network) and isinstance(outer, ipaddress.IPv6Network):
-        return inner.subnet_of(outer)
-    return False
 
 
 def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
@@ -257,7 +189,7 @@ def check_url(url: str, allow: Allowlist, *, resolver: Resolver | None = None) -
     if literal is not None:
         addresses: list[IPAddress] = [literal]
     else:
-        if not _HOSTNAME.match(host):
+        if not HOSTNAME.match(host):
             raise WebhookRefused(url, f"host {host!r} is not a valid host name")
         try:
             found = (resolver or _system_resolver)(host, port)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from election.config import ENV_LEASE_DURATION, ENV_RENEW_DEADLINE, ElectionConfig
 from election.errors import ElectionConfigError
-from runner.callbacks.netguard import Allowlist
+from runner.allowlist import Allowlist
 from runner.errors import ConfigError
 from runner.settings.variables import ANY, CRASH_STEPS, VARIABLES, mask_redis_url
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from election.config import ENV_LEASE_DURATION, ENV_LOCK_NAME, ENV_RENEW_DEADLINE, ENV_RETRY_PERIOD, ElectionConfig
-from runner.callbacks.netguard import Allowlist
+from runner.allowlist import Allowlist
 from runner.settings.spec import (
     MASK,
     Derived,

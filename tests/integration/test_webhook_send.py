@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import urllib3.util.connection
 
+from runner.allowlist import Allowlist
 from runner.callbacks.http import (
     OutcomeKind,
     build_headers,
@@ -23,7 +24,6 @@ from runner.callbacks.http import (
     verify,
     webhook_id,
 )
-from runner.callbacks.netguard import Allowlist
 from tests.support.ports import free_port, wait_for
 from tests.support.tarpit import Tarpit
 

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 import pytest
 
+from runner.allowlist import Allowlist
 from runner.callbacks.netguard import (
-    Allowlist,
     Resolver,
     check_url,
     refusal_reason,
