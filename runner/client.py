@@ -29,13 +29,13 @@ from runner.message import parse_message, payload_id
 from runner.pipeline.delay import due_time
 from runner.settings import Settings
 from runner.store.connection import connect
+from runner.store.errors import redis_errors
 from runner.store.events import read_events
 from runner.store.record import TERMINAL_STATES
 from runner.store.replication import add_replicated
 from runner.store.replies import text
 from runner.store.schedule import ScheduledStore
 from runner.store.state import StateStore
-from runner.store.streams import redis_errors
 
 __all__ = ["AlreadyFinished", "Cancellation", "Client", "Status", "WaitTimeout", "rfc3339"]
 

@@ -16,8 +16,8 @@ import redis
 
 from runner.callbacks.http import webhook_id
 from runner.settings import Settings
+from runner.store.errors import redis_errors
 from runner.store.record import StateRecord
-from runner.store.streams import redis_errors
 
 _RQ_SAFE = re.compile(r"[A-Za-z0-9-]")
 

@@ -49,8 +49,8 @@ from runner.callbacks.lanes import clear_slow, is_slow, main_queue, mark_slow, q
 from runner.settings import Settings
 from runner.store import scripts
 from runner.store.connection import connect
+from runner.store.errors import redis_errors
 from runner.store.record import Field
-from runner.store.streams import redis_errors
 
 __all__ = ["Backoff", "Courier", "deliver"]
 

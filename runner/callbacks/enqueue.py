@@ -34,9 +34,9 @@ from runner.callbacks.chain import (
 from runner.callbacks.lanes import queue_for
 from runner.settings import Settings
 from runner.store import scripts
+from runner.store.errors import redis_errors
 from runner.store.record import Field, StateRecord
 from runner.store.replies import text
-from runner.store.streams import redis_errors
 
 log = logging.getLogger(__name__)
 

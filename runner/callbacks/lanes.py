@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import redis
 
 from runner.settings import Settings
-from runner.store.streams import redis_errors
+from runner.store.errors import redis_errors
 
 SLOW_MARK_TTL = 300  # seconds; renewed by every attempt that hits the deadline
 

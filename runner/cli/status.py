@@ -32,11 +32,11 @@ from runner.schedules.config import load_schedules
 from runner.schedules.overview import scheduling_overview
 from runner.settings import Settings
 from runner.store.connection import describe
+from runner.store.errors import redis_errors
 from runner.store.events import read_events
 from runner.store.record import Field
 from runner.store.replies import text
 from runner.store.state import StateStore
-from runner.store.streams import redis_errors
 
 log = logging.getLogger(__name__)
 

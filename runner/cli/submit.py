@@ -27,8 +27,8 @@ from runner.message import Message, parse_message, payload_id
 from runner.pipeline.delay import due_time
 from runner.pipeline.policy import check_policy
 from runner.settings import Settings
+from runner.store.errors import redis_errors
 from runner.store.replication import NotReplicated, add_replicated
-from runner.store.streams import redis_errors
 
 __all__ = ["Item", "default_stream", "read_items", "submit", "validate"]
 

@@ -32,9 +32,9 @@ from runner.jobs.tracker import Tracker
 from runner.jobs.view import Kept, Part, WatchedView
 from runner.message import parse_entry
 from runner.settings import Settings
+from runner.store.errors import redis_errors
 from runner.store.record import StateRecord
 from runner.store.state import StateStore
-from runner.store.streams import redis_errors
 
 log = logging.getLogger(__name__)
 

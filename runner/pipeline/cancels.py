@@ -21,10 +21,10 @@ from typing import Any
 import redis
 
 from runner.jobs.tracker import Tracker
+from runner.store.errors import redis_errors
 from runner.store.record import TERMINAL_STATES, StateRecord
 from runner.store.schedule import CANCELS_KEY
 from runner.store.state import StateStore
-from runner.store.streams import redis_errors
 
 __all__ = ["Cancels"]
 

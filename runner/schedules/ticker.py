@@ -25,8 +25,8 @@ from runner.schedules.config import Schedule
 from runner.schedules.cron import tick_id, utc_ms
 from runner.signals import ScheduleTick, Signals
 from runner.store import scripts
+from runner.store.errors import redis_errors
 from runner.store.state import StaleTerm
-from runner.store.streams import redis_errors
 
 __all__ = ["LAST_KEY", "EntryState", "Ticker", "last_fired"]
 

@@ -31,8 +31,9 @@ from typing import Any, Literal
 import redis
 
 from runner.store import scripts
+from runner.store.errors import redis_errors
 from runner.store.replies import text
-from runner.store.streams import DEAD_SUFFIX, Entry, redis_errors
+from runner.store.streams import DEAD_SUFFIX, Entry
 
 __all__ = [
     "REASONS",

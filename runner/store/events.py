@@ -23,8 +23,8 @@ from typing import Any
 
 import redis
 
+from runner.store.errors import redis_errors
 from runner.store.replies import text
-from runner.store.streams import redis_errors
 
 __all__ = ["DEFAULT_MAXLEN", "EVENTS_STREAM", "Event", "NewEvent", "append_event", "new_event", "read_events"]
 

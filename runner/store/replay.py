@@ -36,10 +36,11 @@ from runner.pipeline.policy import check_policy
 from runner.settings import Settings
 from runner.store import scripts
 from runner.store.deadletter import DeadEntry, replay_dead
+from runner.store.errors import redis_errors
 from runner.store.record import StateRecord
 from runner.store.replies import text
 from runner.store.state import StateStore
-from runner.store.streams import entry_time_ms, redis_errors
+from runner.store.streams import entry_time_ms
 
 __all__ = [
     "DeadReplay",

@@ -19,9 +19,9 @@ from typing import Any
 import redis
 
 from runner.store import scripts
+from runner.store.errors import redis_errors
 from runner.store.record import TERMINAL_STATES
 from runner.store.state import StaleTerm
-from runner.store.streams import redis_errors
 
 __all__ = ["CANCELS_KEY", "MOVE_BATCH", "CancelOutcome", "Scheduled", "ScheduledStore", "payloads_key", "scheduled_key"]
 

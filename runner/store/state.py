@@ -38,11 +38,11 @@ import redis
 from runner.errors import KsrError
 from runner.settings import Settings
 from runner.store import scripts
+from runner.store.errors import redis_errors
 from runner.store.events import NewEvent
 from runner.store.record import TERMINAL_STATES, Field, StateRecord
 from runner.store.replication import Replication
 from runner.store.replies import text
-from runner.store.streams import redis_errors
 
 __all__ = [
     "CallbackMark",

@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from runner.errors import RedisUnavailable, redis_error_from
+from runner.errors import RedisUnavailable
 from runner.store import scripts
+from runner.store.errors import redis_errors
 from runner.store.replies import text
 
 __all__ = [
@@ -35,7 +34,6 @@ __all__ = [
     "StreamStats",
     "entry_time_ms",
     "id_key",
-    "redis_errors",
 ]
 
 log = logging.getLogger(__name__)
@@ -542,15 +540,6 @@ class StreamReader:
             # After a reconnect our own pending entries come first again.
             self.rescan_pending()
             raise
-
-
-@contextmanager
-def redis_errors() -> Iterator[None]:
-    """Translate redis-py's connection and timeout errors into RedisUnavailable."""
-    try:
-        yield
-    except (RedisConnectionError, RedisTimeoutError) as e:
-        raise redis_error_from(e) from e
 
 
 def _is_lost_group(error: ResponseError) -> bool:

@@ -24,8 +24,9 @@ from typing import Any
 import redis
 
 from runner.store import scripts
+from runner.store.errors import redis_errors
 from runner.store.state import StaleTerm
-from runner.store.streams import Entry, redis_errors
+from runner.store.streams import Entry
 
 __all__ = ["Waiting", "WaitingCreates", "waiting_index"]
 
