@@ -1,7 +1,7 @@
 """`ksr dead list|show|replay|purge`: the dead-letter streams `<stream>:dead`.
 
 Replay re-validates the payload with the current settings and consults the message's state
-record before moving the entry back; those rules are runner.store.replay's.
+record before moving the entry back; those rules are runner.pipeline.replay's.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import redis
 
 from runner.cli._context import chosen_streams, cli_context, fail, json_option, stream_option, yes_option
 from runner.cli._output import dry_run_footer, emit_json, format_ms_time, message_id_of, print_table
+from runner.pipeline.replay import replay_dead_entry
 from runner.store.deadletter import (
     DeadEntry,
     dead_stream,
@@ -22,7 +23,6 @@ from runner.store.deadletter import (
     list_dead,
     purge_dead,
 )
-from runner.store.replay import replay_dead_entry
 from runner.store.replies import text, text_fields
 from runner.store.state import StateStore
 

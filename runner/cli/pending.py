@@ -21,8 +21,8 @@ from redis.exceptions import ResponseError
 from runner.cli._context import chosen_streams, cli_context, fail, json_option, stream_option, yes_option
 from runner.cli._output import DURATION, dry_run_footer, emit_json, message_id_of, print_table
 from runner.durations import format_age
+from runner.pipeline.replay import replay_pending
 from runner.store.errors import redis_errors
-from runner.store.replay import replay_pending
 from runner.store.streams import StreamReader
 
 __all__ = ["PendingRow", "collect", "pending"]

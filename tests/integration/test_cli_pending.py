@@ -9,7 +9,7 @@ import redis
 from click.testing import CliRunner
 
 from runner.cli import main
-from runner.store.replay import replay_pending
+from runner.pipeline.replay import replay_pending
 from runner.store.streams import StreamReader
 from tests.support.redis_server import RedisServer
 

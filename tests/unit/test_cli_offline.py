@@ -12,10 +12,10 @@ from click.testing import CliRunner
 from runner.cli import main
 from runner.cli.status import RateWindow, eta_seconds
 from runner.cli.submit import default_stream, read_items
+from runner.pipeline.replay import decide_replay
 from runner.settings import Settings
 from runner.store.deadletter import DeadEntry
 from runner.store.record import StateRecord
-from runner.store.replay import decide_replay
 from tests.support.messages import VALID, variant
 
 

@@ -1,4 +1,4 @@
--- Replay a pending entry (runner.store.replay.replay_pending): re-add its fields to the end
+-- Replay a pending entry (runner.pipeline.replay.replay_pending): re-add its fields to the end
 -- of its stream and XACK the old one, in one step, so the new entry starts with a fresh
 -- delivery counter. The entry must still be pending (and idle enough) when the script runs:
 -- one the leader acked in the meantime is left alone. One whose stream entry is gone is

@@ -1,6 +1,8 @@
 """Replaying what did not run: pending entries back to their stream, dead letters back to theirs.
 
-`ksr pending replay` and `ksr dead replay` are thin commands over this module.
+`ksr pending replay` and `ksr dead replay` are thin commands over this module. It sits in
+pipeline/, above store/, because a dead entry goes back through the pipeline's own admission
+(the message schema and policy.py) before it is re-added.
 
 A pending entry (delivered to the group, never acked: its consumer died) is re-added to the
 end of its stream and the old one acked in one Lua step (lua/replay_pending.lua), so the new
