@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 import click
 import redis
@@ -13,12 +14,15 @@ from runner.settings import Settings
 from runner.store.state import TERM_KEY
 from runner.store.streams import GROUP_START_ID
 
+if TYPE_CHECKING:
+    from runner.process.supervisor import ChildSpec
+
 
 def serve(settings: Settings, *, on_started: callable | None = None) -> int:  # type: ignore[valid-type]
     """The runner in this process, gunicorn (probes) and an RQ worker as supervised children.
     Returns the exit code (0 after a clean SIGTERM)."""
     from runner.logs import setup_logging
-    from runner.process.supervisor import Supervisor, default_children
+    from runner.process.supervisor import Supervisor
 
     setup_logging(settings.server.log_format, settings.server.log_level)
     check_redis(settings)
@@ -34,6 +38,30 @@ def serve(settings: Settings, *, on_started: callable | None = None) -> int:  # 
     if on_started is not None:
         on_started(supervisor)
     return supervisor.run(runner_main)
+
+
+# The children are this command's choice, not the supervisor's: process/ stays below the
+# callbacks it runs. Imported when used, so the other commands start without rq.
+def gunicorn_child(settings: Settings) -> ChildSpec:
+    from runner.process.supervisor import ChildSpec
+
+    return ChildSpec(
+        "probes",
+        (sys.executable, "-m", "gunicorn", "-c", "python:probes.gunicorn_conf", "probes.app:create_app()"),
+        env={"HTTP_SERVER_PORT": str(settings.server.http_port)},
+    )
+
+
+def rq_worker_child(settings: Settings) -> ChildSpec:
+    from runner.callbacks.worker import worker_command, worker_env
+    from runner.process.supervisor import ChildSpec
+
+    return ChildSpec("rq-worker", tuple(worker_command(settings)), env=worker_env(settings))
+
+
+def default_children(settings: Settings) -> list[ChildSpec]:
+    """The children of one pod: the probes under gunicorn and the callback worker."""
+    return [gunicorn_child(settings), rq_worker_child(settings)]
 
 
 def check_redis(settings: Settings) -> None:

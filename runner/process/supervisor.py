@@ -26,7 +26,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 import traceback
 from collections.abc import Callable, Mapping
@@ -50,9 +49,6 @@ __all__ = [
     "Backoff",
     "ChildSpec",
     "Supervisor",
-    "default_children",
-    "gunicorn_child",
-    "rq_worker_child",
 ]
 
 log = logging.getLogger(__name__)
@@ -80,24 +76,6 @@ class Backoff:
 
     def delay(self, failures: int) -> float:
         return backoff.delay(failures + 1, base=self.base, cap=self.cap)
-
-
-def gunicorn_child(settings: Settings) -> ChildSpec:
-    return ChildSpec(
-        "probes",
-        (sys.executable, "-m", "gunicorn", "-c", "python:probes.gunicorn_conf", "probes.app:create_app()"),
-        env={"HTTP_SERVER_PORT": str(settings.server.http_port)},
-    )
-
-
-def rq_worker_child(settings: Settings) -> ChildSpec:
-    from runner.callbacks.worker import worker_command, worker_env
-
-    return ChildSpec("rq-worker", tuple(worker_command(settings)), env=worker_env(settings))
-
-
-def default_children(settings: Settings) -> list[ChildSpec]:
-    return [gunicorn_child(settings), rq_worker_child(settings)]
 
 
 class _Child:

@@ -31,11 +31,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def main() -> int:
+    from runner.cli.run import default_children
     from runner.logs import setup_logging
     from runner.metrics import MetricsObserver
     from runner.pipeline.leadership import LeadershipView
     from runner.process.statusboard import BoardObserver
-    from runner.process.supervisor import Supervisor, default_children
+    from runner.process.supervisor import Supervisor
     from runner.settings import Settings
     from runner.signals import ActiveJobs, Beat, Dispatched, ErrorRecorded, KubeRequest, MessageHandled, Signals
 
