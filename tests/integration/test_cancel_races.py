@@ -1,0 +1,68 @@
+"""Cancels that meet a message in an awkward place, against a real redis-server and a runner
+(local executor) in this process: a running message that also has a held copy under the same
+id, and a message claimed by a leader that died (or a create that waits) before any Job
+existed. Each ends `cancelled` with exactly one 99, and the second never starts."""
+
+from __future__ import annotations
+
+import pytest
+
+from runner.client import Client
+from runner.settings import Settings
+from runner.store.events import read_events
+from runner.store.state import StateStore
+from tests.support.messages import message
+from tests.support.pipeline import base_env, runner_thread
+from tests.support.ports import wait_for
+
+STREAM = "ksr:jobs:default"
+
+
+@pytest.fixture
+def env(redis_server, redis_client, tmp_path):
+    return base_env(redis_url=redis_server.url, namespace="default", kubeconfig=None, KSR_RUNTIME_DIR=str(tmp_path))
+
+
+@pytest.fixture
+def client(env):
+    c = Client(Settings.from_env(env))
+    yield c
+    c.close()
+
+
+def _statuses(redis_client, mid: str) -> list[int]:
+    return [e.status for e in read_events(redis_client, count=10_000) if e.message_id == mid]
+
+
+def _cancel_detail(redis_client, mid: str) -> list[dict]:
+    return [e.detail for e in read_events(redis_client, count=10_000) if e.message_id == mid and e.status == 99]
+
+
+def test_cancel_of_a_running_message_with_a_held_copy_cancels_the_running_one(env, redis_client, client):
+    sleeper = {"command": ["/bin/sh", "-c", "sleep 60"]}
+    with runner_thread(env) as runner:
+        client.submit(message("twin-1", "default", **sleeper), delay=3600)
+        wait_for(lambda: client.status("twin-1").where == "scheduled", timeout=20, what="the held copy")
+        client.submit(message("twin-1", "default", **sleeper))  # the same id, to run now
+        wait_for(lambda: redis_client.hget("ksr:msg:twin-1", "state") == b"running", timeout=20, what="running")
+        assert redis_client.sismember("ksr:active", "twin-1")
+        cancellation = client.cancel("twin-1")
+        wait_for(
+            lambda: not redis_client.sismember("ksr:active", "twin-1"),
+            timeout=20,
+            what="twin-1 to leave ksr:active (it holds a slot of KSR_MAX_ACTIVE_JOBS)",
+        )
+        wait_for(lambda: 99 in _statuses(redis_client, "twin-1"), timeout=20, what="the 99 of twin-1")
+        wait_for(lambda: runner.local.running() == set(), timeout=20, what="the local process killed")
+    assert cancellation.stage == "running"
+    assert _statuses(redis_client, "twin-1") == [0, 1, 99]
+    assert _cancel_detail(redis_client, "twin-1") == [
+        {"error": {"errorCode": "Cancelled", "message": "cancelled while running"}}
+    ]
+    record = StateStore(redis_client, ttl_seconds=3600).get("twin-1")
+    assert (record.state, record.get("cancel_stage"), record.job_name[:4]) == ("cancelled", "running", "job-")
+    assert 0 < redis_client.ttl("ksr:msg:twin-1") <= 3600  # ended: kept for late duplicates only
+    # The held copy is the same id, a duplicate: dropped, so it never comes back as a second run.
+    assert redis_client.zcard(f"{STREAM}:scheduled") == 0
+    assert redis_client.hlen(f"{STREAM}:scheduled:payloads") == 0
+    assert redis_client.smembers("ksr:cancels") == set()
