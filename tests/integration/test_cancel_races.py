@@ -43,7 +43,7 @@ def _cancel_detail(redis_client, mid: str) -> list[dict]:
 
 
 def test_cancel_of_a_running_message_with_a_held_copy_cancels_the_running_one(env, redis_client, client):
-    sleeper = {"command": ["/bin/sh", "-c", "sleep 60"]}
+    sleeper = {"command": ["sleep", "60"]}  # no shell: the kill reaches the process itself
     with runner_thread(env) as runner:
         client.submit(message("twin-1", "default", **sleeper), delay=3600)
         wait_for(lambda: client.status("twin-1").where == "scheduled", timeout=20, what="the held copy")
