@@ -256,8 +256,9 @@ class Dispatcher:
         # Fenced in its script, like every state-store write.
         claim = self.state.claim(message.id, stream=entry.stream, entry_id=entry.entry_id, term=term)
         if claim.status is ClaimStatus.DUPLICATE and claim.record.get("state") == "cancelled":
-            # Cancelled before it was read (runner.pipeline.cancels): no Job, and the 99 is
-            # sent now that the webhook is known.
+            # Cancelled before it was read (runner.pipeline.cancels), or after a claim that
+            # made no Job (the claim ended it): no Job, and the 99 is sent now that the
+            # webhook is known.
             stage = claim.record.get("cancel_stage") or "pending"
             self.tracker.cancelled(message.id, stage=stage, webhook=message.webhook_url)
             self.reader.ack(entry)
@@ -270,9 +271,10 @@ class Dispatcher:
                 self.tracker.created(
                     message.id, job_name=record.job_name, job_uid=record.job_uid, webhook=message.webhook_url
                 )
-                self.executor.launched(
-                    JobRef(name=record.job_name, namespace=record.namespace, uid=record.job_uid, adopted=True)
-                )
+                if not record.get("cancel_requested"):  # else never started: the leader's cancel ends it
+                    self.executor.launched(
+                        JobRef(name=record.job_name, namespace=record.namespace, uid=record.job_uid, adopted=True)
+                    )
             log.info("message %s is a duplicate (job %s): acked", message.id, record.job_name or "-")
             self.reader.ack(entry)
             return "duplicate"
