@@ -41,7 +41,7 @@ from runner.pipeline.message import Message, parse_entry, peek_message_id
 from runner.pipeline.policy import check_policy
 from runner.settings import Settings
 from runner.signals import Dispatched, MessageHandled, Signals
-from runner.store.deadletter import Leftovers, dead_letter, is_poison
+from runner.store.deadletter import DeadRecord, Leftovers, dead_letter, is_poison
 from runner.store.state import ClaimStatus, StaleTerm, StateStore
 from runner.store.streams import Entry, StreamReader
 from runner.store.waiting import Waiting, WaitingCreates
@@ -393,8 +393,9 @@ class Dispatcher:
 
     # -- helpers -----------------------------------------------------------------------
     def _dead(self, entry: Entry, reason: str, error: str, *, term: int, message_id: str | None = None) -> str:
-        """Dead-letter `entry`, clearing in the same step what its message left: a claim with
-        no Job in it (whichever path got here), and its place among the waiting creates."""
+        """Dead-letter `entry`, ending its message in the same step (whichever path got
+        here): its record `dead` unless it records a Job, its event, and its place among the
+        waiting creates cleared."""
         self._fence(term)  # the dead letter's script is not fenced: a deposed leader must not write it
         if message_id is None:
             message_id = peek_message_id(entry.fields, max_bytes=self.settings.streams.max_message_bytes)
@@ -413,6 +414,11 @@ class Dispatcher:
                 waiting_index=self.waiting.index,
                 waiting_member=member,
                 waiting_key=self.waiting.key(member),
+            ),
+            record=DeadRecord(
+                ttl_seconds=self.state.ttl_seconds,
+                events_stream=self.settings.streams.events_stream,
+                events_maxlen=self.settings.streams.events_maxlen,
             ),
         )
         log.warning("entry %s dead-lettered (%s): %s", entry.entry_id, reason, error)
