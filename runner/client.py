@@ -29,6 +29,7 @@ from runner.message import parse_message, payload_id
 from runner.pipeline.delay import due_time
 from runner.settings import Settings
 from runner.store.connection import connect
+from runner.store.deadletter import DEAD_ERROR_CODE
 from runner.store.errors import redis_errors
 from runner.store.events import read_events
 from runner.store.record import TERMINAL_STATES
@@ -133,18 +134,24 @@ class Client:
 
     def status(self, message_id: str) -> Status:
         record = self.state.get(message_id)
-        if record is None:
+        dead = record is not None and record.state == "dead" and not record.has_job
+        if record is None or dead:
+            # A dead letter's record does not make its id a duplicate: the same id sent
+            # again (or replayed) after the dead entry, and not claimed yet, is where the
+            # message is now, read by the leader or not.
             held = self.scheduled.find(message_id)
             if held is not None:
                 return Status(message_id, "scheduled", stream=held.stream, due=held.due)
-            stream = self._unread_in(message_id)
-            return Status(message_id, "pending" if stream else "unknown", stream=stream)
+            stream = self._unread_in(message_id, after=record.entry_id if record is not None and dead else None)
+            if record is None or stream:
+                return Status(message_id, "pending" if stream else "unknown", stream=stream)
         state = record.get("state", "")
         where = "finished" if state in TERMINAL_STATES else "running" if record.get("job_name") else "pending"
         return Status(message_id, where, state=state, stream=record.get("stream"), record=record)
 
-    def _unread_in(self, message_id: str) -> str | None:
-        """The stream holding `message_id` not yet delivered to the group (a bounded scan)."""
+    def _unread_in(self, message_id: str, *, after: str | None = None) -> str | None:
+        """The stream holding `message_id` not yet delivered to the group, or (with `after`,
+        an entry id) added after that entry, delivered or not (a bounded scan)."""
         needle = json.dumps(message_id)
         group = self.settings.streams.group
         with redis_errors():
@@ -156,6 +163,8 @@ class Client:
                             start = "(" + text(g.get("last-delivered-id"))
                 except redis.ResponseError:  # no stream yet
                     continue
+                if after and start != "-" and _entry_key(after) < _entry_key(start[1:]):
+                    start = "(" + after
                 seen = 0
                 while seen < UNREAD_SCAN_LIMIT:
                     rows = self.redis.xrange(stream, start, "+", count=500)
@@ -172,8 +181,9 @@ class Client:
     # -- wait --------------------------------------------------------------------------------
 
     def wait(self, message_id: str, timeout: float) -> Status:
-        """Block until the message ends (callback status 2, 3 or 99 on the events stream);
-        returns its status, or raises WaitTimeout after `timeout` seconds."""
+        """Block until the message ends (callback status 2, 3 or 99 on the events stream;
+        a dead letter's event is a 99 too); returns its status, or raises WaitTimeout after
+        `timeout` seconds."""
         deadline = time.monotonic() + timeout
         events = self.settings.streams.events_stream
         with redis_errors():
@@ -183,7 +193,7 @@ class Client:
         while not status.finished:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise WaitTimeout(message_id, timeout, status)
+                raise WaitTimeout(message_id, timeout, self.status(message_id))
             block = max(1, min(_BLOCK_SLICE_MS, int(left * 1000)))
             batch = read_events(self.redis, stream=events, after=after, count=500, block_ms=block)
             for event in batch:
@@ -200,9 +210,8 @@ class Client:
             return status
         raw = detail.get("error")
         error: Mapping[str, Any] = raw if isinstance(raw, dict) else {}
-        state = {2: "completed", 3: "failed"}.get(code) or (
-            "cancelled" if error.get("errorCode") == "Cancelled" else "exception"
-        )
+        ends = {"Cancelled": "cancelled", DEAD_ERROR_CODE: "dead"}
+        state = {2: "completed", 3: "failed"}.get(code) or ends.get(str(error.get("errorCode")), "exception")
         return Status(message_id, "finished", state=state, stream=status.stream, record=status.record)
 
     # -- cancel ------------------------------------------------------------------------------
@@ -219,3 +228,12 @@ class Client:
 
     def close(self) -> None:
         self.redis.close()
+
+
+def _entry_key(entry_id: str) -> tuple[int, int]:
+    """A stream entry id as a sortable pair (ms, sequence); (0, 0) when it is not one."""
+    ms, _, seq = entry_id.partition("-")
+    try:
+        return int(ms), int(seq or 0)
+    except ValueError:
+        return 0, 0

@@ -12,7 +12,8 @@ from runner.cli._context import cli_context, fail, json_option
 from runner.cli._output import age_of_ms, emit_json, format_ms_time, print_table
 from runner.client import Client, Status
 from runner.durations import format_age
-from runner.store.record import StateRecord
+from runner.store.deadletter import DEAD_ERROR_CODE
+from runner.store.record import Field, StateRecord
 from runner.store.state import StateStore
 
 log = logging.getLogger(__name__)
@@ -75,11 +76,20 @@ def describe(status: Status) -> dict[str, Any]:
             }
         )
     error = next((c["detail"]["error"] for c in reversed(callbacks) if (c["detail"] or {}).get("error")), None)
+    dead = None
+    if status.where == "finished" and status.state == "dead":
+        dead = {
+            "reason": record.get(Field.DEAD_REASON),
+            "error": record.get(Field.DEAD_ERROR),
+            "stream": status.stream,
+            "dead_id": record.get(Field.DEAD_ID),
+        }
+        error = error or {"errorCode": DEAD_ERROR_CODE, "message": dead["error"]}
     where = {
         "scheduled": f"scheduled for {format_ms_time(int((status.due or 0) * 1000))} in {status.stream}",
         "pending": f"pending in stream {status.stream}" if status.stream else "pending",
         "running": "running" if status.state == "running" else f"{status.state} (the Job exists)",
-        "finished": f"finished: {status.state}",
+        "finished": f"finished: {status.state}" + (f" ({dead['reason']})" if dead and dead["reason"] else ""),
         "unknown": "unknown: no record, not scheduled, not waiting in a stream",
     }[status.where]
     started = record.get("started_at")
@@ -101,6 +111,7 @@ def describe(status: Status) -> dict[str, Any]:
         },
         "error": error,
         "cancel_stage": record.get("cancel_stage"),
+        "dead_letter": dead,
     }
 
 
@@ -109,8 +120,9 @@ def describe(status: Status) -> dict[str, Any]:
 @json_option
 def jobs_show(message_id: str, as_json: bool) -> None:
     """One message by id: where it is now (scheduled for T, pending in stream S, running,
-    finished), its Job and pod, the callbacks sent and how their delivery went, timestamps,
-    and the error if any. Exit 1 when nothing is known of it."""
+    finished; a dead letter with its reason and dead entry), its Job and pod, the callbacks
+    sent and how their delivery went, timestamps, and the error if any. Exit 1 when nothing
+    is known of it."""
     obj = cli_context()
     status = Client(obj.settings(), redis_client=obj.redis()).status(message_id)
     doc = describe(status)
@@ -133,5 +145,8 @@ def jobs_show(message_id: str, as_json: bool) -> None:
             click.echo(f"  callback {cb['status']:<3} enqueued {cb['enqueued_at']}, delivery: {cb['delivery']}")
         if doc["error"]:
             click.echo(f"  error      {doc['error'].get('errorCode')}: {doc['error'].get('message')}")
+        if doc["dead_letter"]:
+            dead = doc["dead_letter"]
+            click.echo(f"  dead       ksr dead show {dead['dead_id']} --stream {dead['stream']}")
     if status.where == "unknown":
         fail(f"no message {message_id} known (no record, not scheduled, not waiting in a stream)")

@@ -7,7 +7,11 @@ Each id in `ksr:cancels` is one of:
 - cancel requested with a Job: end the record `cancelled` and send the 99 first, then
   delete the Job (background propagation), so the watcher's DELETED event finds the record
   ended and adds nothing;
-- claimed, no Job recorded yet (a create in flight): left for the next round.
+- claimed, no Job recorded yet: left for the next round. Either a create is in flight (its
+  Job is then cancelled as above), or the entry is processed again later (a dead leader's
+  entry at takeover, a create that waited out a refusal), and its claim (claim.lua) ends the
+  record `cancelled` before any create; the dispatcher sends the 99 and the next round here
+  finds it sent.
 
 The id leaves the set last, so a leader that dies half-way leaves the rest to the next one.
 """

@@ -41,7 +41,7 @@ from runner.pipeline.delay import DelayGate
 from runner.pipeline.policy import check_policy
 from runner.settings import Settings
 from runner.signals import Dispatched, MessageHandled, Signals
-from runner.store.deadletter import Leftovers, dead_letter, is_poison
+from runner.store.deadletter import DeadRecord, Leftovers, dead_letter, is_poison
 from runner.store.state import ClaimStatus, StaleTerm, StateStore
 from runner.store.streams import Entry, StreamReader
 from runner.store.waiting import Waiting, WaitingCreates
@@ -256,8 +256,9 @@ class Dispatcher:
         # Fenced in its script, like every state-store write.
         claim = self.state.claim(message.id, stream=entry.stream, entry_id=entry.entry_id, term=term)
         if claim.status is ClaimStatus.DUPLICATE and claim.record.get("state") == "cancelled":
-            # Cancelled before it was read (runner.pipeline.cancels): no Job, and the 99 is
-            # sent now that the webhook is known.
+            # Cancelled before it was read (runner.pipeline.cancels), or after a claim that
+            # made no Job (the claim ended it): no Job, and the 99 is sent now that the
+            # webhook is known.
             stage = claim.record.get("cancel_stage") or "pending"
             self.tracker.cancelled(message.id, stage=stage, webhook=message.webhook_url)
             self.reader.ack(entry)
@@ -270,9 +271,10 @@ class Dispatcher:
                 self.tracker.created(
                     message.id, job_name=record.job_name, job_uid=record.job_uid, webhook=message.webhook_url
                 )
-                self.executor.launched(
-                    JobRef(name=record.job_name, namespace=record.namespace, uid=record.job_uid, adopted=True)
-                )
+                if not record.get("cancel_requested"):  # else never started: the leader's cancel ends it
+                    self.executor.launched(
+                        JobRef(name=record.job_name, namespace=record.namespace, uid=record.job_uid, adopted=True)
+                    )
             log.info("message %s is a duplicate (job %s): acked", message.id, record.job_name or "-")
             self.reader.ack(entry)
             return "duplicate"
@@ -391,8 +393,9 @@ class Dispatcher:
 
     # -- helpers -----------------------------------------------------------------------
     def _dead(self, entry: Entry, reason: str, error: str, *, term: int, message_id: str | None = None) -> str:
-        """Dead-letter `entry`, clearing in the same step what its message left: a claim with
-        no Job in it (whichever path got here), and its place among the waiting creates."""
+        """Dead-letter `entry`, ending its message in the same step (whichever path got
+        here): its record `dead` unless it records a Job, its event, and its place among the
+        waiting creates cleared."""
         self._fence(term)  # the dead letter's script is not fenced: a deposed leader must not write it
         if message_id is None:
             message_id = peek_message_id(entry.fields, max_bytes=self.settings.streams.max_message_bytes)
@@ -411,6 +414,11 @@ class Dispatcher:
                 waiting_index=self.waiting.index,
                 waiting_member=member,
                 waiting_key=self.waiting.key(member),
+            ),
+            record=DeadRecord(
+                ttl_seconds=self.state.ttl_seconds,
+                events_stream=self.settings.streams.events_stream,
+                events_maxlen=self.settings.streams.events_maxlen,
             ),
         )
         log.warning("entry %s dead-lettered (%s): %s", entry.entry_id, reason, error)

@@ -14,11 +14,11 @@ invalid is refused, and then the message's state record decides (`decide_replay`
 
 - a record with a Job: the message already ran; the runner would drop the replay as a
   duplicate, so it is refused (submit it under a new id to run it again);
-- a record without a Job in a terminal state (e.g. the apiserver refused the Job): the
-  record is released so the replay can run;
+- a record without a Job in a terminal state (`dead`: the dead letter of a message with an
+  id; `cancelled` before it was read): the record is released so the replay can run;
 - a record without a Job, not terminal (claimed, then a crash): the runner resumes it;
-- no record, and the message is younger than KSR_STATE_TTL: it never got one (it was
-  dead-lettered before the claim, e.g. invalid or refused by policy): safe to replay;
+- no record, and the message is younger than KSR_STATE_TTL: it never got one (a dead
+  letter without a usable id, or one from before dead letters wrote `dead`): safe to replay;
 - no record, and the message is older than KSR_STATE_TTL: the record may have expired, so
   whether a Job already ran for it cannot be told any more: refused without `force`.
 """

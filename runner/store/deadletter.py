@@ -2,11 +2,19 @@
 
 An entry is moved there with the reason, the error (naming the field), the group's own
 delivery counter and its original id, and acked in the same Lua step (lua/dead_letter.lua),
-so it is neither lost nor left pending to be read again. The same step clears what the
-message left behind (`Leftovers`): its claim when no Job was recorded in it, so a replay
-starts afresh, and its place among the creates that wait (runner.store.waiting). The CLI
-lists, shows, replays and
-purges them.
+so it is neither lost nor left pending to be read again. The same step ends the message
+(`Leftovers`, `DeadRecord`): its state record says `dead` with the reason, the error and the
+dead entry's id, for KSR_STATE_TTL, and one event (a 99 `DeadLettered`) goes to the events
+stream, so `Client.wait`, `ksr jobs show` and event readers see the end; and its place among
+the creates that wait (runner.store.waiting) is cleared.
+
+Only a message that never got a Job ends `dead`: no record, or a claim without a Job, or
+`dead` already. A record of a Job (a real Job, and what makes a replay a duplicate) or of
+another end is left as it is. A `dead` record never makes the id a duplicate: the claim
+starts afresh over it (lua/claim.lua), so a replay or a corrected message under the same id
+runs. An entry without a usable message id (not JSON, no id, an id that is not one) has no
+record to write: only its dead entry tells of it. The CLI lists, shows, replays and purges
+them.
 
 A dead entry's fields:
 
@@ -32,13 +40,18 @@ import redis
 
 from runner.store import scripts
 from runner.store.errors import redis_errors
+from runner.store.events import DEFAULT_MAXLEN as EVENTS_MAXLEN
+from runner.store.events import EVENTS_STREAM, new_event
 from runner.store.replies import text
 from runner.store.streams import DEAD_SUFFIX, Entry
 
 __all__ = [
+    "DEAD_ERROR_CODE",
     "REASONS",
     "DeadEntry",
+    "DeadRecord",
     "Leftovers",
+    "dead_event_detail",
     "dead_letter",
     "dead_stream",
     "get_dead",
@@ -54,6 +67,8 @@ REASONS = ("invalid", "policy", "api_rejected", "create_refused", "poison")
 DEFAULT_MAXLEN = 100_000
 ERROR_MAX_CHARS = 8192  # an apiserver message can be long; the dead letter needs the gist
 _EXTRA = b"field:"
+DEAD_STATUS = 99  # a dead letter's event reads as the message's end, like a 99
+DEAD_ERROR_CODE = "DeadLettered"  # its errorCode
 
 
 @dataclass(frozen=True)
@@ -71,14 +86,29 @@ class DeadEntry:
 
 @dataclass(frozen=True)
 class Leftovers:
-    """What a dead-lettered entry's message left in Redis, cleared in the dead letter's step."""
+    """What a dead-lettered entry's message has in Redis, settled in the dead letter's step."""
 
-    message_id: str  # "" when the entry carries no usable id: nothing was claimed for it
-    record_key: str  # its claim, deleted unless it records a Job
+    message_id: str  # "" when the entry carries no usable id: no record to write
+    record_key: str  # its state record: becomes `dead` unless it records a Job or another end
     active_key: str
     waiting_index: str = ""  # the set of creates that wait, and this entry's place in it
     waiting_member: str = ""
     waiting_key: str = ""
+
+
+@dataclass(frozen=True)
+class DeadRecord:
+    """How the end of a dead-lettered message with an id is kept: its `dead` record expires
+    after `ttl_seconds` (KSR_STATE_TTL) and its event goes to `events_stream`."""
+
+    ttl_seconds: int
+    events_stream: str = EVENTS_STREAM
+    events_maxlen: int = EVENTS_MAXLEN
+
+
+def dead_event_detail(reason: str, error: str) -> dict[str, Any]:
+    """The detail of a dead letter's event: shaped like a 99's, with the reason beside it."""
+    return {"error": {"errorCode": DEAD_ERROR_CODE, "message": error}, "reason": reason}
 
 
 def dead_stream(stream: str, suffix: str = DEAD_SUFFIX) -> str:
@@ -105,21 +135,26 @@ def dead_letter(
     maxlen: int = DEFAULT_MAXLEN,
     now: float | None = None,
     leftovers: Leftovers | None = None,
+    record: DeadRecord | None = None,
 ) -> str:
-    """Move `entry` to `<stream>:dead` and XACK it for `group`, atomically, clearing the
-    message's `leftovers` (claim without a Job, place among the waiting creates) with it.
+    """Move `entry` to `<stream>:dead` and XACK it for `group`, atomically, ending the
+    message with it: with `leftovers` naming its id, its state record becomes `dead` (kept as
+    `record` says, which is then required) and its event is appended; its place among the
+    waiting creates is cleared.
 
     `deliveries` defaults to the entry's own (group) counter; `now` (Unix seconds) to the
     current time. The dead stream is capped near `maxlen`. Returns the dead entry id.
     """
+    now = time.time() if now is None else now
+    error = error[:ERROR_MAX_CHARS]
     fields: dict[Any, Any] = {
         "payload": entry.fields.get(b"payload", b""),
         "reason": reason,
-        "error": error[:ERROR_MAX_CHARS],
+        "error": error,
         "deliveries": entry.deliveries if deliveries is None else deliveries,
         "original_id": entry.entry_id,
         "original_stream": entry.stream,
-        "dead_at": int((time.time() if now is None else now) * 1000),
+        "dead_at": int(now * 1000),
     }
     for name, value in entry.fields.items():
         if name != b"payload":
@@ -127,6 +162,21 @@ def dead_letter(
     flat = [x for pair in fields.items() for x in pair]
     dead_key = dead_stream(entry.stream, stream_suffix)
     left = leftovers or Leftovers(message_id="", record_key=dead_key, active_key=dead_key)
+    event: list[Any] = []
+    events_key, events_maxlen, ttl = dead_key, 0, 0  # placeholders: no id, no record, no event
+    if left.message_id:
+        if record is None:
+            raise ValueError("dead_letter: a message id in leftovers needs its DeadRecord (the record's TTL)")
+        new = new_event(
+            message_id=left.message_id,
+            status=DEAD_STATUS,
+            detail=dead_event_detail(reason, error),
+            stream=record.events_stream,
+            maxlen=record.events_maxlen,
+            now=now,
+        )
+        event = [x for pair in new.fields.items() for x in pair]
+        events_key, events_maxlen, ttl = record.events_stream, record.events_maxlen, record.ttl_seconds
     with redis_errors():
         dead_id = scripts.load(redis_client, "dead_letter")(
             keys=[
@@ -136,6 +186,7 @@ def dead_letter(
                 left.active_key,
                 left.waiting_index or dead_key,  # placeholders when there is nothing to clear
                 left.waiting_key or dead_key,
+                events_key,
             ],
             args=[
                 group,
@@ -143,6 +194,13 @@ def dead_letter(
                 maxlen,
                 left.message_id,
                 left.waiting_member if left.waiting_index else "",
+                ttl,
+                int(now * 1000),
+                reason,
+                error,
+                events_maxlen,
+                len(event),
+                *event,
                 *flat,
             ],
         )
@@ -186,7 +244,7 @@ def replay_dead(
 
     Returns the new entry id, or None when no such dead entry exists. Whether the entry may
     be replayed at all (still valid? a Job already? a record that may have expired?) is
-    runner.store.replay's decision: the pipeline treats a replayed id with a recorded Job as
+    runner.pipeline.replay's decision: the pipeline treats a replayed id with a recorded Job as
     a duplicate.
     """
     with redis_errors():

@@ -5,6 +5,8 @@
 
     state          claimed | created | running | completed | failed | exception | dead | cancelled
     cancel_stage, cancelled_at (ms), cancel_requested (ms)   a cancel (runner.store.schedule, docs/scheduling.md)
+    dead_reason, dead_error, dead_id                 a dead letter (runner.store.deadletter): its reason,
+                                                     error and dead entry id; with finished_at
     stream, entry_id, claimed_at (ms), term          claim()
     job_name, namespace, job_uid, created_at (ms)    record_job(); with webhook, service, executor
     pod_name, pod_uid, started_at (s, 3 decimals)    the tracker, when the pod starts
@@ -56,6 +58,9 @@ class Field:
     POD_UID = "pod_uid"
     STARTED_AT = "started_at"
     GONE_URL = "cbd_gone_url"
+    DEAD_REASON = "dead_reason"
+    DEAD_ERROR = "dead_error"
+    DEAD_ID = "dead_id"
 
     @staticmethod
     def marked(status: int) -> str:

@@ -21,7 +21,7 @@ script, its detail kept, its place in the owed index and its event on the events
 dispatcher's step after the create is one round trip.
 
 An expired record looks exactly like an absent one: claim() answers NEW. Refusing to run
-a replayed message whose record expired unless `--force` is given is runner.store.replay's job.
+a replayed message whose record expired unless `--force` is given is runner.pipeline.replay's job.
 """
 
 from __future__ import annotations
@@ -165,13 +165,14 @@ class StateStore:
     def claim(self, message_id: str, *, stream: str, entry_id: str, term: int | None = None) -> ClaimResult:
         """Claim `message_id` set-if-absent: NEW, DUPLICATE or RESUME (see ClaimStatus).
 
-        A record in a terminal state without a Job (e.g. refused by the apiserver and
-        dead-lettered) also answers DUPLICATE; use release() to let it run again.
+        A record in a terminal state without a Job (e.g. cancelled before it was read)
+        also answers DUPLICATE; use release() to let it run again. A claim without a Job
+        whose cancel was requested ends `cancelled` here and answers DUPLICATE: no path
+        creates a Job for a cancelled message.
         """
         terminal = "," + ",".join(sorted(TERMINAL_STATES)) + ","
-        reply = self._run(
-            self._claim, [self.key(message_id)], [stream, entry_id, self._now_ms(), terminal], term, durable="claim"
-        )
+        args = [stream, entry_id, self._now_ms(), terminal, self.ttl_seconds]
+        reply = self._run(self._claim, [self.key(message_id)], args, term, durable="claim")
         return ClaimResult(ClaimStatus(text(reply[0])), StateRecord.from_reply(reply[1]))
 
     def record_job(

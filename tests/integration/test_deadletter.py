@@ -8,6 +8,7 @@ import pytest
 import redis
 
 from runner.store.deadletter import (
+    DeadRecord,
     Leftovers,
     dead_letter,
     get_dead,
@@ -16,6 +17,8 @@ from runner.store.deadletter import (
     purge_dead,
     replay_dead,
 )
+from runner.store.events import read_events
+from runner.store.schedule import ScheduledStore
 from runner.store.state import StaleTerm, StateStore
 from runner.store.streams import StreamReader
 from runner.store.waiting import WaitingCreates
@@ -136,7 +139,19 @@ def test_dead_stream_is_capped(redis_client: redis.Redis, rd: StreamReader) -> N
     assert 100 <= redis_client.xlen(STREAM + ":dead") < 300
 
 
-def test_a_dead_letter_clears_a_claim_without_a_job_and_the_entry_s_wait(
+def _leftovers(state: StateStore, waiting: WaitingCreates, entry, mid: str) -> Leftovers:
+    member = waiting.member(entry)
+    return Leftovers(
+        message_id=mid,
+        record_key=state.key(mid),
+        active_key=state.active_key,
+        waiting_index=waiting.index,
+        waiting_member=member,
+        waiting_key=waiting.key(member),
+    )
+
+
+def test_a_dead_letter_ends_a_claim_without_a_job_and_clears_the_entry_s_wait(
     redis_client: redis.Redis, rd: StreamReader
 ) -> None:
     state = StateStore(redis_client, ttl_seconds=3600)
@@ -147,29 +162,106 @@ def test_a_dead_letter_clears_a_claim_without_a_job_and_the_entry_s_wait(
     state.record_job("with-job", job_name="job-1", namespace="ns", job_uid="u1")
     waiting.defer(claimed, message_id="claimed-only", due=1700000001.0, error="403 exceeded quota", term=1)
     assert rd.pending_summary(STREAM).count == 1  # the waiting one was acked as it moved
-    for entry, mid in ((claimed, "claimed-only"), (recorded, "with-job")):
-        member = waiting.member(entry)
+    dead_ids = [
         dead_letter(
             redis_client,
             entry,
             group="ksr",
             reason="create_refused",
             error="gave up",
-            leftovers=Leftovers(
-                message_id=mid,
-                record_key=state.key(mid),
-                active_key=state.active_key,
-                waiting_index=waiting.index,
-                waiting_member=member,
-                waiting_key=waiting.key(member),
-            ),
+            now=1700000002.0,
+            leftovers=_leftovers(state, waiting, entry, mid),
+            record=DeadRecord(ttl_seconds=3600),
         )
-    assert state.get("claimed-only") is None, "a claim without a Job is released: a replay starts afresh"
-    assert state.get("with-job")["job_name"] == "job-1", "a claim that records a Job stays"
+        for entry, mid in ((claimed, "claimed-only"), (recorded, "with-job"))
+    ]
+    record = state.get("claimed-only")
+    assert record is not None and record.state == "dead", "a claim without a Job ends dead"
+    assert {k: record[k] for k in ("dead_reason", "dead_error", "dead_id", "stream", "entry_id", "finished_at")} == {
+        "dead_reason": "create_refused",
+        "dead_error": "gave up",
+        "dead_id": dead_ids[0],
+        "stream": STREAM,
+        "entry_id": claimed.entry_id,
+        "finished_at": "1700000002000",
+    }
+    assert 0 < state.ttl("claimed-only") <= 3600
+    assert state.claim("claimed-only", stream=STREAM, entry_id="9-9").status.value == "NEW", "a replay starts afresh"
+    job = state.get("with-job")
+    assert (job.state, job.job_name, "dead_reason" in job) == ("created", "job-1", False), "a Job's record stays"
+    assert state.ttl("with-job") == -1
     assert state.active_ids() == {"with-job"}
     assert redis_client.zcard("ksr:waiting") == 0 and not redis_client.keys("ksr:waiting:*")
     assert rd.pending_summary(STREAM).count == 0
     assert [d.original_id for d in list_dead(redis_client, STREAM)] == [claimed.entry_id, recorded.entry_id]
+    (event,) = read_events(redis_client)  # the dead one's; none for the message with a Job
+    assert (event.message_id, event.status, event.job_name, event.ts) == ("claimed-only", 99, None, 1700000002000)
+    assert event.detail == {"error": {"errorCode": "DeadLettered", "message": "gave up"}, "reason": "create_refused"}
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (None, "dead"),  # never claimed: invalid or refused by policy
+        ("claimed", "dead"),
+        ("dead", "dead"),  # the same id dead-lettered again: the latest dead entry
+        ("cancelled", "cancelled"),  # cancelled before it was read: that end stays
+        ("completed", "completed"),
+    ],
+)
+def test_which_records_a_dead_letter_ends(redis_client: redis.Redis, rd: StreamReader, before, after) -> None:
+    state = StateStore(redis_client, ttl_seconds=3600)
+    (entry,) = delivered(redis_client, rd, b'{"id": "m1"}')
+    if before is not None:
+        redis_client.hset(state.key("m1"), mapping={"state": before, "claimed_at": "1"})
+    left = Leftovers(message_id="m1", record_key=state.key("m1"), active_key=state.active_key)
+    dead_id = dead_letter(
+        redis_client, entry, group="ksr", reason="invalid", error="e", leftovers=left, record=DeadRecord(60)
+    )
+    record = state.get("m1")
+    assert record.state == after
+    assert record.get("dead_id") == (dead_id if after == "dead" else None)
+    assert [e.message_id for e in read_events(redis_client)] == (["m1"] if after == "dead" else [])
+
+
+def test_a_dead_letter_without_a_usable_id_writes_no_record_and_no_event(
+    redis_client: redis.Redis, rd: StreamReader
+) -> None:
+    (entry,) = delivered(redis_client, rd, b"this is not json")
+    dead_letter(redis_client, entry, group="ksr", reason="invalid", error="payload: not valid JSON")
+    assert redis_client.keys("ksr:msg:*") == [] and read_events(redis_client) == []
+    assert redis_client.xlen(STREAM + ":dead") == 1
+    with pytest.raises(ValueError, match="DeadRecord"):  # an id without its record's TTL: a caller's bug
+        left = Leftovers(message_id="m1", record_key="ksr:msg:m1", active_key="ksr:active")
+        dead_letter(redis_client, entry, group="ksr", reason="invalid", error="e", leftovers=left)
+
+
+def test_a_create_refused_that_told_the_producer_adds_no_second_end_event(
+    redis_client: redis.Redis, rd: StreamReader
+) -> None:
+    state = StateStore(redis_client, ttl_seconds=3600)
+    (entry,) = delivered(redis_client, rd, b'{"id": "m1"}')
+    state.claim("m1", stream=STREAM, entry_id=entry.entry_id)
+    state.mark_callback_sent("m1", 99)  # the tracker's 99 CreateRefused, before the dead letter
+    left = Leftovers(message_id="m1", record_key=state.key("m1"), active_key=state.active_key)
+    dead_letter(
+        redis_client, entry, group="ksr", reason="create_refused", error="e", leftovers=left, record=DeadRecord(60)
+    )
+    record = state.get("m1")
+    assert (record.state, record.callbacks()) == ("dead", [99])
+    assert read_events(redis_client) == []  # the 99 marked by the tracker was its end
+
+
+def test_a_delayed_message_under_a_dead_id_is_held_afresh(redis_client: redis.Redis) -> None:
+    state = StateStore(redis_client, ttl_seconds=3600)
+    store = ScheduledStore(redis_client, streams=[STREAM])
+    state.claim("m1", stream=STREAM, entry_id="1-0")
+    state.finish("m1", "dead", dead_reason="policy")
+    assert store.schedule(STREAM, "m1", due=2e9, payload="{}", term=None) is True
+    assert state.get("m1") is None  # it reads as scheduled now
+    state.claim("m2", stream=STREAM, entry_id="1-1")
+    state.finish("m2", "cancelled")
+    assert store.schedule(STREAM, "m2", due=2e9, payload="{}", term=None) is None  # any other end: known
 
 
 def test_waiting_keeps_the_fields_and_the_first_refusal(redis_client: redis.Redis, rd: StreamReader) -> None:

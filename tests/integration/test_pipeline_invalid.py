@@ -200,8 +200,9 @@ def test_malformed_and_refused_messages_are_dead_lettered_while_valid_ones_flow(
     for s in STREAMS:
         assert redis_client.xpending(s, "ksr")["pending"] == 0
         assert redis_client.xlen(s + ":dead") == sum(1 for (st, _) in expected if st == s)
-    # No state record for a refused message: a corrected replay is a new message.
-    assert not redis_client.exists("ksr:msg:p-ns", "ksr:msg:r-gpu", "ksr:msg:p-meta")
+    # A refused message ends `dead` (no Job), which a corrected replay claims afresh.
+    for mid in ("p-ns", "r-gpu", "p-meta"):
+        assert redis_client.hmget(f"ksr:msg:{mid}", "state", "job_name") == [b"dead", None], mid
 
 
 def test_apiserver_422_is_dead_lettered_with_its_words(redis_server, redis_client, kube, namespace, receiver):
@@ -227,7 +228,12 @@ def test_apiserver_422_is_dead_lettered_with_its_words(redis_server, redis_clien
     assert d.reason == "api_rejected"
     assert "422" in d.error and "requests" in d.error, d.error
     assert "refused-422" not in receiver.statuses()  # no Job, so no callback at all
-    assert not redis_client.exists("ksr:msg:refused-422")  # released: a corrected replay runs
+    # dead, no Job: a corrected replay runs (claim.lua claims a dead record afresh)
+    assert redis_client.hmget("ksr:msg:refused-422", "state", "dead_reason", "job_name") == [
+        b"dead",
+        b"api_rejected",
+        None,
+    ]
     assert len(managed_jobs(kube, namespace)) == 2
 
 

@@ -118,5 +118,7 @@ def test_an_entry_that_raises_ends_as_poison_and_the_runner_lives(redis_server, 
     assert dead.deliveries == 4 and "KSR_MAX_DELIVERIES=3" in dead.error
     assert sum(h.calls for h in hooks) == 3  # one try per delivery, none after the dead letter
     assert _messages_total("error") - errors_before == 3
-    assert not redis_client.exists("ksr:msg:boom"), "the dead letter released the claim made before the create"
+    assert redis_client.hmget("ksr:msg:boom", "state", "dead_reason", "job_name") == [b"dead", b"poison", None], (
+        "the dead letter ended the claim made before the create"
+    )
     assert redis_client.xpending(STREAM, "ksr")["pending"] == 0

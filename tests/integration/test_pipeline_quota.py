@@ -99,7 +99,8 @@ def test_at_the_horizon_the_producer_hears_99_and_the_claim_is_gone(
         wait_for(lambda: redis_client.hget("ksr:msg:never", "state") == b"claimed", timeout=30, what="the claim")
         wait_for(lambda: receiver.statuses().get("never") == [99], timeout=60, what="callback 99")
         (dead,) = wait_for(lambda: list_dead(redis_client, STREAM), timeout=30, what="the dead letter")
-        assert not redis_client.exists("ksr:msg:never"), "the claim is released"
+        never = redis_client.hgetall("ksr:msg:never")
+        assert (never[b"state"], never[b"dead_reason"], b"job_name" in never) == (b"dead", b"create_refused", False)
         assert redis_client.zcard(WAITING) == 0 and not redis_client.keys(WAITING + ":*")
         assert redis_client.xpending(STREAM, "ksr")["pending"] == 0
         assert managed_jobs(kube, namespace) == []
@@ -153,5 +154,9 @@ def test_a_waiting_create_whose_retries_raise_ends_at_the_horizon(redis_server, 
     assert dead.original_id == entry_id and dead.reason == "poison"
     assert "kept failing while waiting past KSR_CREATE_HORIZON=5s" in dead.error and "exceeded quota" in dead.error
     assert 2 <= hook.calls <= 8, "retries backed off (about one per KSR_CREATE_BACKOFF_CAP), not one per tick"
-    assert not redis_client.exists("ksr:msg:waits-then-raises")
+    assert redis_client.hmget("ksr:msg:waits-then-raises", "state", "dead_reason", "job_name") == [
+        b"dead",
+        b"poison",
+        None,
+    ]
     assert redis_client.zcard(WAITING) == 0 and redis_client.xpending(STREAM, "ksr")["pending"] == 0

@@ -81,11 +81,38 @@ def test_finish_sets_ttl_and_leaves_active_set(store: StateStore) -> None:
 
 def test_terminal_record_without_job_is_duplicate_until_released(store: StateStore) -> None:
     claim(store)
-    store.finish("m1", "dead", reason="api_rejected")
+    store.finish("m1", "cancelled", cancel_stage="pending")
     assert claim(store).status is ClaimStatus.DUPLICATE
     store.release("m1")
     assert store.get("m1") is None
     assert claim(store).status is ClaimStatus.NEW
+
+
+def test_a_dead_record_without_a_job_is_claimed_afresh(store: StateStore) -> None:
+    """`dead` ends a message that never got a Job (a dead letter): the id is no duplicate."""
+    claim(store)
+    store.finish("m1", "dead", dead_reason="api_rejected", cb_99="1")
+    result = claim(store)
+    assert result.status is ClaimStatus.NEW
+    assert dict(result.record) == {
+        "state": "claimed",
+        "stream": "ksr:jobs:default",
+        "entry_id": "1-0",
+        "claimed_at": "1700000000000",
+    }  # the dead letter's fields (and its marks) are gone with it
+    assert store.ttl("m1") == -1  # a live claim again: no expiry
+    store.record_job("m1", job_name="j", namespace="ns", job_uid="u")
+    store.finish("m1", "dead")  # a dead record of a Job (never written by a dead letter) stays one
+    assert claim(store).status is ClaimStatus.DUPLICATE
+
+
+def test_a_claim_without_a_job_whose_cancel_was_requested_ends_cancelled(store: StateStore) -> None:
+    claim(store)
+    store.redis.hset(store.key("m1"), "cancel_requested", "1700000000000")  # what cancel.lua writes
+    result = claim(store)
+    assert result.status is ClaimStatus.DUPLICATE
+    assert (result.record.state, result.record["cancel_stage"]) == ("cancelled", "pending")
+    assert 0 < store.ttl("m1") <= store.ttl_seconds
 
 
 def test_expired_record_looks_absent(store: StateStore, redis_client: redis.Redis) -> None:

@@ -5,12 +5,25 @@
 -- ARGV[1] message id, ARGV[2] now (ms), ARGV[3] record TTL (s), ARGV[4] terminal states as
 -- ',a,b,', ARGV[5..] the stream names, in the order of KEYS[3..].
 -- Returns {'FINISHED', state} | {'CANCELLED', 'scheduled' | 'pending'} | {'REQUESTED', state}.
---   scheduled: removed from its set; the record says cancelled and the leader sends the 99.
+--   requested (a record that has not ended: claimed, created, running): the leader ends it
+--     (runner.pipeline.cancels, or the claim before any Job is created) and sends the 99. A
+--     held copy under the same id is a duplicate of that message: dropped here, so it neither
+--     comes back nor turns the cancel into a cancel of the held copy.
+--   scheduled (no record, held): removed from its set; the record says cancelled and the
+--     leader sends the 99.
 --   pending (no record: not read yet, or unknown): a cancelled record, so the dispatcher acks
 --     the entry without a Job and sends the 99 when it reads it.
---   requested (claimed, created, running): the leader deletes the Job and sends the 99.
 local state = redis.call('HGET', KEYS[1], 'state')
 if state and string.find(ARGV[4], ',' .. state .. ',', 1, true) then return {'FINISHED', state} end
+if state then
+  for i = 3, #KEYS, 2 do
+    redis.call('ZREM', KEYS[i], ARGV[1])
+    redis.call('HDEL', KEYS[i + 1], ARGV[1])
+  end
+  redis.call('HSET', KEYS[1], 'cancel_requested', ARGV[2])
+  redis.call('SADD', KEYS[2], ARGV[1])
+  return {'REQUESTED', state}
+end
 for i = 3, #KEYS, 2 do
   local payload = redis.call('HGET', KEYS[i + 1], ARGV[1])
   if payload then
@@ -28,11 +41,6 @@ for i = 3, #KEYS, 2 do
     return {'CANCELLED', 'scheduled'}
   end
 end
-if not state then
-  redis.call('HSET', KEYS[1], 'state', 'cancelled', 'cancel_stage', 'pending', 'cancelled_at', ARGV[2])
-  redis.call('EXPIRE', KEYS[1], ARGV[3])
-  return {'CANCELLED', 'pending'}
-end
-redis.call('HSET', KEYS[1], 'cancel_requested', ARGV[2])
-redis.call('SADD', KEYS[2], ARGV[1])
-return {'REQUESTED', state}
+redis.call('HSET', KEYS[1], 'state', 'cancelled', 'cancel_stage', 'pending', 'cancelled_at', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return {'CANCELLED', 'pending'}
