@@ -25,12 +25,12 @@ from typing import Any
 import redis
 
 from runner.errors import KsrError
+from runner.lifecycle import CallbackStatus, State
 from runner.pipeline.delay import due_time
 from runner.pipeline.message import parse_message, payload_id
 from runner.settings import Settings
 from runner.store.connection import connect
 from runner.store.events import read_events
-from runner.store.record import TERMINAL_STATES
 from runner.store.replication import add_replicated
 from runner.store.replies import text
 from runner.store.schedule import ScheduledStore
@@ -39,7 +39,7 @@ from runner.store.streams import redis_errors
 
 __all__ = ["AlreadyFinished", "Cancellation", "Client", "Status", "WaitTimeout", "rfc3339"]
 
-FINAL_STATUSES = frozenset({2, 3, 99})
+FINAL_STATUSES = frozenset(s for s in CallbackStatus if s.final)
 UNREAD_SCAN_LIMIT = 10_000  # entries looked through per stream to find an unread message
 _BLOCK_SLICE_MS = 5_000  # one XREAD waits at most this long (the socket timeout must outlast it)
 
@@ -65,7 +65,7 @@ class Status:
 
     id: str
     where: str
-    state: str | None = None  # the state record's state (runner.store.state), None without one
+    state: State | None = None  # the state record's state (runner.lifecycle), None without one
     stream: str | None = None
     due: float | None = None  # scheduled: Unix time it is due
     record: Mapping[str, str] = field(default_factory=dict)
@@ -139,9 +139,8 @@ class Client:
                 return Status(message_id, "scheduled", stream=held.stream, due=held.due)
             stream = self._unread_in(message_id)
             return Status(message_id, "pending" if stream else "unknown", stream=stream)
-        state = record.get("state", "")
-        where = "finished" if state in TERMINAL_STATES else "running" if record.get("job_name") else "pending"
-        return Status(message_id, where, state=state, stream=record.get("stream"), record=record)
+        where = "finished" if record.is_terminal else "running" if record.has_job else "pending"
+        return Status(message_id, where, state=record.state, stream=record.get("stream"), record=record)
 
     def _unread_in(self, message_id: str) -> str | None:
         """The stream holding `message_id` not yet delivered to the group (a bounded scan)."""
@@ -200,9 +199,9 @@ class Client:
             return status
         raw = detail.get("error")
         error: Mapping[str, Any] = raw if isinstance(raw, dict) else {}
-        state = {2: "completed", 3: "failed"}.get(code) or (
-            "cancelled" if error.get("errorCode") == "Cancelled" else "exception"
-        )
+        state = {CallbackStatus.COMPLETED: State.COMPLETED, CallbackStatus.FAILED: State.FAILED}.get(
+            CallbackStatus(code)
+        ) or (State.CANCELLED if error.get("errorCode") == "Cancelled" else State.EXCEPTION)
         return Status(message_id, "finished", state=state, stream=status.stream, record=status.record)
 
     # -- cancel ------------------------------------------------------------------------------

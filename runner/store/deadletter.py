@@ -127,7 +127,7 @@ def dead_letter(
     dead_key = dead_stream(entry.stream, stream_suffix)
     left = leftovers or Leftovers(message_id="", record_key=dead_key, active_key=dead_key)
     with redis_errors():
-        dead_id = scripts.load(redis_client, "dead_letter")(
+        dead_id = scripts.load(redis_client, "dead_letter", states=True)(
             keys=[
                 dead_key,
                 entry.stream,
