@@ -116,6 +116,11 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(_S.SCHEDULED, None, _A.SCHEDULER, "move_due", "due: back into its stream, read again"),
     Transition(_S.SCHEDULED, _S.CANCELLED, _A.CANCEL, "cancel", "cancelled while held: the leader sends the 99"),
     Transition(None, _S.CLAIMED, _A.DISPATCHER, "claim", "read: claimed set-if-absent before the create"),
+    # A held copy is not a record: another entry of the same id, read while a copy is held,
+    # goes on as if from no record (the copy is a duplicate when it comes due).
+    Transition(_S.SCHEDULED, _S.CLAIMED, _A.DISPATCHER, "claim", "another entry of the id, read while held"),
+    Transition(_S.SCHEDULED, _S.CREATED, _A.DISPATCHER, "record_job", "another entry of the id got its Job"),
+    Transition(_S.SCHEDULED, _S.DEAD, _A.DEAD_LETTER, "dead_letter", "another entry of the id is dead-lettered"),
     Transition(None, _S.CANCELLED, _A.CANCEL, "cancel", "cancelled before it was read: acked without a Job"),
     Transition(_S.CLAIMED, _S.WAITING, _A.DISPATCHER, "defer_create", "create refused for now: held, acked"),
     Transition(_S.WAITING, _S.CLAIMED, _A.DISPATCHER, None, "next try due: taken from the waiting set"),

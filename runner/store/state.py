@@ -244,11 +244,13 @@ class StateStore:
         now = self._now_ms()
         self._write(message_id, state, term, {Field.UPDATED_AT: now, Field.FINISHED_AT: now, **fields})
 
-    def release(self, message_id: str, *, term: int | None = None) -> None:
-        """Forget an ended message entirely (the next claim is NEW): for replays.
-        IllegalTransition for a live one (claimed, created, running)."""
+    def release(self, message_id: str, *, term: int | None = None) -> bool:
+        """Forget an ended message entirely (the next claim is NEW): for replays. True when
+        there was a record to forget; IllegalTransition for a live one (claimed, created,
+        running)."""
         reply = self._run(self._release, [self.key(message_id), self.active_key], [message_id], term)
         self._moved(reply, message_id, None)
+        return int(reply[1]) == 1
 
     def _write(self, message_id: str, state: State, term: int | None, fields: dict[str, Any]) -> None:
         """Move the record to `state` with `fields` (update.lua; IllegalTransition if refused)."""

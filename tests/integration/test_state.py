@@ -81,7 +81,9 @@ def test_finish_sets_ttl_and_leaves_active_set(store: StateStore) -> None:
 
 def test_terminal_record_without_job_is_duplicate_until_released(store: StateStore, redis_client: redis.Redis) -> None:
     claim(store)
-    redis_client.hset(store.key("m1"), mapping={"state": "dead", "reason": "api_rejected"})  # as a dead letter leaves it
+    redis_client.hset(
+        store.key("m1"), mapping={"state": "dead", "reason": "api_rejected"}
+    )  # as a dead letter leaves it
     assert claim(store).status is ClaimStatus.DUPLICATE
     store.release("m1")
     assert store.get("m1") is None
