@@ -31,6 +31,7 @@ __all__ = [
     "Transition",
     "is_legal",
     "lua_prelude",
+    "markdown_table",
     "moves_of",
 ]
 
@@ -131,7 +132,13 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(_S.CREATED, _S.RUNNING, _A.TRACKER, "update", "its pod started: callback 1"),
     *_rows((_S.CREATED, _S.RUNNING), _S.COMPLETED, _A.TRACKER, "update", "the Job succeeded: callback 2"),
     *_rows((_S.CREATED, _S.RUNNING), _S.FAILED, _A.TRACKER, "update", "the Job failed: callback 3"),
-    *_rows((_S.CREATED, _S.RUNNING), _S.EXCEPTION, _A.TRACKER, "update", "pod never started, Job deleted: callback 99"),
+    *_rows(
+        (_S.CREATED, _S.RUNNING),
+        _S.EXCEPTION,
+        _A.TRACKER,
+        "update",
+        "no pod in time, image pull error, Job deleted from outside: callback 99",
+    ),
     *_rows((_S.CREATED, _S.RUNNING), _S.CANCELLED, _A.LEADER_CANCEL, "update", "cancel carried out: 99, Job deleted"),
     *_rows((_S.CLAIMED, _S.WAITING), _S.CANCELLED, _A.LEADER_CANCEL, "update", "cancelled before its Job: never made"),
     *_rows((None, _S.CLAIMED, _S.WAITING), _S.DEAD, _A.DEAD_LETTER, "dead_letter", "can never become a Job"),
@@ -185,6 +192,22 @@ def lua_prelude(script: str) -> str:
         "  return row ~= nil and row[to or ''] == true\n"
         "end\n"
     )
+
+
+def markdown_table() -> str:
+    """TRANSITIONS as the table of docs/lifecycle.md (a unit test keeps the two equal)."""
+
+    def name(state: State | None) -> str:
+        return f"`{state.value}`" if state else "none"
+
+    grouped: dict[tuple[State | None, Actor, str | None, str], list[State | None]] = {}
+    for t in TRANSITIONS:  # rows that differ only in their source read as one line
+        grouped.setdefault((t.target, t.actor, t.script, t.why), []).append(t.source)
+    lines = ["| from | to | who | script | why |", "| --- | --- | --- | --- | --- |"]
+    for (target, actor, script, why), sources in grouped.items():
+        lua = f"`{script}.lua`" if script else "-"
+        lines.append(f"| {', '.join(map(name, sources))} | {name(target)} | {actor.value} | {lua} | {why} |")
+    return "\n".join(lines) + "\n"
 
 
 class DispatchOutcome(enum.StrEnum):

@@ -5,6 +5,7 @@ tests/integration/test_lifecycle.py walks the table against redis-server."""
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +20,7 @@ from runner.lifecycle import (
     State,
     is_legal,
     lua_prelude,
+    markdown_table,
     moves_of,
 )
 from runner.store.record import StateRecord, unix_ms
@@ -130,3 +132,10 @@ def test_a_record_time_reads_in_ms_whichever_unit_it_was_written_in(text: str, m
 def test_a_record_s_state_is_parsed_to_the_enum(value: str, state: State | None, terminal: bool) -> None:
     record = StateRecord({"state": value})
     assert record.state is state and record.is_terminal is terminal
+
+
+def test_docs_lifecycle_md_holds_the_table_as_the_code_has_it() -> None:
+    text = (Path(__file__).parents[2] / "docs" / "lifecycle.md").read_text()
+    begin, end = "<!-- BEGIN transitions -->\n", "<!-- END transitions -->"
+    documented = text[text.index(begin) + len(begin) : text.index(end)]
+    assert documented == markdown_table(), "paste markdown_table() between the markers of docs/lifecycle.md"
