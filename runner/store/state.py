@@ -234,13 +234,13 @@ class StateStore:
     def set_state(self, message_id: str, state: State, *, term: int | None = None, **fields: Any) -> None:
         """A non-terminal transition (e.g. running, with pod fields). No TTL is set."""
         if state not in LIVE_STATES:
-            raise ValueError(f"{state} is not a live record state: one of {sorted(LIVE_STATES)}; use finish()")
+            raise ValueError(f"{state} is not a live record state ({', '.join(sorted(LIVE_STATES))}): use finish()")
         self._write(message_id, state, term, {Field.UPDATED_AT: self._now_ms(), **fields})
 
     def finish(self, message_id: str, state: State, *, term: int | None = None, **fields: Any) -> None:
         """A terminal transition: leave the active set, keep the record for ttl_seconds."""
         if state not in TERMINAL_STATES:
-            raise ValueError(f"{state} is not terminal: one of {sorted(TERMINAL_STATES)}")
+            raise ValueError(f"{state} is not terminal: one of {', '.join(sorted(TERMINAL_STATES))}")
         now = self._now_ms()
         self._write(message_id, state, term, {Field.UPDATED_AT: now, Field.FINISHED_AT: now, **fields})
 
