@@ -25,6 +25,7 @@ from typing import Any
 import redis
 
 from runner.errors import KsrError
+from runner.lifecycle import CallbackStatus, State
 from runner.message import parse_message, payload_id
 from runner.pipeline.delay import due_time
 from runner.settings import Settings
@@ -32,7 +33,6 @@ from runner.store.connection import connect
 from runner.store.deadletter import DEAD_ERROR_CODE
 from runner.store.errors import redis_errors
 from runner.store.events import read_events
-from runner.store.record import TERMINAL_STATES
 from runner.store.replication import add_replicated
 from runner.store.replies import text
 from runner.store.schedule import ScheduledStore
@@ -40,7 +40,7 @@ from runner.store.state import StateStore
 
 __all__ = ["AlreadyFinished", "Cancellation", "Client", "Status", "WaitTimeout", "rfc3339"]
 
-FINAL_STATUSES = frozenset({2, 3, 99})
+FINAL_STATUSES = frozenset(s for s in CallbackStatus if s.final)
 UNREAD_SCAN_LIMIT = 10_000  # entries looked through per stream to find an unread message
 _BLOCK_SLICE_MS = 5_000  # one XREAD waits at most this long (the socket timeout must outlast it)
 
@@ -66,7 +66,7 @@ class Status:
 
     id: str
     where: str
-    state: str | None = None  # the state record's state (runner.store.state), None without one
+    state: State | None = None  # the state record's state (runner.lifecycle), None without one
     stream: str | None = None
     due: float | None = None  # scheduled: Unix time it is due
     record: Mapping[str, str] = field(default_factory=dict)
@@ -134,7 +134,7 @@ class Client:
 
     def status(self, message_id: str) -> Status:
         record = self.state.get(message_id)
-        dead = record is not None and record.state == "dead" and not record.has_job
+        dead = record is not None and record.state is State.DEAD and not record.has_job
         if record is None or dead:
             # A dead letter's record does not make its id a duplicate: the same id sent
             # again (or replayed) after the dead entry, and not claimed yet, is where the
@@ -145,9 +145,8 @@ class Client:
             stream = self._unread_in(message_id, after=record.entry_id if record is not None and dead else None)
             if record is None or stream:
                 return Status(message_id, "pending" if stream else "unknown", stream=stream)
-        state = record.get("state", "")
-        where = "finished" if state in TERMINAL_STATES else "running" if record.get("job_name") else "pending"
-        return Status(message_id, where, state=state, stream=record.get("stream"), record=record)
+        where = "finished" if record.is_terminal else "running" if record.has_job else "pending"
+        return Status(message_id, where, state=record.state, stream=record.get("stream"), record=record)
 
     def _unread_in(self, message_id: str, *, after: str | None = None) -> str | None:
         """The stream holding `message_id` not yet delivered to the group, or (with `after`,
@@ -210,8 +209,10 @@ class Client:
             return status
         raw = detail.get("error")
         error: Mapping[str, Any] = raw if isinstance(raw, dict) else {}
-        ends = {"Cancelled": "cancelled", DEAD_ERROR_CODE: "dead"}
-        state = {2: "completed", 3: "failed"}.get(code) or ends.get(str(error.get("errorCode")), "exception")
+        ends = {"Cancelled": State.CANCELLED, DEAD_ERROR_CODE: State.DEAD}
+        state = {CallbackStatus.COMPLETED: State.COMPLETED, CallbackStatus.FAILED: State.FAILED}.get(
+            CallbackStatus(code)
+        ) or ends.get(str(error.get("errorCode")), State.EXCEPTION)
         return Status(message_id, "finished", state=state, stream=status.stream, record=status.record)
 
     # -- cancel ------------------------------------------------------------------------------

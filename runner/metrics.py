@@ -40,6 +40,7 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+from runner.lifecycle import DispatchOutcome
 from runner.signals import (
     ActiveJobs,
     Beat,
@@ -79,21 +80,7 @@ ENV_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 # error: processing raised something unexpected (logged with its traceback); the entry stays
 # pending and the delivery counter ends it. waiting: the create was refused for now (quota,
 # 429, 5xx); the entry waits out of the stream (runner.store.waiting).
-MESSAGE_OUTCOMES = (
-    "dispatched",
-    "duplicate",
-    "invalid",
-    "dead_lettered",
-    "retried",
-    "scheduled",
-    "cancelled",
-    "waiting",
-    "error",
-)
-_PROCESSED = frozenset(
-    {"dispatched", "duplicate", "invalid", "dead_lettered", "scheduled", "cancelled"}
-)  # acked: done with
-_FAILED = frozenset({"invalid", "dead_lettered"})  # done with, and no Job came of it
+MESSAGE_OUTCOMES = tuple(o.value for o in DispatchOutcome)
 
 # Entry id time -> Job created: milliseconds when idle, minutes when a backlog drains.
 DISPATCH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
@@ -224,14 +211,15 @@ class Metrics:
 
     # -- helpers, so callers make one call per event --------------------------------------
 
-    def count_message(self, outcome: str) -> None:
+    def count_message(self, outcome: DispatchOutcome) -> None:
         """One message reached `outcome`; also feeds processed/failed."""
-        if outcome not in MESSAGE_OUTCOMES:
+        if outcome not in MESSAGE_OUTCOMES:  # a stray string fails here, not in a dashboard
             raise ValueError(f"unknown message outcome {outcome!r}; one of {', '.join(MESSAGE_OUTCOMES)}")
-        self.messages.labels(outcome=outcome).inc()
-        if outcome in _PROCESSED:
+        outcome = DispatchOutcome(outcome)
+        self.messages.labels(outcome=outcome.value).inc()
+        if outcome.processed:
             self.messages_processed.inc()
-        if outcome in _FAILED:
+        if outcome.failed:
             self.messages_failed.inc()
 
     def set_stream_stats(self, stats: Mapping[str, StreamStatsLike | Mapping[str, Any]]) -> None:
@@ -288,7 +276,7 @@ class MetricsObserver:
             case Dispatched(latency=latency):
                 m.dispatch_latency.observe(max(0.0, latency))
             case JobFinished(outcome=outcome, duration=duration):
-                m.jobs_finished.labels(outcome=outcome).inc()
+                m.jobs_finished.labels(outcome=str(outcome)).inc()
                 if duration is not None:
                     m.job_duration.observe(duration)
             case ActiveJobs(count=count):

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from election.clock import SYSTEM_CLOCK, Clock
+from runner.lifecycle import DispatchOutcome, State
 
 __all__ = [
     "ActiveJobs",
@@ -94,9 +95,9 @@ class ElectorState:
 
 @dataclass(frozen=True)
 class MessageHandled:
-    """One stream entry reached `outcome` (runner.metrics.MESSAGE_OUTCOMES)."""
+    """One stream entry reached `outcome`."""
 
-    outcome: str
+    outcome: DispatchOutcome
 
 
 @dataclass(frozen=True)
@@ -108,9 +109,9 @@ class Dispatched:
 
 @dataclass(frozen=True)
 class JobFinished:
-    """A Job reached a terminal state: completed, failed or exception."""
+    """A Job reached a terminal state: completed, failed, exception or cancelled."""
 
-    outcome: str
+    outcome: State
     duration: float | None  # seconds from created to finished, when known
 
 

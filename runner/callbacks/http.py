@@ -34,7 +34,6 @@ from runner.callbacks.netguard import Resolver, Target, check_url
 from runner.errors import HostUnresolvable, WebhookRefused, parse_retry_after
 
 __all__ = [
-    "CallbackStatus",
     "Outcome",
     "OutcomeKind",
     "build_headers",
@@ -50,14 +49,6 @@ log = logging.getLogger(__name__)
 
 USER_AGENT = f"kube-stream-runner/{__version__}"
 RESPONSE_SNIPPET = 512  # bytes of a failing response kept for the log/detail
-
-
-class CallbackStatus(enum.IntEnum):
-    CREATED = 0  # detail {jobId, jobName}
-    STARTED = 1  # detail {podId, podName}
-    COMPLETED = 2  # detail {duration}
-    FAILED = 3  # detail {error: {errorCode, message}}
-    EXCEPTION = 99  # detail {error: {errorCode, message}}
 
 
 # -- body and headers -----------------------------------------------------------------------

@@ -21,11 +21,18 @@ from typing import Any
 import click
 
 from runner.cli._context import cli_context
+from runner.lifecycle import CallbackStatus
 from runner.settings import Settings
 from runner.store.connection import connect
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "dev-jobs.jsonl"
-STATUS_NAMES = {0: "created", 1: "pod started", 2: "completed", 3: "failed", 99: "exception"}
+STATUS_NAMES = {
+    CallbackStatus.CREATED: "created",
+    CallbackStatus.STARTED: "pod started",
+    CallbackStatus.COMPLETED: "completed",
+    CallbackStatus.FAILED: "failed",
+    CallbackStatus.EXCEPTION: "exception",
+}
 TERMINAL = {2, 3, 99}
 
 

@@ -12,6 +12,7 @@ from runner.cli._context import cli_context, fail, json_option
 from runner.cli._output import age_of_ms, emit_json, format_ms_time, print_table
 from runner.client import Client, Status
 from runner.durations import format_age
+from runner.lifecycle import State
 from runner.store.deadletter import DEAD_ERROR_CODE
 from runner.store.record import Field, StateRecord
 from runner.store.state import StateStore
@@ -88,11 +89,11 @@ def describe(status: Status) -> dict[str, Any]:
     where = {
         "scheduled": f"scheduled for {format_ms_time(int((status.due or 0) * 1000))} in {status.stream}",
         "pending": f"pending in stream {status.stream}" if status.stream else "pending",
-        "running": "running" if status.state == "running" else f"{status.state} (the Job exists)",
+        "running": "running" if status.state is State.RUNNING else f"{status.state} (the Job exists)",
         "finished": f"finished: {status.state}" + (f" ({dead['reason']})" if dead and dead["reason"] else ""),
         "unknown": "unknown: no record, not scheduled, not waiting in a stream",
     }[status.where]
-    started = record.get("started_at")
+    started = record.started_at_ms  # ms, or an older record's seconds
     return {
         "id": status.id,
         "where": status.where,
@@ -107,7 +108,7 @@ def describe(status: Status) -> dict[str, Any]:
         "callbacks": callbacks,
         "times": {
             **{k: format_ms_time(int(record[k])) for k in _TIMES if record.get(k, "").isdigit()},
-            **({"started_at": format_ms_time(int(float(started) * 1000))} if started else {}),
+            **({"started_at": format_ms_time(started)} if started else {}),
         },
         "error": error,
         "cancel_stage": record.get("cancel_stage"),

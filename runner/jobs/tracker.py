@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from runner.callbacks.chain import owed_key, owed_member
+from runner.lifecycle import CallbackStatus, State
 from runner.logs import log_context
 from runner.settings import Settings
 from runner.signals import Cancelled, JobFinished, Signals
@@ -34,8 +35,11 @@ from runner.store.state import CallbackMark, Marked, StateStore
 
 log = logging.getLogger(__name__)
 
-CREATED, STARTED, COMPLETED, FAILED, EXCEPTION = 0, 1, 2, 3, 99
-_TERMINAL_STATE = {COMPLETED: "completed", FAILED: "failed", EXCEPTION: "exception"}
+_TERMINAL_STATE = {
+    CallbackStatus.COMPLETED: State.COMPLETED,
+    CallbackStatus.FAILED: State.FAILED,
+    CallbackStatus.EXCEPTION: State.EXCEPTION,
+}
 
 
 _LOCK_STRIPES = 64
@@ -58,7 +62,7 @@ class Transition:
     """A marked callback, ready to send (Tracker.send)."""
 
     message_id: str
-    status: int
+    status: CallbackStatus
     detail: dict[str, Any]
     url: str | None
     marked: Marked
@@ -114,12 +118,14 @@ class Tracker:
                 namespace=namespace,
                 job_uid=job_uid,
                 term=term,
-                callback=self._callback_mark(message_id, CREATED, detail, webhook=webhook, job_name=job_name),
+                callback=self._callback_mark(
+                    message_id, CallbackStatus.CREATED, detail, webhook=webhook, job_name=job_name
+                ),
                 with_record=bool(webhook),
                 webhook=webhook or "",
                 **fields,
             )
-        return Transition(message_id, CREATED, detail, webhook or None, marked)
+        return Transition(message_id, CallbackStatus.CREATED, detail, webhook or None, marked)
 
     def send(self, transition: Transition) -> bool:
         """Enqueue a marked callback if this process marked it; True when it did."""
@@ -143,7 +149,7 @@ class Tracker:
             record = self.state.get(message_id) or StateRecord()
             if webhook and not record.webhook:
                 record = StateRecord({**record, Field.WEBHOOK: webhook})
-            self._emit(message_id, CREATED, {"jobId": job_uid, "jobName": job_name}, record)
+            self._emit(message_id, CallbackStatus.CREATED, {"jobId": job_uid, "jobName": job_name}, record)
 
     def recorded_again(
         self, message_id: str, *, job_name: str, namespace: str, job_uid: str, webhook: str | None, service: str
@@ -178,12 +184,14 @@ class Tracker:
     def pod_started(self, message_id: str, *, pod_name: str, pod_uid: str) -> bool:
         """True when the message is running and its 1 is marked (by this call or before);
         False when there is no live record (not recorded yet, or ended)."""
-        return self._advance(message_id, STARTED, {"podId": pod_uid, "podName": pod_name}, pod=(pod_name, pod_uid))
+        return self._advance(
+            message_id, CallbackStatus.STARTED, {"podId": pod_uid, "podName": pod_name}, pod=(pod_name, pod_uid)
+        )
 
     def completed(
         self, message_id: str, *, duration: float | None = None, pod_name: str = "", pod_uid: str = ""
     ) -> None:
-        self._advance(message_id, COMPLETED, {}, pod=(pod_name, pod_uid), duration=duration)
+        self._advance(message_id, CallbackStatus.COMPLETED, {}, pod=(pod_name, pod_uid), duration=duration)
 
     def failed(
         self,
@@ -197,14 +205,14 @@ class Tracker:
     ) -> None:
         self._advance(
             message_id,
-            FAILED,
+            CallbackStatus.FAILED,
             {"error": {"errorCode": code, "message": message}},
             pod=(pod_name, pod_uid),
             duration=duration,
         )
 
     def exception(self, message_id: str, *, code: str, message: str) -> None:
-        self._advance(message_id, EXCEPTION, {"error": {"errorCode": code, "message": message}})
+        self._advance(message_id, CallbackStatus.EXCEPTION, {"error": {"errorCode": code, "message": message}})
 
     def cancelled(self, message_id: str, *, stage: str, webhook: str | None = None) -> bool:
         """Cancelled at `stage` (scheduled | pending | running): the record ends `cancelled`
@@ -218,16 +226,16 @@ class Tracker:
                 return False
             if webhook and not record.webhook:
                 record = StateRecord({**record, Field.WEBHOOK: webhook})
-            if record.state != "cancelled":
+            if record.state is not State.CANCELLED:
                 if record.is_terminal or not record.has_job:
                     return False
                 self._ensure_created(message_id, record)
-                self.state.finish(message_id, "cancelled", term=self._term(), cancel_stage=stage)
-            if not self._emit(message_id, EXCEPTION, detail, record):
+                self.state.finish(message_id, State.CANCELLED, term=self._term(), cancel_stage=stage)
+            if not self._emit(message_id, CallbackStatus.EXCEPTION, detail, record):
                 return False
         self.signals.emit(Cancelled(stage))
         if record.has_job:
-            self.signals.emit(JobFinished(outcome="cancelled", duration=None))
+            self.signals.emit(JobFinished(outcome=State.CANCELLED, duration=None))
         self._on_finished()
         with log_context(message_id=message_id):
             log.info("message %s cancelled while %s", message_id, stage)
@@ -237,14 +245,14 @@ class Tracker:
         """The message's Job could never be created (the apiserver kept refusing it): 99 to
         the producer. No Job, so no record to follow; the claim is released by the caller."""
         with self._mutex(message_id):
-            record = StateRecord({**(self.state.get(message_id) or {}), "webhook": webhook or ""})
-            self._emit(message_id, EXCEPTION, {"error": {"errorCode": code, "message": message}}, record)
+            record = StateRecord({**(self.state.get(message_id) or {}), Field.WEBHOOK: webhook or ""})
+            self._emit(message_id, CallbackStatus.EXCEPTION, {"error": {"errorCode": code, "message": message}}, record)
 
     # -- internals ---------------------------------------------------------------------
     def _advance(
         self,
         message_id: str,
-        status: int,
+        status: CallbackStatus,
         detail: dict[str, Any],
         *,
         pod: tuple[str, str] = ("", ""),
@@ -257,24 +265,24 @@ class Tracker:
             if record is None:
                 return False
             self._ensure_created(message_id, record)
-            if status == STARTED:
-                if record.state in ("created", "claimed"):
+            if status == CallbackStatus.STARTED:
+                if record.state is State.CREATED:  # the table's only way to running
                     self.state.set_state(
                         message_id,
-                        "running",
+                        State.RUNNING,
                         term=self._term(),
                         pod_name=pod[0],
                         pod_uid=pod[1],
-                        started_at=f"{self._now():.3f}",
+                        started_at=int(self._now() * 1000),
                     )
-                if STARTED not in record.callbacks():  # marked before: every later pod event of it
-                    self._emit(message_id, STARTED, detail, record)
+                if CallbackStatus.STARTED not in record.callbacks():  # marked before: every later pod event of it
+                    self._emit(message_id, CallbackStatus.STARTED, detail, record)
                 return True
-            if status != EXCEPTION:  # a Job that completed or failed had a pod that started
+            if status != CallbackStatus.EXCEPTION:  # a Job that completed or failed had a pod that started
                 self._ensure_started(message_id, record, *pod)
                 if duration is None:  # the watcher knows none for a failed Job; the local executor does
                     duration = max(0.0, self._now() - record.created_at(default=self._now()))
-                if status == COMPLETED:
+                if status == CallbackStatus.COMPLETED:
                     detail = {"duration": round(duration, 3)}
             self._finish(message_id, status, detail, record, duration)
             return True
@@ -289,22 +297,29 @@ class Tracker:
     def _ensure_created(self, message_id: str, record: StateRecord) -> None:
         """Every later transition implies 0: a leader that died between recording the Job
         and enqueueing callback 0 must not leave the producer without it."""
-        if CREATED not in record.callbacks():
-            self._emit(message_id, CREATED, {"jobId": record.job_uid, "jobName": record.job_name}, record)
+        if CallbackStatus.CREATED not in record.callbacks():
+            self._emit(
+                message_id, CallbackStatus.CREATED, {"jobId": record.job_uid, "jobName": record.job_name}, record
+            )
 
     def _ensure_started(self, message_id: str, record: StateRecord, pod_name: str, pod_uid: str) -> None:
         """A pod that ran to its end has started, even if we never saw it Running."""
-        if STARTED in record.callbacks():
+        if CallbackStatus.STARTED in record.callbacks():
             return
         self._emit(
             message_id,
-            STARTED,
+            CallbackStatus.STARTED,
             {"podId": pod_uid or record.pod_uid, "podName": pod_name or record.pod_name},
             record,
         )
 
     def _finish(
-        self, message_id: str, status: int, detail: dict[str, Any], record: StateRecord, duration: float | None
+        self,
+        message_id: str,
+        status: CallbackStatus,
+        detail: dict[str, Any],
+        record: StateRecord,
+        duration: float | None,
     ) -> None:
         self._emit(message_id, status, detail, record)
         state = _TERMINAL_STATE[status]
@@ -314,7 +329,7 @@ class Tracker:
             log.info("job %s ended: %s %s", record.job_name, state, detail)
         self._on_finished()
 
-    def _emit(self, message_id: str, status: int, detail: dict[str, Any], record: StateRecord) -> bool:
+    def _emit(self, message_id: str, status: CallbackStatus, detail: dict[str, Any], record: StateRecord) -> bool:
         """Mark and send (the caller holds the message's mutex); True when this call marked it."""
         callback = self._callback_mark(message_id, status, detail, webhook=record.webhook, job_name=record.job_name)
         marked = self.state.mark_callback(message_id, callback, term=self._term(), with_record=bool(record.webhook))
@@ -324,7 +339,7 @@ class Tracker:
         return True
 
     def _callback_mark(
-        self, message_id: str, status: int, detail: dict[str, Any], *, webhook: str | None, job_name: str
+        self, message_id: str, status: CallbackStatus, detail: dict[str, Any], *, webhook: str | None, job_name: str
     ) -> CallbackMark:
         return CallbackMark(
             status=status,

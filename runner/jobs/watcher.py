@@ -30,6 +30,7 @@ from runner.jobs.manifest import (
 )
 from runner.jobs.tracker import Tracker
 from runner.jobs.view import Kept, Part, WatchedView
+from runner.lifecycle import State
 from runner.message import parse_entry
 from runner.settings import Settings
 from runner.store.errors import redis_errors
@@ -463,7 +464,7 @@ class KubeWatcher:
         created = record.created_at(default=listed_at)
         if mid not in seen and created < listed_at - DELETED_GRACE and not self._exists(record, keep_going):
             self.tracker.exception(mid, code="JobDeleted", message="the Job no longer exists")
-        elif record.state == "created" and listed_at - created > self.settings.kube.pod_start_timeout:
+        elif record.state is State.CREATED and listed_at - created > self.settings.kube.pod_start_timeout:
             why = self._pod_notes.get(mid, "no pod was scheduled")
             self._abort(
                 mid,

@@ -25,8 +25,9 @@ from typing import Any
 import redis
 
 from runner.jobs.tracker import Tracker
+from runner.lifecycle import State
 from runner.store.errors import redis_errors
-from runner.store.record import TERMINAL_STATES, StateRecord
+from runner.store.record import StateRecord
 from runner.store.schedule import CANCELS_KEY
 from runner.store.state import StateStore
 
@@ -72,16 +73,16 @@ class Cancels:
         record = self.state.get(mid)
         if record is None:
             return True
-        state, job = record.get("state"), record.get("job_name")
+        state, job = record.state, record.get("job_name")
         if not job:
-            if state == "cancelled":  # scheduled: the 99 is owed
+            if state is State.CANCELLED:  # scheduled: the 99 is owed
                 self.tracker.cancelled(mid, stage=record.get("cancel_stage") or "scheduled")
                 return True
-            return state in TERMINAL_STATES  # claimed: the create is in flight, next round
-        if state not in TERMINAL_STATES:
+            return record.is_terminal  # claimed: the create is in flight, next round
+        if not record.is_terminal:
             self.tracker.cancelled(mid, stage="running")
             record = self.state.get(mid) or StateRecord()
-        if record.get("state") == "cancelled" and record.get("namespace"):
+        if record.state is State.CANCELLED and record.get("namespace"):
             self._delete_job(record["namespace"], job)
             log.info("cancelled message %s: job %s/%s deleted", mid, record["namespace"], job)
         return True

@@ -34,7 +34,8 @@ from runner import backoff
 from runner.errors import InvalidMessage, KsrError, KubeApiError, PolicyRefused
 from runner.jobs.executors import Executor
 from runner.jobs.kube import JobRef, Stopped
-from runner.jobs.tracker import EXCEPTION, Tracker
+from runner.jobs.tracker import Tracker
+from runner.lifecycle import CallbackStatus, DispatchOutcome, State
 from runner.logs import log_context
 from runner.message import Message, parse_entry, peek_message_id
 from runner.pipeline.delay import DelayGate
@@ -125,7 +126,7 @@ class Dispatcher:
         stop: threading.Event | None = None,
         waited: Mapping[str, Waiting] | None = None,
         refill: Refill | None = None,
-    ) -> dict[str, int]:
+    ) -> dict[DispatchOutcome, int]:
         """Process `entries` in parallel (QUEUE_WORKER_POOL_SIZE); entries carrying the same
         message id go one after the other, so the second one sees the first one's record.
         `waited` holds, by WaitingCreates.member, the entries that come back from the waiting creates.
@@ -136,11 +137,11 @@ class Dispatcher:
         self._stop = stop or threading.Event()
         waited = waited or {}
         finished: queue.SimpleQueue[str] = queue.SimpleQueue()
-        running: dict[str, Future[list[str]]] = {}  # by message key: one group of it at a time
+        running: dict[str, Future[list[DispatchOutcome]]] = {}  # by message key: one group of it at a time
         later: dict[str, list[Entry]] = defaultdict(list)  # entries whose message is in flight
 
         def submit(key: str, group: list[Entry]) -> None:
-            def done(_: Future[list[str]]) -> None:
+            def done(_: Future[list[DispatchOutcome]]) -> None:
                 finished.put(key)
 
             running[key] = self._pool.submit(self._process_group, group, term, waited)
@@ -157,7 +158,7 @@ class Dispatcher:
                     submit(key, group)
 
         add(entries)
-        outcomes: dict[str, int] = defaultdict(int)
+        outcomes: dict[DispatchOutcome, int] = defaultdict(int)
         while running:
             key = finished.get()
             for outcome in running.pop(key).result():
@@ -182,35 +183,35 @@ class Dispatcher:
             log.warning("reading more entries while creating failed: %s", e)
             return None
 
-    def _process_group(self, group: list[Entry], term: int, waited: Mapping[str, Waiting]) -> list[str]:
+    def _process_group(self, group: list[Entry], term: int, waited: Mapping[str, Waiting]) -> list[DispatchOutcome]:
         return [self.process(entry, term, waited=waited.get(self.waiting.member(entry))) for entry in group]
 
     # -- one entry ---------------------------------------------------------------------
-    def process(self, entry: Entry, term: int, *, waited: Waiting | None = None) -> str:
+    def process(self, entry: Entry, term: int, *, waited: Waiting | None = None) -> DispatchOutcome:
         with log_context(entry_id=entry.entry_id, stream=entry.stream):
             try:
                 outcome = self._process(entry, term, waited)
-                if waited is not None and outcome not in ("waiting", "retried"):
+                if waited is not None and outcome not in (DispatchOutcome.WAITING, DispatchOutcome.RETRIED):
                     self.waiting.forget(entry)  # done with, whichever way (a dead letter did it already)
             except (Stopped, StaleTerm) as e:
                 log.info("entry %s left pending: %s", entry.entry_id, e)
-                outcome = "retried"
+                outcome = DispatchOutcome.RETRIED
             except KsrError as e:  # Redis or the apiserver away: the entry stays pending
                 log.warning("entry %s left pending: %s", entry.entry_id, e)
-                outcome = "retried"
+                outcome = DispatchOutcome.RETRIED
                 if waited is not None:  # no delivery counter out there: back off, the horizon ends it
                     self._rewait(entry, waited, term)
             except Exception:  # a bug, or bytes nobody foresaw: never the loop's end
                 log.exception(
                     "entry %s of %s raised; left pending for the delivery counter", entry.entry_id, entry.stream
                 )
-                outcome = "error"
+                outcome = DispatchOutcome.ERROR
                 if waited is not None:
                     self._rewait(entry, waited, term)
             self.signals.emit(MessageHandled(outcome))
             return outcome
 
-    def _process(self, entry: Entry, term: int, waited: Waiting | None) -> str:
+    def _process(self, entry: Entry, term: int, waited: Waiting | None) -> DispatchOutcome:
         self._leading(term)
         if is_poison(entry.deliveries, self.settings.streams.max_deliveries) and not self._dispatched(entry):
             return self._dead(
@@ -230,7 +231,7 @@ class Dispatcher:
             return self._dead(entry, "invalid", str(e), term=term)
         if held:
             self.reader.ack(entry)
-            return "scheduled"
+            return DispatchOutcome.SCHEDULED
         with log_context(message_id=message.id):
             return self._dispatch(entry, message, term, waited)
 
@@ -252,17 +253,17 @@ class Dispatcher:
         )
         return True
 
-    def _dispatch(self, entry: Entry, message: Message, term: int, waited: Waiting | None) -> str:
+    def _dispatch(self, entry: Entry, message: Message, term: int, waited: Waiting | None) -> DispatchOutcome:
         # Fenced in its script, like every state-store write.
         claim = self.state.claim(message.id, stream=entry.stream, entry_id=entry.entry_id, term=term)
-        if claim.status is ClaimStatus.DUPLICATE and claim.record.get("state") == "cancelled":
+        if claim.status is ClaimStatus.DUPLICATE and claim.record.state is State.CANCELLED:
             # Cancelled before it was read (runner.pipeline.cancels), or after a claim that
             # made no Job (the claim ended it): no Job, and the 99 is sent now that the
             # webhook is known.
             stage = claim.record.get("cancel_stage") or "pending"
             self.tracker.cancelled(message.id, stage=stage, webhook=message.webhook_url)
             self.reader.ack(entry)
-            return "cancelled"
+            return DispatchOutcome.CANCELLED
         if claim.status is ClaimStatus.DUPLICATE:
             record = claim.record
             if record.has_job and not record.is_terminal:
@@ -277,8 +278,8 @@ class Dispatcher:
                     )
             log.info("message %s is a duplicate (job %s): acked", message.id, record.job_name or "-")
             self.reader.ack(entry)
-            return "duplicate"
-        if waited is not None and EXCEPTION in claim.record.callbacks():
+            return DispatchOutcome.DUPLICATE
+        if waited is not None and CallbackStatus.EXCEPTION in claim.record.callbacks():
             # The horizon passed and 99 went out, then the dead letter did not happen (a
             # crash): finish giving up, never create after telling the producer 99.
             return self._give_up(entry, message, waited.error, term, tell=False)
@@ -335,7 +336,7 @@ class Dispatcher:
                 else "created",
                 message.id,
             )
-            return "dispatched"
+            return DispatchOutcome.DISPATCHED
 
     # -- creates that wait ---------------------------------------------------------------
     def _wait(
@@ -347,7 +348,7 @@ class Dispatcher:
         waited: Waiting | None,
         *,
         retry_after: float | None,
-    ) -> str:
+    ) -> DispatchOutcome:
         """A create refused for now: wait with backoff, out of the stream, up to the horizon."""
         horizon = self.settings.kube.create_horizon
         now = self._now()
@@ -362,7 +363,7 @@ class Dispatcher:
         self._fence(term)
         self.waiting.defer(entry, message_id=message.id, due=due, error=words, term=term)
         log.info("create for message %s refused for now, next try in %.1fs: %s", message.id, due - now, words)
-        return "waiting"
+        return DispatchOutcome.WAITING
 
     def _rewait(self, entry: Entry, waited: Waiting, term: int) -> None:
         """A waiting entry whose retry raised: try again one backoff cap later, not at every
@@ -382,7 +383,7 @@ class Dispatcher:
         except Exception:
             log.exception("waiting entry %s could not be rescheduled; it is retried at the next tick", entry.entry_id)
 
-    def _give_up(self, entry: Entry, message: Message, words: str, term: int, *, tell: bool) -> str:
+    def _give_up(self, entry: Entry, message: Message, words: str, term: int, *, tell: bool) -> DispatchOutcome:
         """The horizon passed: 99 to the producer, then the dead letter, which releases the
         claim, so a replay starts afresh. In this order: a crash in between re-sends 99
         (receivers deduplicate by webhook-id), it never loses it."""
@@ -392,7 +393,9 @@ class Dispatcher:
         return self._dead(entry, "create_refused", words, term=term, message_id=message.id)
 
     # -- helpers -----------------------------------------------------------------------
-    def _dead(self, entry: Entry, reason: str, error: str, *, term: int, message_id: str | None = None) -> str:
+    def _dead(
+        self, entry: Entry, reason: str, error: str, *, term: int, message_id: str | None = None
+    ) -> DispatchOutcome:
         """Dead-letter `entry`, ending its message in the same step (whichever path got
         here): its record `dead` unless it records a Job, its event, and its place among the
         waiting creates cleared."""
@@ -422,7 +425,7 @@ class Dispatcher:
             ),
         )
         log.warning("entry %s dead-lettered (%s): %s", entry.entry_id, reason, error)
-        return "invalid" if reason in ("invalid", "policy") else "dead_lettered"
+        return DispatchOutcome.INVALID if reason in ("invalid", "policy") else DispatchOutcome.DEAD_LETTERED
 
     def _leading(self, term: int) -> None:
         """Stopped unless the elector still holds `term` (no I/O: the Lease as last renewed)."""

@@ -178,7 +178,7 @@ def dead_letter(
         event = [x for pair in new.fields.items() for x in pair]
         events_key, events_maxlen, ttl = record.events_stream, record.events_maxlen, record.ttl_seconds
     with redis_errors():
-        dead_id = scripts.load(redis_client, "dead_letter")(
+        dead_id = scripts.load(redis_client, "dead_letter", states=True)(
             keys=[
                 dead_key,
                 entry.stream,

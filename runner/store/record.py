@@ -3,14 +3,19 @@
 `StateStore` (runner.store.state) writes the record; everyone else reads it as a
 `StateRecord`, never as a dict of strings. The hash holds strings only:
 
-    state          claimed | created | running | completed | failed | exception | dead | cancelled
+    state          a runner.lifecycle.State: claimed | created | running | completed | failed |
+                   exception | cancelled | dead (StateRecord.state parses it)
     cancel_stage, cancelled_at (ms), cancel_requested (ms)   a cancel (runner.store.schedule, docs/scheduling.md)
     dead_reason, dead_error, dead_id                 a dead letter (runner.store.deadletter): its reason,
                                                      error and dead entry id; with finished_at
     stream, entry_id, claimed_at (ms), term          claim()
     job_name, namespace, job_uid, created_at (ms)    record_job(); with webhook, service, executor
-    pod_name, pod_uid, started_at (s, 3 decimals)    the tracker, when the pod starts
+    pod_name, pod_uid, started_at (ms)               the tracker, when the pod starts
     updated_at, finished_at (ms)                     set_state() / finish()
+
+Every time in the record is Unix milliseconds. Records written before that was so hold
+`started_at` in seconds with 3 decimals; `started_at_ms` tells the two apart by magnitude
+(docs/redis-keys.md).
     cb_<s>         ms the callback for status <s> was marked sent (first caller wins)
     detail_<s>     its detail JSON, kept so takeover can send it again
     cbj_<s>        RQ job id of the latest job of that callback's chain
@@ -26,14 +31,17 @@ record must not stop the loops that read every active record.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from runner.lifecycle import CallbackStatus, State
 from runner.store.replies import text_fields
 
-__all__ = ["FINAL_OUTCOMES", "TERMINAL_STATES", "Field", "StateRecord"]
+__all__ = ["FINAL_OUTCOMES", "Field", "StateRecord", "unix_ms"]
 
-TERMINAL_STATES = frozenset({"completed", "failed", "exception", "dead", "cancelled"})
+# A time below this, read as ms, would be before 1973: it is an old record's seconds.
+_SECONDS_BELOW = 10**11
 FINAL_OUTCOMES = frozenset({"delivered", "gone", "failed", "expired"})  # values of cbd_<s>
 
 
@@ -115,12 +123,14 @@ class StateRecord(Mapping[str, str]):
 
     # -- the message and its Job -------------------------------------------------------
     @property
-    def state(self) -> str:
-        return self._text(Field.STATE)
+    def state(self) -> State | None:
+        """The record's state; None when the field is absent or not a state of ours."""
+        return State.parse(self._text(Field.STATE))
 
     @property
     def is_terminal(self) -> bool:
-        return self.state in TERMINAL_STATES
+        state = self.state
+        return state is not None and state.terminal
 
     @property
     def stream(self) -> str:
@@ -175,20 +185,30 @@ class StateRecord(Mapping[str, str]):
     def created_at_ms(self) -> int | None:
         return self._int(Field.CREATED_AT)
 
+    @property
+    def started_at_ms(self) -> int | None:
+        """When its pod started (ms), also from a record that holds it in seconds (before
+        every time in the record was ms)."""
+        return unix_ms(self._text(Field.STARTED_AT))
+
     def created_at(self, *, default: float) -> float:
         """When the Job was recorded, in Unix seconds (`default` when it was not)."""
         ms = self.created_at_ms
         return ms / 1000.0 if ms else default
 
     # -- callbacks ---------------------------------------------------------------------
-    def callbacks(self, *, owed: bool = False) -> list[int]:
+    def callbacks(self, *, owed: bool = False) -> list[CallbackStatus]:
         """Statuses whose callback was marked sent (`cb_<s>`), ascending. With `owed`, only
         those not finished yet (no final `cbd_<s>`): takeover re-enqueues these, and a later
         status waits for them."""
         marked = sorted(
             int(k[len(_MARKED) :]) for k in self._fields if k.startswith(_MARKED) and k[len(_MARKED) :].isdigit()
         )
-        return [s for s in marked if not owed or self.callback_outcome(s) is None]
+        return [
+            CallbackStatus(s)
+            for s in marked
+            if s in CallbackStatus._value2member_map_ and (not owed or self.callback_outcome(s) is None)
+        ]
 
     def callback_outcome(self, status: int) -> str | None:
         """delivered | gone | failed | expired once the callback finished, else None."""
@@ -230,3 +250,15 @@ class StateRecord(Mapping[str, str]):
             return int(self._fields[name])
         except (KeyError, ValueError):
             return None
+
+
+def unix_ms(value: str | None) -> int | None:
+    """A Unix time in ms from a record's text: ms as written now, or seconds (with decimals)
+    as records from before wrote some; None when absent or unreadable."""
+    try:
+        number = float(value or "")
+    except ValueError:
+        return None
+    if not math.isfinite(number) or number <= 0:
+        return None
+    return int(number * 1000) if number < _SECONDS_BELOW else int(number)

@@ -20,7 +20,6 @@ import redis
 
 from runner.store import scripts
 from runner.store.errors import redis_errors
-from runner.store.record import TERMINAL_STATES
 from runner.store.state import StaleTerm
 
 __all__ = ["CANCELS_KEY", "MOVE_BATCH", "CancelOutcome", "Scheduled", "ScheduledStore", "payloads_key", "scheduled_key"]
@@ -72,7 +71,7 @@ class ScheduledStore:
         self.cancels_key = cancels_key
         self._schedule = scripts.load(redis_client, "schedule", fenced=True)
         self._move = scripts.load(redis_client, "move_due", fenced=True)
-        self._cancel = scripts.load(redis_client, "cancel")
+        self._cancel = scripts.load(redis_client, "cancel", states=True)
 
     def _fenced(self, script: Any, keys: list[str], args: list[Any], term: int | None) -> list[Any]:
         with redis_errors():
@@ -110,11 +109,8 @@ class ScheduledStore:
         keys = [self.record_prefix + message_id, self.cancels_key]
         for stream in self.streams:
             keys += [scheduled_key(stream), payloads_key(stream)]
-        terminal = "," + ",".join(sorted(TERMINAL_STATES)) + ","
         with redis_errors():
-            reply = self._cancel(
-                keys=keys, args=[message_id, int(now * 1000), int(ttl_seconds), terminal, *self.streams]
-            )
+            reply = self._cancel(keys=keys, args=[message_id, int(now * 1000), int(ttl_seconds), *self.streams])
         return CancelOutcome(_s(reply[0]), _s(reply[1]))
 
     def next_due(self) -> float | None:

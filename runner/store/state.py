@@ -20,6 +20,10 @@ script, its detail kept, its place in the owed index and its event on the events
 (lua/lib_mark.lua). Recording the Job carries the mark of callback 0 (`record_job`), so the
 dispatcher's step after the create is one round trip.
 
+States: every write of a record's `state` is one row of runner.lifecycle's table, and the
+script refuses any other (IllegalTransition, nothing written): the scripts get that table
+as a generated prelude (runner.store.scripts, `states`).
+
 An expired record looks exactly like an absent one: claim() answers NEW. Refusing to run
 a replayed message whose record expired unless `--force` is given is runner.pipeline.replay's job.
 """
@@ -36,11 +40,12 @@ from typing import Any
 import redis
 
 from runner.errors import KsrError
+from runner.lifecycle import LIVE_STATES, TERMINAL_STATES, State
 from runner.settings import Settings
 from runner.store import scripts
 from runner.store.errors import redis_errors
 from runner.store.events import NewEvent
-from runner.store.record import TERMINAL_STATES, Field, StateRecord
+from runner.store.record import Field, StateRecord
 from runner.store.replication import Replication
 from runner.store.replies import text
 
@@ -48,6 +53,7 @@ __all__ = [
     "CallbackMark",
     "ClaimResult",
     "ClaimStatus",
+    "IllegalTransition",
     "Marked",
     "StaleTerm",
     "StateStore",
@@ -66,6 +72,19 @@ class StaleTerm(KsrError):
         self.term = term
         self.current = current
         super().__init__(f"term {term} is stale: the current term is {current}")
+
+
+class IllegalTransition(KsrError):
+    """A write of a record's state that runner.lifecycle's table does not allow from the
+    state the record is in; the script wrote nothing."""
+
+    def __init__(self, message_id: str, current: State | None, target: State | None) -> None:
+        self.message_id = message_id
+        self.current = current
+        self.target = target
+        super().__init__(
+            f"message {message_id}: {current or 'no record'} -> {target or 'no record'} is not a legal transition"
+        )
 
 
 class ClaimStatus(enum.Enum):
@@ -122,11 +141,11 @@ class StateStore:
         self.ttl_seconds = ttl_seconds
         self.clock = clock
         self.replication = replication or Replication()
-        self._claim = scripts.load(redis_client, "claim", fenced=True)
-        self._update = scripts.load(redis_client, "update", fenced=True)
-        self._record = scripts.load(redis_client, "record_job", fenced=True, uses=("lib_mark",))
+        self._claim = scripts.load(redis_client, "claim", fenced=True, states=True)
+        self._update = scripts.load(redis_client, "update", fenced=True, states=True)
+        self._record = scripts.load(redis_client, "record_job", fenced=True, states=True, uses=("lib_mark",))
         self._mark = scripts.load(redis_client, "mark_callback", fenced=True, uses=("lib_mark",))
-        self._release = scripts.load(redis_client, "release", fenced=True)
+        self._release = scripts.load(redis_client, "release", fenced=True, states=True)
         self._advance = scripts.load(redis_client, "advance_term")
 
     @classmethod
@@ -160,6 +179,12 @@ class StateStore:
             raise StaleTerm(int(term or 0), int(reply[1]))
         return list(reply)
 
+    @staticmethod
+    def _moved(reply: list[Any], message_id: str, target: State | None) -> None:
+        """Raise IllegalTransition when the script refused the move."""
+        if text(reply[0]) == "ILLEGAL":
+            raise IllegalTransition(message_id, State.parse(text(reply[1])), target)
+
     # -- the message's life --------------------------------------------------------------
 
     def claim(self, message_id: str, *, stream: str, entry_id: str, term: int | None = None) -> ClaimResult:
@@ -170,8 +195,7 @@ class StateStore:
         whose cancel was requested ends `cancelled` here and answers DUPLICATE: no path
         creates a Job for a cancelled message.
         """
-        terminal = "," + ",".join(sorted(TERMINAL_STATES)) + ","
-        args = [stream, entry_id, self._now_ms(), terminal, self.ttl_seconds]
+        args = [stream, entry_id, self._now_ms(), self.ttl_seconds]
         reply = self._run(self._claim, [self.key(message_id)], args, term, durable="claim")
         return ClaimResult(ClaimStatus(text(reply[0])), StateRecord.from_reply(reply[1]))
 
@@ -187,15 +211,15 @@ class StateStore:
         with_record: bool = False,
         **fields: Any,
     ) -> Marked:
-        """The Job exists: record it (state=created), add the id to the active set and mark
+        """The Job exists: record it (state created), add the id to the active set and mark
         `callback` (see mark_callback), atomically. With `with_record`, the record after
-        it is returned too.
+        it is returned too. IllegalTransition when the record cannot become `created` (it
+        has its Job already, or has ended).
 
         Extra keyword fields (e.g. `webhook`, `service`) are stored as they are.
         """
         now = self._now_ms()
         record = {
-            Field.STATE: "created",
             Field.JOB_NAME: job_name,
             Field.NAMESPACE: namespace,
             Field.JOB_UID: job_uid,
@@ -205,34 +229,39 @@ class StateStore:
         keys = [self.key(message_id), self.active_key, *self._mark_keys(message_id, callback)]
         args = [message_id, "1" if with_record else "", *self._mark_args(callback, now), *_flat(record)]
         reply = self._run(self._record, keys, args, term, durable="the Job's record")
+        self._moved(reply, message_id, State.CREATED)
         return Marked(first=int(reply[1]) == 1, record=StateRecord.from_reply(reply[2]) if with_record else None)
 
-    def set_state(self, message_id: str, state: str, *, term: int | None = None, **fields: Any) -> None:
+    def set_state(self, message_id: str, state: State, *, term: int | None = None, **fields: Any) -> None:
         """A non-terminal transition (e.g. running, with pod fields). No TTL is set."""
-        if state in TERMINAL_STATES:
-            raise ValueError(f"{state} is terminal: use finish()")
-        self._write(message_id, "set", term, {Field.STATE: state, Field.UPDATED_AT: self._now_ms(), **fields})
+        if state not in LIVE_STATES:
+            raise ValueError(f"{state} is not a live record state ({', '.join(sorted(LIVE_STATES))}): use finish()")
+        self._write(message_id, state, term, {Field.UPDATED_AT: self._now_ms(), **fields})
 
-    def finish(self, message_id: str, state: str, *, term: int | None = None, **fields: Any) -> None:
+    def finish(self, message_id: str, state: State, *, term: int | None = None, **fields: Any) -> None:
         """A terminal transition: leave the active set, keep the record for ttl_seconds."""
         if state not in TERMINAL_STATES:
-            raise ValueError(f"{state} is not terminal: one of {sorted(TERMINAL_STATES)}")
+            raise ValueError(f"{state} is not terminal: one of {', '.join(sorted(TERMINAL_STATES))}")
         now = self._now_ms()
-        self._write(
-            message_id, "finish", term, {Field.STATE: state, Field.UPDATED_AT: now, Field.FINISHED_AT: now, **fields}
-        )
+        self._write(message_id, state, term, {Field.UPDATED_AT: now, Field.FINISHED_AT: now, **fields})
 
-    def release(self, message_id: str, *, term: int | None = None) -> None:
-        """Forget `message_id` entirely (the next claim is NEW): for --force replays."""
-        self._run(self._release, [self.key(message_id), self.active_key], [message_id], term)
+    def release(self, message_id: str, *, term: int | None = None) -> bool:
+        """Forget an ended message entirely (the next claim is NEW): for replays. True when
+        there was a record to forget; IllegalTransition for a live one (claimed, created,
+        running)."""
+        reply = self._run(self._release, [self.key(message_id), self.active_key], [message_id], term)
+        self._moved(reply, message_id, None)
+        return int(reply[1]) == 1
 
-    def _write(self, message_id: str, mode: str, term: int | None, fields: dict[str, Any]) -> None:
-        self._run(
+    def _write(self, message_id: str, state: State, term: int | None, fields: dict[str, Any]) -> None:
+        """Move the record to `state` with `fields` (update.lua; IllegalTransition if refused)."""
+        reply = self._run(
             self._update,
             [self.key(message_id), self.active_key],
-            [message_id, mode, self.ttl_seconds, *_flat(fields)],
+            [message_id, state, self.ttl_seconds, *_flat(fields)],
             term,
         )
+        self._moved(reply, message_id, state)
 
     def mark_callback(
         self, message_id: str, callback: CallbackMark, *, term: int | None = None, with_record: bool = False

@@ -100,7 +100,7 @@ def test_replay_releases_a_terminal_record_without_a_job(env: dict[str, str], re
     dead_id = bury(redis_client, message("m-1", "default"), reason="api_rejected", error="spec: invalid")
     store = StateStore(redis_client, ttl_seconds=3600)
     store.claim("m-1", stream=STREAM, entry_id="1-0")
-    store.finish("m-1", "dead")
+    redis_client.hset(store.key("m-1"), "state", "dead")  # as the dead letter leaves it
     result = invoke(env, "dead", "replay", dead_id)
     assert result.exit_code == 0, result.output
     assert store.get("m-1") is None  # the next claim is NEW

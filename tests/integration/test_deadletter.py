@@ -256,7 +256,7 @@ def test_a_delayed_message_under_a_dead_id_is_held_afresh(redis_client: redis.Re
     state = StateStore(redis_client, ttl_seconds=3600)
     store = ScheduledStore(redis_client, streams=[STREAM])
     state.claim("m1", stream=STREAM, entry_id="1-0")
-    state.finish("m1", "dead", dead_reason="policy")
+    redis_client.hset(state.key("m1"), mapping={"state": "dead", "dead_reason": "policy"})  # as a dead letter leaves it
     assert store.schedule(STREAM, "m1", due=2e9, payload="{}", term=None) is True
     assert state.get("m1") is None  # it reads as scheduled now
     state.claim("m2", stream=STREAM, entry_id="1-1")

@@ -79,7 +79,7 @@ def test_finish_sets_ttl_and_leaves_active_set(store: StateStore) -> None:
         store.set_state("m1", "failed")
 
 
-def test_terminal_record_without_job_is_duplicate_until_released(store: StateStore) -> None:
+def test_terminal_record_without_job_is_duplicate_until_released(store: StateStore, redis_client: redis.Redis) -> None:
     claim(store)
     store.finish("m1", "cancelled", cancel_stage="pending")
     assert claim(store).status is ClaimStatus.DUPLICATE
@@ -91,7 +91,7 @@ def test_terminal_record_without_job_is_duplicate_until_released(store: StateSto
 def test_a_dead_record_without_a_job_is_claimed_afresh(store: StateStore) -> None:
     """`dead` ends a message that never got a Job (a dead letter): the id is no duplicate."""
     claim(store)
-    store.finish("m1", "dead", dead_reason="api_rejected", cb_99="1")
+    store.redis.hset(store.key("m1"), mapping={"state": "dead", "dead_reason": "api_rejected", "cb_99": "1"})
     result = claim(store)
     assert result.status is ClaimStatus.NEW
     assert dict(result.record) == {
@@ -102,7 +102,8 @@ def test_a_dead_record_without_a_job_is_claimed_afresh(store: StateStore) -> Non
     }  # the dead letter's fields (and its marks) are gone with it
     assert store.ttl("m1") == -1  # a live claim again: no expiry
     store.record_job("m1", job_name="j", namespace="ns", job_uid="u")
-    store.finish("m1", "dead")  # a dead record of a Job (never written by a dead letter) stays one
+    # A dead record of a Job (the table has no such move; an older runner's) stays a duplicate.
+    store.redis.hset(store.key("m1"), "state", "dead")
     assert claim(store).status is ClaimStatus.DUPLICATE
 
 

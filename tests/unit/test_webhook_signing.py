@@ -11,7 +11,6 @@ import pytest
 
 from runner.backoff import delay as backoff_delay
 from runner.callbacks.http import (
-    CallbackStatus,
     OutcomeKind,
     build_headers,
     callback_body,
@@ -20,6 +19,7 @@ from runner.callbacks.http import (
     verify,
     webhook_id,
 )
+from runner.lifecycle import CallbackStatus
 from runner.settings import Settings
 
 # The test vector published with the Standard Webhooks specification.

@@ -2,8 +2,9 @@
 -- and every write here is one the leader's own scripts handle (a cancelled record is terminal).
 -- KEYS[1] the state record, KEYS[2] the cancel requests set (ksr:cancels),
 -- KEYS[3..] for each stream its <stream>:scheduled and <stream>:scheduled:payloads.
--- ARGV[1] message id, ARGV[2] now (ms), ARGV[3] record TTL (s), ARGV[4] terminal states as
--- ',a,b,', ARGV[5..] the stream names, in the order of KEYS[3..].
+-- With the state prelude (runner.lifecycle).
+-- ARGV[1] message id, ARGV[2] now (ms), ARGV[3] record TTL (s), ARGV[4..] the stream names,
+-- in the order of KEYS[3..].
 -- Returns {'FINISHED', state} | {'CANCELLED', 'scheduled' | 'pending'} | {'REQUESTED', state}.
 --   requested (a record that has not ended: claimed, created, running): the leader ends it
 --     (runner.pipeline.cancels, or the claim before any Job is created) and sends the 99. A
@@ -14,7 +15,7 @@
 --   pending (no record: not read yet, or unknown): a cancelled record, so the dispatcher acks
 --     the entry without a Job and sends the 99 when it reads it.
 local state = redis.call('HGET', KEYS[1], 'state')
-if state and string.find(ARGV[4], ',' .. state .. ',', 1, true) then return {'FINISHED', state} end
+if is_terminal(state) then return {'FINISHED', state} end
 if state then
   for i = 3, #KEYS, 2 do
     redis.call('ZREM', KEYS[i], ARGV[1])
@@ -34,13 +35,13 @@ for i = 3, #KEYS, 2 do
     if ok and type(doc) == 'table' and type(doc.webhook) == 'table' and type(doc.webhook.url) == 'string' then
       hook = doc.webhook.url
     end
-    redis.call('HSET', KEYS[1], 'state', 'cancelled', 'cancel_stage', 'scheduled', 'cancelled_at', ARGV[2],
-               'stream', ARGV[5 + (i - 3) / 2], 'webhook', hook)
+    redis.call('HSET', KEYS[1], 'state', STATE.CANCELLED, 'cancel_stage', 'scheduled', 'cancelled_at', ARGV[2],
+               'stream', ARGV[4 + (i - 3) / 2], 'webhook', hook)
     redis.call('EXPIRE', KEYS[1], ARGV[3])
     redis.call('SADD', KEYS[2], ARGV[1])
     return {'CANCELLED', 'scheduled'}
   end
 end
-redis.call('HSET', KEYS[1], 'state', 'cancelled', 'cancel_stage', 'pending', 'cancelled_at', ARGV[2])
+redis.call('HSET', KEYS[1], 'state', STATE.CANCELLED, 'cancel_stage', 'pending', 'cancelled_at', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return {'CANCELLED', 'pending'}

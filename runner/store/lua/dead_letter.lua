@@ -24,9 +24,9 @@ local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV,
 redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
 if ARGV[4] ~= '' and redis.call('HEXISTS', KEYS[3], 'job_name') == 0 then
   local state = redis.call('HGET', KEYS[3], 'state')
-  if not state or state == 'claimed' or state == 'dead' then
+  if state == STATE.DEAD or legal(state, STATE.DEAD) then
     local told = redis.call('HEXISTS', KEYS[3], 'cb_99') == 1
-    redis.call('HSET', KEYS[3], 'state', 'dead', 'dead_reason', ARGV[8], 'dead_error', ARGV[9], 'dead_id', id,
+    redis.call('HSET', KEYS[3], 'state', STATE.DEAD, 'dead_reason', ARGV[8], 'dead_error', ARGV[9], 'dead_id', id,
                'stream', KEYS[2], 'entry_id', ARGV[2], 'updated_at', ARGV[7], 'finished_at', ARGV[7])
     redis.call('EXPIRE', KEYS[3], ARGV[6])
     redis.call('SREM', KEYS[4], ARGV[4])

@@ -1,15 +1,19 @@
 -- The Job exists: record it, join the active set and mark its callback 0, in one step
--- (StateStore.record_job). Fenced (fence.lua), with lib_mark.lua.
+-- (StateStore.record_job). Fenced (fence.lua), with the state prelude (runner.lifecycle)
+-- and lib_mark.lua: recording over a record the table does not let become `created` (one
+-- that has its Job already, or has ended) is refused and nothing is written.
 -- KEYS[1] term key, KEYS[2] the state record, KEYS[3] the active set (ksr:active), KEYS[4] the
 -- owed-callbacks sorted set, KEYS[5] the events stream (KEYS[4], KEYS[5]: any key when not used).
 -- ARGV[1] term or '', ARGV[2] message id, ARGV[3] '1' to return the record, ARGV[4..11+n] the
 -- mark (lib_mark.lua, at 4; ARGV[4] '' records without marking), then the record's
--- field/value pairs.
+-- field/value pairs (without `state`: the script writes it).
 -- The record is PERSISTed: a live Job's record must not expire.
 -- Returns {'OK', 1 when this call marked the callback | 0} and, when asked for, the record's
--- HGETALL as a third item.
+-- HGETALL as a third item; {'ILLEGAL', current state} when refused.
 local at = 4
-redis.call('HSET', KEYS[2], unpack(ARGV, at + 8 + tonumber(ARGV[at + 7])))
+local cur = redis.call('HGET', KEYS[2], 'state')
+if not legal(cur, STATE.CREATED) then return {'ILLEGAL', cur or ''} end
+redis.call('HSET', KEYS[2], 'state', STATE.CREATED, unpack(ARGV, at + 8 + tonumber(ARGV[at + 7])))
 if ARGV[1] ~= '' then redis.call('HSET', KEYS[2], 'term', ARGV[1]) end
 redis.call('SADD', KEYS[3], ARGV[2])
 redis.call('PERSIST', KEYS[2])
