@@ -28,6 +28,11 @@ class Clock(Protocol):
         """Wall-clock time, timezone-aware UTC. Informational only: never judge expiry on it."""
         ...
 
+    def time(self) -> float:
+        """Wall-clock Unix seconds, for timestamps other processes read (records, events,
+        callbacks). It can step: elapsed time is judged on `monotonic`, never on this."""
+        ...
+
     def sleep(self, seconds: float) -> None:
         """Block for `seconds` (no-op for zero or negative)."""
         ...
@@ -51,6 +56,9 @@ class SystemClock:
 
     def now(self) -> _dt.datetime:
         return _dt.datetime.now(_dt.UTC)
+
+    def time(self) -> float:
+        return time.time()
 
     def sleep(self, seconds: float) -> None:
         if seconds > 0:
@@ -77,6 +85,7 @@ class FakeClock:
         self._mono = float(start)
         self._start = float(start)
         self._wall_start = wall_start or _dt.datetime(2024, 1, 1, tzinfo=_dt.UTC)
+        self._wall_step = 0.0
         self._lock = threading.Lock()
         self.sleeps: list[float] = []
 
@@ -86,7 +95,15 @@ class FakeClock:
 
     def now(self) -> _dt.datetime:
         with self._lock:
-            return self._wall_start + _dt.timedelta(seconds=self._mono - self._start)
+            return self._wall_start + _dt.timedelta(seconds=self._mono - self._start + self._wall_step)
+
+    def time(self) -> float:
+        return self.now().timestamp()
+
+    def step_wall(self, seconds: float) -> None:
+        """Step the wall clock only (forward or back), as NTP or an operator would."""
+        with self._lock:
+            self._wall_step += seconds
 
     def advance(self, seconds: float) -> None:
         if seconds < 0:
