@@ -21,6 +21,7 @@ from runner.schedules.config import parse_schedules
 from runner.schedules.cron import tick_id
 from runner.schedules.ticker import Ticker
 from runner.signals import ScheduleTick, Signals
+from runner.store.redis_time import RedisTime
 from runner.store.schedule import ScheduledStore
 from runner.store.state import StateStore
 from runner.store.streams import Entry
@@ -59,6 +60,12 @@ def _step_back_redis_ids(redis_client: redis.Redis, stream: str, *, by: float) -
     future_ms = int((redis_now(redis_client) + by) * 1000)
     written = message("written-ahead", "default", command=["true"])
     redis_client.xadd(stream, {"payload": json.dumps(written)}, id=f"{future_ms}-0")
+
+
+def test_redis_time_is_the_clock_of_redis(redis_client):
+    before = redis_now(redis_client)
+    now = RedisTime(redis_client)()
+    assert before <= now <= redis_now(redis_client)
 
 
 # -- defect 4: a leader with its clock ahead ------------------------------------------------
