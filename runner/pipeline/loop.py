@@ -43,6 +43,7 @@ from runner.schedules.ticker import Ticker
 from runner.settings import Settings
 from runner.signals import ActiveJobs, Beat, ErrorRecorded, GroupRecreated, Observer, Signals, StreamsSampled
 from runner.store.connection import connect
+from runner.store.redis_time import RedisTime
 from runner.store.schedule import ScheduledStore
 from runner.store.state import StaleTerm, StateStore
 from runner.store.streams import StreamReader
@@ -133,6 +134,7 @@ class Runner:
             config=s.election,
             clock=clock,
         )
+        self.redis_time = RedisTime(self.redis)  # what due times and cron ticks are judged by
         self.scheduler = self._scheduler()
         self.dispatcher = Dispatcher(
             redis_client=self.redis,
@@ -143,7 +145,12 @@ class Runner:
             settings=s,
             holds_term=self.elector.holds_term,
             signals=self.signals,
-            delays=DelayGate(self.scheduler.store, max_ahead=s.schedule.max_ahead, on_held=self.scheduler.wake),
+            delays=DelayGate(
+                self.scheduler.store,
+                max_ahead=s.schedule.max_ahead,
+                on_held=self.scheduler.wake,
+                wall_clock=self.redis_time,
+            ),
             waiting=self.waiting,
         )
         self._elector_stop = threading.Event()
@@ -169,7 +176,14 @@ class Runner:
         else:
             delete_job = lambda namespace, name: self.local.kill(name) if self.local else None  # noqa: E731
         cancels = Cancels(redis_client=self.redis, state=self.state, tracker=self.tracker, delete_job=delete_job)
-        return Scheduler(store=store, beat=beat, cancels=cancels, poll=s.schedule.poll, signals=self.signals)
+        return Scheduler(
+            store=store,
+            beat=beat,
+            cancels=cancels,
+            poll=s.schedule.poll,
+            signals=self.signals,
+            wall_clock=self.redis_time,
+        )
 
     def _lock(self, api_client: k8s.ApiClient | None) -> Lock:
         s = self.settings
