@@ -1,19 +1,25 @@
 -- The Job exists: record it, join the active set and mark its callback 0, in one step
--- (StateStore.record_job). Fenced (fence.lua), with lib_mark.lua.
+-- (StateStore.record_job). Fenced (fence.lua), with lib_mark.lua and lib_owner.lua.
 -- KEYS[1] term key, KEYS[2] the state record, KEYS[3] the active set (ksr:active), KEYS[4] the
 -- owed-callbacks sorted set, KEYS[5] the events stream (KEYS[4], KEYS[5]: any key when not used).
--- ARGV[1] term or '', ARGV[2] message id, ARGV[3] '1' to return the record, ARGV[4..11+n] the
--- mark (lib_mark.lua, at 4; ARGV[4] '' records without marking), then the record's
--- field/value pairs.
+-- ARGV[1] term or '', ARGV[2] message id, ARGV[3] '1' to return the record, ARGV[4] the RQ
+-- job id proposed as the message's courier ('' starts none), ARGV[5] its lease (ms),
+-- ARGV[6..13+n] the mark (lib_mark.lua, at 6; ARGV[6] '' records without marking), then the
+-- record's field/value pairs. With lib_owner.lua: a first mark takes the owner lease for
+-- the proposed job when nobody holds it.
 -- The record is PERSISTed: a live Job's record must not expire.
--- Returns {'OK', 1 when this call marked the callback | 0} and, when asked for, the record's
--- HGETALL as a third item.
-local at = 4
+-- Returns {'OK', 1 when this call marked the callback | 0, the job id granted or ''} and,
+-- when asked for, the record's HGETALL as a fourth item.
+local at = 6
 redis.call('HSET', KEYS[2], unpack(ARGV, at + 8 + tonumber(ARGV[at + 7])))
 if ARGV[1] ~= '' then redis.call('HSET', KEYS[2], 'term', ARGV[1]) end
 redis.call('SADD', KEYS[3], ARGV[2])
 redis.call('PERSIST', KEYS[2])
 local first = 0
 if ARGV[at] ~= '' then first = mark(KEYS[2], KEYS[4], KEYS[5], at) end
-if ARGV[3] == '1' then return {'OK', first, redis.call('HGETALL', KEYS[2])} end
-return {'OK', first}
+local granted = ''
+if first == 1 and ARGV[4] ~= '' then
+  granted = take(KEYS[2], KEYS[4], ARGV[at + 4], ARGV[4], string.sub(ARGV[at], 4), tonumber(ARGV[5]), -1) or ''
+end
+if ARGV[3] == '1' then return {'OK', first, granted, redis.call('HGETALL', KEYS[2])} end
+return {'OK', first, granted}
