@@ -122,11 +122,12 @@ class Courier:
         token: str,
         *,
         count: str = "",
+        trying: str = "",
         done_member: str = "",
         fields: tuple[str, ...] = (),
         with_record: bool = False,
     ) -> tuple[int, StateRecord | None]:
-        args: list[Any] = [token, self.lease, count, done_member, "1" if with_record else "", *fields]
+        args: list[Any] = [token, self.lease, count, trying, done_member, "1" if with_record else "", *fields]
         with redis_errors():
             reply = self._renew(keys=[key, owed_key(self.settings)], args=args)
         if text(reply[0]) != "OK":
@@ -254,7 +255,10 @@ class _Run:
     def _attempt(self, record: StateRecord, status: int, url: str) -> StateRecord | None:
         """One attempt; the record after it, or None when a retry took over the lease."""
         wid = webhook_id(self.message_id, status)
-        attempt, _ = self.c.renew(self.key, self.token, count=Field.attempts(status))  # counted before it is made
+        # Counted before it is made: a worker killed mid-attempt does not get a fresh allowance.
+        attempt, _ = self.c.renew(
+            self.key, self.token, count=Field.attempts(status), trying=owed_member(self.message_id, status)
+        )
         record = StateRecord({**record, Field.attempts(status): str(attempt)})
         self.attempts += 1
         started = time.monotonic()
