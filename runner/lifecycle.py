@@ -258,6 +258,11 @@ class CallbackStatus(enum.IntEnum):
     FAILED = 3  # detail {error: {errorCode, message}}
     EXCEPTION = 99  # detail {error: {errorCode, message}}
 
+    def __repr__(self) -> str:
+        # redis-py encodes an int argument as its repr(): the enum's default would reach
+        # Redis as "<CallbackStatus.COMPLETED: 2>" (a field `cbj_<CallbackStatus...>`).
+        return int.__repr__(self)
+
     @property
     def final(self) -> bool:
         """The message's last callback: 2, 3 or 99."""

@@ -1,37 +1,38 @@
-"""The RQ jobs of a callback: their ids and options, the job argument, the owed index.
+"""The RQ jobs that deliver a message's callbacks: their ids, options and argument, the
+owed index, and `put`, the one call that hands a courier job to RQ.
 
-A callback `<id>:<status>` is one chain of RQ jobs, one per attempt (runner.callbacks.courier
-runs them, runner.callbacks.enqueue starts them). Its fields in the state record (outcome,
-latest job id, attempts, when it was first owed) are named and parsed by
-runner.store.record; they are written only while that record exists (a record created
-here would look like a claimed message to `StateStore.claim`).
+A message's callbacks are delivered by one RQ job at a time, the holder of the owner lease
+in the state record (lua/lib_owner.lua, docs/callbacks.md "One owner"): a job is put on
+a queue only after a script granted it the lease, so RQ never holds two live couriers of
+one message and nobody needs to ask RQ whether a job is alive. The record's fields are
+named and parsed by runner.store.record; they are written only while that record exists
+(a record created here would look like a claimed message to `StateStore.claim`).
 """
 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Any, TypedDict
 
 import redis
+from rq import Queue
 
 from runner.callbacks.http import webhook_id
 from runner.settings import Settings
 from runner.store.errors import redis_errors
 from runner.store.record import StateRecord
 
+DELIVER = "runner.callbacks.courier.deliver"  # by name: the courier imports this module
 _RQ_SAFE = re.compile(r"[A-Za-z0-9-]")
 
 
-class CallbackPayload(TypedDict):
-    """The RQ job argument: small and JSON-able. `first` and `attempt` are only the fallback
-    for a callback whose state record is gone; the record's `cb_`/`cba_` fields rule."""
+class CourierPayload(TypedDict):
+    """The RQ job argument: which message, and not before when (Unix seconds, 0: at once).
+    Everything else (what is owed, details, URL, attempts) is read from the state record."""
 
     id: str  # message id
-    status: int
-    detail: dict[str, Any]
-    url: str
-    first: float  # Unix time the callback was first enqueued
-    attempt: int  # 1 = the first attempt
+    not_before: float
 
 
 def rq_job_id(message_id: str, status: int, *suffix: object) -> str:
@@ -46,7 +47,7 @@ def rq_job_id(message_id: str, status: int, *suffix: object) -> str:
 
 
 def attempt_job_id(message_id: str, status: int, attempt: int) -> str:
-    """Attempt 1 is `<webhook-id>`, attempt n is `<webhook-id>:<n>`."""
+    """The job that makes attempt `attempt` of a status: `<webhook-id>`, then `<webhook-id>:<n>`."""
     return rq_job_id(message_id, status) if attempt <= 1 else rq_job_id(message_id, status, attempt)
 
 
@@ -55,20 +56,10 @@ def read_record(conn: redis.Redis, key: str) -> StateRecord:
         return StateRecord.from_reply(conn.hgetall(key))
 
 
-def pending_before(record: StateRecord, status: int) -> list[int]:
-    """Earlier statuses of this message that are owed: `status` waits for them."""
-    return [s for s in record.callbacks(owed=True) if s < status]
-
-
-def next_owed(record: StateRecord, status: int) -> int | None:
-    """The status whose turn comes when `status` finishes."""
-    later = [s for s in record.callbacks(owed=True) if s > status]
-    return later[0] if later else None
-
-
 def owed_key(settings: Settings) -> str:
-    """Sorted set of callbacks owed and not finished (member `<status>:<id>`, score: the last
-    time something was enqueued for it). The leader's sweep re-enqueues stale ones."""
+    """Sorted set of callbacks owed and not finished (member `<status>:<id>`), scored with
+    when the leader's recovery should look at it next (Unix seconds): the mark's time, then
+    the owner lease's deadline. CallbackQueue.sweep takes over the lapsed ones."""
     return settings.state.active_key.rsplit(":", 1)[0] + ":callbacks:owed"
 
 
@@ -77,8 +68,14 @@ def owed_member(message_id: str, status: int) -> str:
 
 
 def job_timeout(settings: Settings) -> int:
-    """RQ's limit for one attempt: the attempt's own wall-clock deadline plus Redis round trips."""
+    """RQ's limit for one courier job: an attempt's own wall-clock deadline plus Redis round trips."""
     return int(settings.callbacks.timeout) + 10
+
+
+def lease_ms(settings: Settings) -> int:
+    """How long an owner lease holds without renewal: longer than RQ lets a job run, so a
+    holder that did not renew in time is dead (its worker was killed) or never started."""
+    return (job_timeout(settings) + 2) * 1000
 
 
 def job_options(settings: Settings) -> dict[str, Any]:
@@ -87,3 +84,16 @@ def job_options(settings: Settings) -> dict[str, Any]:
         "failure_ttl": 24 * 3600,  # a job that raised (Redis lost mid-job) stays in `rq info` a day
         "description": "ksr callback",
     }
+
+
+def put(conn: redis.Redis, settings: Settings, queue_name: str, job_id: str, payload: CourierPayload) -> None:
+    """Enqueue the courier `job_id`, which already holds the owner lease: at once, or at
+    `payload["not_before"]` through RQ's scheduler. The courier checks that time itself."""
+    queue = Queue(queue_name, connection=conn)
+    options = dict(job_id=job_id, job_timeout=job_timeout(settings), **job_options(settings))
+    with redis_errors():
+        if payload["not_before"] > 0:
+            when = datetime.fromtimestamp(payload["not_before"], tz=UTC)
+            queue.enqueue_at(when, DELIVER, args=(payload,), **options)
+        else:
+            queue.enqueue(DELIVER, args=(payload,), **options)

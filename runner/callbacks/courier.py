@@ -1,60 +1,57 @@
-"""Delivering one callback: the RQ job `deliver`, one attempt, retried with backoff, then
-the next status of the message.
+"""Delivering a message's callbacks: the RQ job `deliver`, the holder of the message's owner
+lease, sends what the message owes, in order.
 
-The runner enqueues (runner.callbacks.enqueue); every replica's RQ worker
-(runner.callbacks.worker) executes `deliver`, one attempt per RQ job. A retry is a new RQ
-job scheduled with `enqueue_at`; when a callback finishes, the courier enqueues the next
-status the message owes (a chain per message: later statuses do not poll while an earlier
-one is retried). The record's fields are named in runner.store.record.
+A job is enqueued only after a script granted it the lease (runner.callbacks.enqueue, or
+its predecessor here). It renews the lease at each step and asks runner.callbacks.owed
+what to do: attempt the next owed status, finish it, or, when nothing is owed, release the
+lease in the same script that checks nothing new was marked meanwhile (else it goes on).
+A retryable attempt hands the lease to the job of the next attempt, scheduled with
+`enqueue_at`; a job that lost its lease (it lapsed and the leader's recovery took over)
+stops at its next step. The record's fields are named in runner.store.record.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import math
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import lru_cache
+from typing import Any
 
 import redis
-from rq import Queue, get_current_job
+from rq import get_current_job
 
-from runner import backoff, metrics
+from runner import metrics
 from runner.backoff import UniformSource
 from runner.callbacks.chain import (
-    CallbackPayload,
+    CourierPayload,
     attempt_job_id,
-    job_options,
     job_timeout,
-    next_owed,
+    lease_ms,
     owed_key,
     owed_member,
-    pending_before,
-    read_record,
+    put,
     rq_job_id,
 )
-from runner.callbacks.enqueue import CallbackQueue
-from runner.callbacks.http import (
-    Outcome,
-    OutcomeKind,
-    build_headers,
-    callback_body,
-    send,
-    webhook_id,
-)
+from runner.callbacks.http import Outcome, OutcomeKind, build_headers, callback_body, send, webhook_id
 from runner.callbacks.lanes import clear_slow, is_slow, main_queue, mark_slow, queue_for, slow_queue
+from runner.callbacks.owed import next_step, retry_delay
 from runner.settings import Settings
 from runner.store import scripts
-from runner.store.connection import connect
 from runner.store.errors import redis_errors
-from runner.store.record import Field
+from runner.store.record import Field, StateRecord
+from runner.store.replies import text
 
 __all__ = ["Backoff", "Courier", "deliver"]
 
 log = logging.getLogger(__name__)
+
+# A job goes on to the next status itself only while a whole attempt still fits in RQ's
+# limit for it, with this margin for the Redis round trips around it.
+_MARGIN = 5.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +64,10 @@ class Backoff:
         return cls(settings.callbacks.backoff_base, settings.callbacks.backoff_cap)
 
 
+class LostLease(Exception):
+    """Another job holds the message's lease now: this one must stop at once."""
+
+
 @lru_cache(maxsize=1)
 def _worker_config() -> tuple[Settings, Backoff]:
     """Parsed once per worker process: every job of that process shares it."""
@@ -74,17 +75,18 @@ def _worker_config() -> tuple[Settings, Backoff]:
     return settings, Backoff.of(settings)
 
 
-def deliver(payload: CallbackPayload) -> str:
-    """RQ job function: one attempt at one callback. Returns the outcome (RQ keeps no result)."""
+def deliver(payload: CourierPayload) -> str:
+    """RQ job function: deliver what the message owes while this job holds its lease.
+    Returns the last outcome (RQ keeps no result)."""
     settings, backoff = _worker_config()
     job = get_current_job()
-    conn = job.connection if job is not None else connect(settings.redis, socket_timeout=settings.callbacks.timeout + 5)
-    origin = job.origin if job is not None else main_queue(settings)
-    return Courier(conn, settings, backoff).run(payload, queue=origin)
+    if job is None:
+        raise RuntimeError("deliver runs as an RQ job: its id is its owner token")
+    return Courier(job.connection, settings, backoff).run(payload, token=job.id, queue=job.origin)
 
 
 class Courier:
-    """One attempt, with the clock and the random source as parameters (STYLE.md lesson 3)."""
+    """The owner's work, with the clock and the random source as parameters (STYLE.md lesson 3)."""
 
     def __init__(
         self,
@@ -100,40 +102,169 @@ class Courier:
         self.backoff = backoff
         self.clock = clock
         self.rng: UniformSource = rng or random.SystemRandom()
-        self.chain = CallbackQueue(conn, settings, clock=clock)
-        self._hset_if_exists = scripts.load(conn, "hset_if_exists")
-        self._incr_if_exists = scripts.load(conn, "hincr_if_exists")
+        self.lease = lease_ms(settings)
+        self._renew = scripts.load(conn, "cb_renew", uses=("lib_owner",))
+        self._pass = scripts.load(conn, "cb_pass", uses=("lib_owner",))
+        self._release = scripts.load(conn, "cb_release", uses=("lib_owner",))
 
-    def run(self, p: CallbackPayload, *, queue: str | None = None) -> str:
-        message_id, status, url = p["id"], int(p["status"]), p["url"]
-        key = self.settings.state.record_key(message_id)
-        record = read_record(self.conn, key)
-        done = record.callback_outcome(status)
-        if done is not None:
-            log.debug("callback %s:%s already %s", message_id, status, done)
-            return done
-        if record.gone_url == url:
-            log.info("callback %s:%s not sent: %s answered 410 earlier", message_id, status, url)
-            return self._finish(key, p, "gone")
-        earlier = pending_before(record, status)
-        if earlier:
-            # Enqueued out of turn (a race with the sweep): the earlier one's end enqueues it.
-            log.debug("callback %s:%s waits for %s", message_id, status, earlier)
-            return "waiting"
-        if queue == main_queue(self.settings) and is_slow(self.conn, self.settings, url):
-            moved = rq_job_id(message_id, status, p["attempt"], "slow")
-            self._schedule(key, p, 0.0, moved, slow_queue(self.settings))  # not an attempt
-            return "moved"
+    def run(self, p: CourierPayload, *, token: str, queue: str | None = None) -> str:
+        lane = queue or main_queue(self.settings)
+        try:
+            return _Run(self, p["id"], token, lane, float(p.get("not_before") or 0)).go()
+        except LostLease:
+            log.warning("callbacks of %s: job %s lost the owner lease to another job; it stops", p["id"], token)
+            return "lost"
 
-        wid = webhook_id(message_id, status)
-        attempt = self._count_attempt(key, p)
-        if attempt > self.settings.callbacks.max_attempts:  # the last one's worker was killed
-            log.warning("callback %s expired: %d attempts started, none finished", wid, attempt - 1)
-            return self._finish(key, p, "expired")
+    # -- the scripts (each checks that `token` holds the lease) -------------------------
+    def renew(
+        self,
+        key: str,
+        token: str,
+        *,
+        count: str = "",
+        trying: str = "",
+        done_member: str = "",
+        fields: tuple[str, ...] = (),
+        with_record: bool = False,
+    ) -> tuple[int, StateRecord | None]:
+        args: list[Any] = [token, self.lease, count, trying, done_member, "1" if with_record else "", *fields]
+        with redis_errors():
+            reply = self._renew(keys=[key, owed_key(self.settings)], args=args)
+        if text(reply[0]) != "OK":
+            raise LostLease(token)
+        return int(reply[1]), StateRecord.from_reply(reply[2]) if with_record else None
+
+    def hand_over(
+        self,
+        key: str,
+        token: str,
+        *,
+        message_id: str,
+        status: int,
+        successor: str,
+        lane: str,
+        not_before: float,
+        new_job: bool = True,
+    ) -> str:
+        """Name `successor` the owner, then enqueue it (on `lane`, at `not_before`)."""
+        args: list[Any] = [
+            token,
+            successor,
+            status,
+            owed_member(message_id, status),
+            int(not_before * 1000),
+            self.lease,
+            "1" if new_job else "",
+        ]
+        with redis_errors():
+            reply = self._pass(keys=[key, owed_key(self.settings)], args=args)
+        if text(reply[0]) != "OK":
+            raise LostLease(token)
+        job_id = text(reply[1])
+        put(self.conn, self.settings, lane, job_id, {"id": message_id, "not_before": not_before})
+        return job_id
+
+    def release(self, key: str, token: str, *, marked: int) -> StateRecord | None:
+        """Release the lease; None when released, the record when something new was marked."""
+        with redis_errors():
+            reply = self._release(keys=[key], args=[token, marked, self.lease])
+        answer = text(reply[0])
+        if answer == "LOST":
+            raise LostLease(token)
+        return None if answer == "RELEASED" else StateRecord.from_reply(reply[1])
+
+
+class _Run:
+    """One job's run: the record it holds, updated with what it writes itself."""
+
+    def __init__(self, courier: Courier, message_id: str, token: str, lane: str, not_before: float) -> None:
+        self.c = courier
+        self.settings = courier.settings
+        self.message_id = message_id
+        self.token = token
+        self.lane = lane
+        self.not_before = not_before
+        self.key = self.settings.state.record_key(message_id)
+        self.started = time.monotonic()
+        self.attempts = 0  # made by this job
+        self.last_took = 0.0
+        self.outcome = "idle"
+
+    def go(self) -> str:
+        _, record = self.c.renew(self.key, self.token, with_record=True)
+        assert record is not None
+        while True:
+            step = next_step(
+                record,
+                now=self.c.clock(),
+                not_before=self.not_before,
+                max_attempts=self.settings.callbacks.max_attempts,
+            )
+            if step.action == "release":
+                fresh = self.c.release(self.key, self.token, marked=len(record.callbacks()))
+                if fresh is None:
+                    return self.outcome
+                record = fresh
+                continue
+            assert step.status is not None
+            status, url = step.status, record.webhook or ""
+            wid = webhook_id(self.message_id, status)
+            if step.action == "no_url":
+                log.warning("callback %s owed to no webhook URL: failed", wid)
+                record = self._finish(record, status, "failed")
+            elif step.action == "skip_gone":
+                log.info("callback %s not sent: %s answered 410 earlier", wid, url)
+                record = self._finish(record, status, "gone")
+            elif step.action == "expire":
+                log.warning(
+                    "callback %s expired: %d attempts started, none finished", wid, record.callback_attempts(status)
+                )
+                record = self._finish(record, status, "expired")
+            elif step.action == "wait":  # RQ started it before its time: a job at that time goes on
+                self._hand_over(status, self.token, self.lane, self.not_before, new_job=False)
+                return "waiting"
+            elif self.lane == main_queue(self.settings) and is_slow(self.c.conn, self.settings, url):
+                moved = rq_job_id(self.message_id, status, record.callback_attempts(status) + 1, "slow")
+                self._hand_over(status, moved, slow_queue(self.settings), 0.0)  # not an attempt
+                return "moved"
+            elif self.attempts and not self._may_go_on():
+                # A fresh job for the next status: the worker looks at its queues in between.
+                self._hand_over(
+                    status,
+                    attempt_job_id(self.message_id, status, record.callback_attempts(status) + 1),
+                    self.lane,
+                    0.0,
+                )
+                return self.outcome
+            else:
+                next_record = self._attempt(record, status, url)
+                if next_record is None:
+                    return self.outcome
+                record = next_record
+
+    def _may_go_on(self) -> bool:
+        """Another attempt in this job: on the main lane, after a quick answer, within RQ's limit."""
+        timeout = self.settings.callbacks.timeout
+        elapsed = time.monotonic() - self.started
+        return (
+            self.lane == main_queue(self.settings)
+            and self.last_took < timeout / 2
+            and elapsed + timeout + _MARGIN <= job_timeout(self.settings)
+        )
+
+    def _attempt(self, record: StateRecord, status: int, url: str) -> StateRecord | None:
+        """One attempt; the record after it, or None when a retry took over the lease."""
+        wid = webhook_id(self.message_id, status)
+        # Counted before it is made: a worker killed mid-attempt does not get a fresh allowance.
+        attempt, _ = self.c.renew(
+            self.key, self.token, count=Field.attempts(status), trying=owed_member(self.message_id, status)
+        )
+        record = StateRecord({**record, Field.attempts(status): str(attempt)})
+        self.attempts += 1
         started = time.monotonic()
         raised = False
         try:
-            body = callback_body(message_id, status, p["detail"])  # deterministic: same bytes every attempt
+            body = callback_body(self.message_id, status, _detail(record, status))  # same bytes every attempt
             headers = build_headers(wid, body, keys=self.settings.callbacks.signing_keys)
             outcome = send(
                 url, body, headers, allow=self.settings.policy.webhook_allow, timeout=self.settings.callbacks.timeout
@@ -142,30 +273,32 @@ class Courier:
             log.exception("callback %s attempt %d raised", wid, attempt)
             outcome = Outcome(OutcomeKind.RETRY, detail=f"unexpected {type(e).__name__}: {e}")
             raised = True
-        self._note_speed(url, outcome, time.monotonic() - started)
+        self.last_took = time.monotonic() - started
+        self._note_speed(url, outcome, self.last_took)
 
         if outcome.kind is OutcomeKind.DELIVERED:
             log.info("callback %s delivered (HTTP %s, attempt %d)", wid, outcome.status, attempt)
-            return self._finish(key, p, "delivered")
+            return self._finish(record, status, "delivered")
         if outcome.kind is OutcomeKind.GONE:
             log.info("callback %s: %s answered 410, no more callbacks to it for this message", wid, url)
-            return self._finish(key, p, "gone", gone_url=url)
+            return self._finish(record, status, "gone", gone_url=url)
         if outcome.kind is OutcomeKind.FAILED:
             log.warning("callback %s failed for good (attempt %d): %s", wid, attempt, outcome.detail)
-            return self._finish(key, p, "failed")
+            return self._finish(record, status, "failed")
 
-        # Full jitter spreads a recovering receiver's load; its Retry-After is a floor, not
-        # capped: the retry horizon is what bounds the total.
-        delay = backoff.delay(
-            attempt,
-            base=self.backoff.base,
-            cap=self.backoff.cap,
-            jitter="full",
-            rng=self.rng,
-            floor=outcome.retry_after,
+        now = self.c.clock()
+        delay = retry_delay(
+            attempt=attempt,
+            first_owed=record.callback_first_owed(status) or now,
+            now=now,
+            retry_after=outcome.retry_after,
+            base=self.c.backoff.base,
+            cap=self.c.backoff.cap,
+            max_attempts=self.settings.callbacks.max_attempts,
+            horizon=self.settings.callbacks.retry_horizon,
+            rng=self.c.rng,
         )
-        horizon_end = (record.callback_first_owed(status) or p["first"]) + self.settings.callbacks.retry_horizon
-        if attempt >= self.settings.callbacks.max_attempts or self.clock() + delay > horizon_end:
+        if delay is None:
             log.warning(
                 "callback %s expired after %d attempts (%gs horizon); last: %s",
                 wid,
@@ -173,68 +306,55 @@ class Courier:
                 self.settings.callbacks.retry_horizon,
                 outcome.detail,
             )
-            return self._finish(key, p, "expired")
+            return self._finish(record, status, "expired")
         log.info("callback %s attempt %d: %s; next in %.1fs", wid, attempt, outcome.detail, delay)
         _count(status, "error" if raised else "retry")
-        self._schedule(
-            key,
-            {**p, "attempt": attempt + 1},
-            delay,
-            attempt_job_id(message_id, status, attempt + 1),
-            queue_for(self.conn, self.settings, url),
-        )
-        return "retry"
+        successor = attempt_job_id(self.message_id, status, attempt + 1)
+        self._hand_over(status, successor, queue_for(self.c.conn, self.settings, url), now + delay)
+        self.outcome = "retry"
+        return None
 
-    def _count_attempt(self, key: str, p: CallbackPayload) -> int:
-        """Count this attempt in the record before making it: a worker killed mid-attempt
-        must not give the callback a fresh allowance. Without a record, the payload counts."""
-        with redis_errors():
-            counted = int(self._incr_if_exists(keys=[key], args=[Field.attempts(p["status"])]))
-        return counted or p["attempt"]
+    def _finish(self, record: StateRecord, status: int, outcome: str, *, gone_url: str | None = None) -> StateRecord:
+        fields = {Field.outcome(status): outcome}
+        if gone_url is not None:
+            fields[Field.GONE_URL] = gone_url
+        _count(status, outcome)  # first: whoever sees the outcome recorded finds it counted
+        flat = tuple(x for kv in fields.items() for x in kv)
+        self.c.renew(self.key, self.token, done_member=owed_member(self.message_id, status), fields=flat)
+        self.outcome = outcome
+        return StateRecord({**record, **fields})
+
+    def _hand_over(self, status: int, successor: str, lane: str, not_before: float, *, new_job: bool = True) -> None:
+        job_id = self.c.hand_over(
+            self.key,
+            self.token,
+            message_id=self.message_id,
+            status=status,
+            successor=successor,
+            lane=lane,
+            not_before=not_before,
+            new_job=new_job,
+        )
+        log.debug("callbacks of %s: job %s goes on as %s on %s", self.message_id, self.token, job_id, lane)
 
     def _note_speed(self, url: str, outcome: Outcome, took: float) -> None:
         if outcome.timed_out:
-            mark_slow(self.conn, self.settings, url)
+            mark_slow(self.c.conn, self.settings, url)
         elif outcome.status is not None and took < self.settings.callbacks.timeout / 2:
-            clear_slow(self.conn, self.settings, url)
-
-    def _finish(self, key: str, p: CallbackPayload, outcome: str, *, gone_url: str | None = None) -> str:
-        status = int(p["status"])
-        fields = [Field.outcome(status), outcome]
-        if gone_url is not None:
-            fields += [Field.GONE_URL, gone_url]
-        _count(status, outcome)  # first: whoever sees the outcome recorded finds it counted
-        with redis_errors():
-            if not self._hset_if_exists(keys=[key], args=fields):
-                log.debug("no state record %s: outcome %s of status %s not recorded", key, outcome, status)
-            self.conn.zrem(owed_key(self.settings), owed_member(p["id"], status))
-        self._enqueue_next(key, p)
-        return outcome
-
-    def _enqueue_next(self, key: str, p: CallbackPayload) -> None:
-        """The chain: the next status the message owes gets its turn. (If the runner marks
-        it only after this read, its own enqueue finds this status finished and goes on.)"""
-        record = read_record(self.conn, key)
-        following = next_owed(record, int(p["status"]))
-        if following is None:
-            return
-        self.chain.enqueue(p["id"], following, record.callback_detail(following), record.webhook or p["url"])
-
-    def _schedule(self, key: str, p: CallbackPayload, delay: float, job_id: str, queue_name: str) -> None:
-        status = int(p["status"])
-        queue = Queue(queue_name, connection=self.conn)
-        options = dict(job_id=job_id, **job_options(self.settings))
-        with redis_errors():
-            if delay <= 0:
-                queue.enqueue_call(deliver, args=(p,), timeout=job_timeout(self.settings), **options)
-            else:
-                # RQ's scheduled registry keeps whole seconds and enqueues when its second has
-                # come: round up, or a Retry-After could be cut short by up to a second.
-                when = datetime.fromtimestamp(math.ceil(self.clock() + delay), tz=UTC)
-                queue.enqueue_at(when, deliver, args=(p,), job_timeout=job_timeout(self.settings), **options)
-            self._hset_if_exists(keys=[key], args=[Field.chain(status), job_id])
-            self.conn.zadd(owed_key(self.settings), {owed_member(p["id"], status): self.clock()})
+            clear_slow(self.c.conn, self.settings, url)
 
 
 def _count(status: int, outcome: str) -> None:
     metrics.get().callbacks.labels(status=str(status), outcome=outcome).inc()
+
+
+def _detail(record: StateRecord, status: int) -> dict[str, Any]:
+    """The kept detail, strictly: one the record could not keep as a JSON object fails the attempt."""
+    raw = record.get(Field.detail(status)) or "{}"
+    try:
+        detail = json.loads(raw)
+    except ValueError as e:
+        raise TypeError(f"detail of status {status} is not JSON: {raw[:80]!r}") from e
+    if not isinstance(detail, dict):
+        raise TypeError(f"detail of status {status} is not a JSON object: {raw[:80]!r}")
+    return detail

@@ -1,54 +1,38 @@
-"""Enqueueing callbacks: at most one live RQ job per message, in status order.
+"""Starting a message's courier: only a job granted the owner lease is ever enqueued.
 
-The runner calls `CallbackQueue.enqueue` after `StateStore.mark_callback`; the courier
-calls it for the next status when one finishes (the chain); the leader's `sweep`
-re-enqueues a callback whose chain died with its worker.
+The lease is taken in a script (lua/lib_owner.lua): by the runner's mark of a status
+(StateStore.mark_callback / record_job, when nobody holds it), by `CallbackQueue.enqueue`
+(the same for a caller that marked without it), and by the leader's recovery,
+`CallbackQueue.sweep`, for a message whose holder let its lease lapse (its worker was
+killed, or its job was lost with Redis). Whoever is granted the lease enqueues the job
+(`start`); everyone else leaves the message to its holder, which sees what was marked
+before it releases (runner.callbacks.courier). Nothing here asks RQ about its jobs.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC
 from typing import Any
 
 import redis
-from redis.exceptions import NoScriptError
-from rq import Queue
-from rq.exceptions import DuplicateJobError, NoSuchJobError
-from rq.job import Job, JobStatus
-from rq.registry import DeferredJobRegistry, ScheduledJobRegistry
-from rq.worker import Worker
 
-from runner.callbacks.chain import (
-    CallbackPayload,
-    attempt_job_id,
-    job_options,
-    job_timeout,
-    owed_key,
-    owed_member,
-    pending_before,
-    read_record,
-)
+from runner.callbacks.chain import attempt_job_id, lease_ms, owed_key, owed_member, put, read_record, rq_job_id
 from runner.callbacks.lanes import queue_for
+from runner.callbacks.owed import owed_next
 from runner.settings import Settings
 from runner.store import scripts
 from runner.store.errors import redis_errors
-from runner.store.record import Field, StateRecord
+from runner.store.record import StateRecord
 from runner.store.replies import text
 
 log = logging.getLogger(__name__)
 
-DELIVER = "runner.callbacks.courier.deliver"  # by name: the courier imports this module
-# What _enqueue did: queued a job, found the callback waiting its turn, found a live job of
-# its chain, or nothing to do (no URL, finished).
-QUEUED, WAITING, LIVE, NOTHING = "queued", "waiting", "live", "nothing"
-_LIVE = frozenset({JobStatus.CREATED, JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED})
-
 
 class CallbackQueue:
-    """Put a callback on an RQ queue, at most one live chain per message."""
+    """Start couriers, never a second one for a message."""
 
     def __init__(
         self, redis_client: redis.Redis, settings: Settings, *, clock: Callable[[], float] = time.time
@@ -56,7 +40,22 @@ class CallbackQueue:
         self.redis = redis_client
         self.settings = settings
         self.clock = clock
-        self._hset_if_exists = scripts.load(redis_client, "hset_if_exists")
+        self._take = scripts.load(redis_client, "cb_take", uses=("lib_owner",))
+
+    def proposed(self, message_id: str, status: int) -> str:
+        """The job id a mark of `status` proposes for the courier (CallbackMark.courier)."""
+        return rq_job_id(message_id, status)
+
+    def start(self, message_id: str, courier: str, url: str) -> None:
+        """Enqueue `courier`, just granted the owner lease, on the lane of `url`."""
+        put(
+            self.redis,
+            self.settings,
+            queue_for(self.redis, self.settings, url),
+            courier,
+            {"id": message_id, "not_before": 0.0},
+        )
+        log.info("callbacks of %s: courier %s enqueued", message_id, courier)
 
     def enqueue(
         self,
@@ -67,169 +66,104 @@ class CallbackQueue:
         *,
         record: StateRecord | None = None,
     ) -> bool:
-        """Enqueue the callback `<message_id>:<status>`; True if this call enqueued it, or if
-        it waits its turn behind an earlier status of the message that is still owed (the
-        courier enqueues it when that one finishes).
+        """Owe the callback `<message_id>:<status>` (marked now if it was not; `detail` and
+        `url` kept in the record unless it has them) and start a courier when nobody holds
+        the message. True when this call started one, or when the callback waits its turn
+        behind an earlier status of the message (its holder delivers it after that one).
 
         False when there is no URL (the events stream still has the status), when the
-        callback already finished, or when a job of its chain is still queued, scheduled or
-        running. So re-enqueueing after a crash, or from takeover recovery, is harmless,
-        and a message holds at most one live RQ job.
-
-        `record` is the message's state record when the caller has just read it (the mark's
-        reply: StateStore.mark_callback); without it, it is read here.
+        callback already finished, or when the message's holder is at this very status
+        (it is queued, scheduled or being tried). So calling it again after a crash, or
+        from recovery, is harmless. `record` is accepted for callers that have one; the
+        script reads what it needs.
         """
-        return self._enqueue(message_id, status, detail, url, record=record) in (QUEUED, WAITING)
-
-    def _enqueue(
-        self,
-        message_id: str,
-        status: int,
-        detail: dict[str, Any],
-        url: str | None,
-        *,
-        record: StateRecord | None = None,
-    ) -> str:
         if not url:
             log.debug("callback %s:%s: message has no webhook URL, nothing to send", message_id, status)
-            return NOTHING
-        status = int(status)
-        key = self.settings.state.record_key(message_id)
-        if record is None:
-            record = read_record(self.redis, key)
-        if record.callback_outcome(status) is not None:
-            log.debug("callback %s:%s already finished (%s)", message_id, status, record.callback_outcome(status))
-            return NOTHING
-        earlier = pending_before(record, status)
-        if earlier:
-            log.debug("callback %s:%s waits for %s: enqueued when they finish", message_id, status, earlier)
-            return WAITING
-        attempt = record.callback_attempts(status) + 1  # attempts survive a killed worker and the sweep
-        job_id = attempt_job_id(message_id, status, attempt)
-        chain = record.callback_chain(status)
-        payload: CallbackPayload = {
-            "id": message_id,
-            "status": status,
-            "detail": dict(detail),
-            "url": url,
-            "first": record.callback_first_owed(status) or float(self.clock()),
-            "attempt": attempt,
-        }
-        with redis_errors():
-            queue = Queue(queue_for(self.redis, self.settings, url), connection=self.redis)
-            # Usually no job of this chain exists yet (a callback just marked): enqueue at once,
-            # RQ's `unique` refusing an id that exists. Otherwise look first: a live job of the
-            # chain stays the only one; a dead one of this attempt makes room for the new one.
-            if not (chain in (None, job_id) and self._put(queue, job_id, payload, message_id, status)):
-                for candidate in dict.fromkeys([chain or job_id, job_id]):
-                    if _live(self.redis, candidate, stale_after=stale_after(self.settings)):
-                        log.debug("callback %s:%s: job %s is still live", message_id, status, candidate)
-                        return LIVE
-                _delete_job(self.redis, job_id)
-                if not self._put(queue, job_id, payload, message_id, status):
-                    log.debug("callback %s:%s enqueued concurrently by someone else", message_id, status)
-                    return LIVE
-        log.info("callback %s:%s enqueued (attempt %d)", message_id, status, attempt)
-        return QUEUED
-
-    def _put(self, queue: Queue, job_id: str, payload: CallbackPayload, message_id: str, status: int) -> bool:
-        """Enqueue job `job_id` unless a job of that id exists (False), and with it note the
-        job as its chain's latest (`cbj_<s>`) and refresh the callback's owed score."""
-        key = self.settings.state.record_key(message_id)
-        pipe = self.redis.pipeline(transaction=False)
-        try:
-            queue.enqueue_call(
-                DELIVER,
-                args=(payload,),
-                job_id=job_id,
-                unique=True,  # its own atomic script, run at once; RQ's bookkeeping goes into `pipe`
-                timeout=job_timeout(self.settings),
-                pipeline=pipe,
-                **job_options(self.settings),
-            )
-        except DuplicateJobError:
             return False
-        chain_args = [Field.chain(status), job_id]
-        at = len(pipe)
-        # EVALSHA without redis-py's script registration: that would cost a SCRIPT EXISTS first.
-        pipe.evalsha(self._hset_if_exists.sha, 1, key, *chain_args)
-        pipe.zadd(owed_key(self.settings), {owed_member(message_id, status): self.clock()})
-        replies = pipe.execute(raise_on_error=False)
-        if isinstance(replies[at], NoScriptError):  # a Redis that lost its script cache
-            self._hset_if_exists(keys=[key], args=chain_args)
-            replies[at] = 1
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return True
+        status = int(status)
+        attempt = (record.callback_attempts(status) if record is not None else 0) + 1
+        answer, owner, current = self._take_lease(
+            message_id, status, attempt_job_id(message_id, status, attempt), url=url, detail=_as_json(detail)
+        )
+        if answer == "GRANTED":
+            self.start(message_id, owner, url)
+            return True
+        if answer == "HELD":
+            first = owed_next(current)
+            log.debug("callback %s:%s: courier %s holds the message (at status %s)", message_id, status, owner, first)
+            return first is not None and first < status
+        log.debug("callback %s:%s: %s", message_id, status, "finished" if answer == "DONE" else "no state record")
+        return False
 
     def sweep(self, *, older_than: float | None = None, limit: int = 500) -> int:
-        """Re-enqueue owed callbacks (marked sent, not finished) that have no live RQ job:
-        one whose chain died with its worker (a pod killed mid-delivery), or that a crash
-        between mark and enqueue never queued. Only those owed for `older_than` seconds
-        (default: `stale_after`; takeover passes 0). Returns how many."""
+        """The leader's recovery: start a courier for each message that owes a callback and
+        whose owner lease lapsed (a worker killed mid-delivery, a job lost with Redis, a
+        crash between a mark and its enqueue) or that nobody holds. `older_than` (seconds)
+        also takes over holders that have not renewed for that long, lapsed or not: 0 takes
+        over every one (for an operator who knows the workers are gone). Returns how many
+        couriers it started."""
         key = owed_key(self.settings)
-        stale = self.clock() - (stale_after(self.settings) if older_than is None else older_than)
-        count = 0
         with redis_errors():
-            members = self.redis.zrangebyscore(key, "-inf", stale, start=0, num=limit)
+            seconds, micros = self.redis.time()
+            cutoff: float | str = seconds + micros / 1e6 if older_than is None else "+inf"
+            members = self.redis.zrangebyscore(key, "-inf", cutoff, start=0, num=limit)
+        started: set[str] = set()
+        older_ms = -1 if older_than is None else int(older_than * 1000)
         for raw in members:
             member = text(raw)
             status_text, _, message_id = member.partition(":")
-            status = int(status_text)
-            record = read_record(self.redis, self.settings.state.record_key(message_id))
-            url = record.webhook
-            if not record or not url or record.callback_outcome(status) is not None:
-                self.redis.zrem(key, member)  # nothing (more) to send
+            if message_id in started:
                 continue
-            if self._enqueue(message_id, status, record.callback_detail(status), url, record=record) == QUEUED:
-                log.warning("callback %s re-enqueued: its previous delivery never finished", member)
-                count += 1
-            else:
-                # Live, or waiting its turn: due again at the next sweep, behind the older ones
-                # (a score of now would let a chain that dies meanwhile wait a whole stale period).
-                self.redis.zadd(key, {member: stale})
-        return count
+            record = read_record(self.redis, self.settings.state.record_key(message_id))
+            status = owed_next(record)
+            url = record.webhook
+            if not record or not url or status is None or record.callback_outcome(int(status_text)) is not None:
+                with redis_errors():
+                    self.redis.zrem(key, member)  # nothing (more) to send
+                continue
+            proposed = attempt_job_id(message_id, status, record.callback_attempts(status) + 1)
+            answer, owner, _ = self._take_lease(message_id, status, proposed, older_than_ms=older_ms)
+            if answer == "GRANTED":
+                log.warning(
+                    "callbacks of %s: owner %s lapsed, courier %s takes over", message_id, record.callback_owner, owner
+                )
+                self.start(message_id, owner, url)
+                started.add(message_id)
+        return len(started)
+
+    def _take_lease(
+        self,
+        message_id: str,
+        status: int,
+        proposed: str,
+        *,
+        url: str = "",
+        detail: str = "",
+        older_than_ms: int = -1,
+    ) -> tuple[str, str, StateRecord]:
+        args: list[str | int] = [
+            owed_member(message_id, status),
+            proposed,
+            status,
+            lease_ms(self.settings),
+            older_than_ms,
+            int(self.clock() * 1000),
+            url,
+            detail,
+        ]
+        with redis_errors():
+            reply = self._take(keys=[self.settings.state.record_key(message_id), owed_key(self.settings)], args=args)
+        answer = text(reply[0])
+        if answer in ("GRANTED", "HELD"):
+            return answer, text(reply[1]), StateRecord.from_reply(reply[2])
+        return answer, "", StateRecord()
 
 
-def stale_after(settings: Settings) -> float:
-    """Seconds after which a "started" job is a dead worker's: RQ itself would have stopped
-    it at its job timeout."""
-    return job_timeout(settings) + 2
-
-
-def _live(conn: redis.Redis, job_id: str, *, stale_after: float) -> bool:
-    """Queued, scheduled or deferred jobs are live while their queue or registry still holds
-    them; a started one while its worker is registered and it is younger than its timeout.
-
-    A Redis failover can keep a job's hash and lose its queue entry (replication is
-    asynchronous): such a job would never run. A worker that dies between taking a job
-    (into RQ's intermediate list) and marking it started leaves it "queued" there until
-    RQ's own cleanup fails it a minute or two later; a worker killed mid-job leaves it
-    "started" for good. Those are dead now. The price is a rare second attempt when a live
-    worker is within the moment between the two steps: the webhook-id makes it harmless."""
-    with redis_errors():
-        try:
-            job = Job.fetch(job_id, connection=conn)
-        except NoSuchJobError:
-            return False
-        status = job.get_status(refresh=False)
-        if status == JobStatus.STARTED and job.started_at is not None:
-            started = job.started_at.replace(tzinfo=job.started_at.tzinfo or UTC).timestamp()
-            worker = job.worker_name
-            worker_alive = bool(worker) and bool(conn.exists(f"{Worker.redis_worker_namespace_prefix}{worker}"))
-            return worker_alive and time.time() - started < stale_after
-        if status == JobStatus.QUEUED:
-            return conn.lpos(Queue(job.origin, connection=conn).key, job_id) is not None
-        if status == JobStatus.SCHEDULED:
-            return job_id in ScheduledJobRegistry(job.origin, connection=conn)
-        if status == JobStatus.DEFERRED:
-            return job_id in DeferredJobRegistry(job.origin, connection=conn)
-        return status in _LIVE
-
-
-def _delete_job(conn: redis.Redis, job_id: str) -> None:
+def _as_json(detail: dict[str, Any]) -> str:
+    """The detail as the record keeps it. One that is not JSON (a caller's bug) is kept as
+    its repr: every attempt of that callback then fails (TypeError) until it expires."""
     try:
-        Job.fetch(job_id, connection=conn).delete()
-    except NoSuchJobError:
-        pass
+        return json.dumps(detail)
+    except (TypeError, ValueError) as e:
+        log.error("callback detail %r is not JSON (%s): its attempts will fail", detail, e)
+        return repr(detail)

@@ -4,8 +4,10 @@ callback enqueued exactly once (the state store's first-caller-wins mark), and a
 to the events stream (in the mark's Lua step). Terminal transitions leave the active set.
 
 Each transition is two steps: mark (one script: the mark, the callback's detail, its place
-in the owed index, its event), then send (enqueue, for the caller that marked it). A crash
-between the two leaves the callback owed, and the owed sweep enqueues it
+in the owed index, its event, and the owner lease of the message's callbacks when nobody
+holds it), then send (enqueue the courier the mark granted the lease to; when another
+courier holds it, that one delivers the new status after the ones before it). A crash
+between the two leaves the lease to lapse, and the leader's recovery takes it over
 (runner.callbacks.enqueue). The dispatcher's record of a new Job carries the mark of 0
 (`record_created`), and it sends it after its own crash point.
 
@@ -24,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from runner.callbacks.chain import owed_key, owed_member
+from runner.callbacks.chain import lease_ms, owed_key, owed_member, rq_job_id
 from runner.lifecycle import CallbackStatus, State
 from runner.logs import log_context
 from runner.settings import Settings
@@ -46,6 +48,8 @@ _LOCK_STRIPES = 64
 
 
 class CallbackSink(Protocol):
+    def start(self, message_id: str, courier: str, url: str) -> None: ...
+
     def enqueue(
         self,
         message_id: str,
@@ -88,6 +92,7 @@ class Tracker:
         self.signals = signals
         self._now = wall_clock
         self.owed_key = owed_key(settings)
+        self.lease_ms = lease_ms(settings)
         # Transitions of one message must not interleave (pod and Job watchers race); those
         # of different messages may: one lock for all would serialise every create thread and
         # watch on each other's Redis round trips (measured: docs/benchmarks.md).
@@ -121,24 +126,18 @@ class Tracker:
                 callback=self._callback_mark(
                     message_id, CallbackStatus.CREATED, detail, webhook=webhook, job_name=job_name
                 ),
-                with_record=bool(webhook),
                 webhook=webhook or "",
                 **fields,
             )
         return Transition(message_id, CallbackStatus.CREATED, detail, webhook or None, marked)
 
     def send(self, transition: Transition) -> bool:
-        """Enqueue a marked callback if this process marked it; True when it did."""
+        """Enqueue the courier the mark granted the owner lease to, if any; True when this
+        process marked the callback."""
         if not transition.marked.first:
             return False
-        with self._mutex(transition.message_id):
-            self.callbacks.enqueue(
-                transition.message_id,
-                transition.status,
-                transition.detail,
-                transition.url,
-                record=transition.marked.record,
-            )
+        if transition.marked.courier and transition.url:
+            self.callbacks.start(transition.message_id, transition.marked.courier, transition.url)
         return True
 
     def created(self, message_id: str, *, job_name: str, job_uid: str, webhook: str | None = None) -> None:
@@ -332,10 +331,11 @@ class Tracker:
     def _emit(self, message_id: str, status: CallbackStatus, detail: dict[str, Any], record: StateRecord) -> bool:
         """Mark and send (the caller holds the message's mutex); True when this call marked it."""
         callback = self._callback_mark(message_id, status, detail, webhook=record.webhook, job_name=record.job_name)
-        marked = self.state.mark_callback(message_id, callback, term=self._term(), with_record=bool(record.webhook))
+        marked = self.state.mark_callback(message_id, callback, term=self._term())
         if not marked.first:
             return False
-        self.callbacks.enqueue(message_id, status, detail, record.webhook, record=marked.record)
+        if marked.courier and record.webhook:
+            self.callbacks.start(message_id, marked.courier, record.webhook)
         return True
 
     def _callback_mark(
@@ -348,6 +348,8 @@ class Tracker:
             # keep the member for ever.
             owed_key=self.owed_key if webhook else "",
             owed_member=owed_member(message_id, status),
+            courier=rq_job_id(message_id, status) if webhook else "",
+            lease_ms=self.lease_ms,
             event=new_event(
                 message_id=message_id,
                 status=status,

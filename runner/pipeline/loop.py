@@ -298,7 +298,7 @@ class Runner:
                 self.watcher.reconcile(keep_going)
             elif self.local is not None:
                 self._settle_lost_local_jobs()
-            resent = self.callbacks.sweep(older_than=0)
+            resent = self.callbacks.sweep()  # lapsed owner leases only: a live courier goes on
         except BaseException:
             self.term = None  # recovery runs again at the next tick
             raise

@@ -638,7 +638,7 @@ CALLBACK_RETRY_HORIZON = Variable(
     parse=seconds,
     default=3600.0,
     unit="s",
-    help="Retries stop this long after the callback was first owed (`cb_<status>`; a re-enqueue by the sweep keeps it). Must be longer than `KSR_CALLBACK_TIMEOUT`.",
+    help="Retries stop this long after the callback was first owed (`cb_<status>`; a takeover by the leader's recovery keeps it). Must be longer than `KSR_CALLBACK_TIMEOUT`.",
 )
 CALLBACK_MAX_ATTEMPTS = Variable(
     name="KSR_CALLBACK_MAX_ATTEMPTS",

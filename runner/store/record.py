@@ -12,16 +12,19 @@
     job_name, namespace, job_uid, created_at (ms)    record_job(); with webhook, service, executor
     pod_name, pod_uid, started_at (ms)               the tracker, when the pod starts
     updated_at, finished_at (ms)                     set_state() / finish()
-
-Every time in the record is Unix milliseconds. Records written before that was so hold
-`started_at` in seconds with 3 decimals; `started_at_ms` tells the two apart by magnitude
-(docs/redis-keys.md).
     cb_<s>         ms the callback for status <s> was marked sent (first caller wins)
     detail_<s>     its detail JSON, kept so takeover can send it again
     cbj_<s>        RQ job id of the latest job of that callback's chain
     cba_<s>        attempts started (counted before each one, so a killed worker's counts)
     cbd_<s>        delivered | gone | failed | expired: the callback is finished
     cbd_gone_url   the URL that answered 410: nothing more is sent to it for this message
+    cb_owner       "<RQ job id> <deadline ms> <since ms>": the one job that may deliver the
+                   message's callbacks (lua/lib_owner.lua; docs/callbacks.md, "One owner")
+    cb_seq         a counter that keeps the owner's job ids unique
+
+Every time in the record is Unix milliseconds. Records written before that was so hold
+`started_at` in seconds with 3 decimals; `started_at_ms` tells the two apart by magnitude
+(docs/redis-keys.md).
 
 The Lua scripts of runner/store/lua/ use the same names (claim.lua tests `state` and
 `job_name`). Absent text fields read as "", absent or unreadable numbers as None: one odd
@@ -69,6 +72,7 @@ class Field:
     DEAD_REASON = "dead_reason"
     DEAD_ERROR = "dead_error"
     DEAD_ID = "dead_id"
+    OWNER = "cb_owner"
 
     @staticmethod
     def marked(status: int) -> str:
@@ -235,6 +239,12 @@ class StateRecord(Mapping[str, str]):
         except ValueError:
             return {}
         return detail if isinstance(detail, dict) else {}
+
+    @property
+    def callback_owner(self) -> str | None:
+        """The RQ job id holding the owner lease of the message's callbacks (lapsed or not)."""
+        value = self._fields.get(Field.OWNER) or ""
+        return value.split(" ", 1)[0] or None
 
     @property
     def gone_url(self) -> str | None:

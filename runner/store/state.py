@@ -104,19 +104,25 @@ class CallbackMark:
     """Callback `status` to mark sent, and what goes with the mark: its `detail` (JSON) kept
     for recovery (StateRecord.callback_detail), `owed_member` added to the sorted set
     `owed_key` ('' : not indexed, the message has no webhook; see runner.callbacks.owed_key),
-    and its `event` appended to the events stream."""
+    and its `event` appended to the events stream. `courier` is the RQ job id proposed to
+    deliver the message's callbacks: a first mark takes the owner lease of the message for
+    it (`lease_ms` long) when nobody holds it (lua/lib_owner.lua, docs/callbacks.md); ''
+    starts none."""
 
     status: int
     detail: str = "{}"
     owed_key: str = ""
     owed_member: str = ""
     event: NewEvent | None = None
+    courier: str = ""
+    lease_ms: int = 0
 
 
 @dataclass(frozen=True)
 class Marked:
-    first: bool  # this call marked the callback: it is the one that enqueues it
+    first: bool  # this call marked the callback
     record: StateRecord | None = None  # the record after the mark, when asked for
+    courier: str | None = None  # the job id granted the owner lease: the caller enqueues it
 
 
 class StateStore:
@@ -143,8 +149,10 @@ class StateStore:
         self.replication = replication or Replication()
         self._claim = scripts.load(redis_client, "claim", fenced=True, states=True)
         self._update = scripts.load(redis_client, "update", fenced=True, states=True)
-        self._record = scripts.load(redis_client, "record_job", fenced=True, states=True, uses=("lib_mark",))
-        self._mark = scripts.load(redis_client, "mark_callback", fenced=True, uses=("lib_mark",))
+        self._record = scripts.load(
+            redis_client, "record_job", fenced=True, states=True, uses=("lib_mark", "lib_owner")
+        )
+        self._mark = scripts.load(redis_client, "mark_callback", fenced=True, uses=("lib_mark", "lib_owner"))
         self._release = scripts.load(redis_client, "release", fenced=True, states=True)
         self._advance = scripts.load(redis_client, "advance_term")
 
@@ -227,10 +235,16 @@ class StateStore:
             **fields,
         }
         keys = [self.key(message_id), self.active_key, *self._mark_keys(message_id, callback)]
-        args = [message_id, "1" if with_record else "", *self._mark_args(callback, now), *_flat(record)]
+        args = [
+            message_id,
+            "1" if with_record else "",
+            *_courier_args(callback),
+            *self._mark_args(callback, now),
+            *_flat(record),
+        ]
         reply = self._run(self._record, keys, args, term, durable="the Job's record")
         self._moved(reply, message_id, State.CREATED)
-        return Marked(first=int(reply[1]) == 1, record=StateRecord.from_reply(reply[2]) if with_record else None)
+        return _marked(reply, with_record)
 
     def set_state(self, message_id: str, state: State, *, term: int | None = None, **fields: Any) -> None:
         """A non-terminal transition (e.g. running, with pod fields). No TTL is set."""
@@ -266,23 +280,27 @@ class StateStore:
     def mark_callback(
         self, message_id: str, callback: CallbackMark, *, term: int | None = None, with_record: bool = False
     ) -> Marked:
-        """Mark `callback` sent; `first` is true for the first caller only: that caller
-        enqueues it. With the mark, atomically, its detail is kept, it joins the owed index
-        and its event is appended (see CallbackMark). With `with_record`, the record after
-        the mark is returned too.
+        """Mark `callback` sent; `first` is true for the first caller only, and `courier` the
+        job id it must enqueue when the mark took the owner lease (CallbackMark.courier).
+        With the mark, atomically, its detail is kept, it joins the owed index and its event
+        is appended (see CallbackMark). With `with_record`, the record after the mark is
+        returned too.
 
-        A missing record (expired, or Redis lost it) answers first: the callback is sent
-        at least once, and receivers deduplicate by webhook-id.
+        A missing record (expired, or Redis lost it) answers first, with no courier: the
+        owner lease lives in the record, so nothing can deliver the callback; its event is
+        still appended to the events stream.
         """
         keys = self._mark_keys(message_id, callback)
-        args = ["1" if with_record else "", *self._mark_args(callback, self._now_ms())]
+        args = ["1" if with_record else "", *_courier_args(callback), *self._mark_args(callback, self._now_ms())]
         reply = self._run(self._mark, [self.key(message_id), *keys], args, term)
         if text(reply[0]) == "MISSING":
             log.warning(
-                "no state record for %s when marking callback %s; sending it anyway", message_id, callback.status
+                "no state record for %s when marking callback %s: nothing owns it, not sent (the event is appended)",
+                message_id,
+                callback.status,
             )
             return Marked(first=True, record=StateRecord() if with_record else None)
-        return Marked(first=int(reply[1]) == 1, record=StateRecord.from_reply(reply[2]) if with_record else None)
+        return _marked(reply, with_record)
 
     def mark_callback_sent(
         self,
@@ -371,6 +389,21 @@ class StateStore:
         current = self.current_term()
         if current is not None and term < current:
             raise StaleTerm(term, current)
+
+
+def _courier_args(callback: CallbackMark | None) -> list[Any]:
+    """The proposed courier and its lease (lua/lib_owner.lua `take`); '' proposes none."""
+    if callback is None or not callback.courier:
+        return ["", 0]
+    return [callback.courier, int(callback.lease_ms)]
+
+
+def _marked(reply: list[Any], with_record: bool) -> Marked:
+    return Marked(
+        first=int(reply[1]) == 1,
+        record=StateRecord.from_reply(reply[3]) if with_record else None,
+        courier=text(reply[2]) or None,
+    )
 
 
 def _flat(fields: dict[str, Any]) -> list[Any]:

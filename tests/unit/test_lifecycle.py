@@ -142,3 +142,11 @@ def test_docs_lifecycle_md_holds_the_table_as_the_code_has_it() -> None:
     begin, end = "<!-- BEGIN transitions -->\n", "<!-- END transitions -->"
     documented = text[text.index(begin) + len(begin) : text.index(end)]
     assert documented == markdown_table(), "paste markdown_table() between the markers of docs/lifecycle.md"
+
+
+def test_a_callback_status_reaches_redis_as_its_number() -> None:
+    from redis.connection import Encoder
+
+    encoder = Encoder(encoding="utf-8", encoding_errors="strict", decode_responses=False)
+    assert [encoder.encode(s) for s in CallbackStatus] == [b"0", b"1", b"2", b"3", b"99"]
+    assert encoder.encode(State.DEAD) == b"dead"

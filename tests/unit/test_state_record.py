@@ -84,9 +84,12 @@ def test_attempts_and_first_owed_of_a_callback() -> None:
     assert Field.attempts(0) == "cba_0"
 
 
-def test_the_chain_gives_each_status_its_turn() -> None:
-    from runner.callbacks.chain import next_owed, pending_before
+def test_each_status_gets_its_turn_and_the_owner_fields_are_not_marks() -> None:
+    from runner.callbacks.owed import owed_next
 
     record = StateRecord({"cb_0": "1", "cbd_0": "delivered", "cb_1": "1", "cb_2": "1", "cb_99": "1", "cbd_99": "gone"})
-    assert pending_before(record, 2) == [1] and pending_before(record, 1) == []
-    assert next_owed(record, 0) == 1 and next_owed(record, 1) == 2 and next_owed(record, 2) is None
+    assert owed_next(record) == 1
+    assert owed_next(StateRecord({**record, "cbd_1": "expired"})) == 2
+    assert owed_next(StateRecord({**record, "cbd_1": "failed", "cbd_2": "delivered"})) is None
+    owned = StateRecord({**record, "cb_owner": "m_3a1 1796116612269 1796116600269", "cb_seq": "3"})
+    assert owned.callbacks() == [0, 1, 2, 99] and owned.callback_owner == "m_3a1"

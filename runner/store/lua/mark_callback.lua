@@ -1,15 +1,23 @@
 -- Mark a callback sent, first caller wins (StateStore.mark_callback). Fenced (fence.lua),
--- with lib_mark.lua.
+-- with lib_mark.lua and lib_owner.lua.
 -- KEYS[1] term key, KEYS[2] the state record, KEYS[3] the owed-callbacks sorted set, KEYS[4]
 -- the events stream (KEYS[3], KEYS[4]: any key when not used).
--- ARGV[1] term or '', ARGV[2] '1' to return the record, ARGV[3..] the mark (lib_mark.lua, at 3).
--- Without a record the event is still appended (the callback is sent anyway).
--- Returns {'MISSING'} without a record, else {'OK', 1 for the first caller | 0} and, when
--- asked for, the record's HGETALL after the mark as a third item.
+-- ARGV[1] term or '', ARGV[2] '1' to return the record, ARGV[3] the RQ job id proposed as
+-- the message's courier ('' starts none), ARGV[4] its lease (ms), ARGV[5..] the mark
+-- (lib_mark.lua, at 5). With lib_owner.lua: the first caller takes the owner lease for the
+-- proposed job when nobody holds it (lib_owner.lua `take`).
+-- Without a record the event is still appended (nothing can own the callback: not sent).
+-- Returns {'MISSING'} without a record, else {'OK', 1 for the first caller | 0, the job id
+-- granted or ''} and, when asked for, the record's HGETALL after the mark as a fourth item.
+local at = 5
 if redis.call('EXISTS', KEYS[2]) == 0 then
-  event(KEYS[4], 3)
+  event(KEYS[4], at)
   return {'MISSING'}
 end
-local first = mark(KEYS[2], KEYS[3], KEYS[4], 3)
-if ARGV[2] == '1' then return {'OK', first, redis.call('HGETALL', KEYS[2])} end
-return {'OK', first}
+local first = mark(KEYS[2], KEYS[3], KEYS[4], at)
+local granted = ''
+if first == 1 and ARGV[3] ~= '' then
+  granted = take(KEYS[2], KEYS[3], ARGV[at + 4], ARGV[3], string.sub(ARGV[at], 4), tonumber(ARGV[4]), -1) or ''
+end
+if ARGV[2] == '1' then return {'OK', first, granted, redis.call('HGETALL', KEYS[2])} end
+return {'OK', first, granted}
