@@ -36,9 +36,9 @@ class Executor(Protocol):
         stream: str,
         entry_id: str,
         keep_going: Callable[[], bool],
-        deadline: float | None = None,
+        retry_for: float | None = None,
     ) -> JobRef:
-        """Create idempotently; past `deadline` (monotonic) a transient error is raised."""
+        """Create idempotently; a transient error still there after `retry_for` seconds is raised."""
         ...
 
     def launched(self, ref: JobRef) -> None:
@@ -59,10 +59,10 @@ class KubernetesExecutor:
         stream: str,
         entry_id: str,
         keep_going: Callable[[], bool],
-        deadline: float | None = None,
+        retry_for: float | None = None,
     ) -> JobRef:
         manifest = build_job(message, self.settings, stream=stream, entry_id=entry_id)
-        return self.api.create_job(manifest, message_id=message.id, keep_going=keep_going, deadline=deadline)
+        return self.api.create_job(manifest, message_id=message.id, keep_going=keep_going, retry_for=retry_for)
 
     def launched(self, ref: JobRef) -> None:
         pass  # the Job runs by itself once created
@@ -89,7 +89,7 @@ class LocalExecutor:
         stream: str,
         entry_id: str,
         keep_going: Callable[[], bool],
-        deadline: float | None = None,
+        retry_for: float | None = None,
     ) -> JobRef:
         name = job_name(message.job.prefix_name, message.id)
         with self._mutex:

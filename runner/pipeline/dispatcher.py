@@ -292,7 +292,7 @@ class Dispatcher:
                 stream=entry.stream,
                 entry_id=entry.entry_id,
                 keep_going=lambda: self._holds_term(term) and not self._stop.is_set(),
-                deadline=time.monotonic() + CREATE_DEADLINE,
+                retry_for=CREATE_DEADLINE,
             )
         except KubeApiError as e:
             words = f"kubernetes answered {e.status or 'nothing'} {e.reason}: {e.message}"
