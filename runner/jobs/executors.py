@@ -12,10 +12,10 @@ import logging
 import os
 import subprocess
 import threading
-import time
 from collections.abc import Callable
 from typing import Protocol
 
+from election.clock import SYSTEM_CLOCK, Clock
 from runner.jobs.kube import JobRef, KubeApi
 from runner.jobs.manifest import build_job, job_name
 from runner.jobs.tracker import Tracker
@@ -75,8 +75,11 @@ OUTPUT_TAIL = 400  # characters of stderr kept for a failure message
 class LocalExecutor:
     name = "local"
 
-    def __init__(self, *, tracker: Callable[[], Tracker], workdir: str | None = None) -> None:
+    def __init__(
+        self, *, tracker: Callable[[], Tracker], workdir: str | None = None, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self._tracker = tracker
+        self.clock = clock
         self._workdir = workdir
         self._pending: dict[str, Message] = {}
         self._running: dict[str, subprocess.Popen[bytes]] = {}
@@ -134,7 +137,7 @@ class LocalExecutor:
                 )
                 return
             env = {**os.environ, **{e.name: e.value for e in job.env}}
-            started = time.monotonic()
+            started = self.clock.monotonic()
             try:
                 proc = subprocess.Popen(
                     argv,
@@ -167,7 +170,7 @@ class LocalExecutor:
             finally:
                 with self._mutex:
                     self._running.pop(ref.name, None)
-            duration = time.monotonic() - started
+            duration = self.clock.monotonic() - started
             if code == 0:
                 tracker.completed(message.id, duration=duration, pod_name=ref.name, pod_uid=str(proc.pid))
                 return
