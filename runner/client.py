@@ -16,7 +16,6 @@ reaches a stream. `wait` blocks on the events stream (XREAD BLOCK); it never pol
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ from typing import Any
 
 import redis
 
+from election.clock import SYSTEM_CLOCK, Clock
 from runner.errors import KsrError
 from runner.lifecycle import CallbackStatus, State
 from runner.message import parse_message, payload_id
@@ -92,12 +92,19 @@ def rfc3339(when: datetime | float) -> str:
 
 
 class Client:
-    def __init__(self, settings: Settings | None = None, *, redis_client: redis.Redis | None = None) -> None:
+    def __init__(
+        self, settings: Settings | None = None, *, redis_client: redis.Redis | None = None, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self.settings = settings or Settings.from_env()
+        self.clock = clock
         s = self.settings
         self.redis = redis_client or connect(s.redis, socket_timeout=_BLOCK_SLICE_MS / 1000 + 5, retries=1)
         self.state = StateStore(
-            self.redis, ttl_seconds=s.state.ttl_seconds, prefix=s.state.key_prefix, active_key=s.state.active_key
+            self.redis,
+            ttl_seconds=s.state.ttl_seconds,
+            prefix=s.state.key_prefix,
+            active_key=s.state.active_key,
+            clock=clock,
         )
         self.scheduled = ScheduledStore(self.redis, streams=s.streams.streams, record_prefix=s.state.key_prefix)
 
@@ -124,7 +131,7 @@ class Client:
             raise KsrError(f"stream: {stream!r} is not one of KSR_STREAMS ({', '.join(s.streams.streams)})")
         payload = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
         parsed = parse_message(payload, max_bytes=s.streams.max_message_bytes)
-        now = time.time()
+        now = self.clock.time()
         due_time(parsed, added_at=now, now=now, max_ahead=s.schedule.max_ahead)
         with redis_errors():
             add_replicated(self.redis, stream, [payload], replicas=s.redis.min_replicas, timeout=s.redis.wait_timeout)
@@ -183,14 +190,14 @@ class Client:
         """Block until the message ends (callback status 2, 3 or 99 on the events stream;
         a dead letter's event is a 99 too); returns its status, or raises WaitTimeout after
         `timeout` seconds."""
-        deadline = time.monotonic() + timeout
+        deadline = self.clock.monotonic() + timeout
         events = self.settings.streams.events_stream
         with redis_errors():
             last = self.redis.xrevrange(events, "+", "-", count=1)
         after = text(last[0][0]) if last else "0-0"
         status = self.status(message_id)  # after noting the position: no end can slip between
         while not status.finished:
-            left = deadline - time.monotonic()
+            left = deadline - self.clock.monotonic()
             if left <= 0:
                 raise WaitTimeout(message_id, timeout, self.status(message_id))
             block = max(1, min(_BLOCK_SLICE_MS, int(left * 1000)))
@@ -220,7 +227,7 @@ class Client:
     def cancel(self, message_id: str) -> Cancellation:
         """Cancel wherever it is; the producer gets one 99 `Cancelled`. Raises AlreadyFinished
         (and changes nothing) when it has ended."""
-        outcome = self.scheduled.cancel(message_id, now=time.time(), ttl_seconds=self.settings.state.ttl_seconds)
+        outcome = self.scheduled.cancel(message_id, now=self.clock.time(), ttl_seconds=self.settings.state.ttl_seconds)
         if outcome.kind == "FINISHED":
             raise AlreadyFinished(message_id, outcome.detail)
         if outcome.kind == "CANCELLED":

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import email.utils
 import json
-import time
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from election.clock import SYSTEM_CLOCK
 
 __all__ = [
     "ConfigError",
@@ -170,7 +171,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
             return None
         if when is None:
             return None
-        current = time.time() if now is None else now
+        current = SYSTEM_CLOCK.time() if now is None else now
         return max(0.0, when.timestamp() - current)
     if seconds != seconds or seconds < 0:  # NaN or negative: ignore the header
         return None

@@ -20,7 +20,6 @@ import logging
 import socket
 import ssl
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 import urllib3.util.connection
 from urllib3 import HTTPHeaderDict
 
+from election.clock import SYSTEM_CLOCK
 from runner import __version__
 from runner.allowlist import Allowlist
 from runner.callbacks.netguard import Resolver, Target, check_url
@@ -78,7 +78,7 @@ def build_headers(
     msg_id: str, body: bytes, *, keys: Sequence[bytes] = (), timestamp: int | None = None
 ) -> dict[str, str]:
     """Headers of one attempt; the timestamp (seconds) is fresh per attempt unless given."""
-    ts = int(time.time()) if timestamp is None else int(timestamp)
+    ts = int(SYSTEM_CLOCK.time()) if timestamp is None else int(timestamp)
     headers = {
         "content-type": "application/json",
         "user-agent": USER_AGENT,
@@ -102,7 +102,7 @@ def verify(
         offered = lower["webhook-signature"].split()
     except (KeyError, ValueError):
         return False
-    current = time.time() if now is None else now
+    current = SYSTEM_CLOCK.time() if now is None else now
     if abs(current - ts) > tolerance:
         return False
     expected = {signature(msg_id, ts, body, [key]) for key in keys}
@@ -157,18 +157,19 @@ class _Deadline:
     """The wall-clock limit of one attempt. Socket timeouts bound each read, not the
     attempt: a receiver trickling a byte every few seconds never trips them. At the deadline
     this shuts the socket down from a timer thread, so whatever call is blocked on it
-    returns at once."""
+    returns at once. Real time (SYSTEM_CLOCK), never an injected one: the timer thread and
+    the socket timeouts it sets run on it."""
 
     def __init__(self, at: float) -> None:
         self.at = at  # monotonic
         self.sock: socket.socket | None = None
         self.fired = False
         self._mutex = threading.Lock()
-        self._timer = threading.Timer(max(0.0, at - time.monotonic()), self._fire)
+        self._timer = threading.Timer(max(0.0, at - SYSTEM_CLOCK.monotonic()), self._fire)
         self._timer.daemon = True
 
     def remaining(self) -> float:
-        return max(0.001, self.at - time.monotonic())
+        return max(0.001, self.at - SYSTEM_CLOCK.monotonic())
 
     def watch(self, sock: socket.socket) -> socket.socket:
         with self._mutex:
@@ -253,9 +254,9 @@ def send(
     request_headers["Host"] = target.host_header
     timed_out = Outcome(OutcomeKind.RETRY, detail=f"no answer within the {timeout:g}s deadline", timed_out=True)
     last = Outcome(OutcomeKind.RETRY, detail="no address answered")
-    with _Deadline(time.monotonic() + timeout) as deadline:
+    with _Deadline(SYSTEM_CLOCK.monotonic() + timeout) as deadline:
         for address in target.addresses:
-            if deadline.fired or time.monotonic() >= deadline.at:
+            if deadline.fired or SYSTEM_CLOCK.monotonic() >= deadline.at:
                 return timed_out
             try:
                 sock = deadline.watch(
@@ -283,7 +284,7 @@ def send(
             outcome = Outcome(outcome.kind, outcome.status, outcome.retry_after, detail, str(address))
             log.debug("webhook %s via %s: %s", target.host, address, outcome)
             return outcome
-        if deadline.fired or time.monotonic() >= deadline.at:
+        if deadline.fired or SYSTEM_CLOCK.monotonic() >= deadline.at:
             return Outcome(OutcomeKind.RETRY, detail=f"{timed_out.detail} ({last.detail})", timed_out=True)
     return last
 

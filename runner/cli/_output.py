@@ -6,11 +6,12 @@ import datetime as _dt
 import json
 import logging
 import re
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import click
+
+from election.clock import SYSTEM_CLOCK
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def age_of_ms(ms: int | str | None, *, now: float | None = None) -> float | None
         return None
     if not value:
         return None
-    return max(0.0, (time.time() if now is None else now) - value / 1000)
+    return max(0.0, (SYSTEM_CLOCK.time() if now is None else now) - value / 1000)
 
 
 # -- payloads -----------------------------------------------------------------------------------

@@ -13,13 +13,13 @@ import os
 import socket
 import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import click
 
+from election.clock import SYSTEM_CLOCK
 from runner.cli._context import cli_context
 from runner.lifecycle import CallbackStatus
 from runner.settings import Settings
@@ -143,12 +143,12 @@ def dev(port: int, samples: bool, exit_when_done: bool, timeout: float) -> None:
 
         def watch_done(supervisor: Any) -> None:
             def wait() -> None:
-                deadline = time.monotonic() + timeout
-                while time.monotonic() < deadline and not supervisor.stop_event.is_set():
+                deadline = SYSTEM_CLOCK.monotonic() + timeout
+                while SYSTEM_CLOCK.monotonic() < deadline and not supervisor.stop_event.is_set():
                     if set(ids) <= printer.finished:
                         click.echo(f"all {len(ids)} sample jobs finished; stopping")
                         break
-                    time.sleep(0.2)
+                    SYSTEM_CLOCK.sleep(0.2)
                 else:
                     click.echo(f"sample jobs not finished within {timeout:g}s", err=True)
                     outcome["timed_out"] = True

@@ -3,11 +3,11 @@ seen from the command line (runner.client does the work; docs/scheduling.md)."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import click
 
+from election.clock import SYSTEM_CLOCK
 from runner.cli._context import cli_context, fail, json_option
 from runner.cli._output import emit_json, print_table
 from runner.client import AlreadyFinished, Client
@@ -54,7 +54,7 @@ def scheduled() -> None:
 @json_option
 def scheduled_list(as_json: bool) -> None:
     """Held messages, the earliest due first: id, stream, due time, in how long."""
-    now = time.time()
+    now = SYSTEM_CLOCK.time()
     rows: list[dict[str, Any]] = [
         {"id": s.message_id, "stream": s.stream, "due": iso(s.due), "in_seconds": round(s.due - now, 3)}
         for s in client().scheduled.listing()
@@ -85,7 +85,7 @@ def schedules_list(as_json: bool) -> None:
         streams=settings.streams.streams,
         default_stream=settings.streams.default_stream,
     )
-    rows = schedule_rows(obj.redis(), entries, now=time.time())
+    rows = schedule_rows(obj.redis(), entries, now=SYSTEM_CLOCK.time())
     if as_json:
         emit_json(rows)
         return

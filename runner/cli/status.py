@@ -13,7 +13,6 @@ import datetime as _dt
 import json
 import logging
 import os
-import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import click
 import redis
 
+from election.clock import SYSTEM_CLOCK
 from election.errors import ElectionError
 from election.record import LeaderRecord
 from election.redis_lock import RedisLock
@@ -59,7 +59,7 @@ def _leader_doc(record: LeaderRecord | None, source: str) -> dict[str, Any]:
         return {"leader": None, "term": None, "leader_source": source, "leader_renewed": None, "leader_expired": None}
     expired = None
     if record.renew_time is not None:
-        age = (_dt.datetime.now(_dt.UTC) - record.renew_time).total_seconds()
+        age = (SYSTEM_CLOCK.now() - record.renew_time).total_seconds()
         expired = age > record.lease_duration
     return {
         "leader": record.holder,
@@ -241,7 +241,7 @@ def watch_rows(doc: dict[str, Any], window: RateWindow) -> list[dict[str, Any]]:
 
 def _draw(doc: dict[str, Any], rows: list[dict[str, Any]], interval: float) -> None:
     click.clear()
-    stamp = _dt.datetime.now().strftime("%H:%M:%S")
+    stamp = SYSTEM_CLOCK.now().astimezone().strftime("%H:%M:%S")  # local time
     click.echo(f"ksr status --watch  {stamp}  every {interval:g}s  (Ctrl-C to stop)")
     click.echo(
         f"leader: {doc['leader'] or 'none'}  term: {doc.get('term') if doc.get('term') is not None else '-'}  "
@@ -300,21 +300,21 @@ def status(as_json: bool, watch: bool, interval: float, count: int) -> None:
             _print_status(doc)
         return
     window = RateWindow()
-    feed = _EventFeed(obj.redis(), obj.settings(), window, time.time())
+    feed = _EventFeed(obj.redis(), obj.settings(), window, SYSTEM_CLOCK.time())
     drawn = 0
     try:
         while True:
             doc = gather_status(obj)
             feed.poll()
-            window.prune(time.time())
+            window.prune(SYSTEM_CLOCK.time())
             rows = watch_rows(doc, window)
             if as_json:
-                click.echo(json.dumps({**doc, "watch": rows, "time": time.time()}, sort_keys=True, default=str))
+                click.echo(json.dumps({**doc, "watch": rows, "time": SYSTEM_CLOCK.time()}, sort_keys=True, default=str))
             else:
                 _draw(doc, rows, interval)
             drawn += 1
             if count and drawn >= count:
                 return
-            time.sleep(interval)
+            SYSTEM_CLOCK.sleep(interval)
     except KeyboardInterrupt:
         return

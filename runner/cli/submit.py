@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import IO, Any
 
 import click
 
+from election.clock import SYSTEM_CLOCK
 from runner.cli._context import cli_context, fail, json_option
 from runner.cli._output import DURATION, emit_json
 from runner.errors import InvalidMessage
@@ -102,7 +102,7 @@ def with_timing(payload: str, timing: dict[str, Any]) -> str:
 def check_items(items: list[Item], settings: Settings, *, policy: bool) -> list[Item]:
     """Validate every item in place; return the invalid ones."""
     max_bytes = settings.streams.max_message_bytes
-    now = time.time()
+    now = SYSTEM_CLOCK.time()
     for item in items:
         try:
             item.message = parse_message(item.payload, max_bytes=max_bytes)

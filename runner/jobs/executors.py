@@ -12,10 +12,10 @@ import logging
 import os
 import subprocess
 import threading
-import time
 from collections.abc import Callable
 from typing import Protocol
 
+from election.clock import SYSTEM_CLOCK, Clock
 from runner.jobs.kube import JobRef, KubeApi
 from runner.jobs.manifest import build_job, job_name
 from runner.jobs.tracker import Tracker
@@ -36,9 +36,9 @@ class Executor(Protocol):
         stream: str,
         entry_id: str,
         keep_going: Callable[[], bool],
-        deadline: float | None = None,
+        retry_for: float | None = None,
     ) -> JobRef:
-        """Create idempotently; past `deadline` (monotonic) a transient error is raised."""
+        """Create idempotently; a transient error still there after `retry_for` seconds is raised."""
         ...
 
     def launched(self, ref: JobRef) -> None:
@@ -59,10 +59,10 @@ class KubernetesExecutor:
         stream: str,
         entry_id: str,
         keep_going: Callable[[], bool],
-        deadline: float | None = None,
+        retry_for: float | None = None,
     ) -> JobRef:
         manifest = build_job(message, self.settings, stream=stream, entry_id=entry_id)
-        return self.api.create_job(manifest, message_id=message.id, keep_going=keep_going, deadline=deadline)
+        return self.api.create_job(manifest, message_id=message.id, keep_going=keep_going, retry_for=retry_for)
 
     def launched(self, ref: JobRef) -> None:
         pass  # the Job runs by itself once created
@@ -75,8 +75,11 @@ OUTPUT_TAIL = 400  # characters of stderr kept for a failure message
 class LocalExecutor:
     name = "local"
 
-    def __init__(self, *, tracker: Callable[[], Tracker], workdir: str | None = None) -> None:
+    def __init__(
+        self, *, tracker: Callable[[], Tracker], workdir: str | None = None, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self._tracker = tracker
+        self.clock = clock
         self._workdir = workdir
         self._pending: dict[str, Message] = {}
         self._running: dict[str, subprocess.Popen[bytes]] = {}
@@ -89,7 +92,7 @@ class LocalExecutor:
         stream: str,
         entry_id: str,
         keep_going: Callable[[], bool],
-        deadline: float | None = None,
+        retry_for: float | None = None,
     ) -> JobRef:
         name = job_name(message.job.prefix_name, message.id)
         with self._mutex:
@@ -134,7 +137,7 @@ class LocalExecutor:
                 )
                 return
             env = {**os.environ, **{e.name: e.value for e in job.env}}
-            started = time.monotonic()
+            started = self.clock.monotonic()
             try:
                 proc = subprocess.Popen(
                     argv,
@@ -167,7 +170,7 @@ class LocalExecutor:
             finally:
                 with self._mutex:
                     self._running.pop(ref.name, None)
-            duration = time.monotonic() - started
+            duration = self.clock.monotonic() - started
             if code == 0:
                 tracker.completed(message.id, duration=duration, pod_name=ref.name, pod_uid=str(proc.pid))
                 return

@@ -12,7 +12,6 @@ import json
 import logging
 import random
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -85,22 +84,29 @@ class KubeApi:
 
     # -- the retry loop ---------------------------------------------------------------
     def call(
-        self, verb: str, fn: Callable[[], T], *, keep_going: Callable[[], bool] = _always, deadline: float | None = None
+        self,
+        verb: str,
+        fn: Callable[[], T],
+        *,
+        keep_going: Callable[[], bool] = _always,
+        retry_for: float | None = None,
     ) -> T:
-        """`fn()` with transient errors retried while `keep_going()`; past `deadline` (the
-        clock's monotonic seconds) the last transient error is raised for the caller to
-        decide (the dispatcher then lets the create wait without holding a worker)."""
+        """`fn()` with transient errors retried while `keep_going()`; once `retry_for` seconds
+        have passed the last transient error is raised for the caller to decide (the
+        dispatcher then lets the create wait without holding a worker). The caller gives a
+        duration, not a deadline: only this object's clock judges it."""
+        deadline = None if retry_for is None else self._clock.monotonic() + retry_for
         attempt = 0
         while True:
             attempt += 1
             if not keep_going():
                 raise Stopped(verb)
-            started = time.monotonic()
+            started = self._clock.monotonic()
             try:
                 result = fn()
             except Exception as e:  # translated right here, the boundary
                 err = e if isinstance(e, KubeApiError) else kube_error_from(e)
-                self.signals.emit(KubeRequest(verb, err.status or None, time.monotonic() - started))
+                self.signals.emit(KubeRequest(verb, err.status or None, self._clock.monotonic() - started))
                 if not err.retryable or (self._max_attempts and attempt >= self._max_attempts):
                     raise err from e
                 retry_after = None if err.retry_after is None else min(err.retry_after, 60.0)
@@ -112,7 +118,7 @@ class KubeApi:
                 log.warning("kubernetes %s failed (%s), retry %d in %.2fs", verb, err, attempt, delay)
                 self._clock.sleep(delay)
                 continue
-            self.signals.emit(KubeRequest(verb, _code_of(verb), time.monotonic() - started))
+            self.signals.emit(KubeRequest(verb, _code_of(verb), self._clock.monotonic() - started))
             return result
 
     # -- Jobs --------------------------------------------------------------------------
@@ -122,7 +128,7 @@ class KubeApi:
         *,
         message_id: str,
         keep_going: Callable[[], bool] = _always,
-        deadline: float | None = None,
+        retry_for: float | None = None,
     ) -> JobRef:
         """Create the Job; when it exists already and carries this message id, adopt it."""
         ns = manifest["metadata"]["namespace"]
@@ -136,7 +142,7 @@ class KubeApi:
                     )
                 ),
                 keep_going=keep_going,
-                deadline=deadline,
+                retry_for=retry_for,
             )
             return JobRef(name=name, namespace=ns, uid=job["metadata"]["uid"])
         except KubeConflict:

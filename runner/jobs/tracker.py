@@ -20,12 +20,12 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from election.clock import SYSTEM_CLOCK, Clock
 from runner.callbacks.chain import lease_ms, owed_key, owed_member, rq_job_id
 from runner.lifecycle import CallbackStatus, State
 from runner.logs import log_context
@@ -82,7 +82,7 @@ class Tracker:
         term: Callable[[], int | None] = lambda: None,
         on_finished: Callable[[], None] = lambda: None,
         signals: Signals,
-        wall_clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.state = state
         self.callbacks = callbacks
@@ -90,7 +90,7 @@ class Tracker:
         self._term = term
         self._on_finished = on_finished
         self.signals = signals
-        self._now = wall_clock
+        self.clock = clock
         self.owed_key = owed_key(settings)
         self.lease_ms = lease_ms(settings)
         # Transitions of one message must not interleave (pod and Job watchers race); those
@@ -272,7 +272,7 @@ class Tracker:
                         term=self._term(),
                         pod_name=pod[0],
                         pod_uid=pod[1],
-                        started_at=int(self._now() * 1000),
+                        started_at=int(self.clock.time() * 1000),
                     )
                 if CallbackStatus.STARTED not in record.callbacks():  # marked before: every later pod event of it
                     self._emit(message_id, CallbackStatus.STARTED, detail, record)
@@ -280,7 +280,7 @@ class Tracker:
             if status != CallbackStatus.EXCEPTION:  # a Job that completed or failed had a pod that started
                 self._ensure_started(message_id, record, *pod)
                 if duration is None:  # the watcher knows none for a failed Job; the local executor does
-                    duration = max(0.0, self._now() - record.created_at(default=self._now()))
+                    duration = max(0.0, self.clock.time() - record.created_at(default=self.clock.time()))
                 if status == CallbackStatus.COMPLETED:
                     detail = {"duration": round(duration, 3)}
             self._finish(message_id, status, detail, record, duration)
@@ -357,6 +357,6 @@ class Tracker:
                 job_name=job_name or None,
                 stream=self.settings.streams.events_stream,
                 maxlen=self.settings.streams.events_maxlen,
-                now=self._now(),
+                now=self.clock.time(),
             ),
         )

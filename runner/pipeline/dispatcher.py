@@ -22,7 +22,6 @@ import os
 import queue
 import random
 import threading
-import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 
 import redis
 
+from election.clock import SYSTEM_CLOCK, Clock
 from runner import backoff
 from runner.errors import InvalidMessage, KsrError, KubeApiError, PolicyRefused
 from runner.jobs.executors import Executor
@@ -67,11 +67,11 @@ class Refill:
     read: Callable[[], list[Entry]]
     budget: int
     until: float
-    clock: Callable[[], float] = time.monotonic
+    clock: Clock = SYSTEM_CLOCK
 
     @property
     def spent(self) -> bool:
-        return self.budget <= 0 or self.clock() >= self.until
+        return self.budget <= 0 or self.clock.monotonic() >= self.until
 
     def next(self) -> list[Entry]:
         if self.spent:
@@ -95,7 +95,7 @@ class Dispatcher:
         signals: Signals,
         delays: DelayGate | None = None,
         waiting: WaitingCreates,
-        wall_clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
     ) -> None:
         """`delays` holds messages carrying runAt / delaySeconds until they are due."""
@@ -109,7 +109,7 @@ class Dispatcher:
         self.waiting = waiting
         self._holds_term = holds_term
         self.signals = signals
-        self._now = wall_clock
+        self.clock = clock
         self._rng = rng or random.Random()
         self._pool = ThreadPoolExecutor(max_workers=settings.kube.worker_pool_size, thread_name_prefix="create")
         self._stop = threading.Event()  # set by the caller's stop: in-flight retries give up
@@ -292,7 +292,7 @@ class Dispatcher:
                 stream=entry.stream,
                 entry_id=entry.entry_id,
                 keep_going=lambda: self._holds_term(term) and not self._stop.is_set(),
-                deadline=time.monotonic() + CREATE_DEADLINE,
+                retry_for=CREATE_DEADLINE,
             )
         except KubeApiError as e:
             words = f"kubernetes answered {e.status or 'nothing'} {e.reason}: {e.message}"
@@ -305,7 +305,7 @@ class Dispatcher:
 
         with log_context(job_name=ref.name):
             self._leading(term)
-            now = self._now()
+            now = self.clock.time()
             # The record, callback 0's mark and its event: one fenced script. A crash before
             # the send leaves callback 0 owed, and the owed sweep enqueues it.
             created = self.tracker.record_created(
@@ -351,7 +351,7 @@ class Dispatcher:
     ) -> DispatchOutcome:
         """A create refused for now: wait with backoff, out of the stream, up to the horizon."""
         horizon = self.settings.kube.create_horizon
-        now = self._now()
+        now = self.clock.time()
         since = waited.since if waited is not None else now
         if now - since >= horizon:
             return self._give_up(entry, message, f"{words} (still refused after {horizon:g}s)", term, tell=True)
@@ -370,7 +370,7 @@ class Dispatcher:
         tick (it has no delivery counter to end it; the horizon does)."""
         try:
             self._fence(term)
-            now, horizon = self._now(), self.settings.kube.create_horizon
+            now, horizon = self.clock.time(), self.settings.kube.create_horizon
             if now - waited.since >= horizon:
                 error = (
                     f"kept failing while waiting past KSR_CREATE_HORIZON={horizon:g}s (last refusal: {waited.error})"

@@ -25,12 +25,12 @@ invalid is refused, and then the message's state record decides (`decide_replay`
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import redis
 
+from election.clock import SYSTEM_CLOCK
 from runner.durations import format_age
 from runner.errors import InvalidMessage
 from runner.message import parse_message
@@ -100,7 +100,7 @@ def decide_replay(
             return ReplayDecision(True, True, f"state record ({record.state}, no Job) released")
         return ReplayDecision(True, False, f"state record {record.state or '?'} without a Job: the runner resumes it")
     born_ms = entry_time_ms(entry.original_id) or entry.dead_at or 0
-    age = (time.time() if now is None else now) - born_ms / 1000
+    age = (SYSTEM_CLOCK.time() if now is None else now) - born_ms / 1000
     if age < ttl_seconds:
         return ReplayDecision(True, False, "no state record: the message never got one")
     if force:

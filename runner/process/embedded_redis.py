@@ -7,11 +7,11 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import redis
 
+from election.clock import SYSTEM_CLOCK
 from runner.errors import ConfigError, RedisUnavailable
 from runner.process.children import stop_child
 
@@ -62,18 +62,18 @@ class EmbeddedRedis:
             stdin=subprocess.DEVNULL,
         )
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
-        deadline = time.monotonic() + timeout
+        deadline = SYSTEM_CLOCK.monotonic() + timeout  # a real process starting: real time
         while True:
             try:
                 client.ping()
                 return self
             except redis.ConnectionError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
+                if self.proc.poll() is not None or SYSTEM_CLOCK.monotonic() > deadline:
                     self.stop()
                     raise RedisUnavailable(
                         f"the private redis-server did not start; see {self.dir}/redis.log"
                     ) from None
-                time.sleep(0.05)
+                SYSTEM_CLOCK.sleep(0.05)
 
     def stop(self) -> None:
         if self.proc is not None:

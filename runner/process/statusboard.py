@@ -22,7 +22,6 @@ import logging
 import os
 import tempfile
 import threading
-import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -91,7 +90,7 @@ class StatusBoard:
             "schema": SCHEMA,
             "identity": identity,
             "pid": os.getpid(),
-            "started_wall": time.time(),
+            "started_wall": clock.time(),
             "started_monotonic": clock.monotonic(),
             "runner": {"state": "starting", "reason": None},
             "leading": False,
@@ -108,7 +107,7 @@ class StatusBoard:
         """`loop` is alive. Liveness fails when a loop that beat once stops beating (the
         runner's loop beats whether it leads or follows)."""
         with self._mutex:
-            self._loops[loop] = {"monotonic": self._clock.monotonic(), "wall": time.time()}
+            self._loops[loop] = {"monotonic": self._clock.monotonic(), "wall": self._clock.time()}
             self._write_locked(force=False)
 
     def set_leadership(self, *, leading: bool, leader: str | None, term: int | None) -> None:
@@ -133,7 +132,7 @@ class StatusBoard:
     def record_error(self, text: str) -> None:
         """Keep `text` among the last 20 errors shown by /status and the page."""
         with self._mutex:
-            self._errors.append({"wall": time.time(), "monotonic": self._clock.monotonic(), "text": text[:2000]})
+            self._errors.append({"wall": self._clock.time(), "monotonic": self._clock.monotonic(), "text": text[:2000]})
             self._write_locked(force=True)
 
     def set_runner_state(self, state: str, reason: str | None = None) -> None:
@@ -164,7 +163,7 @@ class StatusBoard:
         doc["loops"] = dict(self._loops)
         doc["last_errors"] = list(self._errors)
         doc["written_monotonic"] = now
-        doc["written_wall"] = time.time()
+        doc["written_wall"] = self._clock.time()
         try:
             _atomic_write(self.path, json.dumps(doc, separators=(",", ":"), default=str).encode())
         except OSError as e:
@@ -225,7 +224,7 @@ def read_status(path: str | os.PathLike[str], *, monotonic: float | None = None)
     doc = json.loads(raw)
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         raise ValueError(f"{path}: not a status board of schema {SCHEMA}")
-    now = time.monotonic() if monotonic is None else monotonic
+    now = SYSTEM_CLOCK.monotonic() if monotonic is None else monotonic
     doc["age"] = max(0.0, now - float(doc["written_monotonic"]))
     doc["uptime"] = max(0.0, now - float(doc["started_monotonic"]))
     for beat in doc.get("loops", {}).values():

@@ -31,13 +31,13 @@ A dead entry's fields:
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import redis
 
+from election.clock import SYSTEM_CLOCK
 from runner.store import scripts
 from runner.store.errors import redis_errors
 from runner.store.events import DEFAULT_MAXLEN as EVENTS_MAXLEN
@@ -145,7 +145,7 @@ def dead_letter(
     `deliveries` defaults to the entry's own (group) counter; `now` (Unix seconds) to the
     current time. The dead stream is capped near `maxlen`. Returns the dead entry id.
     """
-    now = time.time() if now is None else now
+    now = SYSTEM_CLOCK.time() if now is None else now
     error = error[:ERROR_MAX_CHARS]
     fields: dict[Any, Any] = {
         "payload": entry.fields.get(b"payload", b""),

@@ -17,12 +17,12 @@ Readers follow it with XREAD from the last id they saw; nobody acks it.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
+from election.clock import SYSTEM_CLOCK
 from runner.store.errors import redis_errors
 from runner.store.replies import text
 
@@ -66,7 +66,7 @@ def new_event(
         "id": message_id,
         "status": int(status),
         "detail": json.dumps(detail, separators=(",", ":"), sort_keys=True),
-        "ts": int((time.time() if now is None else now) * 1000),
+        "ts": int((SYSTEM_CLOCK.time() if now is None else now) * 1000),
     }
     if job_name:
         fields["job"] = job_name

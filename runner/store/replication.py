@@ -12,13 +12,13 @@ the pipeline correct.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import redis
 from redis.commands.core import Script
 
+from election.clock import SYSTEM_CLOCK, Clock
 from runner.errors import KsrError
 
 __all__ = ["NotReplicated", "Replication", "add_replicated"]
@@ -29,13 +29,14 @@ _WARN_EVERY = 30.0  # seconds between warnings while replicas lag: one line, not
 
 
 class Replication:
-    def __init__(self, *, replicas: int = 0, timeout: float = 1.0) -> None:
+    def __init__(self, *, replicas: int = 0, timeout: float = 1.0, clock: Clock = SYSTEM_CLOCK) -> None:
         """`replicas` (KSR_REDIS_MIN_REPLICAS) that must acknowledge; 0 never waits.
         `timeout` (KSR_REDIS_WAIT_TIMEOUT) in seconds bounds each WAIT."""
         self.replicas = replicas
         self.timeout_ms = max(1, int(timeout * 1000))
         self.short_writes = 0  # writes that returned before enough replicas had them
         self._warned_at = float("-inf")
+        self.clock = clock
 
     def run(self, client: redis.Redis, script: Script, *, keys: Sequence[Any], args: Sequence[Any], what: str) -> Any:
         """`script(keys, args)`, followed by WAIT when replicas are required; the script's reply."""
@@ -47,7 +48,7 @@ class Replication:
         reply, acked = pipe.execute()
         if int(acked) < self.replicas:
             self.short_writes += 1
-            now = time.monotonic()
+            now = self.clock.monotonic()
             if now - self._warned_at >= _WARN_EVERY:
                 self._warned_at = now
                 log.warning(

@@ -32,13 +32,12 @@ from __future__ import annotations
 
 import enum
 import logging
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
+from election.clock import SYSTEM_CLOCK, Clock
 from runner.errors import KsrError
 from runner.lifecycle import LIVE_STATES, TERMINAL_STATES, State
 from runner.settings import Settings
@@ -134,7 +133,7 @@ class StateStore:
         prefix: str = "ksr:msg:",
         active_key: str = "ksr:active",
         term_key: str = TERM_KEY,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM_CLOCK,
         replication: Replication | None = None,
     ) -> None:
         """`replication` WAITs after the claim, the Job's record and the term (KSR_REDIS_MIN_REPLICAS)."""
@@ -157,7 +156,7 @@ class StateStore:
         self._advance = scripts.load(redis_client, "advance_term")
 
     @classmethod
-    def from_settings(cls, redis_client: redis.Redis, settings: Settings) -> StateStore:
+    def from_settings(cls, redis_client: redis.Redis, settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> StateStore:
         """The store with the key names and TTL of `settings` (KSR_STATE_TTL, CACHE_JOB_KEY_PREFIX)."""
         s = settings.state
         return cls(
@@ -165,14 +164,17 @@ class StateStore:
             ttl_seconds=s.ttl_seconds,
             prefix=s.key_prefix,
             active_key=s.active_key,
-            replication=Replication(replicas=settings.redis.min_replicas, timeout=settings.redis.wait_timeout),
+            clock=clock,
+            replication=Replication(
+                replicas=settings.redis.min_replicas, timeout=settings.redis.wait_timeout, clock=clock
+            ),
         )
 
     def key(self, message_id: str) -> str:
         return self.prefix + message_id
 
     def _now_ms(self) -> str:
-        return str(int(self.clock() * 1000))
+        return str(int(self.clock.time() * 1000))
 
     def _run(self, script: Any, keys: list[str], args: list[Any], term: int | None, *, durable: str = "") -> list[Any]:
         """Run a fenced script; `durable` names a write that must reach the replicas."""
@@ -335,7 +337,7 @@ class StateStore:
             Field.detail(callback.status),
             callback.detail,
             callback.owed_member if callback.owed_key else "",
-            f"{self.clock():.3f}",
+            f"{self.clock.time():.3f}",
             event.maxlen if event else 0,
             len(items),
             *items,

@@ -23,6 +23,7 @@ from typing import Any
 
 import redis
 
+from election.clock import SYSTEM_CLOCK, Clock
 from runner.store import scripts
 from runner.store.errors import redis_errors
 from runner.store.state import StaleTerm
@@ -51,6 +52,13 @@ class Waiting:
     error: str  # the apiserver's words at the last refusal
 
 
+class _WallOnly:
+    """A bare wall-time reader (`time.time`) as the part of a Clock this store reads."""
+
+    def __init__(self, read: Callable[[], float]) -> None:
+        self.time = read
+
+
 class WaitingCreates:
     def __init__(
         self,
@@ -59,13 +67,15 @@ class WaitingCreates:
         index: str,
         group: str,
         term_key: str = "ksr:term",
-        clock: Callable[[], float],
+        clock: Clock | Callable[[], float] = SYSTEM_CLOCK,
     ) -> None:
         self.redis = redis_client
         self.index = index
         self.group = group
         self.term_key = term_key
-        self.clock = clock
+        # Transitional: runner/pipeline/loop.py (rewritten on the `wiring` branch) still passes
+        # time.time. Take a Clock only once it passes one.
+        self.clock = clock if isinstance(clock, Clock) else _WallOnly(clock)
         self._defer = scripts.load(redis_client, "defer_create", fenced=True)
 
     @staticmethod
@@ -95,7 +105,15 @@ class WaitingCreates:
         with redis_errors():
             reply = self._defer(
                 keys=[self.term_key, self.index, self.key(member), entry.stream],
-                args=[int(term), self.group, entry.entry_id, member, f"{due:.3f}", int(self.clock() * 1000), *fields],
+                args=[
+                    int(term),
+                    self.group,
+                    entry.entry_id,
+                    member,
+                    f"{due:.3f}",
+                    int(self.clock.time() * 1000),
+                    *fields,
+                ],
             )
         if _s(reply[0]) == "STALE":
             raise StaleTerm(int(term), int(reply[1]))
@@ -103,7 +121,9 @@ class WaitingCreates:
     def due(self, *, limit: int) -> list[Waiting]:
         """Up to `limit` entries whose next try is now, earliest first."""
         with redis_errors():
-            members = [_s(m) for m in self.redis.zrangebyscore(self.index, "-inf", self.clock(), start=0, num=limit)]
+            members = [
+                _s(m) for m in self.redis.zrangebyscore(self.index, "-inf", self.clock.time(), start=0, num=limit)
+            ]
             if not members:
                 return []
             pipe = self.redis.pipeline(transaction=False)

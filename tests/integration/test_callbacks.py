@@ -35,6 +35,7 @@ from runner.errors import ConfigError
 from runner.settings import Settings
 from runner.store.record import StateRecord
 from runner.store.state import StateStore
+from tests.support.clocks import clock_behind
 from tests.support.pipeline import rq_worker
 from tests.support.ports import free_port, wait_for
 from tests.support.procs import kill_tree
@@ -495,7 +496,7 @@ def test_the_horizon_counts_from_when_the_callback_was_first_owed(
     """A callback marked 200 s ago (horizon 120 s) that the sweep re-enqueues now gets one
     attempt and expires: re-enqueueing does not start a fresh horizon."""
     settings = Settings.from_env(env)
-    long_ago = StateStore(redis_client, ttl_seconds=3600, clock=lambda: time.time() - 200)
+    long_ago = StateStore(redis_client, ttl_seconds=3600, clock=clock_behind(200))
     long_ago.claim("m-h", stream="ksr:jobs:default", entry_id="1-0")
     assert long_ago.mark_callback_sent("m-h", 0, detail="{}", owed_key="ksr:callbacks:owed", owed_member="0:m-h")
     redis_client.hset("ksr:msg:m-h", "webhook", receiver.url)

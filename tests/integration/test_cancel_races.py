@@ -15,6 +15,7 @@ from runner.store.events import read_events
 from runner.store.state import StateStore
 from runner.store.streams import StreamReader
 from runner.store.waiting import WaitingCreates, waiting_index
+from tests.support.clocks import clock_at
 from tests.support.messages import message
 from tests.support.pipeline import base_env, runner_thread, xadd
 from tests.support.ports import wait_for
@@ -117,7 +118,7 @@ def test_a_cancel_while_the_create_waits_never_starts_the_job(env, redis_client,
     reader.ensure_groups()
     (entry,) = reader.read_batch()
     StateStore(redis_client, ttl_seconds=3600).claim("quota-1", stream=STREAM, entry_id=entry_id)
-    waiting = WaitingCreates(redis_client, index=waiting_index("ksr:active"), group="ksr", clock=lambda: 0.0)
+    waiting = WaitingCreates(redis_client, index=waiting_index("ksr:active"), group="ksr", clock=clock_at(0.0))
     waiting.defer(entry, message_id="quota-1", due=0.0, error="403 exceeded quota", term=0)  # due at once
     assert client.cancel("quota-1").stage in ("pending", "running")
     with runner_thread(env):

@@ -22,6 +22,7 @@ from runner.store.schedule import ScheduledStore
 from runner.store.state import StaleTerm, StateStore
 from runner.store.streams import StreamReader
 from runner.store.waiting import WaitingCreates
+from tests.support.clocks import clock_at
 
 STREAM = "t:jobs:default"
 
@@ -155,7 +156,7 @@ def test_a_dead_letter_ends_a_claim_without_a_job_and_clears_the_entry_s_wait(
     redis_client: redis.Redis, rd: StreamReader
 ) -> None:
     state = StateStore(redis_client, ttl_seconds=3600)
-    waiting = WaitingCreates(redis_client, index="ksr:waiting", group="ksr", clock=lambda: 1700000000.0)
+    waiting = WaitingCreates(redis_client, index="ksr:waiting", group="ksr", clock=clock_at(1700000000.0))
     claimed, recorded = delivered(redis_client, rd, b'{"id": "claimed-only"}', b'{"id": "with-job"}')
     state.claim("claimed-only", stream=STREAM, entry_id=claimed.entry_id)
     state.claim("with-job", stream=STREAM, entry_id=recorded.entry_id)
@@ -265,20 +266,20 @@ def test_a_delayed_message_under_a_dead_id_is_held_afresh(redis_client: redis.Re
 
 
 def test_waiting_keeps_the_fields_and_the_first_refusal(redis_client: redis.Redis, rd: StreamReader) -> None:
-    now = [1700000000.0]
-    waiting = WaitingCreates(redis_client, index="ksr:waiting", group="ksr", clock=lambda: now[0])
+    clock = clock_at(1700000000.0)
+    waiting = WaitingCreates(redis_client, index="ksr:waiting", group="ksr", clock=clock)
     (entry,) = delivered(redis_client, rd, b"\xff not utf-8", extra={"trace": b"\x00\x01"})
-    waiting.defer(entry, message_id="m", due=now[0] + 5, error="429 first", term=1)
+    waiting.defer(entry, message_id="m", due=clock.time() + 5, error="429 first", term=1)
     assert rd.pending_summary(STREAM).count == 0
     assert waiting.due(limit=10) == []
-    now[0] += 6
-    waiting.defer(entry, message_id="m", due=now[0] - 1, error="503 second", term=1)
+    clock.advance(6)
+    waiting.defer(entry, message_id="m", due=clock.time() - 1, error="503 second", term=1)
     (w,) = waiting.due(limit=10)
     got = (w.entry.stream, w.entry.entry_id, w.entry.fields, w.entry.deliveries)
     assert got == (entry.stream, entry.entry_id, entry.fields, entry.deliveries)  # byte for byte
     assert (w.since, w.tries, w.error) == (1700000000.0, 2, "503 second")
     redis_client.set("ksr:term", 5)
     with pytest.raises(StaleTerm):
-        waiting.defer(entry, message_id="m", due=now[0], error="late", term=4)
+        waiting.defer(entry, message_id="m", due=clock.time(), error="late", term=4)
     waiting.forget(entry)
     assert waiting.due(limit=10) == [] and not redis_client.keys("ksr:waiting*")

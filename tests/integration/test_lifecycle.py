@@ -18,6 +18,7 @@ from runner.store.schedule import ScheduledStore, scheduled_key
 from runner.store.state import ClaimStatus, IllegalTransition, StateStore
 from runner.store.streams import Entry
 from runner.store.waiting import WaitingCreates
+from tests.support.clocks import clock_at
 from tests.support.messages import message
 
 STREAM = "ksr:jobs:default"
@@ -50,9 +51,9 @@ class Parts:
 def parts(redis_client: redis.Redis) -> Parts:
     return Parts(
         redis_client,
-        StateStore(redis_client, ttl_seconds=3600, clock=lambda: NOW),
+        StateStore(redis_client, ttl_seconds=3600, clock=clock_at(NOW)),
         ScheduledStore(redis_client, streams=(STREAM,)),
-        WaitingCreates(redis_client, index="ksr:waiting", group="ksr", clock=lambda: NOW),
+        WaitingCreates(redis_client, index="ksr:waiting", group="ksr", clock=clock_at(NOW)),
     )
 
 

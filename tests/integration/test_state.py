@@ -8,11 +8,12 @@ import pytest
 import redis
 
 from runner.store.state import ClaimStatus, StaleTerm, StateStore
+from tests.support.clocks import clock_at
 
 
 @pytest.fixture
 def store(redis_client: redis.Redis) -> StateStore:
-    return StateStore(redis_client, ttl_seconds=3600, clock=lambda: 1700000000.0)
+    return StateStore(redis_client, ttl_seconds=3600, clock=clock_at(1700000000.0))
 
 
 def claim(store: StateStore, message_id: str = "m1", term: int | None = None):

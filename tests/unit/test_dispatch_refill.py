@@ -8,6 +8,7 @@ import json
 import threading
 from typing import Any
 
+from election.clock import FakeClock
 from runner.pipeline.dispatcher import Dispatcher, Refill
 from runner.settings import Settings
 from runner.signals import Signals
@@ -109,9 +110,9 @@ def test_the_refill_stops_at_its_budget_and_its_deadline() -> None:
         assert d.process_batch([entry(n) for n in range(4)], 1, refill=refill_of(batches, budget=6)) == {
             "dispatched": 12  # 4, then reads of 4 until the budget of 6 is spent (4 + 4)
         }
-        now = [0.0]
-        late = refill_of(batches[3:], until=1.0, clock=lambda: now[0])
-        now[0] = 2.0
+        clock = FakeClock(start=0.0)
+        late = refill_of(batches[3:], until=1.0, clock=clock)
+        clock.advance(2.0)
         assert d.process_batch([entry(n) for n in range(100, 104)], 1, refill=late) == {"dispatched": 4}
     finally:
         d.close()
