@@ -45,7 +45,8 @@ from runner.signals import ActiveJobs, Beat, ErrorRecorded, GroupRecreated, Obse
 from runner.store.connection import connect
 from runner.store.schedule import ScheduledStore
 from runner.store.state import StaleTerm, StateStore
-from runner.store.streams import StreamReader
+from runner.store.stream_inspection import StreamInspection
+from runner.store.stream_reader import StreamReader
 from runner.store.waiting import WaitingCreates, waiting_index
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class Runner:
             count=s.streams.read_count,
             block_ms=s.streams.block_ms,
         )
+        self.inspection = StreamInspection(self.redis, streams=s.streams.streams, group=s.streams.group)
         self.reader.on_group_recreated.append(lambda stream: self.signals.emit(GroupRecreated(stream)))
         self.state = StateStore.from_settings(self.redis, s)
         self.callbacks = CallbackQueue(self.redis, s)
@@ -359,7 +361,7 @@ class Runner:
             if self.settings.streams.stream_maxlen:
                 for stream in self.settings.streams.streams:  # never past what the group still owes
                     self.reader.trim(stream, self.settings.streams.stream_maxlen)
-            self.signals.emit(StreamsSampled(self.reader.stats()))
+            self.signals.emit(StreamsSampled(self.inspection.stats()))
             self.signals.emit(ActiveJobs(int(self.redis.scard(self.settings.state.active_key))))
 
     def _reclaim_abandoned(self) -> None:
