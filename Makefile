@@ -39,6 +39,7 @@ lint: $(BIN)/ksr
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m mypy
+	$(BIN)/lint-imports  # the layers of docs/architecture.md: contracts in setup.cfg
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .import_linter_cache

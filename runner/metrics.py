@@ -193,7 +193,7 @@ class Metrics:
         )
         self.schedule_ticks = Counter(
             "ksr_schedule_ticks",
-            "Recurring schedule ticks, by entry and outcome (fired, missed, caught_up)",
+            "Recurring schedule ticks, by entry and outcome (fired, missed, caught_up, refused)",
             ["entry", "outcome"],
             registry=r,
         )

@@ -163,7 +163,7 @@ class ScheduledMoved:
 
 @dataclass(frozen=True)
 class ScheduleTick:
-    """A recurring schedule's ticks: `outcome` is fired | missed | caught_up."""
+    """A recurring schedule's ticks: `outcome` is fired | missed | caught_up | refused (ahead of Redis's clock)."""
 
     entry: str
     outcome: str

@@ -1,14 +1,18 @@
 """Delayed messages at read time: when a message carrying `runAt` / `delaySeconds` is due,
 and holding it until then (runner.store.schedule), so the dispatcher acks it without a Job.
 
-`delaySeconds` counts from the entry's id time (when it was XADDed), so a redelivery or a
-takeover never pushes it further. A message due now or in the past runs at once. An entry
+`delaySeconds` counts from when the entry was sent as Redis saw it (`sent_at`): its id
+time, so a redelivery or a takeover never pushes it further, unless that id lies ahead of
+Redis's clock. Redis keeps stream ids monotonic, so after the Redis host's clock stepped
+back every new id carries the old, later time until the clock catches up; then the entry
+was sent at the latest now, and the delay counts from Redis's clock at read time.
+The clock is Redis's TIME in the runner (runner.store.redis_time), the same clock the
+scheduler moves due messages by. A message due now or in the past runs at once. An entry
 that the mover put back (field `scheduled_for`) is due by definition and is never held again.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from runner.errors import InvalidMessage
@@ -16,9 +20,15 @@ from runner.message import Message
 from runner.store.schedule import ScheduledStore
 from runner.store.streams import Entry
 
-__all__ = ["DelayGate", "due_time"]
+__all__ = ["DelayGate", "due_time", "sent_at"]
 
 MOVED_FIELD = b"scheduled_for"
+
+
+def sent_at(entry_id: str, *, now: float) -> float:
+    """When the entry `entry_id` was sent (Unix time), judged by Redis's clock `now`: the
+    id's time, or `now` when the id lies ahead of it (Redis's clock stepped back)."""
+    return min(int(entry_id.split("-", 1)[0]) / 1000.0, now)
 
 
 def due_time(message: Message, *, added_at: float, now: float, max_ahead: float) -> float | None:
@@ -44,19 +54,19 @@ class DelayGate:
         *,
         max_ahead: float,
         on_held: Callable[[], None] = lambda: None,
-        wall_clock: Callable[[], float] = time.time,
+        wall_clock: Callable[[], float],
     ) -> None:
         self.store = store
         self.max_ahead = max_ahead
         self._on_held = on_held  # wakes the scheduler: the new message may be due first
-        self._now = wall_clock
+        self._now = wall_clock  # Redis's TIME in the runner: the clock the scheduler moves by
 
     def hold(self, entry: Entry, message: Message, term: int) -> bool:
         """True when the message is now held (or already was): ack the entry, no Job yet."""
         if MOVED_FIELD in entry.fields:
             return False
         now = self._now()
-        added_at = int(entry.entry_id.split("-", 1)[0]) / 1000.0
+        added_at = sent_at(entry.entry_id, now=now)
         due = due_time(message, added_at=added_at, now=now, max_ahead=self.max_ahead)
         if due is None or due <= now:
             return False

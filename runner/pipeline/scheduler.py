@@ -5,13 +5,16 @@ It sleeps until the earliest of: the next due delayed message, the next cron tic
 KSR_SCHEDULE_POLL from now; `wake()` (a message was just held) ends the sleep at once.
 No busy loop, and a due time is honoured within the poll interval even when another
 replica wrote it. Every write is fenced by the term it runs in; a stale term ends the thread.
+
+Its clock (`wall_clock`) is Redis's TIME in the runner (runner.store.redis_time), not this
+replica's own: due times and cron ticks are judged by the clock every replica shares, so a
+leader whose clock stepped neither fires a tick from the future nor moves a message early.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 
 import redis
@@ -37,7 +40,7 @@ class Scheduler:
         cancels: Cancels | None,
         poll: float,
         signals: Signals,
-        wall_clock: Callable[[], float] = time.time,
+        wall_clock: Callable[[], float],
     ) -> None:
         self.store = store
         self.beat = beat

@@ -35,6 +35,7 @@ from runner.schedules.ticker import Ticker
 from runner.settings import Settings
 from runner.signals import GroupRecreated, Observer, Signals
 from runner.store.connection import connect
+from runner.store.redis_time import RedisTime
 from runner.store.schedule import ScheduledStore
 from runner.store.state import StateStore
 from runner.store.stream_inspection import StreamInspection
@@ -120,7 +121,8 @@ def build_runner(
             processes.kill(name)
 
     elector = Elector(lock(s, api_client), identity=s.identity.pod_name, config=s.election, clock=clock)
-    scheduler = _scheduler(s, client, state, tracker, signals, delete_job)
+    redis_time = RedisTime(client)  # what due times and cron ticks are judged by
+    scheduler = _scheduler(s, client, state, tracker, signals, delete_job, redis_time)
     dispatcher = Dispatcher(
         redis_client=client,
         reader=reader,
@@ -130,7 +132,9 @@ def build_runner(
         settings=s,
         holds_term=elector.holds_term,
         signals=signals,
-        delays=DelayGate(scheduler.store, max_ahead=s.schedule.max_ahead, on_held=scheduler.wake),
+        delays=DelayGate(
+            scheduler.store, max_ahead=s.schedule.max_ahead, on_held=scheduler.wake, wall_clock=redis_time
+        ),
         waiting=waiting,
     )
     return Runner(
@@ -162,6 +166,7 @@ def _scheduler(
     tracker: Tracker,
     signals: Signals,
     delete_job: Callable[[str, str], None],
+    redis_time: RedisTime,
 ) -> Scheduler:
     """Delayed messages, recurring schedules (KSR_SCHEDULES, refused here when invalid), cancels."""
     streams = s.streams.streams
@@ -169,7 +174,9 @@ def _scheduler(
     store = ScheduledStore(client, streams=streams, record_prefix=s.state.key_prefix)
     beat = Ticker(client, schedules, signals=signals, poll=s.schedule.poll) if schedules else None
     cancels = Cancels(redis_client=client, state=state, tracker=tracker, delete_job=delete_job)
-    return Scheduler(store=store, beat=beat, cancels=cancels, poll=s.schedule.poll, signals=signals)
+    return Scheduler(
+        store=store, beat=beat, cancels=cancels, poll=s.schedule.poll, signals=signals, wall_clock=redis_time
+    )
 
 
 def lock(s: Settings, api_client: k8s.ApiClient | None) -> Lock:

@@ -11,6 +11,12 @@ Lateness decides what a due tick becomes: on time (within GRACE of its time) it 
 later it was missed while no leader ran, and the entry's catch-up policy applies: `skip`
 remembers it without firing; `latest` fires the latest missed tick if it is no older than
 `catchUpWindow` (counted as caught up). Earlier missed ticks are counted, never fired.
+
+`now` is the caller's clock: Redis's TIME in the runner (runner.store.redis_time), so a
+replica whose own clock is off judges ticks like every other. Whatever clock a caller
+uses, fire_tick.lua refuses a tick ahead of Redis's TIME (beyond the on-time grace): a
+tick from the future is never fired nor remembered. Each refused tick is logged and counted
+(outcome `refused`) once, not on every turn that tries it again.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import redis
 
@@ -33,7 +40,8 @@ __all__ = ["LAST_KEY", "EntryState", "Ticker", "last_fired"]
 log = logging.getLogger(__name__)
 
 LAST_KEY = "ksr:schedules:last"
-MIN_GRACE = 5.0  # seconds a tick may be late and still count as on time
+MIN_GRACE = 5.0  # seconds a tick may be late and still count as on time (or early: clocks differ)
+FIRED, REMEMBERED, ALREADY_DONE, REFUSED = 1, 0, -1, -2  # what fire_tick.lua did with a tick
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,7 @@ class Ticker:
         self.term_key = term_key
         self.last_key = last_key
         self._fire = scripts.load(redis_client, "fire_tick", fenced=True)
+        self._refused: dict[str, int] = {}  # entry name -> the tick (ms) last refused, counted once
 
     def run(self, now: float, term: int | None) -> float | None:
         """Handle every tick due by `now`; returns the earliest next tick (Unix time)."""
@@ -86,7 +95,7 @@ class Ticker:
             return
         last = last_fired(self.redis, [schedule.name], key=self.last_key)[schedule.name]
         if last is None:  # first sight: what came before is history
-            self._write(schedule, utc_ms(latest), "", term)
+            self._write(schedule, latest, "", term)
             return
         if latest.timestamp() <= last:
             return
@@ -99,8 +108,8 @@ class Ticker:
         else:
             outcome, earlier = "missed", earlier + 1
         payload = schedule.payload(tick_id(schedule.name, latest)) if outcome != "missed" else ""
-        if self._write(schedule, utc_ms(latest), payload, term) == -1:
-            return  # handled already (by an earlier leader, or a call racing this one)
+        if self._write(schedule, latest, payload, term) in (ALREADY_DONE, REFUSED):
+            return  # handled already (by an earlier leader, or a call racing this one), or from the future
         if payload:
             log.info("schedule %s: tick %s %s", schedule.name, latest.isoformat(), outcome.replace("_", " "))
             self.signals.emit(ScheduleTick(schedule.name, outcome))
@@ -108,12 +117,26 @@ class Ticker:
             log.warning("schedule %s: %d ticks missed while no leader ran", schedule.name, earlier)
             self.signals.emit(ScheduleTick(schedule.name, "missed", earlier))
 
-    def _write(self, schedule: Schedule, tick_ms: int, payload: str, term: int | None) -> int:
+    def _write(self, schedule: Schedule, tick: datetime, payload: str, term: int | None) -> int:
+        """FIRED, REMEMBERED, ALREADY_DONE or REFUSED (the tick is ahead of Redis's clock)."""
+        tick_ms = utc_ms(tick)
         with redis_errors():
             reply = self._fire(
                 keys=[self.term_key, self.last_key, schedule.stream],
-                args=["" if term is None else int(term), schedule.name, tick_ms, payload],
+                args=["" if term is None else int(term), schedule.name, tick_ms, payload, int(self.grace * 1000)],
             )
-        if reply[0] in (b"STALE", "STALE"):
+        kind = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
+        if kind == "STALE":
             raise StaleTerm(int(term or 0), int(reply[1]))
+        if kind == "AHEAD":
+            if self._refused.get(schedule.name) != tick_ms:
+                self._refused[schedule.name] = tick_ms
+                log.warning(
+                    "schedule %s: tick %s refused: %.0fs ahead of Redis's clock (is this replica's clock ahead?)",
+                    schedule.name,
+                    tick.isoformat(),
+                    (tick_ms - int(reply[1])) / 1000.0,
+                )
+                self.signals.emit(ScheduleTick(schedule.name, "refused"))
+            return REFUSED
         return int(reply[1])

@@ -10,7 +10,7 @@ import pytest
 
 from runner.errors import InvalidMessage
 from runner.message import parse_message
-from runner.pipeline.delay import due_time
+from runner.pipeline.delay import due_time, sent_at
 from tests.support.messages import VALID
 
 
@@ -67,3 +67,15 @@ def test_due_time_counts_a_delay_from_the_entry_and_bounds_how_far_ahead() -> No
     with pytest.raises(InvalidMessage) as e:
         due_time(_parse(runAt="1970-01-01T00:01:01Z"), added_at=0.0, now=0.0, max_ahead=60)
     assert str(e.value) == "runAt: due 61s ahead, more than KSR_SCHEDULE_MAX_AHEAD (60s) allows"
+
+
+@pytest.mark.parametrize(
+    ("entry_id", "now", "sent"),
+    [
+        ("100000-0", 150.0, 100.0),  # read (or read again) later: from the id, never pushed further
+        ("100000-3", 100.0, 100.0),
+        ("3700000-0", 150.0, 150.0),  # the id an hour ahead of Redis's clock (it stepped back): from now
+    ],
+)
+def test_a_delay_counts_from_the_entry_id_unless_it_lies_ahead_of_redis_clock(entry_id: str, now: float, sent: float):
+    assert sent_at(entry_id, now=now) == sent
