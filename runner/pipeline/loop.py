@@ -2,7 +2,8 @@
 read -> dispatch loop, with the watcher following the Jobs it created.
 
 `Runner.run(stop)` is what `ksr run` (under the supervisor) and `ksr dev` call in the
-main process. Its loop beats every iteration (a `Beat` signal: the status board and the
+main process, on a Runner that runner.pipeline.wiring.build_runner assembled: the Runner
+builds none of its parts. Its loop beats every iteration (a `Beat` signal: the status board and the
 heartbeat metric), so the liveness probe fails when it is stuck; Redis or apiserver outages
 are logged, recorded and retried, never fatal. Everything metrics and the board show
 leaves through `self.signals` (runner.signals), never written from here.
