@@ -223,7 +223,7 @@ class Metrics:
             self.messages_failed.inc()
 
     def set_stream_stats(self, stats: Mapping[str, StreamStatsLike | Mapping[str, Any]]) -> None:
-        """Set the per-stream gauges from StreamReader.stats() (objects or dicts)."""
+        """Set the per-stream gauges from StreamInspection.stats() (objects or dicts)."""
         for stream, s in stats.items():
             row: Mapping[str, Any] = (
                 s if isinstance(s, Mapping) else {k: getattr(s, k) for k in ("length", "pending", "lag", "dead")}

@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -24,6 +22,7 @@ from typing import Any
 import redis
 from rq import get_current_job
 
+from election.clock import SYSTEM_CLOCK, Clock
 from runner import metrics
 from runner.backoff import UniformSource
 from runner.callbacks.chain import (
@@ -94,7 +93,7 @@ class Courier:
         settings: Settings,
         backoff: Backoff,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM_CLOCK,
         rng: UniformSource | None = None,
     ) -> None:
         self.conn = conn
@@ -185,7 +184,7 @@ class _Run:
         self.lane = lane
         self.not_before = not_before
         self.key = self.settings.state.record_key(message_id)
-        self.started = time.monotonic()
+        self.started = self.c.clock.monotonic()
         self.attempts = 0  # made by this job
         self.last_took = 0.0
         self.outcome = "idle"
@@ -196,7 +195,7 @@ class _Run:
         while True:
             step = next_step(
                 record,
-                now=self.c.clock(),
+                now=self.c.clock.time(),
                 not_before=self.not_before,
                 max_attempts=self.settings.callbacks.max_attempts,
             )
@@ -245,7 +244,7 @@ class _Run:
     def _may_go_on(self) -> bool:
         """Another attempt in this job: on the main lane, after a quick answer, within RQ's limit."""
         timeout = self.settings.callbacks.timeout
-        elapsed = time.monotonic() - self.started
+        elapsed = self.c.clock.monotonic() - self.started
         return (
             self.lane == main_queue(self.settings)
             and self.last_took < timeout / 2
@@ -261,7 +260,7 @@ class _Run:
         )
         record = StateRecord({**record, Field.attempts(status): str(attempt)})
         self.attempts += 1
-        started = time.monotonic()
+        started = self.c.clock.monotonic()
         raised = False
         try:
             body = callback_body(self.message_id, status, _detail(record, status))  # same bytes every attempt
@@ -273,7 +272,7 @@ class _Run:
             log.exception("callback %s attempt %d raised", wid, attempt)
             outcome = Outcome(OutcomeKind.RETRY, detail=f"unexpected {type(e).__name__}: {e}")
             raised = True
-        self.last_took = time.monotonic() - started
+        self.last_took = self.c.clock.monotonic() - started
         self._note_speed(url, outcome, self.last_took)
 
         if outcome.kind is OutcomeKind.DELIVERED:
@@ -286,7 +285,7 @@ class _Run:
             log.warning("callback %s failed for good (attempt %d): %s", wid, attempt, outcome.detail)
             return self._finish(record, status, "failed")
 
-        now = self.c.clock()
+        now = self.c.clock.time()
         delay = retry_delay(
             attempt=attempt,
             first_owed=record.callback_first_owed(status) or now,

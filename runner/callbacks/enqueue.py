@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Callable
 from typing import Any
 
 import redis
 
+from election.clock import SYSTEM_CLOCK, Clock
 from runner.callbacks.chain import attempt_job_id, lease_ms, owed_key, owed_member, put, read_record, rq_job_id
 from runner.callbacks.lanes import queue_for
 from runner.callbacks.owed import owed_next
@@ -34,9 +33,7 @@ log = logging.getLogger(__name__)
 class CallbackQueue:
     """Start couriers, never a second one for a message."""
 
-    def __init__(
-        self, redis_client: redis.Redis, settings: Settings, *, clock: Callable[[], float] = time.time
-    ) -> None:
+    def __init__(self, redis_client: redis.Redis, settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.redis = redis_client
         self.settings = settings
         self.clock = clock
@@ -147,7 +144,7 @@ class CallbackQueue:
             status,
             lease_ms(self.settings),
             older_than_ms,
-            int(self.clock() * 1000),
+            int(self.clock.time() * 1000),
             url,
             detail,
         ]

@@ -23,7 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from runner.errors import ConfigError, KsrError, RedisUnavailable
 from runner.settings import Settings
 from runner.store.connection import connect, describe, preflight
-from runner.store.streams import StreamReader
+from runner.store.stream_inspection import StreamInspection
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,6 @@ EXIT_USAGE = 2
 REDIS_TIMEOUT = 5.0  # seconds for connect and for each reply: an operator is waiting
 # The consumer name the CLI would use in the group. The CLI only inspects and acks; it never
 # reads with XREADGROUP, so this name never shows up in the group's consumer list.
-CLI_CONSUMER = "ksr-cli"
 
 
 # -- errors ---------------------------------------------------------------------------------
@@ -154,12 +153,10 @@ class CliContext:
             self._redis = client
         return self._redis
 
-    def reader(self) -> StreamReader:
-        """A StreamReader for inspection (pending, stats); it never reads with the group."""
+    def inspection(self) -> StreamInspection:
+        """The group's pending entries and the streams' stats; never a read with the group."""
         settings = self.settings()
-        return StreamReader(
-            self.redis(), streams=settings.streams.streams, group=settings.streams.group, consumer=CLI_CONSUMER
-        )
+        return StreamInspection(self.redis(), streams=settings.streams.streams, group=settings.streams.group)
 
     def close(self) -> None:
         if self._redis is not None:

@@ -23,7 +23,7 @@ from runner.cli._output import DURATION, dry_run_footer, emit_json, message_id_o
 from runner.durations import format_age
 from runner.pipeline.replay import replay_pending
 from runner.store.errors import redis_errors
-from runner.store.streams import StreamReader
+from runner.store.stream_inspection import StreamInspection
 
 __all__ = ["PendingRow", "collect", "pending"]
 
@@ -44,9 +44,9 @@ class PendingRow:
     exists: bool  # False when the stream entry was trimmed or deleted
 
 
-def _pending(reader: StreamReader, stream: str, **kwargs: Any) -> list[Any]:
+def _pending(inspection: StreamInspection, stream: str, **kwargs: Any) -> list[Any]:
     try:
-        return reader.pending(stream, **kwargs)
+        return inspection.pending(stream, **kwargs)
     except ResponseError as e:
         if str(e).startswith("NOGROUP"):  # no stream or no group yet: nothing pending
             return []
@@ -54,7 +54,7 @@ def _pending(reader: StreamReader, stream: str, **kwargs: Any) -> list[Any]:
 
 
 def collect(
-    reader: StreamReader,
+    inspection: StreamInspection,
     streams: list[str],
     *,
     ids: tuple[str, ...] = (),
@@ -66,7 +66,7 @@ def collect(
     infos: list[tuple[str, Any]] = []
     if ids:
         for entry_id in ids:
-            found = [(s, i) for s in streams for i in _pending(reader, s, start=entry_id, end=entry_id, count=1)]
+            found = [(s, i) for s in streams for i in _pending(inspection, s, start=entry_id, end=entry_id, count=1)]
             if not found:
                 fail(f"entry {entry_id} is not pending in {', '.join(streams)}")
             infos.extend(found)
@@ -74,14 +74,14 @@ def collect(
         for stream in streams:
             start = "-"
             while limit is None or len(infos) < limit:
-                page = _pending(reader, stream, consumer=consumer, min_idle_ms=min_idle_ms, start=start, count=PAGE)
+                page = _pending(inspection, stream, consumer=consumer, min_idle_ms=min_idle_ms, start=start, count=PAGE)
                 infos.extend((stream, info) for info in page)
                 if len(page) < PAGE:
                     break
                 start = "(" + page[-1].entry_id
         if limit is not None:
             infos = infos[:limit]
-    return _with_payloads(reader.redis, infos)
+    return _with_payloads(inspection.redis, infos)
 
 
 def _with_payloads(client: redis.Redis, infos: list[tuple[str, Any]]) -> list[PendingRow]:
@@ -176,7 +176,11 @@ def list_(stream: str | None, consumer: str | None, idle_over: float | None, cou
     """Pending entries: entry id, message id, consumer, idle time, deliveries."""
     obj = cli_context()
     rows = collect(
-        obj.reader(), chosen_streams(obj.settings(), stream), consumer=consumer, min_idle_ms=_ms(idle_over), limit=count
+        obj.inspection(),
+        chosen_streams(obj.settings(), stream),
+        consumer=consumer,
+        min_idle_ms=_ms(idle_over),
+        limit=count,
     )
     if as_json:
         emit_json(_rows_doc(rows))
@@ -195,7 +199,7 @@ def _select(
         raise click.UsageError("name the entries: ENTRY_ID..., --idle-over DURATION or --all")
     obj = cli_context()
     streams = chosen_streams(obj.settings(), stream)
-    return collect(obj.reader(), streams, ids=ids, consumer=consumer, min_idle_ms=_ms(idle_over))
+    return collect(obj.inspection(), streams, ids=ids, consumer=consumer, min_idle_ms=_ms(idle_over))
 
 
 def _ms(seconds: float | None) -> int | None:

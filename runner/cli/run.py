@@ -30,10 +30,10 @@ def serve(settings: Settings, *, on_started: callable | None = None) -> int:  # 
     supervisor = Supervisor(settings, children=default_children(settings))
 
     def runner_main(stop: threading.Event) -> None:
-        from runner.pipeline.loop import Runner
+        from runner.pipeline.wiring import build_runner
         from runner.process.statusboard import BoardObserver
 
-        Runner(settings, observers=[BoardObserver(supervisor.board)]).run(stop)
+        build_runner(settings, observers=[BoardObserver(supervisor.board)]).run(stop)
 
     if on_started is not None:
         on_started(supervisor)

@@ -99,7 +99,7 @@ def leader_info(settings: Settings, client: redis.Redis) -> dict[str, Any]:
 def gather_status(obj: CliContext) -> dict[str, Any]:
     settings = obj.settings()
     client = obj.redis()
-    stats = obj.reader().stats()
+    stats = obj.inspection().stats()
     doc: dict[str, Any] = {
         "streams": {
             s: {"length": st.length, "pending": st.pending, "lag": st.lag, "dead": st.dead} for s, st in stats.items()

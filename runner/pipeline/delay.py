@@ -63,8 +63,8 @@ class DelayGate:
 
     def hold(self, entry: Entry, message: Message, term: int) -> bool:
         """True when the message is now held (or already was): ack the entry, no Job yet."""
-        if MOVED_FIELD in entry.fields:
-            return False
+        if MOVED_FIELD in entry.fields or (message.run_at is None and message.delay_seconds is None):
+            return False  # no timing: no clock read (a Redis round trip per message)
         now = self._now()
         added_at = sent_at(entry.entry_id, now=now)
         due = due_time(message, added_at=added_at, now=now, max_ahead=self.max_ahead)

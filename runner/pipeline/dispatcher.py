@@ -44,7 +44,8 @@ from runner.settings import Settings
 from runner.signals import Dispatched, MessageHandled, Signals
 from runner.store.deadletter import DeadRecord, Leftovers, dead_letter, is_poison
 from runner.store.state import ClaimStatus, StaleTerm, StateStore
-from runner.store.streams import Entry, StreamReader
+from runner.store.stream_reader import StreamReader
+from runner.store.streams import Entry
 from runner.store.waiting import Waiting, WaitingCreates
 
 log = logging.getLogger(__name__)

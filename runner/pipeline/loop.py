@@ -2,7 +2,8 @@
 read -> dispatch loop, with the watcher following the Jobs it created.
 
 `Runner.run(stop)` is what `ksr run` (under the supervisor) and `ksr dev` call in the
-main process. Its loop beats every iteration (a `Beat` signal: the status board and the
+main process, on a Runner that runner.pipeline.wiring.build_runner assembled: the Runner
+builds none of its parts. Its loop beats every iteration (a `Beat` signal: the status board and the
 heartbeat metric), so the liveness probe fails when it is stuck; Redis or apiserver outages
 are logged, recorded and retried, never fatal. Everything metrics and the board show
 leaves through `self.signals` (runner.signals), never written from here.
@@ -13,41 +14,29 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-import time
-from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis
-from kubernetes import client as k8s
 
-from election.clock import SYSTEM_CLOCK, Clock
+from election.clock import Clock
 from election.elector import Elector, ElectorStatus
-from election.lease_lock import LeaseLock
-from election.lock import Lock
-from election.redis_lock import RedisLock
 from runner import backoff
 from runner.callbacks.enqueue import CallbackQueue
 from runner.errors import KsrError
-from runner.jobs.executors import Executor, KubernetesExecutor, LocalExecutor
-from runner.jobs.kube import KubeApi, Stopped
+from runner.jobs.executors import Executor, LocalExecutor
+from runner.jobs.kube import Stopped
 from runner.jobs.tracker import Tracker
 from runner.jobs.watcher import KubeWatcher
-from runner.metrics import MetricsObserver
-from runner.pipeline.cancels import Cancels
-from runner.pipeline.delay import DelayGate
 from runner.pipeline.dispatcher import CREATE_DEADLINE, Dispatcher, Refill
 from runner.pipeline.leadership import LeadershipView
 from runner.pipeline.scheduler import Scheduler
-from runner.schedules.config import load_schedules
-from runner.schedules.ticker import Ticker
 from runner.settings import Settings
-from runner.signals import ActiveJobs, Beat, ErrorRecorded, GroupRecreated, Observer, Signals, StreamsSampled
-from runner.store.connection import connect
-from runner.store.redis_time import RedisTime
-from runner.store.schedule import ScheduledStore
+from runner.signals import ActiveJobs, Beat, ErrorRecorded, Signals, StreamsSampled
 from runner.store.state import StaleTerm, StateStore
-from runner.store.streams import StreamReader
-from runner.store.waiting import WaitingCreates, waiting_index
+from runner.store.stream_inspection import StreamInspection
+from runner.store.stream_reader import StreamReader
+from runner.store.waiting import WaitingCreates
 
 log = logging.getLogger(__name__)
 
@@ -59,150 +48,69 @@ SWEEP_INTERVAL = 15.0  # owed callbacks whose worker died
 ERROR_BACKOFF_CAP = 10.0
 
 
-def redis_client(settings: Settings) -> redis.Redis:
-    # A blocking XREADGROUP holds the socket for block_ms: the timeout must outlast it.
-    timeout = settings.streams.block_ms / 1000.0 + 5.0
-    return connect(settings.redis, socket_timeout=timeout, connect_timeout=5.0, retries=3, health_check_interval=30)
+@dataclass
+class Tenure:
+    """The last term this runner led in (None before its first): the tracker fences its late
+    writes with it after a step-down."""
+
+    term: int | None = None
 
 
 class Runner:
     def __init__(
         self,
-        settings: Settings,
         *,
-        observers: Sequence[Observer] = (),
-        api_client: k8s.ApiClient | None = None,
-        clock: Clock = SYSTEM_CLOCK,
+        settings: Settings,
+        clock: Clock,
+        signals: Signals,
+        redis_client: redis.Redis,
+        reader: StreamReader,
+        inspection: StreamInspection,
+        state: StateStore,
+        callbacks: CallbackQueue,
+        waiting: WaitingCreates,
+        tracker: Tracker,
+        tenure: Tenure,
+        capacity: threading.Event,
+        executor: Executor,
+        watcher: KubeWatcher | None,
+        local: LocalExecutor | None,
+        elector: Elector,
+        scheduler: Scheduler,
+        dispatcher: Dispatcher,
     ) -> None:
-        """`observers` subscribe to the runner's signals beside the metrics (`ksr run`
-        adds the status board's)."""
+        """The collaborators, as runner.pipeline.wiring.build_runner assembles them. `tenure`
+        is the one the tracker reads, `capacity` the event its Job ends set; `watcher` follows
+        Kubernetes Jobs, `local` is the local executor: one of them is None."""
         self.settings = settings
         self.clock = clock
-        self.signals = Signals([MetricsObserver(), *observers], clock=clock)
-        self._leadership = LeadershipView()
-        self.redis = redis_client(settings)
-        s = settings
-        self.reader = StreamReader(
-            self.redis,
-            streams=list(s.streams.streams),
-            group=s.streams.group,
-            consumer=s.identity.pod_name,
-            count=s.streams.read_count,
-            block_ms=s.streams.block_ms,
-        )
-        self.reader.on_group_recreated.append(lambda stream: self.signals.emit(GroupRecreated(stream)))
-        self.state = StateStore.from_settings(self.redis, s)
-        self.callbacks = CallbackQueue(self.redis, s)
-        self.waiting = WaitingCreates(
-            self.redis,
-            index=waiting_index(s.state.active_key),
-            group=s.streams.group,
-            term_key=self.state.term_key,
-            clock=time.time,
-        )
-        self.term: int | None = None  # the term we lead in, None while following
-        self._tenure: int | None = None  # the last term we led in: fences late writes after a step-down
-        self._capacity = threading.Event()  # set when a Job ends: backpressure may lift
-        self.tracker = Tracker(
-            state=self.state,
-            callbacks=self.callbacks,
-            settings=s,
-            term=lambda: self._tenure,
-            on_finished=self._capacity.set,
-            signals=self.signals,
-        )
-        self.api: KubeApi | None = None
-        self.watcher: KubeWatcher | None = None
-        self.local: LocalExecutor | None = None
-        executor: Executor
-        if s.kube.executor == "kubernetes" or s.lock == "lease":
-            if api_client is None:
-                from election.lease_lock import api_client_from_kubeconfig
-
-                api_client = api_client_from_kubeconfig()
-            self.api = KubeApi(api_client, timeout=s.kube.client_timeout, signals=self.signals)
-        if s.kube.executor == "kubernetes":
-            assert self.api is not None
-            executor = KubernetesExecutor(self.api, s)
-            self.watcher = KubeWatcher(api=self.api, tracker=self.tracker, state=self.state, settings=s)
-        else:
-            self.local = executor = LocalExecutor(tracker=lambda: self.tracker)
+        self.signals = signals
+        self.redis = redis_client
+        self.reader = reader
+        self.inspection = inspection
+        self.state = state
+        self.callbacks = callbacks
+        self.waiting = waiting
+        self.tracker = tracker
         self.executor = executor
-        self.elector = Elector(
-            self._lock(api_client),
-            identity=s.identity.pod_name,
-            config=s.election,
-            clock=clock,
-        )
-        self.redis_time = RedisTime(self.redis)  # what due times and cron ticks are judged by
-        self.scheduler = self._scheduler()
-        self.dispatcher = Dispatcher(
-            redis_client=self.redis,
-            reader=self.reader,
-            state=self.state,
-            executor=executor,
-            tracker=self.tracker,
-            settings=s,
-            holds_term=self.elector.holds_term,
-            signals=self.signals,
-            delays=DelayGate(
-                self.scheduler.store,
-                max_ahead=s.schedule.max_ahead,
-                on_held=self.scheduler.wake,
-                wall_clock=self.redis_time,
-            ),
-            waiting=self.waiting,
-        )
+        self.watcher = watcher
+        self.local = local
+        self.elector = elector
+        self.scheduler = scheduler
+        self.dispatcher = dispatcher
+        self.term: int | None = None  # the term we lead in, None while following
+        self._tenure = tenure
+        self._capacity = capacity
+        self._leadership = LeadershipView()
         self._elector_stop = threading.Event()
         self._elector_thread: threading.Thread | None = None
         self._next_reconcile = 0.0
         # Another consumer's entry idle this long is abandoned: its reader knows it lost the
         # term (lease) and any create it started has given up (create deadline).
-        self._abandoned_ms = int((s.election.lease_duration + CREATE_DEADLINE) * 1000)
+        self._abandoned_ms = int((settings.election.lease_duration + CREATE_DEADLINE) * 1000)
         self._next_stats = 0.0
         self._next_sweep = 0.0
         self._errors_in_a_row = 0
-
-    def _scheduler(self) -> Scheduler:
-        """Delayed messages, recurring schedules (KSR_SCHEDULES, refused here when invalid), cancels."""
-        s = self.settings
-        streams = s.streams.streams
-        schedules = load_schedules(s.schedule.schedules_file, streams=streams, default_stream=s.streams.default_stream)
-        store = ScheduledStore(self.redis, streams=streams, record_prefix=s.state.key_prefix)
-        beat = Ticker(self.redis, schedules, signals=self.signals, poll=s.schedule.poll) if schedules else None
-        if self.api is not None and s.kube.executor == "kubernetes":
-            api = self.api
-            delete_job = lambda namespace, name: api.delete_job(namespace, name)  # noqa: E731
-        else:
-            delete_job = lambda namespace, name: self.local.kill(name) if self.local else None  # noqa: E731
-        cancels = Cancels(redis_client=self.redis, state=self.state, tracker=self.tracker, delete_job=delete_job)
-        return Scheduler(
-            store=store,
-            beat=beat,
-            cancels=cancels,
-            poll=s.schedule.poll,
-            signals=self.signals,
-            wall_clock=self.redis_time,
-        )
-
-    def _lock(self, api_client: k8s.ApiClient | None) -> Lock:
-        s = self.settings
-        if s.lock == "lease":
-            assert api_client is not None
-            return LeaseLock(
-                api_client,
-                namespace=s.identity.pod_namespace,
-                name=s.election.lock_name,
-                request_timeout=min(s.kube.client_timeout, s.election.renew_deadline / 2),
-            )
-        # Its own client: request_timeout bounds every call, so no retries inside redis-py.
-        timeout = min(5.0, s.election.renew_deadline / 2)
-        return RedisLock(
-            connect(s.redis, socket_timeout=timeout, connect_timeout=timeout, retries=0),
-            name=s.election.lock_name,
-            min_replicas=s.redis.min_replicas,
-            wait_timeout=s.redis.wait_timeout,
-        )
 
     # -- the loop ----------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -227,7 +135,7 @@ class Runner:
                     delay = backoff.delay(self._errors_in_a_row + 1, base=0.25, cap=ERROR_BACKOFF_CAP)
                     log.warning("runner loop: %s (retrying in %.1fs)", e, delay)
                     self._record_error(str(e))
-                    stop.wait(delay)
+                    self.clock.wait(stop, delay)
         finally:
             self._shutdown()
 
@@ -238,14 +146,14 @@ class Runner:
         if self.term is not None and term != self.term:
             self._step_down()
         if term is None:
-            stop.wait(0.2)
+            self.clock.wait(stop, 0.2)
             return
         if self.term is None:
             term = self._take_over(term)
         self._periodic()
         room = self._room()
         if room <= 0:
-            self._capacity.wait(0.5)
+            self.clock.wait(self._capacity, 0.5)
             self._capacity.clear()
             return
         # The creates whose wait is over, then what the reader has: our own pending entries
@@ -264,7 +172,7 @@ class Runner:
                         through=through, keep_going=lambda: self.elector.holds_term(term)
                     ),
                     budget=room - len(entries),
-                    until=time.monotonic() + REFILL_SECONDS,
+                    until=self.clock.monotonic() + REFILL_SECONDS,
                 )
         if entries and not stop.is_set():
             self.dispatcher.process_batch(entries, term, stop=stop, waited=waited, refill=refill)
@@ -275,7 +183,7 @@ class Runner:
         return self.reader.read_batch(keep_going=lambda: self.elector.holds_term(term))
 
     def _beat(self, status: ElectorStatus) -> None:
-        self.signals.emit(Beat("main", time.time()))
+        self.signals.emit(Beat("main", self.clock.time()))
         alive = self._elector_thread is not None and self._elector_thread.is_alive()
         for signal in self._leadership.changes(status, running=alive):
             self.signals.emit(signal)
@@ -284,10 +192,10 @@ class Runner:
     def _take_over(self, term: int) -> int:
         """DESIGN "Takeover": (a) reclaim pending, (b) reconcile active set and Jobs,
         (c) re-send owed callbacks, then (d) read. Returns the term we lead in."""
-        started = time.monotonic()
+        started = self.clock.monotonic()
         log.info("leading in term %d: recovering before reading", term)
         term = self._fence_above_stored(term)
-        self.term = self._tenure = term
+        self.term = self._tenure.term = term
         keep_going = lambda: self.elector.holds_term(term)  # noqa: E731
         try:
             self.reader.ensure_groups()
@@ -305,13 +213,13 @@ class Runner:
         if self.watcher is not None:
             self.watcher.start(keep_going)
         self.scheduler.start(term, keep_going)
-        self._next_reconcile = time.monotonic() + self.settings.kube.polling_interval
+        self._next_reconcile = self.clock.monotonic() + self.settings.kube.polling_interval
         log.info(
             "term %d: reclaimed %d pending entries, re-sent %d callbacks in %.2fs",
             term,
             claimed,
             resent,
-            time.monotonic() - started,
+            self.clock.monotonic() - started,
         )
         return term
 
@@ -358,7 +266,7 @@ class Runner:
 
     # -- periodic work -----------------------------------------------------------------
     def _periodic(self) -> None:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if now >= self._next_reconcile:
             self._next_reconcile = now + self.settings.kube.polling_interval
             # The watcher relists Jobs and Pods in a thread of its own (KubeWatcher.start).
@@ -373,7 +281,7 @@ class Runner:
             if self.settings.streams.stream_maxlen:
                 for stream in self.settings.streams.streams:  # never past what the group still owes
                     self.reader.trim(stream, self.settings.streams.stream_maxlen)
-            self.signals.emit(StreamsSampled(self.reader.stats()))
+            self.signals.emit(StreamsSampled(self.inspection.stats()))
             self.signals.emit(ActiveJobs(int(self.redis.scard(self.settings.state.active_key))))
 
     def _reclaim_abandoned(self) -> None:

@@ -29,7 +29,7 @@ class Cron:
             raise CronSimError(f"must have 5 fields (minute hour day month weekday), got {len(expr.split())}")
         self.expr = expr
         self.tz = ZoneInfo(tz)
-        CronSim(expr, datetime.now(self.tz))  # raises CronSimError on a bad field
+        CronSim(expr, datetime(2000, 1, 1, tzinfo=self.tz))  # raises CronSimError on a bad field: any start will do
 
     def _local(self, at: float) -> datetime:
         return datetime.fromtimestamp(at, tz=UTC).astimezone(self.tz)

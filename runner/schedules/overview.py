@@ -4,13 +4,13 @@ run (in its own time zone and in UTC) and the last tick handled."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
 
+from election.clock import SYSTEM_CLOCK
 from runner.schedules.config import Schedule
 from runner.schedules.cron import in_zone
 from runner.schedules.ticker import last_fired
@@ -26,7 +26,7 @@ def iso(ts: float | None) -> str | None:
 def scheduling_overview(
     redis_client: redis.Redis, *, streams: Sequence[str], schedules: Sequence[Schedule], now: float | None = None
 ) -> dict[str, Any]:
-    now = time.time() if now is None else now
+    now = SYSTEM_CLOCK.time() if now is None else now
     store = ScheduledStore(redis_client, streams=streams)
     next_due = store.next_due()
     return {

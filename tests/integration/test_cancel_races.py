@@ -13,7 +13,7 @@ from runner.client import Client
 from runner.settings import Settings
 from runner.store.events import read_events
 from runner.store.state import StateStore
-from runner.store.streams import StreamReader
+from runner.store.stream_reader import StreamReader
 from runner.store.waiting import WaitingCreates, waiting_index
 from tests.support.clocks import clock_at
 from tests.support.messages import message

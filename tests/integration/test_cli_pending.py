@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from runner.cli import main
 from runner.pipeline.replay import replay_pending
-from runner.store.streams import StreamReader
+from runner.store.stream_reader import StreamReader
 from tests.support.redis_server import RedisServer
 
 STREAM = "ksr:jobs:default"

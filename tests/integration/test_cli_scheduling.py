@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from runner.cli import main
 from runner.client import Client
 from runner.errors import ConfigError
-from runner.pipeline.loop import Runner
+from runner.pipeline.wiring import build_runner
 from runner.settings import Settings
 from tests.support.messages import message
 from tests.support.pipeline import base_env, runner_thread
@@ -99,7 +99,7 @@ def test_schedules_list_gives_the_next_run_in_its_zone_and_in_utc(env, tmp_path)
 def test_an_invalid_schedule_is_refused_at_start_naming_the_field(env, tmp_path):
     env = {**env, "KSR_SCHEDULES": str(_schedules_file(tmp_path, "99 * * * *"))}
     with pytest.raises(ConfigError) as e:
-        Runner(Settings.from_env(env))
+        build_runner(Settings.from_env(env))
     assert str(e.value) == "KSR_SCHEDULES: schedules[0].cron: Bad minute in '99 * * * *'"
     result = ksr(env, "schedules", "list")
     assert result.exit_code == 2 and "schedules[0].cron: Bad minute" in result.output

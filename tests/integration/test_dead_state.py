@@ -14,7 +14,7 @@ from runner.client import Client
 from runner.settings import Settings
 from runner.store.events import read_events
 from runner.store.state import StateStore
-from runner.store.streams import StreamReader
+from runner.store.stream_reader import StreamReader
 from tests.support.messages import message
 from tests.support.pipeline import base_env, runner_thread, xadd
 from tests.support.ports import wait_for

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from runner.pipeline.loop import Runner
+from runner.pipeline.wiring import build_runner
 from runner.settings import Settings
 from runner.store.events import read_events
 from tests.support.kube import managed_jobs
@@ -40,7 +41,7 @@ def leading_runner(redis_server, redis_client, kube, namespace) -> Iterator[tupl
     """A Runner whose elector leads (on the Lease) and whose loop does not run: the test
     drives its dispatcher. Yields (runner, term)."""
     env = base_env(redis_url=redis_server.url, namespace=namespace, kubeconfig=kube.kubeconfig)
-    runner = Runner(Settings.from_env(env), api_client=kube.api_client())
+    runner = build_runner(Settings.from_env(env), api_client=kube.api_client())
     stop = threading.Event()
     elector = threading.Thread(target=runner.elector.run, args=(stop,), daemon=True)
     elector.start()

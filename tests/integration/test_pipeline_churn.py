@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from runner.store.streams import StreamReader
+from runner.store.stream_reader import StreamReader
 from tests.support.kube import managed_jobs
 from tests.support.messages import message
 from tests.support.pipeline import base_env, xadd

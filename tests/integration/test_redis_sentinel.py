@@ -159,7 +159,7 @@ def test_a_redis_lock_write_short_of_its_replicas_counts_as_failed(bed):
 
 
 def test_the_runner_client_follows_a_killed_primary_within_the_bound(bed):
-    from runner.pipeline.loop import redis_client
+    from runner.pipeline.wiring import redis_client
 
     settings = Settings.from_env(env_of(bed))
     client = redis_client(settings)  # the runner's own: retries=3 with backoff

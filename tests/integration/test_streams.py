@@ -10,7 +10,9 @@ import pytest
 import redis
 
 from runner.errors import RedisUnavailable
-from runner.store.streams import Entry, StreamReader, id_key
+from runner.store.stream_inspection import StreamInspection
+from runner.store.stream_reader import StreamReader
+from runner.store.streams import Entry, id_key
 from tests.support.ports import wait_for
 
 STREAMS = ["t:jobs:critical", "t:jobs:default", "t:jobs:low"]
@@ -20,6 +22,10 @@ def reader(r: redis.Redis, consumer: str = "c1", *, count: int = 10, block_ms: i
     rd = StreamReader(r, streams=STREAMS, group="ksr", consumer=consumer, count=count, block_ms=block_ms)
     rd.ensure_groups()
     return rd
+
+
+def inspection(r: redis.Redis) -> StreamInspection:
+    return StreamInspection(r, streams=STREAMS, group="ksr")
 
 
 def add(r: redis.Redis, stream: str, n: int, tag: str = "") -> list[str]:
@@ -214,7 +220,7 @@ def test_take_over_acks_deleted_entries(redis_client: redis.Redis, caplog) -> No
     rd = reader(redis_client, "leader")
     assert rd.take_over(page=4) == 7  # several pages, deletions spread over them
     assert [e.entry_id for e in _read_all(rd)] == ids[:2] + ids[5:]
-    assert rd.pending_summary(STREAMS[1]).count == 7
+    assert inspection(redis_client).pending_summary(STREAMS[1]).count == 7
     assert "no longer exist" in caplog.text
 
 
@@ -223,31 +229,31 @@ def test_own_pending_deleted_entries_are_acked(redis_client: redis.Redis) -> Non
     redis_client.xdel(STREAMS[1], ids[1])
     rd = reader(redis_client, "pod-a")
     assert [e.entry_id for e in rd.read_batch()] == [ids[0], ids[2]]
-    assert rd.pending_summary(STREAMS[1]).count == 2
+    assert inspection(redis_client).pending_summary(STREAMS[1]).count == 2
 
 
 def test_pending_listing(redis_client: redis.Redis) -> None:
     fill_pending(redis_client, STREAMS[1], 3, consumer="a")
     fill_pending(redis_client, STREAMS[1], 2, consumer="b")
-    rd = reader(redis_client)
-    rows = rd.pending(STREAMS[1], consumer="b")
+    reader(redis_client)  # the groups
+    rows = inspection(redis_client).pending(STREAMS[1], consumer="b")
     assert [(p.consumer, p.deliveries) for p in rows] == [("b", 1), ("b", 1)]
-    assert len(rd.pending(STREAMS[1])) == 5
-    assert rd.pending(STREAMS[1], min_idle_ms=60_000) == []
-    assert rd.pending_summary(STREAMS[1]).consumers == {"a": 3, "b": 2}
+    assert len(inspection(redis_client).pending(STREAMS[1])) == 5
+    assert inspection(redis_client).pending(STREAMS[1], min_idle_ms=60_000) == []
+    assert inspection(redis_client).pending_summary(STREAMS[1]).consumers == {"a": 3, "b": 2}
 
 
 def test_stats(redis_client: redis.Redis) -> None:
-    rd = reader(redis_client)
+    reader(redis_client)  # the groups
     add(redis_client, STREAMS[0], 5)
     redis_client.xreadgroup("ksr", "c1", {STREAMS[0]: ">"}, count=2)
     redis_client.xadd(STREAMS[0] + ":dead", {"payload": "x"})
-    stats = rd.stats()
+    stats = inspection(redis_client).stats()
     assert stats[STREAMS[0]].length == 5 and stats[STREAMS[0]].pending == 2
     assert stats[STREAMS[0]].lag == 3 and stats[STREAMS[0]].dead == 1
     assert stats[STREAMS[2]].length == 0 and stats[STREAMS[2]].lag == 0
     redis_client.delete(STREAMS[1])
-    assert rd.stats()[STREAMS[1]].length == 0  # a vanished stream reports zeros
+    assert inspection(redis_client).stats()[STREAMS[1]].length == 0  # a vanished stream reports zeros
 
 
 def test_trim_never_drops_pending_or_undelivered(redis_client: redis.Redis) -> None:

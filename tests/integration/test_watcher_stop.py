@@ -30,7 +30,7 @@ def test_stop_ends_the_watches_of_three_namespaces_together(kube, namespace, red
     try:
         with runner_thread(env, api_client=kube.api_client()) as runner:
             wait_for(lambda: len(_watch_threads()) == 6, timeout=60, what="a watch of Jobs and Pods per namespace")
-            wait_for(lambda: len(runner.watcher._streams) == 6, timeout=30, what="every watch open")
+            wait_for(lambda: len(runner.watcher.informer.open_watches) == 6, timeout=30, what="every watch open")
             started = time.monotonic()
             runner.watcher.stop()
             elapsed = time.monotonic() - started

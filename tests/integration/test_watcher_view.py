@@ -5,14 +5,15 @@ behind is asked for before it is settled as deleted. Real Redis, the real contro
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
-import time
 from typing import Any
 
 import pytest
 
+from election.clock import FakeClock
+from runner.jobs.manifest import message_id_of
 from runner.jobs.view import WatchedView
-from runner.jobs.watcher import message_id_of
 from tests.support.messages import message
 from tests.support.pipeline import base_env, runner_thread, xadd
 from tests.support.ports import wait_for
@@ -38,7 +39,7 @@ def _pending_job(runner: Any, redis_client: Any, namespace: str, mid: str) -> No
     """A message whose pod never starts (the bed's kwok keeps it Pending): its Job stays active."""
     xadd(redis_client, STREAM, message(mid, namespace, service="ksr-test-pending"))
     wait_for(lambda: redis_client.hget(f"ksr:msg:{mid}", "job_uid"), timeout=60, what="the Job recorded")
-    view = runner.watcher._view
+    view = runner.watcher.informer.view
     wait_for(lambda: view.current and _followed(view, mid), timeout=30, what="the Job in the view")
 
 
@@ -54,7 +55,7 @@ def test_the_resync_lists_nothing_while_every_watch_is_current(kube, namespace, 
         lock = threading.Lock()
         for name in ("job_pages", "pod_pages"):
             _counting(runner.watcher.api, name, counts, lock)
-        _counting(runner.watcher, "reconcile", counts, lock)
+        _counting(runner.watcher.reconciler, "reconcile", counts, lock)
         wait_for(lambda: counts["reconcile"] >= 3, timeout=30, what="three resyncs (POLLING_INTERVAL 1s)")
         with lock:
             assert (counts["job_pages"], counts["pod_pages"]) == (0, 0), counts
@@ -74,8 +75,8 @@ def test_a_job_missing_from_a_lagging_view_is_asked_for_before_it_counts_as_dele
         lagging = WatchedView(parts)
         for part in parts:
             lagging.replace(part, [])
-        watcher._view = lagging
-        watcher._now = lambda: time.time() + 60
+        watcher.informer.view = lagging
+        watcher.reconciler.clock = FakeClock(wall_start=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=60))
         watcher.reconcile(lambda: True)
         assert redis_client.hget("ksr:msg:view-2", "state") == b"created"
         assert not redis_client.hexists("ksr:msg:view-2", "error_code")
@@ -91,7 +92,7 @@ def test_a_replay_that_adopts_an_ended_released_job_still_reports_its_end(kube, 
     with runner_thread(env, api_client=kube.api_client()) as runner:
         xadd(redis_client, STREAM, message(mid, namespace))
         wait_for(lambda: redis_client.hget(record, "state") == b"completed", timeout=90, what="the Job's end")
-        view = runner.watcher._view
+        view = runner.watcher.informer.view
         wait_for(lambda: mid in view.objects("jobs")[1], timeout=30, what="the Job ended and released in the view")
         redis_client.delete(record)  # lost with the state store
         xadd(redis_client, STREAM, message(mid, namespace))

@@ -66,10 +66,10 @@ def rq_worker(env: Mapping[str, str]) -> Iterator[subprocess.Popen[bytes]]:
 @contextmanager
 def runner_thread(env: Mapping[str, str], api_client: Any = None) -> Iterator[Any]:
     """The Runner of `env` in a thread of this process; stopped (gracefully) at exit."""
-    from runner.pipeline.loop import Runner
+    from runner.pipeline.wiring import build_runner
 
     settings = Settings.from_env(dict(env))
-    runner = Runner(settings, api_client=api_client)
+    runner = build_runner(settings, api_client=api_client)
     stop = threading.Event()
     thread = threading.Thread(target=runner.run, args=(stop,), daemon=True)
     thread.start()

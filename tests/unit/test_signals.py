@@ -28,7 +28,7 @@ from runner.signals import (
     Signals,
     StreamsSampled,
 )
-from runner.store.streams import StreamStats
+from runner.store.stream_inspection import StreamStats
 
 
 class Recorder:

@@ -7,9 +7,11 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from election.clock import FakeClock
 from runner.jobs.manifest import FINALIZER, MESSAGE_ID_ANNOTATION
+from runner.jobs.reconcile import UNRECORDED_GRACE
 from runner.jobs.tracker import Tracker
-from runner.jobs.watcher import UNRECORDED_GRACE, KubeWatcher
+from runner.jobs.watcher import KubeWatcher
 from runner.settings import Settings
 from runner.signals import Signals
 from runner.store.record import StateRecord
@@ -133,13 +135,13 @@ def test_a_job_holding_our_finalizer_without_a_record_is_kept_then_recorded_agai
     job = _finished("lost", "job", [FINALIZER])
     job["metadata"].update(namespace="ns", labels={"app": "example"})
     api = Api([job], [])
-    state, recorder, now = State(), Recorder(), [1000.0]
-    watcher = KubeWatcher(api=api, tracker=recorder, state=state, settings=SETTINGS, wall_clock=lambda: now[0])  # type: ignore[arg-type]
+    state, recorder, clock = State(), Recorder(), FakeClock()
+    watcher = KubeWatcher(api=api, tracker=recorder, state=state, settings=SETTINGS, clock=clock)  # type: ignore[arg-type]
     watcher.reconcile(lambda: True)
-    now[0] += UNRECORDED_GRACE - 1  # a create whose record is still on its way
+    clock.advance(UNRECORDED_GRACE - 1)  # a create whose record is still on its way
     watcher.reconcile(lambda: True)
     assert (api.finalizers_removed, recorder.again) == ([], [])  # kept: its end is nowhere else
-    now[0] += 1
+    clock.advance(1)
     watcher.reconcile(lambda: True)
     assert recorder.again == [
         {

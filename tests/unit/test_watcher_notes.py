@@ -53,13 +53,13 @@ def test_notes_of_messages_no_longer_active_are_dropped_by_the_relist():
     for mid in [*ended, "live"]:
         watcher.handle_pod(_pod(mid, {"waiting": {"reason": "ContainerCreating"}}))
         watcher.handle_pod(_pod(mid, {"terminated": {"exitCode": 1, "reason": "Error"}}))
-    assert len(watcher._pod_notes) == len(watcher._pod_failures) == 1001
+    assert len(watcher.transitions.pod_notes) == len(watcher.transitions.pod_failures) == 1001
 
     watcher.reconcile(lambda: True)  # a note may come before its message joins the active set: kept once
     watcher.reconcile(lambda: True)
 
-    assert list(watcher._pod_notes) == ["live"]
-    assert watcher._pod_failures == {"live": "container job exited 1 (Error)"}
+    assert list(watcher.transitions.pod_notes) == ["live"]
+    assert watcher.transitions.pod_failures == {"live": "container job exited 1 (Error)"}
 
 
 class StartTracker:
@@ -84,6 +84,6 @@ def test_a_started_pods_later_events_do_not_ask_the_tracker_again_once_it_had_a_
     for _ in range(4):  # running, ready, succeeded, its finalizer taken off
         watcher.handle_pod(running)
     assert tracker.calls == 2
-    watcher._forget("m")  # its Job ended
+    watcher.transitions.forget("m")  # its Job ended
     watcher.handle_pod(running)
     assert tracker.calls == 3
