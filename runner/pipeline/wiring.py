@@ -81,7 +81,7 @@ def build_runner(
         index=waiting_index(s.state.active_key),
         group=s.streams.group,
         term_key=state.term_key,
-        clock=clock.time,
+        clock=clock,
     )
     tenure = Tenure()
     capacity = threading.Event()  # set when a Job ends: backpressure may lift

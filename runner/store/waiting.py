@@ -17,7 +17,6 @@ removes the entry from here in its own Lua step (runner.store.deadletter.Leftove
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,13 +51,6 @@ class Waiting:
     error: str  # the apiserver's words at the last refusal
 
 
-class _WallOnly:
-    """A bare wall-time reader (`time.time`) as the part of a Clock this store reads."""
-
-    def __init__(self, read: Callable[[], float]) -> None:
-        self.time = read
-
-
 class WaitingCreates:
     def __init__(
         self,
@@ -67,15 +59,13 @@ class WaitingCreates:
         index: str,
         group: str,
         term_key: str = "ksr:term",
-        clock: Clock | Callable[[], float] = SYSTEM_CLOCK,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.redis = redis_client
         self.index = index
         self.group = group
         self.term_key = term_key
-        # Transitional: runner/pipeline/loop.py (rewritten on the `wiring` branch) still passes
-        # time.time. Take a Clock only once it passes one.
-        self.clock = clock if isinstance(clock, Clock) else _WallOnly(clock)
+        self.clock = clock
         self._defer = scripts.load(redis_client, "defer_create", fenced=True)
 
     @staticmethod
