@@ -53,9 +53,10 @@ def test_an_idle_worker_exits_promptly_on_sigterm(redis_server: RedisServer, red
             stderr=subprocess.DEVNULL,
         )
         try:
-            wait_for(lambda: Worker.all(queue=queue), timeout=30, what="worker registered")
-            wait_for(lambda: redis_client.pubsub_numsub(f"rq:pubsub:{Worker.all(queue=queue)[0].name}")[0][1] == 1,
-                     timeout=10, what="worker subscribed")  # fmt: skip
+            # Idle: in its blocking read, signal handlers installed (a SIGTERM before that ends it at once).
+            wait_for(
+                lambda: [w.get_state() for w in Worker.all(queue=queue)] == ["idle"], timeout=30, what="worker idle"
+            )
             sent = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             try:
