@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
 .PHONY: run test setup testbed image unit lint clean
+.PHONY: soak
 
 # A virtualenv with the package (editable) and the test tools; redone when packaging changes.
 $(BIN)/ksr: setup.cfg pyproject.toml
@@ -31,6 +32,10 @@ run: setup
 test: setup testbed lint
 	scripts/install-system-deps promtool prometheus wrk chromium podman runc mmdebstrap
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS) tests
+
+# The long forms of the time-bound tests: the 5-minute callback outage (make test runs 60 s).
+soak: setup
+	KSR_TEST_CALLBACK_OUTAGE=300 $(BIN)/python -m pytest -q -ra $(PYTEST_ARGS) tests/e2e/test_callback_outage.py
 
 unit: $(BIN)/ksr
 	$(BIN)/python -m pytest -q tests/unit

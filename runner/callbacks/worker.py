@@ -20,6 +20,7 @@ from runner.settings.variables import POD_NAME
 # and an idle worker reaches only between blocking reads of worker_ttl - 15 s (default 405).
 MAINTENANCE_INTERVAL = 30  # seconds
 WORKER_TTL = 35  # seconds: blocking reads of 20 s; a job (callback timeout + 10 s) fits
+PUBSUB_STOP_WAIT = 1.0  # seconds: the pubsub thread is a daemon; the exit does not depend on it
 
 
 class CallbackWorker(SimpleWorker):
@@ -31,6 +32,19 @@ class CallbackWorker(SimpleWorker):
         die_with_parent()  # this worker and its scheduler process end with the supervisor
         pod = POD_NAME.read()
         super().__init__(queues, name or f"{pod}.{os.getpid()}.{uuid.uuid4().hex[:6]}", *args, **kwargs)
+
+    def unsubscribe(self) -> None:
+        """RQ's teardown sends UNSUBSCRIBE before it tells its pubsub thread to stop: a thread
+        that reads the reply first waits up to 60 s (RQ's sleep_time) for a new subscription,
+        and redis-py's stop() joins it without a bound, so one SIGTERM in eight took a minute.
+        Told first, the thread ends on the reply; the join is bounded all the same."""
+        thread = self.pubsub_thread
+        if thread is None:
+            return
+        thread.stop(timeout=0)  # clears its run flag, does not wait
+        self.pubsub.unsubscribe()
+        thread.join(PUBSUB_STOP_WAIT)
+        self.pubsub.close()
 
 
 def worker_command(settings: Settings) -> list[str]:
