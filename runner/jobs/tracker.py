@@ -350,6 +350,7 @@ class Tracker:
             owed_member=owed_member(message_id, status),
             courier=rq_job_id(message_id, status) if webhook else "",
             lease_ms=self.lease_ms,
+            webhook=webhook or "",
             event=new_event(
                 message_id=message_id,
                 status=status,

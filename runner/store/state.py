@@ -115,6 +115,7 @@ class CallbackMark:
     event: NewEvent | None = None
     courier: str = ""
     lease_ms: int = 0
+    webhook: str = ""  # kept in the record by mark_callback when it has none
 
 
 @dataclass(frozen=True)
@@ -293,7 +294,12 @@ class StateStore:
         still appended to the events stream.
         """
         keys = self._mark_keys(message_id, callback)
-        args = ["1" if with_record else "", *_courier_args(callback), *self._mark_args(callback, self._now_ms())]
+        args = [
+            "1" if with_record else "",
+            *_courier_args(callback),
+            *self._mark_args(callback, self._now_ms()),
+            callback.webhook,
+        ]
         reply = self._run(self._mark, [self.key(message_id), *keys], args, term)
         if text(reply[0]) == "MISSING":
             log.warning(

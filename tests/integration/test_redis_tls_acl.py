@@ -26,7 +26,7 @@ MINIMAL_ACL = (
     "on", ">runner-secret", "resetkeys", "~ksr:*", "~rq:*", "resetchannels", "&rq:*",
     "-@all", "+@connection", "+@read", "+@write", "+@stream", "+@hash", "+@list", "+@set", "+@sortedset",
     "+@string", "+@keyspace", "+@scripting", "+@transaction", "+@pubsub", "-@dangerous",
-    "+info", "+client|setname", "+client|getname", "+client|list", "+wait",
+    "+info", "+client|setname", "+client|getname", "+client|list", "+wait", "+time",
 )  # fmt: skip
 
 

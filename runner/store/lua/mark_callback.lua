@@ -6,6 +6,9 @@
 -- the message's courier ('' starts none), ARGV[4] its lease (ms), ARGV[5..] the mark
 -- (lib_mark.lua, at 5). With lib_owner.lua: the first caller takes the owner lease for the
 -- proposed job when nobody holds it (lib_owner.lua `take`).
+-- ARGV[at+8+n] (after the mark's n event items) the message's webhook URL or '': kept in the
+-- record when it has none (a record written before the message was read, by a cancel), since
+-- the courier reads the URL from the record.
 -- Without a record the event is still appended (nothing can own the callback: not sent).
 -- Returns {'MISSING'} without a record, else {'OK', 1 for the first caller | 0, the job id
 -- granted or ''} and, when asked for, the record's HGETALL after the mark as a fourth item.
@@ -14,6 +17,8 @@ if redis.call('EXISTS', KEYS[2]) == 0 then
   event(KEYS[4], at)
   return {'MISSING'}
 end
+local hook = ARGV[at + 8 + tonumber(ARGV[at + 7])]
+if hook and hook ~= '' then redis.call('HSETNX', KEYS[2], 'webhook', hook) end
 local first = mark(KEYS[2], KEYS[3], KEYS[4], at)
 local granted = ''
 if first == 1 and ARGV[3] ~= '' then
