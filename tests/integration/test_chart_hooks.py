@@ -282,6 +282,17 @@ def test_the_runner_accepts_every_hooked_pod(home: Path) -> None:
     assert (settings.kube.max_active_jobs, settings.state.ttl_seconds) == (7, 1209600)
 
 
+def test_the_chart_readmes_example_renders(home: Path) -> None:
+    readme = (CHART / "README.md").read_text()
+    (example,) = [block.split("\n", 1)[1] for block in readme.split("```")[1:-1:2] if block.startswith("yaml")]
+    docs = render(home, namespace="ns", values=yaml.safe_load(example))
+    assert [c["name"] for c in pod_spec(docs)["containers"]] == ["runner", "proxy"]
+    assert runner_container(docs)["env"][-1]["valueFrom"]["secretKeyRef"] == {
+        "name": "platform-config",
+        "key": "webhook-allow",
+    }
+
+
 # -- still strict about typos; the hooks are typed ----------------------------------------------
 
 
