@@ -293,6 +293,26 @@ def test_the_chart_readmes_example_renders(home: Path) -> None:
     }
 
 
+def test_the_chart_readmes_install_command_renders(home: Path) -> None:
+    """The README's `helm install` line, run as `helm template` with the same arguments."""
+    import shlex
+
+    readme = (CHART / "README.md").read_text()
+    (command,) = [block.split("\n", 1)[1] for block in readme.split("```")[1:-1:2] if block.startswith("sh")]
+    argv = shlex.split(command.replace("\\\n", " "))
+    assert argv[:2] == ["helm", "install"], argv
+    done = subprocess.run(
+        [str(build.bin_dir() / "helm"), "template", *argv[2:]],
+        cwd=CHART.parents[1],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    docs = [d for d in yaml.safe_load_all(done.stdout) if d]
+    assert runner_container(docs)["image"] == "registry.example/kube-stream-runner:0.1.0"
+
+
 # -- still strict about typos; the hooks are typed ----------------------------------------------
 
 
