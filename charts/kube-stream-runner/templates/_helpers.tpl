@@ -159,10 +159,6 @@ nothing. Call with (dict "root" $ "own" <map or nil>) right after the labels: it
 {{- if not (or (include "ksr.redisUrlFromSecret" .) .Values.redis.url) }}
 {{- fail "set redis.url or secrets.existingSecret (with secrets.keys.REDIS_URL)" }}
 {{- end }}
-{{- $pdb := .Values.podDisruptionBudget }}
-{{- if and (ne (toString $pdb.minAvailable) "") (ne (toString $pdb.maxUnavailable) "") }}
-{{- fail "podDisruptionBudget: set minAvailable or maxUnavailable, not both" }}
-{{- end }}
 {{- $chartEnv := list }}
 {{- range (include "ksr.chartEnv" . | fromYamlArray) }}{{ $chartEnv = append $chartEnv .name }}{{ end }}
 {{- range $i, $var := .Values.extraEnvVars }}
