@@ -8,10 +8,11 @@ PYTEST_ARGS ?=
 .PHONY: soak
 
 # A virtualenv with the package (editable) and the test tools; redone when packaging changes.
-$(BIN)/ksr: setup.cfg pyproject.toml
+# The producer client (clients/python) is a dependency of the runner, installed from here.
+$(BIN)/ksr: setup.cfg pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e clients/python -e '.[test]'
 	touch $@
 
 setup: $(BIN)/ksr

@@ -18,6 +18,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+from ksr_client.entries import payload_id
 from runner import message_schema as rules
 from runner.errors import InvalidMessage
 from runner.message_schema import JOB, MESSAGE, DateTime, Integer, Number, Obj, Quantities, Text
@@ -32,6 +33,7 @@ __all__ = [
     "Volume",
     "parse_entry",
     "parse_message",
+    "payload_id",
     "peek_message_id",
 ]
 
@@ -248,17 +250,6 @@ def _full(pattern: str, value: str) -> bool:
 
 
 # -- the message ----------------------------------------------------------------------------
-
-
-def payload_id(payload: str) -> str | None:
-    """The `id` a payload's JSON carries, as written and not validated, or None; never raises.
-    For naming a message in an error line or finding one by id in a stream."""
-    try:
-        doc = json.loads(payload)
-    except (ValueError, RecursionError):
-        return None
-    value = doc.get("id") if isinstance(doc, dict) else None
-    return value if isinstance(value, str) else None
 
 
 def peek_message_id(fields: Mapping[Any, Any], *, max_bytes: int = 65536) -> str | None:
