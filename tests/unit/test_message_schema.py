@@ -18,8 +18,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from runner import message_schema
-from runner.errors import InvalidMessage
-from runner.message import parse_message
+from tests.support.message_cases import PATTERNED_PATHS, TRICKY_STRINGS, apply, runner_fields
 from tests.support.messages import VALID
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "docs" / "message.schema.json"
@@ -71,15 +70,6 @@ def _patterns(node: Any) -> Iterator[str]:
 # -- the two validators side by side --------------------------------------------------------
 
 
-def runner_fields(doc: Any) -> set[str] | None:
-    """The fields the runner blames, or None when it accepts the message."""
-    try:
-        parse_message(json.dumps(doc))
-    except InvalidMessage as e:
-        return {path for path, _ in e.problems}
-    return None
-
-
 def _dotted(path: list[Any]) -> str:
     out = ""
     for part in path:
@@ -101,90 +91,6 @@ def schema_fields(doc: Any) -> set[str] | None:
             fields.add(_dotted(path))
     return fields or None
 
-
-# Values a producer gets wrong: wrong types, empty, huge, unicode look-alikes, trailing newlines.
-TRICKY_STRINGS = [
-    "",
-    " ",
-    "a\n",
-    "\na",
-    "a b",
-    "A",
-    "-a",
-    "a-",
-    "a.b",
-    "a/b",
-    "a..b",
-    "..",
-    "/..",
-    "/a/../b",
-    "/a/...",
-    "/.a",
-    "/",
-    "//",
-    "/a:b",
-    "\u0663",  # ARABIC-INDIC DIGIT THREE: \d in Python
-    "\u017f",  # LATIN SMALL LETTER LONG S: 's' under Python's IGNORECASE
-    "\u212a",  # KELVIN SIGN: lower() is 'k'
-    "\u0130",  # I WITH DOT: lower() is two characters
-    "\x85",
-    "\xa0",
-    "\ufeff",
-    "\u2028",
-    "\x00",
-    "\x7f",
-    "\U0001f600",
-    "\ud800",  # a lone surrogate, as JSON's \\ud800 gives
-    "500m",
-    "1Gi",
-    "1e3",
-    ".5",
-    "5.",
-    "1.5Ki",
-    "-1",
-    "cpu",
-    "example.com/gpu",
-    "Example.com/gpu",
-    "configmap",
-    "ConfigMap",
-    "SECRET",
-    "secret\n",
-    "NoSchedule",
-    "noschedule",
-    "http://h",
-    "https://h/p?q#f",
-    "HTTP://h",
-    "http\u017f://h",
-    "https:///path",
-    "http://h p",
-    "http://h\u3000",
-    "ftp://h",
-    "kubernetes.io/hostname",
-    "a" * 63,
-    "a" * 64,
-    "a" * 253,
-    "a" * 254,
-    "a." * 126 + "a",
-    "k" * 253 + "/" + "n" * 63,
-    "k/" + "n" * 64,
-    "2026-12-01T10:00:00Z",
-    "2026-12-01t10:00:00z",
-    "2026-12-01 10:00:00+01:00",
-    "2026-12-01T10:00:00",
-    "2026-12-01T10:00:00.123456789-05:30",
-    "2026-12-01T10:00:00.Z",
-    "2024-02-29T00:00:00Z",
-    "2100-02-29T00:00:00Z",
-    "2000-02-29T00:00:00Z",
-    "2026-04-31T00:00:00Z",
-    "2026-13-01T00:00:00Z",
-    "0000-01-01T00:00:00Z",
-    "2026-12-01T24:00:00Z",
-    "2026-12-01T10:60:00Z",
-    "2026-12-01T10:00:60Z",
-    "2026-12-01T10:00:00+24:00",
-    "2026-12-01T10:00:00+05:60",
-]
 
 datetimes = st.from_regex(
     r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{0,3})?([Zz]|[+-][0-9]{2}:[0-9]{2})?\Z"
@@ -236,28 +142,6 @@ EXTRA_PATHS = [
 VALID_PATHS = [p for p in _paths(VALID) if p] + EXTRA_PATHS
 
 
-def _apply(doc: Any, path: tuple[Any, ...], value: Any, *, delete: bool) -> None:
-    node = doc
-    for part in path[:-1]:
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
-            node = node[part]
-        else:
-            return  # an earlier change removed or replaced the parent
-    last = path[-1]
-    if isinstance(node, dict) and not isinstance(last, int):
-        if delete:
-            node.pop(last, None)
-        else:
-            node[last] = value
-    elif isinstance(node, list) and isinstance(last, int):
-        if delete and last < len(node):
-            del node[last]
-        elif not delete:
-            node[min(last, len(node)) : last + 1] = [value]
-
-
 def _rules(obj: message_schema.Obj, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:
     for name, f in obj.fields.items():
         path = (*prefix, name)
@@ -294,7 +178,7 @@ def messages(draw: st.DrawFn) -> Any:
         delete = draw(st.integers(0, 4)) == 0
         edges = _edges(RULES.get(path))
         value = draw(st.sampled_from(edges)) if edges and draw(st.booleans()) else draw(values)
-        _apply(doc, path, None if delete else value, delete=delete)
+        apply(doc, path, None if delete else value, delete=delete)
     return doc
 
 
@@ -308,29 +192,11 @@ def test_the_schema_and_the_runner_agree(doc: Any) -> None:
 
 
 @pytest.mark.parametrize("value", TRICKY_STRINGS)
-@pytest.mark.parametrize(
-    "path",
-    [
-        ("id",),
-        ("service",),
-        ("job", "prefixName"),
-        ("job", "image"),
-        ("job", "serviceAccount"),
-        ("job", "env", 0, "name"),
-        ("job", "envRef", 0, "type"),
-        ("job", "resources", "limits", "cpu"),
-        ("job", "nodeSelector", "matchKey"),
-        ("job", "nodeSelector", "matchValue"),
-        ("job", "toleration", "effect"),
-        ("job", "volume", "mountPath"),
-        ("webhook", "url"),
-        ("runAt",),
-    ],
-)
+@pytest.mark.parametrize("path", PATTERNED_PATHS)
 def test_every_tricky_string_in_every_patterned_field(path: tuple[Any, ...], value: str) -> None:
     """The property test samples these; this walks all of them, so none is left to chance."""
     doc = copy.deepcopy(VALID)
-    _apply(doc, path, value, delete=False)
+    apply(doc, path, value, delete=False)
     assert runner_fields(doc) == schema_fields(doc), (path, value)
 
 
