@@ -3,7 +3,9 @@ through a generated file; runner.client hands it the runner's settings."""
 
 from __future__ import annotations
 
-from ksr_client import Config
+import pytest
+
+from ksr_client import Config, ConfigError
 from ksr_client import _contract as contract
 from runner.client import CONTRACT_PATH, config_of, render_contract
 from runner.settings import Settings
@@ -32,3 +34,10 @@ def test_the_client_reads_the_runners_variables() -> None:
     }
     assert Config.from_env(env) == config_of(Settings.from_env({"POD_NAME": "r0", **env}))
     assert Config.from_env(env).default_stream == "t:jobs:default"
+
+
+def test_a_malformed_variable_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"^KSR_STATE_TTL: must be an integer, got 'a week'$"):
+        Config.from_env({"KSR_STATE_TTL": "a week"})
+    with pytest.raises(ConfigError, match=r"^KSR_STREAMS: "):
+        Config.from_env({"KSR_STREAMS": "a,,b"})
