@@ -4,14 +4,15 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test setup testbed image unit lint clean
+.PHONY: run test setup testbed go-example image unit lint clean
 .PHONY: soak
 
 # A virtualenv with the package (editable) and the test tools; redone when packaging changes.
-$(BIN)/ksr: setup.cfg pyproject.toml
+# The producer client (clients/python) is a dependency of the runner, installed from here.
+$(BIN)/ksr: setup.cfg pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e clients/python -e '.[test]'
 	touch $@
 
 setup: $(BIN)/ksr
@@ -21,6 +22,10 @@ setup: $(BIN)/ksr
 testbed:
 	$(PYTHON) scripts/kube-testenv build
 
+# The Go producer example (clients/go-example), built once and cached by its sources' hash.
+go-example:
+	$(PYTHON) scripts/kube-testenv go-example
+
 # The container image: Docker when its engine answers, else podman on a Debian base (docs/deploy.md).
 image:
 	docker info >/dev/null 2>&1 || scripts/install-system-deps podman runc mmdebstrap
@@ -29,7 +34,7 @@ image:
 run: setup
 	$(BIN)/ksr dev --samples $(RUN_ARGS)
 
-test: setup testbed lint
+test: setup testbed go-example lint
 	scripts/install-system-deps promtool prometheus wrk chromium podman runc mmdebstrap
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS) tests
 

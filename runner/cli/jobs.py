@@ -89,7 +89,7 @@ def describe(status: Status) -> dict[str, Any]:
     where = {
         "scheduled": f"scheduled for {format_ms_time(int((status.due or 0) * 1000))} in {status.stream}",
         "pending": f"pending in stream {status.stream}" if status.stream else "pending",
-        "running": "running" if status.state is State.RUNNING else f"{status.state} (the Job exists)",
+        "running": "running" if status.state == State.RUNNING else f"{status.state} (the Job exists)",
         "finished": f"finished: {status.state}" + (f" ({dead['reason']})" if dead and dead["reason"] else ""),
         "unknown": "unknown: no record, not scheduled, not waiting in a stream",
     }[status.where]

@@ -23,6 +23,7 @@ from typing import Any
 import redis
 
 from election.clock import SYSTEM_CLOCK
+from ksr_client.entries import entries_of
 from runner.store.errors import redis_errors
 from runner.store.replies import text
 
@@ -109,19 +110,8 @@ def read_events(
             rows = redis_client.xrange(stream, "(" + after, "+", count=count)
         else:
             reply = redis_client.xread({stream: after}, count=count, block=block_ms)
-            rows = _entries(reply)
+            rows = entries_of(reply)
     return [_parse(i, f) for i, f in rows or []]
-
-
-def _entries(reply: Any) -> list[Any]:
-    if not reply:
-        return []
-    items = reply.items() if isinstance(reply, dict) else reply
-    for _, entries in items:
-        if entries and isinstance(entries[0], list):  # the RESP3 legacy shape nests once more
-            entries = entries[0]
-        return list(entries)
-    return []
 
 
 def _parse(event_id: Any, fields: Any) -> Event:

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from testenv import bed, build
+from testenv import bed, build, go_example
 
 
 def default_dir() -> Path:
@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("build", help="build etcd, the control plane, kwok and helm from the Go module proxy (cached)")
     b.add_argument("--force", action="store_true", help="rebuild even if the cache is complete")
     sub.add_parser("bin", help="print the directory holding the built binaries")
+    sub.add_parser("go-example", help="build the Go producer example (clients/go-example), cached by source hash")
     for name, text in (
         ("up", "start the control plane and print `export KUBECONFIG=...`"),
         ("down", "stop everything `up` started in --dir"),
@@ -35,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         build.build(force=args.force)
     elif args.command == "bin":
         print(build.bin_dir())
+    elif args.command == "go-example":
+        print(go_example.build())
     elif args.command == "up":
         started = bed.up(args.dir, progress=lambda m: print(f"kube-testenv: {m}", file=sys.stderr), bench=args.bench)
         print(f"export KUBECONFIG={started.kubeconfig}")
