@@ -51,7 +51,7 @@ def backend(request: pytest.FixtureRequest) -> Backend:
             server.start,
             10.0,
         )
-    kube = request.getfixturevalue("kube")
+    kube = request.getfixturevalue("own_kube")  # it stops the apiserver: a bed of its own
     ns = request.getfixturevalue("namespace")
     return Backend(
         "lease",
