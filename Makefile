@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist): most tests wait on servers, not on the CPU. One per file,
+# so a module's fixtures are made once; the Kubernetes bed is shared by all of them.
+PYTEST_WORKERS ?= 4
 
 .PHONY: run test setup testbed go-example image unit lint clean
 .PHONY: soak
@@ -36,7 +39,7 @@ run: setup
 
 test: setup testbed go-example lint
 	scripts/install-system-deps promtool prometheus wrk chromium podman runc mmdebstrap
-	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS) tests
+	$(BIN)/python -m pytest -q -ra -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS) tests
 
 # The long forms of the time-bound tests: the 5-minute callback outage (make test runs 60 s).
 soak: setup

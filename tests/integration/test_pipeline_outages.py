@@ -20,6 +20,13 @@ from tests.support.receiver import Receiver
 
 pytestmark = pytest.mark.kube
 
+
+@pytest.fixture(scope="module")
+def kube(own_kube):
+    """The first test stops the kube-apiserver: this module gets a bed of its own."""
+    return own_kube
+
+
 STREAM = "ksr:jobs:default"
 
 

@@ -7,15 +7,21 @@ KSR_TESTS_ALLOW_SKIP=1 and not under CI.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 
 from tests.support.receiver import Receiver
 from tests.support.redis_server import RedisServer
+
+RUN_DIR_VAR = "KSR_TESTS_RUN_DIR"
+_own_run_dir = pytest.StashKey[Path]()
 
 
 def _unavailable(what: str, why: str) -> None:
@@ -56,16 +62,71 @@ def private_redis() -> Iterator[RedisServer]:
     server.close()
 
 
-@pytest.fixture(scope="session")
-def kube(tmp_path_factory: pytest.TempPathFactory):
+def pytest_configure(config: pytest.Config) -> None:
+    """One directory for the whole run, made before pytest-xdist starts its workers (they
+    inherit it): the Kubernetes bed that every worker shares lives there."""
+    if not hasattr(config, "workerinput") and RUN_DIR_VAR not in os.environ:
+        os.environ[RUN_DIR_VAR] = tempfile.mkdtemp(prefix="ksr-tests-")
+        config.stash[_own_run_dir] = Path(os.environ[RUN_DIR_VAR])
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The process that made the run directory stops the shared bed, after every worker."""
+    run_dir = config.stash.get(_own_run_dir, None)
+    if run_dir is None:
+        return
+    if (run_dir / "kube" / "state.json").exists():
+        from tests.support.kube import testbed
+
+        testbed.down(run_dir / "kube")
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _start_kube(directory: Path):
     from tests.support.kube import KubeBed, binaries_built
 
     if not binaries_built():
         _unavailable("Kubernetes test bed", "binaries not built; run `scripts/kube-testenv build` (make test does)")
     try:
-        bed = KubeBed(tmp_path_factory.mktemp("kube"))
+        return KubeBed.start(directory)
     except Exception as e:  # up() stops what it started before raising
         _unavailable("Kubernetes test bed", str(e))
+
+
+@pytest.fixture(scope="session")
+def shared_kube():
+    """The run's one Kubernetes bed: the first test process that needs it starts it, the
+    others attach (under a lock); it is stopped at the end of the run, not of a worker."""
+    from tests.support.kube import KubeBed
+
+    run_dir = Path(os.environ[RUN_DIR_VAR])
+    directory, failed = run_dir / "kube", run_dir / "kube.failed"
+    with (run_dir / "kube.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if failed.exists():  # one failed start is enough: the other workers say why at once
+            _unavailable("Kubernetes test bed", failed.read_text())
+        if (directory / "state.json").exists():
+            return KubeBed.attach(directory)
+        try:
+            return _start_kube(directory)
+        except BaseException as e:
+            failed.write_text(str(e) or type(e).__name__)
+            raise
+
+
+@pytest.fixture(scope="session")
+def kube(shared_kube):
+    return shared_kube
+
+
+@pytest.fixture(scope="module")
+def own_kube(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """A bed for one module alone, for tests that stop the kube-apiserver: the shared bed
+    serves other tests at the same time under pytest-xdist. Without xdist, the shared one."""
+    if not hasattr(request.config, "workerinput"):
+        yield request.getfixturevalue("shared_kube")
+        return
+    bed = _start_kube(tmp_path_factory.mktemp("own-kube"))
     try:
         yield bed
     finally:
