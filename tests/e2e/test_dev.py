@@ -10,6 +10,8 @@ import subprocess
 import sys
 import urllib.request
 
+import pytest
+
 from tests.support.pipeline import ROOT
 from tests.support.ports import free_port, wait_for
 from tests.support.procs import kill_tree
@@ -55,6 +57,7 @@ def test_ksr_dev_runs_the_samples_end_to_end(tmp_path):
     assert "all 4 sample jobs finished" in out
 
 
+@pytest.mark.kube
 def test_ksr_dev_sends_the_samples_to_the_cluster_of_kubeconfig(tmp_path, kube):
     from kubernetes import client
 
