@@ -23,7 +23,7 @@ class KubeBed:
 
     def __init__(self, directory: Path) -> None:
         self.dir = directory
-        self.bed = testbed.up(directory, progress=lambda m: print(f"kube-testenv: {m}", file=sys.stderr))
+        self.bed = testbed.up(directory, progress=lambda m: print(f"kube-testenv: {m}", file=sys.stderr), owned=True)
 
     @property
     def kubeconfig(self) -> str:
