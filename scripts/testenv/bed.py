@@ -505,7 +505,7 @@ def down(directory: Path, *, timeout: float = 15.0) -> list[str]:
         except (OSError, ValueError, KeyError):
             bed = None
         if bed is not None:
-            for name, info in bed.procs.items():
+            for info in bed.procs.values():
                 if info.get("pid") in running:
                     info["pid"] = None  # stopped below, with the rest
             bed.save()

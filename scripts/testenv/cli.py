@@ -77,5 +77,6 @@ def main(argv: list[str] | None = None) -> int:
             info = state.procs.get(name, {})
             print(f"{name:24} {'running' if running.get(name) else 'stopped':8} pid={info.get('pid') or '-'}")
         print(f"server {state.server}\nkubeconfig {state.kubeconfig}")
+        print(f"start finished {'yes' if state.ready else 'no (interrupted or failed: the next up starts fresh)'}")
         return 0 if all(running.values()) else 1
     return 0

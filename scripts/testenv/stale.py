@@ -64,14 +64,15 @@ def _argv(pid: int) -> list[str]:
     return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
 
 
-def _names_dir(arg: str, prefix: str) -> bool:
+def _names_dir(arg: str, directory: Path) -> bool:
+    """Every path `up` hands a component is a file or folder directly inside its directory."""
     value = arg.split("=", 1)[1] if arg.startswith("--") and "=" in arg else arg
-    return value.startswith(prefix)
+    return value.startswith("/") and Path(value).parent == directory
 
 
 def processes_of(directory: Path) -> dict[int, str]:
     """Running bed components (of this user) whose command line names a path inside `directory`."""
-    prefix = str(directory.resolve()) + "/"
+    directory = directory.resolve()
     found: dict[int, str] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -82,7 +83,7 @@ def processes_of(directory: Path) -> dict[int, str]:
         except OSError:
             continue
         argv = _argv(int(entry.name))
-        if argv and Path(argv[0]).name in COMPONENTS and any(_names_dir(a, prefix) for a in argv[1:]):
+        if argv and Path(argv[0]).name in COMPONENTS and any(_names_dir(a, directory) for a in argv[1:]):
             found[int(entry.name)] = Path(argv[0]).name
     return found
 
