@@ -162,18 +162,17 @@ def test_check_names_kwok_when_it_does_not_run(bed_dir: Path) -> None:
     bed.stop("kwok")
 
     started = time.monotonic()
-    result = subprocess.run(
-        [*KUBE_TESTENV, "check", "--dir", str(bed_dir), "--check-timeout", "4"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    check = [*KUBE_TESTENV, "check", "--dir", str(bed_dir), "--check-timeout", "8"]  # the warm scheduler binds in 1 s
+    result = subprocess.run(check, capture_output=True, text=True, timeout=60)
     print(f"failing check: {time.monotonic() - started:.1f}s", file=sys.stderr)
 
     assert result.returncode == 1, result.stderr
-    assert "check failed: start-up check: Job default/ksr-testenv-check not complete after 4s" in result.stderr
+    assert "check failed: start-up check: Job default/ksr-testenv-check not complete after 8s" in result.stderr
     assert "was bound to kwok-node-" in result.stderr
     assert "but never started: kwok did not run it; not running: kwok" in result.stderr
+
     # The check deletes its Job even when it fails.
-    gone = lambda: bed.request("GET", "/apis/batch/v1/namespaces/default/jobs/ksr-testenv-check")[0] == 404  # noqa: E731
+    def gone() -> bool:
+        return bed.request("GET", "/apis/batch/v1/namespaces/default/jobs/ksr-testenv-check")[0] == 404
+
     wait_for(gone, timeout=10, what="the check's Job deleted")
