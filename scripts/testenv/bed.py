@@ -12,6 +12,7 @@ only, so the script runs before any virtualenv exists.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import json
 import os
 import signal
@@ -440,11 +441,20 @@ def up(
     stopped and removed first (and logged through `progress`). `owned`: the components die
     with the calling thread (tests, benchmarks); without it they outlive the caller (the CLI).
     The start ends with one Job run through the bed (selfcheck.py), bounded by `check_timeout`."""
-    started = time.monotonic()
     if not build.is_built():
         raise SystemExit("kube-testenv: binaries are not built yet; run `scripts/kube-testenv build` first")
     directory = directory.resolve()  # the components' arguments, and stale.py's matching, use full paths
     directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / "up.lock", "w") as lock:  # held while this up runs; the kernel drops it if we die
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SystemExit(f"kube-testenv: another `up` is starting the bed in {directory} right now") from None
+        return _up(directory, progress=progress, bench=bench, owned=owned, check_timeout=check_timeout)
+
+
+def _up(directory: Path, *, progress: Callable[[str], object], bench: bool, owned: bool, check_timeout: float) -> Bed:
+    started = time.monotonic()
     _start_clean(directory, progress)
     bed = Bed(dir=directory, owner=os.getpid() if owned else None)
     bed.ports = {k: free_port() for k in ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok")}

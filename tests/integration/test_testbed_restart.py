@@ -8,6 +8,7 @@ must name.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import subprocess
 import sys
@@ -157,8 +158,22 @@ def test_up_after_a_killed_up_script_stops_what_it_left(bed_dir: Path) -> None:
     _assert_ran_once(*_run_job(bed, "after-killed-script"))
 
 
-def test_check_names_kwok_when_it_does_not_run(bed_dir: Path) -> None:
+def test_up_refuses_while_another_up_starts_the_same_directory(bed_dir: Path) -> None:
+    bed_dir.mkdir()
+    with open(bed_dir / "up.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # as an `up` under way holds it
+        with pytest.raises(SystemExit, match=r"another `up` is starting the bed in .*/bed right now"):
+            testbed.up(bed_dir, progress=lambda m: None, owned=True)
+    assert sorted(p.name for p in bed_dir.iterdir()) == ["up.lock"]  # nothing started, nothing removed
+
+
+def test_a_bed_in_use_is_refused_and_check_names_kwok_when_it_does_not_run(bed_dir: Path) -> None:
     bed = testbed.up(bed_dir, progress=lambda m: None, owned=True)
+    pids = _pids(bed_dir)
+    with pytest.raises(SystemExit, match=r"the bed in .*/bed is up and answering \(etcd \d+, kube-apiserver"):
+        testbed.up(bed_dir, progress=lambda m: None, owned=True)
+    assert _pids(bed_dir) == pids and all(_alive(p) for p in pids.values())  # refused, not replaced
+
     bed.stop("kwok")
 
     started = time.monotonic()
