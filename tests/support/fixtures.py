@@ -82,13 +82,13 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _start_kube(directory: Path):
+def _start_kube(directory: Path, *, owned: bool = True):
     from tests.support.kube import KubeBed, binaries_built
 
     if not binaries_built():
         _unavailable("Kubernetes test bed", "binaries not built; run `scripts/kube-testenv build` (make test does)")
     try:
-        return KubeBed.start(directory)
+        return KubeBed.start(directory, owned=owned)
     except Exception as e:  # up() stops what it started before raising
         _unavailable("Kubernetes test bed", str(e))
 
@@ -108,7 +108,7 @@ def shared_kube():
         if (directory / "state.json").exists():
             return KubeBed.attach(directory)
         try:
-            return _start_kube(directory)
+            return _start_kube(directory, owned=False)  # outlives this worker: others use it
         except BaseException as e:
             failed.write_text(str(e) or type(e).__name__)
             raise

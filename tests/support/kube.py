@@ -26,8 +26,11 @@ class KubeBed:
         self.bed = bed
 
     @classmethod
-    def start(cls, directory: Path) -> KubeBed:
-        return cls(directory, testbed.up(directory, progress=lambda m: print(f"kube-testenv: {m}", file=sys.stderr)))
+    def start(cls, directory: Path, *, owned: bool = True) -> KubeBed:
+        """`owned`: the components die with this process (a bed shared by the run's test
+        processes is not: the run's first process stops it at the end)."""
+        say = lambda m: print(f"kube-testenv: {m}", file=sys.stderr)  # noqa: E731
+        return cls(directory, testbed.up(directory, progress=say, owned=owned))
 
     @classmethod
     def attach(cls, directory: Path) -> KubeBed:
