@@ -4,12 +4,17 @@ tracker.
 
 The local executor runs a message's command and args as a subprocess on this machine (the
 image is not used), with its env applied and activeDeadlineSeconds as the timeout. It
-reports the same transitions as a Job would."""
+reports the same transitions as a Job would. Each job runs in a session (and process group)
+of its own, and everything in that group ends with the job, as a pod's processes end with
+its container: a cancel, the deadline, the end of the job's main process and the runner's
+stop all signal the whole group (SIGTERM, then SIGKILL after a grace). A process that starts
+a session of its own (setsid, a daemon) leaves the group and is not followed."""
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import threading
 from collections.abc import Callable
@@ -70,16 +75,30 @@ class KubernetesExecutor:
 
 NAMESPACE = "local"
 OUTPUT_TAIL = 400  # characters of stderr kept for a failure message
+STOP_GRACE = 5.0  # seconds a job's processes get between SIGTERM and SIGKILL (gunicorn's too)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):  # the group has ended
+        pass
 
 
 class LocalExecutor:
     name = "local"
 
     def __init__(
-        self, *, tracker: Callable[[], Tracker], workdir: str | None = None, clock: Clock = SYSTEM_CLOCK
+        self,
+        *,
+        tracker: Callable[[], Tracker],
+        workdir: str | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        stop_grace: float = STOP_GRACE,
     ) -> None:
         self._tracker = tracker
         self.clock = clock
+        self.stop_grace = stop_grace
         self._workdir = workdir
         self._pending: dict[str, Message] = {}
         self._running: dict[str, subprocess.Popen[bytes]] = {}
@@ -117,14 +136,25 @@ class LocalExecutor:
         with self._mutex:
             self._pending.pop(name, None)
             proc = self._running.get(name)
-        if proc is not None:
-            proc.terminate()
+        if proc is not None:  # in the background: the caller is the leader's loop
+            threading.Thread(target=self._end, args=([proc],), name=f"kill-{name}", daemon=True).start()
 
     def stop(self) -> None:
+        """End every running job's processes (see `_end`), before returning."""
         with self._mutex:
             procs = list(self._running.values())
+        self._end(procs)
+
+    def _end(self, procs: list[subprocess.Popen[bytes]]) -> None:
+        """SIGTERM to each job's group, at most `stop_grace` seconds for the main processes to
+        exit, then SIGKILL to every group (whatever is left of it)."""
         for proc in procs:
-            proc.terminate()
+            _signal_group(proc.pid, signal.SIGTERM)
+        deadline = self.clock.monotonic() + self.stop_grace
+        while any(p.poll() is None for p in procs) and self.clock.monotonic() < deadline:
+            self.clock.sleep(0.05)
+        for proc in procs:
+            _signal_group(proc.pid, signal.SIGKILL)
 
     def _run(self, ref: JobRef, message: Message) -> None:
         tracker = self._tracker()
@@ -146,6 +176,7 @@ class LocalExecutor:
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.PIPE,
                     stdin=subprocess.DEVNULL,
+                    start_new_session=True,  # its own process group: ended as a whole
                 )
             except OSError as e:
                 tracker.exception(message.id, code="StartError", message=f"cannot run {argv[0]!r}: {e}")
@@ -164,12 +195,15 @@ class LocalExecutor:
                 _, err = proc.communicate(timeout=job.active_deadline_seconds)
                 code, reason = proc.returncode, "Error"
             except subprocess.TimeoutExpired:
-                proc.kill()
+                _signal_group(proc.pid, signal.SIGKILL)
                 _, err = proc.communicate()
                 code, reason = None, "DeadlineExceeded"
             finally:
                 with self._mutex:
                     self._running.pop(ref.name, None)
+                # The main process has ended: so does the rest of its group, as in a container
+                # (its pid stays the group's id while any member of the group lives).
+                _signal_group(proc.pid, signal.SIGKILL)
             duration = self.clock.monotonic() - started
             if code == 0:
                 tracker.completed(message.id, duration=duration, pod_name=ref.name, pod_uid=str(proc.pid))

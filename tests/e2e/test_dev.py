@@ -96,7 +96,7 @@ def test_ksr_dev_serves_on_http_server_port_without_port_option(tmp_path):
         )
     try:
         wait_for(lambda: _status_of(f"http://127.0.0.1:{port}/healthz") == 200, timeout=60, what=f"ksr dev on {port}")
-        assert f"status page http://127.0.0.1:{port}/" in out.read_text()
+        assert re.search(rf"^status page +http://127.0.0.1:{port}/ ", out.read_text(), flags=re.M)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, out.read_text()[-3000:]
     finally:
