@@ -210,6 +210,7 @@ def banner(runtime: DevRuntime, *, embedded: bool, runtime_file: Path) -> str:
         lines.append(f"    . {shlex.quote(str(Path(sys.prefix) / 'bin' / 'activate'))}")
     if embedded:
         lines.append(f"    export REDIS_URL={shlex.quote(runtime.redis_url)}")
+    lines.append(f"    export HTTP_SERVER_PORT={runtime.http_port}")  # for ksr health
     lines.append(f"    export KSR_DEV_WEBHOOK={shlex.quote(runtime.receiver_url)}")
     lines.append("")
     if not embedded:
