@@ -164,15 +164,17 @@ def test_a_signal_to_ksr_dev_leaves_no_job_process_behind(tmp_path, sig, ignores
         dev.close()
 
 
-def test_ksr_dev_listens_on_loopback_and_logs_the_address(tmp_path):
-    dev = DevProcess(dev_env(tmp_path), tmp_path / "dev.log")
+@pytest.mark.parametrize(("args", "bound"), [((), "127.0.0.1"), (("--host", "0.0.0.0"), "0.0.0.0")])
+def test_ksr_dev_listens_on_loopback_unless_told_and_logs_the_address(tmp_path, args, bound):
+    dev = DevProcess(dev_env(tmp_path), tmp_path / "dev.log", args=("--port", "0", *args))
     try:
         dev.wait_ready()
         port = _port_of(dev.status_url)
-        assert listening_addresses(port) == {"127.0.0.1"}
+        assert dev.status_url == f"http://127.0.0.1:{port}/"  # loopback reaches 0.0.0.0 too
+        assert listening_addresses(port) == {bound}
         wait_for(lambda: "Listening at: " in dev.output(), timeout=10, what="gunicorn's listening line")
         listening = re.findall(r"Listening at: (.*)", dev.output())
-        assert listening == [f"http://127.0.0.1:{port} ({dev.proc.pid and _gunicorn_pid(dev.output())})"]
+        assert listening == [f"http://{bound}:{port} ({_gunicorn_pid(dev.output())})"]
     finally:
         dev.close()
 
