@@ -127,7 +127,7 @@ class CliContext:
         """Settings.from_env(), with --redis-url winning over REDIS_URL; ConfigError -> exit 2.
         With neither, a running `ksr dev` found through its runtime file (_devfile.py)."""
         if self._settings is None:
-            self._settings = Settings.from_env(**self._redis_overrides())
+            self._settings = Settings.from_env(None, **self._redis_overrides())
         return self._settings
 
     def _redis_overrides(self) -> dict[str, str | None]:
