@@ -58,6 +58,7 @@ def test_ksr_dev_runs_the_samples_end_to_end(tmp_path):
     assert by_id["sample-env"] == [0, 1, 2]  # the env var reached the process
     assert by_id["sample-sleep"] == [0, 1, 2]
     assert by_id["sample-fail"] == [0, 1, 3]
+    assert '"message": "exit code 3: something broke"' in out  # the tail of the job's stderr
     assert "all 4 sample jobs finished" in out
 
 
