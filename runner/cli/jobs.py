@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from runner.cli._context import cli_context, fail, json_option
-from runner.cli._output import age_of_ms, emit_json, format_ms_time, print_table
+from runner.cli._output import DURATION, age_of_ms, emit_json, format_ms_time, print_table
 from runner.client import Client, Status
 from runner.durations import format_age
 from runner.lifecycle import State
@@ -118,14 +118,22 @@ def describe(status: Status) -> dict[str, Any]:
 
 @jobs.command("show")
 @click.argument("message_id")
+@click.option(
+    "--wait",
+    metavar="DURATION",
+    type=DURATION,
+    default=None,
+    help="First wait until the message ends (30s, 5m); exit 1 if it has not by then.",
+)
 @json_option
-def jobs_show(message_id: str, as_json: bool) -> None:
+def jobs_show(message_id: str, wait: float | None, as_json: bool) -> None:
     """One message by id: where it is now (scheduled for T, pending in stream S, running,
     finished; a dead letter with its reason and dead entry), its Job and pod, the callbacks
     sent and how their delivery went, timestamps, and the error if any. Exit 1 when nothing
     is known of it."""
     obj = cli_context()
-    status = Client(obj.settings(), redis_client=obj.redis()).status(message_id)
+    client = Client(obj.settings(), redis_client=obj.redis())
+    status = client.status(message_id) if wait is None else client.wait(message_id, wait)
     doc = describe(status)
     if as_json:
         emit_json(doc)

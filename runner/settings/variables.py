@@ -723,7 +723,7 @@ HTTP_HOST = Variable(
     parse=text,
     default="0.0.0.0",
     unit="address",
-    help="Address gunicorn binds (tests use `127.0.0.1`).",
+    help="Address gunicorn binds (tests use `127.0.0.1`). `ksr dev` binds `127.0.0.1` unless `--host` (or this variable) says otherwise.",
 )
 HTTP_WORKERS = Variable(
     name="KSR_HTTP_WORKERS",

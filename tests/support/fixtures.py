@@ -162,3 +162,16 @@ def image() -> str:
     if tried.returncode != 0:
         containers.unavailable(tried.stderr.strip()[-2000:])
     return containers.build_image()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_ksr_dev_of_the_user(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """`ksr` without REDIS_URL uses a running `ksr dev` found through its runtime file under
+    XDG_RUNTIME_DIR (runner/cli/_devfile.py): a test must never find the user's own."""
+    saved = os.environ.get("XDG_RUNTIME_DIR")
+    os.environ["XDG_RUNTIME_DIR"] = str(tmp_path_factory.mktemp("xdg-runtime"))
+    yield
+    if saved is None:
+        os.environ.pop("XDG_RUNTIME_DIR", None)
+    else:
+        os.environ["XDG_RUNTIME_DIR"] = saved
