@@ -113,6 +113,8 @@ class JobFinished:
 
     outcome: State
     duration: float | None  # seconds from created to finished, when known
+    service: str = ""  # the message's `service`, from the Job's record
+    namespace: str = ""  # the Job's namespace
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,14 @@ STREAM_GAUGES = (
 )
 
 
+def _job_outcomes(s: Samples) -> dict[tuple[str, str, str], float]:
+    """ksr_jobs_finished_total as (outcome, job_service, job_namespace) -> count."""
+    return {
+        (d["outcome"], d["job_service"], d["job_namespace"]): v
+        for d, v in ((dict(k), v) for k, v in s.labelled("ksr_jobs_finished_total").items())
+    }
+
+
 def test_every_dashboard_and_alert_metric_has_the_value_the_workload_implies(
     redis_server, redis_client, receiver, tmp_path
 ):
@@ -79,6 +87,8 @@ def test_every_dashboard_and_alert_metric_has_the_value_the_workload_implies(
         assert s.get("ksr_dispatch_latency_seconds_bucket", le="+Inf") == 7
         # Jobs
         assert s.by_label("ksr_jobs_finished_total", "outcome") == {"completed": 5, "failed": 2}
+        # by the message's service and the Job's namespace (the local executor's is "local")
+        assert _job_outcomes(s) == {("completed", "example", "local"): 5, ("failed", "example", "local"): 2}
         assert s.get("ksr_job_duration_seconds_count") == 7
         assert s.get("ksr_job_duration_seconds_bucket", le="+Inf") == 7
         assert 0 < (s.get("ksr_job_duration_seconds_sum") or 0) < 7 * 30
@@ -185,12 +195,14 @@ def test_kubernetes_api_and_job_metrics_count_the_requests_the_workload_made(
 
         def settled() -> Samples | None:
             s = scrape(pod.port)
-            done = s.value("ksr_jobs_finished_total", outcome="failed") == 1 and s.get("ksr_active_jobs") == 0
+            done = s.total("ksr_jobs_finished_total", outcome="failed") == 1 and s.get("ksr_active_jobs") == 0
             released = s.value("ksr_kube_requests_total", verb="patch", code="200") == 4
             return s if done and released else None
 
         s = wait_for(settled, timeout=30, what="the metrics to reflect the finished workload")
         assert s.by_label("ksr_jobs_finished_total", "outcome") == {"completed": 3, "failed": 1}
+        # by the message's service and the Job's namespace: which producer is failing
+        assert _job_outcomes(s) == {("completed", "example", namespace): 3, ("failed", "ksr-test-fail", namespace): 1}
         assert s.get("ksr_job_duration_seconds_count") == 4
         assert s.by_label("ksr_messages_total", "outcome") == {"dispatched": 4}
         assert s.get("ksr_dispatch_latency_seconds_count") == 4

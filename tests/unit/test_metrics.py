@@ -175,3 +175,46 @@ def test_sampled_streams_export_a_zero_group_recreated_counter(fresh):
     assert value(registry, "ksr_redis_group_recreated_total", stream="ksr:jobs:b") == 0
     observer(GroupRecreated("ksr:jobs:b"))
     assert value(registry, "ksr_redis_group_recreated_total", stream="ksr:jobs:b") == 1
+
+
+def test_job_outcomes_by_service_and_namespace_keep_the_first_n_values_and_fold_the_rest_into_other(fresh):
+    """A producer naming a new service per message cannot grow ksr_jobs_finished_total past
+    the cap: the first N services (and, apart, namespaces) keep their name, the rest are `other`."""
+    from runner.metrics import MetricsObserver
+    from runner.signals import JobFinished
+
+    m, registry = fresh
+    observe = MetricsObserver(lambda: m, max_label_values=3)
+    for i in range(10):  # svc-0..svc-9, two Jobs each, in ns-0..ns-4
+        for outcome in ("completed", "failed"):
+            observe(JobFinished(outcome, 1.0, service=f"svc-{i}", namespace=f"ns-{i % 5}"))
+    observe(JobFinished("completed", 1.0, service="svc-1", namespace="ns-1"))  # a kept value stays kept
+    observe(JobFinished("exception", None))  # a record without service or namespace
+
+    samples = {
+        tuple(s.labels[k] for k in ("outcome", "job_service", "job_namespace")): s.value
+        for family in registry.collect()
+        if family.name == "ksr_jobs_finished"
+        for s in family.samples
+        if s.name == "ksr_jobs_finished_total"
+    }
+    assert {service for _, service, _ in samples} == {"svc-0", "svc-1", "svc-2", "other"}
+    assert {namespace for _, _, namespace in samples} == {"ns-0", "ns-1", "ns-2", "other"}
+    assert samples[("completed", "svc-1", "ns-1")] == 2
+    assert samples[("failed", "svc-2", "ns-2")] == 1
+    # svc-3..svc-9 in ns-3, ns-4 (other) and ns-0..ns-2 (kept): 7 per outcome, nothing lost
+    assert sum(v for (o, svc, _), v in samples.items() if o == "completed" and svc == "other") == 7
+    assert samples[("failed", "other", "other")] == 4  # svc-3, svc-4, svc-8, svc-9
+    assert samples[("exception", "other", "other")] == 1  # "unknown" came after the cap was full
+    assert sum(samples.values()) == 22
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+def test_a_label_cap_below_one_is_refused(limit):
+    with pytest.raises(ValueError, match="at least 1"):
+        metrics.CappedLabel(limit)
+
+
+def test_an_empty_service_is_unknown_not_an_empty_label():
+    cap = metrics.CappedLabel(2)
+    assert [cap(""), cap("a"), cap("b"), cap("")] == ["unknown", "a", "other", "unknown"]
