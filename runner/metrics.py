@@ -40,7 +40,7 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from runner.lifecycle import DispatchOutcome
+from runner.lifecycle import DispatchOutcome, State
 from runner.signals import (
     ActiveJobs,
     Beat,
@@ -91,6 +91,7 @@ MESSAGE_OUTCOMES = tuple(o.value for o in DispatchOutcome)
 # (docs/operations.md, "Job outcomes by service and namespace"). Not `service`/`namespace`:
 # a ServiceMonitor's scrape sets those target labels and would rename ours `exported_*`.
 DEFAULT_LABEL_VALUES = 20
+JOB_OUTCOMES = (State.COMPLETED, State.FAILED, State.EXCEPTION, State.CANCELLED)  # a JobFinished's
 LABEL_OTHER = "other"
 LABEL_UNKNOWN = "unknown"  # a record that holds no service (written before it was kept)
 
@@ -317,8 +318,10 @@ class MetricsObserver:
                     self._zero_leader_gauges(m)
             case MessageHandled(outcome=outcome):
                 m.count_message(outcome)
-            case Dispatched(latency=latency):
+            case Dispatched(latency=latency, service=service, namespace=namespace):
                 m.dispatch_latency.observe(max(0.0, latency))
+                if service:
+                    self._job_outcomes_at_zero(m, service, namespace)
             case JobFinished(outcome=outcome, duration=duration, service=service, namespace=namespace):
                 m.jobs_finished.labels(
                     outcome=str(outcome), job_service=self._service(service), job_namespace=self._namespace(namespace)
@@ -344,6 +347,14 @@ class MetricsObserver:
                 m.schedule_ticks.labels(entry=entry, outcome=outcome).inc(count)
             case Cancelled(stage=stage):
                 m.cancellations.labels(stage=stage).inc()
+
+    def _job_outcomes_at_zero(self, m: Metrics, service: str, namespace: str) -> None:
+        # A counter series first scraped at 1 is invisible to increase() and rate(): a
+        # producer's first failed Job would show as 0 on the dashboard. So every outcome of
+        # a (service, namespace) exists at 0 from its first Job's creation on.
+        labels = {"job_service": self._service(service), "job_namespace": self._namespace(namespace)}
+        for outcome in JOB_OUTCOMES:
+            m.jobs_finished.labels(outcome=outcome.value, **labels)
 
     def _zero_leader_gauges(self, m: Metrics) -> None:
         # Only the leader samples streams and counts active Jobs. A former leader's last

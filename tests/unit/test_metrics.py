@@ -218,3 +218,23 @@ def test_a_label_cap_below_one_is_refused(limit):
 def test_an_empty_service_is_unknown_not_an_empty_label():
     cap = metrics.CappedLabel(2)
     assert [cap(""), cap("a"), cap("b"), cap("")] == ["unknown", "a", "other", "unknown"]
+
+
+def test_a_dispatched_job_makes_every_outcome_of_its_service_exist_at_zero(fresh):
+    """increase() cannot see the first increment of a series born at 1: so the outcomes of a
+    (service, namespace) exist at 0 once its first Job is created, before any of them ends."""
+    from runner.metrics import MetricsObserver
+    from runner.signals import Dispatched, JobFinished
+
+    m, registry = fresh
+    observe = MetricsObserver(lambda: m, max_label_values=1)
+    observe(Dispatched(0.1, service="billing", namespace="jobs"))
+    labels = {"job_service": "billing", "job_namespace": "jobs"}
+    outcomes = ("completed", "failed", "exception", "cancelled")
+    assert {o: value(registry, "ksr_jobs_finished_total", outcome=o, **labels) for o in outcomes} == dict.fromkeys(
+        outcomes, 0
+    )
+    observe(JobFinished("failed", 3.0, **{"service": "billing", "namespace": "jobs"}))
+    observe(Dispatched(0.1, service="reports", namespace="jobs"))  # past the cap of 1: other/jobs
+    assert value(registry, "ksr_jobs_finished_total", outcome="failed", **labels) == 1
+    assert value(registry, "ksr_jobs_finished_total", outcome="failed", job_service="other", job_namespace="jobs") == 0
