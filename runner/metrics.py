@@ -95,6 +95,8 @@ JOB_OUTCOMES = (State.COMPLETED, State.FAILED, State.EXCEPTION, State.CANCELLED)
 LABEL_OTHER = "other"
 LABEL_UNKNOWN = "unknown"  # a record that holds no service (written before it was kept)
 
+CANCEL_STAGES = ("scheduled", "pending", "running")  # a Cancelled's stage
+
 # Entry id time -> Job created: milliseconds when idle, minutes when a backlog drains.
 DISPATCH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 JOB_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 43200, 86400)
@@ -151,6 +153,8 @@ class Metrics:
         )
         # -- messages
         self.messages = Counter("ksr_messages", "Messages handled, by outcome", ["outcome"], registry=r)
+        for outcome in MESSAGE_OUTCOMES:  # at 0 from the start: increase() cannot see a series' first sample
+            self.messages.labels(outcome=outcome)
         self.messages_processed = Counter(
             "ksr_messages_processed",
             "Messages acked (dispatched, duplicate, invalid, dead-lettered, scheduled or cancelled)",
@@ -218,6 +222,8 @@ class Metrics:
         self.cancellations = Counter(
             "ksr_cancellations", "Messages cancelled, by stage (scheduled, pending, running)", ["stage"], registry=r
         )
+        for stage in CANCEL_STAGES:  # at 0, as above: a first cancellation is one the dashboard must show
+            self.cancellations.labels(stage=stage)
         # -- liveness
         self.loop_heartbeat = Gauge(
             "ksr_loop_heartbeat_timestamp_seconds",

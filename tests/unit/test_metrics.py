@@ -238,3 +238,17 @@ def test_a_dispatched_job_makes_every_outcome_of_its_service_exist_at_zero(fresh
     observe(Dispatched(0.1, service="reports", namespace="jobs"))  # past the cap of 1: other/jobs
     assert value(registry, "ksr_jobs_finished_total", outcome="failed", **labels) == 1
     assert value(registry, "ksr_jobs_finished_total", outcome="failed", job_service="other", job_namespace="jobs") == 0
+
+
+def test_counters_with_a_known_label_domain_exist_at_zero_before_anything_happens(fresh):
+    """A series first scraped at 1 is invisible to increase(): the dashboard's first
+    invalid message or first cancellation would read 0."""
+    _, registry = fresh
+    assert {o: value(registry, "ksr_messages_total", outcome=o) for o in metrics.MESSAGE_OUTCOMES} == dict.fromkeys(
+        metrics.MESSAGE_OUTCOMES, 0
+    )
+    assert {s: value(registry, "ksr_cancellations_total", stage=s) for s in metrics.CANCEL_STAGES} == {
+        "scheduled": 0,
+        "pending": 0,
+        "running": 0,
+    }
