@@ -341,6 +341,7 @@ class MetricsObserver:
                 m.set_stream_stats(stats)
                 for stream in stats:  # a labelled counter has no series until its child exists
                     m.group_recreated.labels(stream=stream)
+                    m.scheduled_moved.labels(stream=stream)
             case GroupRecreated(stream=stream):
                 m.group_recreated.labels(stream=stream).inc()
             case KubeRequest(verb=verb, code=code, seconds=seconds):

@@ -173,6 +173,7 @@ def test_sampled_streams_export_a_zero_group_recreated_counter(fresh):
     observer(StreamsSampled({"ksr:jobs:a": row, "ksr:jobs:b": row}))
     assert value(registry, "ksr_redis_group_recreated_total", stream="ksr:jobs:a") == 0
     assert value(registry, "ksr_redis_group_recreated_total", stream="ksr:jobs:b") == 0
+    assert value(registry, "ksr_scheduled_moved_total", stream="ksr:jobs:a") == 0  # the same, for a first move
     observer(GroupRecreated("ksr:jobs:b"))
     assert value(registry, "ksr_redis_group_recreated_total", stream="ksr:jobs:b") == 1
 

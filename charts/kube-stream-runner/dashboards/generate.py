@@ -238,7 +238,7 @@ def streams() -> list[Builder[Any]]:
         per_stream("Stream length", "ksr_stream_length", "XLEN of each stream."),
         per_stream("Pending", "ksr_stream_pending", "Delivered to the group and not acked."),
         per_stream("Lag", "ksr_stream_lag", "Not yet delivered to the group."),
-        per_stream("Dead letters", "ksr_stream_dead_letters", "Length of `<stream>:dead`."),
+        per_stream("Dead letters per stream", "ksr_stream_dead_letters", "Length of `<stream>:dead`."),
         per_stream("Still to handle (lag + pending)", "ksr_queue_length", "The backlog, per stream."),
     ]
 
@@ -273,7 +273,7 @@ def messages() -> list[Builder[Any]]:
 def jobs() -> list[Builder[Any]]:
     by = "job_service, job_namespace"
     return [
-        graph("Active Jobs", units.Short, [(f"max({on_leader(m('ksr_active_jobs'))})", "active")]),
+        graph("Active Jobs over time", units.Short, [(f"max({on_leader(m('ksr_active_jobs'))})", "active")]),
         graph(
             "Finished Jobs by outcome",
             units.OpsPerSecond,
