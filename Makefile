@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 4
 
 .PHONY: run test setup testbed go-example image unit lint clean
-.PHONY: soak
+.PHONY: soak dashboard
 
 # A virtualenv with the package (editable) and the test tools; redone when packaging changes.
 # The producer client (clients/python) is a dependency of the runner, installed from here.
@@ -44,6 +44,10 @@ test: setup testbed go-example lint
 # The long forms of the time-bound tests: the 5-minute callback outage (make test runs 60 s).
 soak: setup
 	KSR_TEST_CALLBACK_OUTAGE=300 $(BIN)/python -m pytest -q -ra $(PYTEST_ARGS) tests/e2e/test_callback_outage.py
+
+# The chart's Grafana dashboard from its generator (tests/unit/test_dashboard.py checks they agree).
+dashboard: $(BIN)/ksr
+	$(BIN)/python charts/kube-stream-runner/dashboards/generate.py
 
 unit: $(BIN)/ksr
 	$(BIN)/python -m pytest -q tests/unit

@@ -233,7 +233,9 @@ class Tracker:
                 return False
         self.signals.emit(Cancelled(stage))
         if record.has_job:
-            self.signals.emit(JobFinished(outcome=State.CANCELLED, duration=None))
+            self.signals.emit(
+                JobFinished(outcome=State.CANCELLED, duration=None, service=record.service, namespace=record.namespace)
+            )
         self._on_finished()
         with log_context(message_id=message_id):
             log.info("message %s cancelled while %s", message_id, stage)
@@ -334,7 +336,9 @@ class Tracker:
         self._emit(message_id, status, detail, record)
         state = _TERMINAL_STATE[status]
         self.state.finish(message_id, state, term=self._term())
-        self.signals.emit(JobFinished(outcome=state, duration=duration))
+        self.signals.emit(
+            JobFinished(outcome=state, duration=duration, service=record.service, namespace=record.namespace)
+        )
         with log_context(message_id=message_id, job_name=record.job_name):
             log.info("job %s ended: %s %s", record.job_name, state, detail)
         self._on_finished()

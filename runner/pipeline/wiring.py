@@ -63,7 +63,7 @@ def build_runner(
     (`ksr run` adds the status board's); `api_client` is the apiserver's, from the
     kubeconfig (or the pod's service account) when not given and one is needed."""
     s = settings
-    signals = Signals([MetricsObserver(), *observers], clock=clock)
+    signals = Signals([MetricsObserver(max_label_values=s.server.metrics_max_label_values), *observers], clock=clock)
     client = redis_client(s)
     reader = StreamReader(
         client,

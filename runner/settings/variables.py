@@ -796,6 +796,15 @@ MULTIPROC_DIR = Variable(
     help="prometheus_client's multiprocess directory: metric files of every process of the pod. "
     "`ksr run` wipes it at start.",
 )
+METRICS_MAX_LABEL_VALUES = Variable(
+    name="KSR_METRICS_MAX_LABEL_VALUES",
+    path="server.metrics_max_label_values",
+    parse=integer(minimum=1, maximum=1000),
+    default=20,
+    unit="values",
+    help="`ksr_jobs_finished_total` keeps this many distinct `job_service` values, and as many `job_namespace` "
+    "values, per process (the first seen); later ones are counted as `other` (1..1000, docs/operations.md).",
+)
 
 SCHEDULE_POLL = Variable(
     name="KSR_SCHEDULE_POLL",
@@ -936,6 +945,7 @@ SECTIONS: tuple[Section, ...] = (
             LOG_LEVEL,
             RUNTIME_DIR,
             MULTIPROC_DIR,
+            METRICS_MAX_LABEL_VALUES,
         ),
     ),
     Section(

@@ -161,6 +161,10 @@ class StateRecord(Mapping[str, str]):
         return self._text(Field.NAMESPACE)
 
     @property
+    def service(self) -> str:
+        return self._text(Field.SERVICE)
+
+    @property
     def job_uid(self) -> str:
         return self._text(Field.JOB_UID)
 
