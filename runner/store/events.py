@@ -26,7 +26,16 @@ from election.clock import SYSTEM_CLOCK
 from runner.store.errors import redis_errors
 from runner.store.replies import text
 
-__all__ = ["DEFAULT_MAXLEN", "EVENTS_STREAM", "Event", "NewEvent", "append_event", "new_event", "read_events"]
+__all__ = [
+    "DEFAULT_MAXLEN",
+    "EVENTS_STREAM",
+    "Event",
+    "NewEvent",
+    "append_event",
+    "new_event",
+    "parse_event",
+    "read_events",
+]
 
 EVENTS_STREAM = "ksr:events"
 DEFAULT_MAXLEN = 100_000
@@ -110,7 +119,7 @@ def read_events(
         else:
             reply = redis_client.xread({stream: after}, count=count, block=block_ms)
             rows = _entries(reply)
-    return [_parse(i, f) for i, f in rows or []]
+    return [parse_event(i, f) for i, f in rows or []]
 
 
 def _entries(reply: Any) -> list[Any]:
@@ -124,7 +133,8 @@ def _entries(reply: Any) -> list[Any]:
     return []
 
 
-def _parse(event_id: Any, fields: Any) -> Event:
+def parse_event(event_id: Any, fields: Any) -> Event:
+    """One entry of the events stream as XRANGE / XREVRANGE return it."""
     job = fields.get(b"job")
     try:
         detail = json.loads(fields.get(b"detail", b"{}"))
