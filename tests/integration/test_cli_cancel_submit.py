@@ -4,6 +4,8 @@ UTC offset, durations for people: against a real redis-server."""
 from __future__ import annotations
 
 import json
+import time
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import redis
@@ -72,8 +74,11 @@ def test_at_without_an_offset_is_a_usage_error_naming_at(env: dict[str, str], re
     assert naive.exit_code == 2, naive.output
     assert "'--at'" in naive.stderr and "UTC offset" in naive.stderr
     assert not redis_client.exists(STREAM)
-    good = ksr(env, "submit", "--at", "2030-01-01T00:00:00+01:00", "-", stdin=json.dumps(message("t-1", "default")))
+    soon = datetime.fromtimestamp(time.time() + 3600, tz=timezone(timedelta(hours=1))).isoformat(timespec="seconds")
+    good = ksr(env, "submit", "--at", soon, "-", stdin=json.dumps(message("t-1", "default")))
     assert good.exit_code == 0, good.output
+    (entry,) = redis_client.xrange(STREAM)
+    assert json.loads(entry[1][b"payload"])["runAt"] == soon
 
 
 def test_scheduled_list_says_in_how_long_for_people(env: dict[str, str], redis_client: redis.Redis) -> None:
