@@ -112,3 +112,42 @@ def test_callbacks_of_a_message_without_a_webhook_say_no_webhook(
     assert "callback 0   no webhook (an event only)" in result.stdout
     doc = json.loads(ksr(env, "jobs", "show", "n-1", "--json").stdout)
     assert [c["delivery"] for c in doc["callbacks"]] == ["no webhook"]
+
+
+def test_jobs_list_filters_newest_first(env: dict[str, str], redis_client: redis.Redis) -> None:
+    from runner.lifecycle import State
+    from runner.store.events import append_event
+    from runner.store.state import StateStore
+
+    store = StateStore(redis_client, ttl_seconds=3600)
+    for n, (stream, service, ns, state) in enumerate(
+        [
+            (STREAM, "a", "ns1", State.COMPLETED),
+            ("ksr:jobs:low", "b", "ns1", State.FAILED),
+            (STREAM, "b", "ns2", State.COMPLETED),
+        ]
+    ):
+        mid = f"l-{n}"
+        store.claim(mid, stream=stream, entry_id="1-0")
+        store.record_job(mid, job_name=f"job-{n}", namespace=ns, job_uid="u", service=service)
+        store.finish(mid, state)
+        append_event(redis_client, message_id=mid, status=2 if state is State.COMPLETED else 3, detail={})
+    store.claim("live-1", stream=STREAM, entry_id="2-0")  # a live Job with no event: listed too
+    store.record_job("live-1", job_name="job-live", namespace="ns1", job_uid="u", service="a")
+
+    def ids(*args: str) -> list[str]:
+        result = ksr(env, "jobs", "list", "--json", *args)
+        assert result.exit_code == 0, result.output
+        return [r["message_id"] for r in json.loads(result.stdout)]
+
+    assert ids() == ["live-1", "l-2", "l-1", "l-0"]
+    assert ids("--state", "completed") == ["l-2", "l-0"]
+    assert ids("--stream", "ksr:jobs:low") == ["l-1"]
+    assert ids("--service", "b", "--namespace", "ns2") == ["l-2"]
+    assert ids("--since", "1h", "--state", "failed") == ["l-1"]
+    assert ids("--since", "2999-01-01T00:00:00+00:00") == []
+    assert ids("--limit", "2") == ["live-1", "l-2"]
+    bad = ksr(env, "jobs", "list", "--since", "yesterday")
+    assert bad.exit_code == 2 and "'--since'" in bad.output
+    naive = ksr(env, "jobs", "list", "--since", "2026-01-01T00:00:00")
+    assert naive.exit_code == 2 and "UTC offset" in naive.output
