@@ -14,7 +14,6 @@ Pausing and resuming are one HSET / HDEL each: nothing to get half done.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import redis
@@ -55,11 +54,10 @@ class PauseStore:
     def paused_streams(self) -> dict[str, Paused]:
         return self._all(self.streams_key)
 
-    def unpaused(self, streams: Iterable[str]) -> list[str]:
-        """`streams` without the paused ones, in their order: what the reader may read."""
+    def paused_names(self) -> set[str]:
+        """The paused streams' names (one HKEYS): what the leader's reader skips."""
         with redis_errors():
-            paused = {text(n) for n in self.redis.hkeys(self.streams_key)}
-        return [s for s in streams if s not in paused]
+            return {text(n) for n in self.redis.hkeys(self.streams_key)}
 
     # -- schedules ---------------------------------------------------------------------------
     def suspend_schedule(self, name: str, *, at_ms: int, by: str = "") -> bool:
