@@ -174,7 +174,12 @@ def _scheduler(
     streams = s.streams.streams
     schedules = load_schedules(s.schedule.schedules_file, streams=streams, default_stream=s.streams.default_stream)
     store = ScheduledStore(client, streams=streams, record_prefix=s.state.key_prefix)
-    beat = Ticker(client, schedules, signals=signals, poll=s.schedule.poll) if schedules else None
+    pauses = PauseStore(client, namespace=pause_namespace(s.state.active_key))
+    beat = (
+        Ticker(client, schedules, signals=signals, poll=s.schedule.poll, suspended=pauses.suspended_names)
+        if schedules
+        else None
+    )
     cancels = Cancels(redis_client=client, state=state, tracker=tracker, delete_job=delete_job)
     return Scheduler(
         store=store, beat=beat, cancels=cancels, poll=s.schedule.poll, signals=signals, wall_clock=redis_time

@@ -66,6 +66,11 @@ class PauseStore:
     def resume_schedule(self, name: str) -> bool:
         return self._del(self.schedules_key, name)
 
+    def suspended_names(self) -> set[str]:
+        """The suspended schedules' names (one HKEYS): what the cron ticker skips."""
+        with redis_errors():
+            return {text(n) for n in self.redis.hkeys(self.schedules_key)}
+
     def suspended_schedules(self) -> dict[str, Paused]:
         return self._all(self.schedules_key)
 
