@@ -35,6 +35,7 @@ __all__ = [
     "parse_message",
     "payload_id",
     "peek_message_id",
+    "rfc3339_problem",
 ]
 
 T = TypeVar("T")
@@ -369,6 +370,14 @@ def _timing(c: _Checker, raw: Mapping[str, Any]) -> tuple[float | None, float | 
         else:
             delay_seconds = float(delay)
     return run_at, delay_seconds
+
+
+def rfc3339_problem(value: str) -> str | None:
+    """What is wrong with `value` as a runAt time (the message's own rule), or None: for
+    an option that sets runAt (`ksr submit --at`) to name itself in the error."""
+    c = _Checker()
+    parse_rfc3339(c, value)
+    return c.problems[0][1] if c.problems else None
 
 
 def parse_rfc3339(c: _Checker, value: Any, path: str = "runAt") -> float | None:

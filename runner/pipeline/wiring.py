@@ -35,6 +35,7 @@ from runner.schedules.ticker import Ticker
 from runner.settings import Settings
 from runner.signals import GroupRecreated, Observer, Signals
 from runner.store.connection import connect
+from runner.store.pause import PauseStore, pause_namespace
 from runner.store.redis_time import RedisTime
 from runner.store.schedule import ScheduledStore
 from runner.store.state import StateStore
@@ -72,6 +73,7 @@ def build_runner(
         consumer=s.identity.pod_name,
         count=s.streams.read_count,
         block_ms=s.streams.block_ms,
+        paused=PauseStore(client, namespace=pause_namespace(s.state.active_key)).paused_names,
     )
     reader.on_group_recreated.append(lambda stream: signals.emit(GroupRecreated(stream)))
     state = StateStore.from_settings(client, s)
@@ -172,7 +174,12 @@ def _scheduler(
     streams = s.streams.streams
     schedules = load_schedules(s.schedule.schedules_file, streams=streams, default_stream=s.streams.default_stream)
     store = ScheduledStore(client, streams=streams, record_prefix=s.state.key_prefix)
-    beat = Ticker(client, schedules, signals=signals, poll=s.schedule.poll) if schedules else None
+    pauses = PauseStore(client, namespace=pause_namespace(s.state.active_key))
+    beat = (
+        Ticker(client, schedules, signals=signals, poll=s.schedule.poll, suspended=pauses.suspended_names)
+        if schedules
+        else None
+    )
     cancels = Cancels(redis_client=client, state=state, tracker=tracker, delete_job=delete_job)
     return Scheduler(
         store=store, beat=beat, cancels=cancels, poll=s.schedule.poll, signals=signals, wall_clock=redis_time

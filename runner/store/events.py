@@ -27,7 +27,16 @@ from ksr_client.entries import entries_of
 from runner.store.errors import redis_errors
 from runner.store.replies import text
 
-__all__ = ["DEFAULT_MAXLEN", "EVENTS_STREAM", "Event", "NewEvent", "append_event", "new_event", "read_events"]
+__all__ = [
+    "DEFAULT_MAXLEN",
+    "EVENTS_STREAM",
+    "Event",
+    "NewEvent",
+    "append_event",
+    "new_event",
+    "parse_event",
+    "read_events",
+]
 
 EVENTS_STREAM = "ksr:events"
 DEFAULT_MAXLEN = 100_000
@@ -111,10 +120,11 @@ def read_events(
         else:
             reply = redis_client.xread({stream: after}, count=count, block=block_ms)
             rows = entries_of(reply)
-    return [_parse(i, f) for i, f in rows or []]
+    return [parse_event(i, f) for i, f in rows or []]
 
 
-def _parse(event_id: Any, fields: Any) -> Event:
+def parse_event(event_id: Any, fields: Any) -> Event:
+    """One entry of the events stream as XRANGE / XREVRANGE return it."""
     job = fields.get(b"job")
     try:
         detail = json.loads(fields.get(b"detail", b"{}"))
