@@ -44,8 +44,18 @@ NOT_RUNNABLE: dict[tuple[str, str], tuple[str, ...]] = {
     ("docs/deploy.md", "kubectl get jobs -n NS -l app.kubernetes.io/managed-by=kube-stream-runner -o name |"): (
         "untested: the manual finalizer removal after an uninstall; the finalizer itself: tests/unit/test_kube_api.py",
     ),
-    ("docs/deploy.md", ".venv/bin/python -m pytest -q tests/integration/test_chart.py"): (
-        "tests/integration/test_chart.py",
+    (
+        "docs/deploy.md",
+        ".venv/bin/python -m pytest -q tests/integration/test_chart.py tests/integration/test_chart_hooks.py \\",
+    ): ("tests/integration/test_chart.py", "tests/integration/test_chart_hooks.py"),
+    (
+        "docs/producer.md",
+        "make go-example     # builds it once into ~/.cache/kube-stream-runner/bin/, keyed by its sources",
+    ): (
+        "tests/integration/test_go_producer.py",  # make test builds it first; the test runs the binary
+    ),
+    ("docs/producer.md", "pip install ./clients/python        # from a checkout; brings redis, nothing else"): (
+        "tests/integration/test_producer_client.py",  # installs it with pip into a fresh venv
     ),
     (
         "docs/deploy.md",
