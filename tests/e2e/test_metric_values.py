@@ -94,7 +94,10 @@ def test_every_dashboard_and_alert_metric_has_the_value_the_workload_implies(
         assert s.get("ksr_dispatch_latency_seconds_count") == 7
         assert s.get("ksr_dispatch_latency_seconds_bucket", le="+Inf") == 7
         # Jobs
-        assert {o: n for o, n in s.by_label("ksr_jobs_finished_total", "outcome").items() if n} == {"completed": 5, "failed": 2}
+        assert {o: n for o, n in s.by_label("ksr_jobs_finished_total", "outcome").items() if n} == {
+            "completed": 5,
+            "failed": 2,
+        }
         # by the message's service and the Job's namespace (the local executor's is "local")
         assert _job_outcomes(s) == {
             **{(o, "example", "local"): 0 for o in ("exception", "cancelled")},  # at 0 from the first Job on
@@ -212,7 +215,10 @@ def test_kubernetes_api_and_job_metrics_count_the_requests_the_workload_made(
             return s if done and released else None
 
         s = wait_for(settled, timeout=30, what="the metrics to reflect the finished workload")
-        assert {o: n for o, n in s.by_label("ksr_jobs_finished_total", "outcome").items() if n} == {"completed": 3, "failed": 1}
+        assert {o: n for o, n in s.by_label("ksr_jobs_finished_total", "outcome").items() if n} == {
+            "completed": 3,
+            "failed": 1,
+        }
         # by the message's service and the Job's namespace: which producer is failing
         outcomes = _job_outcomes(s)
         assert {k: v for k, v in outcomes.items() if v} == {

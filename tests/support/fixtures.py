@@ -77,7 +77,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if run_dir is None:
         return
     if (run_dir / "deaths.log").exists():
-        print(f"kube-testenv: components of the shared bed died:\n{(run_dir / 'deaths.log').read_text()}", file=sys.stderr)
+        print(
+            f"kube-testenv: components of the shared bed died:\n{(run_dir / 'deaths.log').read_text()}", file=sys.stderr
+        )
     if (run_dir / "kube" / "state.json").exists():
         from tests.support.kube import testbed
 

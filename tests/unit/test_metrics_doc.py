@@ -57,6 +57,10 @@ def test_the_docs_name_only_series_that_exist() -> None:
     for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         for name in set(re.findall(r"\bksr_[a-z_]+\b", page.read_text())):
             # a prefix such as `ksr_stream_*` names a family of series
-            if name not in series and name not in not_series and not (name.endswith("_") and any(s.startswith(name) for s in series)):
+            if (
+                name not in series
+                and name not in not_series
+                and not (name.endswith("_") and any(s.startswith(name) for s in series))
+            ):
                 unknown.setdefault(page.name, []).append(name)
     assert not unknown, f"docs name ksr_ series that runner/metrics.py does not define: {unknown}"
