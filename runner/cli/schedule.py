@@ -14,6 +14,7 @@ from runner.client import AlreadyFinished, Client
 from runner.inspect import Layout, find
 from runner.schedules.config import load_schedules
 from runner.schedules.overview import iso, schedule_rows
+from runner.store.pause import PauseStore, pause_namespace
 
 __all__ = ["cancel", "scheduled", "schedules"]
 
@@ -108,3 +109,36 @@ def schedules_list(as_json: bool) -> None:
         ],
         empty="no schedules (KSR_SCHEDULES unset or empty)",
     )
+
+
+def _pauses() -> tuple[PauseStore, set[str]]:
+    obj = cli_context()
+    settings = obj.settings()
+    names = {
+        e.name
+        for e in load_schedules(
+            settings.schedule.schedules_file,
+            streams=settings.streams.streams,
+            default_stream=settings.streams.default_stream,
+        )
+    }
+    return PauseStore(obj.redis(), namespace=pause_namespace(settings.state.active_key)), names
+
+
+@schedules.command("pause")
+@click.argument("name")
+def schedules_pause(name: str) -> None:
+    """Suspend schedule NAME: it fires nothing until resumed, and never catches up."""
+    store, names = _pauses()
+    if name not in names:
+        raise click.BadParameter(f"{name!r} is not a schedule of KSR_SCHEDULES", param_hint="'NAME'")
+    changed = store.suspend_schedule(name, at_ms=int(SYSTEM_CLOCK.time() * 1000))
+    click.echo(f"suspended {name}" if changed else f"{name} was suspended already")
+
+
+@schedules.command("resume")
+@click.argument("name")
+def schedules_resume(name: str) -> None:
+    """Resume schedule NAME from its next tick on."""
+    store, _ = _pauses()
+    click.echo(f"resumed {name}" if store.resume_schedule(name) else f"{name} was not suspended")
