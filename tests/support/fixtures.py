@@ -92,10 +92,18 @@ def _start_kube(directory: Path, *, owned: bool = True):
 
     if not binaries_built():
         _unavailable("Kubernetes test bed", "binaries not built; run `scripts/kube-testenv build` (make test does)")
-    try:
-        return KubeBed.start(directory, owned=owned)
-    except Exception as e:  # up() stops what it started before raising
-        _unavailable("Kubernetes test bed", str(e))
+    for attempt in (1, 2):
+        try:
+            return KubeBed.start(directory, owned=owned)
+        except RuntimeError as e:  # a component exited: e.g. a port free_port gave was taken since
+            if attempt == 2:
+                _unavailable("Kubernetes test bed", str(e))
+            for log in sorted(directory.glob("*.log")):
+                print(f"kube-testenv: {e}; {log.name} ends:\n{log.read_text(errors='replace')[-800:]}", file=sys.stderr)
+            print("kube-testenv: starting the bed once more, on fresh ports", file=sys.stderr)
+        except Exception as e:  # up() stops what it started before raising
+            _unavailable("Kubernetes test bed", str(e))
+    raise AssertionError("unreachable")
 
 
 @pytest.fixture(scope="session")
