@@ -52,7 +52,7 @@ def _labels(metric: MetricWrapperBase) -> str:
 
 
 def _names(metric: MetricWrapperBase) -> str:
-    return " ".join(f"`{metric._name}{suffix}`" for suffix in _SERIES[metric._type])
+    return " ".join(f"`{metric._name}{suffix}`" for suffix in _SERIES[str(metric._type)])
 
 
 def _reference() -> str:
