@@ -99,7 +99,7 @@ def test_a_tick_fires_once_across_a_failover(redis_client):
     ]
     ticks = [s for s in seen if isinstance(s, ScheduleTick)]
     assert [s for s in ticks if s.count] == [ScheduleTick("every-minute", "fired")] * 4
-    # each ticker's first run opens the entry's series at 0 (a first miss must be an increase)
+    # each ticker opens the entry's series at 0 when it is made (a first miss must be an increase)
     assert [s for s in ticks if not s.count] == [ScheduleTick("every-minute", "missed", 0)] * 2
 
 
