@@ -350,7 +350,8 @@ def test_every_alert_has_a_firing_and_a_quiet_case(defaults: dict[str, Any]) -> 
 
 # -- what each alert says ---------------------------------------------------------------------
 
-RUNBOOK = "https://github.com/example/kube-stream-runner/blob/main/docs/runbooks.md"
+# The default runbookUrl: docs/runbooks.md at the chart's home.
+RUNBOOK = yaml.safe_load((chart.CHART / "Chart.yaml").read_text())["home"].rstrip("/") + "/blob/main/docs/runbooks.md"
 
 
 def said(alert: str, at: str, labels: dict[str, str], **annotations: str) -> dict[str, Any]:
