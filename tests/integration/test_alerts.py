@@ -350,8 +350,8 @@ def test_every_alert_has_a_firing_and_a_quiet_case(defaults: dict[str, Any]) -> 
 
 # -- what each alert says ---------------------------------------------------------------------
 
-# The default runbookUrl: docs/runbooks.md at the chart's home.
-RUNBOOK = yaml.safe_load((chart.CHART / "Chart.yaml").read_text())["home"].rstrip("/") + "/blob/main/docs/runbooks.md"
+# The default runbookUrl: the page's path in the repository (the project has no public address).
+RUNBOOK = "docs/runbooks.md"
 
 
 def said(alert: str, at: str, labels: dict[str, str], **annotations: str) -> dict[str, Any]:
@@ -493,6 +493,7 @@ def test_every_rule_off_renders_no_prometheusrule(home: Path, defaults: dict[str
         ),
         ({"rules": {"KsrBacklogGrowing": {"severity": ""}}}, "/prometheusRule/rules/KsrBacklogGrowing/severity"),
         ({"additionalGroups": [{"rules": []}]}, "name"),
+        ({"runbookUrl": ""}, "/prometheusRule/runbookUrl"),
     ],
 )
 def test_bad_rule_values_are_refused_naming_the_value(home: Path, values: dict[str, Any], refusal: str) -> None:

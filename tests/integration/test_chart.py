@@ -178,6 +178,7 @@ def test_helm_lint(helm: list[str], tmp_path: Path, values: dict[str, Any]) -> N
         ({"config": {"extraEnv": {"KSR_BLOCK_MS": 5001}}}, "KSR_BLOCK_MS (config.extraEnv, default 2000) must not"),
         ({"shutdownGraceSeconds": 28}, "terminationGracePeriodSeconds must exceed"),
         ({"redis": {"url": ""}}, "set redis.url or secrets.existingSecret"),
+        ({"redis": {"auth": {"existingSecret": "x"}}}, "additional properties 'auth' not allowed"),
         ({"replicas": 3}, "additional properties 'replicas' not allowed"),
         ({"schedules": [{"name": "x", "cron": "* * *", "message": {"service": "s", "job": {}}}]}, "/schedules/0/cron"),
         ({"schedules": [{"name": "x", "cron": "* * * * *", "catchUp": "all", "message": {}}]}, "/schedules/0/catchUp"),
@@ -718,8 +719,18 @@ REDIS_VALUES: dict[str, Any] = {
         "masterName": "ksr",
         "sentinelTls": True,
         "tls": {"secretName": "redis-tls", "caKey": "ca.crt", "certKey": "tls.crt", "keyKey": "tls.key"},
-        "auth": {"existingSecret": "redis-auth", "usernameKey": "username", "sentinelPasswordKey": "sentinel"},
-    }
+    },
+    # The URL stays in the ConfigMap (no password in it); the credentials come from the Secret.
+    "secrets": {
+        "existingSecret": "redis-auth",
+        "keys": {
+            "REDIS_URL": "",
+            "KSR_WEBHOOK_SECRET": "",
+            "KSR_REDIS_USERNAME": "username",
+            "KSR_REDIS_PASSWORD": "password",
+            "KSR_REDIS_SENTINEL_PASSWORD": "sentinel",
+        },
+    },
 }
 
 
@@ -741,6 +752,8 @@ def test_redis_values_render_sentinel_tls_and_credentials_from_secrets(helm: lis
     assert refs["KSR_REDIS_USERNAME"] == {"name": "redis-auth", "key": "username"}
     assert refs["KSR_REDIS_PASSWORD"] == {"name": "redis-auth", "key": "password"}
     assert refs["KSR_REDIS_SENTINEL_PASSWORD"] == {"name": "redis-auth", "key": "sentinel"}
+    assert set(refs) == {"KSR_REDIS_USERNAME", "KSR_REDIS_PASSWORD", "KSR_REDIS_SENTINEL_PASSWORD"}  # "" = not read
+    assert config["REDIS_URL"] == "rediss://redis/0"
     mount = next(m for m in c["volumeMounts"] if m["name"] == "redis-tls")
     assert (mount["mountPath"], mount["readOnly"]) == ("/etc/ksr/redis-tls", True)
     assert next(v for v in pod["volumes"] if v["name"] == "redis-tls")["secret"]["secretName"] == "redis-tls"

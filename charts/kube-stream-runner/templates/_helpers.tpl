@@ -31,6 +31,19 @@ helm.sh/chart: {{ include "ksr.chart" . }}
 {{ include "ksr.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* An object's metadata.annotations: commonAnnotations and the object's own (which win), or
+nothing. Call with (dict "root" $ "own" <map or nil>) right after the labels: it starts a line. */}}
+{{- define "ksr.annotations" -}}
+{{- $all := merge (deepCopy (.own | default dict)) (.root.Values.commonAnnotations | default dict) }}
+{{- with $all }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+{{- end }}
 {{- end }}
 
 {{- define "ksr.serviceAccountName" -}}
@@ -42,11 +55,52 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{- define "ksr.image" -}}
+{{- $repository := .Values.image.repository }}
+{{- with .Values.image.registry }}{{ $repository = printf "%s/%s" . $repository }}{{ end }}
 {{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- printf "%s@%s" $repository .Values.image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- printf "%s:%s" $repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
+{{- end }}
+
+{{/* The runner container's env that the chart sets itself (extraEnvVars may not repeat a name). */}}
+{{- define "ksr.chartEnv" -}}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: POD_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+- name: HTTP_SERVER_PORT
+  value: {{ .Values.httpPort | quote }}
+- name: KSR_RUNTIME_DIR
+  value: /run/ksr
+- name: PROMETHEUS_MULTIPROC_DIR
+  value: /run/ksr/metrics
+- name: TMPDIR
+  value: /tmp
+{{- with .Values.secrets.existingSecret }}
+{{- range $variable, $key := $.Values.secrets.keys }}
+{{- if $key }}
+- name: {{ $variable }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $.Values.secrets.existingSecret }}
+      key: {{ $key }}
+      {{- if eq $variable "KSR_WEBHOOK_SECRET" }}
+      optional: true
+      {{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* REDIS_URL comes from the Secret (else redis.url, in the ConfigMap). */}}
+{{- define "ksr.redisUrlFromSecret" -}}
+{{- if and .Values.secrets.existingSecret .Values.secrets.keys.REDIS_URL }}true{{ end }}
 {{- end }}
 
 {{/* Namespaces Jobs may be created in: config.allowedNamespaces, else the release namespace. */}}
@@ -61,7 +115,18 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- $names := list $fullname (printf "%s-dashboard" $fullname) (printf "%s-schedules" $fullname) }}
 {{- with .Values.secrets.existingSecret }}{{ $names = append $names . }}{{ end }}
 {{- with .Values.redis.tls.secretName }}{{ $names = append $names . }}{{ end }}
-{{- with .Values.redis.auth.existingSecret }}{{ $names = append $names . }}{{ end }}
+{{- with .Values.extraEnvVarsCM }}{{ $names = append $names . }}{{ end }}
+{{- with .Values.extraEnvVarsSecret }}{{ $names = append $names . }}{{ end }}
+{{- range .Values.extraEnvVars }}
+{{- range $kind, $ref := (.valueFrom | default dict) }}
+{{- if and (has $kind (list "secretKeyRef" "configMapKeyRef")) $ref.name }}{{ $names = append $names $ref.name }}{{ end }}
+{{- end }}
+{{- end }}
+{{- range .Values.extraVolumes }}
+{{- with .secret }}{{ with .secretName }}{{ $names = append $names . }}{{ end }}{{ end }}
+{{- with .configMap }}{{ with .name }}{{ $names = append $names . }}{{ end }}{{ end }}
+{{- with .persistentVolumeClaim }}{{ with .claimName }}{{ $names = append $names . }}{{ end }}{{ end }}
+{{- end }}
 {{- join "," (uniq (concat $names .Values.config.protectedNames)) }}
 {{- end }}
 
@@ -91,8 +156,28 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if and (has "*" .Values.config.allowedNamespaces) (gt (len .Values.config.allowedNamespaces) 1) }}
 {{- fail "config.allowedNamespaces: \"*\" must be alone" }}
 {{- end }}
-{{- if not (or .Values.secrets.existingSecret .Values.redis.url) }}
-{{- fail "set redis.url or secrets.existingSecret (with the REDIS_URL key)" }}
+{{- if not (or (include "ksr.redisUrlFromSecret" .) .Values.redis.url) }}
+{{- fail "set redis.url or secrets.existingSecret (with secrets.keys.REDIS_URL)" }}
+{{- end }}
+{{- $chartEnv := list }}
+{{- range (include "ksr.chartEnv" . | fromYamlArray) }}{{ $chartEnv = append $chartEnv .name }}{{ end }}
+{{- range $i, $var := .Values.extraEnvVars }}
+{{- if has $var.name $chartEnv }}
+{{- fail (printf "extraEnvVars[%d].name: %s is set by the chart already (set it through the chart's value for it, e.g. secrets.keys)" $i $var.name) }}
+{{- end }}
+{{- end }}
+{{- $chartVolumes := list "runtime" "tmp" "schedules" "redis-tls" }}
+{{- range $i, $volume := .Values.extraVolumes }}
+{{- if has $volume.name $chartVolumes }}
+{{- fail (printf "extraVolumes[%d].name: %s is one of the chart's volumes (%s)" $i $volume.name (join ", " $chartVolumes)) }}
+{{- end }}
+{{- end }}
+{{- $containers := list "runner" }}
+{{- range $i, $c := concat .Values.initContainers .Values.sidecars }}
+{{- if has $c.name $containers }}
+{{- fail (printf "initContainers/sidecars: container name %s is used twice (runner is the chart's)" $c.name) }}
+{{- end }}
+{{- $containers = append $containers $c.name }}
 {{- end }}
 {{- if and .Values.redis.sentinels (eq (toString (.Values.config.extraEnv.KSR_LOCK | default "lease")) "redis") }}
 {{- fail "KSR_LOCK=redis cannot be used with redis.sentinels (KSR_REDIS_SENTINELS): the Lease lock is required (docs/redis.md)" }}
