@@ -89,7 +89,7 @@ def test_a_failing_observer_logs_one_traceback_per_minute_per_signal_kind(caplog
     errors = [r.getMessage().split(" failed on ")[1] for r in caplog.records if r.levelno == logging.ERROR]
     assert errors == [
         "Beat(loop='main', wall=1.0); the pipeline goes on",
-        "ActiveJobs(count=1); the pipeline goes on",
+        "ActiveJobs(count=1, cap=0); the pipeline goes on",
         "Beat(loop='main', wall=2.0); the pipeline goes on",
     ]
     assert broken.calls == 7
