@@ -25,6 +25,7 @@ from runner.schedules.config import load_schedules
 from runner.schedules.overview import scheduling_overview
 from runner.settings import Settings
 from runner.store.connection import connect
+from runner.store.pause import PauseStore, pause_namespace
 from runner.store.replies import text
 
 __all__ = ["create_app", "liveness", "readiness_from_board"]
@@ -250,10 +251,21 @@ def create_app(settings: Settings | None = None) -> Flask:
         }
         try:
             out["streams"] = stream_stats(client, settings.streams.streams, settings.streams.group)
+            out["paused"] = {
+                name: {"at": _iso(p.at_ms / 1000), "by": p.by or None}
+                for name, p in PauseStore(client, namespace=pause_namespace(settings.state.active_key))
+                .paused_streams()
+                .items()
+            }
         except redis.RedisError as e:
             out["streams_error"] = f"{type(e).__name__}: {e}"
         try:
-            out["scheduling"] = scheduling_overview(client, streams=settings.streams.streams, schedules=schedules)
+            out["scheduling"] = scheduling_overview(
+                client,
+                streams=settings.streams.streams,
+                schedules=schedules,
+                pause_namespace=pause_namespace(settings.state.active_key),
+            )
         except (redis.RedisError, KsrError) as e:
             out["scheduling"] = {"error": f"{type(e).__name__}: {e}"}
         if schedules_error:

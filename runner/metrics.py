@@ -26,7 +26,7 @@ import math
 import os
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +176,13 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemax",
         )
+        self.stream_paused = Gauge(
+            "ksr_stream_paused",
+            "1 while an operator has the stream paused (ksr pause): its entries wait unread",
+            ["stream"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self.stream_oldest_age = Gauge(
             "ksr_stream_oldest_age_seconds",
             "Age of the stream's oldest entry not yet acked (pending or not yet delivered), by Redis's clock; 0 when none",
@@ -307,9 +314,12 @@ class Metrics:
         if outcome.failed:
             self.messages_failed.inc()
 
-    def set_stream_stats(self, stats: Mapping[str, StreamStatsLike | Mapping[str, Any]]) -> None:
+    def set_stream_stats(
+        self, stats: Mapping[str, StreamStatsLike | Mapping[str, Any]], paused: Collection[str] = ()
+    ) -> None:
         """Set the per-stream gauges from StreamInspection.stats() (objects or dicts)."""
         for stream, s in stats.items():
+            self.stream_paused.labels(stream=stream).set(1 if stream in paused else 0)
             row: Mapping[str, Any] = (
                 s
                 if isinstance(s, Mapping)
@@ -401,9 +411,9 @@ class MetricsObserver:
             case ActiveJobs(count=count, cap=cap):
                 m.active_jobs.set(count)
                 m.max_active_jobs.set(cap)
-            case StreamsSampled(stats=stats):
+            case StreamsSampled(stats=stats, paused=paused):
                 self._sampled.update(stats)
-                m.set_stream_stats(stats)
+                m.set_stream_stats(stats, paused)
                 for stream in stats:  # a labelled counter has no series until its child exists
                     m.group_recreated.labels(stream=stream)
                     m.scheduled_moved.labels(stream=stream)

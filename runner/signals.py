@@ -139,9 +139,11 @@ class ActiveJobs:
 
 @dataclass(frozen=True)
 class StreamsSampled:
-    """The leader sampled length, pending, lag and dead letters of every stream."""
+    """The leader sampled length, pending, lag and dead letters of every stream, and which
+    of them an operator paused."""
 
     stats: Mapping[str, StreamStatsLike]
+    paused: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,10 @@ their backlog ageing in `ksr status`; the leader honours a pause from its next r
 
 from __future__ import annotations
 
-import getpass
-
 import click
 
 from election.clock import SYSTEM_CLOCK
-from runner.cli._context import cli_context, json_option
+from runner.cli._context import cli_context, json_option, login
 from runner.cli._output import emit_json
 from runner.store.pause import PauseStore, pause_namespace
 
@@ -33,7 +31,7 @@ def _store_and_check(stream: str) -> PauseStore:
 def pause(stream: str, by: str | None, as_json: bool) -> None:
     """Stop reading new entries of STREAM (one of KSR_STREAMS) until `ksr resume STREAM`."""
     store = _store_and_check(stream)
-    who = by if by is not None else _login()
+    who = by if by is not None else login()
     changed = store.pause_stream(stream, at_ms=int(SYSTEM_CLOCK.time() * 1000), by=who)
     if as_json:
         emit_json({"stream": stream, "paused": True, "changed": changed})
@@ -51,10 +49,3 @@ def resume(stream: str, as_json: bool) -> None:
         emit_json({"stream": stream, "paused": False, "changed": changed})
     else:
         click.echo(f"resumed {stream}" if changed else f"{stream} was not paused")
-
-
-def _login() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return ""

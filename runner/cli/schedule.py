@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from election.clock import SYSTEM_CLOCK
-from runner.cli._context import cli_context, fail, json_option
+from runner.cli._context import cli_context, fail, json_option, login
 from runner.cli._output import emit_json, format_duration, print_table
 from runner.client import AlreadyFinished, Client
 from runner.inspect import Layout, find
@@ -97,18 +97,34 @@ def schedules_list(as_json: bool) -> None:
         streams=settings.streams.streams,
         default_stream=settings.streams.default_stream,
     )
-    rows = schedule_rows(obj.redis(), entries, now=SYSTEM_CLOCK.time())
+    rows = schedule_rows(
+        obj.redis(), entries, now=SYSTEM_CLOCK.time(), pause_namespace=pause_namespace(settings.state.active_key)
+    )
     if as_json:
         emit_json(rows)
         return
     print_table(
-        ["NAME", "CRON", "TZ", "NEXT (LOCAL)", "NEXT (UTC)", "LAST TICK (UTC)"],
+        ["NAME", "CRON", "TZ", "NEXT (LOCAL)", "NEXT (UTC)", "LAST TICK (UTC)", "SUSPENDED"],
         [
-            [r["name"], r["cron"], r["timezone"], r["next_run"], r["next_run_utc"], r["last_tick_utc"] or "-"]
+            [
+                r["name"],
+                r["cron"],
+                r["timezone"],
+                r["next_run"],
+                r["next_run_utc"],
+                r["last_tick_utc"] or "-",
+                _suspension_text(r["suspended"]),
+            ]
             for r in rows
         ],
         empty="no schedules (KSR_SCHEDULES unset or empty)",
     )
+
+
+def _suspension_text(suspended: dict[str, str | None] | None) -> str:
+    if not suspended:
+        return "-"
+    return f"since {suspended['at']}" + (f" by {suspended['by']}" if suspended["by"] else "")
 
 
 def _pauses() -> tuple[PauseStore, set[str]]:
@@ -127,18 +143,31 @@ def _pauses() -> tuple[PauseStore, set[str]]:
 
 @schedules.command("pause")
 @click.argument("name")
-def schedules_pause(name: str) -> None:
+@click.option(
+    "--by", default=None, metavar="WHO", help="Who suspends it (shown by ksr schedules list); default: your login."
+)
+@json_option
+def schedules_pause(name: str, by: str | None, as_json: bool) -> None:
     """Suspend schedule NAME: it fires nothing until resumed, and never catches up."""
     store, names = _pauses()
     if name not in names:
         raise click.BadParameter(f"{name!r} is not a schedule of KSR_SCHEDULES", param_hint="'NAME'")
-    changed = store.suspend_schedule(name, at_ms=int(SYSTEM_CLOCK.time() * 1000))
-    click.echo(f"suspended {name}" if changed else f"{name} was suspended already")
+    who = by if by is not None else login()
+    changed = store.suspend_schedule(name, at_ms=int(SYSTEM_CLOCK.time() * 1000), by=who)
+    if as_json:
+        emit_json({"schedule": name, "suspended": True, "changed": changed})
+    else:
+        click.echo(f"suspended {name}" if changed else f"{name} was suspended already")
 
 
 @schedules.command("resume")
 @click.argument("name")
-def schedules_resume(name: str) -> None:
+@json_option
+def schedules_resume(name: str, as_json: bool) -> None:
     """Resume schedule NAME from its next tick on."""
     store, _ = _pauses()
-    click.echo(f"resumed {name}" if store.resume_schedule(name) else f"{name} was not suspended")
+    changed = store.resume_schedule(name)
+    if as_json:
+        emit_json({"schedule": name, "suspended": False, "changed": changed})
+    else:
+        click.echo(f"resumed {name}" if changed else f"{name} was not suspended")
