@@ -1,0 +1,64 @@
+"""A terminal transition is one step in Redis: once a message's final event is on the events
+stream, its record is terminal and it has left the active set. A producer's `wait` returns on
+the event; a `status` right after must not say `running` (seen: ksr_client's test, under load,
+in the gap between the tracker's mark and its state move)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+
+from runner.jobs.tracker import Tracker
+from runner.settings import Settings
+from runner.signals import Signals
+from runner.store.state import StateStore
+
+URL = "http://127.0.0.1:9/hook"
+EVENTS = "ksr:events"
+
+
+class Watching:
+    """A callback sink that looks at Redis at the moment the tracker hands it the courier:
+    the first point where another process can have read the event."""
+
+    def __init__(self, conn: redis.Redis) -> None:
+        self.redis = conn
+        self.seen: list[tuple[list[int], str, bool]] = []
+
+    def start(self, message_id: str, courier: str, url: str) -> None:
+        statuses = [int(f[b"status"]) for _, f in self.redis.xrange(EVENTS) if f[b"id"] == message_id.encode()]
+        state = (self.redis.hget(f"ksr:msg:{message_id}", "state") or b"").decode()
+        self.seen.append((statuses, state, bool(self.redis.sismember("ksr:active", message_id))))
+
+    def enqueue(self, *args: Any, **kwargs: Any) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("end", "status", "state"),
+    [("completed", 2, "completed"), ("failed", 3, "failed"), ("exception", 99, "exception")],
+)
+def test_the_final_event_is_never_seen_before_the_terminal_record(
+    redis_client: redis.Redis, end: str, status: int, state: str
+) -> None:
+    settings = Settings.from_env({"POD_NAME": "r0", "KSR_ALLOWED_NAMESPACES": "ns"})
+    store = StateStore.from_settings(redis_client, settings)
+    sink = Watching(redis_client)
+    tracker = Tracker(state=store, callbacks=sink, settings=settings, signals=Signals([]))
+    store.claim("m", stream="ksr:jobs:default", entry_id="1-0")
+    store.record_job("m", job_name="j", namespace="ns", job_uid="u", webhook=URL)
+    tracker.pod_started("m", pod_name="p", pod_uid="pu")
+    redis_client.hdel("ksr:msg:m", "cb_owner")  # callbacks 0 and 1 delivered: the courier let go
+    if end == "completed":
+        tracker.completed("m", duration=1.0)
+    elif end == "failed":
+        tracker.failed("m", code="Error", message="exit 1", duration=1.0)
+    else:
+        tracker.exception("m", code="PodStartTimeout", message="never started")
+    statuses, seen_state, active = sink.seen[-1]
+    assert statuses[-1] == status
+    assert (seen_state, active) == (state, False)
+    record = store.get("m")
+    assert record is not None and record.state == state and record.get("finished_at")
