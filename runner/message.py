@@ -469,7 +469,7 @@ def _resources(c: _Checker, job: Mapping[str, Any]) -> tuple[dict[str, str], dic
                 continue
             if isinstance(value, float) and value.is_integer():
                 value = int(value)  # as for every integer: 2.0 is 2
-            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= rule.max_integer:
                 value = str(value)  # "cpu": 2 is common and unambiguous
             if not isinstance(value, str):
                 c.fail(item, f"must be a quantity string such as '500m' or '1Gi', got {_kind(value)}")

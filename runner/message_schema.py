@@ -100,10 +100,13 @@ class Strings:
 
 @dataclass(frozen=True)
 class Quantities:
-    """An object: resource name -> quantity string (or a non-negative integer)."""
+    """An object: resource name -> quantity string (or a non-negative integer up to
+    `max_integer`: a bigger one has no Kubernetes meaning, and its digits would pass the
+    string's length)."""
 
     name: Text
     quantity: Text
+    max_integer: int = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -319,7 +322,12 @@ def _rule(rule: Rule, *, required: bool) -> dict[str, Any]:
         return {
             "type": kind("object"),
             "propertyNames": _text(rule.name, "string"),
-            "additionalProperties": {"anyOf": [_text(rule.quantity, "string"), {"type": "integer", "minimum": 0}]},
+            "additionalProperties": {
+                "anyOf": [
+                    _text(rule.quantity, "string"),
+                    {"type": "integer", "minimum": 0, "maximum": rule.max_integer},
+                ]
+            },
         }
     if isinstance(rule, Items):
         return {"type": kind("array"), "items": _object(rule.item, "object")}

@@ -220,3 +220,13 @@ def test_the_comparison_sees_refusals() -> None:
     assert runner_fields(bad) == expected == schema_fields(bad)
     assert runner_fields(VALID) is None and schema_fields(VALID) is None
     assert runner_fields([1]) == {"payload"} == schema_fields([1])
+
+
+@pytest.mark.parametrize(("value", "refused"), [(2**63 - 1, False), (2**63, True), (1e300, True), (-1, True)])
+def test_an_integer_quantity_is_bounded_alike(value: float, refused: bool) -> None:
+    """Found by the property test: 1e300 is an integer, the schema took it, the runner refused
+    its 301 digits as too long a quantity. Both now bound the integer form at 2**63 - 1."""
+    doc = copy.deepcopy(VALID)
+    doc["job"]["resources"]["requests"] = {"cpu": value}
+    expected = {"job.resources.requests.cpu"} if refused else None
+    assert runner_fields(doc) == expected == schema_fields(doc)
