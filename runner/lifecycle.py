@@ -132,13 +132,14 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(None, _S.CREATED, _A.DISPATCHER, "record_job", "the claim vanished during the create"),
     Transition(None, _S.CREATED, _A.TRACKER, "record_job", "a Job of ours the store lost: recorded again"),
     Transition(_S.CREATED, _S.RUNNING, _A.TRACKER, "update", "its pod started: callback 1"),
-    *_rows((_S.CREATED, _S.RUNNING), _S.COMPLETED, _A.TRACKER, "update", "the Job succeeded: callback 2"),
-    *_rows((_S.CREATED, _S.RUNNING), _S.FAILED, _A.TRACKER, "update", "the Job failed: callback 3"),
+    # With the callback's mark and event, in one step: the final event never precedes the end.
+    *_rows((_S.CREATED, _S.RUNNING), _S.COMPLETED, _A.TRACKER, "mark_callback", "the Job succeeded: callback 2"),
+    *_rows((_S.CREATED, _S.RUNNING), _S.FAILED, _A.TRACKER, "mark_callback", "the Job failed: callback 3"),
     *_rows(
         (_S.CREATED, _S.RUNNING),
         _S.EXCEPTION,
         _A.TRACKER,
-        "update",
+        "mark_callback",
         "no pod in time, image pull error, Job deleted from outside: callback 99",
     ),
     *_rows((_S.CREATED, _S.RUNNING), _S.CANCELLED, _A.LEADER_CANCEL, "update", "cancel carried out: 99, Job deleted"),

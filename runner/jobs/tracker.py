@@ -1,7 +1,8 @@
 """A Job's life after creation, whoever runs it: each transition (0 created, 1 pod
 started, 2 completed, 3 failed, 99 exception) is recorded in the state store, its
 callback enqueued exactly once (the state store's first-caller-wins mark), and appended
-to the events stream (in the mark's Lua step). Terminal transitions leave the active set.
+to the events stream (in the mark's Lua step). Terminal transitions leave the active set in that same step: the
+final event is never readable before the record has ended.
 
 Each transition is two steps: mark (one script: the mark, the callback's detail, its place
 in the owed index, its event, and the owner lease of the message's callbacks when nobody
@@ -333,9 +334,8 @@ class Tracker:
         record: StateRecord,
         duration: float | None,
     ) -> None:
-        self._emit(message_id, status, detail, record)
         state = _TERMINAL_STATE[status]
-        self.state.finish(message_id, state, term=self._term())
+        self._emit(message_id, status, detail, record, finish=state)
         self.signals.emit(
             JobFinished(outcome=state, duration=duration, service=record.service, namespace=record.namespace)
         )
@@ -351,13 +351,18 @@ class Tracker:
         record: StateRecord,
         *,
         keep_webhook: str = "",
+        finish: State | None = None,
     ) -> bool:
         """Mark and send (the caller holds the message's mutex); True when this call marked it.
-        `keep_webhook`: the message's URL, for a stored record that has none (_adopt_webhook)."""
+        `keep_webhook`: the message's URL, for a stored record that has none (_adopt_webhook).
+        `finish`: the terminal state the record moves to with the mark, in the same step."""
         callback = self._callback_mark(
             message_id, status, detail, webhook=record.webhook, job_name=record.job_name, keep_webhook=keep_webhook
         )
-        marked = self.state.mark_callback(message_id, callback, term=self._term())
+        if finish is None:
+            marked = self.state.mark_callback(message_id, callback, term=self._term())
+        else:
+            marked = self.state.finish_with_callback(message_id, finish, callback, term=self._term())
         if not marked.first:
             return False
         if marked.courier and record.webhook:

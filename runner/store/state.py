@@ -59,6 +59,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+# The ends a Job makes: moved by mark_callback.lua, with the callback they send (lifecycle table).
+JOB_ENDS = frozenset({State.COMPLETED, State.FAILED, State.EXCEPTION})
 
 TERM_KEY = "ksr:term"  # the stored leader term, the fencing token
 _PAGE = 500
@@ -151,7 +153,9 @@ class StateStore:
         self._record = scripts.load(
             redis_client, "record_job", fenced=True, states=True, uses=("lib_mark", "lib_owner")
         )
-        self._mark = scripts.load(redis_client, "mark_callback", fenced=True, uses=("lib_mark", "lib_owner"))
+        self._mark = scripts.load(
+            redis_client, "mark_callback", fenced=True, states=True, uses=("lib_mark", "lib_owner")
+        )
         self._release = scripts.load(redis_client, "release", fenced=True, states=True)
         self._advance = scripts.load(redis_client, "advance_term")
 
@@ -252,10 +256,16 @@ class StateStore:
         self._write(message_id, state, term, {Field.UPDATED_AT: self._now_ms(), **fields})
 
     def finish(self, message_id: str, state: State, *, term: int | None = None, **fields: Any) -> None:
-        """A terminal transition: leave the active set, keep the record for ttl_seconds."""
+        """A terminal transition: leave the active set, keep the record for ttl_seconds. A
+        Job's own end (completed, failed, exception) is the tracker's, with its callback
+        (finish_with_callback); here it moves without one, as the lifecycle table's script
+        for that move does it."""
         if state not in TERMINAL_STATES:
             raise ValueError(f"{state} is not terminal: one of {', '.join(sorted(TERMINAL_STATES))}")
         now = self._now_ms()
+        if state in JOB_ENDS:
+            self._mark_and_move(message_id, None, State(state), term, fields=fields)
+            return
         self._write(message_id, state, term, {Field.UPDATED_AT: now, Field.FINISHED_AT: now, **fields})
 
     def release(self, message_id: str, *, term: int | None = None) -> bool:
@@ -286,14 +296,42 @@ class StateStore:
         owner lease lives in the record, so nothing can deliver the callback; its event is
         still appended to the events stream.
         """
+        return self._mark_and_move(message_id, callback, None, term)
+
+    def finish_with_callback(
+        self, message_id: str, state: State, callback: CallbackMark, *, term: int | None = None
+    ) -> Marked:
+        """mark_callback and finish(state) in one step: the final event and the terminal record
+        are written together, so whoever reads the event finds the record ended. The move is
+        checked first: IllegalTransition (and no mark, no event) for a record that cannot end
+        there, e.g. one a cancel ended meanwhile; IllegalTransition for a missing record too,
+        whose event is still appended (as mark_callback's)."""
+        if state not in TERMINAL_STATES:
+            raise ValueError(f"{state} is not terminal: one of {', '.join(sorted(TERMINAL_STATES))}")
+        return self._mark_and_move(message_id, callback, state, term)
+
+    def _mark_and_move(
+        self,
+        message_id: str,
+        callback: CallbackMark | None,
+        target: State | None,
+        term: int | None,
+        *,
+        fields: dict[str, Any] | None = None,
+    ) -> Marked:
+        now = self._now_ms()
         keys = self._mark_keys(message_id, callback)
-        args = [
-            *_courier_args(callback),
-            *self._mark_args(callback, self._now_ms()),
-            callback.webhook,
-        ]
-        reply = self._run(self._mark, [self.key(message_id), *keys], args, term)
+        move: list[Any] = [""]
+        if target is not None:
+            written = {Field.UPDATED_AT: now, Field.FINISHED_AT: now, **(fields or {})}
+            move = [target, message_id, self.ttl_seconds, *_flat(written)]
+        hook = callback.webhook if callback else ""
+        args = [*_courier_args(callback), *self._mark_args(callback, now), hook, *move]
+        reply = self._run(self._mark, [self.key(message_id), *keys, self.active_key], args, term)
+        self._moved(reply, message_id, target)
         if text(reply[0]) == "MISSING":
+            if target is not None or callback is None:  # a move never makes a record
+                raise IllegalTransition(message_id, None, target)
             log.warning(
                 "no state record for %s when marking callback %s: nothing owns it, not sent (the event is appended)",
                 message_id,

@@ -15,7 +15,7 @@ import redis
 from runner.lifecycle import TRANSITIONS, State
 from runner.store.deadletter import DeadRecord, Leftovers, dead_letter
 from runner.store.schedule import ScheduledStore, scheduled_key
-from runner.store.state import ClaimStatus, IllegalTransition, StateStore
+from runner.store.state import JOB_ENDS, CallbackMark, ClaimStatus, IllegalTransition, StateStore
 from runner.store.streams import Entry
 from runner.store.waiting import WaitingCreates
 from tests.support.clocks import clock_at
@@ -104,6 +104,16 @@ def _update(target: State) -> Callable[[Parts], str]:
     return move
 
 
+def _end_with_callback(target: State) -> Callable[[Parts], str]:
+    status = {State.COMPLETED: 2, State.FAILED: 3, State.EXCEPTION: 99}[target]
+
+    def move(parts: Parts) -> str:
+        mark = CallbackMark(status=status, detail="{}")
+        return _refused_on_illegal(lambda: parts.state.finish_with_callback(MID, target, mark))
+
+    return move
+
+
 def _claim_after_cancel_request(parts: Parts) -> str:
     parts.redis.hset(parts.state.key(MID), "cancel_requested", int(NOW * 1000))
     claim = parts.state.claim(MID, stream=STREAM, entry_id="2-0")
@@ -155,12 +165,14 @@ def _dead_letter(parts: Parts) -> str | None:
     return None  # the script answers the dead entry's id whatever the record was
 
 
-# (script, the target it moves towards, how to ask it); update.lua is asked for every state.
+# (script, the target it moves towards, how to ask it); update.lua is asked for every state
+# but a Job's own ends, which mark_callback.lua makes with the callback.
 ACTIONS: list[tuple[str, State | None, Callable[[Parts], str | None]]] = [
     ("claim", State.CLAIMED, _claim),
     ("claim", State.CANCELLED, _claim_after_cancel_request),
     ("record_job", State.CREATED, _record),
-    *[("update", target, _update(target)) for target in State if target.recorded is target],
+    *[("update", target, _update(target)) for target in State if target.recorded is target and target not in JOB_ENDS],
+    *[("mark_callback", target, _end_with_callback(target)) for target in sorted(JOB_ENDS)],
     ("release", None, _release),
     ("cancel", State.CANCELLED, _cancel),
     ("schedule", State.SCHEDULED, _schedule),

@@ -87,9 +87,13 @@ def test_the_record_level_scripts_can_implement_the_table() -> None:
 def test_a_script_gets_only_its_own_moves() -> None:
     assert moves_of("update") == {
         (State.CREATED, State.RUNNING),
-        *((s, t) for s in (State.CREATED, State.RUNNING) for t in TERMINAL_STATES - {State.DEAD}),
+        (State.CREATED, State.CANCELLED),
+        (State.RUNNING, State.CANCELLED),
         (State.CLAIMED, State.CANCELLED),
     }
+    # a Job's own end goes with its callback's mark and event, never before them
+    ends = {State.COMPLETED, State.FAILED, State.EXCEPTION}
+    assert moves_of("mark_callback") == {(s, t) for s in (State.CREATED, State.RUNNING) for t in ends}
     assert moves_of("claim") == {(None, State.CLAIMED), (State.DEAD, State.CLAIMED), (State.CLAIMED, State.CANCELLED)}
     assert moves_of("schedule") == {(State.DEAD, None)}  # a place: only a dead letter's record goes
     prelude = lua_prelude("claim")

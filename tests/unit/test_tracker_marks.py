@@ -35,6 +35,11 @@ class State:
         self.marks.append(callback)
         return Marked(first=True)  # no courier granted: nothing to enqueue
 
+    def finish_with_callback(
+        self, message_id: str, state: Any, callback: CallbackMark, *, term: int | None = None
+    ) -> Marked:
+        return self.mark_callback(message_id, callback, term=term)
+
     def set_state(self, *args: Any, **kwargs: Any) -> None:
         pass
 
