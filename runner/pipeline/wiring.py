@@ -25,6 +25,7 @@ from runner.jobs.kube import KubeApi
 from runner.jobs.tracker import Tracker
 from runner.jobs.watcher import KubeWatcher
 from runner.metrics import MetricsObserver
+from runner.pipeline.presence import PresenceObserver
 from runner.pipeline.cancels import Cancels
 from runner.pipeline.delay import DelayGate
 from runner.pipeline.dispatcher import Dispatcher
@@ -65,6 +66,7 @@ def build_runner(
     s = settings
     signals = Signals([MetricsObserver(), *observers], clock=clock)
     client = redis_client(s)
+    signals.subscribe(PresenceObserver(client, identity=s.identity.pod_name, key_prefix=s.state.key_prefix, clock=clock))
     reader = StreamReader(
         client,
         streams=list(s.streams.streams),

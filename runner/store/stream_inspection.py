@@ -13,7 +13,7 @@ import redis
 
 from runner.store.errors import redis_errors
 from runner.store.replies import text
-from runner.store.streams import DEAD_SUFFIX
+from runner.store.streams import DEAD_SUFFIX, entry_time_ms
 
 __all__ = ["PendingInfo", "PendingSummary", "StreamInspection", "StreamStats"]
 
@@ -107,4 +107,37 @@ class StreamInspection:
                 lag=None if lag is None else int(lag),
                 dead=int(dead),
             )
+        return out
+
+    def oldest_waiting_ms(self) -> dict[str, int | None]:
+        """Per stream, the time (Unix ms, from its id) of the oldest entry not yet acked:
+        the oldest pending one or the first not yet read, whichever is older; None when
+        nothing waits. A paused stream's backlog keeps its age here."""
+        with redis_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for stream in self.streams:
+                pipe.xinfo_groups(stream)
+            groups = pipe.execute(raise_on_error=False)
+            pipe = self.redis.pipeline(transaction=False)
+            for stream, reply in zip(self.streams, groups):
+                ours: dict[str, Any] = {}
+                if not isinstance(reply, Exception):
+                    ours = next((g for g in reply if text(g["name"]) == self.group), {})
+                last = text(ours.get("last-delivered-id") or b"0-0")
+                pipe.xrange(stream, "(" + last, "+", count=1)
+                if ours:
+                    pipe.xpending(stream, self.group)
+                else:
+                    pipe.echo(b"")  # keeps the replies in pairs
+            replies = pipe.execute(raise_on_error=False)
+        out: dict[str, int | None] = {}
+        for n, stream in enumerate(self.streams):
+            unread, pending = replies[2 * n : 2 * n + 2]
+            times = []
+            if isinstance(unread, list) and unread:
+                times.append(entry_time_ms(text(unread[0][0])))
+            if isinstance(pending, dict) and pending.get("min"):
+                times.append(entry_time_ms(text(pending["min"])))
+            found = [t for t in times if t is not None]
+            out[stream] = min(found) if found else None
         return out
