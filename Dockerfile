@@ -16,14 +16,16 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/ksr
 WORKDIR /src
-# Packaging first: the dependency layer is rebuilt only when setup.cfg changes.
+# Packaging first: the dependency layer is rebuilt only when setup.cfg or the producer
+# client (clients/python, a dependency of the runner: its one copy of runner.client) changes.
+COPY clients/python ./clients/python
 COPY setup.cfg pyproject.toml README.md ./
 RUN mkdir runner election probes \
  && touch runner/__init__.py election/__init__.py probes/__init__.py \
  && printf '__version__ = "0"\n' > runner/__init__.py \
- && /opt/ksr/bin/pip install --no-compile . \
+ && /opt/ksr/bin/pip install --no-compile ./clients/python . \
  && /opt/ksr/bin/pip uninstall -y kube-stream-runner \
- && rm -rf build ./*.egg-info runner election probes
+ && rm -rf build ./*.egg-info clients runner election probes
 COPY runner ./runner
 COPY election ./election
 COPY probes ./probes

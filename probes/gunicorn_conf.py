@@ -10,6 +10,7 @@ the same defaults and the same errors as `ksr config` (only these, not the whole
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from prometheus_client import multiprocess
@@ -36,6 +37,25 @@ proc_name = "ksr-probes"
 control_socket_disable = True
 accesslog = None  # probes every few seconds would drown the runner's log lines
 logconfig_dict = dict_config(LOG_FORMAT.read(), LOG_LEVEL.read())
+
+
+class ListeningAddress(logging.Filter):
+    """Puts the address into gunicorn's "Listening at: %s (%s)" line. With reuse_port each
+    worker binds its own socket and the master binds none, so gunicorn prints the master's
+    empty listener list ("Listening at:  (pid)")."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__()
+        self.address = address
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "Listening at: %s (%s)" and isinstance(record.args, tuple) and record.args[:1] == ("",):
+            record.args = (self.address, *record.args[1:])
+        return True
+
+
+logconfig_dict["filters"]["listening"] = {"()": ListeningAddress, "address": f"http://{bind}"}
+logconfig_dict["loggers"]["gunicorn.error"]["filters"] = ["listening"]
 
 
 def on_starting(server: Any) -> None:

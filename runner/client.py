@@ -1,247 +1,153 @@
-"""The producer's side in Python: submit a message (now, at a time, or after a delay), look
-it up, wait for it to end, cancel it. docs/producer.md shows it in use.
+"""The producer's side in Python, with the runner installed: `ksr_client` (clients/python,
+the one copy of submit / status / wait / cancel) plugged into the runner's settings, Redis
+connection (TLS, Sentinel), validation and replication. docs/producer.md shows it in use.
 
     from runner.client import Client
     client = Client()                                   # settings from the environment
     mid = client.submit(message, delay=30)              # validated here, before the XADD
-    client.status(mid).where                            # "scheduled"
-    client.wait(mid, timeout=600).state                 # "completed"
-    client.cancel(mid)                                  # or raises AlreadyFinished
 
 A message is validated with the runner's own code (schema, and the due time against
-KSR_SCHEDULE_MAX_AHEAD), so an invalid one raises InvalidMessage naming the field and never
-reaches a stream. `wait` blocks on the events stream (XREAD BLOCK); it never polls.
+KSR_SCHEDULE_MAX_AHEAD), so an invalid one raises runner.errors.InvalidMessage naming the
+field and never reaches a stream; redis-py's connection errors become RedisUnavailable.
+
+`python -m runner.client --write-contract` regenerates ksr_client/_contract.py: the names
+and defaults the library shares with the runner (states, keys, the cancel script), taken
+from the runner's declarations; a unit test fails when it is stale.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+import argparse
+import sys
+from pathlib import Path
 
 import redis
 
+import ksr_client
 from election.clock import SYSTEM_CLOCK, Clock
-from runner.errors import KsrError
-from runner.lifecycle import CallbackStatus, State
-from runner.message import parse_message, payload_id
+from ksr_client import AlreadyFinished, Cancellation, Config, Status, WaitTimeout, rfc3339
+from ksr_client.client import BLOCK_SLICE_MS
+from runner.lifecycle import TERMINAL_STATES, CallbackStatus, State
+from runner.message import parse_message
 from runner.pipeline.delay import due_time
-from runner.settings import Settings
+from runner.settings import Settings, variables
+from runner.store import scripts
 from runner.store.connection import connect
 from runner.store.deadletter import DEAD_ERROR_CODE
 from runner.store.errors import redis_errors
-from runner.store.events import read_events
+from runner.store.record import Field
 from runner.store.replication import add_replicated
-from runner.store.replies import text
-from runner.store.schedule import ScheduledStore
-from runner.store.state import StateStore
+from runner.store.schedule import CANCELS_KEY, ScheduledStore, payloads_key, scheduled_key
 
-__all__ = ["AlreadyFinished", "Cancellation", "Client", "Status", "WaitTimeout", "rfc3339"]
+__all__ = ["AlreadyFinished", "Cancellation", "Client", "Status", "WaitTimeout", "config_of", "rfc3339"]
 
-FINAL_STATUSES = frozenset(s for s in CallbackStatus if s.final)
-UNREAD_SCAN_LIMIT = 10_000  # entries looked through per stream to find an unread message
-_BLOCK_SLICE_MS = 5_000  # one XREAD waits at most this long (the socket timeout must outlast it)
+CANCELLED_ERROR_CODE = "Cancelled"  # runner.jobs.tracker's 99 for a cancel
 
 
-class AlreadyFinished(KsrError):
-    """Cancel of a message that has ended: nothing was changed."""
-
-    def __init__(self, message_id: str, state: str) -> None:
-        self.message_id = message_id
-        self.state = state
-        super().__init__(f"message {message_id} has already finished ({state}); nothing to cancel")
-
-
-class WaitTimeout(KsrError):
-    def __init__(self, message_id: str, timeout: float, status: Status) -> None:
-        self.status = status
-        super().__init__(f"message {message_id} did not finish within {timeout:g}s (now {status.where})")
+def config_of(s: Settings) -> Config:
+    return Config(
+        redis_url=s.redis.url,
+        streams=s.streams.streams,
+        group=s.streams.group,
+        events_stream=s.streams.events_stream,
+        key_prefix=s.state.key_prefix,
+        state_ttl=s.state.ttl_seconds,
+        max_message_bytes=s.streams.max_message_bytes,
+    )
 
 
-@dataclass(frozen=True)
-class Status:
-    """Where a message is now. `where`: scheduled | pending | running | finished | unknown."""
-
-    id: str
-    where: str
-    state: State | None = None  # the state record's state (runner.lifecycle), None without one
-    stream: str | None = None
-    due: float | None = None  # scheduled: Unix time it is due
-    record: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def finished(self) -> bool:
-        return self.where == "finished"
-
-
-@dataclass(frozen=True)
-class Cancellation:
-    id: str
-    stage: str  # scheduled | pending | running (the Job is being deleted by the leader)
-
-
-def rfc3339(when: datetime | float) -> str:
-    """A datetime (aware) or Unix time as RFC 3339 with an offset."""
-    if isinstance(when, datetime):
-        if when.tzinfo is None:
-            raise ValueError("at: a datetime without a time zone is ambiguous; give tzinfo")
-        return when.isoformat()
-    return datetime.fromtimestamp(when, tz=UTC).isoformat(timespec="milliseconds")
-
-
-class Client:
+class Client(ksr_client.Client):
     def __init__(
         self, settings: Settings | None = None, *, redis_client: redis.Redis | None = None, clock: Clock = SYSTEM_CLOCK
     ) -> None:
-        self.settings = settings or Settings.from_env()
-        self.clock = clock
-        s = self.settings
-        self.redis = redis_client or connect(s.redis, socket_timeout=_BLOCK_SLICE_MS / 1000 + 5, retries=1)
-        self.state = StateStore(
-            self.redis,
-            ttl_seconds=s.state.ttl_seconds,
-            prefix=s.state.key_prefix,
-            active_key=s.state.active_key,
-            clock=clock,
-        )
-        self.scheduled = ScheduledStore(self.redis, streams=s.streams.streams, record_prefix=s.state.key_prefix)
+        self.settings = s = settings or Settings.from_env()
+        connection = redis_client or connect(s.redis, socket_timeout=BLOCK_SLICE_MS / 1000 + 5, retries=1)
+        super().__init__(config_of(s), redis_client=connection, clock=clock)
+        self.scheduled = ScheduledStore(
+            self.redis, streams=s.streams.streams, record_prefix=s.state.key_prefix
+        )  # the CLI's listing
 
-    # -- submit ------------------------------------------------------------------------------
-
-    def submit(
-        self,
-        message: Mapping[str, Any] | str,
-        *,
-        stream: str | None = None,
-        at: datetime | float | None = None,
-        delay: float | None = None,
-    ) -> str:
-        """XADD `message` (a dict or its JSON) to `stream` (default: the default priority
-        stream); `at` or `delay` (seconds) set its runAt / delaySeconds. Returns its id."""
-        doc = dict(json.loads(message) if isinstance(message, str) else message)
-        if at is not None:
-            doc["runAt"] = rfc3339(at)
-        if delay is not None:
-            doc["delaySeconds"] = delay
-        s = self.settings
-        stream = stream or s.streams.default_stream
-        if stream not in s.streams.streams:
-            raise KsrError(f"stream: {stream!r} is not one of KSR_STREAMS ({', '.join(s.streams.streams)})")
-        payload = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
-        parsed = parse_message(payload, max_bytes=s.streams.max_message_bytes)
+    def check(self, payload: str) -> str:
+        parsed = parse_message(payload, max_bytes=self.config.max_message_bytes)
         now = self.clock.time()
-        due_time(parsed, added_at=now, now=now, max_ahead=s.schedule.max_ahead)
-        with redis_errors():
-            add_replicated(self.redis, stream, [payload], replicas=s.redis.min_replicas, timeout=s.redis.wait_timeout)
+        due_time(parsed, added_at=now, now=now, max_ahead=self.settings.schedule.max_ahead)
         return parsed.id
 
-    # -- status ------------------------------------------------------------------------------
+    def add(self, stream: str, payload: str) -> None:
+        s = self.settings
+        with redis_errors():
+            add_replicated(self.redis, stream, [payload], replicas=s.redis.min_replicas, timeout=s.redis.wait_timeout)
 
     def status(self, message_id: str) -> Status:
-        record = self.state.get(message_id)
-        dead = record is not None and record.state is State.DEAD and not record.has_job
-        if record is None or dead:
-            # A dead letter's record does not make its id a duplicate: the same id sent
-            # again (or replayed) after the dead entry, and not claimed yet, is where the
-            # message is now, read by the leader or not.
-            held = self.scheduled.find(message_id)
-            if held is not None:
-                return Status(message_id, "scheduled", stream=held.stream, due=held.due)
-            stream = self._unread_in(message_id, after=record.entry_id if record is not None and dead else None)
-            if record is None or stream:
-                return Status(message_id, "pending" if stream else "unknown", stream=stream)
-        where = "finished" if record.is_terminal else "running" if record.has_job else "pending"
-        return Status(message_id, where, state=record.state, stream=record.get("stream"), record=record)
-
-    def _unread_in(self, message_id: str, *, after: str | None = None) -> str | None:
-        """The stream holding `message_id` not yet delivered to the group, or (with `after`,
-        an entry id) added after that entry, delivered or not (a bounded scan)."""
-        needle = json.dumps(message_id)
-        group = self.settings.streams.group
         with redis_errors():
-            for stream in self.settings.streams.streams:
-                start = "-"
-                try:
-                    for g in self.redis.xinfo_groups(stream):
-                        if text(g.get("name")) == group:
-                            start = "(" + text(g.get("last-delivered-id"))
-                except redis.ResponseError:  # no stream yet
-                    continue
-                if after and start != "-" and _entry_key(after) < _entry_key(start[1:]):
-                    start = "(" + after
-                seen = 0
-                while seen < UNREAD_SCAN_LIMIT:
-                    rows = self.redis.xrange(stream, start, "+", count=500)
-                    if not rows:
-                        break
-                    for _, fields in rows:
-                        payload = text((fields or {}).get(b"payload", b""))
-                        if needle in payload and payload_id(payload) == message_id:
-                            return stream
-                    seen += len(rows)
-                    start = "(" + text(rows[-1][0])
-        return None
-
-    # -- wait --------------------------------------------------------------------------------
+            return super().status(message_id)
 
     def wait(self, message_id: str, timeout: float) -> Status:
-        """Block until the message ends (callback status 2, 3 or 99 on the events stream;
-        a dead letter's event is a 99 too); returns its status, or raises WaitTimeout after
-        `timeout` seconds."""
-        deadline = self.clock.monotonic() + timeout
-        events = self.settings.streams.events_stream
         with redis_errors():
-            last = self.redis.xrevrange(events, "+", "-", count=1)
-        after = text(last[0][0]) if last else "0-0"
-        status = self.status(message_id)  # after noting the position: no end can slip between
-        while not status.finished:
-            left = deadline - self.clock.monotonic()
-            if left <= 0:
-                raise WaitTimeout(message_id, timeout, self.status(message_id))
-            block = max(1, min(_BLOCK_SLICE_MS, int(left * 1000)))
-            batch = read_events(self.redis, stream=events, after=after, count=500, block_ms=block)
-            for event in batch:
-                after = event.event_id
-                if event.message_id == message_id and event.status in FINAL_STATUSES:
-                    return self._ended(message_id, event.status, event.detail)
-        return status
-
-    def _ended(self, message_id: str, code: int, detail: Mapping[str, Any]) -> Status:
-        """The status once its final event is out: the tracker appends the event just
-        before it ends the record, so the state may come from the event."""
-        status = self.status(message_id)
-        if status.finished:
-            return status
-        raw = detail.get("error")
-        error: Mapping[str, Any] = raw if isinstance(raw, dict) else {}
-        ends = {"Cancelled": State.CANCELLED, DEAD_ERROR_CODE: State.DEAD}
-        state = {CallbackStatus.COMPLETED: State.COMPLETED, CallbackStatus.FAILED: State.FAILED}.get(
-            CallbackStatus(code)
-        ) or ends.get(str(error.get("errorCode")), State.EXCEPTION)
-        return Status(message_id, "finished", state=state, stream=status.stream, record=status.record)
-
-    # -- cancel ------------------------------------------------------------------------------
+            return super().wait(message_id, timeout)
 
     def cancel(self, message_id: str) -> Cancellation:
-        """Cancel wherever it is; the producer gets one 99 `Cancelled`. Raises AlreadyFinished
-        (and changes nothing) when it has ended."""
-        outcome = self.scheduled.cancel(message_id, now=self.clock.time(), ttl_seconds=self.settings.state.ttl_seconds)
-        if outcome.kind == "FINISHED":
-            raise AlreadyFinished(message_id, outcome.detail)
-        if outcome.kind == "CANCELLED":
-            return Cancellation(message_id, outcome.detail)
-        return Cancellation(message_id, "running")  # claimed, created or running: the leader ends it
-
-    def close(self) -> None:
-        self.redis.close()
+        with redis_errors():
+            return super().cancel(message_id)
 
 
-def _entry_key(entry_id: str) -> tuple[int, int]:
-    """A stream entry id as a sortable pair (ms, sequence); (0, 0) when it is not one."""
-    ms, _, seq = entry_id.partition("-")
-    try:
-        return int(ms), int(seq or 0)
-    except ValueError:
-        return 0, 0
+# -- the contract ksr_client shares with the runner ---------------------------------------
+
+CONTRACT_PATH = Path(__file__).resolve().parent.parent / "clients" / "python" / "ksr_client" / "_contract.py"
+
+
+def render_contract() -> str:
+    defaults = {
+        v.name: ",".join(v.default) if isinstance(v.default, tuple) else str(v.default)
+        for v in (
+            variables.REDIS_URL,
+            variables.STREAMS,
+            variables.GROUP,
+            variables.EVENTS_STREAM,
+            variables.KEY_PREFIX,
+            variables.STATE_TTL,
+            variables.MAX_MESSAGE_BYTES,
+        )
+    }
+    final = sorted(int(s) for s in CallbackStatus if s.final)
+    lines = [
+        '"""What ksr_client shares with the runner: names, defaults and the cancel script.',
+        "",
+        "Generated from the runner's declarations by `python -m runner.client --write-contract`; do not edit.",
+        '"""',
+        "",
+        f"DEFAULTS = {defaults!r}",
+        "",
+        f"FIELD_STATE = {Field.STATE!r}",
+        f"FIELD_STREAM = {Field.STREAM!r}",
+        f"FIELD_ENTRY_ID = {Field.ENTRY_ID!r}",
+        f"FIELD_JOB_NAME = {Field.JOB_NAME!r}",
+        f"STATE_DEAD = {State.DEAD.value!r}",
+        f"STATE_EXCEPTION = {State.EXCEPTION.value!r}",
+        f"TERMINAL_STATES = frozenset({sorted(s.value for s in TERMINAL_STATES)!r})",
+        f"FINAL_STATUSES = frozenset({final!r})",
+        f"STATUS_STATES = { ({int(CallbackStatus.COMPLETED): State.COMPLETED.value, int(CallbackStatus.FAILED): State.FAILED.value})!r}",
+        f"ERROR_CODE_STATES = { ({CANCELLED_ERROR_CODE: State.CANCELLED.value, DEAD_ERROR_CODE: State.DEAD.value})!r}",
+        f"CANCELS_KEY = {CANCELS_KEY!r}",
+        f"SCHEDULED_SUFFIX = {scheduled_key('')!r}",
+        f"PAYLOADS_SUFFIX = {payloads_key('')!r}",
+        "",
+        f"CANCEL_LUA = {scripts.source('cancel', states=True)!r}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m runner.client")
+    parser.add_argument("--write-contract", action="store_true", help=f"write {CONTRACT_PATH}")
+    args = parser.parse_args(argv)
+    if args.write_contract:
+        CONTRACT_PATH.write_text(render_contract(), encoding="utf-8")
+    else:
+        sys.stdout.write(render_contract())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

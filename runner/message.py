@@ -9,6 +9,7 @@ producers can send fields a newer runner understands.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -17,7 +18,10 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+from ksr_client.entries import payload_id
+from runner import message_schema as rules
 from runner.errors import InvalidMessage
+from runner.message_schema import JOB, MESSAGE, DateTime, Integer, Number, Obj, Quantities, Text
 
 __all__ = [
     "EnvRef",
@@ -29,26 +33,13 @@ __all__ = [
     "Volume",
     "parse_entry",
     "parse_message",
+    "payload_id",
     "peek_message_id",
+    "rfc3339_problem",
 ]
 
 T = TypeVar("T")
 
-DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
-LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-# Ids go into Redis keys, an annotation and the webhook-id header: no spaces, slashes or controls.
-MESSAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+=~-]*$")
-ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
-QUANTITY = re.compile(r"^(\d+(\.\d*)?|\.\d+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?\d+)?$")
-RESOURCE_NAME = re.compile(
-    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
-)
-TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
-ENVREF_TYPES = ("configmap", "secret")
-# Date, "T" (or a space), time with optional fraction, optional offset (its absence is reported apart).
-RFC3339 = re.compile(r"^\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)?$")
 # A message nests four levels (job.resources.limits); unknown fields may add some. Python's
 # json recurses per level and raises RecursionError (not ValueError) near 1000: refuse first.
 MAX_DEPTH = 64
@@ -141,7 +132,8 @@ def _kind(value: Any) -> str:
 
 
 class _Checker:
-    """Collects (field path, problem) pairs while reading a JSON tree."""
+    """Collects (field path, problem) pairs while reading a JSON tree; each read takes its
+    rule from the object's spec (runner.message_schema)."""
 
     def __init__(self) -> None:
         self.problems: list[tuple[str, str]] = []
@@ -153,18 +145,11 @@ class _Checker:
         value = obj.get(key, MISSING)
         return MISSING if value is None else value  # null is "not given"
 
-    def text_or_empty(self, parent: Mapping[str, Any], key: str) -> Any:
-        """The value, or "" when it is absent or null (an empty value is a valid one)."""
-        value = self.get(parent, key)
-        return "" if value is MISSING else value
-
-    def _typed(
-        self, parent: Mapping[str, Any], key: str, path: str, kind: type, expected: str, *, required: bool = False
-    ) -> Any:
+    def _typed(self, parent: Mapping[str, Any], spec: Obj, key: str, path: str, kind: type, expected: str) -> Any:
         """The value if given and of `kind`; else MISSING, with the problem noted."""
         value = self.get(parent, key)
         if value is MISSING:
-            if required:
+            if spec[key].required:
                 self.fail(path, "required")
             return MISSING
         if not isinstance(value, kind):
@@ -172,40 +157,36 @@ class _Checker:
             return MISSING
         return value
 
-    def obj(
-        self, parent: Mapping[str, Any], key: str, path: str, *, required: bool = False
-    ) -> Mapping[str, Any] | None:
-        value = self._typed(parent, key, path, dict, "an object", required=required)
+    def obj(self, parent: Mapping[str, Any], spec: Obj, key: str, path: str) -> Mapping[str, Any] | None:
+        value = self._typed(parent, spec, key, path, dict, "an object")
         return None if value is MISSING else value
 
-    def string(
-        self,
-        parent: Mapping[str, Any],
-        key: str,
-        path: str,
-        *,
-        required: bool = False,
-        max_len: int = 4096,
-        pattern: re.Pattern[str] | None = None,
-        what: str = "",
-    ) -> str | None:
-        value = self._typed(parent, key, path, str, "a string", required=required)
+    def string(self, parent: Mapping[str, Any], spec: Obj, key: str, path: str) -> str | None:
+        """The string if given and valid; None when absent (or "" for a rule that allows it
+        empty: absent is "") or invalid, with the problem noted."""
+        rule = spec[key].rule
+        assert isinstance(rule, Text), path
+        value = self._typed(parent, spec, key, path, str, "a string")
         if value is MISSING:
-            return None
-        if not value:
+            return "" if rule.empty else None
+        return self.text(value, rule, path)
+
+    def text(self, value: str, rule: Text, path: str) -> str | None:
+        if not value and not rule.empty:
             self.fail(path, "must not be empty")
             return None
-        if len(value) > max_len:
-            self.fail(path, f"must be at most {max_len} characters, got {len(value)}")
+        if rule.max_len is not None and len(value) > rule.max_len:
+            self.fail(path, f"must be at most {rule.max_len} characters, got {len(value)}")
             return None
-        if pattern is not None and not pattern.match(value):
-            self.fail(path, f"must be {what}, got {value!r}")
+        chosen = value.lower() if rule.ignore_case else value
+        if (rule.choices and chosen not in rule.choices) or (rule.pattern and not _full(rule.pattern, value)):
+            self.fail(path, f"must be {rule.what}, got {value[:100]!r}")
             return None
-        return value
+        return chosen
 
-    def integer(
-        self, parent: Mapping[str, Any], key: str, path: str, *, low: int, high: int | None = None, rule: str
-    ) -> int | None:
+    def integer(self, parent: Mapping[str, Any], spec: Obj, key: str, path: str) -> int | None:
+        rule = spec[key].rule
+        assert isinstance(rule, Integer), path
         value = self.get(parent, key)
         if value is MISSING:
             return None
@@ -213,58 +194,63 @@ class _Checker:
             value = int(value)  # 60.0 is 60; 60.5 is not an integer
         if isinstance(value, bool) or not isinstance(value, int):
             shown = f" {value!r}" if isinstance(value, (str, float, bool)) else ""
-            self.fail(path, f"must be an integer, got {_kind(value)}{shown}")
+            self.fail(path, f"must be an integer, got {_kind(value)}{shown[:100]}")
             return None
-        if value < low or (high is not None and value > high):
-            self.fail(path, f"must be {rule}, got {value}")
+        if not rule.low <= value <= rule.high:
+            number = value if abs(value) < 10**20 else f"{value:.3g}"
+            self.fail(path, f"must be {rule.over if value > rule.high and rule.over else rule.rule}, got {number}")
             return None
         return value
 
-    def boolean(self, parent: Mapping[str, Any], key: str, path: str) -> bool | None:
-        value = self._typed(parent, key, path, bool, "true or false")
+    def boolean(self, parent: Mapping[str, Any], spec: Obj, key: str, path: str) -> bool | None:
+        value = self._typed(parent, spec, key, path, bool, "true or false")
         return None if value is MISSING else value
 
-    def strings(self, parent: Mapping[str, Any], key: str, path: str) -> tuple[str, ...]:
-        value = self._typed(parent, key, path, list, "an array of strings")
+    def strings(self, parent: Mapping[str, Any], spec: Obj, key: str, path: str) -> tuple[str, ...]:
+        value = self._typed(parent, spec, key, path, list, "an array of strings")
         if value is MISSING:
             return ()
         bad = [i for i, item in enumerate(value) if not isinstance(item, str)]
-        if bad:
-            self.fail(f"{path}[{bad[0]}]", f"must be a string, got {_kind(value[bad[0]])}")
-            return ()
-        return tuple(value)
+        for i in bad:  # every one, as a schema validator names them
+            self.fail(f"{path}[{i}]", f"must be a string, got {_kind(value[i])}")
+        return () if bad else tuple(value)
 
     def items(
-        self, parent: Mapping[str, Any], key: str, path: str, read: Callable[[Mapping[str, Any], str], T | None]
+        self,
+        parent: Mapping[str, Any],
+        spec: Obj,
+        key: str,
+        path: str,
+        read: Callable[[Mapping[str, Any], Obj, str], T | None],
     ) -> tuple[T, ...]:
-        """An array of objects, each read by `read(obj, path_of_item)`."""
-        value = self._typed(parent, key, path, list, "an array")
+        """An array of objects, each read by `read(obj, its spec, path_of_item)`."""
+        value = self._typed(parent, spec, key, path, list, "an array")
         if value is MISSING:
             return ()
+        item_spec = spec.items(key)
         out: list[T] = []
         for i, item in enumerate(value):
             item_path = f"{path}[{i}]"
             if not isinstance(item, dict):
                 self.fail(item_path, f"must be an object, got {_kind(item)}")
                 continue
-            parsed = read(item, item_path)
+            parsed = read(item, item_spec, item_path)
             if parsed is not None:
                 out.append(parsed)
         return tuple(out)
 
 
+@functools.cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def _full(pattern: str, value: str) -> bool:
+    """Whole-value match: `$` alone would also match before a final newline."""
+    return _compiled(pattern).fullmatch(value) is not None
+
+
 # -- the message ----------------------------------------------------------------------------
-
-
-def payload_id(payload: str) -> str | None:
-    """The `id` a payload's JSON carries, as written and not validated, or None; never raises.
-    For naming a message in an error line or finding one by id in a stream."""
-    try:
-        doc = json.loads(payload)
-    except (ValueError, RecursionError):
-        return None
-    value = doc.get("id") if isinstance(doc, dict) else None
-    return value if isinstance(value, str) else None
 
 
 def peek_message_id(fields: Mapping[Any, Any], *, max_bytes: int = 65536) -> str | None:
@@ -275,7 +261,7 @@ def peek_message_id(fields: Mapping[Any, Any], *, max_bytes: int = 65536) -> str
     except InvalidMessage:
         return None
     value = raw.get("id") if isinstance(raw, dict) else None
-    return value if isinstance(value, str) and MESSAGE_ID.match(value) else None
+    return value if isinstance(value, str) and _full(rules.MESSAGE_ID, value) else None
 
 
 def parse_entry(fields: Mapping[Any, Any], *, max_bytes: int = 65536) -> Message:
@@ -335,25 +321,9 @@ def parse_message(payload: bytes | str, *, max_bytes: int = 65536) -> Message:
         raise InvalidMessage("payload", f"must be a JSON object, got {_kind(raw)}")
 
     c = _Checker()
-    message_id = c.string(
-        raw,
-        "id",
-        "id",
-        required=True,
-        max_len=253,
-        pattern=MESSAGE_ID,
-        what="letters, digits and . _ : @ + = ~ - (starting with a letter or digit)",
-    )
-    service = c.string(
-        raw,
-        "service",
-        "service",
-        required=True,
-        max_len=63,
-        pattern=LABEL_VALUE,
-        what="a Kubernetes label value (letters, digits, - _ . ; starting and ending alphanumeric)",
-    )
-    job_obj = c.obj(raw, "job", "job", required=True)
+    message_id = c.string(raw, MESSAGE, "id", "id")
+    service = c.string(raw, MESSAGE, "service", "service")
+    job_obj = c.obj(raw, MESSAGE, "job", "job")
     job = _job(c, job_obj) if job_obj is not None else None
     webhook_url = _webhook(c, raw)
     run_at, delay_seconds = _timing(c, raw)
@@ -375,84 +345,71 @@ def _refuse_constant(name: str) -> Any:
 
 
 def _webhook(c: _Checker, raw: Mapping[str, Any]) -> str | None:
-    hook = c.obj(raw, "webhook", "webhook")
-    if hook is None:
-        return None
-    url = c.string(hook, "url", "webhook.url", max_len=2048)
-    if url is None:
-        return None
-    if not re.match(r"^https?://[^/?#\s]+", url, re.IGNORECASE) or any(ch.isspace() for ch in url):
-        c.fail("webhook.url", f"must be an http:// or https:// URL with a host, got {url[:100]!r}")
-        return None
-    return url
+    hook = c.obj(raw, MESSAGE, "webhook", "webhook")
+    return c.string(hook, MESSAGE.obj("webhook"), "url", "webhook.url") if hook is not None else None
 
 
 def _timing(c: _Checker, raw: Mapping[str, Any]) -> tuple[float | None, float | None]:
     """`runAt` (RFC 3339 with an offset) or `delaySeconds` (a number >= 0), never both.
     How far ahead is allowed is a setting, checked where the due time is computed."""
     at, delay = c.get(raw, "runAt"), c.get(raw, "delaySeconds")
-    if at is not MISSING and delay is not MISSING:
-        c.fail("runAt", "give either runAt or delaySeconds, not both")
-        return None, None
-    if at is not MISSING:
-        return parse_rfc3339(c, at), None
+    for first, second in MESSAGE.exclusive:
+        if c.get(raw, first) is not MISSING and c.get(raw, second) is not MISSING:
+            c.fail(first, f"give either {first} or {second}, not both")
+    run_at = parse_rfc3339(c, at) if at is not MISSING else None
+    delay_seconds = None
     if delay is not MISSING:
+        rule = MESSAGE["delaySeconds"].rule
+        assert isinstance(rule, Number)
         if isinstance(delay, bool) or not isinstance(delay, (int, float)):
             c.fail("delaySeconds", f"must be a number of seconds, got {_kind(delay)}")
-        elif not 0 <= delay < 1e9:
-            c.fail("delaySeconds", f"must be >= 0, got {delay!r}")
+        elif delay < rule.low:
+            c.fail("delaySeconds", f"must be >= {rule.low:g}, got {delay!r}")
+        elif delay >= rule.below:
+            c.fail("delaySeconds", f"must be below {rule.below:g}, got {delay:.6g}")
         else:
-            return None, float(delay)
-    return None, None
+            delay_seconds = float(delay)
+    return run_at, delay_seconds
+
+
+def rfc3339_problem(value: str) -> str | None:
+    """What is wrong with `value` as a runAt time (the message's own rule), or None: for
+    an option that sets runAt (`ksr submit --at`) to name itself in the error."""
+    c = _Checker()
+    parse_rfc3339(c, value)
+    return c.problems[0][1] if c.problems else None
 
 
 def parse_rfc3339(c: _Checker, value: Any, path: str = "runAt") -> float | None:
+    rule = MESSAGE["runAt"].rule
+    assert isinstance(rule, DateTime)
     if not isinstance(value, str):
         c.fail(path, f"must be an RFC 3339 date-time string, got {_kind(value)}")
         return None
-    try:
-        when = datetime.fromisoformat(value) if RFC3339.match(value) else None
-    except ValueError:
-        when = None
-    if when is None:
-        c.fail(path, f"must be an RFC 3339 date-time such as 2026-12-01T10:00:00+01:00, got {value[:64]!r}")
+    if not _full(rule.pattern, value):
+        if _full(rules.DATE_TIME_NO_OFFSET, value):
+            c.fail(path, f"must carry a UTC offset (Z or +01:00), got {value[:64]!r}")
+        else:
+            c.fail(path, f"must be an RFC 3339 date-time such as 2026-12-01T10:00:00+01:00, got {value[:64]!r}")
         return None
-    if when.tzinfo is None:
-        c.fail(path, f"must carry a UTC offset (Z or +01:00), got {value[:64]!r}")
-        return None
-    return when.timestamp()
+    # The pattern holds the calendar too; Python reads only upper-case T and Z.
+    return datetime.fromisoformat(value.upper()).timestamp()
 
 
 def _job(c: _Checker, job: Mapping[str, Any]) -> JobSpec | None:
-    label = "a DNS-1123 label (lowercase letters, digits and '-', at most 63)"
-    subdomain = "a DNS-1123 subdomain (lowercase letters, digits, '-' and '.')"
-    prefix = c.string(job, "prefixName", "job.prefixName", required=True, max_len=63, pattern=DNS1123_LABEL, what=label)
-    namespace = c.string(
-        job, "namespace", "job.namespace", required=True, max_len=63, pattern=DNS1123_LABEL, what=label
-    )
-    image = c.string(
-        job,
-        "image",
-        "job.image",
-        required=True,
-        max_len=1024,
-        pattern=re.compile(r"^[^\s\x00-\x1f]+$"),
-        what="an image reference without spaces",
-    )
-    command = c.strings(job, "command", "job.command")
-    args = c.strings(job, "args", "job.args")
-    service_account = c.string(
-        job, "serviceAccount", "job.serviceAccount", max_len=253, pattern=DNS1123_SUBDOMAIN, what=subdomain
-    )
-    ttl = c.integer(job, "ttlSecondsAfterFinished", "job.ttlSecondsAfterFinished", low=31, rule="> 30")
-    backoff = c.integer(job, "backoffLimit", "job.backoffLimit", low=0, rule=">= 0")
-    deadline = c.integer(
-        job, "activeDeadlineSeconds", "job.activeDeadlineSeconds", low=60, high=86400, rule="60..86400"
-    )
-    gpu_enable = c.boolean(job, "gpuEnable", "job.gpuEnable")
-    gpu_number = c.integer(job, "gpuNumber", "job.gpuNumber", low=1, high=4, rule="1..4")
-    env = c.items(job, "env", "job.env", lambda o, p: _env_var(c, o, p))
-    env_ref = c.items(job, "envRef", "job.envRef", lambda o, p: _env_ref(c, o, p))
+    prefix = c.string(job, JOB, "prefixName", "job.prefixName")
+    namespace = c.string(job, JOB, "namespace", "job.namespace")
+    image = c.string(job, JOB, "image", "job.image")
+    command = c.strings(job, JOB, "command", "job.command")
+    args = c.strings(job, JOB, "args", "job.args")
+    service_account = c.string(job, JOB, "serviceAccount", "job.serviceAccount")
+    ttl = c.integer(job, JOB, "ttlSecondsAfterFinished", "job.ttlSecondsAfterFinished")
+    backoff = c.integer(job, JOB, "backoffLimit", "job.backoffLimit")
+    deadline = c.integer(job, JOB, "activeDeadlineSeconds", "job.activeDeadlineSeconds")
+    gpu_enable = c.boolean(job, JOB, "gpuEnable", "job.gpuEnable")
+    gpu_number = c.integer(job, JOB, "gpuNumber", "job.gpuNumber")
+    env = c.items(job, JOB, "env", "job.env", lambda o, s, p: _env_var(c, o, s, p))
+    env_ref = c.items(job, JOB, "envRef", "job.envRef", lambda o, s, p: _env_ref(c, o, s, p))
     limits, requests = _resources(c, job)
     node_selector = _node_selector(c, job)
     toleration = _toleration(c, job)
@@ -481,134 +438,75 @@ def _job(c: _Checker, job: Mapping[str, Any]) -> JobSpec | None:
     )
 
 
-def _env_var(c: _Checker, obj: Mapping[str, Any], path: str) -> EnvVar | None:
-    name = c.string(
-        obj,
-        "name",
-        f"{path}.name",
-        required=True,
-        max_len=253,
-        pattern=ENV_NAME,
-        what="an environment variable name (letters, digits, - . _; not starting with a digit)",
-    )
-    value = c.text_or_empty(obj, "value")
-    if not isinstance(value, str):
-        c.fail(f"{path}.value", f"must be a string, got {_kind(value)}")
-        return None
-    return EnvVar(name, value) if name is not None else None
+def _env_var(c: _Checker, obj: Mapping[str, Any], spec: Obj, path: str) -> EnvVar | None:
+    name = c.string(obj, spec, "name", f"{path}.name")
+    value = c.string(obj, spec, "value", f"{path}.value")
+    return EnvVar(name, value) if name is not None and value is not None else None
 
 
-def _env_ref(c: _Checker, obj: Mapping[str, Any], path: str) -> EnvRef | None:
-    name = c.string(
-        obj,
-        "name",
-        f"{path}.name",
-        required=True,
-        max_len=253,
-        pattern=DNS1123_SUBDOMAIN,
-        what="a DNS-1123 subdomain (lowercase letters, digits, '-' and '.')",
-    )
-    kind = c.string(obj, "type", f"{path}.type", required=True, max_len=16)
-    if kind is not None and kind.lower() not in ENVREF_TYPES:
-        c.fail(f"{path}.type", f"must be configmap or secret, got {kind!r}")
-        return None
-    return EnvRef(name, kind.lower()) if name is not None and kind is not None else None
+def _env_ref(c: _Checker, obj: Mapping[str, Any], spec: Obj, path: str) -> EnvRef | None:
+    name = c.string(obj, spec, "name", f"{path}.name")
+    kind = c.string(obj, spec, "type", f"{path}.type")  # lower-cased (ignore_case)
+    return EnvRef(name, kind) if name is not None and kind is not None else None
 
 
 def _resources(c: _Checker, job: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
-    resources = c.obj(job, "resources", "job.resources")
+    resources = c.obj(job, JOB, "resources", "job.resources")
     if resources is None:
         return {}, {}
+    spec = JOB.obj("resources")
     out: list[dict[str, str]] = []
     for part in ("limits", "requests"):
         path = f"job.resources.{part}"
-        table = c.obj(resources, part, path)
+        rule = spec[part].rule
+        assert isinstance(rule, Quantities)
+        table = c.obj(resources, spec, part, path)
         quantities: dict[str, str] = {}
         for name, value in (table or {}).items():
             item = f"{path}.{name}"
-            if not RESOURCE_NAME.match(name) or len(name) > 253:
-                c.fail(item, "must be a resource name such as cpu, memory or example.com/device")
+            if len(name) > (rule.name.max_len or 0) or not _full(rule.name.pattern or "", name):
+                c.fail(item, f"must be {rule.name.what}")
                 continue
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)  # as for every integer: 2.0 is 2
             if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
                 value = str(value)  # "cpu": 2 is common and unambiguous
             if not isinstance(value, str):
                 c.fail(item, f"must be a quantity string such as '500m' or '1Gi', got {_kind(value)}")
-            elif not QUANTITY.match(value):
-                c.fail(item, f"must be a quantity such as '500m' or '1Gi', got {value!r}")
-            else:
-                quantities[name] = value
+            elif (quantity := c.text(value, rule.quantity, item)) is not None:
+                quantities[name] = quantity
         out.append(quantities)
     return out[0], out[1]
 
 
 def _node_selector(c: _Checker, job: Mapping[str, Any]) -> NodeSelector | None:
-    sel = c.obj(job, "nodeSelector", "job.nodeSelector")
+    sel = c.obj(job, JOB, "nodeSelector", "job.nodeSelector")
     if sel is None:
         return None
-    key = c.string(
-        sel,
-        "matchKey",
-        "job.nodeSelector.matchKey",
-        required=True,
-        max_len=317,
-        pattern=_LABEL_KEY,
-        what="a label key such as kubernetes.io/hostname",
-    )
-    value = c.text_or_empty(sel, "matchValue")
-    if not isinstance(value, str) or len(value) > 63 or not LABEL_VALUE.match(value):
-        c.fail(
-            "job.nodeSelector.matchValue", f"must be a label value (at most 63 letters, digits, - _ .), got {value!r}"
-        )
-        return None
-    return NodeSelector(key, value) if key is not None else None
+    spec = JOB.obj("nodeSelector")
+    key = c.string(sel, spec, "matchKey", "job.nodeSelector.matchKey")
+    value = c.string(sel, spec, "matchValue", "job.nodeSelector.matchValue")
+    return NodeSelector(key, value) if key is not None and value is not None else None
 
 
 def _toleration(c: _Checker, job: Mapping[str, Any]) -> Toleration | None:
-    tol = c.obj(job, "toleration", "job.toleration")
+    tol = c.obj(job, JOB, "toleration", "job.toleration")
     if tol is None:
         return None
-    key = c.string(tol, "key", "job.toleration.key", required=True, max_len=317, pattern=_LABEL_KEY, what="a taint key")
-    value = (
-        c.string(tol, "value", "job.toleration.value", max_len=63, pattern=LABEL_VALUE, what="a taint value")
-        if tol.get("value") != ""
-        else None
-    )
-    effect = c.string(tol, "effect", "job.toleration.effect", max_len=32)
-    if effect is not None and effect not in TAINT_EFFECTS:
-        c.fail("job.toleration.effect", f"must be one of {', '.join(TAINT_EFFECTS)}, got {effect!r}")
+    spec = JOB.obj("toleration")
+    key = c.string(tol, spec, "key", "job.toleration.key")
+    value = c.string(tol, spec, "value", "job.toleration.value")
+    effect = c.string(tol, spec, "effect", "job.toleration.effect")
+    if key is None or value is None or (effect is None and c.get(tol, "effect") is not MISSING):
         return None
-    return Toleration(key, value, effect) if key is not None else None
+    return Toleration(key, value or None, effect)  # no value: operator Exists
 
 
 def _volume(c: _Checker, job: Mapping[str, Any]) -> Volume | None:
-    vol = c.obj(job, "volume", "job.volume")
+    vol = c.obj(job, JOB, "volume", "job.volume")
     if vol is None:
         return None
-    mount = c.string(
-        vol,
-        "mountPath",
-        "job.volume.mountPath",
-        required=True,
-        max_len=1024,
-        pattern=re.compile(r"^/[^:\x00-\x1f]*$"),
-        what="an absolute path without ':'",
-    )
-    if mount is not None and ".." in mount.split("/"):
-        c.fail("job.volume.mountPath", f"must not contain '..', got {mount!r}")
-        mount = None
-    pvc = c.string(
-        vol,
-        "pvc",
-        "job.volume.pvc",
-        required=True,
-        max_len=253,
-        pattern=DNS1123_SUBDOMAIN,
-        what="a PersistentVolumeClaim name (DNS-1123 subdomain)",
-    )
+    spec = JOB.obj("volume")
+    mount = c.string(vol, spec, "mountPath", "job.volume.mountPath")
+    pvc = c.string(vol, spec, "pvc", "job.volume.pvc")
     return Volume(mount, pvc) if mount is not None and pvc is not None else None
-
-
-# label keys: optional DNS subdomain prefix (<= 253) and "/", then a name (<= 63)
-_LABEL_KEY = re.compile(
-    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(?=[^/]{1,63}$)[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
-)

@@ -40,7 +40,7 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from runner.lifecycle import DispatchOutcome
+from runner.lifecycle import DispatchOutcome, State
 from runner.signals import (
     ActiveJobs,
     Beat,
@@ -60,8 +60,11 @@ from runner.signals import (
 )
 
 __all__ = [
+    "DEFAULT_LABEL_VALUES",
     "ENV_MULTIPROC_DIR",
+    "LABEL_OTHER",
     "MESSAGE_OUTCOMES",
+    "CappedLabel",
     "Metrics",
     "MetricsObserver",
     "cleanup_dead_processes",
@@ -81,6 +84,18 @@ ENV_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 # pending and the delivery counter ends it. waiting: the create was refused for now (quota,
 # 429, 5xx); the entry waits out of the stream (runner.store.waiting).
 MESSAGE_OUTCOMES = tuple(o.value for o in DispatchOutcome)
+
+# ksr_jobs_finished_total's job_service and job_namespace come from the message, so the
+# producers choose their values: each label keeps the first DEFAULT_LABEL_VALUES distinct
+# values a process sees (KSR_METRICS_MAX_LABEL_VALUES), and counts the rest as LABEL_OTHER
+# (docs/operations.md, "Job outcomes by service and namespace"). Not `service`/`namespace`:
+# a ServiceMonitor's scrape sets those target labels and would rename ours `exported_*`.
+DEFAULT_LABEL_VALUES = 20
+JOB_OUTCOMES = (State.COMPLETED, State.FAILED, State.EXCEPTION, State.CANCELLED)  # a JobFinished's
+LABEL_OTHER = "other"
+LABEL_UNKNOWN = "unknown"  # a record that holds no service (written before it was kept)
+
+CANCEL_STAGES = ("scheduled", "pending", "running")  # a Cancelled's stage
 
 # Entry id time -> Job created: milliseconds when idle, minutes when a backlog drains.
 DISPATCH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
@@ -138,6 +153,8 @@ class Metrics:
         )
         # -- messages
         self.messages = Counter("ksr_messages", "Messages handled, by outcome", ["outcome"], registry=r)
+        for outcome in MESSAGE_OUTCOMES:  # at 0 from the start: increase() cannot see a series' first sample
+            self.messages.labels(outcome=outcome)
         self.messages_processed = Counter(
             "ksr_messages_processed",
             "Messages acked (dispatched, duplicate, invalid, dead-lettered, scheduled or cancelled)",
@@ -156,7 +173,12 @@ class Metrics:
         self.active_jobs = Gauge(
             "ksr_active_jobs", "Jobs created and not yet finished", registry=r, multiprocess_mode="livemax"
         )
-        self.jobs_finished = Counter("ksr_jobs_finished", "Jobs that ended, by outcome", ["outcome"], registry=r)
+        self.jobs_finished = Counter(
+            "ksr_jobs_finished",
+            "Jobs that ended, by outcome, the message's service and the Job's namespace (each capped, rest: other)",
+            ["outcome", "job_service", "job_namespace"],
+            registry=r,
+        )
         self.job_duration = Histogram(
             "ksr_job_duration_seconds", "From Job created to Job finished", registry=r, buckets=JOB_BUCKETS
         )
@@ -200,6 +222,8 @@ class Metrics:
         self.cancellations = Counter(
             "ksr_cancellations", "Messages cancelled, by stage (scheduled, pending, running)", ["stage"], registry=r
         )
+        for stage in CANCEL_STAGES:  # at 0, as above: a first cancellation is one the dashboard must show
+            self.cancellations.labels(stage=stage)
         # -- liveness
         self.loop_heartbeat = Gauge(
             "ksr_loop_heartbeat_timestamp_seconds",
@@ -244,6 +268,29 @@ class Metrics:
         self.loop_heartbeat.labels(loop=loop).set(wall_time)
 
 
+class CappedLabel:
+    """A label whose values come from outside: the first `limit` distinct values pass as
+    they are, every later one is LABEL_OTHER, so a producer inventing names cannot grow the
+    series without bound. Per process, in the order seen; thread-safe."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"label value cap must be at least 1, got {limit}")
+        self.limit = limit
+        self._kept: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, value: str) -> str:
+        value = value or LABEL_UNKNOWN
+        with self._lock:
+            if value in self._kept:
+                return value
+            if len(self._kept) < self.limit:
+                self._kept.add(value)
+                return value
+        return LABEL_OTHER
+
+
 # -- the writer -----------------------------------------------------------------------------
 
 
@@ -253,9 +300,13 @@ class MetricsObserver:
     resolved on each signal (`get()` must come after the supervisor prepared the
     multiprocess directory)."""
 
-    def __init__(self, metrics: Callable[[], Metrics] | None = None) -> None:
+    def __init__(
+        self, metrics: Callable[[], Metrics] | None = None, *, max_label_values: int = DEFAULT_LABEL_VALUES
+    ) -> None:
         self._metrics = metrics or get
         self._sampled: set[str] = set()  # streams whose gauges this replica has set
+        self._service = CappedLabel(max_label_values)
+        self._namespace = CappedLabel(max_label_values)
 
     def __repr__(self) -> str:
         return "MetricsObserver()"
@@ -273,10 +324,14 @@ class MetricsObserver:
                     self._zero_leader_gauges(m)
             case MessageHandled(outcome=outcome):
                 m.count_message(outcome)
-            case Dispatched(latency=latency):
+            case Dispatched(latency=latency, service=service, namespace=namespace):
                 m.dispatch_latency.observe(max(0.0, latency))
-            case JobFinished(outcome=outcome, duration=duration):
-                m.jobs_finished.labels(outcome=str(outcome)).inc()
+                if service:
+                    self._job_outcomes_at_zero(m, service, namespace)
+            case JobFinished(outcome=outcome, duration=duration, service=service, namespace=namespace):
+                m.jobs_finished.labels(
+                    outcome=str(outcome), job_service=self._service(service), job_namespace=self._namespace(namespace)
+                ).inc()
                 if duration is not None:
                     m.job_duration.observe(duration)
             case ActiveJobs(count=count):
@@ -286,6 +341,7 @@ class MetricsObserver:
                 m.set_stream_stats(stats)
                 for stream in stats:  # a labelled counter has no series until its child exists
                     m.group_recreated.labels(stream=stream)
+                    m.scheduled_moved.labels(stream=stream)
             case GroupRecreated(stream=stream):
                 m.group_recreated.labels(stream=stream).inc()
             case KubeRequest(verb=verb, code=code, seconds=seconds):
@@ -298,6 +354,14 @@ class MetricsObserver:
                 m.schedule_ticks.labels(entry=entry, outcome=outcome).inc(count)
             case Cancelled(stage=stage):
                 m.cancellations.labels(stage=stage).inc()
+
+    def _job_outcomes_at_zero(self, m: Metrics, service: str, namespace: str) -> None:
+        # A counter series first scraped at 1 is invisible to increase() and rate(): a
+        # producer's first failed Job would show as 0 on the dashboard. So every outcome of
+        # a (service, namespace) exists at 0 from its first Job's creation on.
+        labels = {"job_service": self._service(service), "job_namespace": self._namespace(namespace)}
+        for outcome in JOB_OUTCOMES:
+            m.jobs_finished.labels(outcome=outcome.value, **labels)
 
     def _zero_leader_gauges(self, m: Metrics) -> None:
         # Only the leader samples streams and counts active Jobs. A former leader's last

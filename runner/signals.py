@@ -105,6 +105,8 @@ class Dispatched:
     """A Job was created (or adopted) for an entry and the entry acked."""
 
     latency: float  # seconds from the entry id's time to the Job created
+    service: str = ""  # the message's `service`
+    namespace: str = ""  # the Job's namespace
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,8 @@ class JobFinished:
 
     outcome: State
     duration: float | None  # seconds from created to finished, when known
+    service: str = ""  # the message's `service`, from the Job's record
+    namespace: str = ""  # the Job's namespace
 
 
 @dataclass(frozen=True)

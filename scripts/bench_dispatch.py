@@ -180,7 +180,9 @@ class Bench:
         self.workdir = workdir
         self.redis_server = RedisServer().start()
         self.redis = self.redis_server.client()
-        self.bed = testbed.up(workdir / "bed", progress=lambda m: print(f"  bed: {m}", flush=True), bench=True)
+        self.bed = testbed.up(
+            workdir / "bed", progress=lambda m: print(f"  bed: {m}", flush=True), bench=True, owned=True
+        )
         os.environ["KUBECONFIG"] = str(self.bed.kubeconfig)
         from kubernetes import client, config
 

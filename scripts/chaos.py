@@ -395,7 +395,7 @@ def main() -> int:
         redis_server = RedisServer(args=("--appendonly", "yes", "--appendfsync", "always"))
         campaign: Campaign | None = None
         try:
-            bed = testbed.up(work / "bed", progress=lambda m: print(f"  bed: {m}", flush=True))
+            bed = testbed.up(work / "bed", progress=lambda m: print(f"  bed: {m}", flush=True), owned=True)
             redis_server.start()
             namespace = f"chaos-{uuid.uuid4().hex[:6]}"
             bed.request("POST", "/api/v1/namespaces", {"metadata": {"name": namespace}})

@@ -41,7 +41,7 @@ from runner.callbacks.owed import next_step, retry_delay
 from runner.settings import Settings
 from runner.store import scripts
 from runner.store.errors import redis_errors
-from runner.store.record import Field, StateRecord
+from runner.store.record import CallbackAttempt, Field, StateRecord, attempt_log_with
 from runner.store.replies import text
 
 __all__ = ["Backoff", "Courier", "deliver"]
@@ -261,6 +261,7 @@ class _Run:
         record = StateRecord({**record, Field.attempts(status): str(attempt)})
         self.attempts += 1
         started = self.c.clock.monotonic()
+        started_ms = int(self.c.clock.time() * 1000)
         raised = False
         try:
             body = callback_body(self.message_id, status, _detail(record, status))  # same bytes every attempt
@@ -275,15 +276,26 @@ class _Run:
         self.last_took = self.c.clock.monotonic() - started
         self._note_speed(url, outcome, self.last_took)
 
+        def note(kind: str, next_retry: float | None = None) -> CallbackAttempt:
+            return CallbackAttempt(
+                number=attempt,
+                at_ms=started_ms,
+                duration_ms=int(self.last_took * 1000),
+                http_status=outcome.status,
+                outcome=kind,
+                detail=outcome.detail,
+                next_retry_ms=None if next_retry is None else int(next_retry * 1000),
+            )
+
         if outcome.kind is OutcomeKind.DELIVERED:
             log.info("callback %s delivered (HTTP %s, attempt %d)", wid, outcome.status, attempt)
-            return self._finish(record, status, "delivered")
+            return self._finish(record, status, "delivered", note=note("delivered"))
         if outcome.kind is OutcomeKind.GONE:
             log.info("callback %s: %s answered 410, no more callbacks to it for this message", wid, url)
-            return self._finish(record, status, "gone", gone_url=url)
+            return self._finish(record, status, "gone", gone_url=url, note=note("gone"))
         if outcome.kind is OutcomeKind.FAILED:
             log.warning("callback %s failed for good (attempt %d): %s", wid, attempt, outcome.detail)
-            return self._finish(record, status, "failed")
+            return self._finish(record, status, "failed", note=note("failed"))
 
         now = self.c.clock.time()
         delay = retry_delay(
@@ -305,18 +317,34 @@ class _Run:
                 self.settings.callbacks.retry_horizon,
                 outcome.detail,
             )
-            return self._finish(record, status, "expired")
+            return self._finish(record, status, "expired", note=note("expired"))
         log.info("callback %s attempt %d: %s; next in %.1fs", wid, attempt, outcome.detail, delay)
+        self._note(record, status, note("retry", now + delay))
         _count(status, "error" if raised else "retry")
         successor = attempt_job_id(self.message_id, status, attempt + 1)
         self._hand_over(status, successor, queue_for(self.c.conn, self.settings, url), now + delay)
         self.outcome = "retry"
         return None
 
-    def _finish(self, record: StateRecord, status: int, outcome: str, *, gone_url: str | None = None) -> StateRecord:
+    def _note(self, record: StateRecord, status: int, note: CallbackAttempt) -> None:
+        """Keep the attempt's note (cbl_<s>) while this job holds the lease: one writer."""
+        value = attempt_log_with(record.callback_attempt_log(status), note)
+        self.c.renew(self.key, self.token, fields=(Field.attempt_log(status), value))
+
+    def _finish(
+        self,
+        record: StateRecord,
+        status: int,
+        outcome: str,
+        *,
+        gone_url: str | None = None,
+        note: CallbackAttempt | None = None,
+    ) -> StateRecord:
         fields = {Field.outcome(status): outcome}
         if gone_url is not None:
             fields[Field.GONE_URL] = gone_url
+        if note is not None:
+            fields[Field.attempt_log(status)] = attempt_log_with(record.callback_attempt_log(status), note)
         _count(status, outcome)  # first: whoever sees the outcome recorded finds it counted
         flat = tuple(x for kv in fields.items() for x in kv)
         self.c.renew(self.key, self.token, done_member=owed_member(self.message_id, status), fields=flat)

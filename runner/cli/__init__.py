@@ -6,6 +6,7 @@
     ksr jobs list|show               runner.cli.jobs
     ksr cancel, ksr scheduled list,
     ksr schedules list               runner.cli.schedule
+    ksr pause | resume STREAM        runner.cli.pause
     ksr status | health | config     runner.cli.status, runner.cli.health, runner.cli.config
     ksr run, ksr dev                 runner.cli.run, runner.cli.dev
 
@@ -53,7 +54,7 @@ def main(ctx: click.Context, redis_url: str | None, verbose: int) -> None:
 
 
 def _register() -> None:
-    from runner.cli import config, dead, dev, health, jobs, pending, run, schedule, status, submit
+    from runner.cli import config, dead, dev, health, jobs, pause, pending, run, schedule, status, submit
 
     for command in (
         submit.submit,
@@ -62,6 +63,8 @@ def _register() -> None:
         dead.dead,
         jobs.jobs,
         schedule.cancel,
+        pause.pause,
+        pause.resume,
         schedule.scheduled,
         schedule.schedules,
         status.status,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -123,10 +124,30 @@ class CliContext:
     _redis: redis.Redis | None = field(default=None, repr=False)
 
     def settings(self) -> Settings:
-        """Settings.from_env(), with --redis-url winning over REDIS_URL; ConfigError -> exit 2."""
+        """Settings.from_env(), with --redis-url winning over REDIS_URL; ConfigError -> exit 2.
+        With neither, a running `ksr dev` found through its runtime file (_devfile.py)."""
         if self._settings is None:
-            self._settings = Settings.from_env(REDIS_URL=self.redis_url)
+            self._settings = Settings.from_env(None, **self._redis_overrides())
         return self._settings
+
+    def _redis_overrides(self) -> dict[str, str | None]:
+        if self.redis_url is not None or "REDIS_URL" in os.environ:
+            return {"REDIS_URL": self.redis_url}
+        from runner.cli._devfile import discover
+
+        found = discover()
+        if found is None:
+            return {"REDIS_URL": None}
+        dev, path = found
+        click.echo(
+            f"REDIS_URL is not set: using the ksr dev running here (pid {dev.pid}, status page {dev.status_url}; "
+            f"found in {path})",
+            err=True,
+        )
+        overrides: dict[str, str | None] = {"REDIS_URL": dev.redis_url}
+        if "HTTP_SERVER_PORT" not in os.environ:
+            overrides["HTTP_SERVER_PORT"] = str(dev.http_port)  # ksr health asks its probes
+        return overrides
 
     def masked_url(self) -> str:
         if self._settings is not None:

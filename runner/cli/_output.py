@@ -1,4 +1,9 @@
-"""Output and parsing helpers every `ksr` command shares: durations, times, payload ids, tables, JSON."""
+"""Output and parsing helpers every `ksr` command shares: durations, times, payload ids, tables, JSON.
+
+The one place the CLI formats for people: times are ISO 8601 in UTC (`format_ms_time`, to
+the ms in timelines: `format_ms_time_exact`), durations are short (`format_duration`: 250ms,
+42s, 9m58s, 1h00m), never a bare count of seconds.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from typing import Any
 import click
 
 from election.clock import SYSTEM_CLOCK
+from runner.durations import format_age
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +52,46 @@ DURATION = DurationType()
 
 
 def format_ms_time(ms: int | None) -> str:
+    """A Unix time in ms as ISO 8601 in UTC, to the second: 2026-12-07T13:20:52+00:00."""
     if not ms:
         return "-"
     return _dt.datetime.fromtimestamp(ms / 1000, _dt.UTC).isoformat(timespec="seconds")
+
+
+def format_ms_time_exact(ms: int | None) -> str:
+    """The same to the millisecond, for timelines: 2026-12-07T13:20:52.417+00:00."""
+    if not ms:
+        return "-"
+    return _dt.datetime.fromtimestamp(ms / 1000, _dt.UTC).isoformat(timespec="milliseconds")
+
+
+def format_duration(seconds: float | None) -> str:
+    """A duration for people: 250ms, 42s, 9m58s, 1h00m, 3d04h (runner.durations beyond a second)."""
+    if seconds is None:
+        return "-"
+    if 0 <= seconds < 1:
+        return f"{int(seconds * 1000)}ms"
+    return format_age(seconds)
+
+
+def format_duration_ms(ms: int | None) -> str:
+    return "-" if ms is None else format_duration(ms / 1000)
+
+
+def parse_since(text: str, *, now: float) -> int:
+    """`--since`: a duration back from now (30m, 2h, 1d) or an ISO 8601 time with a UTC
+    offset; Unix ms. ValueError saying which forms are understood."""
+    try:
+        return int((now - parse_duration(text)) * 1000)
+    except ValueError:
+        pass
+    try:
+        when = _dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"neither a duration (30m, 2h) nor an ISO 8601 time: {text!r}") from None
+    if when.tzinfo is None:
+        raise ValueError(f"must carry a UTC offset (Z or +01:00), got {text!r}")
+    return int(when.timestamp() * 1000)
 
 
 def age_of_ms(ms: int | str | None, *, now: float | None = None) -> float | None:

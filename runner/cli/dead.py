@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -15,12 +18,13 @@ import redis
 
 from runner.cli._context import chosen_streams, cli_context, fail, json_option, stream_option, yes_option
 from runner.cli._output import dry_run_footer, emit_json, format_ms_time, message_id_of, print_table
+from runner.inspect import Layout, dead_by_reason, dead_letters, iter_dead
 from runner.pipeline.replay import replay_dead_entry
 from runner.store.deadletter import (
+    REASONS,
     DeadEntry,
     dead_stream,
     get_dead,
-    list_dead,
     purge_dead,
 )
 from runner.store.replies import text, text_fields
@@ -70,11 +74,17 @@ def dead() -> None:
 @click.option(
     "--count", "-n", type=click.IntRange(min=1), default=50, show_default=True, help="At most this many per stream."
 )
+@click.option("--reason", default=None, metavar="REASON", help=f"Only this reason ({', '.join(REASONS)}).")
 @json_option
-def list_(stream: str | None, count: int, as_json: bool) -> None:
+def list_(stream: str | None, count: int, reason: str | None, as_json: bool) -> None:
     """Dead entries, oldest first: id, stream, message id, reason, deliveries, error."""
     obj = cli_context()
-    entries = [e for s in chosen_streams(obj.settings(), stream) for e in list_dead(obj.redis(), s, count=count)]
+    layout = Layout.from_settings(obj.settings())
+    entries = [
+        e
+        for s in chosen_streams(obj.settings(), stream)
+        for e in dead_letters(obj.redis(), layout=layout, stream=s, reason=reason, count=count)
+    ]
     if as_json:
         emit_json([_doc(e) for e in entries])
         return
@@ -99,6 +109,19 @@ def list_(stream: str | None, count: int, as_json: bool) -> None:
 def _short(text: str, width: int = 80) -> str:
     line = " ".join(text.split())
     return line if len(line) <= width else line[: width - 1] + "…"
+
+
+@dead.command()
+@stream_option()
+@json_option
+def reasons(stream: str | None, as_json: bool) -> None:
+    """How many dead entries each reason has, the most frequent first."""
+    obj = cli_context()
+    counts = dead_by_reason(obj.redis(), stream, layout=Layout.from_settings(obj.settings()))
+    if as_json:
+        emit_json(counts)
+        return
+    print_table(["REASON", "COUNT"], [[r, n] for r, n in counts.items()], empty="no dead entries")
 
 
 @dead.command()
@@ -131,37 +154,58 @@ def show(dead_id: str, stream: str | None, as_json: bool) -> None:
 
 
 @dead.command()
-@click.argument("dead_ids", nargs=-1, required=True, metavar="DEAD_ID...")
+@click.argument("dead_ids", nargs=-1, metavar="[DEAD_ID]...")
 @stream_option("The stream whose dead letters to look in; default: every stream.")
+@click.option("--reason", default=None, metavar="REASON", help="Every dead entry with this reason.")
+@click.option("--all", "all_", is_flag=True, help="Every dead entry (of --stream, or of every stream).")
 @click.option("--force", is_flag=True, help="Replay even when the message's dedup record may have expired.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar on stderr; default: on a terminal.")
 @json_option
-def replay(dead_ids: tuple[str, ...], stream: str | None, force: bool, as_json: bool) -> None:
-    """Re-validate dead entries with the current settings and move them back to their stream.
+def replay(
+    dead_ids: tuple[str, ...],
+    stream: str | None,
+    reason: str | None,
+    all_: bool,
+    force: bool,
+    progress: bool | None,
+    as_json: bool,
+) -> None:
+    """Re-validate dead entries with the current settings and move them back to their stream:
+    the ids given, or every one with --reason R, or --all.
 
     Refused (exit 1) when the payload is still invalid or refused by policy, when the
     message already has a Job, and without --force when its dedup record may have expired.
+    Ends with a summary: replayed, refused by why.
     """
+    if sum((bool(dead_ids), reason is not None, all_)) != 1:
+        raise click.UsageError("give dead entry ids, --reason REASON or --all (one of the three)")
     obj = cli_context()
     settings = obj.settings()
     client = obj.redis()
     streams = chosen_streams(settings, stream)
     store = StateStore.from_settings(client, settings)
+    if dead_ids:
+        entries = [_find(client, streams, dead_id) for dead_id in dead_ids]
+    else:
+        layout = Layout.from_settings(settings)
+        entries = [e for s in streams for e in iter_dead(client, layout=layout, stream=s, reason=reason)]
     results: list[dict[str, Any]] = []
-    refused = []
-    for dead_id in dead_ids:
-        entry = _find(client, streams, dead_id)
-        done = replay_dead_entry(client, settings, entry, force=force, store=store)
-        doc: dict[str, Any] = {
-            "dead_id": dead_id,
-            "stream": entry.original_stream,
-            "message_id": done.message_id or message_id_of(entry.payload),
-            "replayed": done.replayed,
-            "new_entry_id": done.new_entry_id,
-            "reason": done.reason,
-        }
-        results.append(doc)
-        if not doc["replayed"]:
-            refused.append(doc)
+    show = progress if progress is not None else (len(entries) > 1 and sys.stderr.isatty())
+    with _bar(show, len(entries)) as bar:
+        for entry in entries:
+            done = replay_dead_entry(client, settings, entry, force=force, store=store)
+            results.append(
+                {
+                    "dead_id": entry.dead_id,
+                    "stream": entry.original_stream,
+                    "message_id": done.message_id or message_id_of(entry.payload),
+                    "replayed": done.replayed,
+                    "new_entry_id": done.new_entry_id,
+                    "reason": done.reason,
+                }
+            )
+            bar.update(1)
+    refused = [doc for doc in results if not doc["replayed"]]
     if as_json:
         emit_json(results)
     else:
@@ -172,8 +216,35 @@ def replay(dead_ids: tuple[str, ...], stream: str | None, force: bool, as_json: 
         fail(f"dead entry {refused[0]['dead_id']} not replayed: {refused[0]['reason']}")
     for doc in refused:
         click.echo(f"refused: {doc['dead_id']} (id {doc['message_id'] or '?'}): {doc['reason']}", err=True)
+    if len(results) != 1:
+        click.echo(_summary(results), err=True)
     if refused:
         fail(f"{len(refused)} of {len(results)} dead entries not replayed")
+
+
+def _summary(results: list[dict[str, Any]]) -> str:
+    replayed = sum(1 for r in results if r["replayed"])
+    why: dict[str, int] = {}
+    for r in results:
+        if not r["replayed"]:
+            key = str(r["reason"]).split(":", 1)[0]
+            why[key] = why.get(key, 0) + 1
+    refused = "; ".join(f"{n} {k}" for k, n in sorted(why.items(), key=lambda kv: -kv[1]))
+    return f"summary: {replayed} replayed, {len(results) - replayed} refused" + (f" ({refused})" if refused else "")
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+
+@contextmanager
+def _bar(show: bool, length: int) -> Iterator[Any]:
+    if not show:
+        yield _NoBar()
+        return
+    with click.progressbar(length=length, label="replaying dead entries", file=sys.stderr) as bar:
+        yield bar
 
 
 @dead.command()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import socket
 import sys
 import threading
@@ -21,6 +22,7 @@ import click
 
 from election.clock import SYSTEM_CLOCK
 from runner.cli._context import cli_context
+from runner.cli._devfile import DEV_FILE, DevRuntime, well_known_path
 from runner.lifecycle import CallbackStatus
 from runner.settings import Settings
 from runner.store.connection import connect
@@ -64,13 +66,23 @@ class CallbackPrinter:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(_family(host)) as s:
         try:
-            s.bind(("127.0.0.1", port))
+            s.bind((host, port))
             return True
         except OSError:
             return False
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(_family(host)) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
 
 
 def _submit_samples(settings: Settings, webhook: str) -> list[str]:
@@ -96,6 +108,14 @@ def _submit_samples(settings: Settings, webhook: str) -> list[str]:
     show_envvar=True,
     help="Port of the probes and status page (0, or taken: a free one is picked).",
 )
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    envvar="KSR_HTTP_HOST",
+    show_default=True,
+    show_envvar=True,
+    help="Address the probes and status page bind (0.0.0.0: every interface).",
+)
 @click.option("--samples/--no-samples", default=False, help="Submit the sample jobs (runner/samples).")
 @click.option("--exit-when-done", is_flag=True, help="Stop once every sample job has its final callback.")
 @click.option(
@@ -105,8 +125,12 @@ def _submit_samples(settings: Settings, webhook: str) -> list[str]:
     show_default=True,
     help="With --exit-when-done: give up (exit 1) after this many seconds.",
 )
-def dev(port: int, samples: bool, exit_when_done: bool, timeout: float) -> None:
-    """Run the service on this machine with an embedded default (no setup needed)."""
+def dev(port: int, host: str, samples: bool, exit_when_done: bool, timeout: float) -> None:
+    """Run the service on this machine with an embedded default (no setup needed).
+
+    Prints the lines that point another terminal's `ksr` at it, and writes them to its
+    runtime file, which `ksr` reads when REDIS_URL is unset (docs/cli.md).
+    """
     from runner.cli.run import serve
     from runner.process.embedded_redis import EmbeddedRedis
 
@@ -123,11 +147,12 @@ def dev(port: int, samples: bool, exit_when_done: bool, timeout: float) -> None:
     os.environ["KSR_WEBHOOK_ALLOW"] = ",".join([*allow, "127.0.0.1"])
     os.environ.setdefault("POD_NAME", f"ksr-dev-{socket.gethostname()}")
     os.environ.setdefault("KSR_LOG_FORMAT", "text")
-    if port == 0 or not _port_free(port):  # 0: any free port
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
+    if port == 0 or not _port_free(host, port):  # 0: any free port
+        port = _free_port(host)
     os.environ["HTTP_SERVER_PORT"] = str(port)
+    os.environ["KSR_HTTP_HOST"] = host
+    runtime: DevRuntime | None = None
+    paths: list[Path] = []
     try:
         settings = Settings.from_env()
         if settings.kube.executor == "local":
@@ -137,30 +162,69 @@ def dev(port: int, samples: bool, exit_when_done: bool, timeout: float) -> None:
             )
         else:
             click.echo(f"Kubernetes executor: Jobs go to the cluster of KUBECONFIG; lock: {settings.lock}")
-        click.echo(f"status page http://127.0.0.1:{port}/   metrics /metrics   health /healthz /readyz")
-        click.echo(f"callbacks are printed here (receiver {printer.url})")
+        status_url = f"http://{_url_host(host)}:{port}/"
+        runtime = DevRuntime(
+            pid=os.getpid(),
+            redis_url=os.environ["REDIS_URL"],
+            http_port=port,
+            status_url=status_url,
+            receiver_url=printer.url,
+        )
+        paths = [settings.server.runtime_dir / DEV_FILE, well_known_path()]
+        click.echo(banner(runtime, embedded=embedded is not None, runtime_file=paths[1]))
         ids = _submit_samples(settings, printer.url) if samples else []
 
-        def watch_done(supervisor: Any) -> None:
-            def wait() -> None:
-                deadline = SYSTEM_CLOCK.monotonic() + timeout
-                while SYSTEM_CLOCK.monotonic() < deadline and not supervisor.stop_event.is_set():
-                    if set(ids) <= printer.finished:
-                        click.echo(f"all {len(ids)} sample jobs finished; stopping")
-                        break
-                    SYSTEM_CLOCK.sleep(0.2)
-                else:
-                    click.echo(f"sample jobs not finished within {timeout:g}s", err=True)
-                    outcome["timed_out"] = True
-                supervisor.stop_event.set()
-
+        def on_started(supervisor: Any) -> None:
+            assert runtime is not None
+            runtime.write(*paths)  # the supervisor holds the runtime dir's lock from here
             if exit_when_done:
-                threading.Thread(target=wait, daemon=True).start()
+                threading.Thread(target=wait, args=(supervisor,), daemon=True).start()
+
+        def wait(supervisor: Any) -> None:
+            deadline = SYSTEM_CLOCK.monotonic() + timeout
+            while SYSTEM_CLOCK.monotonic() < deadline and not supervisor.stop_event.is_set():
+                if set(ids) <= printer.finished:
+                    click.echo(f"all {len(ids)} sample jobs finished; stopping")
+                    break
+                SYSTEM_CLOCK.sleep(0.2)
+            else:
+                click.echo(f"sample jobs not finished within {timeout:g}s", err=True)
+                outcome["timed_out"] = True
+            supervisor.stop_event.set()
 
         outcome = {"timed_out": False}
-        code = serve(settings, on_started=watch_done)
+        code = serve(settings, on_started=on_started)
     finally:
+        if runtime is not None:
+            runtime.remove(*paths)
         printer.server.shutdown()
         if embedded is not None:
             embedded.stop()
     sys.exit(1 if outcome["timed_out"] else code)
+
+
+def banner(runtime: DevRuntime, *, embedded: bool, runtime_file: Path) -> str:
+    """What a user pastes into another terminal, and where things are."""
+    lines = ["", "In another terminal, paste these lines:"]
+    if sys.prefix != sys.base_prefix:  # ksr runs from a virtualenv: put it on PATH there too
+        lines.append(f"    . {shlex.quote(str(Path(sys.prefix) / 'bin' / 'activate'))}")
+    if embedded:
+        lines.append(f"    export REDIS_URL={shlex.quote(runtime.redis_url)}")
+    lines.append(f"    export HTTP_SERVER_PORT={runtime.http_port}")  # for ksr health
+    lines.append(f"    export KSR_DEV_WEBHOOK={shlex.quote(runtime.receiver_url)}")
+    lines.append("")
+    if not embedded:
+        lines.append("REDIS_URL     as given to ksr dev (export the same there)")
+    lines += [
+        f"status page   {runtime.status_url}   (also /metrics, /healthz, /readyz)",
+        f"dev receiver  {runtime.receiver_url}   (a webhook URL: each callback it gets is printed here)",
+        f"runtime file  {runtime_file}   (ksr reads it when REDIS_URL is unset)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"  # every interface: loopback among them
+    return f"[{host}]" if ":" in host else host

@@ -9,10 +9,12 @@ import click
 
 from election.clock import SYSTEM_CLOCK
 from runner.cli._context import cli_context, fail, json_option
-from runner.cli._output import emit_json, print_table
+from runner.cli._output import emit_json, format_duration, print_table
 from runner.client import AlreadyFinished, Client
+from runner.inspect import Layout, find
 from runner.schedules.config import load_schedules
 from runner.schedules.overview import iso, schedule_rows
+from runner.store.pause import PauseStore, pause_namespace
 
 __all__ = ["cancel", "scheduled", "schedules"]
 
@@ -24,11 +26,21 @@ def client() -> Client:
 
 @click.command()
 @click.argument("message_id")
+@click.option(
+    "--force", is_flag=True, help="Cancel an id never seen yet: it is dropped when it arrives (for KSR_STATE_TTL)."
+)
 @json_option
-def cancel(message_id: str, as_json: bool) -> None:
+def cancel(message_id: str, force: bool, as_json: bool) -> None:
     """Cancel a message wherever it is: scheduled, pending in a stream, or running (its Job
     is deleted by the leader). The producer gets one callback 99 `Cancelled`. A finished
-    message is left alone (exit 1)."""
+    message is left alone (exit 1); so is an id found nowhere (a typo would block that id
+    for KSR_STATE_TTL), unless --force."""
+    obj = cli_context()
+    if not force and not find(obj.redis(), message_id, layout=Layout.from_settings(obj.settings())):
+        fail(
+            f"no message {message_id} known (no record, not held, not in a stream or its dead letters); "
+            "--force cancels it before it arrives"
+        )
     try:
         done = client().cancel(message_id)
     except AlreadyFinished as e:
@@ -64,7 +76,7 @@ def scheduled_list(as_json: bool) -> None:
         return
     print_table(
         ["MESSAGE-ID", "STREAM", "DUE (UTC)", "IN"],
-        [[r["id"], r["stream"], r["due"], f"{max(0.0, r['in_seconds']):.0f}s"] for r in rows],
+        [[r["id"], r["stream"], r["due"], format_duration(max(0.0, r["in_seconds"]))] for r in rows],
         empty="no scheduled messages",
     )
 
@@ -97,3 +109,36 @@ def schedules_list(as_json: bool) -> None:
         ],
         empty="no schedules (KSR_SCHEDULES unset or empty)",
     )
+
+
+def _pauses() -> tuple[PauseStore, set[str]]:
+    obj = cli_context()
+    settings = obj.settings()
+    names = {
+        e.name
+        for e in load_schedules(
+            settings.schedule.schedules_file,
+            streams=settings.streams.streams,
+            default_stream=settings.streams.default_stream,
+        )
+    }
+    return PauseStore(obj.redis(), namespace=pause_namespace(settings.state.active_key)), names
+
+
+@schedules.command("pause")
+@click.argument("name")
+def schedules_pause(name: str) -> None:
+    """Suspend schedule NAME: it fires nothing until resumed, and never catches up."""
+    store, names = _pauses()
+    if name not in names:
+        raise click.BadParameter(f"{name!r} is not a schedule of KSR_SCHEDULES", param_hint="'NAME'")
+    changed = store.suspend_schedule(name, at_ms=int(SYSTEM_CLOCK.time() * 1000))
+    click.echo(f"suspended {name}" if changed else f"{name} was suspended already")
+
+
+@schedules.command("resume")
+@click.argument("name")
+def schedules_resume(name: str) -> None:
+    """Resume schedule NAME from its next tick on."""
+    store, _ = _pauses()
+    click.echo(f"resumed {name}" if store.resume_schedule(name) else f"{name} was not suspended")

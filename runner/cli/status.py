@@ -25,15 +25,17 @@ from election.errors import ElectionError
 from election.record import LeaderRecord
 from election.redis_lock import RedisLock
 from runner.cli._context import CliContext, cli_context, json_option
-from runner.cli._output import DURATION, emit_json, print_table
+from runner.cli._output import DURATION, emit_json, format_ms_time, print_table
 from runner.durations import format_age
 from runner.errors import ConfigError
+from runner.inspect import Layout, backlog
 from runner.schedules.config import load_schedules
 from runner.schedules.overview import scheduling_overview
 from runner.settings import Settings
 from runner.store.connection import describe
 from runner.store.errors import redis_errors
 from runner.store.events import read_events
+from runner.store.pause import PauseStore, pause_namespace
 from runner.store.record import Field
 from runner.store.replies import text
 from runner.store.state import StateStore
@@ -108,6 +110,15 @@ def gather_status(obj: CliContext) -> dict[str, Any]:
         "group": settings.streams.group,
         "redis": describe(settings.redis),
     }
+    doc["paused"] = {
+        name: {"at": format_ms_time(p.at_ms), "by": p.by or None}
+        for name, p in PauseStore(client, namespace=pause_namespace(settings.state.active_key)).paused_streams().items()
+    }
+    doc["oldest_waiting"] = {
+        b.stream: format_ms_time(b.oldest_unread_ms or b.oldest_pending_ms)
+        for b in backlog(client, layout=Layout.from_settings(settings))
+        if b.oldest_unread_ms or b.oldest_pending_ms
+    }
     doc.update(leader_info(settings, client))
     try:
         schedules = load_schedules(
@@ -138,10 +149,21 @@ def _print_status(doc: dict[str, Any]) -> None:
         click.echo(f"scheduled:   {sched['error']}")
     click.echo(f"redis:       {doc['redis']}  group {doc['group']}")
     click.echo("")
+    paused, oldest = doc.get("paused", {}), doc.get("oldest_waiting", {})
     print_table(
-        ["STREAM", "LENGTH", "PENDING", "LAG", "DEAD"],
+        ["STREAM", "LENGTH", "PENDING", "LAG", "DEAD", "OLDEST WAITING", "READING"],
         [
-            [s, v["length"], v["pending"], "?" if v["lag"] is None else v["lag"], v["dead"]]
+            [
+                s,
+                v["length"],
+                v["pending"],
+                "?" if v["lag"] is None else v["lag"],
+                v["dead"],
+                oldest.get(s, "-"),
+                f"paused since {paused[s]['at']}" + (f" by {paused[s]['by']}" if paused[s]["by"] else "")
+                if s in paused
+                else "yes",
+            ]
             for s, v in doc["streams"].items()
         ],
     )

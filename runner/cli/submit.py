@@ -18,17 +18,21 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 import click
+import redis
 
 from election.clock import SYSTEM_CLOCK
 from runner.cli._context import cli_context, fail, json_option
 from runner.cli._output import DURATION, emit_json
 from runner.errors import InvalidMessage
-from runner.message import Message, parse_message, payload_id
+from runner.lifecycle import State
+from runner.message import Message, parse_message, payload_id, rfc3339_problem
 from runner.pipeline.delay import due_time
 from runner.pipeline.policy import check_policy
 from runner.settings import Settings
 from runner.store.errors import redis_errors
+from runner.store.record import Field
 from runner.store.replication import NotReplicated, add_replicated
+from runner.store.replies import text
 
 __all__ = ["Item", "default_stream", "read_items", "submit", "validate"]
 
@@ -120,6 +124,26 @@ def check_items(items: list[Item], settings: Settings, *, policy: bool) -> list[
             else:
                 seen[item.message.id] = item.where
     return [item for item in items if item.error is not None]
+
+
+def warn_known(client: redis.Redis, settings: Settings, items: list[Item]) -> None:
+    """A warning on stderr for each id whose record makes the runner drop it as a duplicate
+    (a Job recorded, a claim, an end other than a dead letter's); submitting goes on."""
+    ids = [item.message.id for item in items if item.message is not None]
+    with redis_errors():
+        for start in range(0, len(ids), XADD_CHUNK):
+            chunk = ids[start : start + XADD_CHUNK]
+            pipe = client.pipeline(transaction=False)
+            for message_id in chunk:
+                pipe.hmget(settings.state.record_key(message_id), [Field.STATE, Field.JOB_NAME])
+            for message_id, (state, job) in zip(chunk, pipe.execute()):
+                if state is None or (text(state) == State.DEAD and not job):
+                    continue  # unknown, or a dead letter's: the claim starts afresh
+                click.echo(
+                    f"warning: {message_id} already has a record ({text(state)}): the runner drops it as a duplicate"
+                    " (ksr jobs show it; a new id runs it again)",
+                    err=True,
+                )
 
 
 def report_invalid(invalid: list[Item]) -> None:
@@ -221,6 +245,8 @@ def submit(
         )
     if run_at is not None and run_in is not None:
         raise click.UsageError("give --at or --in, not both")
+    if run_at is not None and (problem := rfc3339_problem(run_at)):
+        raise click.BadParameter(problem, param_hint="'--at'")
     timing = {"runAt": run_at} if run_at is not None else {"delaySeconds": run_in} if run_in is not None else {}
     items, invalid = _load(source, settings, policy=policy, timing=timing)
     report_invalid(invalid)
@@ -228,6 +254,7 @@ def submit(
         fail(f"{len(invalid)} of {len(items)} messages invalid; nothing submitted (--skip-invalid submits the rest)")
     valid = [item for item in items if item.error is None]
     client = obj.redis()
+    warn_known(client, settings, valid)
     results: list[dict[str, str]] = []
     show = progress if progress is not None else (len(valid) >= PROGRESS_MIN and sys.stderr.isatty())
     short: list[NotReplicated] = []

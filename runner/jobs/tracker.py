@@ -124,7 +124,7 @@ class Tracker:
                 job_uid=job_uid,
                 term=term,
                 callback=self._callback_mark(
-                    message_id, CallbackStatus.CREATED, detail, webhook=webhook, job_name=job_name
+                    message_id, CallbackStatus.CREATED, detail, webhook=webhook, job_name=job_name, keep_webhook=""
                 ),
                 webhook=webhook or "",
                 **fields,
@@ -145,10 +145,10 @@ class Tracker:
         the Job's record after it was written), and callback 0 marked without its URL would
         be owed to nobody and hold up every later status of the message."""
         with self._mutex(message_id):
-            record = self.state.get(message_id) or StateRecord()
-            if webhook and not record.webhook:
-                record = StateRecord({**record, Field.WEBHOOK: webhook})
-            self._emit(message_id, CallbackStatus.CREATED, {"jobId": job_uid, "jobName": job_name}, record)
+            record, keep = _adopt_webhook(self.state.get(message_id) or StateRecord(), webhook)
+            self._emit(
+                message_id, CallbackStatus.CREATED, {"jobId": job_uid, "jobName": job_name}, record, keep_webhook=keep
+            )
 
     def recorded_again(
         self, message_id: str, *, job_name: str, namespace: str, job_uid: str, webhook: str | None, service: str
@@ -223,18 +223,19 @@ class Tracker:
             record = self.state.get(message_id)
             if record is None:
                 return False
-            if webhook and not record.webhook:
-                record = StateRecord({**record, Field.WEBHOOK: webhook})
+            record, keep = _adopt_webhook(record, webhook)
             if record.state is not State.CANCELLED:
                 if record.is_terminal or not record.has_job:
                     return False
-                self._ensure_created(message_id, record)
+                self._ensure_created(message_id, record, keep_webhook=keep)
                 self.state.finish(message_id, State.CANCELLED, term=self._term(), cancel_stage=stage)
-            if not self._emit(message_id, CallbackStatus.EXCEPTION, detail, record):
+            if not self._emit(message_id, CallbackStatus.EXCEPTION, detail, record, keep_webhook=keep):
                 return False
         self.signals.emit(Cancelled(stage))
         if record.has_job:
-            self.signals.emit(JobFinished(outcome=State.CANCELLED, duration=None))
+            self.signals.emit(
+                JobFinished(outcome=State.CANCELLED, duration=None, service=record.service, namespace=record.namespace)
+            )
         self._on_finished()
         with log_context(message_id=message_id):
             log.info("message %s cancelled while %s", message_id, stage)
@@ -244,8 +245,16 @@ class Tracker:
         """The message's Job could never be created (the apiserver kept refusing it): 99 to
         the producer. No Job, so no record to follow; the claim is released by the caller."""
         with self._mutex(message_id):
-            record = StateRecord({**(self.state.get(message_id) or {}), Field.WEBHOOK: webhook or ""})
-            self._emit(message_id, CallbackStatus.EXCEPTION, {"error": {"errorCode": code, "message": message}}, record)
+            stored = self.state.get(message_id) or StateRecord()
+            record = StateRecord({**stored, Field.WEBHOOK: webhook or ""})
+            keep = webhook if webhook and not stored.webhook else ""
+            self._emit(
+                message_id,
+                CallbackStatus.EXCEPTION,
+                {"error": {"errorCode": code, "message": message}},
+                record,
+                keep_webhook=keep,
+            )
 
     # -- internals ---------------------------------------------------------------------
     def _advance(
@@ -293,12 +302,16 @@ class Tracker:
             return None
         return record
 
-    def _ensure_created(self, message_id: str, record: StateRecord) -> None:
+    def _ensure_created(self, message_id: str, record: StateRecord, *, keep_webhook: str = "") -> None:
         """Every later transition implies 0: a leader that died between recording the Job
         and enqueueing callback 0 must not leave the producer without it."""
         if CallbackStatus.CREATED not in record.callbacks():
             self._emit(
-                message_id, CallbackStatus.CREATED, {"jobId": record.job_uid, "jobName": record.job_name}, record
+                message_id,
+                CallbackStatus.CREATED,
+                {"jobId": record.job_uid, "jobName": record.job_name},
+                record,
+                keep_webhook=keep_webhook,
             )
 
     def _ensure_started(self, message_id: str, record: StateRecord, pod_name: str, pod_uid: str) -> None:
@@ -323,14 +336,27 @@ class Tracker:
         self._emit(message_id, status, detail, record)
         state = _TERMINAL_STATE[status]
         self.state.finish(message_id, state, term=self._term())
-        self.signals.emit(JobFinished(outcome=state, duration=duration))
+        self.signals.emit(
+            JobFinished(outcome=state, duration=duration, service=record.service, namespace=record.namespace)
+        )
         with log_context(message_id=message_id, job_name=record.job_name):
             log.info("job %s ended: %s %s", record.job_name, state, detail)
         self._on_finished()
 
-    def _emit(self, message_id: str, status: CallbackStatus, detail: dict[str, Any], record: StateRecord) -> bool:
-        """Mark and send (the caller holds the message's mutex); True when this call marked it."""
-        callback = self._callback_mark(message_id, status, detail, webhook=record.webhook, job_name=record.job_name)
+    def _emit(
+        self,
+        message_id: str,
+        status: CallbackStatus,
+        detail: dict[str, Any],
+        record: StateRecord,
+        *,
+        keep_webhook: str = "",
+    ) -> bool:
+        """Mark and send (the caller holds the message's mutex); True when this call marked it.
+        `keep_webhook`: the message's URL, for a stored record that has none (_adopt_webhook)."""
+        callback = self._callback_mark(
+            message_id, status, detail, webhook=record.webhook, job_name=record.job_name, keep_webhook=keep_webhook
+        )
         marked = self.state.mark_callback(message_id, callback, term=self._term())
         if not marked.first:
             return False
@@ -339,7 +365,14 @@ class Tracker:
         return True
 
     def _callback_mark(
-        self, message_id: str, status: CallbackStatus, detail: dict[str, Any], *, webhook: str | None, job_name: str
+        self,
+        message_id: str,
+        status: CallbackStatus,
+        detail: dict[str, Any],
+        *,
+        webhook: str | None,
+        job_name: str,
+        keep_webhook: str,
     ) -> CallbackMark:
         return CallbackMark(
             status=status,
@@ -350,7 +383,7 @@ class Tracker:
             owed_member=owed_member(message_id, status),
             courier=rq_job_id(message_id, status) if webhook else "",
             lease_ms=self.lease_ms,
-            webhook=webhook or "",
+            webhook=keep_webhook,
             event=new_event(
                 message_id=message_id,
                 status=status,
@@ -361,3 +394,12 @@ class Tracker:
                 now=self.clock.time(),
             ),
         )
+
+
+def _adopt_webhook(record: StateRecord, webhook: str | None) -> tuple[StateRecord, str]:
+    """The record with the message's `webhook` when the stored one has none (a record written
+    before the message was read: a cancel, a failover that lost the Job's record), and the URL
+    its next mark must keep in Redis ('' when the record has its own: nothing to write)."""
+    if webhook and not record.webhook:
+        return StateRecord({**record, Field.WEBHOOK: webhook}), webhook
+    return record, ""

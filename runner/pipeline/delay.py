@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from runner.durations import format_age
 from runner.errors import InvalidMessage
 from runner.message import Message
 from runner.store.schedule import ScheduledStore
@@ -42,7 +43,8 @@ def due_time(message: Message, *, added_at: float, now: float, max_ahead: float)
         return None
     if due - now > max_ahead:
         raise InvalidMessage(
-            field, f"due {due - now:.0f}s ahead, more than KSR_SCHEDULE_MAX_AHEAD ({max_ahead:g}s) allows"
+            field,
+            f"due {format_age(due - now)} ahead, more than KSR_SCHEDULE_MAX_AHEAD ({format_age(max_ahead)}) allows",
         )
     return due
 

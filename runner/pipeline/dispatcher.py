@@ -325,7 +325,9 @@ class Dispatcher:
             self._crash_point("after_callback")
             self._crash_point("before_ack")
             self.reader.ack(entry)
-            self.signals.emit(Dispatched(latency=now - _entry_time(entry.entry_id)))
+            self.signals.emit(
+                Dispatched(latency=now - _entry_time(entry.entry_id), service=message.service, namespace=ref.namespace)
+            )
             log.info(
                 "job %s/%s %s for message %s",
                 ref.namespace,

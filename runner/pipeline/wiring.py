@@ -36,6 +36,7 @@ from runner.schedules.ticker import Ticker
 from runner.settings import Settings
 from runner.signals import GroupRecreated, Observer, Signals
 from runner.store.connection import connect
+from runner.store.pause import PauseStore, pause_namespace
 from runner.store.redis_time import RedisTime
 from runner.store.schedule import ScheduledStore
 from runner.store.state import StateStore
@@ -64,7 +65,7 @@ def build_runner(
     (`ksr run` adds the status board's); `api_client` is the apiserver's, from the
     kubeconfig (or the pod's service account) when not given and one is needed."""
     s = settings
-    signals = Signals([MetricsObserver(), *observers], clock=clock)
+    signals = Signals([MetricsObserver(max_label_values=s.server.metrics_max_label_values), *observers], clock=clock)
     client = redis_client(s)
     signals.subscribe(PresenceObserver(client, identity=s.identity.pod_name, key_prefix=s.state.key_prefix, clock=clock))
     reader = StreamReader(
@@ -74,6 +75,7 @@ def build_runner(
         consumer=s.identity.pod_name,
         count=s.streams.read_count,
         block_ms=s.streams.block_ms,
+        paused=PauseStore(client, namespace=pause_namespace(s.state.active_key)).paused_names,
     )
     reader.on_group_recreated.append(lambda stream: signals.emit(GroupRecreated(stream)))
     state = StateStore.from_settings(client, s)
@@ -174,7 +176,12 @@ def _scheduler(
     streams = s.streams.streams
     schedules = load_schedules(s.schedule.schedules_file, streams=streams, default_stream=s.streams.default_stream)
     store = ScheduledStore(client, streams=streams, record_prefix=s.state.key_prefix)
-    beat = Ticker(client, schedules, signals=signals, poll=s.schedule.poll) if schedules else None
+    pauses = PauseStore(client, namespace=pause_namespace(s.state.active_key))
+    beat = (
+        Ticker(client, schedules, signals=signals, poll=s.schedule.poll, suspended=pauses.suspended_names)
+        if schedules
+        else None
+    )
     cancels = Cancels(redis_client=client, state=state, tracker=tracker, delete_job=delete_job)
     return Scheduler(
         store=store, beat=beat, cancels=cancels, poll=s.schedule.poll, signals=signals, wall_clock=redis_time

@@ -22,7 +22,7 @@ tick from the future is never fired nor remembered. Each refused tick is logged 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -67,8 +67,13 @@ class Ticker:
         poll: float,
         term_key: str = "ksr:term",
         last_key: str = LAST_KEY,
+        suspended: Callable[[], Collection[str]] = lambda: (),
     ) -> None:
+        """`suspended` names the schedules an operator suspended (runner.store.pause),
+        asked once per run: their due ticks are remembered without firing, so a resumed
+        schedule fires from its next tick on and never catches up what it skipped."""
         self.redis = redis_client
+        self._suspended = suspended
         self.schedules = tuple(schedules)
         self.signals = signals
         self.grace = max(MIN_GRACE, 3 * poll)
@@ -80,14 +85,28 @@ class Ticker:
     def run(self, now: float, term: int | None) -> float | None:
         """Handle every tick due by `now`; returns the earliest next tick (Unix time)."""
         nexts = []
+        suspended = set(self._suspended()) if self.schedules else set()
         for schedule in self.schedules:
-            self._due(schedule, now, term)
+            if schedule.name in suspended:
+                self._skip(schedule, now, term)
+            else:
+                self._due(schedule, now, term)
             nexts.append(schedule.cron.next_after(now).timestamp())
         return min(nexts, default=None)
 
     def states(self, now: float) -> list[EntryState]:
         last = last_fired(self.redis, [s.name for s in self.schedules], key=self.last_key)
         return [EntryState(s.name, last[s.name], s.cron.next_after(now).timestamp()) for s in self.schedules]
+
+    def _skip(self, schedule: Schedule, now: float, term: int | None) -> None:
+        """A suspended schedule: its latest due tick is remembered, not fired."""
+        latest = schedule.cron.latest_at_or_before(now)
+        if latest is None:
+            return
+        last = last_fired(self.redis, [schedule.name], key=self.last_key)[schedule.name]
+        if last is None or latest.timestamp() > last:
+            if self._write(schedule, latest, "", term) == REMEMBERED:
+                log.info("schedule %s: tick %s skipped (suspended)", schedule.name, latest.isoformat())
 
     def _due(self, schedule: Schedule, now: float, term: int | None) -> None:
         latest = schedule.cron.latest_at_or_before(now)

@@ -184,6 +184,7 @@ class ServerSettings:
     log_level: str  # KSR_LOG_LEVEL, upper case
     runtime_dir: Path  # KSR_RUNTIME_DIR, the status board's directory
     metrics_dir: Path  # PROMETHEUS_MULTIPROC_DIR
+    metrics_max_label_values: int  # KSR_METRICS_MAX_LABEL_VALUES, per capped label of ksr_jobs_finished_total
 
 
 @dataclass(frozen=True)

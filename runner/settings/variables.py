@@ -723,7 +723,7 @@ HTTP_HOST = Variable(
     parse=text,
     default="0.0.0.0",
     unit="address",
-    help="Address gunicorn binds (tests use `127.0.0.1`).",
+    help="Address gunicorn binds (tests use `127.0.0.1`). `ksr dev` binds `127.0.0.1` unless `--host` (or this variable) says otherwise.",
 )
 HTTP_WORKERS = Variable(
     name="KSR_HTTP_WORKERS",
@@ -795,6 +795,15 @@ MULTIPROC_DIR = Variable(
     unit="path",
     help="prometheus_client's multiprocess directory: metric files of every process of the pod. "
     "`ksr run` wipes it at start.",
+)
+METRICS_MAX_LABEL_VALUES = Variable(
+    name="KSR_METRICS_MAX_LABEL_VALUES",
+    path="server.metrics_max_label_values",
+    parse=integer(minimum=1, maximum=1000),
+    default=20,
+    unit="values",
+    help="`ksr_jobs_finished_total` keeps this many distinct `job_service` values, and as many `job_namespace` "
+    "values, per process (the first seen); later ones are counted as `other` (1..1000, docs/operations.md).",
 )
 
 SCHEDULE_POLL = Variable(
@@ -983,6 +992,7 @@ SECTIONS: tuple[Section, ...] = (
             LOG_LEVEL,
             RUNTIME_DIR,
             MULTIPROC_DIR,
+            METRICS_MAX_LABEL_VALUES,
         ),
     ),
     Section(

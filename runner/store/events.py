@@ -27,10 +27,21 @@ from typing import Any
 import redis
 
 from election.clock import SYSTEM_CLOCK
+from ksr_client.entries import entries_of
 from runner.store.errors import redis_errors
 from runner.store.replies import text
 
-__all__ = ["DEFAULT_MAXLEN", "EVENTS_STREAM", "Event", "NewEvent", "append_event", "append_operator_event", "new_event", "read_events"]
+__all__ = [
+    "DEFAULT_MAXLEN",
+    "EVENTS_STREAM",
+    "Event",
+    "NewEvent",
+    "append_event",
+    "append_operator_event",
+    "new_event",
+    "parse_event",
+    "read_events",
+]
 
 EVENTS_STREAM = "ksr:events"
 DEFAULT_MAXLEN = 100_000
@@ -138,22 +149,12 @@ def read_events(
             rows = redis_client.xrange(stream, "(" + after, "+", count=count)
         else:
             reply = redis_client.xread({stream: after}, count=count, block=block_ms)
-            rows = _entries(reply)
-    return [_parse(i, f) for i, f in rows or []]
+            rows = entries_of(reply)
+    return [parse_event(i, f) for i, f in rows or []]
 
 
-def _entries(reply: Any) -> list[Any]:
-    if not reply:
-        return []
-    items = reply.items() if isinstance(reply, dict) else reply
-    for _, entries in items:
-        if entries and isinstance(entries[0], list):  # the RESP3 legacy shape nests once more
-            entries = entries[0]
-        return list(entries)
-    return []
-
-
-def _parse(event_id: Any, fields: Any) -> Event:
+def parse_event(event_id: Any, fields: Any) -> Event:
+    """One entry of the events stream as XRANGE / XREVRANGE return it."""
     job = fields.get(b"job")
     try:
         detail = json.loads(fields.get(b"detail", b"{}"))

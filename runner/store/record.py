@@ -16,6 +16,9 @@
     detail_<s>     its detail JSON, kept so takeover can send it again
     cbj_<s>        RQ job id of the latest job of that callback's chain
     cba_<s>        attempts started (counted before each one, so a killed worker's counts)
+    cbl_<s>        JSON list of the last ATTEMPT_LOG_MAX attempts' notes (CallbackAttempt): when,
+                   HTTP status, how long, outcome, next retry; written by the courier, which
+                   holds the message's owner lease, so one writer at a time
     cbd_<s>        delivered | gone | failed | expired: the callback is finished
     cbd_gone_url   the URL that answered 410: nothing more is sent to it for this message
     cb_owner       "<RQ job id> <deadline ms> <since ms>": the one job that may deliver the
@@ -36,16 +39,27 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from runner.lifecycle import CallbackStatus, State
 from runner.store.replies import text_fields
 
-__all__ = ["FINAL_OUTCOMES", "Field", "StateRecord", "unix_ms"]
+__all__ = [
+    "ATTEMPT_LOG_MAX",
+    "FINAL_OUTCOMES",
+    "CallbackAttempt",
+    "Field",
+    "StateRecord",
+    "attempt_log_with",
+    "unix_ms",
+]
 
 # A time below this, read as ms, would be before 1973: it is an old record's seconds.
 _SECONDS_BELOW = 10**11
 FINAL_OUTCOMES = frozenset({"delivered", "gone", "failed", "expired"})  # values of cbd_<s>
+ATTEMPT_LOG_MAX = 10  # attempt notes kept per status (cbl_<s>): the record stays small
+_NOTE_DETAIL_MAX = 200  # characters of an attempt's why (a receiver's words can be long)
 
 
 class Field:
@@ -93,6 +107,62 @@ class Field:
     @staticmethod
     def attempts(status: int) -> str:
         return f"cba_{int(status)}"
+
+    @staticmethod
+    def attempt_log(status: int) -> str:
+        return f"cbl_{int(status)}"
+
+
+@dataclass(frozen=True)
+class CallbackAttempt:
+    """One webhook attempt as the courier noted it: `number` (cba_<s> when it started),
+    `at_ms` (Unix ms it started), `duration_ms`, `http_status` (None: no answer), `outcome`
+    (delivered | retry | gone | failed | expired), `detail` (why, plain text, cut short) and
+    `next_retry_ms` (Unix ms of the next attempt, for a retry)."""
+
+    number: int
+    at_ms: int
+    duration_ms: int
+    http_status: int | None
+    outcome: str
+    detail: str = ""
+    next_retry_ms: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "n": self.number,
+            "at": self.at_ms,
+            "ms": self.duration_ms,
+            "http": self.http_status,
+            "outcome": self.outcome,
+            "detail": self.detail[:_NOTE_DETAIL_MAX],
+            "next": self.next_retry_ms,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Any) -> CallbackAttempt | None:
+        """None for a note that is not one of ours (never raises: a record is read by loops)."""
+        if not isinstance(doc, dict):
+            return None
+        try:
+            http, nxt = doc.get("http"), doc.get("next")
+            return cls(
+                number=int(doc["n"]),
+                at_ms=int(doc["at"]),
+                duration_ms=int(doc["ms"]),
+                http_status=None if http is None else int(http),
+                outcome=str(doc.get("outcome") or ""),
+                detail=str(doc.get("detail") or ""),
+                next_retry_ms=None if nxt is None else int(nxt),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+def attempt_log_with(notes: list[CallbackAttempt], note: CallbackAttempt) -> str:
+    """The cbl_<s> value after `note`: the last ATTEMPT_LOG_MAX notes, oldest first, as JSON."""
+    kept = [*notes, note][-ATTEMPT_LOG_MAX:]
+    return json.dumps([n.as_json() for n in kept], separators=(",", ":"))
 
 
 _MARKED = Field.marked(0)[:-1]  # "cb_"
@@ -159,6 +229,10 @@ class StateRecord(Mapping[str, str]):
     @property
     def namespace(self) -> str:
         return self._text(Field.NAMESPACE)
+
+    @property
+    def service(self) -> str:
+        return self._text(Field.SERVICE)
 
     @property
     def job_uid(self) -> str:
@@ -231,6 +305,15 @@ class StateRecord(Mapping[str, str]):
     def callback_attempts(self, status: int) -> int:
         """Attempts started so far (`cba_<s>`)."""
         return self._int(Field.attempts(status)) or 0
+
+    def callback_attempt_log(self, status: int) -> list[CallbackAttempt]:
+        """The notes of the last attempts (cbl_<s>), oldest first; [] when none or unreadable."""
+        try:
+            raw = json.loads(self._fields.get(Field.attempt_log(status)) or "[]")
+        except ValueError:
+            return []
+        notes = [CallbackAttempt.from_json(doc) for doc in raw] if isinstance(raw, list) else []
+        return [n for n in notes if n is not None]
 
     def callback_detail(self, status: int) -> dict[str, Any]:
         """The detail kept when the callback was marked ({} when none or unreadable)."""

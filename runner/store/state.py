@@ -115,13 +115,12 @@ class CallbackMark:
     event: NewEvent | None = None
     courier: str = ""
     lease_ms: int = 0
-    webhook: str = ""  # kept in the record by mark_callback when it has none
+    webhook: str = ""  # the message's, kept by mark_callback in a record that has none ('' : none to keep)
 
 
 @dataclass(frozen=True)
 class Marked:
     first: bool  # this call marked the callback
-    record: StateRecord | None = None  # the record after the mark, when asked for
     courier: str | None = None  # the job id granted the owner lease: the caller enqueues it
 
 
@@ -219,13 +218,11 @@ class StateStore:
         job_uid: str,
         term: int | None = None,
         callback: CallbackMark | None = None,
-        with_record: bool = False,
         **fields: Any,
     ) -> Marked:
         """The Job exists: record it (state created), add the id to the active set and mark
-        `callback` (see mark_callback), atomically. With `with_record`, the record after
-        it is returned too. IllegalTransition when the record cannot become `created` (it
-        has its Job already, or has ended).
+        `callback` (see mark_callback), atomically. IllegalTransition when the record cannot
+        become `created` (it has its Job already, or has ended).
 
         Extra keyword fields (e.g. `webhook`, `service`) are stored as they are.
         """
@@ -240,14 +237,13 @@ class StateStore:
         keys = [self.key(message_id), self.active_key, *self._mark_keys(message_id, callback)]
         args = [
             message_id,
-            "1" if with_record else "",
             *_courier_args(callback),
             *self._mark_args(callback, now),
             *_flat(record),
         ]
         reply = self._run(self._record, keys, args, term, durable="the Job's record")
         self._moved(reply, message_id, State.CREATED)
-        return _marked(reply, with_record)
+        return _marked(reply)
 
     def set_state(self, message_id: str, state: State, *, term: int | None = None, **fields: Any) -> None:
         """A non-terminal transition (e.g. running, with pod fields). No TTL is set."""
@@ -280,14 +276,11 @@ class StateStore:
         )
         self._moved(reply, message_id, state)
 
-    def mark_callback(
-        self, message_id: str, callback: CallbackMark, *, term: int | None = None, with_record: bool = False
-    ) -> Marked:
+    def mark_callback(self, message_id: str, callback: CallbackMark, *, term: int | None = None) -> Marked:
         """Mark `callback` sent; `first` is true for the first caller only, and `courier` the
         job id it must enqueue when the mark took the owner lease (CallbackMark.courier).
         With the mark, atomically, its detail is kept, it joins the owed index and its event
-        is appended (see CallbackMark). With `with_record`, the record after the mark is
-        returned too.
+        is appended (see CallbackMark).
 
         A missing record (expired, or Redis lost it) answers first, with no courier: the
         owner lease lives in the record, so nothing can deliver the callback; its event is
@@ -295,7 +288,6 @@ class StateStore:
         """
         keys = self._mark_keys(message_id, callback)
         args = [
-            "1" if with_record else "",
             *_courier_args(callback),
             *self._mark_args(callback, self._now_ms()),
             callback.webhook,
@@ -307,8 +299,8 @@ class StateStore:
                 message_id,
                 callback.status,
             )
-            return Marked(first=True, record=StateRecord() if with_record else None)
-        return _marked(reply, with_record)
+            return Marked(first=True)
+        return _marked(reply)
 
     def mark_callback_sent(
         self,
@@ -406,12 +398,8 @@ def _courier_args(callback: CallbackMark | None) -> list[Any]:
     return [callback.courier, int(callback.lease_ms)]
 
 
-def _marked(reply: list[Any], with_record: bool) -> Marked:
-    return Marked(
-        first=int(reply[1]) == 1,
-        record=StateRecord.from_reply(reply[3]) if with_record else None,
-        courier=text(reply[2]) or None,
-    )
+def _marked(reply: list[Any]) -> Marked:
+    return Marked(first=int(reply[1]) == 1, courier=text(reply[2]) or None)
 
 
 def _flat(fields: dict[str, Any]) -> list[Any]:

@@ -10,7 +10,7 @@ lists, lengths, lag) is runner.store.stream_inspection's.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -28,6 +28,9 @@ __all__ = ["StreamReader"]
 log = logging.getLogger(__name__)
 
 CLAIM_PAGE = 500
+# A stream nobody writes: with every stream paused, the reader blocks on it for block_ms (so
+# the loop neither spins nor sleeps on its own clock), then looks at the pauses again.
+PAUSED_WAIT_KEY = "ksr:paused:wait"
 TRIM_SCAN_PAGE = 1000
 
 
@@ -57,7 +60,10 @@ class StreamReader:
         consumer: str,
         count: int = 10,
         block_ms: int = 2000,
+        paused: Callable[[], Collection[str]] = lambda: (),
     ) -> None:
+        """`paused` names the streams not to read new entries from (runner.store.pause),
+        asked once per batch; this consumer's own pending entries are still read again."""
         if not streams:
             raise ValueError("at least one stream is needed")
         if count < 1:
@@ -75,6 +81,8 @@ class StreamReader:
         # stream -> id after which this consumer's own pending entries are still to be read
         self._pending_cursor: dict[str, str] = {}
         self._keep_going: Callable[[], bool] = lambda: True  # read_batch's, for its helpers
+        self._paused = paused
+        self._readable = list(self.streams)  # the streams not paused, as of this batch
         self._take_over_script = scripts.load(redis_client, "take_over")
         self.rescan_pending()
 
@@ -122,6 +130,8 @@ class StreamReader:
         what a reader gets lands in its own pending list, where nobody else looks).
         """
         self._keep_going = keep_going
+        paused = set(self._paused())
+        self._readable = [s for s in self.streams if s not in paused]
         for attempt in (1, 2):
             try:
                 with self._translate():
@@ -145,7 +155,7 @@ class StreamReader:
         (never a lower priority: those wait until the batch is done). [] when there are none."""
         self._keep_going = keep_going
         with self._translate():
-            return self._read_new(self.streams[: self.streams.index(through) + 1])
+            return self._read_new([s for s in self.streams[: self.streams.index(through) + 1] if s in self._readable])
 
     def _read_own_pending(self) -> list[Entry]:
         for stream in self.streams:
@@ -167,7 +177,7 @@ class StreamReader:
     def _read_new(self, streams: Sequence[str] | None = None) -> list[Entry]:
         # One stream at a time, highest priority first, so a busy low stream never
         # delays a critical entry that is already there.
-        for stream in self.streams if streams is None else streams:
+        for stream in self._readable if streams is None else streams:
             if not self._keep_going():
                 return []
             replies = _stream_replies(self.redis.xreadgroup(self.group, self.consumer, {stream: ">"}, count=self.count))
@@ -177,8 +187,11 @@ class StreamReader:
         return []
 
     def _read_new_blocking(self) -> list[Entry]:
+        if not self._readable:  # every stream paused: wait as long as a read would, for nothing
+            self.redis.xread({PAUSED_WAIT_KEY: "$"}, block=self.block_ms)
+            return []
         response = self.redis.xreadgroup(
-            self.group, self.consumer, {s: ">" for s in self.streams}, count=self.count, block=self.block_ms
+            self.group, self.consumer, {s: ">" for s in self._readable}, count=self.count, block=self.block_ms
         )
         by_stream = dict(_stream_replies(response))
         if not by_stream:
@@ -186,7 +199,7 @@ class StreamReader:
         # Redis < 7.2 wakes us with only the stream that got data first; a higher
         # priority stream may have been filled in the same instant, so look there too.
         top = min(self.streams.index(s) for s in by_stream)
-        for stream in self.streams[:top]:
+        for stream in [s for s in self.streams[:top] if s in self._readable]:
             by_stream.update(
                 _stream_replies(self.redis.xreadgroup(self.group, self.consumer, {stream: ">"}, count=self.count))
             )

@@ -3,12 +3,16 @@ controller manager, the scheduler and kwok with two fake nodes.
 
 Everything runs from a state directory; `state.json` there records each process's
 pid and command line, so `down` stops exactly what `up` started (and a component can
-be stopped and started again by name, for outage tests). Standard library only, so
-the script runs before any virtualenv exists.
+be stopped and started again by name, for outage tests). `up` first clears whatever an
+earlier start left in the directory (stale.py) and last runs one Job through the bed
+(selfcheck.py), so a bed that cannot run Jobs fails its own start. Standard library
+only, so the script runs before any virtualenv exists.
 """
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import json
 import os
 import signal
@@ -18,14 +22,15 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from testenv import build
+from testenv import build, selfcheck, stale
+from testenv.stale import COMPONENTS
 
 HERE = Path(__file__).resolve().parent
 STAGES = HERE / "kwok-stages.yaml"
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 CONTROLLERS = (
     "job-controller",
     # Deployments for `helm install --wait` (kwok runs their pods as a kubelet would).
@@ -54,6 +59,7 @@ BENCH_FLAGS = {
     "kube-apiserver": ["--max-requests-inflight=1600", "--max-mutating-requests-inflight=800"],
 }
 ADMIN_TOKEN_USER = "ksr-admin"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def free_port() -> int:
@@ -71,6 +77,19 @@ def _pid_alive(pid: int, binary: str) -> bool:
     return cmdline.split(b"\0", 1)[0].decode(errors="replace") == binary
 
 
+def _dies_with_parent(parent: int) -> Callable[[], None]:
+    """A preexec_fn: the kernel SIGKILLs the child when the thread that started it ends,
+    so a killed test run leaves no control plane holding ports and CPU."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork
+
+    def in_child() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the owner died between the fork and the prctl
+            os._exit(1)
+
+    return in_child
+
+
 @dataclass
 class Bed:
     dir: Path
@@ -78,6 +97,8 @@ class Bed:
     ports: dict[str, int] = field(default_factory=dict)
     procs: dict[str, dict] = field(default_factory=dict)
     token: str = ""
+    owner: int | None = None  # the pid whose death ends the bed (tests), None for a CLI bed
+    ready: bool = False  # set once `up` has finished, start-up check included
 
     # -- persistence -----------------------------------------------------------------
     @property
@@ -93,7 +114,14 @@ class Bed:
         return f"https://127.0.0.1:{self.ports['apiserver']}"
 
     def save(self) -> None:
-        data = {"bin": str(self.bin), "ports": self.ports, "procs": self.procs, "token": self.token}
+        data = {
+            "bin": str(self.bin),
+            "ports": self.ports,
+            "procs": self.procs,
+            "token": self.token,
+            "owner": self.owner,
+            "ready": self.ready,
+        }
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1))
         tmp.replace(self.state_file)
@@ -101,7 +129,15 @@ class Bed:
     @classmethod
     def load(cls, directory: Path) -> Bed:
         data = json.loads((directory / "state.json").read_text())
-        return cls(dir=directory, bin=Path(data["bin"]), ports=data["ports"], procs=data["procs"], token=data["token"])
+        return cls(
+            dir=directory,
+            bin=Path(data["bin"]),
+            ports=data["ports"],
+            procs=data["procs"],
+            token=data["token"],
+            owner=data.get("owner"),
+            ready=data.get("ready", True),  # files from before the flag: only finished starts were kept
+        )
 
     # -- set-up ----------------------------------------------------------------------
     def _openssl(self, *args: str) -> None:
@@ -262,12 +298,21 @@ class Bed:
 
     # -- processes -------------------------------------------------------------------
     def start(self, name: str) -> None:
-        """Start one component with the command recorded for it (same ports, same data)."""
+        """Start one component with the command recorded for it (same ports, same data).
+
+        In the owner's process the component dies with the calling thread (PR_SET_PDEATHSIG):
+        start components from the thread that owns the bed, as the tests' main thread does."""
         cmd = self.procs[name]["cmd"]
-        log = open(self.dir / f"{name}.log", "ab")
-        proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-        )
+        owned = self.owner is not None and self.owner == os.getpid()
+        with open(self.dir / f"{name}.log", "ab") as log:
+            proc = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=_dies_with_parent(os.getpid()) if owned else None,
+            )
         self.procs[name]["pid"] = proc.pid
         self.save()
 
@@ -355,7 +400,9 @@ class Bed:
                 },
             }
             status, body = self.request("POST", "/api/v1/nodes", node)
-            if status not in (201, 409):
+            if status == 409:  # stale.clear removed the etcd data: someone else's objects are here
+                raise RuntimeError(f"node {name} existed before this start created it: etcd data not fresh")
+            if status != 201:
                 raise RuntimeError(f"creating node {name}: {status} {body}")
 
     def nodes_ready(self) -> bool:
@@ -382,14 +429,34 @@ def _reap(pid: int, block: bool = False) -> None:
         pass
 
 
-def up(directory: Path, *, progress=print, bench: bool = False) -> Bed:
-    started = time.monotonic()
+def up(
+    directory: Path,
+    *,
+    progress: Callable[[str], object] = print,
+    bench: bool = False,
+    owned: bool = False,
+    check_timeout: float = 60.0,
+) -> Bed:
+    """Start a bed in `directory`, from nothing: whatever an earlier start left there is
+    stopped and removed first (and logged through `progress`). `owned`: the components die
+    with the calling thread (tests, benchmarks); without it they outlive the caller (the CLI).
+    The start ends with one Job run through the bed (selfcheck.py), bounded by `check_timeout`."""
     if not build.is_built():
         raise SystemExit("kube-testenv: binaries are not built yet; run `scripts/kube-testenv build` first")
+    directory = directory.resolve()  # the components' arguments, and stale.py's matching, use full paths
     directory.mkdir(parents=True, exist_ok=True)
-    bed = Bed(dir=directory)
-    if bed.state_file.exists() and any(Bed.load(directory).running().values()):
-        raise SystemExit(f"kube-testenv: something from {directory} still runs; `down` it first")
+    with open(directory / "up.lock", "w") as lock:  # held while this up runs; the kernel drops it if we die
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SystemExit(f"kube-testenv: another `up` is starting the bed in {directory} right now") from None
+        return _up(directory, progress=progress, bench=bench, owned=owned, check_timeout=check_timeout)
+
+
+def _up(directory: Path, *, progress: Callable[[str], object], bench: bool, owned: bool, check_timeout: float) -> Bed:
+    started = time.monotonic()
+    _start_clean(directory, progress)
+    bed = Bed(dir=directory, owner=os.getpid() if owned else None)
     bed.ports = {k: free_port() for k in ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok")}
     bed._certificates()
     bed._credentials()
@@ -405,6 +472,10 @@ def up(directory: Path, *, progress=print, bench: bool = False) -> Bed:
         bed.create_nodes()
         bed.wait_for("fake nodes Ready", bed.nodes_ready)
         bed.wait_for("the default ServiceAccount", bed.default_service_account)
+        took = selfcheck.run(bed, timeout=check_timeout)
+        progress(f"start-up check: a Job ran to Complete in {took:.1f}s")
+        bed.ready = True
+        bed.save()
     except BaseException:
         down(directory)
         raise
@@ -412,12 +483,61 @@ def up(directory: Path, *, progress=print, bench: bool = False) -> Bed:
     return bed
 
 
-def down(directory: Path) -> list[str]:
-    if not (directory / "state.json").exists():
-        return []
-    bed = Bed.load(directory)
-    stopped = [n for n, alive in bed.running().items() if alive]
-    for name in reversed(COMPONENTS):
-        if name in bed.procs:
-            bed.stop(name)
-    return stopped
+def _start_clean(directory: Path, progress: Callable[[str], object]) -> None:
+    left = stale.survey(directory)
+    if not left.found:
+        return
+    if stale.in_use(directory, left) and _answers(directory):
+        pids = ", ".join(f"{name} {pid}" for pid, name in sorted(left.processes.items()))
+        raise SystemExit(f"kube-testenv: the bed in {directory} is up and answering ({pids}); `down` it first")
+    progress(f"found stale state in {directory}: {'; '.join(left.notes) or 'generated files'}")
+    stale.clear(directory, left)
+    ended = f"stopped {len(left.processes)} leftover process(es), " if left.processes else ""
+    progress(f"cleared it ({ended}removed {len(left.files)} generated file(s)); starting fresh")
+
+
+def _answers(directory: Path) -> bool:
+    try:
+        status, _ = Bed.load(directory).request("GET", "/readyz", timeout=3.0)
+    except (OSError, ValueError, KeyError):
+        return False
+    return status == 200
+
+
+def down(directory: Path, *, timeout: float = 15.0) -> list[str]:
+    """Stop what `up` started in `directory`, and any other component still running from it
+    (a start interrupted before it recorded its processes). Returns the names stopped."""
+    directory = directory.resolve()
+    running = stale.processes_of(directory)
+    if (directory / "state.json").exists():
+        try:
+            bed = Bed.load(directory)
+        except (OSError, ValueError, KeyError):
+            bed = None
+        if bed is not None:
+            for info in bed.procs.values():
+                if info.get("pid") in running:
+                    info["pid"] = None  # stopped below, with the rest
+            bed.save()
+    # etcd last: a kube-apiserver whose etcd went first spends its whole grace period shutting down.
+    _terminate({p: n for p, n in running.items() if n != "etcd"}, timeout=timeout)
+    _terminate({p: n for p, n in running.items() if n == "etcd"}, timeout=timeout)
+    return [running[pid] for pid in sorted(running, key=lambda p: COMPONENTS.index(running[p]))]
+
+
+def _terminate(processes: dict[int, str], *, timeout: float) -> None:
+    """SIGTERM all at once, SIGKILL whatever still runs at the deadline; bounded by `timeout`."""
+    for pid in processes:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    while any(stale.alive(p) for p in processes) and time.monotonic() < deadline:
+        for pid in processes:
+            _reap(pid)
+        time.sleep(0.05)
+    for pid in processes:
+        if stale.alive(pid):
+            os.kill(pid, signal.SIGKILL)
+            _reap(pid, block=True)

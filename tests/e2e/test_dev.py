@@ -3,15 +3,21 @@ the probes, and the sample jobs processed to completion with their callbacks pri
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import urllib.request
+from pathlib import Path
 
+import pytest
+import redis
+
+from tests.support.devproc import DevProcess, dev_env
 from tests.support.pipeline import ROOT
-from tests.support.ports import free_port, wait_for
+from tests.support.ports import free_port, listening_addresses, wait_for
 from tests.support.procs import kill_tree
 
 
@@ -52,9 +58,11 @@ def test_ksr_dev_runs_the_samples_end_to_end(tmp_path):
     assert by_id["sample-env"] == [0, 1, 2]  # the env var reached the process
     assert by_id["sample-sleep"] == [0, 1, 2]
     assert by_id["sample-fail"] == [0, 1, 3]
+    assert '"message": "exit code 3: something broke"' in out  # the tail of the job's stderr
     assert "all 4 sample jobs finished" in out
 
 
+@pytest.mark.kube
 def test_ksr_dev_sends_the_samples_to_the_cluster_of_kubeconfig(tmp_path, kube):
     from kubernetes import client
 
@@ -90,7 +98,7 @@ def test_ksr_dev_serves_on_http_server_port_without_port_option(tmp_path):
         )
     try:
         wait_for(lambda: _status_of(f"http://127.0.0.1:{port}/healthz") == 200, timeout=60, what=f"ksr dev on {port}")
-        assert f"status page http://127.0.0.1:{port}/" in out.read_text()
+        assert re.search(rf"^status page +http://127.0.0.1:{port}/ ", out.read_text(), flags=re.M)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, out.read_text()[-3000:]
     finally:
@@ -101,3 +109,77 @@ def test_ksr_dev_serves_on_http_server_port_without_port_option(tmp_path):
 def _status_of(url: str) -> int:
     with urllib.request.urlopen(url, timeout=2) as r:
         return int(r.status)
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie, or a pid gone, is not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _port_of(url: str) -> int:
+    return int(url.rstrip("/").rsplit(":", 1)[1])
+
+
+@pytest.mark.parametrize(
+    ("sig", "ignores_term"),
+    [(signal.SIGINT, True), (signal.SIGTERM, False)],
+    ids=["SIGINT-job-ignores-SIGTERM", "SIGTERM"],
+)
+def test_a_signal_to_ksr_dev_leaves_no_job_process_behind(tmp_path, sig, ignores_term):
+    """A user's kill (or Ctrl-C) of ksr dev's pid: every process of a running job ends too,
+    its shell and what the shell started in the background, even when they ignore SIGTERM."""
+    dev = DevProcess(dev_env(tmp_path), tmp_path / "dev.log")
+    try:
+        dev.wait_ready()
+        pids = tmp_path / "job.pids"
+        script = (
+            "trap '' TERM; " if ignores_term else ""
+        ) + f"sleep 300 & echo $$ $! > {pids}.tmp; mv {pids}.tmp {pids}; wait"
+        message = {
+            "id": "stuck-1",
+            "service": "example",
+            "job": {
+                "prefixName": "stuck",
+                "namespace": "default",
+                "image": "busybox:latest",
+                "command": ["/bin/sh", "-c", script],
+                "activeDeadlineSeconds": 600,
+            },
+        }
+        r = redis.Redis.from_url(dev.banner_value("redis-server at"))
+        r.xadd("ksr:jobs:default", {"payload": json.dumps(message)})
+        wait_for(pids.exists, timeout=30, what="the job's shell and its background sleep")
+        job_pids = [int(p) for p in pids.read_text().split()]
+        assert len(job_pids) == 2 and all(_alive(p) for p in job_pids)
+        assert dev.stop(sig) == 0, dev.output()[-3000:]
+        left = [p for p in job_pids if _alive(p)]
+        try:
+            assert left == [], f"job processes {left} outlived ksr dev ({signal.Signals(sig).name})"
+        finally:
+            for p in left:
+                os.kill(p, signal.SIGKILL)
+    finally:
+        dev.close()
+
+
+@pytest.mark.parametrize(("args", "bound"), [((), "127.0.0.1"), (("--host", "0.0.0.0"), "0.0.0.0")])
+def test_ksr_dev_listens_on_loopback_unless_told_and_logs_the_address(tmp_path, args, bound):
+    dev = DevProcess(dev_env(tmp_path), tmp_path / "dev.log", args=("--port", "0", *args))
+    try:
+        dev.wait_ready()
+        port = _port_of(dev.status_url)
+        assert dev.status_url == f"http://127.0.0.1:{port}/"  # loopback reaches 0.0.0.0 too
+        assert listening_addresses(port) == {bound}
+        wait_for(lambda: "Listening at: " in dev.output(), timeout=10, what="gunicorn's listening line")
+        listening = re.findall(r"Listening at: (.*)", dev.output())
+        assert listening == [f"http://{bound}:{port} ({_gunicorn_pid(dev.output())})"]
+    finally:
+        dev.close()
+
+
+def _gunicorn_pid(output: str) -> str:
+    return re.search(r"started probes \(pid (\d+)\)", output).group(1)

@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from runner.metrics import MESSAGE_OUTCOMES
 from tests.support.messages import message
 from tests.support.pipeline import base_env, xadd
 from tests.support.pods import Pod
@@ -29,6 +30,19 @@ STREAM_GAUGES = (
     "ksr_stream_dead_letters",
     "ksr_queue_length",
 )
+
+
+def _moved(s: Samples, name: str, label: str) -> dict[str, float]:
+    """`name` by `label`, only the values that are not 0."""
+    return {k: v for k, v in s.by_label(name, label).items() if v}
+
+
+def _job_outcomes(s: Samples) -> dict[tuple[str, str, str], float]:
+    """ksr_jobs_finished_total as (outcome, job_service, job_namespace) -> count."""
+    return {
+        (d["outcome"], d["job_service"], d["job_namespace"]): v
+        for d, v in ((dict(k), v) for k, v in s.labelled("ksr_jobs_finished_total").items())
+    }
 
 
 def test_every_dashboard_and_alert_metric_has_the_value_the_workload_implies(
@@ -72,13 +86,24 @@ def test_every_dashboard_and_alert_metric_has_the_value_the_workload_implies(
         assert s.get("ksr_leader") == 1
         assert s.get("ksr_leader_transitions_total") == 0
         # messages
-        assert s.by_label("ksr_messages_total", "outcome") == {"dispatched": 7, "duplicate": 1, "invalid": 2}
+        # every outcome exists from the start (at 0: increase() would miss a first sample)
+        assert set(s.by_label("ksr_messages_total", "outcome")) == set(MESSAGE_OUTCOMES)
+        assert _moved(s, "ksr_messages_total", "outcome") == {"dispatched": 7, "duplicate": 1, "invalid": 2}
         assert s.get("ksr_messages_processed_total") == 10
         assert s.get("ksr_messages_failed_total") == 2
         assert s.get("ksr_dispatch_latency_seconds_count") == 7
         assert s.get("ksr_dispatch_latency_seconds_bucket", le="+Inf") == 7
         # Jobs
-        assert s.by_label("ksr_jobs_finished_total", "outcome") == {"completed": 5, "failed": 2}
+        assert {o: n for o, n in s.by_label("ksr_jobs_finished_total", "outcome").items() if n} == {
+            "completed": 5,
+            "failed": 2,
+        }
+        # by the message's service and the Job's namespace (the local executor's is "local")
+        assert _job_outcomes(s) == {
+            **{(o, "example", "local"): 0 for o in ("exception", "cancelled")},  # at 0 from the first Job on
+            ("completed", "example", "local"): 5,
+            ("failed", "example", "local"): 2,
+        }
         assert s.get("ksr_job_duration_seconds_count") == 7
         assert s.get("ksr_job_duration_seconds_bucket", le="+Inf") == 7
         assert 0 < (s.get("ksr_job_duration_seconds_sum") or 0) < 7 * 30
@@ -185,14 +210,24 @@ def test_kubernetes_api_and_job_metrics_count_the_requests_the_workload_made(
 
         def settled() -> Samples | None:
             s = scrape(pod.port)
-            done = s.value("ksr_jobs_finished_total", outcome="failed") == 1 and s.get("ksr_active_jobs") == 0
+            done = s.total("ksr_jobs_finished_total", outcome="failed") == 1 and s.get("ksr_active_jobs") == 0
             released = s.value("ksr_kube_requests_total", verb="patch", code="200") == 4
             return s if done and released else None
 
         s = wait_for(settled, timeout=30, what="the metrics to reflect the finished workload")
-        assert s.by_label("ksr_jobs_finished_total", "outcome") == {"completed": 3, "failed": 1}
+        assert {o: n for o, n in s.by_label("ksr_jobs_finished_total", "outcome").items() if n} == {
+            "completed": 3,
+            "failed": 1,
+        }
+        # by the message's service and the Job's namespace: which producer is failing
+        outcomes = _job_outcomes(s)
+        assert {k: v for k, v in outcomes.items() if v} == {
+            ("completed", "example", namespace): 3,
+            ("failed", "ksr-test-fail", namespace): 1,
+        }
+        assert len(outcomes) == 8  # each (service, namespace) has its four outcomes, at 0 until they happen
         assert s.get("ksr_job_duration_seconds_count") == 4
-        assert s.by_label("ksr_messages_total", "outcome") == {"dispatched": 4}
+        assert _moved(s, "ksr_messages_total", "outcome") == {"dispatched": 4}
         assert s.get("ksr_dispatch_latency_seconds_count") == 4
         requests = {tuple(sorted(k)): v for k, v in s.labelled("ksr_kube_requests_total").items()}
         # one create per message, all answered 201; the watcher lists and watches, all 200; our

@@ -12,6 +12,7 @@ from tests.support.messages import message
 from tests.support.pipeline import base_env, xadd
 from tests.support.pods import Pod
 from tests.support.ports import wait_for
+from tests.support.scrape import Samples
 
 
 def get(url: str) -> tuple[int, str]:
@@ -44,7 +45,10 @@ def test_metrics_after_a_workload_pass_promtool(redis_server, redis_client, tmp_
 
         def counted() -> str | None:
             text = get(base + "/metrics")[1]
-            done = metric('ksr_jobs_finished_total{outcome="completed"}', text) == 20
+            jobs = Samples(text).get(
+                "ksr_jobs_finished_total", outcome="completed", job_service="example", job_namespace="local"
+            )  # the local executor's Jobs are in no namespace: its JobRef says "local"
+            done = jobs == 20
             return text if done else None
 
         text = wait_for(counted, timeout=30, what="the metrics to count 20 finished Jobs")

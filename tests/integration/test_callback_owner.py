@@ -20,11 +20,12 @@ import pytest
 import redis
 from rq import Queue, Worker
 
-from runner.callbacks.chain import owed_key, rq_job_id
+from runner.callbacks.chain import attempt_job_id, owed_key, rq_job_id
 from runner.callbacks.courier import Backoff, Courier
 from runner.callbacks.enqueue import CallbackQueue
 from runner.callbacks.worker import worker_command, worker_env
 from runner.settings import Settings
+from runner.store.record import ATTEMPT_LOG_MAX, StateRecord
 from runner.store.state import CallbackMark, StateStore
 from tests.support.ports import free_port, wait_for
 from tests.support.procs import kill_tree
@@ -248,4 +249,76 @@ def test_a_worker_killed_mid_delivery_its_callbacks_still_arrive_once_each_in_or
         for proc in procs:
             kill_tree(proc.pid)
             proc.wait(5)
+        receiver.close()
+
+
+class Answering:
+    """A receiver answering each POST with the next code of `codes` (the last one after)."""
+
+    def __init__(self, *codes: int) -> None:
+        self.codes = list(codes)
+        answering = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                code = answering.codes.pop(0) if len(answering.codes) > 1 else answering.codes[0]
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_each_attempt_is_noted_with_its_http_status_duration_and_next_retry(
+    state: StateStore, settings: Settings, redis_client: redis.Redis
+) -> None:
+    """The timeline of `ksr jobs show` and the console read these notes (cbl_<s>)."""
+    receiver = Answering(503, 200)
+    try:
+        owed_record(state, "m-n", receiver.url)
+        owner = mark(state, settings, "m-n", 0)
+        assert owner is not None
+        c = courier(redis_client, settings)
+        before_ms = int(time.time() * 1000)
+        assert c.run({"id": "m-n", "not_before": 0.0}, token=owner) == "retry"
+        (first,) = (state.get("m-n") or StateRecord()).callback_attempt_log(0)
+        assert (first.number, first.http_status, first.outcome) == (1, 503, "retry")
+        assert before_ms <= first.at_ms <= int(time.time() * 1000)
+        assert 0 <= first.duration_ms < 5000
+        assert first.next_retry_ms is not None and first.next_retry_ms > first.at_ms
+        successor = attempt_job_id("m-n", 0, 2)
+        assert c.run({"id": "m-n", "not_before": 0.0}, token=successor) == "delivered"
+        notes = (state.get("m-n") or StateRecord()).callback_attempt_log(0)
+        assert [(n.number, n.http_status, n.outcome, n.next_retry_ms is None) for n in notes] == [
+            (1, 503, "retry", False),
+            (2, 200, "delivered", True),
+        ]
+    finally:
+        receiver.close()
+
+
+def test_the_attempt_notes_are_bounded(env: dict[str, str], state: StateStore, redis_client: redis.Redis) -> None:
+    settings = Settings.from_env({**env, "KSR_CALLBACK_MAX_ATTEMPTS": str(ATTEMPT_LOG_MAX + 10)})
+    receiver = Answering(503)
+    try:
+        owed_record(state, "m-b", receiver.url)
+        token = mark(state, settings, "m-b", 0)
+        c = courier(redis_client, settings)
+        for n in range(ATTEMPT_LOG_MAX + 3):
+            assert c.run({"id": "m-b", "not_before": 0.0}, token=str(token)) == "retry"
+            token = attempt_job_id("m-b", 0, n + 2)
+        notes = (state.get("m-b") or StateRecord()).callback_attempt_log(0)
+        assert [n.number for n in notes] == list(range(4, ATTEMPT_LOG_MAX + 4))
+    finally:
         receiver.close()

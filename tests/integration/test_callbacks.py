@@ -41,6 +41,7 @@ from tests.support.ports import free_port, wait_for
 from tests.support.procs import kill_tree
 from tests.support.redis_server import RedisServer
 from tests.support.tarpit import Tarpit
+from tests.support.timing import Timings, hold
 
 ROOT = Path(__file__).resolve().parents[2]
 KEYS = [b"new-key", b"old-key"]
@@ -308,16 +309,19 @@ def test_receiver_down_for_a_while_then_up_is_retried_and_delivered(
 
 
 @pytest.mark.slow
-def test_receiver_down_for_30_seconds(
-    receiver: Receiver, workers: Workers, callbacks: CallbackQueue, state: StateStore
+def test_receiver_down_past_the_backoff_cap_and_an_owner_lease(
+    receiver: Receiver, workers: Workers, callbacks: CallbackQueue, state: StateStore, env: dict[str, str]
 ) -> None:
     record(state, "m-30", 0)
     started = time.monotonic()
     assert callbacks.enqueue("m-30", 0, {"jobId": "u", "jobName": "j"}, receiver.url)
     workers.start(KSR_CALLBACK_BACKOFF_CAP="4")
-    # The outage is the scenario, not a synchronisation: the receiver stays down 30 s.
-    wait_for(lambda: time.monotonic() - started >= 30, timeout=40, interval=0.5, what="30 s outage")
+    # The outage is the scenario, not a synchronisation: the receiver stays down until the
+    # retries reached the 4 s cap twice and the courier's owner lease (14 s) had to be renewed.
+    planned = Timings.of({**env, "KSR_CALLBACK_BACKOFF_CAP": "4"}).callback_outage(outlast_owner_lease=True)
+    hold(planned - (time.monotonic() - started))
     assert field_of(state, "m-30", "cbd_0") is None  # still being retried
+    assert int(field_of(state, "m-30", "cba_0") or 0) >= 3, "retried through the outage, not once"
     receiver.up()
     until_outcome(state, "m-30", 0, "delivered", workers, timeout=30)
     assert len(receiver.requests) == 1

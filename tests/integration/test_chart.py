@@ -27,6 +27,7 @@ from runner.metrics import Metrics
 from runner.settings import Settings
 from runner.settings.variables import VARIABLES
 from runner.signals import Signals
+from tests.support import dashboard
 from tests.support.ports import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -812,15 +813,8 @@ def defined_series() -> set[str]:
 
 
 def _dashboard_queries() -> list[tuple[str, str]]:
-    dash = json.loads(DASHBOARD.read_text())
-    out = []
-    for panel in dash["panels"]:
-        for target in panel.get("targets", []):
-            out.append((f"panel {panel['id']} {panel['title']!r} {target['refId']}", target["expr"]))
-    for var in dash["templating"]["list"]:
-        if var["type"] == "query":
-            out.append((f"variable {var['name']}", var["definition"]))
-    return out
+    """Every query of the dashboard: panels, annotations and variables (tests/support/dashboard.py)."""
+    return [(q.where, q.expr) for q in dashboard.queries()]
 
 
 METRIC = re.compile(r"\bksr_[a-z0-9_]+")
@@ -860,6 +854,7 @@ def test_dashboard_and_alerts_query_only_defined_metrics() -> None:
 
 def test_dashboard_is_valid_grafana_json_with_valid_promql(tmp_path: Path) -> None:
     dash = json.loads(DASHBOARD.read_text())
+    assert dash["schemaVersion"] >= 39  # what the SDK's Grafana 11.6 schema writes
     ids = [p["id"] for p in dash["panels"]]
     assert len(ids) == len(set(ids))
     assert dash["uid"] == "kube-stream-runner"

@@ -137,3 +137,37 @@ def test_purge(env: dict[str, str], redis_client: redis.Redis) -> None:
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["streams"] == {STREAM: {"matched": 1, "removed": 1}}
     assert redis_client.xlen(STREAM + ":dead") == 0
+
+
+def test_list_by_reason_and_count_per_reason(env: dict[str, str], redis_client: redis.Redis) -> None:
+    now = int(time.time() * 1000)
+    bury(redis_client, message("p-1", "team-a"), entry_id=f"{now}-0")
+    bury(redis_client, message("p-2", "team-a"), entry_id=f"{now}-1")
+    bury(redis_client, b"garbage", entry_id=f"{now}-2", reason="invalid", error="payload: not valid JSON")
+    rows = json.loads(invoke(env, "dead", "list", "--reason", "policy", "--json").stdout)
+    assert [r["message_id"] for r in rows] == ["p-1", "p-2"]
+    assert json.loads(invoke(env, "dead", "list", "--reason", "poison", "--json").stdout) == []
+    counts = invoke(env, "dead", "reasons", "--json")
+    assert counts.exit_code == 0, counts.output
+    assert json.loads(counts.stdout) == {"policy": 2, "invalid": 1}
+    table = invoke(env, "dead", "reasons").stdout.splitlines()
+    assert table[1].split() == ["policy", "2"] and table[2].split() == ["invalid", "1"]
+
+
+def test_replay_by_reason_and_all_with_a_summary(env: dict[str, str], redis_client: redis.Redis) -> None:
+    now = int(time.time() * 1000)
+    bury(redis_client, message("p-1", "default"), entry_id=f"{now}-0")
+    bury(redis_client, message("p-2", "team-a"), entry_id=f"{now}-1")  # still refused by policy
+    bury(redis_client, message("i-1", "default"), entry_id=f"{now}-2", reason="invalid", error="x")
+    usage = invoke(env, "dead", "replay", "--reason", "policy", "--all")
+    assert usage.exit_code == 2 and "one of the three" in usage.output
+    result = invoke(env, "dead", "replay", "--reason", "policy", "--progress")
+    assert result.exit_code == 1, result.output
+    assert "summary: 1 replayed, 1 refused (1 still invalid)" in result.stderr
+    assert "replaying dead entries" in result.stderr  # the progress bar
+    assert [json.loads(f[b"payload"])["id"] for _, f in redis_client.xrange(STREAM)] == ["p-1"]
+    assert redis_client.xlen(STREAM + ":dead") == 2
+    rest = invoke(env, "dead", "replay", "--all", KSR_ALLOWED_NAMESPACES="default,team-a")
+    assert rest.exit_code == 0, rest.output
+    assert "summary: 2 replayed, 0 refused" in rest.stderr
+    assert redis_client.xlen(STREAM + ":dead") == 0 and redis_client.xlen(STREAM) == 3

@@ -74,8 +74,8 @@ def test_submit_refuses_both_at_and_in_and_a_time_without_offset(env, redis_clie
     both = ksr(env, "submit", "--at", "2030-01-01T00:00:00Z", "--in", "5s", "-", stdin=body)
     assert both.exit_code == 2 and "give --at or --in, not both" in both.output
     naive = ksr(env, "submit", "--at", "2030-01-01T00:00:00", "-", stdin=body)
-    assert naive.exit_code == 1
-    assert "runAt: must carry a UTC offset (Z or +01:00), got '2030-01-01T00:00:00'" in naive.output
+    assert naive.exit_code == 2  # a usage error naming the option the user wrote, not runAt
+    assert "'--at': must carry a UTC offset (Z or +01:00), got '2030-01-01T00:00:00'" in naive.output
     assert not redis_client.exists("ksr:jobs:default")
 
 

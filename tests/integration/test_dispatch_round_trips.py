@@ -31,7 +31,10 @@ STREAM = "ksr:jobs:default"
 N = 40
 # Upper bounds per dispatched message (the stream's reads included). Before the hot path was
 # cut (docs/benchmarks.md): 9.2 round trips and 22.2 commands without a webhook, 17.2 and
-# 38.2 with one. Now 4.2 / 17.2 and 7.2 / 31.2.
+# 38.2 with one. Measured by this test on 7 Dec 2026: 4.2 round trips / 19.2 commands without
+# a webhook, 7.2 / 35.2 with one (docs/benchmarks.md's 17.2 and 31.2 commands were counted
+# before the lifecycle checks and the owner lease added commands inside the scripts, such as
+# the state HGETs and TIME; the round trips have not moved).
 MAX_ROUND_TRIPS = {"no webhook": 4.5, "webhook": 7.5}
 MAX_COMMANDS = {"no webhook": 20.0, "webhook": 36.0}
 

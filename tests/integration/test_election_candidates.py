@@ -39,6 +39,13 @@ class Backend:
     restart_timeout: float
 
 
+@pytest.fixture(scope="module")
+def kube(own_kube):
+    """The outage test stops the kube-apiserver: this module gets a bed of its own (and its
+    namespaces are made there)."""
+    return own_kube
+
+
 @pytest.fixture(params=["redis", pytest.param("lease", marks=pytest.mark.kube)])
 def backend(request: pytest.FixtureRequest) -> Backend:
     if request.param == "redis":

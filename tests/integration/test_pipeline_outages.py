@@ -1,6 +1,8 @@
-"""Outages around the pipeline: kube-apiserver stopped for 20 s mid-stream, the webhook
-receiver down for 30 s, a receiver answering 410. Real Redis, the real control plane with
-kwok, a real RQ worker and real receivers on loopback."""
+"""Outages around the pipeline: kube-apiserver stopped mid-stream, the webhook receiver down,
+a receiver answering 410. Each outage lasts what the test's settings make meaningful
+(tests/support/timing.py): the apiserver's outlasts the step-down, the lease and a create's
+in-line retries; the receiver's outlasts the callbacks' backoff ramp and an owner lease.
+Real Redis, the real control plane with kwok, a real RQ worker and real receivers on loopback."""
 
 from __future__ import annotations
 
@@ -17,8 +19,16 @@ from tests.support.pipeline import base_env, rq_worker, runner_thread, xadd
 from tests.support.ports import wait_for
 from tests.support.procs import kill_tree
 from tests.support.receiver import Receiver
+from tests.support.timing import Timings, hold
 
 pytestmark = pytest.mark.kube
+
+
+@pytest.fixture(scope="module")
+def kube(own_kube):
+    """The first test stops the kube-apiserver: this module gets a bed of its own."""
+    return own_kube
+
 
 STREAM = "ksr:jobs:default"
 
@@ -27,17 +37,10 @@ def owners(kube, namespace) -> list[str]:
     return sorted(j.metadata.annotations["kube-stream-runner/message-id"] for j in managed_jobs(kube, namespace))
 
 
-def hold(seconds_left: float) -> None:
-    """Keep an outage going for its planned length (the outage's duration, not a wait for
-    something to happen: every wait on the system's behaviour uses wait_for)."""
-    if seconds_left > 0:
-        time.sleep(seconds_left)
-
-
-def test_apiserver_down_20s_mid_stream_loses_and_duplicates_nothing(
-    redis_server, redis_client, kube, namespace, receiver
-):
+def test_apiserver_down_mid_stream_loses_and_duplicates_nothing(redis_server, redis_client, kube, namespace, receiver):
     env = base_env(redis_url=redis_server.url, namespace=namespace, kubeconfig=kube.kubeconfig)
+    timings = Timings.of(env)
+    planned = timings.apiserver_outage()  # 11 s with base_env's lease 4 s, renew 3 s
     ids = [f"outage-{i:02d}" for i in range(24)]
     with rq_worker(env), runner_thread(env, api_client=kube.api_client()) as runner:
         for mid in ids[:8]:
@@ -49,22 +52,22 @@ def test_apiserver_down_20s_mid_stream_loses_and_duplicates_nothing(
         try:
             for mid in ids[8:16]:  # arriving while the apiserver is away
                 xadd(redis_client, STREAM, message(mid, namespace, webhook=receiver.url))
-            # Renewals fail: the leader steps down by itself (renew deadline 3 s).
+            # Renewals fail: the leader steps down by itself (within its renew deadline).
             wait_for(
                 lambda: not runner.elector.is_leading() and runner.term is None,
-                timeout=15,
+                timeout=3 * timings.step_down(),
                 what="the leader stepping down during the outage",
             )
             for mid in ids[16:]:
                 xadd(redis_client, STREAM, message(mid, namespace, webhook=receiver.url))
-            hold(20 - (time.monotonic() - stopped_at))
+            hold(planned - (time.monotonic() - stopped_at))
         finally:
             kube.start_apiserver()
         outage = time.monotonic() - stopped_at
         wait_for(runner.elector.is_leading, timeout=60, what="the runner leading again by itself")
         receiver.wait_for_callbacks(ids, timeout=180, what="callbacks 0, 1, 2 for all 24 messages after the outage")
         wait_for(lambda: redis_client.xpending(STREAM, "ksr")["pending"] == 0, timeout=30, what="all acked")
-    assert outage >= 20
+    assert outage >= planned
     assert owners(kube, namespace) == ids, "one Job per message, none lost, none duplicated"
     assert redis_client.xlen(STREAM + ":dead") == 0
     assert redis_client.scard("ksr:active") == 0
@@ -85,15 +88,18 @@ def _up_again(r: Receiver) -> None:
 
 
 @pytest.mark.slow
-def test_receiver_down_30s_every_callback_retried_and_delivered(redis_server, redis_client, kube, namespace, receiver):
-    # Enough attempts to outlast the outage (12 attempts with a 2 s cap cover only ~21 s).
+def test_receiver_down_every_callback_retried_and_delivered(redis_server, redis_client, kube, namespace, receiver):
+    # Enough attempts to outlast the outage (Timings refuses too few); a refused connection
+    # answers at once, so a short attempt timeout suffices and shortens the owner lease.
     env = base_env(
         redis_url=redis_server.url,
         namespace=namespace,
         kubeconfig=kube.kubeconfig,
         KSR_CALLBACK_MAX_ATTEMPTS="60",
         KSR_CALLBACK_BACKOFF_CAP="4",
+        KSR_CALLBACK_TIMEOUT="2",
     )
+    planned = Timings.of(env).callback_outage(outlast_owner_lease=True)  # 15 s: the owner lease is 14 s
     ids = [f"hookdown-{i:02d}" for i in range(10)]
     _down(receiver)  # connection refused from the first attempt on (closing it again is harmless)
     down_at = time.monotonic()
@@ -107,7 +113,7 @@ def test_receiver_down_30s_every_callback_retried_and_delivered(redis_server, re
             what="all 10 Jobs completed during the outage",
         )
         assert not receiver.requests
-        hold(30 - (time.monotonic() - down_at))
+        hold(planned - (time.monotonic() - down_at))
         assert all(redis_client.hget(f"ksr:msg:{m}", "cbd_0") is None for m in ids), "none given up"
         _up_again(receiver)
         up_at = time.monotonic()

@@ -54,7 +54,9 @@ def test_a_full_quota_makes_messages_wait_not_die(redis_server, redis_client, ku
         )
         _quota(kube, namespace, 2)
         # A Job counts against count/jobs.batch until it is deleted: the TTL frees the quota.
-        ids = [f"quota-{i}" for i in range(5)]
+        # Twice the quota: two messages wait out one TTL (31 s, its minimum). The wait's
+        # schedule (backoff to the cap, the horizon) is tests/unit/test_create_wait.py's.
+        ids = [f"quota-{i}" for i in range(4)]
         for mid in ids:
             xadd(redis_client, STREAM, message(mid, namespace, webhook=receiver.url, ttlSecondsAfterFinished=31))
         most = 0
@@ -71,7 +73,7 @@ def test_a_full_quota_makes_messages_wait_not_die(redis_server, redis_client, ku
                 most = max(most, len(managed_jobs(kube, namespace)))
                 return all(receiver.statuses().get(m) == [0, 1, 2] for m in ids)
 
-            wait_for(all_done, timeout=240, interval=0.5, what="callbacks 0, 1, 2 for all 5 messages")
+            wait_for(all_done, timeout=240, interval=0.5, what="callbacks 0, 1, 2 for all 4 messages")
         assert most <= 2
         assert [d.original_id for d in list_dead(redis_client, STREAM)] == []
         assert redis_client.zcard(WAITING) == 0 and not redis_client.keys(WAITING + ":*")

@@ -247,7 +247,8 @@ current-context: x
 
 
 @pytest.mark.kube
-def test_readyz_follows_the_real_kubernetes_api(kube, private_redis: RedisServer, tmp_path: Path):
+def test_readyz_follows_the_real_kubernetes_api(own_kube, private_redis: RedisServer, tmp_path: Path):
+    kube = own_kube  # it stops the apiserver: a bed of its own (it makes no namespace)
     s = ProbeStack(
         tmp_path / "kstack",
         redis_url=private_redis.url,

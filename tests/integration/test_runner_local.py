@@ -4,6 +4,7 @@ cluster): trimming and backpressure, against a real Redis."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 from tests.support.messages import message
 from tests.support.pipeline import base_env, runner_thread, xadd
@@ -86,3 +87,54 @@ def test_a_failure_between_record_and_launch_still_runs_the_local_job(redis_serv
         )
     assert failures == ["late-launch"]
     assert redis_client.xpending("ksr:jobs:default", "ksr")["pending"] == 0
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie, or a pid gone, is not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_a_local_job_ends_with_its_main_process_and_takes_its_background_children(redis_server, redis_client, tmp_path):
+    """As in a container: the job is done when its main process is, however long a process
+    it started in the background would run; and that process ends with it."""
+    pids = tmp_path / "bg.pid"
+    script = f"sleep 300 & echo $! > {pids}; echo started a background sleep >&2"
+    env = env_for(redis_server, POLLING_INTERVAL="0.5")
+    with runner_thread(env):
+        xadd(
+            redis_client,
+            "ksr:jobs:default",
+            message("bg-1", "default", command=["/bin/sh", "-c", script], activeDeadlineSeconds=120),
+        )
+        wait_for(
+            lambda: redis_client.hget("ksr:msg:bg-1", "state") == b"completed",
+            timeout=20,
+            what="bg-1 completed when its shell exited (not at its deadline)",
+        )
+        background = int(pids.read_text())
+        wait_for(lambda: not _alive(background), timeout=5, what=f"the background sleep {background} killed")
+
+
+def test_a_cancel_ends_the_whole_group_of_a_job_that_ignores_sigterm(redis_server, redis_client, tmp_path):
+    from runner.client import Client
+    from runner.settings import Settings
+
+    pids = tmp_path / "job.pids"
+    script = f"trap '' TERM; sleep 300 & echo $$ $! > {pids}.tmp; mv {pids}.tmp {pids}; wait"
+    env = env_for(redis_server, POLLING_INTERVAL="0.5")
+    with runner_thread(env):
+        xadd(
+            redis_client,
+            "ksr:jobs:default",
+            message("stubborn-1", "default", command=["/bin/sh", "-c", script], activeDeadlineSeconds=600),
+        )
+        wait_for(pids.exists, timeout=20, what="the job's shell and its background sleep")
+        job_pids = [int(p) for p in pids.read_text().split()]
+        assert Client(Settings.from_env(dict(env)), redis_client=redis_client).cancel("stubborn-1").stage == "running"
+        # SIGTERM is ignored: SIGKILL after the 5 s grace ends both.
+        wait_for(lambda: not any(_alive(p) for p in job_pids), timeout=15, what=f"job processes {job_pids} ended")
+        wait_for(lambda: redis_client.hget("ksr:msg:stubborn-1", "state") == b"cancelled", timeout=10, what="cancelled")

@@ -119,3 +119,25 @@ def test_a_leaderless_gap_follows_the_catch_up_policy(redis_client, catch_up, ga
     assert ticker.states(T0 + gap_end)[0].last_fired == T0 + 300
     ticker.run(T0 + gap_end + 0.5, 1)  # handled: nothing more
     assert [s for s in seen if isinstance(s, ScheduleTick)] == ticks
+
+
+def test_a_suspended_schedule_fires_nothing_and_does_not_catch_up_on_resume(redis_client):
+    from runner.store.pause import PauseStore
+
+    pauses = PauseStore(redis_client)
+    seen = Recorder()
+    doc = {"name": "x", "cron": "* * * * *", "catchUp": "latest", "catchUpWindow": 45}
+    doc["message"] = {k: v for k, v in message("x", "default").items() if k != "id"}
+    schedules = parse_schedules({"schedules": [doc]}, streams=STREAMS, default_stream=STREAMS[1])
+    ticker = Ticker(redis_client, schedules, signals=Signals([seen]), poll=1.0, suspended=pauses.suspended_names)
+    ticker.run(T0 + 0.5, None)  # first sight
+    assert pauses.suspend_schedule("x", at_ms=int(T0 * 1000), by="ops")
+    for minute in (1, 2, 3):
+        ticker.run(T0 + 60 * minute + 0.2, None)
+    assert not redis_client.exists(STREAMS[1])  # nothing fired while suspended
+    assert pauses.resume_schedule("x")
+    ticker.run(T0 + 180 + 10, None)  # the 10:03 tick is 10 s late but was skipped: no catch-up
+    assert not redis_client.exists(STREAMS[1])
+    ticker.run(T0 + 240 + 0.2, None)
+    assert _ids(redis_client, STREAMS[1]) == ["x-20261201T100400Z"]
+    assert [s for s in seen if isinstance(s, ScheduleTick)] == [ScheduleTick("x", "fired")]

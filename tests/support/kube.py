@@ -21,9 +21,21 @@ from tests.support.ports import wait_for  # noqa: E402
 class KubeBed:
     """A running test bed: admin clients, and stop/start of kube-apiserver for outage tests."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, bed: testbed.Bed) -> None:
         self.dir = directory
-        self.bed = testbed.up(directory, progress=lambda m: print(f"kube-testenv: {m}", file=sys.stderr))
+        self.bed = bed
+
+    @classmethod
+    def start(cls, directory: Path, *, owned: bool = True) -> KubeBed:
+        """`owned`: the components die with this process (a bed shared by the run's test
+        processes is not: the run's first process stops it at the end)."""
+        say = lambda m: print(f"kube-testenv: {m}", file=sys.stderr)  # noqa: E731
+        return cls(directory, testbed.up(directory, progress=say, owned=owned))
+
+    @classmethod
+    def attach(cls, directory: Path) -> KubeBed:
+        """The bed another test process of this run started (pytest-xdist workers share one)."""
+        return cls(directory, testbed.Bed.load(directory))
 
     @property
     def kubeconfig(self) -> str:

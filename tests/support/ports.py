@@ -33,3 +33,27 @@ def wait_for(predicate: Callable[[], T], *, timeout: float, interval: float = 0.
                 + (f" (last error: {last_error!r})" if last_error else "")
             )
         time.sleep(interval)
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses with a TCP socket listening on `port` (Linux /proc/net), e.g.
+    {"127.0.0.1"} or {"0.0.0.0"}; several sockets on one address (SO_REUSEPORT) count once."""
+    import ipaddress
+    from pathlib import Path
+
+    found: set[str] = set()
+    for table, width in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            local, state = row.split()[1], row.split()[3]
+            address, hex_port = local.split(":")
+            if state != "0A" or int(hex_port, 16) != port:  # 0A: LISTEN
+                continue
+            raw = bytes.fromhex(address)
+            # The kernel prints each 32-bit word in host (little-endian) order.
+            raw = b"".join(raw[i : i + 4][::-1] for i in range(0, width, 4))
+            found.add(str(ipaddress.ip_address(raw)))
+    return found

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ class Prometheus:
         self,
         directory: Path,
         *,
-        targets: list[str],
+        targets: Sequence[str] | Mapping[str, Mapping[str, str]],
         labels: dict[str, str],
         job: str,
         rules: Path,
@@ -50,8 +51,14 @@ class Prometheus:
         )
         wait_for(lambda: self._get("/-/ready", raw=True), timeout=60, what="prometheus ready")
 
-    def _write_config(self, targets: list[str]) -> None:
+    def _write_config(self, targets: Sequence[str] | Mapping[str, Mapping[str, str]]) -> None:
+        """`targets`: addresses, or addresses with their own target labels (a `pod`, say, as
+        a ServiceMonitor's relabelling gives each)."""
         c = self._config
+        if isinstance(targets, Mapping):
+            static = [{"targets": [t], "labels": {**c["labels"], **own}} for t, own in targets.items()]
+        else:
+            static = [{"targets": list(targets), "labels": c["labels"]}]
         config = {
             "global": {"scrape_interval": c["interval"], "evaluation_interval": c["interval"]},
             "rule_files": [c["rules"]],
@@ -59,13 +66,13 @@ class Prometheus:
                 {
                     "job_name": c["job"],
                     "metrics_path": "/metrics",
-                    "static_configs": [{"targets": targets, "labels": c["labels"]}],
+                    "static_configs": static,
                 }
             ],
         }
         self.config_file.write_text(yaml.safe_dump(config))
 
-    def set_targets(self, targets: list[str]) -> None:
+    def set_targets(self, targets: Sequence[str] | Mapping[str, Mapping[str, str]]) -> None:
         """Rewrite the scrape config and reload it (a replaced pod has a new address)."""
         self._write_config(targets)
         req = urllib.request.Request(f"http://127.0.0.1:{self.port}/-/reload", method="POST")
@@ -91,6 +98,11 @@ class Prometheus:
         data = self._get("/api/v1/query", query=expr)
         if data["resultType"] == "scalar":
             return [{"metric": {}, "value": data["result"]}]
+        return list(data["result"])
+
+    def query_range(self, expr: str, *, start: float, end: float, step: float) -> list[dict[str, Any]]:
+        """The range query's raw series: `metric` (labels) and `values` ([time, value] pairs)."""
+        data = self._get("/api/v1/query_range", query=expr, start=f"{start:.3f}", end=f"{end:.3f}", step=f"{step:g}")
         return list(data["result"])
 
     def targets(self) -> list[dict[str, Any]]:

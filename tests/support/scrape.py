@@ -35,8 +35,17 @@ class Samples:
         return {labels: v for (n, labels), v in self._values.items() if n == name}
 
     def by_label(self, name: str, label: str) -> Mapping[str, float]:
-        """Samples of `name` keyed by one label's value (the metric's only label)."""
-        return {dict(labels)[label]: v for labels, v in self.labelled(name).items() if label in dict(labels)}
+        """Samples of `name` summed by one label's value (as `sum by (label)` would)."""
+        out: dict[str, float] = {}
+        for labels, v in self.labelled(name).items():
+            if label in dict(labels):
+                out[dict(labels)[label]] = out.get(dict(labels)[label], 0.0) + v
+        return out
+
+    def total(self, name: str, **labels: str) -> float:
+        """The sum of every sample of `name` that has these labels (and any others)."""
+        wanted = set(labels.items())
+        return sum(v for found, v in self.labelled(name).items() if wanted <= found)
 
 
 def in_process() -> Samples:

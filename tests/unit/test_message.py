@@ -195,3 +195,29 @@ def test_entry_fields() -> None:
     assert parse_entry({"payload": json.dumps(VALID)}).service == "example"
     with pytest.raises(InvalidMessage, match=r"^payload: missing \(the entry has data, x\)"):
         parse_entry({b"x": b"1", b"data": b"2"})
+
+
+@pytest.mark.parametrize(
+    "path, value",
+    [
+        # Python's `$` also matches before a final newline: a pattern must hold to the end.
+        ("id", "a1\n"),
+        ("service", "example\n"),
+        ("job.prefixName", "my-job\n"),
+        ("job.namespace", "default\n"),
+        ("job.serviceAccount", "default\n"),
+        ("job.env", [{"name": "A\n", "value": "b"}]),
+        ("job.envRef", [{"name": "cm\n", "type": "configmap"}]),
+        ("job.nodeSelector", {"matchKey": "kubernetes.io/hostname\n", "matchValue": "n1"}),
+        ("job.volume", {"mountPath": "/workdir", "pvc": "claim\n"}),
+        ("job.resources", {"limits": {"cpu\n": "1"}}),
+        ("job.resources", {"limits": {"cpu": "1\n"}}),
+        # Python's `\d` is any Unicode digit; Kubernetes quantities and dates are ASCII.
+        ("job.resources", {"limits": {"cpu": "\u0663"}}),
+        ("runAt", "\u0662026-12-01T10:00:00Z"),
+    ],
+)
+def test_a_pattern_holds_to_the_last_character_and_only_ascii_digits(path: str, value: Any) -> None:
+    with pytest.raises(InvalidMessage) as e:
+        parse_message(json.dumps(variant(path, value)))
+    assert e.value.field.startswith(path), e.value.problems

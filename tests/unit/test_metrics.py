@@ -173,5 +173,83 @@ def test_sampled_streams_export_a_zero_group_recreated_counter(fresh):
     observer(StreamsSampled({"ksr:jobs:a": row, "ksr:jobs:b": row}))
     assert value(registry, "ksr_redis_group_recreated_total", stream="ksr:jobs:a") == 0
     assert value(registry, "ksr_redis_group_recreated_total", stream="ksr:jobs:b") == 0
+    assert value(registry, "ksr_scheduled_moved_total", stream="ksr:jobs:a") == 0  # the same, for a first move
     observer(GroupRecreated("ksr:jobs:b"))
     assert value(registry, "ksr_redis_group_recreated_total", stream="ksr:jobs:b") == 1
+
+
+def test_job_outcomes_by_service_and_namespace_keep_the_first_n_values_and_fold_the_rest_into_other(fresh):
+    """A producer naming a new service per message cannot grow ksr_jobs_finished_total past
+    the cap: the first N services (and, apart, namespaces) keep their name, the rest are `other`."""
+    from runner.metrics import MetricsObserver
+    from runner.signals import JobFinished
+
+    m, registry = fresh
+    observe = MetricsObserver(lambda: m, max_label_values=3)
+    for i in range(10):  # svc-0..svc-9, two Jobs each, in ns-0..ns-4
+        for outcome in ("completed", "failed"):
+            observe(JobFinished(outcome, 1.0, service=f"svc-{i}", namespace=f"ns-{i % 5}"))
+    observe(JobFinished("completed", 1.0, service="svc-1", namespace="ns-1"))  # a kept value stays kept
+    observe(JobFinished("exception", None))  # a record without service or namespace
+
+    samples = {
+        tuple(s.labels[k] for k in ("outcome", "job_service", "job_namespace")): s.value
+        for family in registry.collect()
+        if family.name == "ksr_jobs_finished"
+        for s in family.samples
+        if s.name == "ksr_jobs_finished_total"
+    }
+    assert {service for _, service, _ in samples} == {"svc-0", "svc-1", "svc-2", "other"}
+    assert {namespace for _, _, namespace in samples} == {"ns-0", "ns-1", "ns-2", "other"}
+    assert samples[("completed", "svc-1", "ns-1")] == 2
+    assert samples[("failed", "svc-2", "ns-2")] == 1
+    # svc-3..svc-9 in ns-3, ns-4 (other) and ns-0..ns-2 (kept): 7 per outcome, nothing lost
+    assert sum(v for (o, svc, _), v in samples.items() if o == "completed" and svc == "other") == 7
+    assert samples[("failed", "other", "other")] == 4  # svc-3, svc-4, svc-8, svc-9
+    assert samples[("exception", "other", "other")] == 1  # "unknown" came after the cap was full
+    assert sum(samples.values()) == 22
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+def test_a_label_cap_below_one_is_refused(limit):
+    with pytest.raises(ValueError, match="at least 1"):
+        metrics.CappedLabel(limit)
+
+
+def test_an_empty_service_is_unknown_not_an_empty_label():
+    cap = metrics.CappedLabel(2)
+    assert [cap(""), cap("a"), cap("b"), cap("")] == ["unknown", "a", "other", "unknown"]
+
+
+def test_a_dispatched_job_makes_every_outcome_of_its_service_exist_at_zero(fresh):
+    """increase() cannot see the first increment of a series born at 1: so the outcomes of a
+    (service, namespace) exist at 0 once its first Job is created, before any of them ends."""
+    from runner.metrics import MetricsObserver
+    from runner.signals import Dispatched, JobFinished
+
+    m, registry = fresh
+    observe = MetricsObserver(lambda: m, max_label_values=1)
+    observe(Dispatched(0.1, service="billing", namespace="jobs"))
+    labels = {"job_service": "billing", "job_namespace": "jobs"}
+    outcomes = ("completed", "failed", "exception", "cancelled")
+    assert {o: value(registry, "ksr_jobs_finished_total", outcome=o, **labels) for o in outcomes} == dict.fromkeys(
+        outcomes, 0
+    )
+    observe(JobFinished("failed", 3.0, **{"service": "billing", "namespace": "jobs"}))
+    observe(Dispatched(0.1, service="reports", namespace="jobs"))  # past the cap of 1: other/jobs
+    assert value(registry, "ksr_jobs_finished_total", outcome="failed", **labels) == 1
+    assert value(registry, "ksr_jobs_finished_total", outcome="failed", job_service="other", job_namespace="jobs") == 0
+
+
+def test_counters_with_a_known_label_domain_exist_at_zero_before_anything_happens(fresh):
+    """A series first scraped at 1 is invisible to increase(): the dashboard's first
+    invalid message or first cancellation would read 0."""
+    _, registry = fresh
+    assert {o: value(registry, "ksr_messages_total", outcome=o) for o in metrics.MESSAGE_OUTCOMES} == dict.fromkeys(
+        metrics.MESSAGE_OUTCOMES, 0
+    )
+    assert {s: value(registry, "ksr_cancellations_total", stage=s) for s in metrics.CANCEL_STAGES} == {
+        "scheduled": 0,
+        "pending": 0,
+        "running": 0,
+    }

@@ -194,8 +194,9 @@ def test_metrics_observer_writes_each_signal_once(fresh):
     assert value(registry, "ksr_messages_failed_total") == 1
     assert value(registry, "ksr_dispatch_latency_seconds_count") == 2
     assert value(registry, "ksr_dispatch_latency_seconds_sum") == pytest.approx(0.2)
-    assert value(registry, "ksr_jobs_finished_total", outcome="completed") == 1
-    assert value(registry, "ksr_jobs_finished_total", outcome="exception") == 1
+    unlabelled = {"job_service": "unknown", "job_namespace": "unknown"}  # signals without a record's fields
+    assert value(registry, "ksr_jobs_finished_total", outcome="completed", **unlabelled) == 1
+    assert value(registry, "ksr_jobs_finished_total", outcome="exception", **unlabelled) == 1
     assert value(registry, "ksr_job_duration_seconds_count") == 1
     assert value(registry, "ksr_active_jobs") == 4
     assert value(registry, "ksr_redis_group_recreated_total", stream="ksr:jobs:low") == 1
