@@ -1,28 +1,35 @@
-"""The console's actions: the operations `ksr` runs, called with the same functions, each
-written to the events stream with who did it.
-
-The one module of `probes` allowed to import the pipeline's operations (runner.client,
-runner.pipeline.replay): setup.cfg's probes-read contract names exactly these imports. It
-is reached only through probes/console/views.py's action routes, behind
-auth.Gate.action_refusal (enabled, token, CSRF).
-"""
+"""The console's actions as page outcomes: each calls runner.operate, the same function
+`ksr` calls for that action (which also writes who did it to the events stream), and says
+what changed in a line a page can show. Reached only through views.py's action routes,
+behind auth.Gate.action_refusal (enabled, token, CSRF)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any
 
 import redis
 
 from probes.console.auth import Operator
-from probes.console.reads import dead_entries
-from runner.client import AlreadyFinished, Client
-from runner.pipeline.replay import replay_dead_entry, replay_pending
+from runner import operate
+from runner.inspect import Layout, iter_dead
 from runner.settings import Settings
-from runner.store.deadletter import purge_dead
-from runner.store.events import append_operator_event
+from runner.store.deadletter import dead_stream, get_dead
 
-__all__ = ["Outcome", "cancel", "purge_reason", "replay_pending_entry", "replay_reason"]
+__all__ = [
+    "Outcome",
+    "cancel",
+    "pause_stream",
+    "purge_reason",
+    "replay_dead_one",
+    "replay_pending_entry",
+    "replay_reason",
+    "resume_schedule",
+    "resume_stream",
+    "suspend_schedule",
+]
+
+DETAILS_SHOWN = 20
 
 
 @dataclass
@@ -33,56 +40,81 @@ class Outcome:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-def _log(client: redis.Redis, settings: Settings, *, target: str, action: str, by: Operator, **detail: Any) -> None:
-    append_operator_event(
-        client,
-        target=target,
-        action=action,
-        by=str(by),
-        detail=detail,
-        stream=settings.streams.events_stream,
-        maxlen=settings.streams.events_maxlen,
+def _replayed(outcomes: list[operate.DeadOutcome]) -> Outcome:
+    replayed = [o for o in outcomes if o.result.replayed]
+    refused = [o for o in outcomes if not o.result.replayed]
+    details = [f"{o.entry.dead_id}: {o.result.reason}" for o in refused[:DETAILS_SHOWN]]
+    return Outcome(
+        f"replayed {len(replayed)}, refused {len(refused)}",
+        not refused,
+        details,
+        {"replayed": len(replayed), "refused": len(refused)},
     )
 
 
 def replay_reason(client: redis.Redis, settings: Settings, *, stream: str, reason: str, by: Operator) -> Outcome:
-    """Every dead letter of `reason` in `stream` back through admission (as `ksr dead replay`)."""
-    replayed = refused = 0
-    details = []
-    for entry in dead_entries(client, stream, reason=reason):
-        result = replay_dead_entry(client, settings, entry, force=False)
-        if result.replayed:
-            replayed += 1
-        else:
-            refused += 1
-            if len(details) < 20:
-                details.append(f"{entry.dead_id}: {result.reason}")
-    _log(client, settings, target=f"{stream}:dead reason={reason}", action="dead.replay", by=by, replayed=replayed, refused=refused)
-    return Outcome(f"replayed {replayed}, refused {refused}", refused == 0, details, {"replayed": replayed, "refused": refused})
+    """Every dead letter of `reason` in `stream` (as `ksr dead replay --reason R --stream S`)."""
+    operate.check_stream(settings, stream)
+    entries = list(iter_dead(client, layout=Layout.from_settings(settings), stream=stream, reason=reason))
+    selection = f"{dead_stream(stream)} reason={reason}"
+    return _replayed(operate.replay_dead(client, settings, entries, force=False, by=str(by), selection=selection))
+
+
+def replay_dead_one(client: redis.Redis, settings: Settings, *, stream: str, dead_id: str, by: Operator) -> Outcome:
+    """One dead letter (as `ksr dead replay DEAD_ID --stream S`)."""
+    operate.check_stream(settings, stream)
+    entry = get_dead(client, stream, dead_id)
+    if entry is None:
+        return Outcome(f"dead entry {dead_id} not found in {dead_stream(stream)}", False)
+    outcomes = operate.replay_dead(client, settings, [entry], force=False, by=str(by), selection=dead_id)
+    done = outcomes[0].result
+    if done.replayed:
+        return Outcome(f"replayed {dead_id} to {stream} as {done.new_entry_id}", True, [], {"replayed": 1})
+    return Outcome(f"{dead_id} not replayed: {done.reason}", False, [], {"refused": 1})
 
 
 def purge_reason(client: redis.Redis, settings: Settings, *, stream: str, reason: str, by: Operator) -> Outcome:
-    ids = [e.dead_id for e in dead_entries(client, stream, reason=reason)]
-    removed = purge_dead(client, stream, ids)
-    _log(client, settings, target=f"{stream}:dead reason={reason}", action="dead.purge", by=by, purged=removed)
+    operate.check_stream(settings, stream)
+    ids = [e.dead_id for e in iter_dead(client, layout=Layout.from_settings(settings), stream=stream, reason=reason)]
+    removed = operate.purge_dead_entries(
+        client, settings, stream=stream, ids=ids, by=str(by), selection=f"{dead_stream(stream)} reason={reason}"
+    )
     return Outcome(f"purged {removed}", True, [], {"purged": removed})
 
 
 def replay_pending_entry(
     client: redis.Redis, settings: Settings, *, stream: str, entry_id: str, by: Operator
 ) -> Outcome:
-    result = replay_pending(client, stream=stream, group=settings.streams.group, entry_id=entry_id)
-    _log(client, settings, target=f"{stream} {entry_id}", action="pending.replay", by=by, outcome=result.outcome)
+    result = operate.replay_pending_entry(client, settings, stream=stream, entry_id=entry_id, by=str(by))
     done = result.outcome == "REPLAYED"
     return Outcome(f"{entry_id}: {result.outcome.lower()}" + (f" as {result.new_entry_id}" if done else ""), done)
 
 
 def cancel(client: redis.Redis, settings: Settings, *, message_id: str, by: Operator) -> Outcome:
-    producer = Client(settings, redis_client=client)
     try:
-        cancellation = producer.cancel(message_id)
-    except AlreadyFinished as e:
-        _log(client, settings, target=message_id, action="cancel", by=by, outcome="already finished")
+        cancellation = operate.cancel_message(client, settings, message_id, force=False, by=str(by))
+    except (operate.UnknownMessage, operate.AlreadyFinished) as e:
         return Outcome(str(e), False)
-    _log(client, settings, target=message_id, action="cancel", by=by, outcome=cancellation.stage)
     return Outcome(f"cancelled {message_id} ({cancellation.stage})")
+
+
+def pause_stream(client: redis.Redis, settings: Settings, *, stream: str, by: Operator) -> Outcome:
+    changed = operate.pause_stream(client, settings, stream, by=str(by))
+    return Outcome(f"paused {stream}" if changed else f"{stream} was paused already")
+
+
+def resume_stream(client: redis.Redis, settings: Settings, *, stream: str, by: Operator) -> Outcome:
+    changed = operate.resume_stream(client, settings, stream, by=str(by))
+    return Outcome(f"resumed {stream}" if changed else f"{stream} was not paused")
+
+
+def suspend_schedule(
+    client: redis.Redis, settings: Settings, *, name: str, known: Collection[str], by: Operator
+) -> Outcome:
+    changed = operate.suspend_schedule(client, settings, name, known=known, by=str(by))
+    return Outcome(f"suspended {name}" if changed else f"{name} was suspended already")
+
+
+def resume_schedule(client: redis.Redis, settings: Settings, *, name: str, by: Operator) -> Outcome:
+    changed = operate.resume_schedule(client, settings, name, by=str(by))
+    return Outcome(f"resumed {name}" if changed else f"{name} was not suspended")

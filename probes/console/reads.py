@@ -62,9 +62,7 @@ def _replica_row(beat: Heartbeat, now: float) -> dict[str, Any]:
     }
 
 
-def overview(
-    client: redis.Redis, settings: Settings, schedules: Sequence[Schedule], *, now: float
-) -> dict[str, Any]:
+def overview(client: redis.Redis, settings: Settings, schedules: Sequence[Schedule], *, now: float) -> dict[str, Any]:
     keys = PresenceKeys.for_prefix(settings.state.key_prefix)
     beats = read_heartbeats(client, keys)
     leader_beat = next((b for b in beats if b.leading), None)
@@ -127,7 +125,9 @@ def dead_groups(client: redis.Redis, streams: Sequence[str]) -> list[DeadGroup]:
         for reason, entries in sorted(by_reason.items(), key=lambda kv: -len(kv[1])):
             newest = entries[-1]
             groups.append(
-                DeadGroup(stream, reason, len(entries), newest.error, iso(newest.dead_at / 1000 if newest.dead_at else None))
+                DeadGroup(
+                    stream, reason, len(entries), newest.error, iso(newest.dead_at / 1000 if newest.dead_at else None)
+                )
             )
     return groups
 
@@ -137,7 +137,7 @@ def failure_groups(client: redis.Redis, events_stream: str) -> list[dict[str, An
     rows = client.xrevrange(events_stream, "+", "-", count=FAILURE_SCAN_EVENTS)
     counts: Counter[str] = Counter()
     example: dict[str, dict[str, Any]] = {}
-    for event_id, fields in rows or []:
+    for _event_id, fields in rows or []:
         try:
             status = int(fields.get(b"status", b"-1"))
         except ValueError:

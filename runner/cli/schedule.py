@@ -11,10 +11,16 @@ from election.clock import SYSTEM_CLOCK
 from runner.cli._context import cli_context, fail, json_option
 from runner.cli._output import emit_json, format_duration, print_table
 from runner.client import AlreadyFinished, Client
-from runner.inspect import Layout, find
+from runner.operate import (
+    UnknownMessage,
+    UnknownTarget,
+    cancel_message,
+    operator_name,
+    resume_schedule,
+    suspend_schedule,
+)
 from runner.schedules.config import load_schedules
 from runner.schedules.overview import iso, schedule_rows
-from runner.store.pause import PauseStore, pause_namespace
 
 __all__ = ["cancel", "scheduled", "schedules"]
 
@@ -36,13 +42,10 @@ def cancel(message_id: str, force: bool, as_json: bool) -> None:
     message is left alone (exit 1); so is an id found nowhere (a typo would block that id
     for KSR_STATE_TTL), unless --force."""
     obj = cli_context()
-    if not force and not find(obj.redis(), message_id, layout=Layout.from_settings(obj.settings())):
-        fail(
-            f"no message {message_id} known (no record, not held, not in a stream or its dead letters); "
-            "--force cancels it before it arrives"
-        )
     try:
-        done = client().cancel(message_id)
+        done = cancel_message(obj.redis(), obj.settings(), message_id, force=force, by=operator_name())
+    except UnknownMessage as e:
+        fail(f"{e}; --force cancels it before it arrives")
     except AlreadyFinished as e:
         fail(str(e))
     if as_json:
@@ -111,28 +114,25 @@ def schedules_list(as_json: bool) -> None:
     )
 
 
-def _pauses() -> tuple[PauseStore, set[str]]:
-    obj = cli_context()
-    settings = obj.settings()
-    names = {
-        e.name
-        for e in load_schedules(
-            settings.schedule.schedules_file,
-            streams=settings.streams.streams,
-            default_stream=settings.streams.default_stream,
-        )
-    }
-    return PauseStore(obj.redis(), namespace=pause_namespace(settings.state.active_key)), names
+def _schedule_names() -> set[str]:
+    settings = cli_context().settings()
+    entries = load_schedules(
+        settings.schedule.schedules_file,
+        streams=settings.streams.streams,
+        default_stream=settings.streams.default_stream,
+    )
+    return {e.name for e in entries}
 
 
 @schedules.command("pause")
 @click.argument("name")
 def schedules_pause(name: str) -> None:
     """Suspend schedule NAME: it fires nothing until resumed, and never catches up."""
-    store, names = _pauses()
-    if name not in names:
-        raise click.BadParameter(f"{name!r} is not a schedule of KSR_SCHEDULES", param_hint="'NAME'")
-    changed = store.suspend_schedule(name, at_ms=int(SYSTEM_CLOCK.time() * 1000))
+    obj = cli_context()
+    try:
+        changed = suspend_schedule(obj.redis(), obj.settings(), name, known=_schedule_names(), by=operator_name())
+    except UnknownTarget as e:
+        raise click.BadParameter(str(e), param_hint="'NAME'") from None
     click.echo(f"suspended {name}" if changed else f"{name} was suspended already")
 
 
@@ -140,5 +140,6 @@ def schedules_pause(name: str) -> None:
 @click.argument("name")
 def schedules_resume(name: str) -> None:
     """Resume schedule NAME from its next tick on."""
-    store, _ = _pauses()
-    click.echo(f"resumed {name}" if store.resume_schedule(name) else f"{name} was not suspended")
+    obj = cli_context()
+    changed = resume_schedule(obj.redis(), obj.settings(), name, by=operator_name())
+    click.echo(f"resumed {name}" if changed else f"{name} was not suspended")
