@@ -36,7 +36,10 @@ def _mask_url(url: str) -> str:
 
 def _walk(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: (MASK if isinstance(k, str) and _secret_name(k) and v not in (None, "") else _walk(v)) for k, v in value.items()}
+        return {
+            k: (MASK if isinstance(k, str) and _secret_name(k) and v not in (None, "") else _walk(v))
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [_walk(v) for v in value]
     return value
@@ -55,9 +58,7 @@ def masked_payload(raw: bytes | str) -> tuple[Any, bool]:
     doc = _walk(doc)
     job = doc.get("job")
     if isinstance(job, dict) and isinstance(job.get("env"), list):
-        job["env"] = [
-            {**e, "value": MASK} if isinstance(e, dict) and "value" in e else e for e in job["env"]
-        ]
+        job["env"] = [{**e, "value": MASK} if isinstance(e, dict) and "value" in e else e for e in job["env"]]
     hook = doc.get("webhook")
     if isinstance(hook, dict) and isinstance(hook.get("url"), str):
         hook["url"] = _mask_url(hook["url"])

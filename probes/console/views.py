@@ -1,7 +1,9 @@
 """The console's routes. Every page renders from templates/console/ with autoescape on; a
 page asked with `X-Console-Partial: 1` renders only its <main>, which console.js swaps in
 every few seconds (refresh without reloading). Ids travel in query strings built by
-url_for, so they are URL-encoded whatever they hold."""
+url_for, so they are URL-encoded whatever they hold. Every action is a POST behind
+auth.Gate.action_refusal, after a confirm page (GET, changes nothing) that says what will
+change."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from functools import wraps
 from typing import Any
 
 import redis
-from flask import Blueprint, Flask, Response, abort, redirect, render_template, request, url_for
+from flask import Blueprint, Flask, Response, abort, redirect, render_template, request, session, url_for
 
 from election.clock import SYSTEM_CLOCK
 from probes.console import actions, reads
@@ -22,14 +24,14 @@ from runner.schedules.config import Schedule
 from runner.settings import Settings
 from runner.settings.variables import SECTIONS
 
-__all__ = ["register_console"]
+__all__ = ["CSP", "PREFIX", "register_console"]
 
 log = logging.getLogger(__name__)
 
 PREFIX = "/ui"
 CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
 )
 NAV = (
     ("overview", "Overview"),
@@ -40,6 +42,7 @@ NAV = (
     ("schedules", "Schedules"),
     ("config", "Config"),
 )
+MAX_ID_LENGTH = 1024  # a search longer than any id the runner accepts is cut, not refused
 
 
 def register_console(
@@ -50,20 +53,24 @@ def register_console(
     app.secret_key = gate.secret_key()
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_PATH=PREFIX)
     bp = Blueprint("console", __name__, url_prefix=PREFIX, static_folder="../static", static_url_path="/static")
+    schedule_names = {s.name for s in schedules}
 
     def page(template: str, active: str, **context: Any) -> str:
         partial = request.headers.get("X-Console-Partial") == "1"
+        authenticated = gate.authenticated(request)
         return render_template(
             f"console/{template}",
             partial=partial,
             nav=NAV,
             active=active,
             gate=gate,
-            authenticated=gate.authenticated(request),
-            operator=gate.operator(request) if gate.authenticated(request) else None,
+            authenticated=authenticated,
+            operator=gate.operator(request) if authenticated else None,
             csrf_field=CSRF_FIELD,
-            csrf=gate.csrf_token() if gate.actions_enabled else "",
+            csrf=gate.csrf_token() if gate.actions_enabled and authenticated else "",
+            may_act=gate.actions_enabled and authenticated,
             identity=settings.identity.pod_name,
+            ms_time=reads.ms_time,
             **context,
         )
 
@@ -82,7 +89,8 @@ def register_console(
         response.headers["Content-Security-Policy"] = CSP
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
-        response.headers["Cache-Control"] = "no-store"
+        if request.endpoint != "console.static":
+            response.headers["Cache-Control"] = "no-store"
         return response
 
     def action(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -95,7 +103,8 @@ def register_console(
             try:
                 return fn(*args, **kwargs)
             except KsrError as e:
-                return page("result.html", "overview", outcome=actions.Outcome(str(e), False), back=request.referrer), 400
+                outcome = actions.Outcome(str(e), False)
+                return page("result.html", "overview", outcome=outcome, back=None), 400
 
         return guarded
 
@@ -110,11 +119,18 @@ def register_console(
             abort(Response(f"{name}: required\n", 400, content_type="text/plain"))
         return value
 
-    def stream_field() -> str:
-        stream = field("stream")
-        if stream not in settings.streams.streams:
-            abort(Response(f"stream: {stream!r} is not one of KSR_STREAMS\n", 400, content_type="text/plain"))
-        return stream
+    def choice(name: str, allowed: Sequence[str]) -> str:
+        value = field(name)
+        if value not in allowed:
+            abort(Response(f"{name}: must be one of {', '.join(allowed)}\n", 400, content_type="text/plain"))
+        return value
+
+    def confirm(
+        title: str, target: str, fields: dict[str, str], *, explain: str, back: str, danger: bool = False
+    ) -> Any:
+        return page(
+            "confirm.html", "", title=title, target=target, fields=fields, explain=explain, back=back, danger=danger
+        )
 
     # -- login -------------------------------------------------------------------------------
 
@@ -122,7 +138,7 @@ def register_console(
     def login() -> Any:
         error = None
         target = request.values.get("next") or url_for("console.overview")
-        if not target.startswith(PREFIX + "/"):  # no open redirect
+        if not target.startswith(PREFIX + "/") or target.startswith(PREFIX + "//"):  # no open redirect
             target = url_for("console.overview")
         if request.method == "POST":
             if gate.token_matches(request.form.get("token")):
@@ -133,32 +149,134 @@ def register_console(
 
     @bp.post("/logout")
     def logout() -> Any:
-        from flask import session
-
         session.clear()
         return redirect(url_for("console.login"))
 
-    # -- pages -------------------------------------------------------------------------------
+    # -- overview ----------------------------------------------------------------------------
 
     @bp.get("/")
     def overview() -> Any:
         data = reads.overview(client, settings, schedules, now=SYSTEM_CLOCK.time())
-        return page(
-            "overview.html",
-            "overview",
-            data=data,
-            chart=throughput_chart(data["throughput"]),
-            schedules_error=schedules_error,
-        )
+        chart = throughput_chart(data["throughput"])
+        return page("overview.html", "overview", data=data, chart=chart, schedules_error=schedules_error)
 
     @bp.get("/overview.json")
     def overview_json() -> Any:
-        data = reads.overview(client, settings, schedules, now=SYSTEM_CLOCK.time())
-        return data
+        return reads.overview(client, settings, schedules, now=SYSTEM_CLOCK.time())
+
+    @bp.get("/streams/confirm")
+    def stream_confirm() -> Any:
+        stream = request.args.get("stream", "")
+        verb = request.args.get("action", "")
+        if stream not in settings.streams.streams or verb not in ("pause", "resume"):
+            abort(404)
+        explain = (
+            "The leader stops reading it from its next read; entries keep arriving and wait, their age shown here."
+            if verb == "pause"
+            else "The leader reads it again; what waited is read in order."
+        )
+        fields = {"stream": stream, "action": verb}
+        return confirm(
+            f"{verb.capitalize()} stream",
+            stream,
+            fields,
+            post_to="console.stream_act",
+            explain=explain,
+            back=url_for("console.overview"),
+        )
+
+    @bp.post("/streams/act")
+    @action
+    def stream_act() -> Any:
+        stream = choice("stream", settings.streams.streams)
+        verb = choice("action", ("pause", "resume"))
+        act = actions.pause_stream if verb == "pause" else actions.resume_stream
+        return done(act(client, settings, stream=stream, by=gate.operator(request)), url_for("console.overview"))
+
+    # -- messages ----------------------------------------------------------------------------
+
+    @bp.get("/messages")
+    def messages() -> Any:
+        wanted = request.args.get("id", "")[:MAX_ID_LENGTH]
+        if wanted:
+            return redirect(url_for("console.message", id=wanted))
+        listing = reads.message_list(
+            client,
+            settings,
+            state=request.args.get("state"),
+            stream=request.args.get("stream"),
+            service=request.args.get("service"),
+            namespace=request.args.get("namespace"),
+            since=request.args.get("since"),
+            cursor=request.args.get("before"),
+            now=SYSTEM_CLOCK.time(),
+        )
+        return page(
+            "messages.html",
+            "messages",
+            listing=listing,
+            states=reads.STATE_CHOICES,
+            sinces=tuple(reads.SINCE_CHOICES),
+            streams=settings.streams.streams,
+        )
+
+    @bp.get("/message")
+    def message() -> Any:
+        message_id = request.args.get("id", "")[:MAX_ID_LENGTH]
+        if not message_id:
+            return redirect(url_for("console.messages"))
+        detail = reads.message_detail(client, settings, message_id)
+        return page("message.html", "messages", m=detail), (404 if detail.where == "unknown" else 200)
+
+    @bp.get("/message/confirm")
+    def message_confirm() -> Any:
+        message_id = request.args.get("id", "")[:MAX_ID_LENGTH]
+        verb = request.args.get("action", "")
+        detail = reads.message_detail(client, settings, message_id)
+        back = url_for("console.message", id=message_id)
+        if verb == "cancel" and detail.cancellable:
+            explain = f"It is {detail.where}: it will not run (a running Job is deleted by the leader); the producer gets callback 99 Cancelled."
+            return confirm(
+                "Cancel message",
+                message_id,
+                {"id": message_id},
+                post_to="console.message_cancel",
+                explain=explain,
+                back=back,
+                danger=True,
+            )
+        if verb == "replay" and detail.dead is not None and detail.dead.stream and detail.dead.entry_id:
+            explain = "It goes back through admission (schema and policy as now configured) to its stream."
+            fields = {"stream": detail.dead.stream, "dead_id": detail.dead.entry_id, "id": message_id}
+            return confirm(
+                "Replay dead letter", message_id, fields, post_to="console.message_replay", explain=explain, back=back
+            )
+        abort(404)
+
+    @bp.post("/message/cancel")
+    @action
+    def message_cancel() -> Any:
+        message_id = field("id")
+        outcome = actions.cancel(client, settings, message_id=message_id, by=gate.operator(request))
+        return done(outcome, url_for("console.message", id=message_id))
+
+    @bp.post("/message/replay")
+    @action
+    def message_replay() -> Any:
+        stream, dead_id = choice("stream", settings.streams.streams), field("dead_id")
+        outcome = actions.replay_dead_one(client, settings, stream=stream, dead_id=dead_id, by=gate.operator(request))
+        back = (
+            url_for("console.message", id=request.form.get("id", ""))
+            if request.form.get("id")
+            else url_for("console.dead")
+        )
+        return done(outcome, back)
+
+    # -- dead letters, failures, pending ----------------------------------------------------------
 
     @bp.get("/dead")
     def dead() -> Any:
-        return page("dead.html", "dead", groups=reads.dead_groups(client, settings.streams.streams))
+        return page("dead.html", "dead", groups=reads.dead_groups(client, settings))
 
     @bp.get("/dead/confirm")
     def dead_confirm() -> Any:
@@ -167,20 +285,24 @@ def register_console(
         verb = request.args.get("action", "")
         if stream not in settings.streams.streams or verb not in ("replay", "purge"):
             abort(404)
-        entries = reads.dead_entries(client, stream, reason=reason)
-        return page("dead_confirm.html", "dead", stream=stream, reason=reason, verb=verb, entries=entries[:50], count=len(entries))
+        entries = reads.dead_entries(client, settings, stream, reason=reason)
+        return page(
+            "dead_confirm.html",
+            "dead",
+            stream=stream,
+            reason=reason,
+            verb=verb,
+            entries=entries[:50],
+            count=len(entries),
+        )
 
     @bp.post("/dead/act")
     @action
     def dead_act() -> Any:
-        stream, reason, verb = stream_field(), field("reason"), field("action")
-        by = gate.operator(request)
-        if verb == "replay":
-            outcome = actions.replay_reason(client, settings, stream=stream, reason=reason, by=by)
-        elif verb == "purge":
-            outcome = actions.purge_reason(client, settings, stream=stream, reason=reason, by=by)
-        else:
-            abort(Response("action: must be replay or purge\n", 400, content_type="text/plain"))
+        stream, reason = choice("stream", settings.streams.streams), field("reason")
+        verb = choice("action", ("replay", "purge"))
+        act = actions.replay_reason if verb == "replay" else actions.purge_reason
+        outcome = act(client, settings, stream=stream, reason=reason, by=gate.operator(request))
         return done(outcome, url_for("console.dead"))
 
     @bp.get("/failures")
@@ -196,30 +318,36 @@ def register_console(
     @action
     def pending_replay() -> Any:
         outcome = actions.replay_pending_entry(
-            client, settings, stream=stream_field(), entry_id=field("entry_id"), by=gate.operator(request)
+            client,
+            settings,
+            stream=choice("stream", settings.streams.streams),
+            entry_id=field("entry_id"),
+            by=gate.operator(request),
         )
         return done(outcome, url_for("console.pending"))
 
+    # -- schedules, config -------------------------------------------------------------------
+
     @bp.get("/schedules", endpoint="schedules")
     def schedules_page() -> Any:
-        data = reads.overview(client, settings, schedules, now=SYSTEM_CLOCK.time())["scheduling"]
+        data = reads.schedules_view(client, settings, schedules, now=SYSTEM_CLOCK.time())
         return page("schedules.html", "schedules", scheduling=data, schedules_error=schedules_error)
+
+    @bp.post("/schedules/act")
+    @action
+    def schedule_act() -> Any:
+        name, verb = field("name"), choice("action", ("suspend", "resume"))
+        by = gate.operator(request)
+        if verb == "suspend":
+            outcome = actions.suspend_schedule(client, settings, name=name, known=schedule_names, by=by)
+        else:
+            outcome = actions.resume_schedule(client, settings, name=name, by=by)
+        return done(outcome, url_for("console.schedules"))
 
     @bp.get("/config")
     def config() -> Any:
         masked = settings.masked()
         sections = [(s.title, [(v.name, masked[v.name], v.secret) for v in s.variables]) for s in SECTIONS]
         return page("config.html", "config", sections=sections)
-
-    @bp.get("/messages")
-    def messages() -> Any:
-        return page("messages.html", "messages", query=request.args.get("id", ""))
-
-    @bp.post("/messages/cancel")
-    @action
-    def cancel() -> Any:
-        message_id = field("id")
-        outcome = actions.cancel(client, settings, message_id=message_id, by=gate.operator(request))
-        return done(outcome, url_for("console.messages", id=message_id))
 
     app.register_blueprint(bp)
