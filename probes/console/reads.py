@@ -32,7 +32,7 @@ from runner.inspect import (
     timeline,
     where_of,
 )
-from runner.lifecycle import RECORD_STATES
+from runner.lifecycle import RECORD_STATES, State
 from runner.schedules.config import Schedule
 from runner.schedules.overview import iso, scheduling_overview
 from runner.settings import Settings
@@ -247,7 +247,9 @@ def message_detail(client: redis.Redis, settings: Settings, message_id: str) -> 
     if raw is not None:
         doc, parsed = masked_payload(raw)
         payload = json.dumps(doc, indent=2, ensure_ascii=False) if parsed else str(doc)
-    dead = next((s for s in sightings if s.place is Place.DEAD), None) if where == "dead" else None
+    # A policy or schema dead letter has a `dead` record (where_of says finished) or none.
+    ended_dead = where == "dead" or (where == "finished" and record is not None and record.state is State.DEAD)
+    dead = next((s for s in sightings if s.place is Place.DEAD), None) if ended_dead else None
     return MessageDetail(
         message_id=message_id,
         where=where,

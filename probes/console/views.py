@@ -126,10 +126,19 @@ def register_console(
         return value
 
     def confirm(
-        title: str, target: str, fields: dict[str, str], *, explain: str, back: str, danger: bool = False
+        title: str, target: str, fields: dict[str, str], *, post_to: str, explain: str, back: str, danger: bool = False
     ) -> Any:
+        """The page before an action: what it will change, and the POST (with the CSRF token)."""
         return page(
-            "confirm.html", "", title=title, target=target, fields=fields, explain=explain, back=back, danger=danger
+            "confirm.html",
+            "",
+            title=title,
+            target=target,
+            fields=fields,
+            post_to=url_for(post_to),
+            explain=explain,
+            back=back,
+            danger=danger,
         )
 
     # -- login -------------------------------------------------------------------------------

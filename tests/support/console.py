@@ -23,8 +23,8 @@ STREAM = "ksr:jobs:default"
 TOKEN = "console-test-token-0123456789"
 # Strings a careless page would run: markup, quotes, a terminal escape. The schema refuses
 # such an id (a dead letter, found by that id); a command may hold anything.
-HOSTILE_ID = "<img src=x onerror=\"window.__pwned=1\">'\x1b[31m"
-HOSTILE_COMMAND = "true # \"</pre><script>window.__pwned=1</script>\x1b[2J" + "x" * 3000
+HOSTILE_ID = '<img src=x onerror="window.__pwned=1">\'\x1b[31m'
+HOSTILE_COMMAND = 'true # "</pre><script>window.__pwned=1</script>\x1b[2J' + "x" * 3000
 BINARY_PAYLOAD = b"\xff\xfe<script>window.__pwned=1</script>"
 
 
@@ -86,8 +86,10 @@ def _run(env: dict[str, str], conn: redis.Redis, prefix: str, receiver: Receiver
             xadd(conn, STREAM, m)
         conn.xadd(STREAM, {"payload": BINARY_PAYLOAD})
         wait_for(
-            lambda: conn.xlen(STREAM + ":dead") == 3
-            and all(conn.hget(f"ksr:msg:{i}", "state") in (b"completed", b"failed") for i in ended),
+            lambda: (
+                conn.xlen(STREAM + ":dead") == 3
+                and all(conn.hget(f"ksr:msg:{i}", "state") in (b"completed", b"failed") for i in ended)
+            ),
             timeout=60,
             what="the console workload to end",
         )
