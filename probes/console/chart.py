@@ -9,7 +9,7 @@ from dataclasses import dataclass
 __all__ = ["Chart", "SERIES", "throughput_chart"]
 
 SERIES = ("dispatched", "completed", "failed")
-WIDTH, HEIGHT, PAD = 600, 160, 24
+WIDTH, HEIGHT, PAD = 960, 200, 24
 
 
 @dataclass(frozen=True)
