@@ -879,7 +879,7 @@ CONSOLE_ACTIONS = Variable(
     parse=_flag,
     default=False,
     unit="bool",
-    help="Allow the console's actions (replay, purge, cancel, re-send, pause). They also need "
+    help="Allow the console's actions (replay, purge, cancel, pause and resume). They also need "
     "`KSR_CONSOLE_TOKEN`; without it they stay off.",
 )
 CONSOLE_TOKEN = Variable(
