@@ -870,8 +870,7 @@ CONSOLE_ENABLED = Variable(
     parse=_flag,
     default=True,
     unit="bool",
-    help="Serve the operator console under `/ui/` on the probes port (docs/console.md). `false`: `/ui/` "
-    "answers 404.",
+    help="Serve the operator console under `/ui/` on the probes port (docs/console.md). `false`: `/ui/` answers 404.",
 )
 CONSOLE_ACTIONS = Variable(
     name="KSR_CONSOLE_ACTIONS",

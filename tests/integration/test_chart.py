@@ -340,7 +340,9 @@ def test_the_console_values_render_settings_the_runner_accepts(
     (c,) = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"]
     token = [e for e in c["env"] if e["name"] == "KSR_CONSOLE_TOKEN"]
     if "secrets" in values:
-        assert token == [{"name": "KSR_CONSOLE_TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "console"}}}]
+        assert token == [
+            {"name": "KSR_CONSOLE_TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "console"}}}
+        ]
     else:
         assert token == []
     env = {**config, "POD_NAME": "ksr-0", "POD_NAMESPACE": "ns"}
