@@ -18,7 +18,9 @@ import pytest
 from flask.testing import FlaskClient
 
 from probes.app import create_app
+from runner import __version__
 from runner.settings import Settings
+from runner.store.presence import PresenceKeys, read_heartbeats
 from tests.support.console import HOSTILE_COMMAND, STREAM, TOKEN, Workload, beat, env_for, make_workload
 from tests.support.redis_server import RedisServer
 
@@ -43,6 +45,11 @@ def workload(server: RedisServer, base: dict[str, str]) -> Workload:
     conn = server.client()
     w = make_workload(base, conn)
     settings = Settings.from_env(base)
+    # The runner's own heartbeat (runner/pipeline/presence.py), before the test's replace it:
+    # its last, written as it stepped down at the clean stop.
+    (own,) = read_heartbeats(conn, PresenceKeys.for_prefix(settings.state.key_prefix))
+    assert (own.identity, own.version, own.leading, own.leading_since) == ("console-a", __version__, False, None)
+    assert own.started <= own.last_seen
     now = time.time()
     beat(conn, settings, "console-a", leading=True, now=now)
     beat(conn, settings, "console-b", leading=False, now=now)
