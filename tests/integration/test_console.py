@@ -8,6 +8,7 @@ The same app under gunicorn, in Chromium: tests/e2e/test_console_browser.py."""
 from __future__ import annotations
 
 import html
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -336,3 +337,27 @@ def test_the_console_can_be_switched_off(base: dict[str, str], workload: Workloa
     client = app_for(base, KSR_CONSOLE_ENABLED="false")
     assert client.get("/ui/").status_code == 404
     assert client.get("/status").status_code == 200
+
+
+def test_the_cli_and_the_console_pause_through_the_same_action(own_db: dict[str, Any]):
+    """runner/operate is the one implementation: the same flag, the same audit entry, only `by` differs."""
+    from click.testing import CliRunner
+
+    from runner.cli import main
+
+    env, conn = own_db["env"], own_db["conn"]
+    done = CliRunner().invoke(main, ["pause", STREAM, "--by", "cli-user"], env=env)
+    assert done.exit_code == 0, done.output
+    (_, by_cli), *_ = conn.xrevrange("ksr:events", count=1)
+    assert json.loads(conn.hget("ksr:paused:streams", STREAM))["by"] == "cli-user"
+    assert CliRunner().invoke(main, ["resume", STREAM], env=env).exit_code == 0
+    client = acting(env)
+    csrf = log_in(client)
+    client.post("/ui/streams/act", data={"stream": STREAM, "action": "pause", "csrf": csrf})
+    (_, by_console), *_ = conn.xrevrange("ksr:events", count=1)
+    assert json.loads(conn.hget("ksr:paused:streams", STREAM))["by"].startswith("alice@")
+    strip = {b"by", b"ts", b"detail"}
+    assert {k: v for k, v in by_cli.items() if k not in strip} == {
+        k: v for k, v in by_console.items() if k not in strip
+    }
+    assert by_cli[b"action"] == b"stream.pause" and by_cli[b"id"] == STREAM.encode()
