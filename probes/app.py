@@ -7,7 +7,6 @@ elect, read streams through the group or create anything.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import logging
 import os
@@ -26,7 +25,8 @@ from runner.schedules.config import load_schedules
 from runner.schedules.overview import scheduling_overview
 from runner.settings import Settings
 from runner.store.connection import connect
-from runner.store.stream_inspection import StreamInspection
+from runner.store.pause import PauseStore, pause_namespace
+from runner.store.replies import text
 
 __all__ = ["create_app", "liveness", "readiness_from_board"]
 
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 REDIS_TIMEOUT = 1.0  # seconds; a readiness probe must answer well inside its own timeout
 KUBE_TIMEOUT = 2.0
 KUBE_CACHE_SECONDS = 2.0
+DEAD_SUFFIX = ":dead"  # as runner.store.streams.DEAD_SUFFIX; not imported to keep workers light
 
 
 # -- judgements (pure, so they are tested without servers) ------------------------------------
@@ -123,9 +124,30 @@ def _redis_client(settings: Settings) -> redis.Redis:
 
 
 def stream_stats(client: redis.Redis, streams: tuple[str, ...], group: str) -> dict[str, dict[str, int | None]]:
-    """length, pending, lag, dead of each stream for `group`, read-only (runner.store.stream_inspection)."""
-    stats = StreamInspection(client, streams=streams, group=group).stats()
-    return {name: dataclasses.asdict(row) for name, row in stats.items()}
+    """length, pending, lag, dead of each stream for `group`, read-only (XLEN, XINFO GROUPS)."""
+    pipe = client.pipeline(transaction=False)
+    for stream in streams:
+        pipe.xlen(stream)
+        pipe.xinfo_groups(stream)
+        pipe.xlen(stream + DEAD_SUFFIX)
+    replies = pipe.execute(raise_on_error=False)
+    out: dict[str, dict[str, int | None]] = {}
+    for n, stream in enumerate(streams):
+        length, groups, dead = replies[3 * n : 3 * n + 3]
+        for reply in (length, dead):
+            if isinstance(reply, Exception):
+                raise reply
+        ours: dict[Any, Any] = {}
+        if not isinstance(groups, Exception):  # no such stream yet
+            ours = next((g for g in groups if text(g.get("name")) == group), {})
+        lag = ours.get("lag")
+        out[stream] = {
+            "length": int(length),
+            "pending": int(ours.get("pending", 0)),
+            "lag": None if lag is None else int(lag),
+            "dead": int(dead),
+        }
+    return out
 
 
 def _iso(wall: float | None) -> str | None:
@@ -229,10 +251,21 @@ def create_app(settings: Settings | None = None) -> Flask:
         }
         try:
             out["streams"] = stream_stats(client, settings.streams.streams, settings.streams.group)
-        except (redis.RedisError, KsrError) as e:
+            out["paused"] = {
+                name: {"at": _iso(p.at_ms / 1000), "by": p.by or None}
+                for name, p in PauseStore(client, namespace=pause_namespace(settings.state.active_key))
+                .paused_streams()
+                .items()
+            }
+        except redis.RedisError as e:
             out["streams_error"] = f"{type(e).__name__}: {e}"
         try:
-            out["scheduling"] = scheduling_overview(client, streams=settings.streams.streams, schedules=schedules)
+            out["scheduling"] = scheduling_overview(
+                client,
+                streams=settings.streams.streams,
+                schedules=schedules,
+                pause_namespace=pause_namespace(settings.state.active_key),
+            )
         except (redis.RedisError, KsrError) as e:
             out["scheduling"] = {"error": f"{type(e).__name__}: {e}"}
         if schedules_error:

@@ -214,17 +214,22 @@ def markdown_table() -> str:
 
 
 class DispatchOutcome(enum.StrEnum):
-    """What became of one stream entry (ksr_messages_total{outcome})."""
+    """What became of one stream entry (ksr_messages_total{outcome}; `meaning` is what
+    docs/metrics.md says of each)."""
 
-    DISPATCHED = "dispatched"  # its Job created (or adopted) and recorded, the entry acked
-    DUPLICATE = "duplicate"  # its message already has a Job or has ended: acked
-    INVALID = "invalid"  # dead-lettered: schema or policy
-    DEAD_LETTERED = "dead_lettered"  # dead-lettered: poison, api_rejected, create_refused
-    RETRIED = "retried"  # left pending (Redis or the apiserver away, the term lost)
-    SCHEDULED = "scheduled"  # held until due (runAt / delaySeconds), acked
-    CANCELLED = "cancelled"  # cancelled before it was read: acked without a Job
-    WAITING = "waiting"  # the create refused for now: held out of the stream (runner.store.waiting)
-    ERROR = "error"  # processing raised something unexpected: left pending for the delivery counter
+    DISPATCHED = "dispatched"
+    DUPLICATE = "duplicate"
+    INVALID = "invalid"
+    DEAD_LETTERED = "dead_lettered"
+    RETRIED = "retried"
+    SCHEDULED = "scheduled"
+    CANCELLED = "cancelled"
+    WAITING = "waiting"
+    ERROR = "error"
+
+    @property
+    def meaning(self) -> str:
+        return _OUTCOME_MEANING[self]
 
     @property
     def processed(self) -> bool:
@@ -247,6 +252,19 @@ _PROCESSED = frozenset(
         DispatchOutcome.CANCELLED,
     }
 )
+
+
+_OUTCOME_MEANING = {
+    DispatchOutcome.DISPATCHED: "its Job created (or adopted) and recorded, the entry acked",
+    DispatchOutcome.DUPLICATE: "its message already has a Job or has ended: acked, no second Job",
+    DispatchOutcome.INVALID: "dead-lettered: schema or policy refused it",
+    DispatchOutcome.DEAD_LETTERED: "dead-lettered: poison (delivery counter), apiserver rejection (422), create refused past KSR_CREATE_HORIZON",
+    DispatchOutcome.RETRIED: "left pending for another delivery (Redis or the apiserver away, the term lost)",
+    DispatchOutcome.SCHEDULED: "held until due (runAt / delaySeconds), acked; its Job comes later",
+    DispatchOutcome.CANCELLED: "cancelled before it was read: acked without a Job",
+    DispatchOutcome.WAITING: "the create refused for now (quota, 429, 5xx): held out of the stream until it can be created",
+    DispatchOutcome.ERROR: "processing raised something unexpected (logged with its traceback): left pending for the delivery counter",
+}
 
 
 class CallbackStatus(enum.IntEnum):

@@ -20,12 +20,13 @@ bare `python -c`) `get()` uses a private in-memory registry and `render()` reads
 from __future__ import annotations
 
 import glob
+import itertools
 import logging
 import math
 import os
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +41,10 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from runner.lifecycle import DispatchOutcome, State
+from runner.lifecycle import CallbackStatus, DispatchOutcome, State
 from runner.signals import (
+    CANCEL_STAGES,
+    TICK_OUTCOMES,
     ActiveJobs,
     Beat,
     Cancelled,
@@ -60,8 +63,11 @@ from runner.signals import (
 )
 
 __all__ = [
+    "CALLBACK_OUTCOMES",
     "DEFAULT_LABEL_VALUES",
     "ENV_MULTIPROC_DIR",
+    "FIXED_LABELS",
+    "JOB_OUTCOMES",
     "LABEL_OTHER",
     "MESSAGE_OUTCOMES",
     "CappedLabel",
@@ -84,6 +90,38 @@ ENV_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 # pending and the delivery counter ends it. waiting: the create was refused for now (quota,
 # 429, 5xx); the entry waits out of the stream (runner.store.waiting).
 MESSAGE_OUTCOMES = tuple(o.value for o in DispatchOutcome)
+PROCESSED_OUTCOMES = tuple(o.value for o in DispatchOutcome if o.processed)
+FAILED_OUTCOMES = tuple(o.value for o in DispatchOutcome if o.failed)
+# ksr_jobs_finished_total{outcome}: the states a Job ends a message in (runner.jobs.tracker).
+JOB_OUTCOMES = tuple(s.value for s in (State.COMPLETED, State.FAILED, State.EXCEPTION, State.CANCELLED))
+# ksr_callbacks_total{outcome}, as runner.callbacks.courier counts them.
+CALLBACK_OUTCOME_MEANING = {
+    "delivered": "the receiver answered 2xx",
+    "retry": "the attempt failed (5xx, 429, timeout, no connection); another is due",
+    "error": "the attempt raised something unexpected; retried",
+    "failed": "given up for good (the receiver refused it, or the callback is owed to no URL)",
+    "gone": "the URL answered 410, now or earlier: no more callbacks go there",
+    "expired": "the last attempt of a callback out of retries or time",
+}
+CALLBACK_OUTCOMES = tuple(CALLBACK_OUTCOME_MEANING)
+TICK_OUTCOME_MEANING = {
+    "fired": "on time (within the grace of its time): its message XADDed",
+    "caught_up": "late, within catchUpWindow of an entry with catchUp latest: fired",
+    "missed": "due while no leader ran, never fired (counted when a leader comes back)",
+    "refused": "ahead of Redis's clock (a replica's clock is ahead): neither fired nor remembered",
+}
+CALLBACK_STATUSES = tuple(str(int(s)) for s in CallbackStatus)
+
+# Every label whose values are a fixed set, by metric name: docs/metrics.md lists them,
+# and the metrics whose labels are all fixed have every series from the start, at 0, so a
+# first increase shows in Prometheus's rate() and increase() (a series born at 1 does not).
+FIXED_LABELS: dict[str, dict[str, tuple[str, ...]]] = {
+    "ksr_messages": {"outcome": MESSAGE_OUTCOMES},
+    "ksr_jobs_finished": {"outcome": JOB_OUTCOMES},
+    "ksr_callbacks": {"status": CALLBACK_STATUSES, "outcome": CALLBACK_OUTCOMES},
+    "ksr_schedule_ticks": {"outcome": TICK_OUTCOMES},
+    "ksr_cancellations": {"stage": CANCEL_STAGES},
+}
 
 # ksr_jobs_finished_total's job_service and job_namespace come from the message, so the
 # producers choose their values: each label keeps the first DEFAULT_LABEL_VALUES distinct
@@ -91,11 +129,8 @@ MESSAGE_OUTCOMES = tuple(o.value for o in DispatchOutcome)
 # (docs/operations.md, "Job outcomes by service and namespace"). Not `service`/`namespace`:
 # a ServiceMonitor's scrape sets those target labels and would rename ours `exported_*`.
 DEFAULT_LABEL_VALUES = 20
-JOB_OUTCOMES = (State.COMPLETED, State.FAILED, State.EXCEPTION, State.CANCELLED)  # a JobFinished's
 LABEL_OTHER = "other"
 LABEL_UNKNOWN = "unknown"  # a record that holds no service (written before it was kept)
-
-CANCEL_STAGES = ("scheduled", "pending", "running")  # a Cancelled's stage
 
 # Entry id time -> Job created: milliseconds when idle, minutes when a backlog drains.
 DISPATCH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
@@ -141,6 +176,20 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemax",
         )
+        self.stream_paused = Gauge(
+            "ksr_stream_paused",
+            "1 while an operator has the stream paused (ksr pause): its entries wait unread",
+            ["stream"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.stream_oldest_age = Gauge(
+            "ksr_stream_oldest_age_seconds",
+            "Age of the stream's oldest entry not yet acked (pending or not yet delivered), by Redis's clock; 0 when none",
+            ["stream"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self.queue_length = Gauge(
             "ksr_queue_length",
             "Messages still to be handled: lag + pending",
@@ -153,15 +202,15 @@ class Metrics:
         )
         # -- messages
         self.messages = Counter("ksr_messages", "Messages handled, by outcome", ["outcome"], registry=r)
-        for outcome in MESSAGE_OUTCOMES:  # at 0 from the start: increase() cannot see a series' first sample
-            self.messages.labels(outcome=outcome)
         self.messages_processed = Counter(
             "ksr_messages_processed",
-            "Messages acked (dispatched, duplicate, invalid, dead-lettered, scheduled or cancelled)",
+            "Messages acked: the sum of ksr_messages_total of outcomes " + ", ".join(PROCESSED_OUTCOMES),
             registry=r,
         )
         self.messages_failed = Counter(
-            "ksr_messages_failed", "Messages acked without a Job (invalid or dead-lettered)", registry=r
+            "ksr_messages_failed",
+            "Messages acked without a Job: the sum of ksr_messages_total of outcomes " + ", ".join(FAILED_OUTCOMES),
+            registry=r,
         )
         self.dispatch_latency = Histogram(
             "ksr_dispatch_latency_seconds",
@@ -172,6 +221,12 @@ class Metrics:
         # -- Jobs
         self.active_jobs = Gauge(
             "ksr_active_jobs", "Jobs created and not yet finished", registry=r, multiprocess_mode="livemax"
+        )
+        self.max_active_jobs = Gauge(
+            "ksr_max_active_jobs",
+            "KSR_MAX_ACTIVE_JOBS: the cap on ksr_active_jobs (0: no cap)",
+            registry=r,
+            multiprocess_mode="livemax",
         )
         self.jobs_finished = Counter(
             "ksr_jobs_finished",
@@ -215,15 +270,11 @@ class Metrics:
         )
         self.schedule_ticks = Counter(
             "ksr_schedule_ticks",
-            "Recurring schedule ticks, by entry and outcome (fired, missed, caught_up, refused)",
+            "Recurring schedule ticks, by entry and outcome",
             ["entry", "outcome"],
             registry=r,
         )
-        self.cancellations = Counter(
-            "ksr_cancellations", "Messages cancelled, by stage (scheduled, pending, running)", ["stage"], registry=r
-        )
-        for stage in CANCEL_STAGES:  # at 0, as above: a first cancellation is one the dashboard must show
-            self.cancellations.labels(stage=stage)
+        self.cancellations = Counter("ksr_cancellations", "Messages cancelled, by stage", ["stage"], registry=r)
         # -- liveness
         self.loop_heartbeat = Gauge(
             "ksr_loop_heartbeat_timestamp_seconds",
@@ -232,6 +283,23 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemax",
         )
+        self._zero_fixed_series()
+
+    def _zero_fixed_series(self) -> None:
+        for metric in (self.messages, self.callbacks, self.cancellations):  # jobs_finished: per service, below
+            labels = FIXED_LABELS[metric._name]
+            for combination in itertools.product(*(labels[name] for name in metric._labelnames)):
+                metric.labels(*combination)
+
+    def open_schedule(self, entry: str) -> None:
+        """Every outcome series of schedule `entry`, at 0 until it happens."""
+        for outcome in TICK_OUTCOMES:
+            self.schedule_ticks.labels(entry=entry, outcome=outcome)
+
+    def count_callback(self, status: int, outcome: str) -> None:
+        if outcome not in CALLBACK_OUTCOMES:
+            raise ValueError(f"unknown callback outcome {outcome!r}; one of {', '.join(CALLBACK_OUTCOMES)}")
+        self.callbacks.labels(status=str(int(status)), outcome=outcome).inc()
 
     # -- helpers, so callers make one call per event --------------------------------------
 
@@ -246,11 +314,16 @@ class Metrics:
         if outcome.failed:
             self.messages_failed.inc()
 
-    def set_stream_stats(self, stats: Mapping[str, StreamStatsLike | Mapping[str, Any]]) -> None:
+    def set_stream_stats(
+        self, stats: Mapping[str, StreamStatsLike | Mapping[str, Any]], paused: Collection[str] = ()
+    ) -> None:
         """Set the per-stream gauges from StreamInspection.stats() (objects or dicts)."""
         for stream, s in stats.items():
+            self.stream_paused.labels(stream=stream).set(1 if stream in paused else 0)
             row: Mapping[str, Any] = (
-                s if isinstance(s, Mapping) else {k: getattr(s, k) for k in ("length", "pending", "lag", "dead")}
+                s
+                if isinstance(s, Mapping)
+                else {k: getattr(s, k) for k in ("length", "pending", "lag", "dead", "oldest_age")}
             )
             lag = row.get("lag")
             pending = int(row["pending"])
@@ -258,6 +331,7 @@ class Metrics:
             self.stream_pending.labels(stream=stream).set(pending)
             self.stream_lag.labels(stream=stream).set(math.nan if lag is None else int(lag))
             self.stream_dead_letters.labels(stream=stream).set(int(row["dead"]))
+            self.stream_oldest_age.labels(stream=stream).set(float(row.get("oldest_age", 0.0)))
             self.queue_length.labels(stream=stream).set(math.nan if lag is None else int(lag) + pending)
 
     def observe_kube_request(self, verb: str, code: int | str | None, seconds: float) -> None:
@@ -334,11 +408,12 @@ class MetricsObserver:
                 ).inc()
                 if duration is not None:
                     m.job_duration.observe(duration)
-            case ActiveJobs(count=count):
+            case ActiveJobs(count=count, cap=cap):
                 m.active_jobs.set(count)
-            case StreamsSampled(stats=stats):
+                m.max_active_jobs.set(cap)
+            case StreamsSampled(stats=stats, paused=paused):
                 self._sampled.update(stats)
-                m.set_stream_stats(stats)
+                m.set_stream_stats(stats, paused)
                 for stream in stats:  # a labelled counter has no series until its child exists
                     m.group_recreated.labels(stream=stream)
                     m.scheduled_moved.labels(stream=stream)
@@ -351,6 +426,7 @@ class MetricsObserver:
             case ScheduledMoved(stream=stream, count=count):
                 m.scheduled_moved.labels(stream=stream).inc(count)
             case ScheduleTick(entry=entry, outcome=outcome, count=count):
+                m.open_schedule(entry)
                 m.schedule_ticks.labels(entry=entry, outcome=outcome).inc(count)
             case Cancelled(stage=stage):
                 m.cancellations.labels(stage=stage).inc()
@@ -361,7 +437,7 @@ class MetricsObserver:
         # a (service, namespace) exists at 0 from its first Job's creation on.
         labels = {"job_service": self._service(service), "job_namespace": self._namespace(namespace)}
         for outcome in JOB_OUTCOMES:
-            m.jobs_finished.labels(outcome=outcome.value, **labels)
+            m.jobs_finished.labels(outcome=outcome, **labels)
 
     def _zero_leader_gauges(self, m: Metrics) -> None:
         # Only the leader samples streams and counts active Jobs. A former leader's last
@@ -371,7 +447,9 @@ class MetricsObserver:
         m.active_jobs.set(0)
         m.scheduled_waiting.set(0)
         if self._sampled:
-            m.set_stream_stats(dict.fromkeys(self._sampled, {"length": 0, "pending": 0, "lag": 0, "dead": 0}))
+            m.set_stream_stats(
+                dict.fromkeys(self._sampled, {"length": 0, "pending": 0, "lag": 0, "dead": 0, "oldest_age": 0.0})
+            )
 
 
 # -- process-wide instance ------------------------------------------------------------------

@@ -27,6 +27,8 @@ from election.clock import SYSTEM_CLOCK, Clock
 from runner.lifecycle import DispatchOutcome, State
 
 __all__ = [
+    "CANCEL_STAGES",
+    "TICK_OUTCOMES",
     "ActiveJobs",
     "Beat",
     "Cancelled",
@@ -52,6 +54,12 @@ log = logging.getLogger(__name__)
 # A subscriber failing on every beat would log a traceback several times a second.
 REPEAT_LOG_INTERVAL = 60.0
 
+# ScheduleTick.outcome (runner.schedules.ticker): on time; fired late within catchUpWindow;
+# missed while no leader ran (never fired); refused, ahead of Redis's clock.
+TICK_OUTCOMES = ("fired", "caught_up", "missed", "refused")
+# Cancelled.stage: held until due, read and not yet created, its Job running.
+CANCEL_STAGES = ("scheduled", "pending", "running")
+
 
 class StreamStatsLike(Protocol):
     @property
@@ -62,6 +70,8 @@ class StreamStatsLike(Protocol):
     def lag(self) -> int | None: ...
     @property
     def dead(self) -> int: ...
+    @property
+    def oldest_age(self) -> float: ...
 
 
 # -- the signals ---------------------------------------------------------------------------
@@ -121,16 +131,19 @@ class JobFinished:
 
 @dataclass(frozen=True)
 class ActiveJobs:
-    """The leader counted the active set."""
+    """The leader counted the active set; `cap` is KSR_MAX_ACTIVE_JOBS (0: no cap)."""
 
     count: int
+    cap: int = 0
 
 
 @dataclass(frozen=True)
 class StreamsSampled:
-    """The leader sampled length, pending, lag and dead letters of every stream."""
+    """The leader sampled length, pending, lag and dead letters of every stream, and which
+    of them an operator paused."""
 
     stats: Mapping[str, StreamStatsLike]
+    paused: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -167,7 +180,8 @@ class ScheduledMoved:
 
 @dataclass(frozen=True)
 class ScheduleTick:
-    """A recurring schedule's ticks: `outcome` is fired | missed | caught_up | refused (ahead of Redis's clock)."""
+    """A recurring schedule's ticks: `outcome` is one of TICK_OUTCOMES; `count` 0 only makes the
+    series exist (so a first missed tick is an increase Prometheus sees)."""
 
     entry: str
     outcome: str
@@ -176,7 +190,7 @@ class ScheduleTick:
 
 @dataclass(frozen=True)
 class Cancelled:
-    """A message was cancelled (its one 99 `Cancelled` sent) at `stage`: scheduled | pending | running."""
+    """A message was cancelled (its one 99 `Cancelled` sent) at `stage`, one of CANCEL_STAGES."""
 
     stage: str
 

@@ -37,7 +37,6 @@ from runner.schedules.config import Schedule
 from runner.schedules.overview import iso, scheduling_overview
 from runner.settings import Settings
 from runner.store.deadletter import DeadEntry
-from runner.store.pause import PauseStore
 from runner.store.presence import Heartbeat, PresenceKeys, read_heartbeats, read_throughput
 from runner.store.record import StateRecord
 from runner.store.replies import text
@@ -133,14 +132,11 @@ def overview(client: redis.Redis, settings: Settings, schedules: Sequence[Schedu
 def schedules_view(
     client: redis.Redis, settings: Settings, schedules: Sequence[Schedule], *, now: float
 ) -> dict[str, Any]:
-    """scheduling_overview (what ksr status shows) with each schedule's suspension."""
-    data = scheduling_overview(client, streams=settings.streams.streams, schedules=schedules, now=now)
-    suspended = PauseStore(client, namespace=Layout.from_settings(settings).namespace).suspended_schedules()
-    for row in data["schedules"]:
-        paused = suspended.get(row["name"])
-        row["suspended"] = paused is not None
-        row["suspended_by"] = paused.by if paused else None
-    return data
+    """scheduling_overview, as ksr status shows it (each schedule's `suspended`: {at, by} or None)."""
+    namespace = Layout.from_settings(settings).namespace
+    return scheduling_overview(
+        client, streams=settings.streams.streams, schedules=schedules, pause_namespace=namespace, now=now
+    )
 
 
 # -- messages ----------------------------------------------------------------------------------

@@ -372,7 +372,7 @@ class _Run:
 
 
 def _count(status: int, outcome: str) -> None:
-    metrics.get().callbacks.labels(status=str(status), outcome=outcome).inc()
+    metrics.get().count_callback(status, outcome)
 
 
 def _detail(record: StateRecord, status: int) -> dict[str, Any]:

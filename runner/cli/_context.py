@@ -9,6 +9,7 @@ boundary, and nowhere else.
 from __future__ import annotations
 
 import errno
+import getpass
 import logging
 import os
 import re
@@ -191,6 +192,14 @@ def cli_context() -> CliContext:
     if obj is None:  # a command invoked on its own (tests of one subcommand)
         obj = ctx.ensure_object(CliContext)
     return obj
+
+
+def login() -> str:
+    """Who runs the command, for the `by` of a pause ("" when the system cannot tell)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return ""
 
 
 def chosen_streams(settings: Settings, stream: str | None) -> list[str]:

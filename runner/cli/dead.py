@@ -16,10 +16,10 @@ from typing import Any
 import click
 import redis
 
-from runner.cli._context import chosen_streams, cli_context, fail, json_option, stream_option, yes_option
+from runner.cli._context import chosen_streams, cli_context, fail, json_option, login, stream_option, yes_option
 from runner.cli._output import dry_run_footer, emit_json, format_ms_time, message_id_of, print_table
 from runner.inspect import Layout, dead_by_reason, dead_letters, iter_dead
-from runner.operate import DeadOutcome, operator_name, purge_dead_entries, replay_dead
+from runner.operate import DeadOutcome, purge_dead_entries, replay_dead
 from runner.store.deadletter import (
     REASONS,
     DeadEntry,
@@ -196,7 +196,7 @@ def replay(
             settings,
             entries,
             force=force,
-            by=operator_name(),
+            by=login(),
             selection=selection,
             after_each=lambda _: bar.update(1),
         )
@@ -284,7 +284,7 @@ def purge(dead_ids: tuple[str, ...], stream: str | None, all_: bool, yes: bool, 
                 obj.settings(),
                 stream=s,
                 ids="all" if all_ else by_stream[s],
-                by=operator_name(),
+                by=login(),
                 selection=dead_stream(s) + (" all" if all_ else " " + " ".join(by_stream[s])),
             )
     if as_json:

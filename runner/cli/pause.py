@@ -9,9 +9,9 @@ from collections.abc import Callable
 import click
 import redis
 
-from runner.cli._context import cli_context, json_option
+from runner.cli._context import cli_context, json_option, login
 from runner.cli._output import emit_json
-from runner.operate import UnknownTarget, operator_name, pause_stream, resume_stream
+from runner.operate import UnknownTarget, pause_stream, resume_stream
 from runner.settings import Settings
 
 __all__ = ["pause", "resume"]
@@ -33,7 +33,7 @@ def _act(operation: Callable[..., bool], stream: str, by: str) -> bool:
 @json_option
 def pause(stream: str, by: str | None, as_json: bool) -> None:
     """Stop reading new entries of STREAM (one of KSR_STREAMS) until `ksr resume STREAM`."""
-    changed = _act(pause_stream, stream, by if by is not None else operator_name())
+    changed = _act(pause_stream, stream, by if by is not None else login())
     if as_json:
         emit_json({"stream": stream, "paused": True, "changed": changed})
     else:
@@ -45,7 +45,7 @@ def pause(stream: str, by: str | None, as_json: bool) -> None:
 @json_option
 def resume(stream: str, as_json: bool) -> None:
     """Read STREAM again; what waited is read in order."""
-    changed = _act(resume_stream, stream, operator_name())
+    changed = _act(resume_stream, stream, login())
     if as_json:
         emit_json({"stream": stream, "paused": False, "changed": changed})
     else:

@@ -18,10 +18,10 @@ import click
 import redis
 from redis.exceptions import ResponseError
 
-from runner.cli._context import chosen_streams, cli_context, fail, json_option, stream_option, yes_option
+from runner.cli._context import chosen_streams, cli_context, fail, json_option, login, stream_option, yes_option
 from runner.cli._output import DURATION, dry_run_footer, emit_json, message_id_of, print_table
 from runner.durations import format_age
-from runner.operate import ack_pending_entry, operator_name, replay_pending_entry
+from runner.operate import ack_pending_entry, replay_pending_entry
 from runner.store.errors import redis_errors
 from runner.store.stream_inspection import StreamInspection
 
@@ -257,7 +257,7 @@ def replay(rows: list[PendingRow], idle_over: float | None, yes: bool) -> list[d
                 obj.settings(),
                 stream=row.stream,
                 entry_id=row.entry_id,
-                by=operator_name(),
+                by=login(),
                 min_idle_ms=_ms(idle_over) or 0,
             )
             doc.update(outcome=outcome.lower().replace("notpending", "not-pending"), new_entry_id=new_id)
@@ -278,9 +278,7 @@ def ack(rows: list[PendingRow], idle_over: float | None, yes: bool) -> list[dict
     for row in rows:
         doc: dict[str, Any] = {**asdict(row), "outcome": "would-ack"}
         if yes:
-            acked = ack_pending_entry(
-                obj.redis(), obj.settings(), stream=row.stream, entry_id=row.entry_id, by=operator_name()
-            )
+            acked = ack_pending_entry(obj.redis(), obj.settings(), stream=row.stream, entry_id=row.entry_id, by=login())
             doc["outcome"] = "acked" if acked else "not-pending"
         results.append(doc)
     return results

@@ -8,19 +8,19 @@ from typing import Any
 import click
 
 from election.clock import SYSTEM_CLOCK
-from runner.cli._context import cli_context, fail, json_option
+from runner.cli._context import cli_context, fail, json_option, login
 from runner.cli._output import emit_json, format_duration, print_table
 from runner.client import AlreadyFinished, Client
 from runner.operate import (
     UnknownMessage,
     UnknownTarget,
     cancel_message,
-    operator_name,
     resume_schedule,
     suspend_schedule,
 )
 from runner.schedules.config import load_schedules
 from runner.schedules.overview import iso, schedule_rows
+from runner.store.pause import pause_namespace
 
 __all__ = ["cancel", "scheduled", "schedules"]
 
@@ -43,7 +43,7 @@ def cancel(message_id: str, force: bool, as_json: bool) -> None:
     for KSR_STATE_TTL), unless --force."""
     obj = cli_context()
     try:
-        done = cancel_message(obj.redis(), obj.settings(), message_id, force=force, by=operator_name())
+        done = cancel_message(obj.redis(), obj.settings(), message_id, force=force, by=login())
     except UnknownMessage as e:
         fail(f"{e}; --force cancels it before it arrives")
     except AlreadyFinished as e:
@@ -100,18 +100,34 @@ def schedules_list(as_json: bool) -> None:
         streams=settings.streams.streams,
         default_stream=settings.streams.default_stream,
     )
-    rows = schedule_rows(obj.redis(), entries, now=SYSTEM_CLOCK.time())
+    rows = schedule_rows(
+        obj.redis(), entries, now=SYSTEM_CLOCK.time(), pause_namespace=pause_namespace(settings.state.active_key)
+    )
     if as_json:
         emit_json(rows)
         return
     print_table(
-        ["NAME", "CRON", "TZ", "NEXT (LOCAL)", "NEXT (UTC)", "LAST TICK (UTC)"],
+        ["NAME", "CRON", "TZ", "NEXT (LOCAL)", "NEXT (UTC)", "LAST TICK (UTC)", "SUSPENDED"],
         [
-            [r["name"], r["cron"], r["timezone"], r["next_run"], r["next_run_utc"], r["last_tick_utc"] or "-"]
+            [
+                r["name"],
+                r["cron"],
+                r["timezone"],
+                r["next_run"],
+                r["next_run_utc"],
+                r["last_tick_utc"] or "-",
+                _suspension_text(r["suspended"]),
+            ]
             for r in rows
         ],
         empty="no schedules (KSR_SCHEDULES unset or empty)",
     )
+
+
+def _suspension_text(suspended: dict[str, str | None] | None) -> str:
+    if not suspended:
+        return "-"
+    return f"since {suspended['at']}" + (f" by {suspended['by']}" if suspended["by"] else "")
 
 
 def _schedule_names() -> set[str]:
@@ -126,20 +142,33 @@ def _schedule_names() -> set[str]:
 
 @schedules.command("pause")
 @click.argument("name")
-def schedules_pause(name: str) -> None:
+@click.option(
+    "--by", default=None, metavar="WHO", help="Who suspends it (shown by ksr schedules list); default: your login."
+)
+@json_option
+def schedules_pause(name: str, by: str | None, as_json: bool) -> None:
     """Suspend schedule NAME: it fires nothing until resumed, and never catches up."""
     obj = cli_context()
     try:
-        changed = suspend_schedule(obj.redis(), obj.settings(), name, known=_schedule_names(), by=operator_name())
+        changed = suspend_schedule(
+            obj.redis(), obj.settings(), name, known=_schedule_names(), by=by if by is not None else login()
+        )
     except UnknownTarget as e:
         raise click.BadParameter(str(e), param_hint="'NAME'") from None
-    click.echo(f"suspended {name}" if changed else f"{name} was suspended already")
+    if as_json:
+        emit_json({"schedule": name, "suspended": True, "changed": changed})
+    else:
+        click.echo(f"suspended {name}" if changed else f"{name} was suspended already")
 
 
 @schedules.command("resume")
 @click.argument("name")
-def schedules_resume(name: str) -> None:
+@json_option
+def schedules_resume(name: str, as_json: bool) -> None:
     """Resume schedule NAME from its next tick on."""
     obj = cli_context()
-    changed = resume_schedule(obj.redis(), obj.settings(), name, by=operator_name())
-    click.echo(f"resumed {name}" if changed else f"{name} was not suspended")
+    changed = resume_schedule(obj.redis(), obj.settings(), name, by=login())
+    if as_json:
+        emit_json({"schedule": name, "suspended": False, "changed": changed})
+    else:
+        click.echo(f"resumed {name}" if changed else f"{name} was not suspended")

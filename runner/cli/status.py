@@ -126,7 +126,12 @@ def gather_status(obj: CliContext) -> dict[str, Any]:
             streams=settings.streams.streams,
             default_stream=settings.streams.default_stream,
         )
-        doc["scheduling"] = scheduling_overview(client, streams=settings.streams.streams, schedules=schedules)
+        doc["scheduling"] = scheduling_overview(
+            client,
+            streams=settings.streams.streams,
+            schedules=schedules,
+            pause_namespace=pause_namespace(settings.state.active_key),
+        )
     except ConfigError as e:  # the runner refuses it at start; here it is only reported
         doc["scheduling"] = {"error": str(e)}
     return doc
@@ -144,7 +149,9 @@ def _print_status(doc: dict[str, Any]) -> None:
     sched = doc.get("scheduling") or {}
     if "waiting" in sched:
         due = f", next due {sched['next_due']}" if sched.get("next_due") else ""
-        click.echo(f"scheduled:   {sched['waiting']} waiting{due}; {len(sched['schedules'])} recurring schedules")
+        suspended = [r["name"] for r in sched["schedules"] if r.get("suspended")]
+        held = f" ({len(suspended)} suspended: {', '.join(suspended)})" if suspended else ""
+        click.echo(f"scheduled:   {sched['waiting']} waiting{due}; {len(sched['schedules'])} recurring schedules{held}")
     elif sched.get("error"):
         click.echo(f"scheduled:   {sched['error']}")
     click.echo(f"redis:       {doc['redis']}  group {doc['group']}")

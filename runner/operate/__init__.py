@@ -17,7 +17,7 @@ contract probes-read): the console acts only as the CLI does.
 
 from __future__ import annotations
 
-from runner.operate.audit import operator_name, record_action
+from runner.operate.audit import record_action
 from runner.operate.cancel import AlreadyFinished, UnknownMessage, cancel_message
 from runner.operate.dead import DeadOutcome, purge_dead_entries, replay_dead
 from runner.operate.errors import UnknownTarget
@@ -32,7 +32,6 @@ __all__ = [
     "ack_pending_entry",
     "cancel_message",
     "check_stream",
-    "operator_name",
     "pause_stream",
     "purge_dead_entries",
     "record_action",

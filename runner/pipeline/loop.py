@@ -281,8 +281,9 @@ class Runner:
             if self.settings.streams.stream_maxlen:
                 for stream in self.settings.streams.streams:  # never past what the group still owes
                     self.reader.trim(stream, self.settings.streams.stream_maxlen)
-            self.signals.emit(StreamsSampled(self.inspection.stats()))
-            self.signals.emit(ActiveJobs(int(self.redis.scard(self.settings.state.active_key))))
+            self.signals.emit(StreamsSampled(self.inspection.stats(), paused=self.reader.paused()))
+            active = int(self.redis.scard(self.settings.state.active_key))
+            self.signals.emit(ActiveJobs(active, cap=self.settings.kube.max_active_jobs))
 
     def _reclaim_abandoned(self) -> None:
         """Take over other consumers' entries idle past the bound: a deposed leader may

@@ -81,6 +81,10 @@ class Ticker:
         self.last_key = last_key
         self._fire = scripts.load(redis_client, "fire_tick", fenced=True)
         self._refused: dict[str, int] = {}  # entry name -> the tick (ms) last refused, counted once
+        # Every entry's tick series exist from the pod's start, at 0: a miss counted later,
+        # when this replica leads, is then an increase Prometheus sees.
+        for schedule in self.schedules:
+            signals.emit(ScheduleTick(schedule.name, "missed", 0))
 
     def run(self, now: float, term: int | None) -> float | None:
         """Handle every tick due by `now`; returns the earliest next tick (Unix time)."""

@@ -36,12 +36,15 @@ class PendingSummary:
 
 @dataclass(frozen=True)
 class StreamStats:
-    """`lag` is None when Redis cannot tell (it says so after deletions in the stream)."""
+    """`lag` is None when Redis cannot tell (it says so after deletions in the stream).
+    `oldest_age`: seconds since the oldest entry not yet acked (pending or not yet
+    delivered) was added, by Redis's clock; 0 when none waits."""
 
     length: int
     pending: int
     lag: int | None
     dead: int
+    oldest_age: float = 0.0
 
 
 class StreamInspection:
@@ -84,60 +87,62 @@ class StreamInspection:
         )
 
     def stats(self) -> dict[str, StreamStats]:
-        """length, pending, lag and dead-letter length of every stream, for our group."""
+        """length, pending, lag, dead-letter length and oldest waiting entry's age of every
+        stream, for our group: one round trip, and a second for the streams with entries
+        not yet delivered (the first of them is the one after the group's last-delivered id)."""
         with redis_errors():
             pipe = self.redis.pipeline(transaction=False)
+            pipe.time()
             for stream in self.streams:
                 pipe.xlen(stream)
                 pipe.xinfo_groups(stream)
                 pipe.xlen(stream + DEAD_SUFFIX)
+                pipe.xpending(stream, self.group)
             replies = pipe.execute(raise_on_error=False)
-        out = {}
+        now = replies[0]
+        if isinstance(now, Exception):
+            raise now
+        now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
+        rows: dict[str, tuple[int, dict[str, Any], int, str | None]] = {}
         for n, stream in enumerate(self.streams):
-            length, groups, dead = replies[3 * n : 3 * n + 3]
+            length, groups, dead, pending = replies[1 + 4 * n : 5 + 4 * n]
             if isinstance(length, Exception) or isinstance(dead, Exception):
                 raise length if isinstance(length, Exception) else dead
             ours: dict[str, Any] = {}
             if not isinstance(groups, Exception):  # no such stream: nothing to report
                 ours = next((g for g in groups if text(g["name"]) == self.group), {})
+            oldest_pending = None
+            if ours and not isinstance(pending, Exception) and pending.get("min"):
+                oldest_pending = text(pending["min"])
+            rows[stream] = (int(length), ours, int(dead), oldest_pending)
+        undelivered = self._first_undelivered({s: r[1] for s, r in rows.items()})
+        out = {}
+        for stream, (length, ours, dead, oldest_pending) in rows.items():
             lag = ours.get("lag")
+            times = [entry_time_ms(i) for i in (oldest_pending, undelivered.get(stream)) if i is not None]
+            oldest_ms = min((t for t in times if t is not None), default=None)
             out[stream] = StreamStats(
-                length=int(length),
+                length=length,
                 pending=int(ours.get("pending", 0)),
                 lag=None if lag is None else int(lag),
-                dead=int(dead),
+                dead=dead,
+                oldest_age=0.0 if oldest_ms is None else max(0, now_ms - oldest_ms) / 1000.0,
             )
         return out
 
-    def oldest_waiting_ms(self) -> dict[str, int | None]:
-        """Per stream, the time (Unix ms, from its id) of the oldest entry not yet acked:
-        the oldest pending one or the first not yet read, whichever is older; None when
-        nothing waits. A paused stream's backlog keeps its age here."""
+    def _first_undelivered(self, groups: dict[str, dict[str, Any]]) -> dict[str, str]:
+        """stream -> id of its first entry the group has not been given yet, for the streams
+        whose lag is not 0 (None: Redis cannot tell, so look)."""
+        wanted = [(s, text(g["last-delivered-id"])) for s, g in groups.items() if g and g.get("lag") != 0]
+        if not wanted:
+            return {}
         with redis_errors():
             pipe = self.redis.pipeline(transaction=False)
-            for stream in self.streams:
-                pipe.xinfo_groups(stream)
-            groups = pipe.execute(raise_on_error=False)
-            pipe = self.redis.pipeline(transaction=False)
-            for stream, reply in zip(self.streams, groups):
-                ours: dict[str, Any] = {}
-                if not isinstance(reply, Exception):
-                    ours = next((g for g in reply if text(g["name"]) == self.group), {})
-                last = text(ours.get("last-delivered-id") or b"0-0")
-                pipe.xrange(stream, "(" + last, "+", count=1)
-                if ours:
-                    pipe.xpending(stream, self.group)
-                else:
-                    pipe.echo(b"")  # keeps the replies in pairs
+            for stream, last in wanted:
+                pipe.xrange(stream, min="(" + last, max="+", count=1)
             replies = pipe.execute(raise_on_error=False)
-        out: dict[str, int | None] = {}
-        for n, stream in enumerate(self.streams):
-            unread, pending = replies[2 * n : 2 * n + 2]
-            times = []
-            if isinstance(unread, list) and unread:
-                times.append(entry_time_ms(text(unread[0][0])))
-            if isinstance(pending, dict) and pending.get("min"):
-                times.append(entry_time_ms(text(pending["min"])))
-            found = [t for t in times if t is not None]
-            out[stream] = min(found) if found else None
-        return out
+        return {
+            stream: text(reply[0][0])
+            for (stream, _), reply in zip(wanted, replies)
+            if not isinstance(reply, Exception) and reply
+        }

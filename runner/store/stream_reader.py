@@ -122,6 +122,10 @@ class StreamReader:
         """Read this consumer's own pending entries again before any new ones."""
         self._pending_cursor = {stream: "0" for stream in self.streams}
 
+    def paused(self) -> frozenset[str]:
+        """The streams an operator paused, as Redis has them now (runner.store.pause)."""
+        return frozenset(self._paused())
+
     def read_batch(self, keep_going: Callable[[], bool] = lambda: True) -> list[Entry]:
         """The next batch: own pending first, then new entries in strict priority.
 

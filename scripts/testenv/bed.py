@@ -47,6 +47,7 @@ CONTROLLERS = (
 FAKE_NODES = ("kwok-node-0", "kwok-node-1")
 # For benchmarks (`up(bench=True)`): the controllers' default client limits (QPS 20, burst 30;
 # 5 Job syncs) make the bed, not the runner, the bottleneck at a few hundred Jobs a second.
+CLIENT_RATE = ("--kube-api-qps=300", "--kube-api-burst=600")  # the bed's controllers, shared by test processes
 BENCH_FLAGS = {
     "kube-controller-manager": [
         "--kube-api-qps=1000",
@@ -275,12 +276,17 @@ class Bed:
                 f"--root-ca-file={d / 'ca.crt'}",
                 "--use-service-account-credentials=false",
                 "--concurrent-job-syncs=10",
+                # Each controller's client shares one rate limit (default 20/s) among its
+                # writes and its events: the Job controller's ~7 requests per Job made it
+                # ~3 Jobs/s for a whole parallel test run, its events 2 minutes late (seen).
+                *CLIENT_RATE,
                 "--profiling=false",
             ],
             "kube-scheduler": [
                 str(b / "kube-scheduler"),
                 *served,
                 f"--secure-port={p['scheduler']}",
+                *CLIENT_RATE,
                 "--profiling=false",
             ],
             "kwok": [

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Mapping
 
 import pytest
 
@@ -23,18 +24,20 @@ from tests.support.scrape import Samples, scrape
 
 STREAMS = ("ksr:jobs:critical", "ksr:jobs:default", "ksr:jobs:low")
 DEFAULT = "ksr:jobs:default"
+
+
+def nonzero(values: Mapping[str, float]) -> dict[str, float]:
+    return {k: v for k, v in values.items() if v}
+
+
 STREAM_GAUGES = (
     "ksr_stream_length",
     "ksr_stream_pending",
     "ksr_stream_lag",
     "ksr_stream_dead_letters",
     "ksr_queue_length",
+    "ksr_stream_oldest_age_seconds",
 )
-
-
-def _moved(s: Samples, name: str, label: str) -> dict[str, float]:
-    """`name` by `label`, only the values that are not 0."""
-    return {k: v for k, v in s.by_label(name, label).items() if v}
 
 
 def _job_outcomes(s: Samples) -> dict[tuple[str, str, str], float]:
@@ -48,7 +51,9 @@ def _job_outcomes(s: Samples) -> dict[tuple[str, str, str], float]:
 def test_every_dashboard_and_alert_metric_has_the_value_the_workload_implies(
     redis_server, redis_client, receiver, tmp_path
 ):
-    env = base_env(redis_url=redis_server.url, namespace="default", kubeconfig=None, HOME=str(tmp_path))
+    env = base_env(
+        redis_url=redis_server.url, namespace="default", kubeconfig=None, HOME=str(tmp_path), KSR_MAX_ACTIVE_JOBS="50"
+    )
     pod = Pod(env, tmp_path, "values-0")
     try:
         wait_for(pod.leading, timeout=60, what="leadership")
@@ -88,16 +93,13 @@ def test_every_dashboard_and_alert_metric_has_the_value_the_workload_implies(
         # messages
         # every outcome exists from the start (at 0: increase() would miss a first sample)
         assert set(s.by_label("ksr_messages_total", "outcome")) == set(MESSAGE_OUTCOMES)
-        assert _moved(s, "ksr_messages_total", "outcome") == {"dispatched": 7, "duplicate": 1, "invalid": 2}
+        assert nonzero(s.by_label("ksr_messages_total", "outcome")) == {"dispatched": 7, "duplicate": 1, "invalid": 2}
         assert s.get("ksr_messages_processed_total") == 10
         assert s.get("ksr_messages_failed_total") == 2
         assert s.get("ksr_dispatch_latency_seconds_count") == 7
         assert s.get("ksr_dispatch_latency_seconds_bucket", le="+Inf") == 7
         # Jobs
-        assert {o: n for o, n in s.by_label("ksr_jobs_finished_total", "outcome").items() if n} == {
-            "completed": 5,
-            "failed": 2,
-        }
+        assert nonzero(s.by_label("ksr_jobs_finished_total", "outcome")) == {"completed": 5, "failed": 2}
         # by the message's service and the Job's namespace (the local executor's is "local")
         assert _job_outcomes(s) == {
             **{(o, "example", "local"): 0 for o in ("exception", "cancelled")},  # at 0 from the first Job on
@@ -108,8 +110,9 @@ def test_every_dashboard_and_alert_metric_has_the_value_the_workload_implies(
         assert s.get("ksr_job_duration_seconds_bucket", le="+Inf") == 7
         assert 0 < (s.get("ksr_job_duration_seconds_sum") or 0) < 7 * 30
         assert s.get("ksr_active_jobs") == 0
+        assert s.get("ksr_max_active_jobs") == 50  # KSR_MAX_ACTIVE_JOBS, for KsrActiveJobsAtCap
         # callbacks: every one delivered at the first attempt
-        assert {tuple(sorted(k)): v for k, v in s.labelled("ksr_callbacks_total").items()} == {
+        assert {tuple(sorted(k)): v for k, v in s.labelled("ksr_callbacks_total").items() if v} == {
             (("outcome", "delivered"), ("status", "0")): 7,
             (("outcome", "delivered"), ("status", "1")): 7,
             (("outcome", "delivered"), ("status", "2")): 5,
@@ -124,6 +127,8 @@ def test_every_dashboard_and_alert_metric_has_the_value_the_workload_implies(
         }
         for name in ("ksr_stream_pending", "ksr_stream_lag", "ksr_queue_length"):
             assert {st: s.get(name, stream=st) for st in STREAMS} == dict.fromkeys(STREAMS, 0), name
+        # nothing waits: every stream's oldest unacked entry is none (KsrOldestMessageOld)
+        assert {st: s.get("ksr_stream_oldest_age_seconds", stream=st) for st in STREAMS} == dict.fromkeys(STREAMS, 0)
         assert {st: s.get("ksr_stream_dead_letters", stream=st) for st in STREAMS} == {
             "ksr:jobs:critical": 0,
             DEFAULT: 2,
@@ -215,10 +220,7 @@ def test_kubernetes_api_and_job_metrics_count_the_requests_the_workload_made(
             return s if done and released else None
 
         s = wait_for(settled, timeout=30, what="the metrics to reflect the finished workload")
-        assert {o: n for o, n in s.by_label("ksr_jobs_finished_total", "outcome").items() if n} == {
-            "completed": 3,
-            "failed": 1,
-        }
+        assert nonzero(s.by_label("ksr_jobs_finished_total", "outcome")) == {"completed": 3, "failed": 1}
         # by the message's service and the Job's namespace: which producer is failing
         outcomes = _job_outcomes(s)
         assert {k: v for k, v in outcomes.items() if v} == {
@@ -227,7 +229,7 @@ def test_kubernetes_api_and_job_metrics_count_the_requests_the_workload_made(
         }
         assert len(outcomes) == 8  # each (service, namespace) has its four outcomes, at 0 until they happen
         assert s.get("ksr_job_duration_seconds_count") == 4
-        assert _moved(s, "ksr_messages_total", "outcome") == {"dispatched": 4}
+        assert nonzero(s.by_label("ksr_messages_total", "outcome")) == {"dispatched": 4}
         assert s.get("ksr_dispatch_latency_seconds_count") == 4
         requests = {tuple(sorted(k)): v for k, v in s.labelled("ksr_kube_requests_total").items()}
         # one create per message, all answered 201; the watcher lists and watches, all 200; our

@@ -1,21 +1,30 @@
 """A real Prometheus scrapes two running `ksr run` replicas during a workload (Jobs that
-succeed and one that fails, a dead letter, callback retries, a leader change). Then every
-panel query of the dashboard (scheduling included: a delayed message, a cancelled one, a
-schedule ticking every minute), Grafana's variables substituted, returns at least one
-series; every alert rule evaluates; and KsrNoLeader fires once both replicas are stopped."""
+succeed and one that fails, a dead letter, callback retries, a leader change), each target
+labelled as a ServiceMonitor's scrape labels it (namespace, pod, service, container, endpoint,
+job). Then every query of the generated dashboard (panels, the leader-change annotation, the
+variables; scheduling included: a delayed message, a cancelled one, a schedule ticking every
+minute) is evaluated as Grafana would (range queries over the test, stats at its end, Grafana's
+variables substituted) and returns the values the workload implies; every alert rule
+evaluates; and KsrNoLeader fires once both replicas are stopped."""
 
 from __future__ import annotations
 
-import json
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
 from runner.client import Client
+from runner.metrics import MESSAGE_OUTCOMES
 from runner.settings import Settings
+from tests.support import dashboard
 from tests.support.chart import CHART
+from tests.support.dashboard import Query
 from tests.support.messages import message
 from tests.support.pipeline import base_env, xadd
 from tests.support.pods import Pod
@@ -25,32 +34,80 @@ from tests.support.receiver import Receiver
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
 
-DASHBOARD = CHART / "dashboards" / "kube-stream-runner.json"
 RULES = CHART / "alerts" / "rules.yaml"
 JOB = "ksr"
 STREAM = "ksr:jobs:default"
-# What Grafana puts in for its own variables over a short dashboard range.
-GRAFANA = {"$__rate_interval": "20s", "$__interval": "1s", "$__range": "5m"}
+STREAMS = ("ksr:jobs:critical", STREAM, "ksr:jobs:low")
+STEP = 2.0  # seconds between the points of a panel's range query
+RATE_INTERVAL = "20s"  # what Grafana's $__rate_interval is with a 1 s scrape (4 scrapes, rounded up)
 
 
-def dashboard_queries() -> list[tuple[str, str]]:
-    doc = json.loads(DASHBOARD.read_text())
-    found: list[tuple[str, str]] = []
-
-    def walk(panels: list[dict[str, Any]]) -> None:
-        for panel in panels:
-            found.extend((panel.get("title", "?"), t["expr"]) for t in panel.get("targets", []) if t.get("expr"))
-            walk(panel.get("panels", []))
-
-    walk(doc["panels"])
-    return found
+def scrape_targets(pods: list[Pod]) -> dict[str, dict[str, str]]:
+    """Each pod's address with the target labels a ServiceMonitor's relabelling gives it."""
+    return {
+        f"127.0.0.1:{p.port}": {"pod": p.name, "service": "kube-stream-runner", "container": "ksr", "endpoint": "http"}
+        for p in pods
+    }
 
 
-def substitute(expr: str, variables: dict[str, str]) -> str:
-    for name in sorted(variables, key=len, reverse=True):  # $__rate_interval before $__range
-        expr = expr.replace(name, variables[name])
-    assert "$" not in expr, f"variable left in {expr}"
-    return expr
+@dataclass(frozen=True)
+class Reading:
+    """One series of a panel: its value at the end, and its highest over the range."""
+
+    last: float | None
+    peak: float | None
+
+
+def legend(fmt: str, labels: dict[str, str]) -> str:
+    """The series' name as Grafana's legend shows it (a table's: its labels)."""
+    if not fmt:
+        return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: labels.get(m[1], ""), fmt)
+
+
+def _number(raw: str) -> float | None:
+    value = float(raw)
+    return None if math.isnan(value) else value
+
+
+def evaluate(prometheus: Prometheus, q: Query, expr: str, start: float, end: float) -> dict[str, Reading]:
+    """The query as the panel runs it: a stat or table instant at the end, a graph over the range."""
+    if q.kind == "panel" and q.panel is not None and any(t.get("instant") for t in q.panel["targets"]):
+        out = {}
+        for series in prometheus.query(expr, at=end):
+            value = _number(series["value"][1])
+            out[legend(q.legend, series["metric"])] = Reading(value, value)
+        return out
+    out = {}
+    for series in prometheus.query_range(expr, start=start, end=end, step=STEP):
+        points = [(float(t), _number(v)) for t, v in series["values"]]
+        numbers = [v for _, v in points if v is not None]
+        last = points[-1][1] if points and points[-1][0] >= end - 0.01 else None  # gone before the end: None
+        out[legend(q.legend, series["metric"])] = Reading(last, max(numbers) if numbers else None)
+    return out
+
+
+def resolve(prometheus: Prometheus, definition: str, variables: dict[str, str]) -> set[str]:
+    """The values Grafana offers for a `label_values(selector, label)` variable."""
+    found = re.fullmatch(r"label_values\((.+), (\w+)\)", definition)
+    assert found, definition
+    selector, label = dashboard.substitute(found[1], variables), found[2]
+    return {s["metric"][label] for s in prometheus.query(f"group by ({label}) ({selector})")}
+
+
+Check = Callable[[dict[str, Reading]], bool]
+
+
+def lasts(r: dict[str, Reading]) -> dict[str, float | None]:
+    return {k: v.last for k, v in r.items() if v.last is not None}
+
+
+def peaks(r: dict[str, Reading]) -> dict[str, float | None]:
+    return {k: v.peak for k, v in r.items()}
+
+
+def positive(r: dict[str, Reading], *keys: str) -> bool:
+    return all((r[k].peak or 0) > 0 for k in keys if k in r) and set(keys) <= set(r)
 
 
 def rules_with_short_for(directory: Path) -> Path:
@@ -78,6 +135,85 @@ def schedules_file(directory: Path, namespace: str) -> Path:
     return path
 
 
+def expectations(*, old: str, survivor: str, replacement: str, namespace: str) -> dict[str, Check]:
+    """Per panel title (and the annotation's name): what the workload implies it shows. Gauges
+    are read at the end, rates and increase() at their peak over the test."""
+    zero_streams = dict.fromkeys(STREAMS, 0.0)
+    example, failing = f"example ({namespace})", f"ksr-test-fail ({namespace})"
+
+    def table(r: dict[str, Reading]) -> bool:
+        ended = {k: v.last for k, v in r.items() if v.last}
+        completed = f"job_namespace={namespace},job_service=example,outcome=completed"
+        failed = f"job_namespace={namespace},job_service=ksr-test-fail,outcome=failed"
+        # increase() over the range extrapolates a little past the samples: counts within a half
+        return set(ended) == {completed, failed} and 0.9 <= (ended[failed] or 0) <= 1.5 and (ended[completed] or 0) >= 4
+
+    return {
+        # overview
+        "Leader": lambda r: lasts(r) == {survivor: 1},
+        "Backlog": lambda r: lasts(r) == {"messages": 0},
+        "ETA to drain": lambda r: lasts(r) == {"eta": 0},  # nothing left: 0, not "not draining"
+        "Failed Jobs": lambda r: 0 < (r["failed"].last or 0) <= 0.3,  # 1 of at least 5 Jobs
+        "Dead letters": lambda r: lasts(r) == {"dead": 1},
+        "Active Jobs": lambda r: lasts(r) == {"active": 0},
+        # leadership
+        "Replicas leading": lambda r: lasts(r) == {"leaders": 1},
+        "Leader transitions": lambda r: (r["in range"].last or 0) >= 1,
+        "Leader by pod": lambda r: peaks(r) == {old: 1, survivor: 1, replacement: 0},
+        # the annotation: the survivor's takeover (and the first leader's election, if Prometheus saw it at 0)
+        "Leader changes": lambda r: f"Leader: {survivor}" in r and set(r) <= {f"Leader: {old}", f"Leader: {survivor}"},
+        # streams, from the leader
+        "Stream length": lambda r: (
+            {k: v for k, v in lasts(r).items() if k != STREAM}
+            == {
+                "ksr:jobs:critical": 0,
+                "ksr:jobs:low": 0,
+            }
+            and (r[STREAM].last or 0) >= 6
+        ),
+        "Pending": lambda r: lasts(r) == zero_streams,
+        "Lag": lambda r: lasts(r) == zero_streams,
+        "Dead letters per stream": lambda r: lasts(r) == {**zero_streams, STREAM: 1},
+        "Still to handle (lag + pending)": lambda r: lasts(r) == zero_streams,
+        # messages
+        "Messages by outcome": lambda r: (
+            set(r) == set(MESSAGE_OUTCOMES) and positive(r, "dispatched", "invalid", "scheduled")
+        ),
+        "Processed / failed": lambda r: positive(r, "processed", "failed (no Job)"),
+        "Dispatch latency": lambda r: positive(r, "p50", "p99"),
+        # Jobs
+        "Active Jobs over time": lambda r: lasts(r) == {"active": 0},
+        "Finished Jobs by outcome": lambda r: positive(r, "completed", "failed"),
+        "Job duration": lambda r: positive(r, "p50", "p99", "mean"),
+        "Failed Jobs by service": lambda r: (
+            set(r) == {example, failing} and (r[failing].peak or 0) > 0 and r[example].peak == 0
+        ),
+        "Job outcomes by service (in range)": table,
+        # Kubernetes API
+        # list and watch ran in a burst at start: a series born at N shows no rate (docs/operations.md)
+        "Requests by verb and code": lambda r: (
+            positive(r, "create 201", "patch 200") and {"list 200", "watch 200"} <= set(r)
+        ),
+        "Request latency by verb": lambda r: positive(r, "create p99", "create p50"),
+        # callbacks and health
+        # the callback series exist at 0 from the start, so even a burst shows as a rate
+        "Callbacks by outcome": lambda r: positive(r, "delivered", "retry"),
+        "Callbacks by status": lambda r: positive(r, "status 0", "status 1", "status 2", "status 3"),
+        "Loop heartbeat age": lambda r: (
+            {survivor, replacement} <= {k.split()[0] for k in lasts(r)}
+            and all((v or 0) < 15 for k, v in lasts(r).items() if k.split()[0] in (survivor, replacement))
+        ),
+        "Consumer groups recreated": lambda r: peaks(r) == zero_streams,
+        # scheduling
+        "Delayed messages waiting": lambda r: lasts(r) == {"waiting": 0},
+        "Moved to their stream": lambda r: positive(r, STREAM),
+        "Schedule ticks by entry and outcome": lambda r: "prom-every-minute fired" in r,
+        "Cancellations by stage": lambda r: (
+            positive(r, "scheduled") and r["pending"].peak == 0 and r["running"].peak == 0
+        ),
+    }
+
+
 def test_dashboard_and_alerts_answered_by_prometheus(redis_server, redis_client, kube, namespace, tmp_path):
     receiver = Receiver().start()
     env = base_env(
@@ -87,15 +223,16 @@ def test_dashboard_and_alerts_answered_by_prometheus(redis_server, redis_client,
         KSR_SCHEDULES=str(schedules_file(tmp_path, namespace)),
     )
     pods = [Pod(env, tmp_path, f"prom-{i}") for i in range(2)]
+    began = time.time()  # the panels' range starts here: every counter's first samples lie inside it
     prometheus = Prometheus(
         tmp_path / "prometheus",
-        targets=[f"127.0.0.1:{p.port}" for p in pods],
+        targets=scrape_targets(pods),
         labels={"namespace": namespace},
         job=JOB,
         rules=rules_with_short_for(tmp_path),
     )
     try:
-        _workload_and_checks(pods, prometheus, receiver, redis_client, namespace, env, tmp_path)
+        _workload_and_checks(pods, prometheus, receiver, redis_client, namespace, env, tmp_path, began)
     except BaseException:
         for p in pods:
             print(f"--- {p.name}\n{p.tail()}")
@@ -107,7 +244,7 @@ def test_dashboard_and_alerts_answered_by_prometheus(redis_server, redis_client,
         receiver.close()
 
 
-def _workload_and_checks(pods, prometheus, receiver, redis_client, namespace, env, tmp_path):
+def _workload_and_checks(pods, prometheus, receiver, redis_client, namespace, env, tmp_path, start):
     leader = wait_for(lambda: next((p for p in pods if p.leading()), None), timeout=60, what="a leader")
     wait_for(
         lambda: prometheus.query(f'count(ksr_leader{{job="{JOB}"}}) == 2'), timeout=30, what="both replicas scraped"
@@ -120,9 +257,9 @@ def _workload_and_checks(pods, prometheus, receiver, redis_client, namespace, en
     leader.stop()
     survivor = next(p for p in pods if p is not leader)
     wait_for(survivor.leading, timeout=30, what="the survivor leading")
-    replacement = Pod(env, tmp_path, leader.name, generation=1)
+    replacement = Pod(env, tmp_path, "prom-2")  # a new pod, a new name, as a rollout makes it
     pods[pods.index(leader)] = replacement
-    prometheus.set_targets([f"127.0.0.1:{p.port}" for p in pods])
+    prometheus.set_targets(scrape_targets(pods))
     wait_for(replacement.status, timeout=60, what="the new pod serving")
 
     # The workload. Callbacks refused at first: the RQ worker retries them.
@@ -156,30 +293,50 @@ def _workload_and_checks(pods, prometheus, receiver, redis_client, namespace, en
         "ksr_scheduled_moved_total > 0": "the delayed message moved",
         'ksr_cancellations_total{stage="scheduled"} > 0': "the cancelled one",
         'ksr_schedule_ticks_total{outcome="fired"} > 0': "a schedule tick (every minute)",
+        f'count(ksr_leader{{pod="{survivor.name}", service="kube-stream-runner", container="ksr"}})': "target labels",
     }
     try:
         wait_for(lambda: all(prometheus.query(q) for q in seen), timeout=90, what="the workload in Prometheus")
     except TimeoutError:
         raise AssertionError(f"not in Prometheus: {[w for q, w in seen.items() if not prometheus.query(q)]}") from None
 
-    # The dashboard's variables, as Grafana would resolve them.
-    namespaces = {s["metric"]["namespace"] for s in prometheus.query("group by (namespace) (ksr_leader)")}
-    assert namespaces == {namespace}
-    jobs = {s["metric"]["job"] for s in prometheus.query(f'group by (job) (ksr_leader{{namespace=~"{namespace}"}})')}
-    assert jobs == {JOB}
-    variables = {**GRAFANA, "$namespace": namespace, "$job": JOB}
-    queries = [(title, substitute(expr, variables)) for title, expr in dashboard_queries()]
+    # The dashboard's variables, as Grafana resolves them (label_values(selector, label)).
+    variables = {q.title: q.expr for q in dashboard.queries() if q.kind == "variable"}
+    assert resolve(prometheus, variables["namespace"], {}) == {namespace}
+    assert resolve(prometheus, variables["job"], {"$namespace": namespace}) == {JOB}
 
-    def empty_panels() -> list[tuple[str, str]]:
-        return [(title, expr) for title, expr in queries if not prometheus.query(expr)]
+    # Every panel query, evaluated as its panel runs it, shows what the workload implies.
+    wanted = expectations(old=leader.name, survivor=survivor.name, replacement=replacement.name, namespace=namespace)
+    queries = [q for q in dashboard.queries() if q.kind != "variable"]
+    assert {q.title for q in queries} == set(wanted), "a panel without an expectation here, or one gone"
 
-    # A series that appeared at the last scrape has one sample: rate() and increase() need
-    # two, so the scrapes get a few seconds to catch up.
+    def wrong() -> list[tuple[str, dict[str, Reading]]]:
+        end = start + math.floor((time.time() - start) / STEP) * STEP  # a range query's last point
+        variables = {
+            "$__rate_interval": RATE_INTERVAL,
+            "$__interval": f"{STEP:g}s",
+            "$__range": f"{math.ceil(end - start)}s",
+            "$namespace": namespace,
+            "$job": JOB,
+        }
+        out = []
+        by_title: dict[str, dict[str, Reading]] = {}
+        for q in queries:
+            by_title.setdefault(q.title, {}).update(
+                evaluate(prometheus, q, dashboard.substitute(q.expr, variables), start, end)
+            )
+        for title, readings in by_title.items():
+            if not readings or not wanted[title](readings):
+                out.append((title, readings))
+        return out
+
+    # A gauge reaches its final value a scrape after the workload; the stream sampler runs every 5 s.
     try:
-        wait_for(lambda: not empty_panels(), timeout=15, interval=1, what="every panel answered")
+        wait_for(lambda: not wrong(), timeout=30, interval=2, what="every panel showing the workload")
     except TimeoutError:
         pass
-    assert empty_panels() == [], "panels without a series after the workload"
+    bad = wrong()
+    assert not bad, "panels that do not show what the workload implies:\n" + "\n".join(f"{t}: {r}" for t, r in bad)
 
     # Every alert rule evaluates without error.
     wait_for(lambda: all(r.get("lastEvaluation", "").startswith("2") for r in prometheus.rules()), timeout=30)

@@ -241,6 +241,7 @@ def until_outcome(
 
 
 def callback_counts(env: dict[str, str]) -> dict[tuple[str, str], float]:
+    """The counts above 0 (every status/outcome series exists from the start, at 0)."""
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=env["PROMETHEUS_MULTIPROC_DIR"])
     return {
@@ -248,7 +249,7 @@ def callback_counts(env: dict[str, str]) -> dict[tuple[str, str], float]:
         for m in registry.collect()
         if m.name == "ksr_callbacks"
         for s in m.samples
-        if s.name == "ksr_callbacks_total"
+        if s.name == "ksr_callbacks_total" and s.value
     }
 
 

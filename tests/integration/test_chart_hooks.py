@@ -144,13 +144,14 @@ def test_common_labels_and_annotations_reach_every_object_but_never_a_selector(h
     values = {
         **HOOKS,
         "serviceMonitor": {"enabled": True},
+        "prometheusRule": {"enabled": True},
         "grafanaDashboard": {"enabled": True},
         "service": {"annotations": {"example.com/lb": "internal"}},
         "secrets": {"existingSecret": "ksr-secrets"},
     }
     docs = render(home, namespace="ns", values=values)
     kinds = {d["kind"] for d in docs}
-    assert {"NetworkPolicy", "ServiceMonitor", "PodDisruptionBudget", "Role", "RoleBinding"} <= kinds
+    assert {"NetworkPolicy", "ServiceMonitor", "PrometheusRule", "PodDisruptionBudget", "Role", "RoleBinding"} <= kinds
     for doc in docs:
         assert doc["metadata"]["labels"]["team"] == "platform", doc["kind"]
         assert doc["metadata"]["annotations"]["example.com/owner"] == "platform", doc["kind"]

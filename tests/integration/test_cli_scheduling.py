@@ -103,3 +103,25 @@ def test_an_invalid_schedule_is_refused_at_start_naming_the_field(env, tmp_path)
     assert str(e.value) == "KSR_SCHEDULES: schedules[0].cron: Bad minute in '99 * * * *'"
     result = ksr(env, "schedules", "list")
     assert result.exit_code == 2 and "schedules[0].cron: Bad minute" in result.output
+
+
+def test_a_schedule_suspended_and_resumed_shows_in_list_and_status(env, tmp_path):
+    env = {**env, "KSR_SCHEDULES": str(_schedules_file(tmp_path, "30 2 * * *"))}
+    typo = ksr(env, "schedules", "pause", "nightyl")
+    assert typo.exit_code == 2 and "'nightyl' is not a schedule of KSR_SCHEDULES" in typo.output
+    assert ksr(env, "schedules", "pause", "nightly", "--by", "ops").stdout == "suspended nightly\n"
+    again = json.loads(ksr(env, "schedules", "pause", "nightly", "--json").stdout)
+    assert again == {"schedule": "nightly", "suspended": True, "changed": False}
+    (row,) = json.loads(ksr(env, "schedules", "list", "--json").stdout)
+    assert row["suspended"]["by"] == "ops" and row["suspended"]["at"].endswith("+00:00")
+    listed = ksr(env, "schedules", "list").stdout
+    assert f"since {row['suspended']['at']} by ops" in listed.splitlines()[-1]
+    assert "1 recurring schedules (1 suspended: nightly)" in ksr(env, "status").stdout
+    doc = json.loads(ksr(env, "status", "--json").stdout)
+    assert doc["scheduling"]["schedules"][0]["suspended"] == row["suspended"]
+
+    assert ksr(env, "schedules", "resume", "nightly").stdout == "resumed nightly\n"
+    assert ksr(env, "schedules", "resume", "nightly").stdout == "nightly was not suspended\n"
+    (row,) = json.loads(ksr(env, "schedules", "list", "--json").stdout)
+    assert row["suspended"] is None
+    assert "(1 suspended" not in ksr(env, "status").stdout

@@ -1,6 +1,6 @@
 """`ksr pause` / `ksr resume` with a real runner (local executor, Redis lock) in this process:
 a paused stream's new messages are not read while another stream's are, its backlog ages in
-`ksr status`, and resume reads what waited, in order."""
+`ksr status`, ksr_stream_paused says so, and resume reads what waited, in order."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 import redis
 from click.testing import CliRunner, Result
 
+from runner import metrics
 from runner.cli import main
 from tests.support.messages import message
 from tests.support.pipeline import base_env, runner_thread, xadd
@@ -26,6 +27,13 @@ def env(redis_server, redis_client, tmp_path):  # type: ignore[no-untyped-def]
 
 def ksr(env: dict[str, str], *args: str) -> Result:
     return CliRunner().invoke(main, list(args), env=env)
+
+
+def paused_gauge(stream: str) -> float | None:
+    """ksr_stream_paused as this process's runner (a thread here) last set it."""
+    metrics.get()
+    assert metrics._local_registry is not None, "the runner thread's metrics are this process's"
+    return metrics._local_registry.get_sample_value("ksr_stream_paused", {"stream": stream})
 
 
 def quick(mid: str) -> dict:  # type: ignore[type-arg]
@@ -57,6 +65,8 @@ def test_a_paused_stream_is_not_read_and_resume_reads_it_in_order(
         assert doc["paused"][LOW]["by"] == "ops" and DEFAULT not in doc["paused"]
         assert doc["streams"][LOW]["lag"] == 3 and LOW in doc["oldest_waiting"]
         assert "paused since" in ksr(env, "status").stdout
+        wait_for(lambda: paused_gauge(LOW) == 1, timeout=15, what="ksr_stream_paused 1 for the paused stream")
+        assert paused_gauge(DEFAULT) == 0
 
         resumed = ksr(env, "resume", LOW)
         assert (resumed.exit_code, resumed.stdout) == (0, f"resumed {LOW}\n")
@@ -65,6 +75,7 @@ def test_a_paused_stream_is_not_read_and_resume_reads_it_in_order(
             timeout=30,
             what="the resumed stream's messages completed",
         )
+        wait_for(lambda: paused_gauge(LOW) == 0, timeout=15, what="ksr_stream_paused back to 0 on resume")
     claimed = [int(redis_client.hget(f"ksr:msg:low-{n}", "claimed_at") or 0) for n in range(3)]
     assert claimed == sorted(claimed)  # read in the order they were sent
     assert ksr(env, "resume", LOW).stdout == f"{LOW} was not paused\n"

@@ -280,6 +280,11 @@ def test_status_and_its_page_show_the_next_due_time_and_the_schedules(private_re
     due = int(time.time() + 3600) * 1000
     r.zadd("t:jobs:low:scheduled", {"held-1": due, "held-2": due + 60_000})
     r.hset("ksr:schedules:last", "nightly", 1_796_092_200_000 - 7_200_000)  # 2026-12-01T00:30:00Z
+    from runner.store.pause import PauseStore
+
+    hostile = "<img src=x onerror=alert(1)>"  # `by` is free text an operator typed: text, never HTML
+    PauseStore(r).suspend_schedule("nightly", at_ms=1_796_092_200_000, by=hostile)
+    PauseStore(r).pause_stream("t:jobs:low", at_ms=1_796_092_200_000, by="ops")
     s = ProbeStack(
         tmp_path / "sstack", redis_url=private_redis.url, port=free_port(), extra_env={"KSR_SCHEDULES": str(schedules)}
     ).start()
@@ -297,10 +302,18 @@ def test_status_and_its_page_show_the_next_due_time_and_the_schedules(private_re
             "t:jobs:low",
         )
         assert row["next_run"][11:19] == "02:30:00" and row["last_tick_utc"] == "2026-12-01T00:30:00+00:00"
+        assert row["suspended"] == {"at": "2026-12-01T02:30:00+00:00", "by": hostile}
+        assert s.json("/status")[1]["paused"] == {"t:jobs:low": {"at": "2026-12-01T02:30:00+00:00", "by": "ops"}}
         dom = chromium("--virtual-time-budget=3000", "--dump-dom", s.url + "/")
         assert dom.returncode == 0, dom.stderr[-2000:]
         assert 'id="scheduled-waiting">2</dd>' in dom.stdout
         assert f'id="next-due">{sched["next_due"]} (in ' in dom.stdout
         assert 'data-schedule="nightly"' in dom.stdout and row["next_run_utc"] in dom.stdout
+        assert (
+            '<td class="suspended">since 2026-12-01T02:30:00+00:00 by &lt;img src=x onerror=alert(1)&gt;</td>'
+            in dom.stdout
+        )
+        assert '<td class="reading">paused since 2026-12-01T02:30:00+00:00 by ops</td>' in dom.stdout
+        assert "<img" not in dom.stdout
     finally:
         assert s.stop() == 0

@@ -97,7 +97,10 @@ def test_a_tick_fires_once_across_a_failover(redis_client):
         "every-minute-20261201T100300Z",
         "every-minute-20261201T100400Z",
     ]
-    assert [s for s in seen if isinstance(s, ScheduleTick)] == [ScheduleTick("every-minute", "fired")] * 4
+    ticks = [s for s in seen if isinstance(s, ScheduleTick)]
+    assert [s for s in ticks if s.count] == [ScheduleTick("every-minute", "fired")] * 4
+    # each ticker opens the entry's series at 0 when it is made (a first miss must be an increase)
+    assert [s for s in ticks if not s.count] == [ScheduleTick("every-minute", "missed", 0)] * 2
 
 
 @pytest.mark.parametrize(
@@ -115,10 +118,10 @@ def test_a_leaderless_gap_follows_the_catch_up_policy(redis_client, catch_up, ga
     ticker.run(T0 + 0.5, 1)
     ticker.run(T0 + gap_end, 1)  # ticks 10:01 .. 10:05 passed with no leader
     assert (_ids(redis_client, STREAMS[1]) if redis_client.exists(STREAMS[1]) else []) == fired
-    assert [s for s in seen if isinstance(s, ScheduleTick)] == ticks
+    assert [s for s in seen if isinstance(s, ScheduleTick) and s.count] == ticks
     assert ticker.states(T0 + gap_end)[0].last_fired == T0 + 300
     ticker.run(T0 + gap_end + 0.5, 1)  # handled: nothing more
-    assert [s for s in seen if isinstance(s, ScheduleTick)] == ticks
+    assert [s for s in seen if isinstance(s, ScheduleTick) and s.count] == ticks
 
 
 def test_a_suspended_schedule_fires_nothing_and_does_not_catch_up_on_resume(redis_client):
@@ -140,4 +143,4 @@ def test_a_suspended_schedule_fires_nothing_and_does_not_catch_up_on_resume(redi
     assert not redis_client.exists(STREAMS[1])
     ticker.run(T0 + 240 + 0.2, None)
     assert _ids(redis_client, STREAMS[1]) == ["x-20261201T100400Z"]
-    assert [s for s in seen if isinstance(s, ScheduleTick)] == [ScheduleTick("x", "fired")]
+    assert [s for s in seen if isinstance(s, ScheduleTick) and s.count] == [ScheduleTick("x", "fired")]

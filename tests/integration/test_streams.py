@@ -350,3 +350,30 @@ def test_read_batch_reads_nothing_once_keep_going_is_false(redis_client: redis.R
     assert time.monotonic() - started < 0.2  # no blocking read either
     assert int(redis_client.xpending(STREAMS[0], "ksr")["pending"]) == 0  # nothing delivered to us
     assert len(rd.read_batch()) == 2
+
+
+def _redis_now_ms(r: redis.Redis) -> int:
+    seconds, micros = r.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def test_stats_oldest_age_is_the_oldest_unacked_entry_by_redis_clock(redis_client: redis.Redis) -> None:
+    reader(redis_client)  # the groups
+    stream = STREAMS[0]
+    now = _redis_now_ms(redis_client)
+    # Ids carry their time: entries added 600 s, 300 s and 60 s ago (by Redis's clock).
+    for age in (600, 300, 60):
+        redis_client.xadd(stream, {"payload": "x"}, id=f"{now - age * 1000}-0")
+    assert 599 <= inspection(redis_client).stats()[stream].oldest_age <= 605  # none delivered yet
+
+    (_, entries), *_ = redis_client.xreadgroup("ksr", "c1", {stream: ">"}, count=2)
+    assert 599 <= inspection(redis_client).stats()[stream].oldest_age <= 605  # the oldest is pending
+    redis_client.xack(stream, "ksr", entries[0][0])
+    assert 299 <= inspection(redis_client).stats()[stream].oldest_age <= 305  # the 300 s one is pending
+    redis_client.xack(stream, "ksr", entries[1][0])
+    assert 59 <= inspection(redis_client).stats()[stream].oldest_age <= 65  # the 60 s one, undelivered
+    (_, last), *_ = redis_client.xreadgroup("ksr", "c1", {stream: ">"}, count=5)
+    redis_client.xack(stream, "ksr", last[0][0])
+    stats = inspection(redis_client).stats()
+    assert (stats[stream].oldest_age, stats[stream].length) == (0.0, 3)  # all acked: nothing waits
+    assert stats[STREAMS[1]].oldest_age == 0.0  # an empty stream

@@ -59,7 +59,8 @@ def queries(doc: dict[str, Any] | None = None) -> list[Query]:
     walk(doc["panels"])
     for a in doc["annotations"]["list"]:
         if a.get("expr"):
-            found.append(Query(f"annotation {a['name']!r}", a["name"], a["expr"], "annotation"))
+            where = f"annotation {a['name']!r}"
+            found.append(Query(where, a["name"], a["expr"], "annotation", legend=a.get("titleFormat", "")))
     for var in doc["templating"]["list"]:
         if var["type"] == "query":
             expr = var["query"] if isinstance(var["query"], str) else var["query"]["query"]

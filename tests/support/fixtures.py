@@ -180,6 +180,21 @@ def namespace(kube) -> Iterator[str]:
     delete_namespace(kube, name)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    """A failed test that used a bed reports its controllers' last lines: a Job that never
+    finished is then told from a bed that fell behind or died (tails, lines cut short)."""
+    report = yield
+    bed = getattr(item, "funcargs", {}).get("kube")
+    if report.failed and call.when == "call" and bed is not None:
+        for name in ("kube-controller-manager", "kwok", "kube-apiserver"):
+            log = Path(bed.dir) / f"{name}.log"
+            if log.exists():
+                lines = log.read_text(errors="replace").splitlines()[-12:]
+                report.sections.append((f"bed {name}.log (tail)", "\n".join(line[:400] for line in lines)))
+    return report
+
+
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     """A webhook receiver on 127.0.0.1 recording every callback."""

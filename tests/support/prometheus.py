@@ -93,9 +93,9 @@ class Prometheus:
         assert doc["status"] == "success", doc
         return doc["data"]
 
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        """An instant query: its series (vector) or [] when it returns nothing."""
-        data = self._get("/api/v1/query", query=expr)
+    def query(self, expr: str, *, at: float | None = None) -> list[dict[str, Any]]:
+        """An instant query (now, or at Unix time `at`): its series (vector) or [] when it returns nothing."""
+        data = self._get("/api/v1/query", query=expr, **({} if at is None else {"time": f"{at:.3f}"}))
         if data["resultType"] == "scalar":
             return [{"metric": {}, "value": data["result"]}]
         return list(data["result"])

@@ -89,7 +89,7 @@ def test_a_failing_observer_logs_one_traceback_per_minute_per_signal_kind(caplog
     errors = [r.getMessage().split(" failed on ")[1] for r in caplog.records if r.levelno == logging.ERROR]
     assert errors == [
         "Beat(loop='main', wall=1.0); the pipeline goes on",
-        "ActiveJobs(count=1); the pipeline goes on",
+        "ActiveJobs(count=1, cap=0); the pipeline goes on",
         "Beat(loop='main', wall=2.0); the pipeline goes on",
     ]
     assert broken.calls == 7
@@ -212,17 +212,26 @@ def test_metrics_observer_counts_transitions_and_zeroes_leader_gauges_on_step_do
             {
                 "ksr:jobs:default": StreamStats(length=10, pending=2, lag=None, dead=1),
                 "ksr:jobs:low": StreamStats(length=1, pending=0, lag=1, dead=0),
-            }
+            },
+            paused=frozenset({"ksr:jobs:low"}),
         )
     )
     observe(ActiveJobs(5))
     assert value(registry, "ksr_leader") == 1
+    assert value(registry, "ksr_stream_paused", stream="ksr:jobs:low") == 1
+    assert value(registry, "ksr_stream_paused", stream="ksr:jobs:default") == 0
     assert math.isnan(value(registry, "ksr_queue_length", stream="ksr:jobs:default") or 0.0)
     observe(Leadership(leading=False, leader="other", term=3, transition=True))
     assert value(registry, "ksr_leader") == 0
     assert value(registry, "ksr_leader_transitions_total") == 2
     assert value(registry, "ksr_active_jobs") == 0
-    for name in ("ksr_stream_length", "ksr_stream_pending", "ksr_stream_lag", "ksr_stream_dead_letters"):
+    for name in (
+        "ksr_stream_length",
+        "ksr_stream_pending",
+        "ksr_stream_lag",
+        "ksr_stream_dead_letters",
+        "ksr_stream_paused",
+    ):
         for stream in ("ksr:jobs:default", "ksr:jobs:low"):
             assert value(registry, name, stream=stream) == 0, (name, stream)
     assert value(registry, "ksr_queue_length", stream="ksr:jobs:default") == 0

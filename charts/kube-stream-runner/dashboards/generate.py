@@ -5,7 +5,7 @@ generated from Grafana's schemas, so a field it has is a field Grafana reads).
     .venv/bin/python charts/kube-stream-runner/dashboards/generate.py --check   # exit 1 if it drifted
 
 The JSON beside this file is its output, committed for the chart's ConfigMap and for people
-who import it by hand; tests/integration/test_dashboard.py fails when the two differ.
+who import it by hand; tests/unit/test_dashboard.py fails when the two differ.
 
 Labels: `namespace`, `job` and `pod` are the target labels a ServiceMonitor's scrape gives
 (so legends name the pod, never `instance`, an IP:port). The leader-only gauges are read from
