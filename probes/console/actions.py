@@ -24,6 +24,7 @@ __all__ = [
     "replay_dead_one",
     "replay_pending_entry",
     "replay_reason",
+    "resend",
     "resume_schedule",
     "resume_stream",
     "suspend_schedule",
@@ -96,6 +97,15 @@ def cancel(client: redis.Redis, settings: Settings, *, message_id: str, by: Oper
     except (operate.UnknownMessage, operate.AlreadyFinished) as e:
         return Outcome(str(e), False)
     return Outcome(f"cancelled {message_id} ({cancellation.stage})")
+
+
+def resend(client: redis.Redis, settings: Settings, *, message_id: str, new_id: str | None, by: Operator) -> Outcome:
+    """As `ksr resend ID [--new-id NEW]`."""
+    try:
+        done = operate.resend_message(client, settings, message_id, new_id=new_id, by=str(by))
+    except operate.NotResendable as e:
+        return Outcome(str(e), False)
+    return Outcome(f"re-sent {message_id} as {done.message_id} to {done.stream}")
 
 
 def pause_stream(client: redis.Redis, settings: Settings, *, stream: str, by: Operator) -> Outcome:

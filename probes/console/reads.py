@@ -32,7 +32,7 @@ from runner.inspect import (
     timeline,
     where_of,
 )
-from runner.lifecycle import RECORD_STATES, State
+from runner.lifecycle import RECORD_STATES, TERMINAL_STATES, State
 from runner.schedules.config import Schedule
 from runner.schedules.overview import iso, scheduling_overview
 from runner.settings import Settings
@@ -209,6 +209,7 @@ class MessageDetail:
     payload: str | None  # pretty, secrets masked
     dead: Sighting | None  # the dead letter to replay, when that is where it is
     cancellable: bool
+    resendable: bool  # finished (not dead) with a payload: runner.operate.resend's rule
 
 
 def _moment_row(m: Moment) -> dict[str, Any]:
@@ -255,6 +256,9 @@ def message_detail(client: redis.Redis, settings: Settings, message_id: str) -> 
         payload=payload,
         dead=dead,
         cancellable=where in CANCELLABLE,
+        resendable=bool(
+            record and record.state in TERMINAL_STATES and record.state is not State.DEAD and payload is not None
+        ),
     )
 
 

@@ -126,7 +126,15 @@ def register_console(
         return value
 
     def confirm(
-        title: str, target: str, fields: dict[str, str], *, post_to: str, explain: str, back: str, danger: bool = False
+        title: str,
+        target: str,
+        fields: dict[str, str],
+        *,
+        post_to: str,
+        explain: str,
+        back: str,
+        danger: bool = False,
+        new_id: bool = False,
     ) -> Any:
         """The page before an action: what it will change, and the POST (with the CSRF token)."""
         return page(
@@ -139,6 +147,7 @@ def register_console(
             explain=explain,
             back=back,
             danger=danger,
+            new_id=new_id,
         )
 
     # -- login -------------------------------------------------------------------------------
@@ -260,7 +269,30 @@ def register_console(
             return confirm(
                 "Replay dead letter", message_id, fields, post_to="console.message_replay", explain=explain, back=back
             )
+        if verb == "resend" and detail.resendable:
+            explain = (
+                "Its payload goes to its stream again under a new id (runAt / delaySeconds dropped: it runs "
+                "now); the old id stays finished. Leave the new id empty for "
+                f"{message_id}.resend-<unix ms>."
+            )
+            return confirm(
+                "Re-send message",
+                message_id,
+                {"id": message_id},
+                post_to="console.message_resend",
+                explain=explain,
+                back=back,
+                new_id=True,
+            )
         abort(404)
+
+    @bp.post("/message/resend")
+    @action
+    def message_resend() -> Any:
+        message_id = field("id")
+        new_id = request.form.get("new_id", "").strip()[:MAX_ID_LENGTH] or None
+        outcome = actions.resend(client, settings, message_id=message_id, new_id=new_id, by=gate.operator(request))
+        return done(outcome, url_for("console.message", id=new_id or message_id))
 
     @bp.post("/message/cancel")
     @action

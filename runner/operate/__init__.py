@@ -9,6 +9,7 @@ to the events stream (audit.py: an entry with `action` and `by`, no `status`).
     purge_dead_entries(conn, settings, stream=, ids=, by=) -> int               (dead.py)
     replay_pending_entry / ack_pending_entry(conn, settings, stream=, entry_id=, by=) (pending.py)
     cancel_message(conn, settings, message_id, force=, by=) -> Cancellation       (cancel.py)
+    resend_message(conn, settings, message_id, new_id=, by=) -> Resent          (resend.py)
     pause_stream / resume_stream / suspend_schedule / resume_schedule             (pause.py)
 
 This package is the only part of the runner's flows that probes may import (setup.cfg,
@@ -23,10 +24,13 @@ from runner.operate.dead import DeadOutcome, purge_dead_entries, replay_dead
 from runner.operate.errors import UnknownTarget
 from runner.operate.pause import check_stream, pause_stream, resume_schedule, resume_stream, suspend_schedule
 from runner.operate.pending import ack_pending_entry, replay_pending_entry
+from runner.operate.resend import NotResendable, Resent, resend_message
 
 __all__ = [
     "AlreadyFinished",
     "DeadOutcome",
+    "NotResendable",
+    "Resent",
     "UnknownMessage",
     "UnknownTarget",
     "ack_pending_entry",
@@ -37,6 +41,7 @@ __all__ = [
     "record_action",
     "replay_dead",
     "replay_pending_entry",
+    "resend_message",
     "resume_schedule",
     "resume_stream",
     "suspend_schedule",

@@ -365,3 +365,19 @@ def test_the_cli_and_the_console_pause_through_the_same_action(own_db: dict[str,
         k: v for k, v in by_console.items() if k not in strip
     }
     assert by_cli[b"action"] == b"stream.pause" and by_cli[b"id"] == STREAM.encode()
+
+
+def test_resend_of_a_finished_message_through_the_confirm(own_db: dict[str, Any]):
+    env, conn, w = own_db["env"], own_db["conn"], own_db["w"]
+    client = acting(env)
+    csrf = log_in(client)
+    assert 'id="resend"' in body(client, f"/ui/message?id={w.failed_id}")
+    assert 'id="resend"' not in body(client, f"/ui/message?id={w.dead_id}")  # a dead letter is replayed
+    page = body(client, f"/ui/message/confirm?id={w.failed_id}&action=resend")
+    assert "Re-send message?" in page and 'name="new_id"' in page
+    r = client.post("/ui/message/resend", data={"id": w.failed_id, "new_id": "a-again", "csrf": csrf})
+    assert r.status_code == 200 and f"re-sent {w.failed_id} as a-again to {STREAM}" in r.get_data(as_text=True)
+    (_, fields), *_ = conn.xrevrange(STREAM, count=1)
+    assert json.loads(fields[b"payload"])["id"] == "a-again"
+    assert client.post("/ui/message/resend", data={"id": w.failed_id}).status_code == 403  # no CSRF token
+    assert client.get(f"/ui/message/confirm?id={w.dead_id}&action=resend").status_code == 404
