@@ -219,3 +219,28 @@ def test_a_schedule_is_suspended_after_the_browser_confirm(page: Any, stack: Pro
     assert page.text_content("#outcome") == "suspended nightly"
     assert conn.hexists("ksr:paused:schedules", "nightly")
     conn.hdel("ksr:paused:schedules", "nightly")
+
+
+def test_the_overview_refreshes_in_place_without_reloading(page: Any, stack: ProbeStack, server: RedisServer):
+    conn = server.client()
+    settings = Settings.from_env({"REDIS_URL": server.url})
+    page.goto(stack.url + "/ui/")
+    page.evaluate("window.__kept = 'same page'")
+    assert page.locator("#replicas tbody tr").count() == 2
+    beat(conn, settings, "console-c", leading=False, now=time.time())
+    try:
+        page.locator("#replicas tbody tr").nth(2).wait_for(timeout=20_000)  # the page's own refresh, every 5 s
+        assert page.evaluate("window.__kept") == "same page"  # swapped in, not reloaded
+        assert "updated " in page.text_content("#updated")
+    finally:
+        conn.delete("ksr:replica:console-c")
+        conn.zrem("ksr:replicas", "console-c")
+
+
+def test_a_phone_sees_every_page_without_sideways_scrolling(page: Any, stack: ProbeStack, tmp_path: Path):
+    page.set_viewport_size({"width": 390, "height": 844})
+    for path in ("/ui/", "/ui/messages", "/ui/dead", "/ui/schedules", "/ui/message?id=c-ok"):
+        page.goto(stack.url + path)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, (path, width)  # wide tables scroll inside their own box
+    shot(page, "phone", tmp_path)
