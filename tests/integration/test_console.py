@@ -381,3 +381,46 @@ def test_resend_of_a_finished_message_through_the_confirm(own_db: dict[str, Any]
     assert json.loads(fields[b"payload"])["id"] == "a-again"
     assert client.post("/ui/message/resend", data={"id": w.failed_id}).status_code == 403  # no CSRF token
     assert client.get(f"/ui/message/confirm?id={w.dead_id}&action=resend").status_code == 404
+
+
+def test_search_finds_every_live_place_and_cancel_takes_a_held_message_out(own_db: dict[str, Any]):
+    """Not read yet, read and pending, held until due, claimed, with a Job: written as the
+    store layer writes them (runner/store), found by the console's search."""
+    from runner.store.schedule import ScheduledStore, scheduled_key
+    from runner.store.state import StateStore
+    from tests.support.messages import message
+
+    env, conn = own_db["env"], own_db["conn"]
+    settings = Settings.from_env(env)
+    store = StateStore.from_settings(conn, settings)
+    low = "ksr:jobs:low"
+    assert any(g["name"] == b"ksr" for g in conn.xinfo_groups(low))  # the workload's runner made it
+    conn.xadd(low, {"payload": json.dumps(message("p-pending", "default"))})
+    conn.xreadgroup("ksr", "console-a", {low: ">"}, count=1)  # delivered, never acked
+    conn.xadd(low, {"payload": json.dumps(message("p-unread", "default"))})
+    held = ScheduledStore(conn, streams=settings.streams.streams)
+    held.schedule(low, "p-held", due=time.time() + 3600, payload=json.dumps(message("p-held", "default")), term=None)
+    store.claim("p-claimed", stream=low, entry_id="1700000000000-0")
+    store.claim("p-running", stream=low, entry_id="1700000000001-0")
+    store.record_job("p-running", job_name="job-p-running", namespace="default", job_uid="u")
+    client = acting(env)
+    expected = {
+        "p-unread": ("pending", "unread"),
+        "p-pending": ("pending", "pending"),
+        "p-held": ("scheduled", "scheduled"),
+        "p-claimed": ("pending", "claimed"),
+        "p-running": ("running", "running"),
+    }
+    csrf = log_in(client)
+    for mid, (where, place) in expected.items():
+        page = body(client, f"/ui/message?id={mid}")
+        assert f'id="where">{where}</span>' in page, mid
+        assert f'<span class="pill">{place}</span>' in page, mid
+        assert 'id="cancel"' in page, mid  # each can still be stopped
+    assert "Cancel message?" in body(client, "/ui/message/confirm?id=p-held&action=cancel")
+    r = client.post("/ui/message/cancel", data={"id": "p-held", "csrf": csrf})
+    assert "cancelled p-held (scheduled)" in r.get_data(as_text=True)
+    assert conn.zscore(scheduled_key(low), "p-held") is None
+    r = client.post("/ui/message/cancel", data={"id": "never-seen", "csrf": csrf})
+    assert "no message never-seen known" in html.unescape(r.get_data(as_text=True))
+    assert not conn.exists("ksr:msg:never-seen")
