@@ -272,6 +272,11 @@ def create_app(settings: Settings | None = None) -> Flask:
             out["scheduling"]["error"] = schedules_error
         return out
 
+    if settings.console.enabled:
+        from probes.console import register_console
+
+        register_console(app, settings, client, schedules=schedules, schedules_error=schedules_error)
+
     @app.get("/")
     def index() -> str:
         return render_template("index.html", identity=settings.identity.pod_name)

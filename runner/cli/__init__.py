@@ -54,7 +54,7 @@ def main(ctx: click.Context, redis_url: str | None, verbose: int) -> None:
 
 
 def _register() -> None:
-    from runner.cli import config, dead, dev, health, jobs, pause, pending, run, schedule, status, submit
+    from runner.cli import config, dead, dev, health, jobs, pause, pending, resend, run, schedule, status, submit
 
     for command in (
         submit.submit,
@@ -63,6 +63,7 @@ def _register() -> None:
         dead.dead,
         jobs.jobs,
         schedule.cancel,
+        resend.resend,
         pause.pause,
         pause.resume,
         schedule.scheduled,

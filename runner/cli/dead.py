@@ -16,16 +16,15 @@ from typing import Any
 import click
 import redis
 
-from runner.cli._context import chosen_streams, cli_context, fail, json_option, stream_option, yes_option
+from runner.cli._context import chosen_streams, cli_context, fail, json_option, login, stream_option, yes_option
 from runner.cli._output import dry_run_footer, emit_json, format_ms_time, message_id_of, print_table
 from runner.inspect import Layout, dead_by_reason, dead_letters, iter_dead
-from runner.pipeline.replay import replay_dead_entry
+from runner.operate import DeadOutcome, purge_dead_entries, replay_dead
 from runner.store.deadletter import (
     REASONS,
     DeadEntry,
     dead_stream,
     get_dead,
-    purge_dead,
 )
 from runner.store.replies import text, text_fields
 from runner.store.state import StateStore
@@ -183,28 +182,25 @@ def replay(
     settings = obj.settings()
     client = obj.redis()
     streams = chosen_streams(settings, stream)
-    store = StateStore.from_settings(client, settings)
     if dead_ids:
         entries = [_find(client, streams, dead_id) for dead_id in dead_ids]
+        selection = " ".join(dead_ids)
     else:
         layout = Layout.from_settings(settings)
         entries = [e for s in streams for e in iter_dead(client, layout=layout, stream=s, reason=reason)]
-    results: list[dict[str, Any]] = []
+        selection = " ".join(dead_stream(s) for s in streams) + (f" reason={reason}" if reason is not None else "")
     show = progress if progress is not None else (len(entries) > 1 and sys.stderr.isatty())
     with _bar(show, len(entries)) as bar:
-        for entry in entries:
-            done = replay_dead_entry(client, settings, entry, force=force, store=store)
-            results.append(
-                {
-                    "dead_id": entry.dead_id,
-                    "stream": entry.original_stream,
-                    "message_id": done.message_id or message_id_of(entry.payload),
-                    "replayed": done.replayed,
-                    "new_entry_id": done.new_entry_id,
-                    "reason": done.reason,
-                }
-            )
-            bar.update(1)
+        outcomes = replay_dead(
+            client,
+            settings,
+            entries,
+            force=force,
+            by=login(),
+            selection=selection,
+            after_each=lambda _: bar.update(1),
+        )
+    results = [_replay_doc(o) for o in outcomes]
     refused = [doc for doc in results if not doc["replayed"]]
     if as_json:
         emit_json(results)
@@ -220,6 +216,18 @@ def replay(
         click.echo(_summary(results), err=True)
     if refused:
         fail(f"{len(refused)} of {len(results)} dead entries not replayed")
+
+
+def _replay_doc(outcome: DeadOutcome) -> dict[str, Any]:
+    entry, done = outcome.entry, outcome.result
+    return {
+        "dead_id": entry.dead_id,
+        "stream": entry.original_stream,
+        "message_id": done.message_id or message_id_of(entry.payload),
+        "replayed": done.replayed,
+        "new_entry_id": done.new_entry_id,
+        "reason": done.reason,
+    }
 
 
 def _summary(results: list[dict[str, Any]]) -> str:
@@ -271,7 +279,14 @@ def purge(dead_ids: tuple[str, ...], stream: str | None, all_: bool, yes: bool, 
     removed: dict[str, int] = {}
     if yes:
         for s in targets:
-            removed[s] = purge_dead(client, s, "all" if all_ else by_stream[s])
+            removed[s] = purge_dead_entries(
+                client,
+                obj.settings(),
+                stream=s,
+                ids="all" if all_ else by_stream[s],
+                by=login(),
+                selection=dead_stream(s) + (" all" if all_ else " " + " ".join(by_stream[s])),
+            )
     if as_json:
         emit_json(
             {

@@ -171,7 +171,8 @@ def dev(port: int, host: str, samples: bool, exit_when_done: bool, timeout: floa
             receiver_url=printer.url,
         )
         paths = [settings.server.runtime_dir / DEV_FILE, well_known_path()]
-        click.echo(banner(runtime, embedded=embedded is not None, runtime_file=paths[1]))
+        console_url = status_url + "ui/" if settings.console.enabled else None
+        click.echo(banner(runtime, embedded=embedded is not None, runtime_file=paths[1], console_url=console_url))
         ids = _submit_samples(settings, printer.url) if samples else []
 
         def on_started(supervisor: Any) -> None:
@@ -203,7 +204,7 @@ def dev(port: int, host: str, samples: bool, exit_when_done: bool, timeout: floa
     sys.exit(1 if outcome["timed_out"] else code)
 
 
-def banner(runtime: DevRuntime, *, embedded: bool, runtime_file: Path) -> str:
+def banner(runtime: DevRuntime, *, embedded: bool, runtime_file: Path, console_url: str | None = None) -> str:
     """What a user pastes into another terminal, and where things are."""
     lines = ["", "In another terminal, paste these lines:"]
     if sys.prefix != sys.base_prefix:  # ksr runs from a virtualenv: put it on PATH there too
@@ -217,6 +218,11 @@ def banner(runtime: DevRuntime, *, embedded: bool, runtime_file: Path) -> str:
         lines.append("REDIS_URL     as given to ksr dev (export the same there)")
     lines += [
         f"status page   {runtime.status_url}   (also /metrics, /healthz, /readyz)",
+        *(
+            [f"console       {console_url}   (messages, dead letters, schedules; docs/console.md)"]
+            if console_url
+            else []
+        ),
         f"dev receiver  {runtime.receiver_url}   (a webhook URL: each callback it gets is printed here)",
         f"runtime file  {runtime_file}   (ksr reads it when REDIS_URL is unset)",
         "",

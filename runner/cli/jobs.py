@@ -22,7 +22,19 @@ from runner.cli._output import (
     print_table,
 )
 from runner.client import Client
-from runner.inspect import Layout, Moment, MomentKind, Place, Recent, Sighting, find, read_record, recent, timeline
+from runner.inspect import (
+    Layout,
+    Moment,
+    MomentKind,
+    Place,
+    Recent,
+    Sighting,
+    find,
+    read_record,
+    recent,
+    timeline,
+    where_of,
+)
 from runner.lifecycle import RECORD_STATES, State
 from runner.store.deadletter import DEAD_ERROR_CODE
 from runner.store.record import Field, StateRecord
@@ -180,32 +192,6 @@ def _keeps(
 # -- jobs show ----------------------------------------------------------------------------------
 
 _TIMES = ("claimed_at", "created_at", "updated_at", "finished_at", "cancelled_at", "cancel_requested")
-
-
-def where_of(sightings: list[Sighting]) -> tuple[str, Sighting | None]:
-    """scheduled | pending | running | finished | dead | unknown, and the sighting it says.
-    A live record wins; then a copy waiting to be read; then the end; a dead record does not
-    make the id a duplicate, so a copy sent again after it is where the message is now."""
-    by = {s.place: s for s in sightings}
-    if Place.RUNNING in by:
-        return "running", by[Place.RUNNING]
-    finished = by.get(Place.FINISHED)
-    if finished is not None and finished.state is not State.DEAD:
-        return "finished", finished
-    for place, where in (
-        (Place.CLAIMED, "pending"),
-        (Place.WAITING, "pending"),
-        (Place.PENDING, "pending"),
-        (Place.SCHEDULED, "scheduled"),
-        (Place.UNREAD, "pending"),
-    ):
-        if place in by:
-            return where, by[place]
-    if finished is not None:
-        return "finished", finished
-    if Place.DEAD in by:
-        return "dead", by[Place.DEAD]
-    return "unknown", None
 
 
 def _now_line(where: str, s: Sighting | None) -> str:

@@ -4,24 +4,27 @@ their backlog ageing in `ksr status`; the leader honours a pause from its next r
 
 from __future__ import annotations
 
-import click
+from collections.abc import Callable
 
-from election.clock import SYSTEM_CLOCK
+import click
+import redis
+
 from runner.cli._context import cli_context, json_option, login
 from runner.cli._output import emit_json
-from runner.store.pause import PauseStore, pause_namespace
+from runner.operate import UnknownTarget, pause_stream, resume_stream
+from runner.settings import Settings
 
 __all__ = ["pause", "resume"]
 
 
-def _store_and_check(stream: str) -> PauseStore:
+def _act(operation: Callable[..., bool], stream: str, by: str) -> bool:
     obj = cli_context()
-    settings = obj.settings()
-    if stream not in settings.streams.streams:
-        raise click.BadParameter(
-            f"{stream!r} is not one of KSR_STREAMS ({', '.join(settings.streams.streams)})", param_hint="'STREAM'"
-        )
-    return PauseStore(obj.redis(), namespace=pause_namespace(settings.state.active_key))
+    conn: redis.Redis = obj.redis()
+    settings: Settings = obj.settings()
+    try:
+        return operation(conn, settings, stream, by=by)
+    except UnknownTarget as e:
+        raise click.BadParameter(str(e), param_hint="'STREAM'") from None
 
 
 @click.command()
@@ -30,9 +33,7 @@ def _store_and_check(stream: str) -> PauseStore:
 @json_option
 def pause(stream: str, by: str | None, as_json: bool) -> None:
     """Stop reading new entries of STREAM (one of KSR_STREAMS) until `ksr resume STREAM`."""
-    store = _store_and_check(stream)
-    who = by if by is not None else login()
-    changed = store.pause_stream(stream, at_ms=int(SYSTEM_CLOCK.time() * 1000), by=who)
+    changed = _act(pause_stream, stream, by if by is not None else login())
     if as_json:
         emit_json({"stream": stream, "paused": True, "changed": changed})
     else:
@@ -44,7 +45,7 @@ def pause(stream: str, by: str | None, as_json: bool) -> None:
 @json_option
 def resume(stream: str, as_json: bool) -> None:
     """Read STREAM again; what waited is read in order."""
-    changed = _store_and_check(stream).resume_stream(stream)
+    changed = _act(resume_stream, stream, login())
     if as_json:
         emit_json({"stream": stream, "paused": False, "changed": changed})
     else:

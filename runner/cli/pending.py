@@ -18,10 +18,10 @@ import click
 import redis
 from redis.exceptions import ResponseError
 
-from runner.cli._context import chosen_streams, cli_context, fail, json_option, stream_option, yes_option
+from runner.cli._context import chosen_streams, cli_context, fail, json_option, login, stream_option, yes_option
 from runner.cli._output import DURATION, dry_run_footer, emit_json, message_id_of, print_table
 from runner.durations import format_age
-from runner.pipeline.replay import replay_pending
+from runner.operate import ack_pending_entry, replay_pending_entry
 from runner.store.errors import redis_errors
 from runner.store.stream_inspection import StreamInspection
 
@@ -248,13 +248,17 @@ def replay(rows: list[PendingRow], idle_over: float | None, yes: bool) -> list[d
     id and no second Job is made. Dry run unless --yes.
     """
     obj = cli_context()
-    group = obj.settings().streams.group
     results: list[dict[str, Any]] = []
     for row in rows:
         doc: dict[str, Any] = {**asdict(row), "outcome": "would-replay", "new_entry_id": None}
         if yes:
-            outcome, new_id = replay_pending(
-                obj.redis(), stream=row.stream, group=group, entry_id=row.entry_id, min_idle_ms=_ms(idle_over) or 0
+            outcome, new_id = replay_pending_entry(
+                obj.redis(),
+                obj.settings(),
+                stream=row.stream,
+                entry_id=row.entry_id,
+                by=login(),
+                min_idle_ms=_ms(idle_over) or 0,
             )
             doc.update(outcome=outcome.lower().replace("notpending", "not-pending"), new_entry_id=new_id)
         results.append(doc)
@@ -270,13 +274,11 @@ def ack(rows: list[PendingRow], idle_over: float | None, yes: bool) -> list[dict
     made for it. Use it for entries you know are done or unwanted.
     """
     obj = cli_context()
-    group = obj.settings().streams.group
     results: list[dict[str, Any]] = []
     for row in rows:
         doc: dict[str, Any] = {**asdict(row), "outcome": "would-ack"}
         if yes:
-            with redis_errors():
-                acked = int(obj.redis().xack(row.stream, group, row.entry_id))
+            acked = ack_pending_entry(obj.redis(), obj.settings(), stream=row.stream, entry_id=row.entry_id, by=login())
             doc["outcome"] = "acked" if acked else "not-pending"
         results.append(doc)
     return results

@@ -11,10 +11,16 @@ from election.clock import SYSTEM_CLOCK
 from runner.cli._context import cli_context, fail, json_option, login
 from runner.cli._output import emit_json, format_duration, print_table
 from runner.client import AlreadyFinished, Client
-from runner.inspect import Layout, find
+from runner.operate import (
+    UnknownMessage,
+    UnknownTarget,
+    cancel_message,
+    resume_schedule,
+    suspend_schedule,
+)
 from runner.schedules.config import load_schedules
 from runner.schedules.overview import iso, schedule_rows
-from runner.store.pause import PauseStore, pause_namespace
+from runner.store.pause import pause_namespace
 
 __all__ = ["cancel", "scheduled", "schedules"]
 
@@ -36,13 +42,10 @@ def cancel(message_id: str, force: bool, as_json: bool) -> None:
     message is left alone (exit 1); so is an id found nowhere (a typo would block that id
     for KSR_STATE_TTL), unless --force."""
     obj = cli_context()
-    if not force and not find(obj.redis(), message_id, layout=Layout.from_settings(obj.settings())):
-        fail(
-            f"no message {message_id} known (no record, not held, not in a stream or its dead letters); "
-            "--force cancels it before it arrives"
-        )
     try:
-        done = client().cancel(message_id)
+        done = cancel_message(obj.redis(), obj.settings(), message_id, force=force, by=login())
+    except UnknownMessage as e:
+        fail(f"{e}; --force cancels it before it arrives")
     except AlreadyFinished as e:
         fail(str(e))
     if as_json:
@@ -127,18 +130,14 @@ def _suspension_text(suspended: dict[str, str | None] | None) -> str:
     return f"since {suspended['at']}" + (f" by {suspended['by']}" if suspended["by"] else "")
 
 
-def _pauses() -> tuple[PauseStore, set[str]]:
-    obj = cli_context()
-    settings = obj.settings()
-    names = {
-        e.name
-        for e in load_schedules(
-            settings.schedule.schedules_file,
-            streams=settings.streams.streams,
-            default_stream=settings.streams.default_stream,
-        )
-    }
-    return PauseStore(obj.redis(), namespace=pause_namespace(settings.state.active_key)), names
+def _schedule_names() -> set[str]:
+    settings = cli_context().settings()
+    entries = load_schedules(
+        settings.schedule.schedules_file,
+        streams=settings.streams.streams,
+        default_stream=settings.streams.default_stream,
+    )
+    return {e.name for e in entries}
 
 
 @schedules.command("pause")
@@ -149,11 +148,13 @@ def _pauses() -> tuple[PauseStore, set[str]]:
 @json_option
 def schedules_pause(name: str, by: str | None, as_json: bool) -> None:
     """Suspend schedule NAME: it fires nothing until resumed, and never catches up."""
-    store, names = _pauses()
-    if name not in names:
-        raise click.BadParameter(f"{name!r} is not a schedule of KSR_SCHEDULES", param_hint="'NAME'")
-    who = by if by is not None else login()
-    changed = store.suspend_schedule(name, at_ms=int(SYSTEM_CLOCK.time() * 1000), by=who)
+    obj = cli_context()
+    try:
+        changed = suspend_schedule(
+            obj.redis(), obj.settings(), name, known=_schedule_names(), by=by if by is not None else login()
+        )
+    except UnknownTarget as e:
+        raise click.BadParameter(str(e), param_hint="'NAME'") from None
     if as_json:
         emit_json({"schedule": name, "suspended": True, "changed": changed})
     else:
@@ -165,8 +166,8 @@ def schedules_pause(name: str, by: str | None, as_json: bool) -> None:
 @json_option
 def schedules_resume(name: str, as_json: bool) -> None:
     """Resume schedule NAME from its next tick on."""
-    store, _ = _pauses()
-    changed = store.resume_schedule(name)
+    obj = cli_context()
+    changed = resume_schedule(obj.redis(), obj.settings(), name, by=login())
     if as_json:
         emit_json({"schedule": name, "suspended": False, "changed": changed})
     else:

@@ -7,6 +7,7 @@ escaping it is the renderer's job (a message id can be `<img src=x onerror=...>`
 
     layout = Layout.from_settings(settings)            # every key name
     find(conn, id, layout=layout)      -> list[Sighting]   every place the id is (places.py)
+    where_of(sightings)                -> (where, Sighting) where it is now, in one word
     timeline(conn, id, layout=layout)  -> list[Moment]     what happened, ordered (timeline.py)
     recent(conn, layout=layout, state=, stream=, service=, namespace=, since_ms=, limit=,
            cursor=)                    -> RecentPage       newest first, paged (recent.py)
@@ -24,7 +25,7 @@ from runner.inspect.backlog import Backlog, backlog
 from runner.inspect.dead import dead_by_reason, dead_letters, iter_dead
 from runner.inspect.layout import Layout
 from runner.inspect.pending import PendingEntry, pending
-from runner.inspect.places import Bounds, Place, Sighting, find, read_record
+from runner.inspect.places import Bounds, Place, Sighting, find, read_record, where_of
 from runner.inspect.recent import Recent, RecentPage, recent
 from runner.inspect.timeline import Moment, MomentKind, timeline
 
@@ -48,4 +49,5 @@ __all__ = [
     "read_record",
     "recent",
     "timeline",
+    "where_of",
 ]

@@ -41,7 +41,7 @@ from runner.store.replies import text, text_fields
 from runner.store.schedule import payloads_key, scheduled_key
 from runner.store.streams import entry_time_ms
 
-__all__ = ["Bounds", "Place", "Sighting", "find", "read_record"]
+__all__ = ["Bounds", "Place", "Sighting", "find", "read_record", "where_of"]
 
 _PAGE = 500  # entries per XRANGE while scanning
 
@@ -87,6 +87,32 @@ class Sighting:
     namespace: str | None = None
     pod_name: str | None = None
     payload: bytes | None = None  # the message as this place holds it, when it holds one
+
+
+def where_of(sightings: list[Sighting]) -> tuple[str, Sighting | None]:
+    """scheduled | pending | running | finished | dead | unknown, and the sighting it says.
+    A live record wins; then a copy waiting to be read; then the end; a dead record does not
+    make the id a duplicate, so a copy sent again after it is where the message is now."""
+    by = {s.place: s for s in sightings}
+    if Place.RUNNING in by:
+        return "running", by[Place.RUNNING]
+    finished = by.get(Place.FINISHED)
+    if finished is not None and finished.state is not State.DEAD:
+        return "finished", finished
+    for place, where in (
+        (Place.CLAIMED, "pending"),
+        (Place.WAITING, "pending"),
+        (Place.PENDING, "pending"),
+        (Place.SCHEDULED, "scheduled"),
+        (Place.UNREAD, "pending"),
+    ):
+        if place in by:
+            return where, by[place]
+    if finished is not None:
+        return "finished", finished
+    if Place.DEAD in by:
+        return "dead", by[Place.DEAD]
+    return "unknown", None
 
 
 def read_record(conn: redis.Redis, message_id: str, layout: Layout) -> StateRecord | None:

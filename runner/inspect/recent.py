@@ -8,7 +8,8 @@ So what `recent` can list is bounded by those two: a message whose events were t
 is not listed; one whose record expired is listed from its events alone (state read from
 the last event, `recorded` False; the stream, service and namespace filters then cannot
 match it). A message with no event yet (claimed, its create waiting, or not read) is not
-listed: `find` sees it, and `pending` lists the stream's side.
+listed: `find` sees it, and `pending` lists the stream's side. An operator's action (an
+event without a status, runner.operate.audit) moves no message: skipped.
 
 Paging: each call reads the events from the newest down, at most `scan_limit` of them, and
 skips the messages whose newest event is at or after `cursor` (the previous page's
@@ -91,8 +92,8 @@ def recent(
             scanned += 1
             if since_ms is not None and event.ts < since_ms:
                 break
-            if event.message_id in seen or not event.message_id:
-                continue
+            if event.message_id in seen or not event.message_id or event.status < 0:
+                continue  # an operator's action (runner.operate.audit) is no move of a message
             seen.add(event.message_id)
             if cursor is not None and id_key(event.event_id) >= id_key(cursor):
                 continue  # listed on an earlier page (its newest event is that new)

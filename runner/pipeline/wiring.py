@@ -29,6 +29,7 @@ from runner.pipeline.cancels import Cancels
 from runner.pipeline.delay import DelayGate
 from runner.pipeline.dispatcher import Dispatcher
 from runner.pipeline.loop import Runner, Tenure
+from runner.pipeline.presence import PresenceObserver
 from runner.pipeline.scheduler import Scheduler
 from runner.schedules.config import load_schedules
 from runner.schedules.ticker import Ticker
@@ -66,6 +67,9 @@ def build_runner(
     s = settings
     signals = Signals([MetricsObserver(max_label_values=s.server.metrics_max_label_values), *observers], clock=clock)
     client = redis_client(s)
+    signals.subscribe(
+        PresenceObserver(client, identity=s.identity.pod_name, key_prefix=s.state.key_prefix, clock=clock)
+    )
     reader = StreamReader(
         client,
         streams=list(s.streams.streams),

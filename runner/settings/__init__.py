@@ -25,6 +25,7 @@ __all__ = [
     "ANY",
     "CRASH_STEPS",
     "CallbackSettings",
+    "ConsoleSettings",
     "IdentitySettings",
     "KubeSettings",
     "PolicySettings",
@@ -194,6 +195,18 @@ class ScheduleSettings:
 
 
 @dataclass(frozen=True)
+class ConsoleSettings:
+    enabled: bool  # KSR_CONSOLE_ENABLED: /ui/ served at all
+    actions: bool  # KSR_CONSOLE_ACTIONS: the buttons that change state (with the token)
+    token: str | None = field(repr=False)  # KSR_CONSOLE_TOKEN
+    read_auth: bool  # KSR_CONSOLE_READ_AUTH: reading needs the token too
+
+    @property
+    def actions_allowed(self) -> bool:
+        return self.actions and self.token is not None
+
+
+@dataclass(frozen=True)
 class Settings:
     identity: IdentitySettings
     redis: RedisSettings
@@ -204,6 +217,7 @@ class Settings:
     callbacks: CallbackSettings
     server: ServerSettings
     schedule: ScheduleSettings
+    console: ConsoleSettings
     lock: LockKind  # KSR_LOCK
     election: ElectionConfig  # KSR_LEASE_DURATION, KSR_RENEW_DEADLINE, KSR_RETRY_PERIOD, LEADER_ELECTION_LOCK_NAME
     test_crash_at: str | None  # KSR_TEST_CRASH_AT: tests only
@@ -254,6 +268,7 @@ def _build(values: Mapping[str, Any]) -> Settings:
         callbacks=CallbackSettings(**_section(values, "callbacks")),
         server=ServerSettings(**_section(values, "server")),
         schedule=ScheduleSettings(**_section(values, "schedule")),
+        console=ConsoleSettings(**_section(values, "console")),
         lock=values["lock"],
         election=election,
         test_crash_at=values["test_crash_at"],
@@ -264,6 +279,10 @@ def _build(values: Mapping[str, Any]) -> Settings:
 def _check(s: Settings) -> None:
     """Rules that involve several variables; the error names the one to change."""
     _check_redis(s)
+    if s.console.token is None:
+        for name, on in (("KSR_CONSOLE_ACTIONS", s.console.actions), ("KSR_CONSOLE_READ_AUTH", s.console.read_auth)):
+            if on:
+                raise ConfigError(name, "needs KSR_CONSOLE_TOKEN (the operators' token), which is unset")
     if s.streams.events_stream in s.streams.streams:
         raise ConfigError("KSR_EVENTS_STREAM", f"{s.streams.events_stream!r} is also one of KSR_STREAMS")
     # A blocking read or a poll longer than the liveness threshold would fail the probe of a

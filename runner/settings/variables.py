@@ -858,6 +858,52 @@ TEST_SLOW_TICK = Variable(
 )
 
 
+def _console_token(value: str) -> str:
+    if len(value) < 16:
+        raise ValueError(f"must be at least 16 characters, got {len(value)}")
+    return value
+
+
+CONSOLE_ENABLED = Variable(
+    name="KSR_CONSOLE_ENABLED",
+    path="console.enabled",
+    parse=_flag,
+    default=True,
+    unit="bool",
+    help="Serve the operator console under `/ui/` on the probes port (docs/console.md). `false`: `/ui/` answers 404.",
+)
+CONSOLE_ACTIONS = Variable(
+    name="KSR_CONSOLE_ACTIONS",
+    path="console.actions",
+    parse=_flag,
+    default=False,
+    unit="bool",
+    help="Allow the console's actions (replay, purge, cancel, pause and resume). They also need "
+    "`KSR_CONSOLE_TOKEN`; without it they stay off.",
+)
+CONSOLE_TOKEN = Variable(
+    name="KSR_CONSOLE_TOKEN",
+    path="console.token",
+    parse=_console_token,
+    default=None,
+    default_doc="unset = no login",
+    secret=True,
+    unit="secret",
+    help="The operators' token (at least 16 characters; from a Secret): the console's login form or an "
+    "`Authorization: Bearer` header. Compared in constant time.",
+)
+CONSOLE_READ_AUTH = Variable(
+    name="KSR_CONSOLE_READ_AUTH",
+    path="console.read_auth",
+    parse=_flag,
+    default=False,
+    unit="bool",
+    help="Reading the console needs the token too (payloads are producers' data; the probes port is "
+    "reachable by every scraper). The chart turns it on; `ksr dev` on loopback leaves it off. Needs "
+    "`KSR_CONSOLE_TOKEN`.",
+)
+
+
 SECTIONS: tuple[Section, ...] = (
     Section(
         "Redis and streams",
@@ -951,6 +997,12 @@ SECTIONS: tuple[Section, ...] = (
     Section(
         "Scheduling (delayed messages, recurring schedules)",
         (SCHEDULE_POLL, SCHEDULE_MAX_AHEAD, SCHEDULES),
+    ),
+    Section(
+        "Console",
+        (CONSOLE_ENABLED, CONSOLE_ACTIONS, CONSOLE_TOKEN, CONSOLE_READ_AUTH),
+        intro="The operator console under `/ui/` (docs/console.md): read-only unless actions are enabled "
+        "and the operator logs in with the token.",
     ),
     Section("Tests only", (TEST_CRASH_AT, TEST_SLOW_TICK)),
 )

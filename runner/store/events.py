@@ -12,6 +12,10 @@ one on its own. Fields:
     ts       Unix time in milliseconds
 
 Readers follow it with XREAD from the last id they saw; nobody acks it.
+
+An operator's action from the console (`append_operator_event`) is an entry too, without
+`status` (readers see -1): `id` is the message id or the target (`ksr:jobs:default:dead
+reason=policy`), `action` and `by` say what and who, `detail` holds the counts.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ __all__ = [
     "Event",
     "NewEvent",
     "append_event",
+    "append_operator_event",
     "new_event",
     "parse_event",
     "read_events",
@@ -101,6 +106,31 @@ def append_event(
     with redis_errors():
         fields: dict[Any, Any] = dict(new.fields)
         result = redis_client.xadd(new.stream, fields, maxlen=new.maxlen, approximate=True)
+    return text(result)
+
+
+def append_operator_event(
+    redis_client: redis.Redis,
+    *,
+    target: str,
+    action: str,
+    by: str,
+    detail: dict[str, Any],
+    stream: str = EVENTS_STREAM,
+    maxlen: int = DEFAULT_MAXLEN,
+    now: float | None = None,
+) -> str:
+    """XADD what an operator did (console actions): no status, so no producer mistakes it
+    for a transition of its message."""
+    fields: dict[Any, Any] = {
+        "id": target,
+        "action": action,
+        "by": by,
+        "detail": json.dumps({"action": action, "by": by, **detail}, separators=(",", ":"), sort_keys=True),
+        "ts": int((SYSTEM_CLOCK.time() if now is None else now) * 1000),
+    }
+    with redis_errors():
+        result = redis_client.xadd(stream, fields, maxlen=maxlen, approximate=True)
     return text(result)
 
 

@@ -38,7 +38,8 @@ CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 
 # Everything the chart can switch on, except the CRD kinds the bed does not have.
 EVERYTHING_BUT_CRDS: dict[str, Any] = {
-    "secrets": {"existingSecret": "ksr-secrets"},
+    "secrets": {"existingSecret": "ksr-secrets", "keys": {"KSR_CONSOLE_TOKEN": "console-token"}},
+    "console": {"enabled": True, "readAuth": True, "actions": True},
     "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "Platform"}},
     "config": {
         "allowedImages": ["busybox:", "registry.example/team/"],
@@ -181,6 +182,8 @@ def test_helm_lint(helm: list[str], tmp_path: Path, values: dict[str, Any]) -> N
         ({"redis": {"url": ""}}, "set redis.url or secrets.existingSecret"),
         ({"redis": {"auth": {"existingSecret": "x"}}}, "additional properties 'auth' not allowed"),
         ({"replicas": 3}, "additional properties 'replicas' not allowed"),
+        ({"console": {"actions": True}}, "console.actions: needs the operators' token: secrets.existingSecret"),
+        ({"console": {"token": "x"}}, "additional properties 'token' not allowed"),
         ({"schedules": [{"name": "x", "cron": "* * *", "message": {"service": "s", "job": {}}}]}, "/schedules/0/cron"),
         ({"schedules": [{"name": "x", "cron": "* * * * *", "catchUp": "all", "message": {}}]}, "/schedules/0/catchUp"),
     ],
@@ -282,8 +285,17 @@ def test_the_chart_sets_only_declared_variables_and_the_runner_accepts_them(
     # a misspelt key in the chart would be silently ignored by the runner
     assert set(config) - declared == set()
     assert {e["name"] for e in c["env"]} - declared == {"TMPDIR"}  # the platform's, not ours
+    # The console's token is the Secret's (secretKeyRef): the kubelet would give its value.
+    token = {e["name"]: "a-token-of-the-secret-0123" for e in c["env"] if e["name"] == "KSR_CONSOLE_TOKEN"}
     settings = Settings.from_env(
-        {**config, **env, "POD_NAME": "ksr-0", "POD_NAMESPACE": "jobs-ns", "KUBERNETES_SERVICE_HOST": "10.96.0.1"}
+        {
+            **config,
+            **env,
+            **token,
+            "POD_NAME": "ksr-0",
+            "POD_NAMESPACE": "jobs-ns",
+            "KUBERNETES_SERVICE_HOST": "10.96.0.1",
+        }
     )
     assert (settings.lock, settings.kube.executor, settings.policy.allowed_namespaces) == (
         "lease",
@@ -291,6 +303,55 @@ def test_the_chart_sets_only_declared_variables_and_the_runner_accepts_them(
         ("jobs-ns",),
     )
     assert settings.server.runtime_dir == Path("/run/ksr")
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({}, {"KSR_CONSOLE_ENABLED": "false", "KSR_CONSOLE_READ_AUTH": "false", "KSR_CONSOLE_ACTIONS": "false"}),
+        (
+            {"console": {"readAuth": False}},
+            {"KSR_CONSOLE_ENABLED": "true", "KSR_CONSOLE_READ_AUTH": "false", "KSR_CONSOLE_ACTIONS": "false"},
+        ),
+        (
+            {"secrets": {"existingSecret": "creds", "keys": {"KSR_CONSOLE_TOKEN": "console"}}},
+            {"KSR_CONSOLE_ENABLED": "true", "KSR_CONSOLE_READ_AUTH": "true", "KSR_CONSOLE_ACTIONS": "false"},
+        ),
+        (
+            {
+                "secrets": {"existingSecret": "creds", "keys": {"KSR_CONSOLE_TOKEN": "console"}},
+                "console": {"actions": True},
+            },
+            {"KSR_CONSOLE_ENABLED": "true", "KSR_CONSOLE_READ_AUTH": "true", "KSR_CONSOLE_ACTIONS": "true"},
+        ),
+    ],
+    ids=["default-no-token-off", "open-reading", "token-reading", "token-actions"],
+)
+def test_the_console_values_render_settings_the_runner_accepts(
+    helm: list[str], tmp_path: Path, values: dict[str, Any], expected: dict[str, str]
+) -> None:
+    """Reading needs the token by default; with no token the console stays off rather than
+    open. The token comes from the Secret, never the ConfigMap."""
+    values = {"redis": {"url": "redis://redis:6379/0"}, **values}
+    docs = documents(template(helm, tmp_path, namespace="ns", values=values))
+    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    assert {k: config[k] for k in expected} == expected
+    assert "KSR_CONSOLE_TOKEN" not in config
+    (c,) = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"]
+    token = [e for e in c["env"] if e["name"] == "KSR_CONSOLE_TOKEN"]
+    if "secrets" in values:
+        assert token == [
+            {"name": "KSR_CONSOLE_TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "console"}}}
+        ]
+    else:
+        assert token == []
+    env = {**config, "POD_NAME": "ksr-0", "POD_NAMESPACE": "ns"}
+    if token:
+        env["KSR_CONSOLE_TOKEN"] = "a-token-of-the-secret-0123"
+    s = Settings.from_env(env)
+    assert (s.console.enabled, s.console.read_auth, s.console.actions) == tuple(
+        expected[k] == "true" for k in ("KSR_CONSOLE_ENABLED", "KSR_CONSOLE_READ_AUTH", "KSR_CONSOLE_ACTIONS")
+    )
 
 
 def _settings_of(docs: list[dict[str, Any]], namespace: str) -> Any:

@@ -98,6 +98,20 @@ nothing. Call with (dict "root" $ "own" <map or nil>) right after the labels: it
 {{- end }}
 {{- end }}
 
+{{/* The console's token comes from the Secret: "true" when it is read. */}}
+{{- define "ksr.consoleToken" -}}
+{{- if and .Values.secrets.existingSecret .Values.secrets.keys.KSR_CONSOLE_TOKEN }}true{{ end }}
+{{- end }}
+
+{{/* KSR_CONSOLE_ENABLED: on when asked, unless reading needs a token there is not. */}}
+{{- define "ksr.consoleEnabled" -}}
+{{- $c := .Values.console -}}
+{{- if and $c.actions (not (include "ksr.consoleToken" .)) }}
+{{- fail "console.actions: needs the operators' token: secrets.existingSecret with secrets.keys.KSR_CONSOLE_TOKEN" }}
+{{- end }}
+{{- if and $c.enabled (or (not $c.readAuth) (include "ksr.consoleToken" .)) }}true{{ else }}false{{ end }}
+{{- end }}
+
 {{/* REDIS_URL comes from the Secret (else redis.url, in the ConfigMap). */}}
 {{- define "ksr.redisUrlFromSecret" -}}
 {{- if and .Values.secrets.existingSecret .Values.secrets.keys.REDIS_URL }}true{{ end }}
