@@ -27,6 +27,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from tests.support.procs import carrying
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -168,17 +170,15 @@ class ProbeStack:
         return self.proc.returncode
 
     def _kill_leftovers(self) -> None:
-        """Children run in sessions of their own: never leak them if the supervisor was killed."""
-        try:
-            board = json.loads((self.runtime / "status.json").read_text())
-        except (OSError, ValueError):
-            return
-        for child in board.get("children", {}).values():
-            if child.get("pid"):
-                try:
-                    os.killpg(child["pid"], signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+        """Children run in sessions of their own: never leak them if the supervisor was killed.
+        Found by the runtime directory in their environment, not by the pids status.json
+        remembers: those were reaped long ago, and after a pid wrap killpg of one killed the
+        shared bed's kube-apiserver (a session leader of its own) mid-run."""
+        for pid in set(carrying("KSR_RUNTIME_DIR", str(self.runtime))) - {os.getpid()}:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def log_tail(self, n: int = 60) -> str:
         try:

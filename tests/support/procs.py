@@ -24,6 +24,20 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def carrying(variable: str, value: str) -> list[int]:
+    """The processes whose environment has `variable=value`: a test's own, found without
+    trusting a remembered pid (pids wrap: a recorded child's pid may be a stranger's now)."""
+    needle = f"{variable}={value}".encode()
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if needle in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+        except OSError:
+            continue
+    return found
+
+
 def kill_tree(pid: int, sig: int = signal.SIGKILL) -> None:
     """Signal `pid` and every process below it (collected before anyone is reparented)."""
     for p in [pid, *descendants(pid)]:
