@@ -20,7 +20,7 @@ def callbacks() -> None:
 
 @callbacks.command()
 @click.argument("message_id", metavar="ID")
-@click.argument("status", type=click.Choice([str(s) for s in STATUSES]))
+@click.argument("status", metavar="STATUS", type=click.Choice([str(s) for s in STATUSES]))
 @click.option("--by", default=None, metavar="WHO", help="Who asks (in the events stream); default: your login.")
 @json_option
 def redeliver(message_id: str, status: str, by: str | None, as_json: bool) -> None:

@@ -25,7 +25,7 @@ from runner.operate.dead import DeadOutcome, purge_dead_entries, replay_dead
 from runner.operate.errors import UnknownTarget
 from runner.operate.pause import check_stream, pause_stream, resume_schedule, resume_stream, suspend_schedule
 from runner.operate.pending import ack_pending_entry, replay_pending_entry
-from runner.operate.redeliver import NotRedeliverable, Redelivered, redeliver_callback
+from runner.operate.redeliver import NotRedeliverable, Redelivered, may_redeliver, redeliver_callback
 from runner.operate.resend import NotResendable, Resent, resend_message
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "ack_pending_entry",
     "cancel_message",
     "check_stream",
+    "may_redeliver",
     "pause_stream",
     "purge_dead_entries",
     "record_action",

@@ -15,10 +15,12 @@ from runner.lifecycle import CallbackStatus
 from runner.operate.audit import record_action
 from runner.operate.errors import UnknownTarget
 from runner.settings import Settings
+from runner.store.record import StateRecord
 
-__all__ = ["NotRedeliverable", "Redelivered", "redeliver_callback"]
+__all__ = ["NotRedeliverable", "Redelivered", "may_redeliver", "redeliver_callback"]
 
 STATUSES = tuple(int(s) for s in CallbackStatus)
+ENDED = frozenset({"delivered", "failed", "expired"})  # cbd_<s> a re-delivery may follow ("gone" may not)
 
 
 class NotRedeliverable(UnknownTarget):
@@ -37,6 +39,19 @@ class Redelivered:
     message_id: str
     status: int
     courier: str  # the RQ job that delivers it
+
+
+def may_redeliver(record: StateRecord, status: int) -> bool:
+    """Whether a re-delivery of `status` would be accepted now, for a page or a list to
+    offer it; cb_redeliver.lua judges again when it is asked (and says why not)."""
+    outcome = record.callback_outcome(status)
+    url = record.webhook
+    return bool(url) and outcome in ENDED and record.gone_url != url and not _holder_live(record)
+
+
+def _holder_live(record: StateRecord) -> bool:
+    # The lease's deadline is Redis time; a page only hides the button while one is written.
+    return record.callback_owner is not None
 
 
 def check_status(status: int) -> int:
