@@ -32,8 +32,8 @@ from runner.inspect import (
     timeline,
     where_of,
 )
-from runner.operate import may_redeliver
 from runner.lifecycle import RECORD_STATES, TERMINAL_STATES, State
+from runner.operate import may_redeliver
 from runner.schedules.config import Schedule
 from runner.schedules.overview import iso, scheduling_overview
 from runner.settings import Settings
@@ -226,9 +226,7 @@ def _callback_rows(record: StateRecord) -> list[CallbackRow]:
     rows = []
     for status in record.callbacks():
         delivery = record.callback_outcome(status) or ("in flight" if record.webhook else "no webhook")
-        rows.append(
-            CallbackRow(int(status), delivery, record.callback_attempts(status), may_redeliver(record, status))
-        )
+        rows.append(CallbackRow(int(status), delivery, record.callback_attempts(status), may_redeliver(record, status)))
     return rows
 
 

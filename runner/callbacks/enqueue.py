@@ -140,7 +140,7 @@ class CallbackQueue:
         key = self.settings.state.record_key(message_id)
         with redis_errors():
             # The proposed id names the next attempt; the script makes it unique (lib_owner `fresh`).
-            attempts = int(self.redis.hget(key, Field.attempts(status)) or 0)  # type: ignore[arg-type]
+            attempts = int(self.redis.hget(key, Field.attempts(status)) or 0)
             reply = self._redeliver(
                 keys=[key, owed_key(self.settings)],
                 args=[

@@ -55,7 +55,21 @@ def main(ctx: click.Context, redis_url: str | None, verbose: int) -> None:
 
 
 def _register() -> None:
-    from runner.cli import callbacks, config, dead, dev, health, jobs, pause, pending, resend, run, schedule, status, submit
+    from runner.cli import (
+        callbacks,
+        config,
+        dead,
+        dev,
+        health,
+        jobs,
+        pause,
+        pending,
+        resend,
+        run,
+        schedule,
+        status,
+        submit,
+    )
 
     for command in (
         submit.submit,

@@ -70,7 +70,9 @@ def redeliver_callback(conn: redis.Redis, settings: Settings, message_id: str, s
     answer, named = CallbackQueue(conn, settings).redeliver(message_id, status)
     if answer != "GRANTED":
         reason, why = _refusal(answer, message_id, status, named)
-        record_action(conn, settings, target=message_id, action="callback.redeliver", by=by, status=status, refused=reason)
+        record_action(
+            conn, settings, target=message_id, action="callback.redeliver", by=by, status=status, refused=reason
+        )
         raise NotRedeliverable(why, reason=reason)
     record_action(conn, settings, target=message_id, action="callback.redeliver", by=by, status=status, courier=named)
     return Redelivered(message_id, status, named)

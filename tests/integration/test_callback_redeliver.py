@@ -11,7 +11,6 @@ import re
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -177,7 +176,12 @@ def test_a_refused_redelivery_exits_1_naming_why_and_changes_nothing(
 
     as_json = ksr(env, "callbacks", "redeliver", message_id, status, "--json")
     assert as_json.exit_code == 1
-    assert json.loads(as_json.stdout) == {"id": message_id, "status": int(status), "redelivered": False, "reason": reason}
+    assert json.loads(as_json.stdout) == {
+        "id": message_id,
+        "status": int(status),
+        "redelivered": False,
+        "reason": reason,
+    }
 
 
 def test_a_callback_being_retried_stays_with_its_courier(deployment: Deployment):
