@@ -5,7 +5,7 @@
 -- KEYS[1] the state record, KEYS[2] the owed index (ksr:callbacks:owed).
 -- ARGV[1] the owed member `<status>:<id>`, ARGV[2] the proposed RQ job id, ARGV[3] status,
 -- ARGV[4] lease (ms).
--- Refusals, nothing written: {'MISSING'} no record, {'NO_WEBHOOK'}, {'NOT_MARKED'} the
+-- Returns, for a refusal (nothing written): {'MISSING'} no record, {'NO_WEBHOOK'}, {'NOT_MARKED'} the
 -- status was never owed (cb_<s>), {'GONE', url} the URL answered 410, {'IN_FLIGHT', outcome
 -- or ''} its delivery has not ended, {'BUSY', holder} another job holds a live lease.
 -- Else {'GRANTED', the courier's job id, the webhook URL}: cbd_<s> is cleared,
