@@ -21,6 +21,7 @@ __all__ = [
     "cancel",
     "pause_stream",
     "purge_reason",
+    "redeliver",
     "replay_dead_one",
     "replay_pending_entry",
     "replay_reason",
@@ -106,6 +107,17 @@ def resend(client: redis.Redis, settings: Settings, *, message_id: str, new_id: 
     except operate.NotResendable as e:
         return Outcome(str(e), False)
     return Outcome(f"re-sent {message_id} as {done.message_id} to {done.stream}")
+
+
+def redeliver(client: redis.Redis, settings: Settings, *, message_id: str, status: str, by: Operator) -> Outcome:
+    """As `ksr callbacks redeliver ID STATUS`."""
+    if not status.isdigit():
+        return Outcome(f"status {status!r} is not a callback status", False)
+    try:
+        done = operate.redeliver_callback(client, settings, message_id, int(status), by=str(by))
+    except operate.NotRedeliverable as e:
+        return Outcome(str(e), False)
+    return Outcome(f"callback {done.status} of {message_id} owed again: courier {done.courier} delivers it")
 
 
 def pause_stream(client: redis.Redis, settings: Settings, *, stream: str, by: Operator) -> Outcome:

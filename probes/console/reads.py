@@ -33,6 +33,7 @@ from runner.inspect import (
     where_of,
 )
 from runner.lifecycle import RECORD_STATES, TERMINAL_STATES, State
+from runner.operate import may_redeliver
 from runner.schedules.config import Schedule
 from runner.schedules.overview import iso, scheduling_overview
 from runner.settings import Settings
@@ -210,6 +211,23 @@ class MessageDetail:
     dead: Sighting | None  # the dead letter to replay, when that is where it is
     cancellable: bool
     resendable: bool  # finished (not dead) with a payload: runner.operate.resend's rule
+    callbacks: list[CallbackRow]
+
+
+@dataclass(frozen=True)
+class CallbackRow:
+    status: int
+    delivery: str  # delivered | gone | failed | expired | in flight | no webhook
+    attempts: int
+    redeliverable: bool  # runner.operate.may_redeliver: the row offers "re-deliver"
+
+
+def _callback_rows(record: StateRecord) -> list[CallbackRow]:
+    rows = []
+    for status in record.callbacks():
+        delivery = record.callback_outcome(status) or ("in flight" if record.webhook else "no webhook")
+        rows.append(CallbackRow(int(status), delivery, record.callback_attempts(status), may_redeliver(record, status)))
+    return rows
 
 
 def _moment_row(m: Moment) -> dict[str, Any]:
@@ -259,6 +277,7 @@ def message_detail(client: redis.Redis, settings: Settings, message_id: str) -> 
         resendable=bool(
             record and record.state in TERMINAL_STATES and record.state is not State.DEAD and payload is not None
         ),
+        callbacks=_callback_rows(record or StateRecord()),
     )
 
 

@@ -284,7 +284,31 @@ def register_console(
                 back=back,
                 new_id=True,
             )
+        if verb == "redeliver":
+            status = request.args.get("status", "")
+            row = next((c for c in detail.callbacks if str(c.status) == status and c.redeliverable), None)
+            if row is not None:
+                explain = (
+                    f"Callback {row.status} ({row.delivery}, {row.attempts} attempts) goes to the message's "
+                    "webhook once more, with the same body, by the message's one courier; its attempts are "
+                    "noted after the earlier ones."
+                )
+                return confirm(
+                    "Re-deliver callback",
+                    f"{message_id} callback {row.status}",
+                    {"id": message_id, "status": str(row.status)},
+                    post_to="console.message_redeliver",
+                    explain=explain,
+                    back=back,
+                )
         abort(404)
+
+    @bp.post("/message/redeliver")
+    @action
+    def message_redeliver() -> Any:
+        message_id, status = field("id"), field("status")
+        outcome = actions.redeliver(client, settings, message_id=message_id, status=status, by=gate.operator(request))
+        return done(outcome, url_for("console.message", id=message_id))
 
     @bp.post("/message/resend")
     @action

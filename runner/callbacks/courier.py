@@ -298,9 +298,9 @@ class _Run:
             return self._finish(record, status, "failed", note=note("failed"))
 
         now = self.c.clock.time()
-        delay = retry_delay(
-            attempt=attempt,
-            first_owed=record.callback_first_owed(status) or now,
+        delay = retry_delay(  # a re-delivery has its own allowance and horizon
+            attempt=record.callback_tries(status),
+            first_owed=record.callback_owed_since(status) or now,
             now=now,
             retry_after=outcome.retry_after,
             base=self.c.backoff.base,

@@ -24,7 +24,7 @@ from runner.callbacks.owed import owed_next
 from runner.settings import Settings
 from runner.store import scripts
 from runner.store.errors import redis_errors
-from runner.store.record import StateRecord
+from runner.store.record import Field, StateRecord
 from runner.store.replies import text
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ class CallbackQueue:
         self.settings = settings
         self.clock = clock
         self._take = scripts.load(redis_client, "cb_take", uses=("lib_owner",))
+        self._redeliver = scripts.load(redis_client, "cb_redeliver", uses=("lib_owner",))
 
     def proposed(self, message_id: str, status: int) -> str:
         """The job id a mark of `status` proposes for the courier (CallbackMark.courier)."""
@@ -127,6 +128,33 @@ class CallbackQueue:
                 self.start(message_id, owner, url)
                 started.add(message_id)
         return len(started)
+
+    def redeliver(self, message_id: str, status: int) -> tuple[str, str]:
+        """An operator's re-delivery (runner.operate.redeliver): owe the ended callback
+        `<message_id>:<status>` again and start its courier, in cb_redeliver.lua, which
+        refuses unless the delivery ended and nobody holds the message. The courier is
+        started here, as for any lease granted. Returns (answer, what it names): GRANTED
+        and the courier's job id, or a refusal (MISSING, NOT_MARKED, NO_WEBHOOK, GONE and
+        the URL, IN_FLIGHT and the outcome so far, BUSY and the holder)."""
+        status = int(status)
+        key = self.settings.state.record_key(message_id)
+        with redis_errors():
+            # The proposed id names the next attempt; the script makes it unique (lib_owner `fresh`).
+            attempts = int(self.redis.hget(key, Field.attempts(status)) or 0)
+            reply = self._redeliver(
+                keys=[key, owed_key(self.settings)],
+                args=[
+                    owed_member(message_id, status),
+                    attempt_job_id(message_id, status, attempts + 1),
+                    status,
+                    lease_ms(self.settings),
+                ],
+            )
+        answer = text(reply[0])
+        named = text(reply[1]) if len(reply) > 1 else ""
+        if answer == "GRANTED":
+            self.start(message_id, named, text(reply[2]))
+        return answer, named
 
     def _take_lease(
         self,

@@ -45,7 +45,8 @@ def next_step(
     one is finished as gone without a request. no_url: owed to nobody (failed). wait: the
     job started before its time (RQ's scheduler moves jobs when their whole second has
     come): it hands over to a job at that time. expire: the attempts allowed were all
-    started (the last one's worker was killed). attempt: make the next attempt of `status`
+    started (the last one's worker was killed; since an operator's re-delivery, its own
+    allowance: StateRecord.callback_tries). attempt: make the next attempt of `status`
     (on the lane its receiver's speed calls for: runner.callbacks.lanes).
     """
     status = owed_next(record)
@@ -58,7 +59,7 @@ def next_step(
         return Step("skip_gone", status)
     if now < not_before:
         return Step("wait", status)
-    if record.callback_attempts(status) >= max_attempts:
+    if record.callback_tries(status) >= max_attempts:
         return Step("expire", status)
     return Step("attempt", status)
 

@@ -4,6 +4,7 @@
     ksr pending list|replay|ack      runner.cli.pending
     ksr dead list|show|replay|purge  runner.cli.dead
     ksr jobs list|show               runner.cli.jobs
+    ksr callbacks redeliver          runner.cli.callbacks
     ksr cancel, ksr scheduled list,
     ksr schedules list               runner.cli.schedule
     ksr pause | resume STREAM        runner.cli.pause
@@ -54,7 +55,21 @@ def main(ctx: click.Context, redis_url: str | None, verbose: int) -> None:
 
 
 def _register() -> None:
-    from runner.cli import config, dead, dev, health, jobs, pause, pending, resend, run, schedule, status, submit
+    from runner.cli import (
+        callbacks,
+        config,
+        dead,
+        dev,
+        health,
+        jobs,
+        pause,
+        pending,
+        resend,
+        run,
+        schedule,
+        status,
+        submit,
+    )
 
     for command in (
         submit.submit,
@@ -62,6 +77,7 @@ def _register() -> None:
         pending.pending,
         dead.dead,
         jobs.jobs,
+        callbacks.callbacks,
         schedule.cancel,
         resend.resend,
         pause.pause,

@@ -10,6 +10,7 @@ to the events stream (audit.py: an entry with `action` and `by`, no `status`).
     replay_pending_entry / ack_pending_entry(conn, settings, stream=, entry_id=, by=) (pending.py)
     cancel_message(conn, settings, message_id, force=, by=) -> Cancellation       (cancel.py)
     resend_message(conn, settings, message_id, new_id=, by=) -> Resent          (resend.py)
+    redeliver_callback(conn, settings, message_id, status, by=) -> Redelivered  (redeliver.py)
     pause_stream / resume_stream / suspend_schedule / resume_schedule             (pause.py)
 
 This package is the only part of the runner's flows that probes may import (setup.cfg,
@@ -24,21 +25,26 @@ from runner.operate.dead import DeadOutcome, purge_dead_entries, replay_dead
 from runner.operate.errors import UnknownTarget
 from runner.operate.pause import check_stream, pause_stream, resume_schedule, resume_stream, suspend_schedule
 from runner.operate.pending import ack_pending_entry, replay_pending_entry
+from runner.operate.redeliver import NotRedeliverable, Redelivered, may_redeliver, redeliver_callback
 from runner.operate.resend import NotResendable, Resent, resend_message
 
 __all__ = [
     "AlreadyFinished",
     "DeadOutcome",
+    "NotRedeliverable",
     "NotResendable",
+    "Redelivered",
     "Resent",
     "UnknownMessage",
     "UnknownTarget",
     "ack_pending_entry",
     "cancel_message",
     "check_stream",
+    "may_redeliver",
     "pause_stream",
     "purge_dead_entries",
     "record_action",
+    "redeliver_callback",
     "replay_dead",
     "replay_pending_entry",
     "resend_message",

@@ -112,6 +112,10 @@ class Field:
     def attempt_log(status: int) -> str:
         return f"cbl_{int(status)}"
 
+    @staticmethod
+    def redelivery(status: int) -> str:
+        return f"cbr_{int(status)}"
+
 
 @dataclass(frozen=True)
 class CallbackAttempt:
@@ -305,6 +309,26 @@ class StateRecord(Mapping[str, str]):
     def callback_attempts(self, status: int) -> int:
         """Attempts started so far (`cba_<s>`)."""
         return self._int(Field.attempts(status)) or 0
+
+    def callback_redelivery(self, status: int) -> tuple[int, float] | None:
+        """(attempts counted before, Unix seconds) of an operator's last re-delivery of the
+        callback (`cbr_<s>`, runner.operate.redeliver), or None."""
+        before, _, at = (self._fields.get(Field.redelivery(status)) or "").partition(" ")
+        if not (before.isdigit() and at.isdigit()):
+            return None
+        return int(before), int(at) / 1000.0
+
+    def callback_tries(self, status: int) -> int:
+        """Attempts of the current delivery: since the last re-delivery, else all of them.
+        The attempt limit (KSR_CALLBACK_MAX_ATTEMPTS) counts these."""
+        redelivery = self.callback_redelivery(status)
+        return self.callback_attempts(status) - (redelivery[0] if redelivery else 0)
+
+    def callback_owed_since(self, status: int) -> float | None:
+        """When the current delivery began (Unix seconds): the re-delivery, else the mark.
+        The retry horizon counts from it."""
+        redelivery = self.callback_redelivery(status)
+        return redelivery[1] if redelivery else self.callback_first_owed(status)
 
     def callback_attempt_log(self, status: int) -> list[CallbackAttempt]:
         """The notes of the last attempts (cbl_<s>), oldest first; [] when none or unreadable."""

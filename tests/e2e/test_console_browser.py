@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import pytest
 
@@ -26,6 +26,7 @@ from tests.support.console import HOSTILE_COMMAND, STREAM, TOKEN, Workload, beat
 from tests.support.fixtures import _unavailable
 from tests.support.ports import free_port, wait_for
 from tests.support.probe_stack import ProbeStack
+from tests.support.receiver import Receiver
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
@@ -76,6 +77,7 @@ def stack(
         "KSR_CONSOLE_TOKEN": TOKEN,
         "KSR_ALLOWED_NAMESPACES": "default,forbidden-ns",  # the policy changed: the dead letter may go back
         "POD_NAME": "console-b",
+        "KSR_WEBHOOK_ALLOW": "127.0.0.1",  # the stack's own RQ worker delivers a re-delivery to the receiver
     }
     s = ProbeStack(tmp_path_factory.mktemp("stack"), redis_url=server.url, port=free_port(), extra_env=extra)
     s.start()
@@ -244,3 +246,34 @@ def test_a_phone_sees_every_page_without_sideways_scrolling(page: Any, stack: Pr
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 390, (path, width)  # wide tables scroll inside their own box
     shot(page, "phone", tmp_path)
+
+
+def test_a_callback_is_redelivered_after_the_browser_confirm(
+    page: Any, stack: ProbeStack, server: RedisServer, workload: tuple[Workload, dict[str, str]], tmp_path: Path
+):
+    """Last in the module: it adds an attempt to ok_id's timeline, which the search test counts."""
+    w, _ = workload
+    conn = server.client()
+    key = f"ksr:msg:{w.ok_id}"
+    # The workload's receiver is gone: one on its port again; the stack's worker delivers.
+    receiver = Receiver(port=urlsplit(conn.hget(key, "webhook").decode()).port).start()  # type: ignore[union-attr]
+    try:
+        log_in(page, stack)
+        page.goto(stack.url + "/ui/message?id=" + quote(w.ok_id))
+        assert page.locator("#callbacks tbody tr").count() == 3
+        page.click("#redeliver-2")
+        page.wait_for_selector("#confirm")
+        assert page.text_content("h1") == "Re-deliver callback?"
+        shot(page, "redeliver-confirm", tmp_path)
+        page.click("#confirm")
+        page.wait_for_selector("#outcome")
+        assert (page.text_content("#outcome") or "").startswith(f"callback 2 of {w.ok_id} owed again")
+        wait_for(lambda: conn.hget(key, "cbd_2") == b"delivered", timeout=30, what="callback 2 delivered again")
+        assert [(r["body"]["id"], r["body"]["status"]) for r in receiver.requests] == [(w.ok_id, 2)]
+        page.goto(stack.url + "/ui/message?id=" + quote(w.ok_id))
+        cells = page.locator('#callbacks tr[data-status="2"] td').all_inner_texts()
+        assert cells[1:3] == ["delivered", "2"]
+        kinds = page.eval_on_selector_all("#timeline tr[data-kind]", "rows => rows.map(r => r.dataset.kind)")
+        assert kinds.count("callback_attempt") == 4
+    finally:
+        receiver.close()

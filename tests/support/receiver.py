@@ -19,6 +19,7 @@ class Receiver:
         """`port` 0 picks a free one; a given port lets a test refuse connections on it first."""
         self.requests: list[dict[str, Any]] = []
         self.answer = 200  # the code given to every request
+        self.answers: dict[int, int] = {}  # by callback status, instead of `answer`
         self._mutex = threading.Lock()
         receiver = self
 
@@ -33,7 +34,7 @@ class Receiver:
                             "path": self.path,
                         }
                     )
-                    code = receiver.answer
+                    code = receiver.answers.get(receiver.requests[-1]["body"].get("status"), receiver.answer)
                 self.send_response(code)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

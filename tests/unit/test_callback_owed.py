@@ -52,6 +52,10 @@ def test_owed_next_is_the_lowest_marked_unfinished_status(fields: dict[str, str]
         (rec(cb_1="1"), NOW + 0.4, NOW + 0.4, Step("attempt", 1)),  # its time has come
         (rec(cb_1="1", cba_1="4"), NOW, 0.0, Step("expire", 1)),  # the last one's worker was killed
         (rec(cb_1="1", cba_1="3"), NOW, 0.0, Step("attempt", 1)),
+        # An operator's re-delivery after 4 attempts: its own allowance counts from there.
+        (rec(cb_1="1", cba_1="4", cbr_1="4 1800000000000"), NOW, 0.0, Step("attempt", 1)),
+        (rec(cb_1="1", cba_1="7", cbr_1="4 1800000000000"), NOW, 0.0, Step("attempt", 1)),
+        (rec(cb_1="1", cba_1="8", cbr_1="4 1800000000000"), NOW, 0.0, Step("expire", 1)),
     ],
 )
 def test_next_step(record: StateRecord, now: float, not_before: float, step: Step) -> None:
@@ -87,3 +91,16 @@ def test_the_last_attempt_and_the_horizon_end_the_retries() -> None:
     assert delay(1, now=NOW + 3599.5) is None  # the next attempt would start after the horizon
     assert delay(1, now=NOW + 3599.0) == 1.0  # exactly at the horizon is still in
     assert delay(1, now=NOW + 3000.0, retry_after=601.0) is None
+
+
+@pytest.mark.parametrize(
+    "fields, tries, since",
+    [
+        ({"cb_2": "1700000000000", "cba_2": "3"}, 3, 1_700_000_000.0),
+        ({"cb_2": "1700000000000", "cba_2": "5", "cbr_2": "3 1800000000500"}, 2, 1_800_000_000.5),
+        ({"cb_2": "1700000000000", "cba_2": "5", "cbr_2": "garbage"}, 5, 1_700_000_000.0),  # unreadable: ignored
+    ],
+)
+def test_a_redelivery_has_its_own_attempt_count_and_horizon(fields: dict[str, str], tries: int, since: float) -> None:
+    record = rec(**fields)
+    assert (record.callback_tries(2), record.callback_owed_since(2)) == (tries, since)

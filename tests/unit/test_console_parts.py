@@ -12,6 +12,8 @@ from probes.console.auth import Gate
 from probes.console.chart import throughput_chart
 from probes.console.masking import MASK, masked_payload
 from probes.console.reads import ms_time
+from runner.operate import may_redeliver
+from runner.store.record import StateRecord
 
 TOKEN = "t" * 20
 
@@ -102,3 +104,23 @@ def test_the_session_key_follows_the_token():
         Gate(token=None, actions=False, read_auth=False).secret_key()
         != Gate(token=None, actions=False, read_auth=False).secret_key()
     )
+
+
+@pytest.mark.parametrize(
+    "fields, offered",
+    [
+        ({"cbd_2": "delivered"}, True),
+        ({"cbd_2": "failed"}, True),
+        ({"cbd_2": "expired"}, True),
+        ({}, False),  # still in flight
+        ({"cbd_2": "gone"}, False),
+        ({"cbd_2": "delivered", "cbd_gone_url": "http://r.test/hook"}, False),  # 410 for an earlier status
+        ({"cbd_2": "delivered", "cb_owner": "job 1 1"}, False),  # a courier's lease is written
+        ({"cbd_2": "delivered", "webhook": ""}, False),
+    ],
+)
+def test_a_callback_row_offers_redelivery_only_when_the_script_would_accept_it(
+    fields: dict[str, str], offered: bool
+) -> None:
+    record = StateRecord({"webhook": "http://r.test/hook", "cb_2": "1", **fields})
+    assert may_redeliver(record, 2) is offered

@@ -17,6 +17,7 @@ def test_every_script_the_code_loads_is_there() -> None:
         "advance_term",
         "cancel",
         "cb_pass",
+        "cb_redeliver",
         "cb_release",
         "cb_renew",
         "cb_take",
