@@ -124,6 +124,21 @@ def message_id_of(payload: bytes | str | None) -> str | None:
 # -- output -------------------------------------------------------------------------------------
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
+_CONTROL.update({c: f"\\u{c:04x}" for c in range(0x80, 0xA0)})  # C1: ESC's 8-bit forms (CSI)
+
+
+def terminal_safe(text: str) -> str:
+    """`text` with every control character written as an escape: a message's id, service or
+    error text printed to a terminal can then move no cursor and rewrite no earlier line."""
+    return text.translate(_CONTROL)
+
+
+def say(text: str) -> None:
+    """click.echo of a line that holds values from messages."""
+    click.echo(terminal_safe(text))
+
+
 def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 
@@ -133,7 +148,7 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, empty:
     if not rows and empty is not None:
         click.echo(empty, err=True)
         return
-    cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in row] for row in rows]
+    cells = [[str(h) for h in headers]] + [["-" if c is None else terminal_safe(str(c)) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     for row in cells:
         click.echo(

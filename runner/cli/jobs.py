@@ -20,6 +20,7 @@ from runner.cli._output import (
     format_ms_time_exact,
     parse_since,
     print_table,
+    say,
 )
 from runner.client import Client
 from runner.inspect import (
@@ -373,7 +374,7 @@ def jobs_show(message_id: str, wait: float | None, as_json: bool) -> None:
 
 
 def _print_show(message_id: str, doc: dict[str, Any], sightings: list[Sighting], moments: list[Moment]) -> None:
-    click.echo(f"{message_id}: {doc['now']}")
+    say(f"{message_id}: {doc['now']}")
     for label, key in (
         ("stream", "stream"),
         ("entry", "entry_id"),
@@ -382,28 +383,28 @@ def _print_show(message_id: str, doc: dict[str, Any], sightings: list[Sighting],
         ("pod", "pod_name"),
     ):
         if doc[key]:
-            click.echo(f"  {label:<10} {doc[key]}")
+            say(f"  {label:<10} {doc[key]}")
     for cb in doc["callbacks"]:
         delivery = cb["delivery"]
         if delivery == "no webhook":
-            click.echo(f"  callback {cb['status']:<3} no webhook (an event only)")
+            say(f"  callback {cb['status']:<3} no webhook (an event only)")
         else:
             tries = f", {cb['attempts']} attempt{'s' if cb['attempts'] != 1 else ''}" if cb["attempts"] else ""
-            click.echo(f"  callback {cb['status']:<3} {delivery}{tries}")
+            say(f"  callback {cb['status']:<3} {delivery}{tries}")
     if doc["error"]:
-        click.echo(f"  error      {doc['error'].get('errorCode')}: {doc['error'].get('message')}")
+        say(f"  error      {doc['error'].get('errorCode')}: {doc['error'].get('message')}")
     if doc["dead_letter"] and doc["dead_letter"]["dead_id"]:
         dead = doc["dead_letter"]
-        click.echo(f"  dead       ksr dead show {dead['dead_id']} --stream {dead['stream']}")
+        say(f"  dead       ksr dead show {dead['dead_id']} --stream {dead['stream']}")
     if len(sightings) > 1:
-        click.echo("places")
+        say("places")
         for s in sightings:
-            click.echo(f"  {s.place.value:<10} {_now_line(_where_word(s), s)}")
+            say(f"  {s.place.value:<10} {_now_line(_where_word(s), s)}")
     if moments:
-        click.echo("timeline (UTC)")
+        say("timeline (UTC)")
         width = max(len(m.kind.value) for m in moments)
         for m in moments:
-            click.echo(f"  {format_ms_time_exact(m.at_ms)}  {m.kind.value:<{width}}  {_moment_text(m)}".rstrip())
+            say(f"  {format_ms_time_exact(m.at_ms)}  {m.kind.value:<{width}}  {_moment_text(m)}".rstrip())
 
 
 def _where_word(s: Sighting) -> str:

@@ -57,6 +57,19 @@ def test_a_dead_letter_without_a_record_is_found(env: dict[str, str], redis_clie
     assert (place["place"], place["reason"], place["entry_id"]) == ("dead", "policy", dead_id)
 
 
+def test_a_message_s_text_reaches_the_terminal_escaped(env: dict[str, str], redis_client: redis.Redis) -> None:
+    """An error text or a service from a message is the producer's: an ESC in it moved the
+    operator's cursor (`\\x1b[2J` cleared the screen, a CSI could rewrite earlier lines)."""
+    payload = json.dumps(message("esc-1", "team-a")).encode()
+    entry = Entry(STREAM, f"{int(time.time() * 1000)}-0", {b"payload": payload}, 1, False)
+    dead_letter(redis_client, entry, group="ksr", reason="invalid", error="job.env.\x1b[2J\x9bA\x07: bad name")
+    out = ksr(env, "jobs", "show", "esc-1").stdout
+    assert "job.env.\\x1b[2J\\u009bA\\x07: bad name" in out
+    assert not any(ord(c) < 0x20 and c != "\n" or 0x7F <= ord(c) < 0xA0 for c in out), repr(out)
+    listed = ksr(env, "dead", "list").stdout
+    assert "\x1b" not in listed and "\x9b" not in listed
+
+
 def test_the_timeline_is_in_time_order_with_milliseconds(env: dict[str, str], redis_client: redis.Redis) -> None:
     """`finished_at` was printed before `started_at` (fields in a fixed order), in whole seconds."""
     redis_client.hset(
