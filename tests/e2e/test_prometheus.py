@@ -249,6 +249,13 @@ def _workload_and_checks(pods, prometheus, receiver, redis_client, namespace, en
     wait_for(
         lambda: prometheus.query(f'count(ksr_leader{{job="{JOB}"}}) == 2'), timeout=30, what="both replicas scraped"
     )
+    # ... and the leader scraped as leading: its tenure is what "Leader by pod" must show at 1
+    # (a first scrape at 0, before it won, then a SIGTERM before the next, showed it at 0).
+    wait_for(
+        lambda: prometheus.query(f'ksr_leader{{job="{JOB}", pod="{leader.name}"}} == 1'),
+        timeout=30,
+        what=f"{leader.name} scraped as leader",
+    )
 
     # First a leader change, as in a rollout (SIGTERM: the leader releases the Lease, the
     # other takes over, a new pod joins), so that the two replicas scraped at the end are
