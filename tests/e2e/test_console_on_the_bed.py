@@ -102,16 +102,19 @@ def test_the_console_of_a_follower_shows_and_steers_the_real_deployment(
     pods.append(Pod(env, tmp_path, "console-b"))
     b = pods[-1]
     wait_for(b.status, timeout=60, what="console-b serving /status")
-    try:
-        with chromium() as browser:
-            _operate(browser, a, b, redis_client, kube, namespace, late_namespace, receiver)
-    except BaseException:
-        for p in pods:
-            print(f"--- {p.name}\n{p.tail()}")
-        raise
+    with chromium() as browser:
+        page = browser.new_page()
+        try:
+            _operate(page, a, b, redis_client, kube, namespace, late_namespace, receiver)
+        except BaseException:
+            page.screenshot(path=str(tmp_path / "failed.png"), full_page=True)
+            print(f"the page when it failed: {page.url}, {tmp_path / 'failed.png'}")
+            for p in pods:
+                print(f"--- {p.name}\n{p.tail()}")
+            raise
 
 
-def _operate(browser, a, b, redis_client, kube, namespace, late, receiver) -> None:
+def _operate(page: Any, a: Pod, b: Pod, redis_client: Any, kube: Any, namespace: str, late: str, receiver: Any) -> None:
     ok = ["bed-ok-0", "bed-ok-1"]
     for mid in ok:
         xadd(
@@ -127,6 +130,12 @@ def _operate(browser, a, b, redis_client, kube, namespace, late, receiver) -> No
     xadd(redis_client, STREAM, message("bed-hostile", namespace, command=["/bin/sh", "-c", HOSTILE_COMMAND]))
 
     receiver.wait_for_callbacks(ok, timeout=60, what="the completed messages' callbacks")
+    # each attempt's note (the record's cbl_<status>) is written once the receiver has answered
+    wait_for(
+        lambda: all(redis_client.hexists(f"ksr:msg:{m}", f"cbl_{s}") for m in ok for s in (0, 1, 2)),
+        timeout=15,
+        what="the callback attempts noted",
+    )
     wait_for(lambda: receiver.statuses().get("bed-failed") == [0, 1, 3], timeout=60, what="bed-failed's callbacks")
 
     def ends() -> dict[str, Any]:
@@ -154,7 +163,6 @@ def _operate(browser, a, b, redis_client, kube, namespace, late, receiver) -> No
         what="both heartbeats",
     )
 
-    page = browser.new_page()
     base = f"http://127.0.0.1:{b.port}"
     page.goto(base + "/ui/")
     assert page.url.startswith(base + "/ui/login"), "reading needs the token (KSR_CONSOLE_READ_AUTH)"
@@ -225,6 +233,11 @@ def _operate(browser, a, b, redis_client, kube, namespace, late, receiver) -> No
     assert audit and audit[0][b"by"].decode().startswith("alice@"), audit
     wait_for(lambda: state(redis_client, "bed-late") == "completed", timeout=60, what="the replayed message's Job")
 
+    # -- The delayed message, held until its time.
+    page.goto(base + "/ui/message?id=bed-delayed")
+    assert page.text_content("#where") == "scheduled"
+    assert page.locator("#cancel").count() == 1  # a held message may be cancelled
+
     # -- Hostile strings render as text and run nothing.
     page.goto(base + "/ui/message?id=" + quote(HOSTILE_ID, safe=""))
     assert page.text_content("#message-id") == HOSTILE_ID
@@ -244,4 +257,3 @@ def _operate(browser, a, b, redis_client, kube, namespace, late, receiver) -> No
     assert page.text_content("#leader + .s").split("·")[0].strip() == f"term {term + 1}"
     roles = dict(row[:2] for row in cells(page, "#replicas tbody tr"))
     assert roles["console-b"] == "leader" and roles.get("console-a", "follower") == "follower", roles
-    page.close()
