@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +20,9 @@ from urllib.parse import quote, urlsplit
 import pytest
 
 from runner.settings import Settings
+from tests.support.browser import chromium
+from tests.support.browser import log_in as browser_log_in
 from tests.support.console import HOSTILE_COMMAND, STREAM, TOKEN, Workload, beat, env_for, make_workload
-from tests.support.fixtures import _unavailable
 from tests.support.ports import free_port, wait_for
 from tests.support.probe_stack import ProbeStack
 from tests.support.receiver import Receiver
@@ -31,17 +30,6 @@ from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
 
 
@@ -92,24 +80,8 @@ def stack(
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not os.access(CHROMIUM, os.X_OK):
-        _unavailable("chromium", f"{CHROMIUM} missing: scripts/install-system-deps chromium")
-    from playwright.sync_api import sync_playwright
-
-    profile = tempfile.mkdtemp(prefix="ksr-console-chromium-")
-    with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            profile,
-            executable_path=CHROMIUM,
-            args=CHROMIUM_ARGS,
-            headless=True,
-            viewport={"width": 1280, "height": 900},
-        )
-        try:
-            yield context
-        finally:
-            context.close()
-            shutil.rmtree(profile, ignore_errors=True)
+    with chromium() as context:
+        yield context
 
 
 @pytest.fixture
@@ -127,11 +99,7 @@ def shot(page: Any, name: str, tmp_path: Path) -> None:
 
 
 def log_in(page: Any, stack: ProbeStack) -> None:
-    page.goto(stack.url + "/ui/login")
-    page.fill("input[name=who]", "alice")
-    page.fill("input[name=token]", TOKEN)
-    page.click("form.stack button")
-    page.wait_for_url(stack.url + "/ui/")
+    browser_log_in(page, stack.url, TOKEN)
 
 
 def test_replica_b_shows_leader_a_every_replica_and_the_streams(page: Any, stack: ProbeStack, tmp_path: Path):
