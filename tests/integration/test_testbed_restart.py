@@ -138,7 +138,15 @@ def test_killed_test_run_takes_its_bed_down_and_the_next_up_starts_fresh(bed_dir
 def test_up_after_a_killed_up_script_stops_what_it_left(bed_dir: Path) -> None:
     script = subprocess.Popen([*KUBE_TESTENV, "up", "--dir", str(bed_dir)], stdout=subprocess.DEVNULL)
     try:
-        wait_for(lambda: _pids(bed_dir).get("kube-apiserver"), timeout=60, interval=0.02, what="kube-apiserver started")
+
+        def started() -> object:
+            assert script.poll() is None, (
+                f"the up script exited with {script.returncode} before starting kube-apiserver"
+            )
+            return _pids(bed_dir).get("kube-apiserver")
+
+        # 120 s: once, under a loaded 4-process run, the state file had not appeared in 60 s
+        wait_for(started, timeout=120, interval=0.02, what="kube-apiserver started")
         script.kill()  # a timed-out script: its components run in sessions of their own and outlive it
         script.wait(10)
     finally:
