@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.browser import CHROMIUM_ARGS
 from tests.support.ports import free_port, wait_for
 from tests.support.probe_stack import ProbeStack
 from tests.support.redis_server import RedisServer
@@ -185,14 +186,7 @@ def chromium(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str
     with tempfile.TemporaryDirectory(prefix="ksr-chromium-") as profile:
         argv = [
             binary,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
+            *CHROMIUM_ARGS,
             "--disable-dev-shm-usage",
             f"--user-data-dir={profile}",
             *args,

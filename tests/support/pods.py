@@ -17,6 +17,7 @@ from typing import Any
 
 from tests.support.pipeline import ksr_run
 from tests.support.ports import free_port, wait_for
+from tests.support.procs import carrying
 
 MARK = "KSR_TEST_POD_MARK"
 
@@ -39,15 +40,7 @@ def leader_of(pods: list[Pod], timeout: float) -> Pod:
 
 def _marked(mark: str) -> list[int]:
     """Pids of the processes carrying MARK=mark in their environment."""
-    needle = f"{MARK}={mark}".encode()
-    found = []
-    for environ in Path("/proc").glob("[0-9]*/environ"):
-        try:
-            if needle in environ.read_bytes().split(b"\0"):
-                found.append(int(environ.parent.name))
-        except OSError:
-            continue
-    return found
+    return carrying(MARK, mark)
 
 
 class Pod:
