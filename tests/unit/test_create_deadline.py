@@ -29,12 +29,13 @@ MAX_ATTEMPTS = 200  # far more than CREATE_DEADLINE allows at the backoff's cap
 
 
 class Unavailable:
-    """The apiserver's BatchV1Api, answering every create 503."""
+    """The apiserver's requests (runner.jobs.rest.Rest), answering every create 503."""
 
     def __init__(self) -> None:
         self.creates = 0
 
-    def create_namespaced_job(self, namespace: str, body: Any, **kw: Any) -> Any:
+    def request(self, method: str, path: str, **kw: Any) -> Any:
+        assert method == "POST", method
         self.creates += 1
         raise ApiException(status=503, reason="Service Unavailable")
 
@@ -75,7 +76,7 @@ def test_a_create_retries_for_the_deadline_on_the_api_clock_then_waits() -> None
     clock = FakeClock(start=0.0)  # far from the host's monotonic seconds, either way
     batch = Unavailable()
     api = KubeApi(object(), timeout=1, signals=Signals([]), clock=clock, rng=random.Random(7))  # type: ignore[arg-type]
-    api.batch = batch  # type: ignore[assignment]
+    api.rest = batch  # type: ignore[assignment]
     d = WaitRecorder(KubernetesExecutor(api, SETTINGS), batch)
     try:
         payload = json.dumps(message("m1", "ns")).encode()
