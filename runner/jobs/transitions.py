@@ -89,6 +89,10 @@ class Transitions:
         ):
             self._running.add(mid)
 
+    def started(self, mid: str) -> bool:
+        """The tracker has this message's pod start (its record is past "created")."""
+        return mid in self._running
+
     def start_due_again(self, mid: str) -> None:
         """The message has a new record ("created"): its pod's start is reported again."""
         self._running.discard(mid)

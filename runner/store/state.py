@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -397,7 +398,11 @@ class StateStore:
 
     def active_records(self) -> dict[str, StateRecord]:
         """Every active id with its record (an empty one when the record itself is gone)."""
-        ids = sorted(self.active_ids())
+        return self.records(self.active_ids())
+
+    def records(self, message_ids: Iterable[str]) -> dict[str, StateRecord]:
+        """Each id with its record (an empty one when there is none), a pipeline a page."""
+        ids = sorted(message_ids)
         out: dict[str, StateRecord] = {}
         with redis_errors():
             for start in range(0, len(ids), _PAGE):

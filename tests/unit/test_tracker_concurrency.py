@@ -46,7 +46,7 @@ class State:
     def active_ids(self) -> set[str]:
         return set()
 
-    def active_records(self) -> dict[str, StateRecord]:
+    def records(self, message_ids: Any) -> dict[str, StateRecord]:
         return {}
 
 
@@ -154,3 +154,47 @@ def test_a_job_holding_our_finalizer_without_a_record_is_kept_then_recorded_agai
         }
     ]
     assert api.finalizers_removed == []  # released once the end is recorded, at a later pass
+
+
+class Started:
+    """The tracker, as far as pod starts and deleted Jobs go."""
+
+    def __init__(self) -> None:
+        self.exceptions: list[str] = []
+
+    def pod_started(self, message_id: str, **pod: Any) -> bool:
+        return True
+
+    def exception(self, message_id: str, **kw: Any) -> None:
+        self.exceptions.append(message_id)
+
+
+class Active(State):
+    """Three active messages; the records they are asked for are counted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[set[str]] = []
+
+    def active_ids(self) -> set[str]:
+        return {"running", "pending", "deleted"}
+
+    def records(self, message_ids: Any) -> dict[str, StateRecord]:
+        self.asked.append(set(message_ids))
+        return {}
+
+
+def test_the_resync_reads_records_only_of_jobs_not_seen_or_not_started():
+    def job(mid: str) -> dict[str, Any]:
+        return {"metadata": {"name": f"job-{mid}", "uid": mid, "annotations": {MESSAGE_ID_ANNOTATION: mid}}}
+
+    def pod(mid: str, phase: str) -> dict[str, Any]:
+        return {**job(mid), "status": {"phase": phase}}
+
+    api = Api([job("running"), job("pending")], [pod("running", "Running"), pod("pending", "Pending")])
+    state = Active()
+    watcher = KubeWatcher(api=api, tracker=Started(), state=state, settings=SETTINGS)  # type: ignore[arg-type]
+    watcher.reconcile(lambda: True)
+    # "running" is seen and started: nothing to settle; "pending" may be late to start, and
+    # "deleted" may be gone: their records are read (before, all three every tick).
+    assert state.asked == [{"pending", "deleted"}]

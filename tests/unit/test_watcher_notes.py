@@ -28,7 +28,7 @@ class State:
     def active_ids(self) -> set[str]:
         return set(self.active)
 
-    def active_records(self) -> dict[str, StateRecord]:
+    def records(self, message_ids: Any) -> dict[str, StateRecord]:
         return {}
 
 
