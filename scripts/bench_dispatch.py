@@ -41,6 +41,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -172,7 +173,9 @@ def baseline_main(argv: list[str]) -> int:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+    def __init__(self, args: argparse.Namespace, workdir: Path, *, audit: bool = False) -> None:
+        from benchcosts import OBSERVER_AGENT
+
         from testenv import bed as testbed
         from tests.support.redis_server import RedisServer
 
@@ -181,12 +184,13 @@ class Bench:
         self.redis_server = RedisServer().start()
         self.redis = self.redis_server.client()
         self.bed = testbed.up(
-            workdir / "bed", progress=lambda m: print(f"  bed: {m}", flush=True), bench=True, owned=True
+            workdir / "bed", progress=lambda m: print(f"  bed: {m}", flush=True), bench=True, audit=audit, owned=True
         )
         os.environ["KUBECONFIG"] = str(self.bed.kubeconfig)
         from kubernetes import client, config
 
         self.api_client = config.new_client_from_config(config_file=str(self.bed.kubeconfig))
+        self.api_client.user_agent = OBSERVER_AGENT  # (r) tells this script's requests from the creators'
         self.core = client.CoreV1Api(self.api_client)
         self.batch = client.BatchV1Api(self.api_client)
         self.namespaces = {k: self._namespace(k) for k in ("base", "ours", "extra-1", "extra-2")}
@@ -196,6 +200,7 @@ class Bench:
             self.creates.mkdir()
             self.env.update(KSR_BENCH_CREATES=str(self.creates), PYTHONPATH=str(ROOT / "scripts" / "createtrace"))
         self.pods: list[Any] = []
+        self.profiles = 0
 
     def _namespace(self, kind: str) -> str:
         from tests.support.ports import wait_for
@@ -316,11 +321,15 @@ class Bench:
         ids = [f"{kind}-{uuid.uuid4().hex[:12]}" for _ in range(count)]
         watch = JobWatch(self.api_client, self.namespaces[kind])
         before = self.cpu(kind)
+        profiler = self._profile(kind, rate)
         try:
             t0, sent = (self.baseline if kind == "base" else self.ours)(ids, rate)
             seen = watch.times(ids, timeout=max(120.0, count / 5))
         finally:
             watch.close()
+            if profiler is not None:
+                profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+                profiler.wait(60)
         if not rate:
             used = {k: v - before.get(k, 0.0) for k, v in self.cpu(kind).items()}
             print(f"    {kind}: {max(seen.values()) - t0:.2f} s; settling", flush=True)
@@ -331,6 +340,20 @@ class Bench:
             print(f"      {kind}: " + self._split(sent, seen), flush=True)
         self.settle(kind)
         return max(seen.values()) - t0, [seen[i] - sent[i] for i in ids]
+
+    def _profile(self, kind: str, rate: float) -> subprocess.Popen[bytes] | None:
+        """--profile: py-spy samples the runner's pods (every process) during a throughput
+        phase, as collapsed stacks (`--format raw`, one file per phase)."""
+        if not self.args.profile or kind != "ours" or rate:
+            return None
+        directory = Path(self.args.profile)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.profiles += 1
+        leader = self.pods[-1].proc.pid
+        out = directory / f"ours-{self.profiles}.txt"
+        spy = str(Path(sys.executable).with_name("py-spy"))
+        cmd = [spy, "record", "--format", "raw", "--rate", "100", "--threads", "--nonblocking"]
+        return subprocess.Popen([*cmd, *self.args.profile_flags, "-o", str(out), "--pid", str(leader)])
 
     def cpu(self, kind: str) -> dict[str, float]:
         """CPU seconds so far of the bed's processes and of the creator: the baseline process
@@ -406,6 +429,53 @@ def throughput(bench: Bench, args: argparse.Namespace) -> dict[str, float]:
     base, ours = statistics.median(times["base"]), statistics.median(times["ours"])
     print(f"  median base {base:.2f} s ({args.n / base:.1f}/s), ours {ours:.2f} s ({args.n / ours:.1f}/s)")
     return {"base": base, "ours": ours}
+
+
+def costs(bench: Bench, args: argparse.Namespace) -> None:
+    """(r): per Job over its whole life, on an audited bed (scripts/benchcosts.py)."""
+    import benchcosts as bc
+
+    from tests.support.ports import wait_for
+
+    n = args.cost_n
+    log, etcd = bench.bed.audit_log, f"http://127.0.0.1:{bench.bed.ports['etcd']}"
+    print(f"(r) cost per Job: {n} Jobs a side, from the first create to the cluster's last request about them")
+    for kind in ("base", "ours"):
+        ns = bench.namespaces[kind]
+        ids = [f"{kind}-{uuid.uuid4().hex[:12]}" for _ in range(n)]
+        watch = JobWatch(bench.api_client, ns)
+        offset = log.stat().st_size
+        cpu0, redis0 = bench.cpu(kind), bc.redis_calls(bench.redis)
+        try:
+            (bench.baseline if kind == "base" else bench.ours)(ids, 0)
+            watch.times(ids, timeout=120)
+        finally:
+            watch.close()
+        polls: Counter[str] = Counter({"info": 1})  # this script's own Redis commands, not counted
+
+        def done() -> bool:
+            jobs = json.loads(bench.batch.list_namespaced_job(ns, _preload_content=False).data)["items"]
+            ended = all((j.get("status") or {}).get("succeeded") for j in jobs) and len(jobs) == n
+            if kind == "base" or not ended:
+                return ended
+            polls["scard"] += 1
+            held = any(bc.FINALIZER in (j["metadata"].get("finalizers") or []) for j in jobs)
+            return not held and bench.redis.scard("ksr:active") == 0
+
+        wait_for(done, timeout=300, interval=1.0, what=f"the {kind} Jobs ended and released")
+        bc.quiet_since(log, offset, ns, quiet=bc.QUIET, timeout=120)
+        cpu1, redis1 = bench.cpu(kind), bc.redis_calls(bench.redis)
+        requests, _ = bc.requests_in(log, offset, ns)
+        names = sorted(
+            json.loads(bench.batch.list_namespaced_job(ns, limit=5, _preload_content=False).data)["items"],
+            key=lambda j: j["metadata"]["name"],
+        )
+        job_bytes = [bc.stored_bytes(etcd, ns, j["metadata"]["name"]) for j in names]
+        redis = redis1 - redis0 - polls - Counter({"xadd": n if kind == "ours" else 0})
+        cpu = {k: v - cpu0.get(k, 0.0) for k, v in cpu1.items()}
+        for line in bc.report(kind, n, requests, cpu, redis, job_bytes):
+            print(line, flush=True)
+        bench.settle(kind)
 
 
 def latency(bench: Bench, args: argparse.Namespace) -> None:
@@ -687,7 +757,8 @@ def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "_baseline":
         return baseline_main(sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", default="b,c,d,e", help="which of b (with a), c, d, e to run")
+    parser.add_argument("--parts", default="b,c,d,e", help="which of b (with a), c, d, e, r to run")
+    parser.add_argument("--cost-n", type=int, default=100, help="(r): Jobs a side")
     parser.add_argument("--n", type=int, default=2000, help="messages per throughput phase")
     parser.add_argument("--rounds", type=int, default=3, help="throughput rounds (base, ours each)")
     parser.add_argument("--pool", type=int, default=10, help="QUEUE_WORKER_POOL_SIZE, and the baseline's threads")
@@ -712,6 +783,14 @@ def main() -> int:
         action="store_true",
         help="(c): time every create call (scripts/createtrace) and split each phase's latency into "
         "the wait before the create, the call, and the watch's delivery",
+    )
+    parser.add_argument(
+        "--profile",
+        help="(b): py-spy record the runner's pods during each of our throughput phases, "
+        "collapsed stacks into this directory (scripts/profile_summary.py reads them)",
+    )
+    parser.add_argument(
+        "--profile-flags", type=lambda s: s.split(), default=[], help="more py-spy record flags, e.g. '--gil --idle'"
     )
     parser.add_argument("--dump", help="append each phase's send and ADDED times to this file (JSON lines)")
     args = parser.parse_args()
@@ -739,6 +818,14 @@ def main() -> int:
                 handover(bench, args)
         finally:
             bench.close()
+    if "r" in parts:  # a bed of its own: the audit log costs the apiserver CPU the others would feel
+        with tempfile.TemporaryDirectory(prefix="ksr-bench-r-") as tmp:
+            bench = Bench(args, Path(tmp), audit=True)
+            try:
+                bench.leader()
+                costs(bench, args)
+            finally:
+                bench.close()
     if ratio is not None:
         print(f"ratio (b)/(a) throughput: {ratio:.2f} (target >= 0.95)")
     return 0

@@ -59,6 +59,12 @@ BENCH_FLAGS = {
     "kube-scheduler": ["--kube-api-qps=1000", "--kube-api-burst=2000"],
     "kube-apiserver": ["--max-requests-inflight=1600", "--max-mutating-requests-inflight=800"],
 }
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [{"level": "Metadata"}],
+}
 ADMIN_TOKEN_USER = "ksr-admin"
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -215,12 +221,25 @@ class Bed:
         self.kubeconfig.write_text(json.dumps(config, indent=1))  # JSON is valid YAML
         self.kubeconfig.chmod(0o600)
 
-    def _commands(self, *, bench: bool = False) -> dict[str, list[str]]:
+    def _commands(self, *, bench: bool = False, audit: bool = False) -> dict[str, list[str]]:
         commands = self._base_commands()
         if bench:
             for name, flags in BENCH_FLAGS.items():
                 commands[name] = [*commands[name], *flags]
+        if audit:
+            commands["kube-apiserver"] = [*commands["kube-apiserver"], *self._audit_flags()]
         return commands
+
+    @property
+    def audit_log(self) -> Path:
+        return self.dir / "audit.log"
+
+    def _audit_flags(self) -> list[str]:
+        """Every request at the Metadata level (who, verb, object, code; no bodies), one JSON
+        line each once answered: what scripts/bench_dispatch.py counts per Job."""
+        policy = self.dir / "audit-policy.yaml"
+        policy.write_text(json.dumps(AUDIT_POLICY))  # JSON is valid YAML
+        return [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}", "--audit-log-format=json"]
 
     def _base_commands(self) -> dict[str, list[str]]:
         d, b, p, kc = self.dir, self.bin, self.ports, str(self.kubeconfig)
@@ -440,13 +459,15 @@ def up(
     *,
     progress: Callable[[str], object] = print,
     bench: bool = False,
+    audit: bool = False,
     owned: bool = False,
     check_timeout: float = 60.0,
 ) -> Bed:
     """Start a bed in `directory`, from nothing: whatever an earlier start left there is
     stopped and removed first (and logged through `progress`). `owned`: the components die
     with the calling thread (tests, benchmarks); without it they outlive the caller (the CLI).
-    The start ends with one Job run through the bed (selfcheck.py), bounded by `check_timeout`."""
+    The start ends with one Job run through the bed (selfcheck.py), bounded by `check_timeout`.
+    `audit`: the apiserver writes an audit log of every request (`Bed.audit_log`)."""
     if not build.is_built():
         raise SystemExit("kube-testenv: binaries are not built yet; run `scripts/kube-testenv build` first")
     directory = directory.resolve()  # the components' arguments, and stale.py's matching, use full paths
@@ -456,17 +477,19 @@ def up(
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise SystemExit(f"kube-testenv: another `up` is starting the bed in {directory} right now") from None
-        return _up(directory, progress=progress, bench=bench, owned=owned, check_timeout=check_timeout)
+        return _up(directory, progress=progress, bench=bench, audit=audit, owned=owned, check_timeout=check_timeout)
 
 
-def _up(directory: Path, *, progress: Callable[[str], object], bench: bool, owned: bool, check_timeout: float) -> Bed:
+def _up(
+    directory: Path, *, progress: Callable[[str], object], bench: bool, audit: bool, owned: bool, check_timeout: float
+) -> Bed:
     started = time.monotonic()
     _start_clean(directory, progress)
     bed = Bed(dir=directory, owner=os.getpid() if owned else None)
     bed.ports = {k: free_port() for k in ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok")}
     bed._certificates()
     bed._credentials()
-    bed.procs = {name: {"cmd": cmd, "pid": None} for name, cmd in bed._commands(bench=bench).items()}
+    bed.procs = {name: {"cmd": cmd, "pid": None} for name, cmd in bed._commands(bench=bench, audit=audit).items()}
     bed.save()
     try:
         for name in ("etcd", "kube-apiserver"):
