@@ -74,7 +74,7 @@ class KubeApi:
         """`max_attempts` 0 retries transient errors for as long as `keep_going()` says;
         `list_page` is the number of items one list request asks for."""
         self.api_client = api_client
-        self.rest = Rest(api_client)
+        self.rest = Rest(api_client, clock=clock)
         self.timeout = timeout
         self._clock = clock
         self._rng = rng or random.Random()
