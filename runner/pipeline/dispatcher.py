@@ -5,9 +5,10 @@ claim is set-if-absent, the Job name is deterministic and a 409 for our own mess
 adopted, and the entry is acked last. The leader's term is checked before every side
 effect; a lost term leaves the entry pending for the next leader. On the elector
 (`holds_term`, no I/O) before each step; in Redis (`ksr:term`) inside each fenced script
-(the claim, the record), and by one read of its own before what no script fences: the
-apiserver create and a dead letter. So a dispatched message costs four Redis round trips
-without a webhook (and a share of the batch's read), seven with one (docs/pipeline.md).
+(the claim, the record), and by one read of its own before a dead letter, whose script is
+not fenced. The apiserver create follows the fenced claim at once. So a dispatched message
+costs three Redis round trips without a webhook (and a share of the batch's read), six with
+one (docs/pipeline.md).
 
 Whatever an entry holds, its processing ends in one of: dispatched, duplicate, dead-lettered
 (with a reason), waiting (a create refused for now, held in runner.store.waiting until
@@ -286,7 +287,9 @@ class Dispatcher:
             return self._give_up(entry, message, waited.error, term, tell=False)
         self._crash_point("after_claim")
 
-        self._fence(term)  # the create is outside Redis: no script can fence it
+        # The create is outside Redis: no script can fence it. The claim just before it was
+        # (its script refuses a lower term), so no read of ksr:term of its own: a deposed
+        # leader's late create is adopted by its successor (the name is the message's).
         try:
             ref = self.executor.create(
                 message,
