@@ -444,7 +444,7 @@ def costs(bench: Bench, args: argparse.Namespace) -> None:
         ns = bench.namespaces[kind]
         ids = [f"{kind}-{uuid.uuid4().hex[:12]}" for _ in range(n)]
         watch = JobWatch(bench.api_client, ns)
-        offset = log.stat().st_size
+        offset, started = log.stat().st_size, time.monotonic()
         cpu0, redis0 = bench.cpu(kind), bc.redis_calls(bench.redis)
         try:
             (bench.baseline if kind == "base" else bench.ours)(ids, 0)
@@ -473,6 +473,7 @@ def costs(bench: Bench, args: argparse.Namespace) -> None:
         job_bytes = [bc.stored_bytes(etcd, ns, j["metadata"]["name"]) for j in names]
         redis = redis1 - redis0 - polls - Counter({"xadd": n if kind == "ours" else 0})
         cpu = {k: v - cpu0.get(k, 0.0) for k, v in cpu1.items()}
+        print(f"  {kind}: {n} Jobs, whole life: {time.monotonic() - started:.1f} s", flush=True)
         for line in bc.report(kind, n, requests, cpu, redis, job_bytes):
             print(line, flush=True)
         bench.settle(kind)
