@@ -350,9 +350,8 @@ class WatchStream:
             if aborted:
                 return
             for chunk in response.stream(amt=None, decode_content=False):
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
+                *lines, buffer = (buffer + chunk).split(b"\n")  # one copy a chunk, not one per event
+                for line in lines:
                     if line.strip():
                         yield orjson.loads(line)
             complete = not self._aborted

@@ -1,16 +1,18 @@
 """runner.jobs.rest: the paths it builds, and credentials asked of the configuration once
 per AUTH_SECONDS (its refresh hook re-reads the kubeconfig each time), again at once after
-a 401. Against a stand-in pool; the integration tests send every request to a real
-apiserver."""
+a 401; and a watch's events cut anywhere by the chunks they arrive in. Against stand-ins;
+the integration tests send every request to a real apiserver."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 from kubernetes.client.exceptions import ApiException
 
 from election.clock import FakeClock
+from runner.jobs.kube import WatchStream
 from runner.jobs.rest import AUTH_SECONDS, USER_AGENT, Rest, path_of
 
 
@@ -82,3 +84,30 @@ def test_credentials_are_reused_for_auth_seconds_and_asked_again_after_a_401() -
     assert headers["authorization"] == "Bearer token-1" and headers["User-Agent"] == USER_AGENT
     assert "Content-Type" not in headers and client.sent[-1][2]["Content-Type"] == "application/json"
     assert client.sent[-1][2]["authorization"] == "Bearer token-3"
+
+
+class Streamed:
+    """A watch response delivering its bytes in the chunks given."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+        self.released = self.closed = False
+
+    def stream(self, amt: Any = None, decode_content: bool = False) -> Any:
+        return iter(self.chunks)
+
+    def release_conn(self) -> None:
+        self.released = True
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_watch_yields_each_event_whatever_the_chunks_cut() -> None:
+    events = [{"type": "ADDED", "object": {"n": n, "s": "x" * n}} for n in range(12)]
+    data = b"".join(json.dumps(e).encode() + b"\n" for e in events) + b"\n"  # an empty line too
+    for size in (1, 7, 64, len(data)):
+        response = Streamed([data[i : i + size] for i in range(0, len(data), size)])
+        stream = WatchStream(lambda r=response: r, on_open=lambda: None)
+        assert list(stream) == events, size
+        assert response.released and not response.closed
