@@ -131,8 +131,9 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(_S.WAITING, _S.CREATED, _A.DISPATCHER, "record_job", "a later try created the Job"),
     Transition(None, _S.CREATED, _A.DISPATCHER, "record_job", "the claim vanished during the create"),
     Transition(None, _S.CREATED, _A.TRACKER, "record_job", "a Job of ours the store lost: recorded again"),
-    Transition(_S.CREATED, _S.RUNNING, _A.TRACKER, "update", "its pod started: callback 1"),
-    # With the callback's mark and event, in one step: the final event never precedes the end.
+    # With the callback's mark and event, in one step: no event is read before its record.
+    Transition(_S.CREATED, _S.RUNNING, _A.TRACKER, "mark_callback", "its pod started: callback 1"),
+    Transition(_S.CREATED, _S.RUNNING, _A.TRACKER, "update", "its pod started, callback 1 marked before the move"),
     *_rows((_S.CREATED, _S.RUNNING), _S.COMPLETED, _A.TRACKER, "mark_callback", "the Job succeeded: callback 2"),
     *_rows((_S.CREATED, _S.RUNNING), _S.FAILED, _A.TRACKER, "mark_callback", "the Job failed: callback 3"),
     *_rows(

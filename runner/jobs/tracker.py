@@ -275,16 +275,14 @@ class Tracker:
                 return False
             self._ensure_created(message_id, record)
             if status == CallbackStatus.STARTED:
-                if record.state is State.CREATED:  # the table's only way to running
-                    self.state.set_state(
-                        message_id,
-                        State.RUNNING,
-                        term=self._term(),
-                        pod_name=pod[0],
-                        pod_uid=pod[1],
-                        started_at=int(self.clock.time() * 1000),
-                    )
-                if CallbackStatus.STARTED not in record.callbacks():  # marked before: every later pod event of it
+                marked = CallbackStatus.STARTED in record.callbacks()  # before: every later pod event of it
+                if record.state is State.CREATED:  # the table's only way to running, with 1's mark
+                    start = {"pod_name": pod[0], "pod_uid": pod[1], "started_at": int(self.clock.time() * 1000)}
+                    if marked:  # marked by a leader that died before the move (older code)
+                        self.state.set_state(message_id, State.RUNNING, term=self._term(), **start)
+                    else:
+                        self._emit(message_id, CallbackStatus.STARTED, detail, record, start=start)
+                elif not marked:
                     self._emit(message_id, CallbackStatus.STARTED, detail, record)
                 return True
             if status != CallbackStatus.EXCEPTION:  # a Job that completed or failed had a pod that started
@@ -352,14 +350,18 @@ class Tracker:
         *,
         keep_webhook: str = "",
         finish: State | None = None,
+        start: dict[str, Any] | None = None,
     ) -> bool:
         """Mark and send (the caller holds the message's mutex); True when this call marked it.
         `keep_webhook`: the message's URL, for a stored record that has none (_adopt_webhook).
-        `finish`: the terminal state the record moves to with the mark, in the same step."""
+        `finish`: the terminal state the record moves to with the mark, in the same step;
+        `start`: the pod's fields of the move to running that goes with callback 1's mark."""
         callback = self._callback_mark(
             message_id, status, detail, webhook=record.webhook, job_name=record.job_name, keep_webhook=keep_webhook
         )
-        if finish is None:
+        if start is not None:
+            marked = self.state.start_with_callback(message_id, callback, term=self._term(), **start)
+        elif finish is None:
             marked = self.state.mark_callback(message_id, callback, term=self._term())
         else:
             marked = self.state.finish_with_callback(message_id, finish, callback, term=self._term())

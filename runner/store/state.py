@@ -311,6 +311,14 @@ class StateStore:
             raise ValueError(f"{state} is not terminal: one of {', '.join(sorted(TERMINAL_STATES))}")
         return self._mark_and_move(message_id, callback, state, term)
 
+    def start_with_callback(
+        self, message_id: str, callback: CallbackMark, *, term: int | None = None, **fields: Any
+    ) -> Marked:
+        """mark_callback (callback 1) and the move to running with `fields` (the pod's), in
+        one step: whoever reads the event finds the record running. Checked first, like
+        finish_with_callback: IllegalTransition, and no mark, for a record no longer created."""
+        return self._mark_and_move(message_id, callback, State.RUNNING, term, fields=fields)
+
     def _mark_and_move(
         self,
         message_id: str,
@@ -323,7 +331,9 @@ class StateStore:
         now = self._now_ms()
         keys = self._mark_keys(message_id, callback)
         move: list[Any] = [""]
-        if target is not None:
+        if target in LIVE_STATES:
+            move = [target, message_id, "", *_flat({Field.UPDATED_AT: now, **(fields or {})})]
+        elif target is not None:
             written = {Field.UPDATED_AT: now, Field.FINISHED_AT: now, **(fields or {})}
             move = [target, message_id, self.ttl_seconds, *_flat(written)]
         hook = callback.webhook if callback else ""

@@ -114,6 +114,11 @@ def _end_with_callback(target: State) -> Callable[[Parts], str]:
     return move
 
 
+def _start_with_callback(parts: Parts) -> str:
+    mark = CallbackMark(status=1, detail="{}")
+    return _refused_on_illegal(lambda: parts.state.start_with_callback(MID, mark, pod_name="p", started_at=1))
+
+
 def _claim_after_cancel_request(parts: Parts) -> str:
     parts.redis.hset(parts.state.key(MID), "cancel_requested", int(NOW * 1000))
     claim = parts.state.claim(MID, stream=STREAM, entry_id="2-0")
@@ -166,13 +171,15 @@ def _dead_letter(parts: Parts) -> str | None:
 
 
 # (script, the target it moves towards, how to ask it); update.lua is asked for every state
-# but a Job's own ends, which mark_callback.lua makes with the callback.
+# but a Job's own ends, which mark_callback.lua makes with the callback, as it makes the
+# move to running with callback 1.
 ACTIONS: list[tuple[str, State | None, Callable[[Parts], str | None]]] = [
     ("claim", State.CLAIMED, _claim),
     ("claim", State.CANCELLED, _claim_after_cancel_request),
     ("record_job", State.CREATED, _record),
     *[("update", target, _update(target)) for target in State if target.recorded is target and target not in JOB_ENDS],
     *[("mark_callback", target, _end_with_callback(target)) for target in sorted(JOB_ENDS)],
+    ("mark_callback", State.RUNNING, _start_with_callback),
     ("release", None, _release),
     ("cancel", State.CANCELLED, _cancel),
     ("schedule", State.SCHEDULED, _schedule),

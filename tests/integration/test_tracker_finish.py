@@ -62,3 +62,27 @@ def test_the_final_event_is_never_seen_before_the_terminal_record(
     assert (seen_state, active) == (state, False)
     record = store.get("m")
     assert record is not None and record.state == state and record.get("finished_at")
+
+
+def test_the_start_event_is_never_seen_before_the_running_record(redis_client: redis.Redis) -> None:
+    """Callback 1's mark and event and the move to running: one script (issue 23 joined them,
+    a round trip fewer per Job; before, the event could be read while the record said created)."""
+    settings = Settings.from_env({"POD_NAME": "r0", "KSR_ALLOWED_NAMESPACES": "ns"})
+    store = StateStore.from_settings(redis_client, settings)
+    sink = Watching(redis_client)
+    tracker = Tracker(state=store, callbacks=sink, settings=settings, signals=Signals([]))
+    store.claim("m", stream="ksr:jobs:default", entry_id="1-0")
+    store.record_job("m", job_name="j", namespace="ns", job_uid="u", webhook=URL)
+    tracker.created("m", job_name="j", job_uid="u", webhook=URL)  # callback 0
+    redis_client.hdel("ksr:msg:m", "cb_owner")  # callback 0 delivered: the courier let go
+    assert tracker.pod_started("m", pod_name="p", pod_uid="pu")
+    assert sink.seen[-1] == ([0, 1], "running", True)
+    record = store.get("m")
+    assert record is not None and (record.state.value, record.get("pod_name"), record.get("pod_uid")) == (
+        "running",
+        "p",
+        "pu",
+    )
+    assert redis_client.ttl("ksr:msg:m") == -1  # live: no TTL before its end
+    assert tracker.pod_started("m", pod_name="p", pod_uid="pu")  # a later pod event: nothing more
+    assert [int(f[b"status"]) for _, f in redis_client.xrange(EVENTS)] == [0, 1]

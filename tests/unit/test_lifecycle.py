@@ -91,9 +91,10 @@ def test_a_script_gets_only_its_own_moves() -> None:
         (State.RUNNING, State.CANCELLED),
         (State.CLAIMED, State.CANCELLED),
     }
-    # a Job's own end goes with its callback's mark and event, never before them
+    # a Job's start and its own end go with their callback's mark and event, never apart
     ends = {State.COMPLETED, State.FAILED, State.EXCEPTION}
-    assert moves_of("mark_callback") == {(s, t) for s in (State.CREATED, State.RUNNING) for t in ends}
+    started = {(State.CREATED, State.RUNNING)}
+    assert moves_of("mark_callback") == started | {(s, t) for s in (State.CREATED, State.RUNNING) for t in ends}
     assert moves_of("claim") == {(None, State.CLAIMED), (State.DEAD, State.CLAIMED), (State.CLAIMED, State.CANCELLED)}
     assert moves_of("schedule") == {(State.DEAD, None)}  # a place: only a dead letter's record goes
     prelude = lua_prelude("claim")

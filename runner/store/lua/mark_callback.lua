@@ -1,5 +1,6 @@
--- Mark a callback sent, first caller wins (StateStore.mark_callback), and with a terminal
--- callback move the record to its end in the same step (StateStore.finish_with_callback).
+-- Mark a callback sent, first caller wins (StateStore.mark_callback), and with callback 1
+-- move the record to running, with a terminal one to its end, in the same step
+-- (StateStore.start_with_callback, finish_with_callback).
 -- Fenced (fence.lua), with the state prelude, lib_mark.lua and lib_owner.lua.
 -- KEYS[1] term key, KEYS[2] the state record, KEYS[3] the owed-callbacks sorted set, KEYS[4]
 -- the events stream (KEYS[3], KEYS[4]: any key when not used), KEYS[5] the active set.
@@ -10,8 +11,9 @@
 -- kept in the record when it has none (a record written before the message was read, by a
 -- cancel, or a create refused for good), since the courier reads the URL from the record.
 -- The tracker passes it only then: '' costs nothing.
--- ARGV[h+1] the terminal state to move to, or '' (a mark alone); ARGV[h+2] the message id,
--- ARGV[h+3] the TTL in seconds, ARGV[h+4..] field/value pairs. The move is checked first: a
+-- ARGV[h+1] the state to move to, or '' (a mark alone); ARGV[h+2] the message id,
+-- ARGV[h+3] the TTL in seconds for a terminal state, '' for a live one (running: the record
+-- stays active, without a TTL), ARGV[h+4..] field/value pairs. The move is checked first: a
 -- record the table does not let end there (ended already, by a cancel) gets neither the
 -- mark nor the event. ARGV[at] '' moves without marking (StateStore.finish). With it, the final event and the terminal record are one write: a
 -- producer that read the event never reads the record still running.
@@ -40,7 +42,9 @@ end
 if target and target ~= '' then
   redis.call('HSET', KEYS[2], 'state', target, unpack(ARGV, h + 4))
   if ARGV[1] ~= '' then redis.call('HSET', KEYS[2], 'term', ARGV[1]) end
-  redis.call('SREM', KEYS[5], ARGV[h + 2])
-  redis.call('EXPIRE', KEYS[2], ARGV[h + 3])
+  if ARGV[h + 3] ~= '' then
+    redis.call('SREM', KEYS[5], ARGV[h + 2])
+    redis.call('EXPIRE', KEYS[2], ARGV[h + 3])
+  end
 end
 return {'OK', first, granted}
