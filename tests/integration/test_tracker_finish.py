@@ -36,6 +36,17 @@ class Watching:
         return True
 
 
+def recorded(conn: redis.Redis) -> tuple[StateStore, Watching, Tracker]:
+    """Message "m" claimed and its Job recorded; the tracker hands its couriers to a Watching."""
+    settings = Settings.from_env({"POD_NAME": "r0", "KSR_ALLOWED_NAMESPACES": "ns"})
+    store = StateStore.from_settings(conn, settings)
+    sink = Watching(conn)
+    tracker = Tracker(state=store, callbacks=sink, settings=settings, signals=Signals([]))
+    store.claim("m", stream="ksr:jobs:default", entry_id="1-0")
+    store.record_job("m", job_name="j", namespace="ns", job_uid="u", webhook=URL)
+    return store, sink, tracker
+
+
 @pytest.mark.parametrize(
     ("end", "status", "state"),
     [("completed", 2, "completed"), ("failed", 3, "failed"), ("exception", 99, "exception")],
@@ -43,12 +54,7 @@ class Watching:
 def test_the_final_event_is_never_seen_before_the_terminal_record(
     redis_client: redis.Redis, end: str, status: int, state: str
 ) -> None:
-    settings = Settings.from_env({"POD_NAME": "r0", "KSR_ALLOWED_NAMESPACES": "ns"})
-    store = StateStore.from_settings(redis_client, settings)
-    sink = Watching(redis_client)
-    tracker = Tracker(state=store, callbacks=sink, settings=settings, signals=Signals([]))
-    store.claim("m", stream="ksr:jobs:default", entry_id="1-0")
-    store.record_job("m", job_name="j", namespace="ns", job_uid="u", webhook=URL)
+    store, sink, tracker = recorded(redis_client)
     tracker.pod_started("m", pod_name="p", pod_uid="pu")
     redis_client.hdel("ksr:msg:m", "cb_owner")  # callbacks 0 and 1 delivered: the courier let go
     if end == "completed":
@@ -67,12 +73,7 @@ def test_the_final_event_is_never_seen_before_the_terminal_record(
 def test_the_start_event_is_never_seen_before_the_running_record(redis_client: redis.Redis) -> None:
     """Callback 1's mark and event and the move to running: one script (issue 23 joined them,
     a round trip fewer per Job; before, the event could be read while the record said created)."""
-    settings = Settings.from_env({"POD_NAME": "r0", "KSR_ALLOWED_NAMESPACES": "ns"})
-    store = StateStore.from_settings(redis_client, settings)
-    sink = Watching(redis_client)
-    tracker = Tracker(state=store, callbacks=sink, settings=settings, signals=Signals([]))
-    store.claim("m", stream="ksr:jobs:default", entry_id="1-0")
-    store.record_job("m", job_name="j", namespace="ns", job_uid="u", webhook=URL)
+    store, sink, tracker = recorded(redis_client)
     tracker.created("m", job_name="j", job_uid="u", webhook=URL)  # callback 0
     redis_client.hdel("ksr:msg:m", "cb_owner")  # callback 0 delivered: the courier let go
     assert tracker.pod_started("m", pod_name="p", pod_uid="pu")
