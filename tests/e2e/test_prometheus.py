@@ -83,8 +83,17 @@ def evaluate(prometheus: Prometheus, q: Query, expr: str, start: float, end: flo
         points = [(float(t), _number(v)) for t, v in series["values"]]
         numbers = [v for _, v in points if v is not None]
         last = points[-1][1] if points and points[-1][0] >= end - 0.01 else None  # gone before the end: None
-        out[legend(q.legend, series["metric"])] = Reading(last, max(numbers) if numbers else None)
+        reading = Reading(last, max(numbers) if numbers else None)
+        # Series that share a legend are one line to the eye (a target whose series was
+        # renewed, e.g. after a reload under load): the pod's line is their union.
+        name = legend(q.legend, series["metric"])
+        out[name] = _union(out[name], reading) if name in out else reading
     return out
+
+
+def _union(a: Reading, b: Reading) -> Reading:
+    peaks = [p for p in (a.peak, b.peak) if p is not None]
+    return Reading(a.last if a.last is not None else b.last, max(peaks) if peaks else None)
 
 
 def resolve(prometheus: Prometheus, definition: str, variables: dict[str, str]) -> set[str]:
