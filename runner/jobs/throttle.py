@@ -40,6 +40,7 @@ MAX_RETRY_AFTER = 60.0  # a longer Retry-After is taken as this (APF itself stop
 CALM_FACTOR = 2.0  # one request at a time until this many Retry-Afters pass without a 429
 STEP = 0.25  # the longest single sleep, so keep_going() is asked at least 4 times a second
 PROBE_POLL = 0.02  # how often a request waiting its turn behind the probe looks again
+_EPSILON = 1e-6  # a token short by float rounding is whole; the shortest sleep (1e-17 s would not move time)
 
 
 class Stopped(KsrError):
@@ -76,7 +77,7 @@ class TokenBucket:
         then: an urgent request may have taken it meanwhile)."""
         with self._mutex:
             self._refill()
-            if self._tokens >= 1.0:
+            if self._tokens >= 1.0 - _EPSILON:
                 self._tokens -= 1.0
                 return 0.0
             return (1.0 - self._tokens) / self.qps
@@ -190,7 +191,7 @@ class KubeThrottle:
             now = self._clock.monotonic()
             if deadline is not None and now + min(delay, PROBE_POLL) > deadline:
                 raise too_late()
-            self._clock.sleep(min(delay, STEP))
+            self._clock.sleep(max(_EPSILON, min(delay, STEP)))
 
     def _server_error(self, verb: str, gate: ServerGate) -> KubeApiError:
         last = gate.last_error
