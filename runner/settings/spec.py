@@ -152,7 +152,7 @@ def integer(*, minimum: int, maximum: int | None = None, unit: str = "") -> Pars
     return parse
 
 
-def number(*, minimum: float, unit: str = "") -> Parser:
+def quantity(*, minimum: float, unit: str = "") -> Parser:
     what = f"a number{(' of ' + unit) if unit else ''} >= {minimum:g}"
 
     def parse(value: str) -> float:

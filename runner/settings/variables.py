@@ -28,8 +28,8 @@ from runner.settings.spec import (
     integer,
     items,
     key_name,
-    number,
     path,
+    quantity,
     seconds,
     text,
 )
@@ -512,7 +512,7 @@ WORKER_POOL_SIZE = Variable(
 KUBE_QPS = Variable(
     name="KSR_KUBE_QPS",
     path="kube.qps",
-    parse=number(minimum=0, unit="requests per second"),
+    parse=quantity(minimum=0, unit="requests per second"),
     default=500.0,
     unit="requests/s",
     help="Client-side limit on the runner's Kubernetes API requests (a token bucket, like client-go's "

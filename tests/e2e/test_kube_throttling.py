@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,9 @@ def service_account_kubeconfig(kube: KubeBed, namespace: str, path: Path) -> str
                 "apiVersion": "v1",
                 "kind": "Config",
                 "current-context": "sa",
-                "clusters": [{"name": "bed", "cluster": {"server": kube.server, "certificate-authority": kube.ca_file}}],
+                "clusters": [
+                    {"name": "bed", "cluster": {"server": kube.server, "certificate-authority": kube.ca_file}}
+                ],
                 "users": [{"name": ACCOUNT, "user": {"token": token}}],
                 "contexts": [{"name": "sa", "context": {"cluster": "bed", "user": ACCOUNT, "namespace": namespace}}],
             }
@@ -279,7 +281,9 @@ def test_apf_throttling_creates_slows_only_creates_and_loses_nothing(
         window = time.monotonic() - throttled_at
         refused = refused_creates(during) - refused_creates(before)
         assert refused == during.value(THROTTLED, verb="create", source="server")  # each 429 counted once
-        assert refused <= REFUSED_PER_SECOND * window + REFUSED_MARGIN, f"{refused:.0f} creates refused in {window:.1f}s"
+        assert refused <= REFUSED_PER_SECOND * window + REFUSED_MARGIN, (
+            f"{refused:.0f} creates refused in {window:.1f}s"
+        )
         for verb in ("patch", "get", "list", "delete"):  # the release and the reads were never held back
             assert during.value(THROTTLED, verb=verb, source="server") == 0, verb
 
@@ -295,7 +299,9 @@ def test_apf_throttling_creates_slows_only_creates_and_loses_nothing(
             what="the Jobs after the lift",
         )
         recovered = time.monotonic() - lifted
-        print(f"APF: {refused:.0f} creates refused in {window:.1f}s of throttling; {AFTER} Jobs {recovered:.1f}s after the lift")
+        print(
+            f"APF: {refused:.0f} creates refused in {window:.1f}s of throttling; {AFTER} Jobs {recovered:.1f}s after the lift"
+        )
         assert recovered <= RECOVERY_BUDGET, f"{AFTER} Jobs took {recovered:.1f}s after the FlowSchema went"
         receiver.wait_for_callbacks(late + after, timeout=90, what="the late Jobs' callbacks")
         wait_for(lambda: not degraded(pod), timeout=THROTTLE_SHOWN + 20, what="the degraded reason to go")
