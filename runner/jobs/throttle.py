@@ -188,9 +188,8 @@ class KubeThrottle:
                 return
             if not keep_going():
                 raise Stopped(verb)
-            now = self._clock.monotonic()
-            if deadline is not None and now + min(delay, PROBE_POLL) > deadline:
-                raise too_late()
+            if deadline is not None and self._clock.monotonic() + delay > deadline:
+                raise too_late()  # at once: the caller lets the create wait without a thread
             self._clock.sleep(max(_EPSILON, min(delay, STEP)))
 
     def _server_error(self, verb: str, gate: ServerGate) -> KubeApiError:

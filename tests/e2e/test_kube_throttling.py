@@ -350,6 +350,7 @@ def test_the_client_limit_paces_every_request_and_shows_on_status(
         after = scrape(pod.port)
         window = time.monotonic() - started
         sent = after.total("ksr_kube_requests_total") - before.total("ksr_kube_requests_total")
+        print(f"KSR_KUBE_QPS={qps:g}: {sent:.0f} requests in {window:.1f}s")
         assert sent <= burst + qps * window + 1, f"{sent:.0f} requests in {window:.1f}s at KSR_KUBE_QPS={qps:g}"
         assert after.value(THROTTLED, verb="create", source="client") >= 1
         assert after.value(THROTTLED, verb="create", source="server") == 0

@@ -104,10 +104,11 @@ def test_a_create_out_of_time_for_a_token_is_refused_for_now_without_a_request()
     api, _ = api_on(clock, qps=0.1, burst=1)
     request = Requests(clock)
     api.call("create", request)
+    started = clock.monotonic()
     with pytest.raises(KubeTransientError, match="KSR_KUBE_QPS=0.1") as refused:
-        api.call("create", request, retry_for=5)
+        api.call("create", request, retry_for=5)  # the next token is 10 s away
     assert refused.value.temporary and refused.value.reason == "ClientThrottled"
-    assert len(request.at) == 1
+    assert len(request.at) == 1 and clock.monotonic() == started
 
 
 # -- the apiserver's 429 --------------------------------------------------------------------
@@ -139,9 +140,11 @@ def test_a_create_whose_deadline_comes_before_the_retry_after_gets_the_429_witho
     error = too_many(30)
     api.throttle.refused("create", error)
     request = Requests(clock)
+    started = clock.monotonic()
     with pytest.raises(KubeTransientError) as refused:
         api.call("create", request, retry_for=10)
     assert refused.value is error and request.at == []
+    assert clock.monotonic() == started  # raised at once, not after holding a thread 10 s
 
 
 def test_a_create_waiting_on_the_gate_stops_when_its_caller_does() -> None:
