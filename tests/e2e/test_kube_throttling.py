@@ -43,7 +43,9 @@ pytestmark = pytest.mark.kube
 
 ACCOUNT = "ksr-throttled"
 POOL = 4  # QUEUE_WORKER_POOL_SIZE: creates in flight at once when nothing holds them back
-EARLY, LATE, AFTER = 4, 80, 20
+# LATE: enough that one create at a time takes several seconds (about 25 creates/s on the
+# 2-core host), so the early Jobs end while the backlog is still throttled.
+EARLY, LATE, AFTER = 4, 200, 20
 # 429s allowed while throttled. After a 429 the creates wait Retry-After (1 s), then go one at
 # a time until 2 Retry-Afters pass without a 429, then the whole pool again: at most POOL - 1
 # refused per 3 s, and POOL - 1 in the first wave (in flight when the first 429 came). Measured
@@ -274,6 +276,8 @@ def test_apf_throttling_creates_slows_only_creates_and_loses_nothing(
         open_gate(kube, key, value)
         receiver.wait_for_callbacks(early, timeout=60, what="the early Jobs' callbacks while creates are throttled")
         wait_for(lambda: released(kube, namespace, set(early)), timeout=30, what="the early Jobs released")
+        made = len(job_message_ids(kube, namespace)) - EARLY
+        assert made < LATE, "the early Jobs were released only once the throttled creates were done"
 
         wait_for(
             lambda: job_message_ids(kube, namespace) == sorted(early + late),
@@ -303,7 +307,8 @@ def test_apf_throttling_creates_slows_only_creates_and_loses_nothing(
         )
         recovered = time.monotonic() - lifted
         print(
-            f"APF: {refused:.0f} creates refused in {window:.1f}s of throttling; {AFTER} Jobs {recovered:.1f}s after the lift"
+            f"APF: {refused:.0f} creates refused in {window:.1f}s of throttling, the early Jobs released with "
+            f"{made}/{LATE} late Jobs made; {AFTER} Jobs {recovered:.1f}s after the lift"
         )
         assert recovered <= RECOVERY_BUDGET, f"{AFTER} Jobs took {recovered:.1f}s after the FlowSchema went"
         receiver.wait_for_callbacks(late + after, timeout=90, what="the late Jobs' callbacks")
