@@ -49,8 +49,8 @@ EARLY, LATE, AFTER = 4, 200, 20
 # 429s allowed while throttled. After a 429 the creates wait Retry-After (1 s), then go one at
 # a time until 2 Retry-Afters pass without a 429, then the whole pool again: at most POOL - 1
 # refused per 3 s, and POOL - 1 in the first wave (in flight when the first 429 came). Measured
-# on the 2-core host: 6 refused in 4.4 s; with each request only backing off on its own (the gate
-# disabled) 16 in 12.5 s, over this bound. From 3 refused a second the apiserver doubles its
+# on the 2-core host: 7 refused in 11.2 s; with each request only backing off on its own (the
+# gate disabled) 25 in 18.6 s, over this bound. From 3 refused a second the apiserver doubles its
 # Retry-After, which the degraded reason would show.
 REFUSED_PER_SECOND = (POOL - 1) / 3
 REFUSED_MARGIN = POOL - 1
