@@ -53,7 +53,6 @@ SCHEMA = 1
 # back is at most THROTTLE_SHOWN seconds old, counting those of the last THROTTLE_WINDOW.
 THROTTLE_WINDOW = 60.0
 THROTTLE_SHOWN = 10.0
-_THROTTLE_KEPT = 500  # times kept per (source, verb): the count says "500+" beyond
 _PLURAL = {"create": "creates", "get": "gets", "patch": "patches", "delete": "deletes", "list": "lists"}
 
 
@@ -150,14 +149,20 @@ class StatusBoard:
         with self._mutex:
             now = self._clock.monotonic()
             key = f"{source}:{verb}"
-            entry = self._state["kube_throttled"].get(key) or {"verb": verb, "source": source, "times": []}
-            times = [t for t in entry["times"] if now - t < THROTTLE_WINDOW][-(_THROTTLE_KEPT - 1) :]
-            times.append(now)
+            entry = self._state["kube_throttled"].get(key) or {"verb": verb, "source": source, "seconds_counts": []}
+            # counts per whole second of the monotonic clock: at most 61 pairs, however many requests
+            second = float(int(now))
+            counts = [[s, n] for s, n in entry["seconds_counts"] if now - s < THROTTLE_WINDOW + 1]
+            fresh = not counts
+            if counts and counts[-1][0] == second:
+                counts[-1][1] += 1
+            else:
+                counts.append([second, 1])
             self._state["kube_throttled"] = {
                 **self._state["kube_throttled"],
-                key: {**entry, "times": times, "seconds": seconds},
+                key: {**entry, "seconds_counts": counts, "last": now, "seconds": seconds},
             }
-            self._write_locked(force=len(times) == 1)  # the first one at once, the rest with the beats
+            self._write_locked(force=fresh)  # the first one at once, the rest with the beats
 
     def set_runner_state(self, state: str, reason: str | None = None) -> None:
         self._set_field("runner", {"state": state, "reason": reason})
@@ -266,12 +271,13 @@ def degraded_reasons(doc: Mapping[str, Any], now: float) -> list[str]:
     requests back, each reason gone THROTTLE_SHOWN seconds after the last such request."""
     reasons = []
     for entry in (doc.get("kube_throttled") or {}).values():
-        times = [t for t in entry.get("times", []) if now - float(t) < THROTTLE_WINDOW]
-        if not times or now - max(times) > THROTTLE_SHOWN:
+        last = entry.get("last")
+        if last is None or now - float(last) > THROTTLE_SHOWN:
             continue
+        recent = sum(int(n) for s, n in entry.get("seconds_counts", []) if now - float(s) < THROTTLE_WINDOW)
         verb, source = str(entry.get("verb")), entry.get("source")
         what = _PLURAL.get(verb, f"{verb} requests")
-        count = f"{len(times)}+" if len(times) >= _THROTTLE_KEPT else str(len(times))
+        count = str(max(1, recent))
         seconds = float(entry.get("seconds") or 0.0)
         if source == "server":
             reasons.append(

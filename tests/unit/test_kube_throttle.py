@@ -202,3 +202,16 @@ def test_throttling_is_a_degraded_reason_until_it_stops(tmp_path: Any) -> None:
     clock.advance(THROTTLE_SHOWN + 0.1)
     assert read_status(board.path, monotonic=clock.monotonic())["degraded"] == []
     assert degraded_reasons({}, clock.monotonic()) == []
+
+
+def test_the_board_keeps_counts_per_second_not_one_entry_per_request(tmp_path: Any) -> None:
+    clock = FakeClock()
+    board = StatusBoard(tmp_path / "status.json", clock=clock, min_interval=0)
+    for _ in range(2000):  # 100 paced requests a second for 20 s
+        board.record_throttled("create", "client", 0.01)
+        clock.advance(0.01)
+    doc = read_status(board.path, monotonic=clock.monotonic())
+    assert len(doc["kube_throttled"]["client:create"]["seconds_counts"]) <= 21
+    assert doc["degraded"] == [
+        "KSR_KUBE_QPS/KSR_KUBE_BURST pacing creates: 2000 waited for a token in the last 60 s, the last 0.01 s"
+    ]
