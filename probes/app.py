@@ -248,6 +248,8 @@ def create_app(settings: Settings | None = None) -> Flask:
             },
             "children": doc.get("children", {}),
             "live": not liveness(doc or None, threshold=threshold, board_error=error),
+            # working, but slower than it could (Kubernetes API throttling): statusboard.degraded_reasons
+            "degraded": doc.get("degraded", []),
         }
         try:
             out["streams"] = stream_stats(client, settings.streams.streams, settings.streams.group)

@@ -44,6 +44,8 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from runner.lifecycle import CallbackStatus, DispatchOutcome, State
 from runner.signals import (
     CANCEL_STAGES,
+    THROTTLE_SOURCES,
+    THROTTLED_VERBS,
     TICK_OUTCOMES,
     ActiveJobs,
     Beat,
@@ -52,6 +54,7 @@ from runner.signals import (
     GroupRecreated,
     JobFinished,
     KubeRequest,
+    KubeThrottled,
     Leadership,
     MessageHandled,
     ScheduledMoved,
@@ -121,6 +124,7 @@ FIXED_LABELS: dict[str, dict[str, tuple[str, ...]]] = {
     "ksr_callbacks": {"status": CALLBACK_STATUSES, "outcome": CALLBACK_OUTCOMES},
     "ksr_schedule_ticks": {"outcome": TICK_OUTCOMES},
     "ksr_cancellations": {"stage": CANCEL_STAGES},
+    "ksr_kube_throttled": {"verb": THROTTLED_VERBS, "source": THROTTLE_SOURCES},
 }
 
 # ksr_jobs_finished_total's job_service and job_namespace come from the message, so the
@@ -251,6 +255,13 @@ class Metrics:
             registry=r,
             buckets=KUBE_BUCKETS,
         )
+        self.kube_throttled = Counter(
+            "ksr_kube_throttled",
+            "Kubernetes API requests held back, by verb and source: server = the apiserver answered 429 "
+            "(API Priority and Fairness), client = waited for a KSR_KUBE_QPS token",
+            ["verb", "source"],
+            registry=r,
+        )
         # -- callbacks (RQ worker process)
         self.callbacks = Counter(
             "ksr_callbacks",
@@ -286,7 +297,7 @@ class Metrics:
         self._zero_fixed_series()
 
     def _zero_fixed_series(self) -> None:
-        for metric in (self.messages, self.callbacks, self.cancellations):  # jobs_finished: per service, below
+        for metric in (self.messages, self.callbacks, self.cancellations, self.kube_throttled):  # jobs_finished: below
             labels = FIXED_LABELS[metric._name]
             for combination in itertools.product(*(labels[name] for name in metric._labelnames)):
                 metric.labels(*combination)
@@ -421,6 +432,8 @@ class MetricsObserver:
                 m.group_recreated.labels(stream=stream).inc()
             case KubeRequest(verb=verb, code=code, seconds=seconds):
                 m.observe_kube_request(verb, code, seconds)
+            case KubeThrottled(verb=verb, source=source):
+                m.kube_throttled.labels(verb=verb, source=source).inc()
             case ScheduledWaiting(count=count):
                 m.scheduled_waiting.set(count)
             case ScheduledMoved(stream=stream, count=count):

@@ -105,6 +105,17 @@ def _fixed_values() -> str:
         "exception": "the pod never started in time, its image could not be pulled, or the Job was deleted from outside (callback 99)",
         "cancelled": "cancelled while its Job ran (callback 99 `Cancelled`)",
     }
+    kube_verbs = {
+        "create": "a Job create (waits behind every other verb; docs/kubernetes-api.md)",
+        "get": "a read of one Job",
+        "patch": "the outcome finalizer's release of a finished Job",
+        "delete": "a Job deleted (cancel)",
+        "list": "a page of a list of Jobs or Pods (relist, reconcile)",
+    }
+    throttle_sources = {
+        "server": "the apiserver answered 429 (API Priority and Fairness); its Retry-After was honoured",
+        "client": "the request waited for a token of KSR_KUBE_QPS / KSR_KUBE_BURST",
+    }
     sections = {
         "ksr_messages": {"outcome": _message_outcomes()},
         "ksr_jobs_finished": {"outcome": _table("outcome of ksr_jobs_finished", jobs)},
@@ -114,6 +125,10 @@ def _fixed_values() -> str:
         },
         "ksr_schedule_ticks": {"outcome": _table("outcome of ksr_schedule_ticks", TICK_OUTCOME_MEANING)},
         "ksr_cancellations": {"stage": _table("stage of ksr_cancellations", stages)},
+        "ksr_kube_throttled": {
+            "verb": _table("verb of ksr_kube_throttled", kube_verbs),
+            "source": _table("source of ksr_kube_throttled", throttle_sources),
+        },
     }
     out = []
     for name, labels in FIXED_LABELS.items():

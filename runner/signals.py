@@ -28,6 +28,8 @@ from runner.lifecycle import DispatchOutcome, State
 
 __all__ = [
     "CANCEL_STAGES",
+    "THROTTLE_SOURCES",
+    "THROTTLED_VERBS",
     "TICK_OUTCOMES",
     "ActiveJobs",
     "Beat",
@@ -38,6 +40,7 @@ __all__ = [
     "GroupRecreated",
     "JobFinished",
     "KubeRequest",
+    "KubeThrottled",
     "Leadership",
     "MessageHandled",
     "Observer",
@@ -59,6 +62,10 @@ REPEAT_LOG_INTERVAL = 60.0
 TICK_OUTCOMES = ("fired", "caught_up", "missed", "refused")
 # Cancelled.stage: held until due, read and not yet created, its Job running.
 CANCEL_STAGES = ("scheduled", "pending", "running")
+# KubeThrottled: the verbs of runner.jobs.kube's requests (KubeApi.call), and who held one
+# back: the apiserver (a 429, API Priority and Fairness) or our own KSR_KUBE_QPS bucket.
+THROTTLED_VERBS = ("create", "get", "patch", "delete", "list")
+THROTTLE_SOURCES = ("server", "client")
 
 
 class StreamStatsLike(Protocol):
@@ -163,6 +170,17 @@ class KubeRequest:
 
 
 @dataclass(frozen=True)
+class KubeThrottled:
+    """A Kubernetes API request was held back: `source` "server" when the apiserver answered
+    429 (`seconds`: its Retry-After), "client" when it waited `seconds` for a token of
+    KSR_KUBE_QPS / KSR_KUBE_BURST."""
+
+    verb: str
+    source: str  # one of THROTTLE_SOURCES
+    seconds: float
+
+
+@dataclass(frozen=True)
 class ScheduledWaiting:
     """The leader counted the delayed messages held, and the earliest due time."""
 
@@ -213,6 +231,7 @@ Signal = (
     | StreamsSampled
     | GroupRecreated
     | KubeRequest
+    | KubeThrottled
     | ScheduledWaiting
     | ScheduledMoved
     | ScheduleTick

@@ -23,7 +23,6 @@ from kubernetes import client as k8s
 from election.clock import SYSTEM_CLOCK, Clock
 from runner import backoff
 from runner.errors import (
-    KsrError,
     KubeApiError,
     KubeConflict,
     KubeNotFound,
@@ -31,6 +30,7 @@ from runner.errors import (
 )
 from runner.jobs.manifest import managed_selector, message_id_of
 from runner.jobs.rest import JSON_PATCH, Rest, path_of
+from runner.jobs.throttle import KubeThrottle, Stopped
 from runner.signals import KubeRequest, Signals
 
 log = logging.getLogger(__name__)
@@ -47,10 +47,6 @@ class JobRef:
     uid: str
     adopted: bool = False  # it existed already (made before a crash) and is ours
     gone: bool = False  # it existed (409) and has been deleted since: never made again
-
-
-class Stopped(KsrError):
-    """The caller no longer wants the result (lost its term, shutting down, out of time)."""
 
 
 def _always() -> bool:
@@ -70,9 +66,11 @@ class KubeApi:
         backoff_cap: float = 5.0,
         max_attempts: int = 0,
         list_page: int = LIST_PAGE,
+        throttle: KubeThrottle | None = None,
     ) -> None:
         """`max_attempts` 0 retries transient errors for as long as `keep_going()` says;
-        `list_page` is the number of items one list request asks for."""
+        `list_page` is the number of items one list request asks for; `throttle` paces the
+        requests (runner.jobs.throttle; default: the apiserver's 429s only, no client limit)."""
         self.api_client = api_client
         self.rest = Rest(api_client, clock=clock)
         self.timeout = timeout
@@ -83,6 +81,7 @@ class KubeApi:
         self._max_attempts = max_attempts
         self.list_page = list_page
         self.signals = signals
+        self.throttle = throttle or KubeThrottle(qps=0, burst=0, signals=signals, clock=clock)
 
     # -- the retry loop ---------------------------------------------------------------
     def call(
@@ -103,20 +102,28 @@ class KubeApi:
             attempt += 1
             if not keep_going():
                 raise Stopped(verb)
-            started = self._clock.monotonic()
-            try:
-                result = fn()
-            except Exception as e:  # translated right here, the boundary
-                err = e if isinstance(e, KubeApiError) else kube_error_from(e)
-                self.signals.emit(KubeRequest(verb, err.status or None, self._clock.monotonic() - started))
+            # Waits for the throttle (runner.jobs.throttle); raises Stopped, or the last 429 /
+            # a client-side refusal when `deadline` would pass first: no request is sent then.
+            with self.throttle.admit(verb, keep_going=keep_going, deadline=deadline):
+                started = self._clock.monotonic()
+                try:
+                    result = fn()
+                except Exception as e:  # translated right here, the boundary
+                    cause: Exception | None = e
+                    err = e if isinstance(e, KubeApiError) else kube_error_from(e)
+                    self.signals.emit(KubeRequest(verb, err.status or None, self._clock.monotonic() - started))
+                    self.throttle.refused(verb, err)  # a 429 closes the gate before the next one enters
+                else:
+                    cause = None
+            if cause is not None:
                 if not err.retryable or (self._max_attempts and attempt >= self._max_attempts):
-                    raise err from e
+                    raise err from cause
                 retry_after = None if err.retry_after is None else min(err.retry_after, 60.0)
                 delay = backoff.delay(
                     attempt, base=self._base, cap=self._cap, jitter="equal", rng=self._rng, floor=retry_after
                 )
                 if deadline is not None and self._clock.monotonic() + delay > deadline:
-                    raise err from e
+                    raise err from cause
                 log.warning("kubernetes %s failed (%s), retry %d in %.2fs", verb, err, attempt, delay)
                 self._clock.sleep(delay)
                 continue

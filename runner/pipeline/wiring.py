@@ -22,6 +22,7 @@ from election.redis_lock import RedisLock
 from runner.callbacks.enqueue import CallbackQueue
 from runner.jobs.executors import Executor, KubernetesExecutor, LocalExecutor
 from runner.jobs.kube import KubeApi
+from runner.jobs.throttle import KubeThrottle
 from runner.jobs.tracker import Tracker
 from runner.jobs.watcher import KubeWatcher
 from runner.metrics import MetricsObserver
@@ -106,7 +107,8 @@ def build_runner(
             from election.lease_lock import api_client_from_kubeconfig
 
             api_client = api_client_from_kubeconfig()
-        api = KubeApi(api_client, timeout=s.kube.client_timeout, signals=signals)
+        throttle = KubeThrottle(qps=s.kube.qps, burst=s.kube.burst, signals=signals)
+        api = KubeApi(api_client, timeout=s.kube.client_timeout, signals=signals, throttle=throttle)
     watcher: KubeWatcher | None = None
     local: LocalExecutor | None = None
     executor: Executor

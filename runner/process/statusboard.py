@@ -30,9 +30,11 @@ from typing import Any
 
 from election.clock import SYSTEM_CLOCK, Clock
 from runner.settings.variables import MULTIPROC_DIR, RUNTIME_DIR
-from runner.signals import ActiveJobs, Beat, ElectorState, ErrorRecorded, Leadership, Signal
+from runner.signals import ActiveJobs, Beat, ElectorState, ErrorRecorded, KubeThrottled, Leadership, Signal
 
 __all__ = [
+    "THROTTLE_SHOWN",
+    "THROTTLE_WINDOW",
     "BoardObserver",
     "ENV_RUNTIME_DIR",
     "RuntimePaths",
@@ -47,6 +49,11 @@ ENV_RUNTIME_DIR = RUNTIME_DIR.name
 STATUS_FILE = "status.json"
 MAX_ERRORS = 20
 SCHEMA = 1
+# Kubernetes API throttling on /status: a reason in `degraded` while the last request held
+# back is at most THROTTLE_SHOWN seconds old, counting those of the last THROTTLE_WINDOW.
+THROTTLE_WINDOW = 60.0
+THROTTLE_SHOWN = 10.0
+_PLURAL = {"create": "creates", "get": "gets", "patch": "patches", "delete": "deletes", "list": "lists"}
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,7 @@ class StatusBoard:
             "elector": {"running": False, "healthy": True},
             "active_jobs": 0,
             "children": {},
+            "kube_throttled": {},
         }
 
     # -- runner side -------------------------------------------------------------------------
@@ -134,6 +142,27 @@ class StatusBoard:
         with self._mutex:
             self._errors.append({"wall": self._clock.time(), "monotonic": self._clock.monotonic(), "text": text[:2000]})
             self._write_locked(force=True)
+
+    def record_throttled(self, verb: str, source: str, seconds: float) -> None:
+        """A Kubernetes request held back (runner.signals.KubeThrottled): kept for
+        THROTTLE_WINDOW seconds, shown in /status's `degraded` (`degraded_reasons`)."""
+        with self._mutex:
+            now = self._clock.monotonic()
+            key = f"{source}:{verb}"
+            entry = self._state["kube_throttled"].get(key) or {"verb": verb, "source": source, "seconds_counts": []}
+            # counts per whole second of the monotonic clock: at most 61 pairs, however many requests
+            second = float(int(now))
+            counts = [[s, n] for s, n in entry["seconds_counts"] if now - s < THROTTLE_WINDOW + 1]
+            fresh = not counts
+            if counts and counts[-1][0] == second:
+                counts[-1][1] += 1
+            else:
+                counts.append([second, 1])
+            self._state["kube_throttled"] = {
+                **self._state["kube_throttled"],
+                key: {**entry, "seconds_counts": counts, "last": now, "seconds": seconds},
+            }
+            self._write_locked(force=fresh)  # the first one at once, the rest with the beats
 
     def set_runner_state(self, state: str, reason: str | None = None) -> None:
         self._set_field("runner", {"state": state, "reason": reason})
@@ -197,6 +226,8 @@ class BoardObserver:
                 self.board.set_active_jobs(count)
             case ErrorRecorded(text=text):
                 self.board.record_error(text)
+            case KubeThrottled(verb=verb, source=source, seconds=seconds):
+                self.board.record_throttled(verb, source, seconds)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -231,4 +262,31 @@ def read_status(path: str | os.PathLike[str], *, monotonic: float | None = None)
         beat["age"] = max(0.0, now - float(beat["monotonic"]))
     for error in doc.get("last_errors", []):
         error["age"] = max(0.0, now - float(error["monotonic"]))
+    doc["degraded"] = degraded_reasons(doc, now)
     return doc
+
+
+def degraded_reasons(doc: Mapping[str, Any], now: float) -> list[str]:
+    """Why the runner works, but slower than it could: the Kubernetes API holding its
+    requests back, each reason gone THROTTLE_SHOWN seconds after the last such request."""
+    reasons = []
+    for entry in (doc.get("kube_throttled") or {}).values():
+        last = entry.get("last")
+        if last is None or now - float(last) > THROTTLE_SHOWN:
+            continue
+        recent = sum(int(n) for s, n in entry.get("seconds_counts", []) if now - float(s) < THROTTLE_WINDOW)
+        verb, source = str(entry.get("verb")), entry.get("source")
+        what = _PLURAL.get(verb, f"{verb} requests")
+        count = str(max(1, recent))
+        seconds = float(entry.get("seconds") or 0.0)
+        if source == "server":
+            reasons.append(
+                f"kubernetes API throttling {what}: {count} 429s in the last {THROTTLE_WINDOW:g} s, "
+                f"Retry-After {seconds:g} s"
+            )
+        else:
+            reasons.append(
+                f"KSR_KUBE_QPS/KSR_KUBE_BURST pacing {what}: {count} waited for a token in the last "
+                f"{THROTTLE_WINDOW:g} s, the last {seconds:.2f} s"
+            )
+    return sorted(reasons)

@@ -121,6 +121,8 @@ class KubeSettings:
     create_backoff_cap: float  # KSR_CREATE_BACKOFF_CAP, seconds, the longest wait between those tries
     max_active_jobs: int  # KSR_MAX_ACTIVE_JOBS, 0 = no cap
     worker_pool_size: int  # QUEUE_WORKER_POOL_SIZE, parallel Job creates
+    qps: float  # KSR_KUBE_QPS, client-side requests per second, 0 = no limit
+    burst: int  # KSR_KUBE_BURST, the token bucket's size
 
 
 @dataclass(frozen=True)

@@ -152,6 +152,21 @@ def integer(*, minimum: int, maximum: int | None = None, unit: str = "") -> Pars
     return parse
 
 
+def quantity(*, minimum: float, unit: str = "") -> Parser:
+    what = f"a number{(' of ' + unit) if unit else ''} >= {minimum:g}"
+
+    def parse(value: str) -> float:
+        try:
+            result = float(value)
+        except ValueError:
+            raise ValueError(f"must be {what}, got {value!r}") from None
+        if result != result or result in (float("inf"), float("-inf")) or result < minimum:
+            raise ValueError(f"must be {what}, got {value!r}")
+        return result
+
+    return parse
+
+
 def items(value: str) -> tuple[str, ...]:
     """A comma-separated list; blanks around items are ignored."""
     return tuple(item.strip() for item in value.split(",") if item.strip())

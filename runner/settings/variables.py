@@ -29,6 +29,7 @@ from runner.settings.spec import (
     items,
     key_name,
     path,
+    quantity,
     seconds,
     text,
 )
@@ -508,6 +509,27 @@ WORKER_POOL_SIZE = Variable(
     unit="workers",
     help="Job creates in parallel (1..256).",
 )
+KUBE_QPS = Variable(
+    name="KSR_KUBE_QPS",
+    path="kube.qps",
+    parse=quantity(minimum=0, unit="requests per second"),
+    default=500.0,
+    unit="requests/s",
+    help="Client-side limit on the runner's Kubernetes API requests (a token bucket, like client-go's "
+    "`rest.Config` QPS), `0` = none. Creates wait for a token; the finalizer's release, gets and lists take "
+    "theirs first, so finished Jobs are released while creates wait. The Lease renewals are never "
+    "limited by it. The default fits one leader at full speed (about 250 Jobs/s, 2 requests a Job) and only "
+    "stops a runaway; client-go's 5 would hold a Job creator to 2 Jobs/s. See docs/kubernetes-api.md.",
+)
+KUBE_BURST = Variable(
+    name="KSR_KUBE_BURST",
+    path="kube.burst",
+    parse=integer(minimum=1, unit="requests"),
+    default=1000,
+    unit="requests",
+    help="Requests `KSR_KUBE_QPS` lets through at once before pacing (the bucket's size; client-go's "
+    "Burst). Ignored when `KSR_KUBE_QPS` is `0`.",
+)
 
 POD_NAMESPACE = Variable(
     name="POD_NAMESPACE",
@@ -944,6 +966,8 @@ SECTIONS: tuple[Section, ...] = (
             CREATE_BACKOFF_CAP,
             MAX_ACTIVE_JOBS,
             WORKER_POOL_SIZE,
+            KUBE_QPS,
+            KUBE_BURST,
         ),
     ),
     Section(

@@ -33,6 +33,7 @@ def test_defaults() -> None:
     assert s.policy.allowed_images == () and s.policy.allowed_envrefs == ()
     assert s.streams.max_message_bytes == 65536
     assert s.kube.max_active_jobs == 500
+    assert (s.kube.qps, s.kube.burst) == (500.0, 1000)
     assert (s.streams.read_count, s.streams.block_ms, s.streams.max_deliveries) == (10, 2000, 5)
     assert s.state.ttl_seconds == 7 * 24 * 3600
     assert (s.state.key_prefix, s.state.active_key) == ("ksr:msg:", "ksr:active")
@@ -295,6 +296,10 @@ def test_runtime_paths_follow_the_same_declarations(tmp_path: Path) -> None:
         ({"HTTP_SERVER_PORT": "80.5"}, "HTTP_SERVER_PORT", "an integer"),
         ({"QUEUE_WORKER_POOL_SIZE": "0"}, "QUEUE_WORKER_POOL_SIZE", ">= 1"),
         ({"KSR_MAX_ACTIVE_JOBS": "-1"}, "KSR_MAX_ACTIVE_JOBS", ">= 0"),
+        ({"KSR_KUBE_QPS": "-1"}, "KSR_KUBE_QPS", "a number of requests per second >= 0, got '-1'"),
+        ({"KSR_KUBE_QPS": "fast"}, "KSR_KUBE_QPS", "got 'fast'"),
+        ({"KSR_KUBE_QPS": "inf"}, "KSR_KUBE_QPS", "got 'inf'"),
+        ({"KSR_KUBE_BURST": "0"}, "KSR_KUBE_BURST", ">= 1"),
         ({"KSR_MAX_MESSAGE_BYTES": "100"}, "KSR_MAX_MESSAGE_BYTES", ">= 1024"),
         ({"KSR_READ_COUNT": "many"}, "KSR_READ_COUNT", "got 'many'"),
         ({"KSR_LOCK": "zookeeper"}, "KSR_LOCK", "lease|redis"),

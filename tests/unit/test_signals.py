@@ -22,6 +22,7 @@ from runner.signals import (
     GroupRecreated,
     JobFinished,
     KubeRequest,
+    KubeThrottled,
     Leadership,
     MessageHandled,
     Signal,
@@ -184,6 +185,9 @@ def test_metrics_observer_writes_each_signal_once(fresh):
         GroupRecreated("ksr:jobs:low"),
         KubeRequest("create", 201, 0.01),
         KubeRequest("create", None, 1.0),
+        KubeThrottled("create", "server", 1.0),
+        KubeThrottled("create", "server", 2.0),
+        KubeThrottled("patch", "client", 0.1),
         ErrorRecorded("ignored by metrics"),
         ElectorState(running=True, healthy=True),
     ):
@@ -202,6 +206,9 @@ def test_metrics_observer_writes_each_signal_once(fresh):
     assert value(registry, "ksr_redis_group_recreated_total", stream="ksr:jobs:low") == 1
     assert value(registry, "ksr_kube_requests_total", verb="create", code="201") == 1
     assert value(registry, "ksr_kube_requests_total", verb="create", code="error") == 1
+    assert value(registry, "ksr_kube_throttled_total", verb="create", source="server") == 2
+    assert value(registry, "ksr_kube_throttled_total", verb="patch", source="client") == 1
+    assert value(registry, "ksr_kube_throttled_total", verb="list", source="server") == 0  # there from the start
 
 
 def test_metrics_observer_counts_transitions_and_zeroes_leader_gauges_on_step_down(fresh):
