@@ -22,7 +22,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -477,7 +477,42 @@ def up(
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise SystemExit(f"kube-testenv: another `up` is starting the bed in {directory} right now") from None
-        return _up(directory, progress=progress, bench=bench, audit=audit, owned=owned, check_timeout=check_timeout)
+        for attempt in range(1, _PORT_ATTEMPTS + 1):
+            try:
+                return _up(
+                    directory, progress=progress, bench=bench, audit=audit, owned=owned, check_timeout=check_timeout
+                )
+            except PortTaken as e:
+                if attempt == _PORT_ATTEMPTS:
+                    raise
+                progress(f"{e}; starting again with new ports")
+        raise AssertionError("unreachable")
+
+
+# free_port() only finds a port free: another process (a parallel test's server) may take
+# it before a component binds it. That start is retried with new ports, a bounded number of times.
+_PORT_ATTEMPTS = 3
+
+
+class PortTaken(RuntimeError):
+    """A component could not bind its port: it was taken after free_port() chose it."""
+
+
+def _log_sizes(directory: Path, names: Iterable[str]) -> dict[str, int]:
+    return {n: (directory / f"{n}.log").stat().st_size if (directory / f"{n}.log").exists() else 0 for n in names}
+
+
+def _port_taken(directory: Path, since: dict[str, int]) -> list[str]:
+    """The components whose log says, since `since` (the logs are appended to), that a port was taken."""
+    taken = []
+    for name, offset in since.items():
+        path = directory / f"{name}.log"
+        if path.exists():
+            with open(path, "rb") as log:
+                log.seek(offset)
+                if b"address already in use" in log.read():
+                    taken.append(name)
+    return taken
 
 
 def _up(
@@ -491,6 +526,7 @@ def _up(
     bed._credentials()
     bed.procs = {name: {"cmd": cmd, "pid": None} for name, cmd in bed._commands(bench=bench, audit=audit).items()}
     bed.save()
+    logs_at = _log_sizes(directory, bed.procs)
     try:
         for name in ("etcd", "kube-apiserver"):
             bed.start(name)
@@ -505,8 +541,11 @@ def _up(
         progress(f"start-up check: a Job ran to Complete in {took:.1f}s")
         bed.ready = True
         bed.save()
-    except BaseException:
+    except BaseException as e:
+        taken = _port_taken(directory, logs_at) if isinstance(e, Exception) else []
         down(directory)
+        if taken:
+            raise PortTaken(f"{', '.join(taken)} found its port taken") from e
         raise
     progress(f"test bed up in {time.monotonic() - started:.1f}s ({directory})")
     return bed

@@ -17,6 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from testenv import bed as testbed  # noqa: E402
 from testenv import selfcheck, stale  # noqa: E402
 
 
@@ -142,3 +143,14 @@ def test_processes_of_a_directory_are_only_those_naming_a_file_in_it(tmp_path: P
     assert not stale._names_dir(f"--data-dir={tmp_path}x/etcd", tmp_path)
     assert not stale._names_dir("--etcd-servers=http://127.0.0.1:2379", tmp_path)
     assert os.getpid() not in stale.processes_of(Path("/"))  # python is not a bed component
+
+
+def test_a_port_taken_since_this_start_is_told_apart_from_an_earlier_one(tmp_path: Path) -> None:
+    (tmp_path / "etcd.log").write_bytes(b"listen tcp 127.0.0.1:1: bind: address already in use\n")
+    (tmp_path / "kube-apiserver.log").write_bytes(b"started\n")
+    since = testbed._log_sizes(tmp_path, ["etcd", "kube-apiserver", "kwok"])
+    assert since == {"etcd": 53, "kube-apiserver": 8, "kwok": 0}
+    assert testbed._port_taken(tmp_path, since) == []  # the earlier attempt's line does not count
+    with open(tmp_path / "kube-apiserver.log", "ab") as log:
+        log.write(b'failed to listen on 127.0.0.1:2: bind: address already in use"\n')
+    assert testbed._port_taken(tmp_path, since) == ["kube-apiserver"]
