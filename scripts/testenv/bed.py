@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import functools
 import json
 import os
 import signal
@@ -477,16 +478,15 @@ def up(
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise SystemExit(f"kube-testenv: another `up` is starting the bed in {directory} right now") from None
-        for attempt in range(1, _PORT_ATTEMPTS + 1):
+        start = functools.partial(
+            _up, directory, progress=progress, bench=bench, audit=audit, owned=owned, check_timeout=check_timeout
+        )
+        for _ in range(_PORT_ATTEMPTS - 1):
             try:
-                return _up(
-                    directory, progress=progress, bench=bench, audit=audit, owned=owned, check_timeout=check_timeout
-                )
+                return start()
             except PortTaken as e:
-                if attempt == _PORT_ATTEMPTS:
-                    raise
                 progress(f"{e}; starting again with new ports")
-        raise AssertionError("unreachable")
+        return start()
 
 
 # free_port() only finds a port free: another process (a parallel test's server) may take
@@ -499,7 +499,8 @@ class PortTaken(RuntimeError):
 
 
 def _log_sizes(directory: Path, names: Iterable[str]) -> dict[str, int]:
-    return {n: (directory / f"{n}.log").stat().st_size if (directory / f"{n}.log").exists() else 0 for n in names}
+    logs = {n: directory / f"{n}.log" for n in names}
+    return {n: log.stat().st_size if log.exists() else 0 for n, log in logs.items()}
 
 
 def _port_taken(directory: Path, since: dict[str, int]) -> list[str]:
