@@ -261,7 +261,8 @@ def _workload_and_checks(pods, prometheus, receiver, redis_client, namespace, en
     # ... and the leader scraped as leading: its tenure is what "Leader by pod" must show at 1
     # (a first scrape at 0, before it won, then a SIGTERM before the next, showed it at 0).
     wait_for(
-        lambda: prometheus.query(f'ksr_leader{{job="{JOB}", pod="{leader.name}"}} == 1'),
+        # every sample of the last 3 s at 1 (three scrapes): a range query's 2 s steps land on one
+        lambda: prometheus.query(f'min_over_time(ksr_leader{{job="{JOB}", pod="{leader.name}"}}[3s]) == 1'),
         timeout=30,
         what=f"{leader.name} scraped as leader",
     )

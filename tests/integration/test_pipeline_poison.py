@@ -63,6 +63,12 @@ def test_deep_nesting_is_dead_lettered_and_one_replica_leads_throughout(redis_se
             timeout=60,
             what="Jobs for the valid messages after the deep ones",
         )
+        # a read's entries are handled in parallel: a dead letter may land after the valid Jobs
+        wait_for(
+            lambda: {d.original_id for d in list_dead(redis_client, STREAM)} == {deep_id, deep_obj},
+            timeout=10,
+            what="both deep entries dead-lettered",
+        )
         dead = {d.original_id: d for d in list_dead(redis_client, STREAM)}
         assert _lease(kube, namespace) == leader, "the leader and its term never changed"
         assert sum(r.term is not None for r in runners) == 1 and _threads_alive(runners)
